@@ -102,15 +102,15 @@ export class Element {
 
   /** Returns the root of a builder chain. */
   root(): Element {
-    let el: Element = this;
-    while (el.parent) el = el.parent;
-    return el;
+    return this.parent ? this.parent.root() : this;
   }
 
   /** First child element with this local name and (when given) namespace. */
   getChild(name: string, ns?: string): Element | undefined {
     for (const child of this.children) {
-      if (typeof child !== "string" && child.name === name && (ns === undefined || child.ns === ns)) {
+      if (
+        typeof child !== "string" && child.name === name && (ns === undefined || child.ns === ns)
+      ) {
         return child;
       }
     }
@@ -121,7 +121,9 @@ export class Element {
   getChildren(name: string, ns?: string): Element[] {
     const found: Element[] = [];
     for (const child of this.children) {
-      if (typeof child !== "string" && child.name === name && (ns === undefined || child.ns === ns)) {
+      if (
+        typeof child !== "string" && child.name === name && (ns === undefined || child.ns === ns)
+      ) {
         found.push(child);
       }
     }
