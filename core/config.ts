@@ -1,0 +1,994 @@
+// Loads the TOML configuration, checks it against the schema and reports every problem with
+// file:line, then offers typed, per-host option lookups with inheritance from the global level.
+
+import { parse, TomlDate, TomlError } from "smol-toml";
+import { dirname, resolve } from "node:path";
+import {
+  COMPONENT_OPTIONS,
+  GLOBAL_OPTIONS,
+  HOST_OPTIONS,
+  LOG_LEVELS,
+  LOG_OPTIONS,
+  type OptionSpec,
+  STORAGE_OPTIONS,
+} from "./config_schema.ts";
+import { parseJid } from "./jid.ts";
+
+/** One problem found in a configuration file. */
+export interface ConfigProblem {
+  /** The file as it was named to the loader. */
+  file: string;
+  /** 1-based line; 0 when the problem concerns the whole file. */
+  line: number;
+  /** Errors stop the load; warnings do not. */
+  severity: "error" | "warning";
+  /** What is wrong, starting in lower case (it follows "error: "). */
+  message: string;
+}
+
+/** Formats a problem like a compiler: "conf.toml:12: error: ..." (no line number for line 0). */
+export function formatProblem(p: ConfigProblem): string {
+  const where = p.line > 0 ? `${p.file}:${p.line}` : p.file;
+  return `${where}: ${p.severity}: ${p.message}`;
+}
+
+/** A virtual host after validation. */
+export interface HostConfig {
+  /** Prepared domain. */
+  domain: string;
+  /** Modules to load: the host's list (or the global one) minus every disabled module. */
+  modules: string[];
+  /** Options set in this [[host]] section (validated when known, raw otherwise). */
+  options: Record<string, unknown>;
+  /** Line of the [[host]] header. */
+  line: number;
+}
+
+/** A component after validation. */
+export interface ComponentConfig {
+  /** Prepared domain. */
+  domain: string;
+  /** Internal component module name, when internal. */
+  module?: string;
+  /** Shared secret, when external. */
+  secret?: string;
+  /** Other options set in this [[component]] section. */
+  options: Record<string, unknown>;
+  /** Line of the [[component]] header. */
+  line: number;
+}
+
+/** The [log] table after validation. */
+export interface LogConfig {
+  /** Default lowest level: trace, debug, info, warning, error or fatal. */
+  level: string;
+  /** Whether to log to standard error. */
+  console: boolean;
+  /** Absolute path of the log file, or "" for none. */
+  file: string;
+  /** Category ("lilt.c2s") to lowest level. */
+  categories: Record<string, string>;
+}
+
+/** Options for {@link loadConfig} and {@link parseConfigText}. */
+export interface LoadConfigOptions {
+  /** Options declared by modules: known keys, validated like core options. */
+  moduleOptions?: Record<string, OptionSpec>;
+}
+
+/** The outcome of loading: a config when there was no error, and every problem found. */
+export interface LoadConfigResult {
+  /** Undefined when any problem is an error. */
+  config?: Config;
+  /** Errors and warnings, in file order within each kind of check. */
+  problems: ConfigProblem[];
+}
+
+type Path = readonly (string | number)[];
+type Table = Record<string, unknown>;
+
+interface SectionState {
+  domain: string;
+  path: Path;
+  raw: Table;
+  options: Map<string, unknown>;
+}
+
+/**
+ * A validated configuration. Option values are read through `get` (global) and `hostOption`
+ * (host, then global, then the schema default).
+ */
+export class Config {
+  /** Absolute path of the file (or of the name given to {@link parseConfigText}). */
+  readonly file: string;
+  /** Absolute data directory. */
+  readonly dataDir: string;
+  /** Virtual hosts in file order. */
+  readonly hosts: HostConfig[];
+  /** Components in file order. */
+  readonly components: ComponentConfig[];
+  /** Logging settings. */
+  readonly log: LogConfig;
+  /** Storage settings; `path` is absolute. */
+  readonly storage: { path: string; key: string };
+  #globals: Map<string, unknown>;
+  #raw: Table;
+  #sections: Map<string, SectionState>;
+  #index: TomlLineIndex;
+
+  /** Built by the loader; not meant to be constructed elsewhere. */
+  constructor(init: ConfigInit) {
+    this.file = init.file;
+    this.dataDir = init.dataDir;
+    this.hosts = init.hosts;
+    this.components = init.components;
+    this.log = init.log;
+    this.storage = init.storage;
+    this.#globals = init.globals;
+    this.#raw = init.raw;
+    this.#sections = init.sections;
+    this.#index = init.index;
+  }
+
+  /** A global option's validated value, or its default; undefined for unknown keys. */
+  get<T = unknown>(key: string): T {
+    if (this.#globals.has(key)) return this.#globals.get(key) as T;
+    return this.#raw[key] as T;
+  }
+
+  /**
+   * A host's (or component's) option: the host's value, else the global value, else the schema
+   * default; undefined for unknown keys with no value. `admins` joins the global and host lists.
+   */
+  hostOption<T = unknown>(host: string, key: string): T | undefined {
+    const section = this.#section(host);
+    if (key === "admins") {
+      const global = (this.#globals.get("admins") ?? []) as string[];
+      const own = (section?.options.get("admins") ?? []) as string[];
+      return [...new Set([...global, ...own])] as T;
+    }
+    if (section?.options.has(key)) return section.options.get(key) as T;
+    if (section && key in section.raw) return section.raw[key] as T;
+    return this.get<T>(key);
+  }
+
+  /** The raw TOML value of an option for a host (host section first, then top level). */
+  hostRaw(host: string, key: string): unknown {
+    const section = this.#section(host);
+    if (section && key in section.raw) return section.raw[key];
+    return this.#raw[key];
+  }
+
+  /** The line where an option is set for a host (or globally when `host` is undefined). */
+  lineOf(host: string | undefined, key: string): number | undefined {
+    if (host !== undefined) {
+      const section = this.#section(host);
+      if (section && key in section.raw) return this.#index.lineOf([...section.path, key]);
+    }
+    return key in this.#raw ? this.#index.lineOf([key]) : undefined;
+  }
+
+  #section(host: string): SectionState | undefined {
+    const found = this.#sections.get(host);
+    if (found) return found;
+    try {
+      return this.#sections.get(parseJid(host).domain);
+    } catch {
+      return undefined;
+    }
+  }
+}
+
+interface ConfigInit {
+  file: string;
+  dataDir: string;
+  hosts: HostConfig[];
+  components: ComponentConfig[];
+  log: LogConfig;
+  storage: { path: string; key: string };
+  globals: Map<string, unknown>;
+  raw: Table;
+  sections: Map<string, SectionState>;
+  index: TomlLineIndex;
+}
+
+/**
+ * Reads and validates a configuration file. A file that cannot be read gives one problem on
+ * line 0.
+ *
+ * @example
+ * ```ts
+ * const { config, problems } = loadConfig("/etc/lilt/lilt.toml");
+ * for (const p of problems) console.error(formatProblem(p));
+ * if (!config) Deno.exit(1);
+ * ```
+ */
+export function loadConfig(path: string, options: LoadConfigOptions = {}): LoadConfigResult {
+  let text: string;
+  try {
+    text = Deno.readTextFileSync(path);
+  } catch (error) {
+    const reason = error instanceof Error ? error.message : String(error);
+    return {
+      problems: [{
+        file: path,
+        line: 0,
+        severity: "error",
+        message: `cannot read the file: ${reason}`,
+      }],
+    };
+  }
+  return parseConfigText(text, path, options);
+}
+
+/** Validates configuration text; `file` names it in problems and anchors relative paths. */
+export function parseConfigText(
+  text: string,
+  file: string,
+  options: LoadConfigOptions = {},
+): LoadConfigResult {
+  const problems: ConfigProblem[] = [];
+  let doc: Table;
+  try {
+    doc = parse(text) as Table;
+  } catch (error) {
+    if (error instanceof TomlError) {
+      const firstLine = error.message.split("\n")[0].replace(/^Invalid TOML document: /, "");
+      problems.push({
+        file,
+        line: error.line,
+        severity: "error",
+        message: `TOML syntax error at column ${error.column}: ${firstLine}`,
+      });
+    } else {
+      problems.push({ file, line: 0, severity: "error", message: `cannot parse TOML: ${error}` });
+    }
+    return { problems };
+  }
+  const validator = new Validator(text, file, options.moduleOptions ?? {}, problems);
+  const config = validator.run(doc);
+  // File order reads best; whole-file problems (line 0) come last.
+  const order = (p: ConfigProblem) => p.line === 0 ? Infinity : p.line;
+  problems.sort((a, b) => order(a) - order(b));
+  const failed = problems.some((p) => p.severity === "error");
+  return failed ? { problems } : { config, problems };
+}
+
+/** Validates a parsed document, collecting problems; builds the Config. */
+class Validator {
+  #file: string;
+  #baseDir: string;
+  #index: TomlLineIndex;
+  #moduleOptions: Record<string, OptionSpec>;
+  #problems: ConfigProblem[];
+
+  constructor(
+    text: string,
+    file: string,
+    moduleOptions: Record<string, OptionSpec>,
+    problems: ConfigProblem[],
+  ) {
+    this.#file = file;
+    this.#baseDir = dirname(resolve(file));
+    this.#index = indexTomlLines(text);
+    this.#moduleOptions = moduleOptions;
+    this.#problems = problems;
+  }
+
+  run(doc: Table): Config {
+    const globals = new Map<string, unknown>();
+    for (const [key, spec] of Object.entries({ ...this.#moduleOptions, ...HOST_OPTIONS })) {
+      globals.set(key, this.#defaultOf(spec));
+    }
+    for (const [key, spec] of Object.entries(GLOBAL_OPTIONS)) {
+      if (spec.type !== "table") globals.set(key, this.#defaultOf(spec));
+    }
+
+    const topLevelKnown = [
+      ...Object.keys(GLOBAL_OPTIONS),
+      ...Object.keys(HOST_OPTIONS),
+      ...Object.keys(this.#moduleOptions),
+    ];
+    for (const [key, value] of Object.entries(doc)) {
+      if (key === "log" || key === "storage" || key === "host" || key === "component") continue;
+      const spec = GLOBAL_OPTIONS[key] ?? HOST_OPTIONS[key] ?? this.#moduleOptions[key];
+      if (!spec) {
+        this.#unknown([key], key, topLevelKnown);
+        continue;
+      }
+      const checked = this.#value(spec, value, key, [key]);
+      if (checked !== INVALID) globals.set(key, checked);
+    }
+    this.#keyPair(doc, [], "the top-level options");
+
+    const log = this.#log(doc.log);
+    const dataDir = globals.get("data_dir") as string;
+    const storage = this.#storage(doc.storage, dataDir);
+
+    const sections = new Map<string, SectionState>();
+    const domainLines = new Map<string, number>();
+    const hosts: HostConfig[] = [];
+    for (const section of this.#sections(doc, "host", domainLines)) {
+      sections.set(section.domain, section);
+      hosts.push({
+        domain: section.domain,
+        modules: this.#modulesFor(section, globals),
+        options: Object.fromEntries(section.options),
+        line: this.#line(section.path),
+      });
+    }
+    const components: ComponentConfig[] = [];
+    for (const section of this.#sections(doc, "component", domainLines)) {
+      sections.set(section.domain, section);
+      const { module, secret, ...rest } = Object.fromEntries(section.options);
+      components.push({
+        domain: section.domain,
+        ...(module !== undefined ? { module: module as string } : {}),
+        ...(secret !== undefined ? { secret: secret as string } : {}),
+        options: rest,
+        line: this.#line(section.path),
+      });
+    }
+    if (doc.host === undefined || (Array.isArray(doc.host) && doc.host.length === 0)) {
+      this.#problem([], "error", "no [[host]] section: at least one virtual host is required");
+    }
+
+    return new Config({
+      file: resolve(this.#file),
+      dataDir,
+      hosts,
+      components,
+      log,
+      storage,
+      globals,
+      raw: doc,
+      sections,
+      index: this.#index,
+    });
+  }
+
+  #log(value: unknown): LogConfig {
+    const log: LogConfig = { level: "info", console: true, file: "", categories: {} };
+    const table = this.#table(value, "log", ["log"]);
+    if (!table) return log;
+    for (const [key, raw] of Object.entries(table)) {
+      const path = ["log", key];
+      const spec = LOG_OPTIONS[key];
+      if (!spec) {
+        this.#unknown(path, `log.${key}`, Object.keys(LOG_OPTIONS));
+        continue;
+      }
+      if (key === "categories") {
+        const categories = this.#table(raw, "log.categories", path);
+        for (const [category, level] of Object.entries(categories ?? {})) {
+          const checked = this.#value(
+            { ...spec, type: "enum", values: LOG_LEVELS },
+            level,
+            `log.categories."${category}"`,
+            [...path, category],
+          );
+          if (checked !== INVALID) log.categories[category] = checked as string;
+        }
+        continue;
+      }
+      const checked = this.#value(spec, raw, `log.${key}`, path);
+      if (checked === INVALID) continue;
+      if (key === "level") log.level = checked as string;
+      else if (key === "console") log.console = checked as boolean;
+      else if (key === "file") log.file = checked as string;
+    }
+    return log;
+  }
+
+  #storage(value: unknown, dataDir: string): { path: string; key: string } {
+    const storage = { path: resolve(dataDir, "lilt.sqlite"), key: "" };
+    const table = this.#table(value, "storage", ["storage"]);
+    if (!table) return storage;
+    for (const [key, raw] of Object.entries(table)) {
+      const path = ["storage", key];
+      const spec = STORAGE_OPTIONS[key];
+      if (!spec) {
+        this.#unknown(path, `storage.${key}`, Object.keys(STORAGE_OPTIONS));
+        continue;
+      }
+      const checked = this.#value(spec, raw, `storage.${key}`, path);
+      if (checked === INVALID) continue;
+      if (key === "path") {
+        if (checked === "") this.#problem(path, "error", "option 'storage.path' must not be empty");
+        else storage.path = resolve(dataDir, checked as string);
+      } else storage.key = checked as string;
+    }
+    return storage;
+  }
+
+  /** Validates the [[host]] or [[component]] sections and yields the good ones. */
+  *#sections(
+    doc: Table,
+    kind: "host" | "component",
+    domainLines: Map<string, number>,
+  ): Generator<SectionState> {
+    const list = doc[kind];
+    if (list === undefined) return;
+    if (!Array.isArray(list)) {
+      this.#problem(
+        [kind],
+        "error",
+        `'${kind}' must be written as [[${kind}]] sections (an array of tables), found ${
+          describe(list)
+        }`,
+      );
+      return;
+    }
+    for (let i = 0; i < list.length; i++) {
+      const path = [kind, i];
+      const raw = list[i];
+      if (!isTable(raw)) {
+        this.#problem(
+          path,
+          "error",
+          `each '${kind}' entry must be a table, found ${describe(raw)}`,
+        );
+        continue;
+      }
+      const domain = this.#sectionDomain(raw, kind, path, domainLines);
+      const options = new Map<string, unknown>();
+      const own = kind === "component" ? Object.keys(COMPONENT_OPTIONS) : ["domain"];
+      const hostModuleKeys = Object.entries(this.#moduleOptions)
+        .filter(([, spec]) => spec.scope === "host").map(([key]) => key);
+      const known = [...own, ...Object.keys(HOST_OPTIONS), ...hostModuleKeys];
+      for (const [key, value] of Object.entries(raw)) {
+        if (key === "domain") continue;
+        const keyPath = [...path, key];
+        const moduleSpec = this.#moduleOptions[key];
+        const spec = (kind === "component" ? COMPONENT_OPTIONS[key] : undefined) ??
+          HOST_OPTIONS[key] ?? (moduleSpec?.scope === "host" ? moduleSpec : undefined);
+        if (!spec) {
+          if (GLOBAL_OPTIONS[key] || moduleSpec) {
+            this.#problem(
+              keyPath,
+              "error",
+              `option '${key}' is global and cannot be set in a [[${kind}]] section`,
+            );
+          } else {
+            this.#unknown(keyPath, key, known);
+            options.set(key, value);
+          }
+          continue;
+        }
+        const checked = this.#value(spec, value, key, keyPath);
+        if (checked !== INVALID) options.set(key, checked);
+      }
+      this.#keyPair(raw, path, `[[${kind}]] '${domain ?? "?"}'`);
+      if (kind === "component") {
+        const hasModule = typeof raw.module === "string" && raw.module !== "";
+        const hasSecret = typeof raw.secret === "string" && raw.secret !== "";
+        if (hasModule && hasSecret) {
+          this.#problem(
+            [...path, "secret"],
+            "error",
+            "a component has either 'module' (internal) or 'secret' (external), not both",
+          );
+        } else if (!hasModule && !hasSecret) {
+          this.#problem(
+            path,
+            "error",
+            "a [[component]] needs 'module' (internal component) or 'secret' (external component)",
+          );
+        }
+      }
+      if (domain !== undefined) yield { domain, path, raw, options };
+    }
+  }
+
+  #sectionDomain(
+    raw: Table,
+    kind: string,
+    path: Path,
+    domainLines: Map<string, number>,
+  ): string | undefined {
+    if (!("domain" in raw)) {
+      this.#problem(path, "error", `[[${kind}]] section has no 'domain'`);
+      return undefined;
+    }
+    const value = this.#value(COMPONENT_OPTIONS.domain, raw.domain, "domain", [...path, "domain"]);
+    if (value === INVALID) return undefined;
+    const domainPath = [...path, "domain"];
+    let domain: string;
+    try {
+      const jid = parseJid(value as string);
+      if (!jid.isDomain()) {
+        this.#problem(
+          domainPath,
+          "error",
+          `'domain' must be a bare domain such as "example.com", found '${value}'`,
+        );
+        return undefined;
+      }
+      domain = jid.domain;
+    } catch (error) {
+      const reason = (error as { reason?: string }).reason ?? String(error);
+      this.#problem(domainPath, "error", `invalid domain '${value}': ${reason}`);
+      return undefined;
+    }
+    const line = this.#line(domainPath);
+    const first = domainLines.get(domain);
+    if (first !== undefined) {
+      this.#problem(
+        domainPath,
+        "error",
+        `duplicate domain '${domain}' (already defined at line ${first})`,
+      );
+      return undefined;
+    }
+    domainLines.set(domain, line);
+    return domain;
+  }
+
+  #modulesFor(section: SectionState, globals: Map<string, unknown>): string[] {
+    const base = (section.options.get("modules") ?? globals.get("modules")) as string[];
+    const disabled = new Set([
+      ...(globals.get("modules_disabled") as string[]),
+      ...((section.options.get("modules_disabled") ?? []) as string[]),
+    ]);
+    return [...new Set(base)].filter((name) => !disabled.has(name));
+  }
+
+  /** certificate and key go together. */
+  #keyPair(table: Table, path: Path, where: string): void {
+    const cert = typeof table.certificate === "string" ? table.certificate : "";
+    const key = typeof table.key === "string" ? table.key : "";
+    if ((cert === "") !== (key === "")) {
+      const missing = cert === "" ? "certificate" : "key";
+      const present = cert === "" ? "key" : "certificate";
+      this.#problem(
+        [...path, present],
+        "error",
+        `'${present}' is set without '${missing}' in ${where}: set both or neither`,
+      );
+    }
+  }
+
+  #table(value: unknown, name: string, path: Path): Table | undefined {
+    if (value === undefined) return undefined;
+    if (!isTable(value)) {
+      this.#problem(path, "error", `'${name}' must be a table, found ${describe(value)}`);
+      return undefined;
+    }
+    return value;
+  }
+
+  #defaultOf(spec: OptionSpec): unknown {
+    const value = structuredClone(spec.default);
+    if (spec.path && typeof value === "string" && value !== "") {
+      return resolve(this.#baseDir, value);
+    }
+    return value;
+  }
+
+  /** Checks a value against its spec; returns the (path-resolved) value or INVALID. */
+  #value(spec: OptionSpec, value: unknown, name: string, path: Path): unknown {
+    const fail = (message: string, at: Path = path) => {
+      this.#problem(at, "error", message);
+      return INVALID;
+    };
+    switch (spec.type) {
+      case "string":
+        if (typeof value !== "string") {
+          return fail(`option '${name}' must be a string, found ${describe(value)}`);
+        }
+        break;
+      case "boolean":
+        if (typeof value !== "boolean") {
+          return fail(`option '${name}' must be true or false, found ${describe(value)}`);
+        }
+        break;
+      case "integer":
+      case "number": {
+        const isInteger = spec.type === "integer";
+        if (typeof value !== "number" || (isInteger && !Number.isInteger(value))) {
+          const expected = isInteger ? "an integer" : "a number";
+          return fail(`option '${name}' must be ${expected}, found ${describe(value)}`);
+        }
+        if (spec.min !== undefined && value < spec.min) {
+          return fail(`option '${name}' must be at least ${spec.min}, found ${value}`);
+        }
+        if (spec.max !== undefined && value > spec.max) {
+          return fail(`option '${name}' must be at most ${spec.max}, found ${value}`);
+        }
+        break;
+      }
+      case "enum": {
+        const values = spec.values ?? [];
+        if (typeof value !== "string" || !values.includes(value)) {
+          const hint = typeof value === "string" ? didYouMean(value, values) : "";
+          return fail(
+            `option '${name}' must be one of ${values.join(", ")}, found ${describe(value)}${hint}`,
+          );
+        }
+        break;
+      }
+      case "string[]": {
+        if (!Array.isArray(value)) {
+          return fail(`option '${name}' must be an array of strings, found ${describe(value)}`);
+        }
+        for (let i = 0; i < value.length; i++) {
+          const item = value[i];
+          if (typeof item !== "string") {
+            return fail(
+              `option '${name}' must be an array of strings, found ${describe(item)} at index ${i}`,
+              [...path, i],
+            );
+          }
+          const message = spec.check?.(item, name);
+          if (message) return fail(message, [...path, i]);
+        }
+        return spec.normalize ? value.map(spec.normalize) : [...value];
+      }
+      case "table":
+        if (!isTable(value)) {
+          return fail(`option '${name}' must be a table, found ${describe(value)}`);
+        }
+        break;
+    }
+    if (typeof value === "string") {
+      const message = spec.check?.(value, name);
+      if (message) return fail(message);
+      if (spec.path && value !== "") return resolve(this.#baseDir, value);
+      if (spec.normalize) return spec.normalize(value);
+    }
+    return value;
+  }
+
+  #unknown(path: Path, name: string, known: readonly string[]): void {
+    const last = String(path[path.length - 1]);
+    const prefix = name.slice(0, name.length - last.length);
+    const best = closestName(last, known);
+    const hint = best === undefined ? "" : ` (did you mean '${prefix}${best}'?)`;
+    this.#problem(path, "warning", `unknown option '${name}'${hint}`);
+  }
+
+  #line(path: Path): number {
+    return this.#index.nearestLineOf(path);
+  }
+
+  #problem(path: Path, severity: "error" | "warning", message: string): void {
+    const line = path.length === 0 ? 0 : this.#line(path);
+    this.#problems.push({ file: this.#file, line, severity, message });
+  }
+}
+
+const INVALID = Symbol("invalid");
+
+function isTable(value: unknown): value is Table {
+  return typeof value === "object" && value !== null && !Array.isArray(value) &&
+    !(value instanceof TomlDate) && !(value instanceof Date);
+}
+
+/** Names a TOML value's type (and the value, when short) for messages. */
+function describe(value: unknown): string {
+  if (typeof value === "string") {
+    const shown = value.length > 40 ? `${value.slice(0, 37)}...` : value;
+    return `string ${JSON.stringify(shown)}`;
+  }
+  if (typeof value === "number") {
+    return Number.isInteger(value) ? `integer ${value}` : `float ${value}`;
+  }
+  if (typeof value === "boolean") return `boolean ${value}`;
+  if (typeof value === "bigint") return `integer ${value}`;
+  if (Array.isArray(value)) return "an array";
+  if (value instanceof TomlDate || value instanceof Date) return `date-time ${value.toISOString()}`;
+  if (isTable(value)) return "a table";
+  return String(value);
+}
+
+/** " (did you mean 'x'?)" when a known name is close enough, else "". */
+function didYouMean(name: string, known: readonly string[]): string {
+  const best = closestName(name, known);
+  return best === undefined ? "" : ` (did you mean '${best}'?)`;
+}
+
+/** The known name closest to `name` by edit distance, when close enough. */
+function closestName(name: string, known: readonly string[]): string | undefined {
+  let best: string | undefined;
+  let bestDistance = Infinity;
+  const limit = Math.max(1, Math.floor(name.length / 3));
+  const lower = name.toLowerCase();
+  for (const candidate of known) {
+    const other = candidate.toLowerCase();
+    // A prefix of at least three letters ("warn" for "warning") counts as one edit.
+    const isPrefix = lower.length >= 3 && (other.startsWith(lower) || lower.startsWith(other));
+    const distance = isPrefix ? 1 : editDistance(lower, other);
+    if (distance <= limit && distance < bestDistance) {
+      best = candidate;
+      bestDistance = distance;
+    }
+  }
+  return best;
+}
+
+/** Edit distance where swapping two neighbouring letters counts as one edit. */
+function editDistance(a: string, b: string): number {
+  const rows: number[][] = [];
+  for (let i = 0; i <= a.length; i++) {
+    rows.push([i]);
+    for (let j = 1; j <= b.length; j++) {
+      if (i === 0) {
+        rows[0][j] = j;
+        continue;
+      }
+      const cost = a[i - 1] === b[j - 1] ? 0 : 1;
+      let best = Math.min(rows[i - 1][j] + 1, rows[i][j - 1] + 1, rows[i - 1][j - 1] + cost);
+      if (i > 1 && j > 1 && a[i - 1] === b[j - 2] && a[i - 2] === b[j - 1]) {
+        best = Math.min(best, rows[i - 2][j - 2] + 1);
+      }
+      rows[i][j] = best;
+    }
+  }
+  return rows[a.length][b.length];
+}
+
+// ---------------------------------------------------------------------------------------------
+// Line locator: smol-toml reports no key positions, so a small scanner maps key paths to lines.
+
+/** Maps TOML key paths (array-of-table entries as indexes) to the line that defines them. */
+export class TomlLineIndex {
+  #lines = new Map<string, number>();
+
+  /** Records the line of a path unless it is already known. */
+  set(path: Path, line: number): void {
+    const key = JSON.stringify(path);
+    if (!this.#lines.has(key)) this.#lines.set(key, line);
+  }
+
+  /** The line defining exactly this path, e.g. `["host", 0, "domain"]`. */
+  lineOf(path: Path): number | undefined {
+    return this.#lines.get(JSON.stringify(path));
+  }
+
+  /** The line of the path or of its nearest known ancestor; 0 when none is known. */
+  nearestLineOf(path: Path): number {
+    for (let n = path.length; n > 0; n--) {
+      const line = this.lineOf(path.slice(0, n));
+      if (line !== undefined) return line;
+    }
+    return 0;
+  }
+}
+
+/**
+ * Scans TOML text and records the line of every table header, key and array element. It
+ * assumes the text already parsed; on anything unexpected it stops with what it has.
+ *
+ * @example
+ * ```ts
+ * indexTomlLines('a = 1\n[[host]]\ndomain = "x"\n').lineOf(["host", 0, "domain"]); // 3
+ * ```
+ */
+export function indexTomlLines(text: string): TomlLineIndex {
+  const index = new TomlLineIndex();
+  try {
+    new LineScanner(text, index).document();
+  } catch {
+    // Keep what was found so far: problems then point at the nearest known line.
+  }
+  return index;
+}
+
+class LineScanner {
+  #text: string;
+  #index: TomlLineIndex;
+  #pos = 0;
+  #line = 1;
+  #arrayTables = new Map<string, number>();
+
+  constructor(text: string, index: TomlLineIndex) {
+    this.#text = text;
+    this.#index = index;
+  }
+
+  document(): void {
+    let table: Path = [];
+    while (true) {
+      this.#skipBlank(true);
+      if (this.#pos >= this.#text.length) return;
+      const start = this.#pos;
+      if (this.#peek() === "[") {
+        const isArray = this.#text[this.#pos + 1] === "[";
+        this.#pos += isArray ? 2 : 1;
+        this.#skipBlank(false);
+        const keys = this.#key();
+        this.#skipBlank(false);
+        this.#pos += isArray ? 2 : 1;
+        table = isArray ? this.#arrayHeader(keys) : this.#resolve(keys);
+        this.#index.set(table, this.#line);
+      } else {
+        this.#keyValue(table);
+      }
+      this.#skipBlank(false);
+      if (this.#pos === start) this.#pos++; // never loop without progress
+    }
+  }
+
+  #arrayHeader(keys: string[]): Path {
+    const parent = this.#resolve(keys.slice(0, -1));
+    const path = [...parent, keys[keys.length - 1]];
+    const id = JSON.stringify(path);
+    const next = (this.#arrayTables.get(id) ?? -1) + 1;
+    this.#arrayTables.set(id, next);
+    this.#index.set(path, this.#line);
+    return [...path, next];
+  }
+
+  /** Turns header keys into a path, entering the latest element of arrays of tables. */
+  #resolve(keys: string[]): Path {
+    const path: (string | number)[] = [];
+    for (const key of keys) {
+      path.push(key);
+      const current = this.#arrayTables.get(JSON.stringify(path));
+      if (current !== undefined) path.push(current);
+    }
+    return path;
+  }
+
+  #keyValue(table: Path): void {
+    const line = this.#line;
+    const keys = this.#key();
+    for (let n = 1; n <= keys.length; n++) this.#index.set([...table, ...keys.slice(0, n)], line);
+    this.#skipBlank(false);
+    if (this.#peek() === "=") this.#pos++;
+    this.#skipBlank(false);
+    this.#value([...table, ...keys]);
+  }
+
+  #key(): string[] {
+    const keys: string[] = [];
+    while (true) {
+      this.#skipBlank(false);
+      const c = this.#peek();
+      if (c === '"') keys.push(this.#basicString());
+      else if (c === "'") keys.push(this.#literalString());
+      else {
+        const match = /^[A-Za-z0-9_-]+/.exec(this.#text.slice(this.#pos, this.#pos + 256));
+        if (!match) return keys;
+        keys.push(match[0]);
+        this.#pos += match[0].length;
+      }
+      this.#skipBlank(false);
+      if (this.#peek() !== ".") return keys;
+      this.#pos++;
+    }
+  }
+
+  #value(path: Path): void {
+    const c = this.#peek();
+    if (this.#text.startsWith('"""', this.#pos)) this.#multiline('"""');
+    else if (this.#text.startsWith("'''", this.#pos)) this.#multiline("'''");
+    else if (c === '"') this.#basicString();
+    else if (c === "'") this.#literalString();
+    else if (c === "[") this.#array(path);
+    else if (c === "{") this.#inlineTable(path);
+    else {
+      while (this.#pos < this.#text.length && !/[,\]}\n#]/.test(this.#text[this.#pos])) {
+        this.#pos++;
+      }
+    }
+  }
+
+  #array(path: Path): void {
+    this.#pos++;
+    for (let i = 0;; i++) {
+      this.#skipBlank(true);
+      if (this.#pos >= this.#text.length) return;
+      if (this.#peek() === "]") {
+        this.#pos++;
+        return;
+      }
+      const start = this.#pos;
+      this.#index.set([...path, i], this.#line);
+      this.#value([...path, i]);
+      this.#skipBlank(true);
+      if (this.#peek() === ",") this.#pos++;
+      else if (this.#pos === start) this.#pos++;
+    }
+  }
+
+  #inlineTable(path: Path): void {
+    this.#pos++;
+    while (true) {
+      this.#skipBlank(true);
+      if (this.#pos >= this.#text.length) return;
+      if (this.#peek() === "}") {
+        this.#pos++;
+        return;
+      }
+      const start = this.#pos;
+      this.#keyValue(path);
+      this.#skipBlank(true);
+      if (this.#peek() === ",") this.#pos++;
+      else if (this.#pos === start) this.#pos++;
+    }
+  }
+
+  #basicString(): string {
+    this.#pos++;
+    let raw = "";
+    while (this.#pos < this.#text.length) {
+      const c = this.#text[this.#pos++];
+      if (c === '"') break;
+      if (c === "\n") this.#line++;
+      if (c === "\\") {
+        raw += c + (this.#text[this.#pos++] ?? "");
+        continue;
+      }
+      raw += c;
+    }
+    return unescapeBasic(raw);
+  }
+
+  #literalString(): string {
+    this.#pos++;
+    const end = this.#text.indexOf("'", this.#pos);
+    const stop = end === -1 ? this.#text.length : end;
+    const value = this.#text.slice(this.#pos, stop);
+    this.#pos = stop + 1;
+    return value;
+  }
+
+  #multiline(delimiter: string): void {
+    this.#pos += 3;
+    while (this.#pos < this.#text.length) {
+      const c = this.#text[this.#pos];
+      if (c === "\\" && delimiter === '"""') {
+        if (this.#text[this.#pos + 1] === "\n") this.#line++;
+        this.#pos += 2;
+        continue;
+      }
+      if (this.#text.startsWith(delimiter, this.#pos)) {
+        this.#pos += 3;
+        // Up to two quotes right before the closing delimiter belong to the content.
+        for (let extra = 0; extra < 2 && this.#text[this.#pos] === delimiter[0]; extra++) {
+          this.#pos++;
+        }
+        return;
+      }
+      if (c === "\n") this.#line++;
+      this.#pos++;
+    }
+  }
+
+  /** Skips spaces, tabs and comments, and newlines too when `newlines` is set. */
+  #skipBlank(newlines: boolean): void {
+    while (this.#pos < this.#text.length) {
+      const c = this.#text[this.#pos];
+      if (c === " " || c === "\t" || c === "\r") this.#pos++;
+      else if (c === "\n" && newlines) {
+        this.#line++;
+        this.#pos++;
+      } else if (c === "#") {
+        const end = this.#text.indexOf("\n", this.#pos);
+        this.#pos = end === -1 ? this.#text.length : end;
+      } else return;
+    }
+  }
+
+  #peek(): string {
+    return this.#text[this.#pos] ?? "";
+  }
+}
+
+function unescapeBasic(raw: string): string {
+  return raw.replace(/\\(u[0-9a-fA-F]{4}|U[0-9a-fA-F]{8}|.)/g, (_, e: string) => {
+    if (e[0] === "u" || e[0] === "U") return String.fromCodePoint(parseInt(e.slice(1), 16));
+    const simple: Record<string, string> = {
+      b: "\b",
+      t: "\t",
+      n: "\n",
+      f: "\f",
+      r: "\r",
+      e: "\x1b",
+      '"': '"',
+      "\\": "\\",
+    };
+    return simple[e] ?? e;
+  });
+}

@@ -1,0 +1,330 @@
+// The typed schema of every core configuration option (type, default, bounds, scope), so a bad
+// value fails at load time with a clear message instead of surprising the server later.
+
+import { isIPv4, isIPv6 } from "node:net";
+import { parseJid } from "./jid.ts";
+
+/** The value types an option can have. */
+export type OptionType =
+  | "string"
+  | "integer"
+  | "number"
+  | "boolean"
+  | "string[]"
+  | "enum"
+  | "table";
+
+/** Describes one option: its type, default, bounds and where it may be set. */
+export interface OptionSpec {
+  /** The TOML value type expected. */
+  type: OptionType;
+  /** The value used when the option is not set. */
+  default: unknown;
+  /** Smallest allowed value (integer and number options). */
+  min?: number;
+  /** Largest allowed value (integer and number options). */
+  max?: number;
+  /** The allowed values of an enum option. */
+  values?: readonly string[];
+  /** "global": top level only; "host": top level (as a default) and in [[host]]/[[component]]. */
+  scope: "global" | "host";
+  /** One line for documentation and error messages. */
+  description: string;
+  /** A string option that names a file: a relative value resolves against the config's folder. */
+  path?: boolean;
+  /** Extra check of a string (or of each string of a string[]); returns a message or undefined. */
+  check?: (item: string, name: string) => string | undefined;
+  /** Rewrites a checked string (or each string of a string[]) to its canonical form. */
+  normalize?: (item: string) => string;
+}
+
+/** Log levels accepted in the configuration, lowest first. */
+export const LOG_LEVELS = ["trace", "debug", "info", "warning", "error", "fatal"] as const;
+
+/** One log level name. */
+export type LogLevelName = typeof LOG_LEVELS[number];
+
+/** A listen address split into host and port. */
+export interface ListenAddress {
+  /** IPv4 address, IPv6 address (without brackets), host name, or "*" for every address. */
+  host: string;
+  /** TCP port, 0 for "any free port". */
+  port: number;
+}
+
+/**
+ * Parses "host:port", "[ipv6]:port" or "*:port"; returns undefined when the text is neither.
+ *
+ * @example
+ * ```ts
+ * parseListenAddress("[::1]:5222"); // { host: "::1", port: 5222 }
+ * ```
+ */
+export function parseListenAddress(text: string): ListenAddress | undefined {
+  const match = /^(?:\[([^\]]+)\]|([^:\[\]\s]+)):(\d{1,5})$/.exec(text);
+  if (!match) return undefined;
+  const port = Number(match[3]);
+  if (port > 65535) return undefined;
+  if (match[1] !== undefined) return isIPv6(match[1]) ? { host: match[1], port } : undefined;
+  const host = match[2];
+  if (host === "*" || isIPv4(host)) return { host, port };
+  const hostName =
+    /^(?=.{1,253}$)[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*$/i;
+  if (/^[\d.]+$/.test(host) || !hostName.test(host)) return undefined;
+  return { host, port };
+}
+
+function checkListenAddress(item: string, name: string): string | undefined {
+  if (parseListenAddress(item)) return undefined;
+  return `option '${name}' has an invalid address '${item}': expected "host:port" or ` +
+    `"[ipv6]:port" with a port from 0 to 65535`;
+}
+
+function checkAdminJid(item: string, name: string): string | undefined {
+  try {
+    const jid = parseJid(item);
+    if (jid.local === undefined || jid.resource !== undefined) {
+      return `option '${name}' has '${item}', expected a bare JID such as "admin@example.com"`;
+    }
+    return undefined;
+  } catch (error) {
+    const reason = (error as { reason?: string }).reason ?? String(error);
+    return `option '${name}' has an invalid JID '${item}': ${reason}`;
+  }
+}
+
+function checkModuleName(item: string, name: string): string | undefined {
+  return item.trim() === "" ? `option '${name}' has an empty module name` : undefined;
+}
+
+/** Top-level options that apply to the whole server (the log/storage/host/component tables too). */
+export const GLOBAL_OPTIONS: Record<string, OptionSpec> = {
+  data_dir: {
+    type: "string",
+    default: "./data",
+    scope: "global",
+    path: true,
+    description: "Folder for the database, admin socket and generated certificates",
+  },
+  c2s_interfaces: {
+    type: "string[]",
+    default: ["127.0.0.1:5222"],
+    scope: "global",
+    check: checkListenAddress,
+    description: "Addresses for client connections (STARTTLS), as host:port or [ipv6]:port",
+  },
+  c2s_direct_tls_interfaces: {
+    type: "string[]",
+    default: ["127.0.0.1:5223"],
+    scope: "global",
+    check: checkListenAddress,
+    description: "Addresses for client connections with direct TLS (XEP-0368)",
+  },
+  c2s_auth_timeout: {
+    type: "integer",
+    default: 60,
+    min: 1,
+    max: 3600,
+    scope: "global",
+    description: "Seconds a client has to finish authentication",
+  },
+  auth_throttle_max_failures: {
+    type: "integer",
+    default: 5,
+    min: 1,
+    max: 1000000,
+    scope: "global",
+    description: "Failed authentications per IP address per window before the address is refused",
+  },
+  auth_throttle_window: {
+    type: "integer",
+    default: 60,
+    min: 1,
+    max: 86400,
+    scope: "global",
+    description: "Seconds of the authentication throttling window",
+  },
+  log: {
+    type: "table",
+    default: {},
+    scope: "global",
+    description: "Logging: level, console, file, categories",
+  },
+  storage: {
+    type: "table",
+    default: {},
+    scope: "global",
+    description: "Storage: path (relative to data_dir) and key (SQLCipher)",
+  },
+  host: {
+    type: "table",
+    default: [],
+    scope: "global",
+    description: "Virtual hosts, one [[host]] section each",
+  },
+  component: {
+    type: "table",
+    default: [],
+    scope: "global",
+    description: "Components, one [[component]] section each",
+  },
+};
+
+/** Options allowed in [[host]] and [[component]] sections, and at the top level as defaults. */
+export const HOST_OPTIONS: Record<string, OptionSpec> = {
+  admins: {
+    type: "string[]",
+    default: [],
+    scope: "host",
+    check: checkAdminJid,
+    normalize: (item) => parseJid(item).toString(),
+    description: "Bare JIDs of administrators; a host's list adds to the global one",
+  },
+  modules: {
+    type: "string[]",
+    default: ["disco", "ping", "roster", "presence"],
+    scope: "host",
+    check: checkModuleName,
+    description: "Modules loaded on each host; a host's list replaces the global one",
+  },
+  modules_disabled: {
+    type: "string[]",
+    default: [],
+    scope: "host",
+    check: checkModuleName,
+    description: "Modules not loaded; the global and host lists both apply",
+  },
+  c2s_require_encryption: {
+    type: "boolean",
+    default: true,
+    scope: "host",
+    description: "Refuse to authenticate clients before TLS",
+  },
+  c2s_stanza_size_limit: {
+    type: "integer",
+    default: 262144,
+    min: 10000,
+    max: 16777216,
+    scope: "host",
+    description: "Largest stanza in bytes a client may send",
+  },
+  c2s_idle_timeout: {
+    type: "integer",
+    default: 900,
+    min: 0,
+    max: 604800,
+    scope: "host",
+    description: "Seconds an authenticated session may be silent before it is closed; 0 = never",
+  },
+  allow_unencrypted_plain_auth: {
+    type: "boolean",
+    default: false,
+    scope: "host",
+    description: "Allow SASL PLAIN without TLS (never do this outside tests)",
+  },
+  sasl_reject_channel_binding_downgrade: {
+    type: "boolean",
+    default: false,
+    scope: "host",
+    description:
+      "Fail SCRAM logins whose client says it supports channel binding but saw none (RFC 5802 'y' flag) while -PLUS is offered",
+  },
+  scram_iterations: {
+    type: "integer",
+    default: 10000,
+    min: 4096,
+    max: 1000000,
+    scope: "host",
+    description: "PBKDF2 iterations for new SCRAM credentials",
+  },
+  auth_failure_delay: {
+    type: "number",
+    default: 1,
+    min: 0,
+    max: 10,
+    scope: "host",
+    description: "Seconds to wait before answering a failed authentication",
+  },
+  certificate: {
+    type: "string",
+    default: "",
+    scope: "host",
+    path: true,
+    description: "PEM certificate (chain) file; empty = a self-signed one made on first start",
+  },
+  key: {
+    type: "string",
+    default: "",
+    scope: "host",
+    path: true,
+    description: "PEM private key file for the certificate",
+  },
+};
+
+/** Keys of the [log] table. */
+export const LOG_OPTIONS: Record<string, OptionSpec> = {
+  level: {
+    type: "enum",
+    default: "info",
+    values: LOG_LEVELS,
+    scope: "global",
+    description: "Lowest level logged",
+  },
+  console: {
+    type: "boolean",
+    default: true,
+    scope: "global",
+    description: "Log to standard error",
+  },
+  file: {
+    type: "string",
+    default: "",
+    scope: "global",
+    path: true,
+    description: "File to append log lines to; empty = none",
+  },
+  categories: {
+    type: "table",
+    default: {},
+    scope: "global",
+    description: 'Per-category levels, e.g. { "lilt.c2s" = "debug" }',
+  },
+};
+
+/** Keys of the [storage] table. */
+export const STORAGE_OPTIONS: Record<string, OptionSpec> = {
+  path: {
+    type: "string",
+    default: "lilt.sqlite",
+    scope: "global",
+    description: "Database file, relative to data_dir",
+  },
+  key: {
+    type: "string",
+    default: "",
+    scope: "global",
+    description: "SQLCipher key; empty = plain SQLite",
+  },
+};
+
+/** Keys specific to [[component]] sections (host options and module options are allowed too). */
+export const COMPONENT_OPTIONS: Record<string, OptionSpec> = {
+  domain: {
+    type: "string",
+    default: "",
+    scope: "host",
+    description: "The component's domain",
+  },
+  module: {
+    type: "string",
+    default: "",
+    scope: "host",
+    description: "Internal component module, e.g. muc",
+  },
+  secret: {
+    type: "string",
+    default: "",
+    scope: "host",
+    description: "Shared secret of an external component (XEP-0114)",
+  },
+};
