@@ -1,0 +1,371 @@
+// Server-side SASL for c2s (RFC 6120 §6): which mechanisms a stream may offer, and the SCRAM
+// (RFC 5802, RFC 7677, with tls-server-end-point channel binding from RFC 5929) and PLAIN
+// exchanges, each a small state machine fed the decoded bytes of <auth/> and <response/>.
+
+import type { AccountStore } from "./accounts.ts";
+import {
+  decodeBase64,
+  decodeSaslName,
+  digest,
+  encodeBase64,
+  fakeSalt,
+  HASH_BYTES,
+  hmac,
+  type ScramCredentials,
+  type ScramHash,
+  timingSafeEqual,
+  utf8,
+  xor,
+} from "./scram.ts";
+
+/** The SASL failure conditions of RFC 6120 §6.5. */
+export type SaslFailure =
+  | "aborted"
+  | "account-disabled"
+  | "credentials-expired"
+  | "encryption-required"
+  | "incorrect-encoding"
+  | "invalid-authzid"
+  | "invalid-mechanism"
+  | "malformed-request"
+  | "mechanism-too-weak"
+  | "not-authorized"
+  | "temporary-auth-failure";
+
+/** What the server answers to one client message. */
+export type SaslStep =
+  | { kind: "challenge"; data: Uint8Array }
+  | { kind: "success"; username: string; data?: Uint8Array }
+  | { kind: "failure"; condition: SaslFailure; text?: string };
+
+/** What a mechanism needs to know about the stream it runs on. */
+export interface SaslContext {
+  /** The host the client authenticates to. */
+  host: string;
+  /** Whether TLS is active on the stream. */
+  secure: boolean;
+  /** Offer PLAIN without TLS (configuration; for tests and loopback setups). */
+  allowPlainInsecure: boolean;
+  /** Where credentials come from. */
+  accounts: AccountStore;
+  /** Channel binding data for the -PLUS mechanisms; present only on TLS. */
+  channelBinding?: { type: "tls-server-end-point"; data: Uint8Array };
+  /**
+   * Fail a client that sends the GS2 flag "y" (it supports channel binding but believes we
+   * do not) while -PLUS is offered: RFC 5802's downgrade detection. Off by default because
+   * deployed clients (e.g. slixmpp 1.8) send "y" when their only binding type is
+   * tls-unique, which TLS 1.3 does not define and we cannot offer.
+   */
+  rejectChannelBindingDowngrade?: boolean;
+  /** Prepares a username as a JID localpart; undefined when it is not a valid one. */
+  prepUsername(raw: string): string | undefined;
+  /** Whether an (existing, prepared) account may not log in. */
+  isDisabled?(username: string): boolean;
+}
+
+/** One running SASL exchange. */
+export interface SaslMechanism {
+  /** The mechanism name as advertised. */
+  readonly name: string;
+  /**
+   * Processes the next client message: the initial response (undefined when the client sent
+   * none) and then each response. After success or failure the exchange is over.
+   */
+  step(input: Uint8Array | undefined): Promise<SaslStep>;
+}
+
+/** The mechanisms to offer on a stream, strongest first. */
+export function advertisedMechanisms(ctx: SaslContext): string[] {
+  const names: string[] = [];
+  if (ctx.channelBinding !== undefined) names.push("SCRAM-SHA-256-PLUS", "SCRAM-SHA-1-PLUS");
+  names.push("SCRAM-SHA-256", "SCRAM-SHA-1");
+  if (ctx.secure || ctx.allowPlainInsecure) names.push("PLAIN");
+  return names;
+}
+
+/** Starts the mechanism `name` if it may be used on this stream; undefined = invalid-mechanism. */
+export function startMechanism(name: string, ctx: SaslContext): SaslMechanism | undefined {
+  if (!advertisedMechanisms(ctx).includes(name)) return undefined;
+  if (name === "PLAIN") return new PlainMechanism(ctx);
+  const hash: ScramHash = name.startsWith("SCRAM-SHA-256") ? "SHA-256" : "SHA-1";
+  return new ScramMechanism(ctx, { hash, plus: name.endsWith("-PLUS") });
+}
+
+const decoder = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
+
+function decodeUtf8(bytes: Uint8Array): string | undefined {
+  try {
+    return decoder.decode(bytes);
+  } catch {
+    return undefined;
+  }
+}
+
+function fail(condition: SaslFailure, text?: string): SaslStep {
+  return text === undefined ? { kind: "failure", condition } : { kind: "failure", condition, text };
+}
+
+function finished(): SaslStep {
+  return fail("malformed-request", "The authentication exchange is already finished");
+}
+
+/**
+ * Whether `authzid` names the authenticated user's own bare JID (Lilt does not let one user
+ * act for another). The domain compares case-insensitively; the localpart after preparation.
+ */
+function authzidMatches(authzid: string, username: string, ctx: SaslContext): boolean {
+  if (authzid === `${username}@${ctx.host}`) return true;
+  const at = authzid.indexOf("@");
+  if (at <= 0 || authzid.includes("/")) return false;
+  const domain = authzid.slice(at + 1).replace(/\.$/, "").toLowerCase();
+  return domain === ctx.host.toLowerCase() && ctx.prepUsername(authzid.slice(0, at)) === username;
+}
+
+/** Options for `ScramMechanism`. */
+export interface ScramMechanismOptions {
+  /** SCRAM-SHA-1 or SCRAM-SHA-256. */
+  hash: ScramHash;
+  /** The -PLUS variant (channel binding required). */
+  plus: boolean;
+  /** Fixed server nonce part, for test vectors only; random otherwise. */
+  serverNonce?: string;
+}
+
+const NONCE = /^[\x21-\x2B\x2D-\x7E]+$/;
+const SERVER_NONCE_BYTES = 18;
+
+/**
+ * The server side of SCRAM-SHA-1/-256 and their -PLUS variants. An unknown user gets a
+ * deterministic fake salt and fails only at the proof, so the exchange does not reveal
+ * which accounts exist.
+ */
+export class ScramMechanism implements SaslMechanism {
+  /** The mechanism name, e.g. "SCRAM-SHA-256-PLUS". */
+  readonly name: string;
+  #ctx: SaslContext;
+  #hash: ScramHash;
+  #plus: boolean;
+  #serverNonce: string | undefined;
+  #state: "initial" | "asked" | "first-sent" | "finished" = "initial";
+  #busy = false;
+  // Filled by the first message:
+  #gs2Header = "";
+  #clientFirstBare = "";
+  #serverFirst = "";
+  #nonce = "";
+  #username = "";
+  #credentials: ScramCredentials | undefined;
+
+  /** Prepares an exchange on the stream described by `ctx`. */
+  constructor(ctx: SaslContext, options: ScramMechanismOptions) {
+    this.#ctx = ctx;
+    this.#hash = options.hash;
+    this.#plus = options.plus;
+    this.#serverNonce = options.serverNonce;
+    this.name = `SCRAM-${options.hash}${options.plus ? "-PLUS" : ""}`;
+  }
+
+  /** Processes client-first, then client-final. Call it once at a time. */
+  async step(input: Uint8Array | undefined): Promise<SaslStep> {
+    if (this.#busy) return fail("malformed-request", "Expected one client message at a time");
+    this.#busy = true;
+    try {
+      return await this.#step(input);
+    } finally {
+      this.#busy = false;
+    }
+  }
+
+  async #step(input: Uint8Array | undefined): Promise<SaslStep> {
+    switch (this.#state) {
+      case "initial":
+        if (input === undefined) {
+          this.#state = "asked";
+          return { kind: "challenge", data: new Uint8Array(0) };
+        }
+        return this.#finish(await this.#clientFirst(input));
+      case "asked":
+        return this.#finish(await this.#clientFirst(input ?? new Uint8Array(0)));
+      case "first-sent":
+        return this.#finish(await this.#clientFinal(input ?? new Uint8Array(0)));
+      case "finished":
+        return finished();
+    }
+  }
+
+  #finish(step: SaslStep): SaslStep {
+    this.#state = step.kind === "challenge" ? "first-sent" : "finished";
+    return step;
+  }
+
+  async #clientFirst(input: Uint8Array): Promise<SaslStep> {
+    const message = decodeUtf8(input);
+    if (message === undefined) return fail("malformed-request", "Expected UTF-8 text");
+    // gs2-header = gs2-cbind-flag "," [ authzid ] ","
+    const flagEnd = message.indexOf(",");
+    const headerEnd = flagEnd < 0 ? -1 : message.indexOf(",", flagEnd + 1);
+    if (headerEnd < 0) return fail("malformed-request", "Expected a GS2 header");
+    const flag = message.slice(0, flagEnd);
+    const authzidField = message.slice(flagEnd + 1, headerEnd);
+    this.#gs2Header = message.slice(0, headerEnd + 1);
+    this.#clientFirstBare = message.slice(headerEnd + 1);
+
+    if (flag === "n" || flag === "y") {
+      if (this.#plus) {
+        return fail("malformed-request", `Expected channel binding with ${this.name}`);
+      }
+      if (
+        flag === "y" && this.#ctx.channelBinding !== undefined &&
+        this.#ctx.rejectChannelBindingDowngrade
+      ) {
+        // The client supports channel binding and thinks we do not: someone removed the -PLUS
+        // mechanisms on the way (RFC 5802 §6).
+        return fail("not-authorized", "Channel binding is supported; possible downgrade attack");
+      }
+    } else if (flag.startsWith("p=")) {
+      if (!this.#plus) {
+        return fail("malformed-request", `Expected no channel binding with ${this.name}`);
+      }
+      if (flag !== "p=tls-server-end-point") {
+        return fail(
+          "malformed-request",
+          `Expected channel binding type tls-server-end-point, found ${flag.slice(2)}`,
+        );
+      }
+    } else {
+      return fail("malformed-request", "Expected a channel binding flag of n, y or p=");
+    }
+
+    let authzid: string | undefined;
+    if (authzidField !== "") {
+      authzid = authzidField.startsWith("a=") ? decodeSaslName(authzidField.slice(2)) : undefined;
+      if (authzid === undefined) return fail("malformed-request", "Expected a=authzid");
+    }
+
+    // client-first-message-bare = [reserved-mext ","] username "," nonce ["," extensions]
+    const fields = this.#clientFirstBare.split(",");
+    if (fields[0]?.startsWith("m=")) {
+      return fail("malformed-request", "Mandatory SCRAM extensions are not supported");
+    }
+    if (fields.length < 2 || !fields[0].startsWith("n=") || !fields[1].startsWith("r=")) {
+      return fail("malformed-request", "Expected n=username,r=nonce");
+    }
+    const rawUsername = decodeSaslName(fields[0].slice(2));
+    if (rawUsername === undefined) return fail("malformed-request", "Expected a valid username");
+    const clientNonce = fields[1].slice(2);
+    if (!NONCE.test(clientNonce)) return fail("malformed-request", "Expected a printable nonce");
+    if (!fields.slice(2).every((field) => /^[A-Za-z]=/.test(field))) {
+      return fail("malformed-request", "Expected attribute=value extensions");
+    }
+
+    const username = this.#ctx.prepUsername(rawUsername);
+    if (username === undefined) return fail("not-authorized");
+    if (authzid !== undefined && !authzidMatches(authzid, username, this.#ctx)) {
+      return fail("invalid-authzid");
+    }
+    this.#username = username;
+
+    const ctx = this.#ctx;
+    // Computed for every user so a known one does not answer measurably faster.
+    const fake = await fakeSalt(`${this.#hash}\0${ctx.host}\0${username}`);
+    this.#credentials = ctx.accounts.credentials(ctx.host, username, this.#hash);
+    const salt = this.#credentials?.salt ?? fake;
+    const iterations = this.#credentials?.iterations ?? ctx.accounts.iterations;
+    const serverNonce = this.#serverNonce ??
+      encodeBase64(crypto.getRandomValues(new Uint8Array(SERVER_NONCE_BYTES)));
+    this.#nonce = clientNonce + serverNonce;
+    this.#serverFirst = `r=${this.#nonce},s=${encodeBase64(salt)},i=${iterations}`;
+    return { kind: "challenge", data: utf8(this.#serverFirst) };
+  }
+
+  async #clientFinal(input: Uint8Array): Promise<SaslStep> {
+    const message = decodeUtf8(input);
+    if (message === undefined) return fail("malformed-request", "Expected UTF-8 text");
+    // client-final-message = channel-binding "," nonce ["," extensions] "," proof
+    const proofAt = message.lastIndexOf(",p=");
+    if (proofAt < 0) return fail("malformed-request", "Expected a client proof");
+    const withoutProof = message.slice(0, proofAt);
+    const proof = decodeBase64(message.slice(proofAt + 3));
+    const fields = withoutProof.split(",");
+    if (
+      proof === undefined || proof.length !== HASH_BYTES[this.#hash] || fields.length < 2 ||
+      !fields[0].startsWith("c=") || !fields[1].startsWith("r=") ||
+      !fields.slice(2).every((field) => /^[A-Za-z]=/.test(field))
+    ) {
+      return fail("malformed-request", "Expected c=binding,r=nonce,p=proof");
+    }
+    const binding = decodeBase64(fields[0].slice(2));
+    if (binding === undefined) return fail("malformed-request", "Expected base64 channel binding");
+    if (!timingSafeEqual(binding, this.#expectedBinding())) {
+      return fail("not-authorized", "Channel binding does not match");
+    }
+    if (fields[1].slice(2) !== this.#nonce) return fail("not-authorized", "Nonce does not match");
+
+    const hash = this.#hash;
+    const authMessage = utf8(`${this.#clientFirstBare},${this.#serverFirst},${withoutProof}`);
+    const credentials = this.#credentials;
+    // An unknown user runs the same computation against a key no proof can match.
+    const storedKey = credentials?.storedKey ?? new Uint8Array(HASH_BYTES[hash]);
+    const clientSignature = await hmac(hash, storedKey, authMessage);
+    const clientKey = xor(proof, clientSignature);
+    const valid = timingSafeEqual(await digest(hash, clientKey), storedKey);
+    if (!valid || credentials === undefined) return fail("not-authorized");
+    if (this.#ctx.isDisabled?.(this.#username)) return fail("account-disabled");
+    const serverSignature = await hmac(hash, credentials.serverKey, authMessage);
+    return {
+      kind: "success",
+      username: this.#username,
+      data: utf8(`v=${encodeBase64(serverSignature)}`),
+    };
+  }
+
+  /** cbind-input: the GS2 header, followed by the channel binding data with -PLUS. */
+  #expectedBinding(): Uint8Array {
+    const header = utf8(this.#gs2Header);
+    const data = this.#plus ? this.#ctx.channelBinding?.data : undefined;
+    if (data === undefined) return header;
+    const out = new Uint8Array(header.length + data.length);
+    out.set(header);
+    out.set(data, header.length);
+    return out;
+  }
+}
+
+/** SASL PLAIN (RFC 4616): authzid NUL authcid NUL password, checked against the SCRAM keys. */
+class PlainMechanism implements SaslMechanism {
+  readonly name = "PLAIN";
+  #ctx: SaslContext;
+  #state: "initial" | "asked" | "finished" = "initial";
+
+  constructor(ctx: SaslContext) {
+    this.#ctx = ctx;
+  }
+
+  async step(input: Uint8Array | undefined): Promise<SaslStep> {
+    if (this.#state === "finished") return finished();
+    if (input === undefined && this.#state === "initial") {
+      this.#state = "asked";
+      return { kind: "challenge", data: new Uint8Array(0) };
+    }
+    this.#state = "finished";
+    return await this.#check(input ?? new Uint8Array(0));
+  }
+
+  async #check(input: Uint8Array): Promise<SaslStep> {
+    const message = decodeUtf8(input);
+    const parts = message?.split("\0");
+    if (parts === undefined || parts.length !== 3 || parts[1] === "" || parts[2] === "") {
+      return fail("malformed-request", "Expected authzid NUL authcid NUL password");
+    }
+    const [authzid, authcid, password] = parts;
+    const ctx = this.#ctx;
+    const username = ctx.prepUsername(authcid);
+    if (username === undefined) return fail("not-authorized");
+    if (authzid !== "" && !authzidMatches(authzid, username, ctx)) return fail("invalid-authzid");
+    if (!await ctx.accounts.verifyPassword(ctx.host, username, password)) {
+      return fail("not-authorized");
+    }
+    if (ctx.isDisabled?.(username)) return fail("account-disabled");
+    return { kind: "success", username };
+  }
+}

@@ -1,0 +1,165 @@
+// SCRAM building blocks (RFC 5802, RFC 7677): credential derivation with PBKDF2 through
+// WebCrypto, HMAC and hash helpers, and the attribute encodings both the account store and the
+// SASL mechanisms need.
+
+/** The hash functions Lilt keeps SCRAM credentials for. */
+export type ScramHash = "SHA-1" | "SHA-256";
+
+/** Every hash credentials are derived for, strongest first. */
+export const SCRAM_HASHES: readonly ScramHash[] = ["SHA-256", "SHA-1"];
+
+/** What the server stores per hash instead of a password (RFC 5802 §3). */
+export interface ScramCredentials {
+  /** Random salt for PBKDF2. */
+  salt: Uint8Array;
+  /** PBKDF2 iteration count. */
+  iterations: number;
+  /** H(HMAC(SaltedPassword, "Client Key")): verifies client proofs. */
+  storedKey: Uint8Array;
+  /** HMAC(SaltedPassword, "Server Key"): signs the server-final message. */
+  serverKey: Uint8Array;
+}
+
+/** Options for `deriveCredentials`. */
+export interface DeriveCredentialsOptions {
+  /** The hash function (and PBKDF2 PRF). */
+  hash: ScramHash;
+  /** The salt; a random 16-byte one when absent. */
+  salt?: Uint8Array;
+  /** PBKDF2 iteration count. */
+  iterations: number;
+}
+
+/** Output size in bytes of each hash. */
+export const HASH_BYTES: Readonly<Record<ScramHash, number>> = { "SHA-1": 20, "SHA-256": 32 };
+
+const SALT_BYTES = 16;
+const encoder = new TextEncoder();
+
+/** Encodes UTF-8 text (helper shared by SCRAM callers). */
+export function utf8(text: string): Uint8Array<ArrayBuffer> {
+  return encoder.encode(text);
+}
+
+/** SaltedPassword = PBKDF2(password, salt, iterations) (RFC 5802 §3, `Hi`). */
+export async function saltPassword(
+  preparedPassword: string,
+  options: Required<DeriveCredentialsOptions>,
+): Promise<Uint8Array<ArrayBuffer>> {
+  const key = await crypto.subtle.importKey("raw", utf8(preparedPassword), "PBKDF2", false, [
+    "deriveBits",
+  ]);
+  const bits = await crypto.subtle.deriveBits(
+    {
+      name: "PBKDF2",
+      hash: options.hash,
+      salt: new Uint8Array(options.salt),
+      iterations: options.iterations,
+    },
+    key,
+    HASH_BYTES[options.hash] * 8,
+  );
+  return new Uint8Array(bits);
+}
+
+/**
+ * Derives the stored SCRAM credentials for an already prepared password (see
+ * `preparePassword`). Async because PBKDF2 runs in WebCrypto.
+ */
+export async function deriveCredentials(
+  preparedPassword: string,
+  options: DeriveCredentialsOptions,
+): Promise<ScramCredentials> {
+  const salt = options.salt ?? crypto.getRandomValues(new Uint8Array(SALT_BYTES));
+  const { hash, iterations } = options;
+  const salted = await saltPassword(preparedPassword, { hash, salt, iterations });
+  const [clientKey, serverKey] = await Promise.all([
+    hmac(hash, salted, utf8("Client Key")),
+    hmac(hash, salted, utf8("Server Key")),
+  ]);
+  return { salt, iterations, storedKey: await digest(hash, clientKey), serverKey };
+}
+
+/** HMAC(key, data) with `hash`. */
+export async function hmac(
+  hash: ScramHash,
+  key: Uint8Array,
+  data: Uint8Array,
+): Promise<Uint8Array<ArrayBuffer>> {
+  const cryptoKey = await crypto.subtle.importKey(
+    "raw",
+    new Uint8Array(key),
+    { name: "HMAC", hash },
+    false,
+    ["sign"],
+  );
+  return new Uint8Array(await crypto.subtle.sign("HMAC", cryptoKey, new Uint8Array(data)));
+}
+
+/** H(data) with `hash`. */
+export async function digest(hash: ScramHash, data: Uint8Array): Promise<Uint8Array<ArrayBuffer>> {
+  return new Uint8Array(await crypto.subtle.digest(hash, new Uint8Array(data)));
+}
+
+/** Byte-wise XOR of two equally long arrays. */
+export function xor(a: Uint8Array, b: Uint8Array): Uint8Array<ArrayBuffer> {
+  if (a.length !== b.length) {
+    throw new RangeError(`Expected equally long inputs to xor, found ${a.length} and ${b.length}`);
+  }
+  const out = new Uint8Array(a.length);
+  for (let i = 0; i < a.length; i++) out[i] = a[i] ^ b[i];
+  return out;
+}
+
+/** Compares two byte arrays in time that depends only on their lengths. */
+export function timingSafeEqual(a: Uint8Array, b: Uint8Array): boolean {
+  if (a.length !== b.length) return false;
+  let diff = 0;
+  for (let i = 0; i < a.length; i++) diff |= a[i] ^ b[i];
+  return diff === 0;
+}
+
+// Per-process secret for fake salts: stable while the server runs, so repeated attempts for a
+// missing user see the same salt, and unknowable, so the salt does not reveal the user is
+// missing.
+const fakeSaltSecret = crypto.getRandomValues(new Uint8Array(32));
+
+/**
+ * A salt for an account that does not exist: deterministic for `key` (e.g. hash, host and
+ * username) within this process, indistinguishable from a random salt outside it.
+ */
+export async function fakeSalt(key: string): Promise<Uint8Array<ArrayBuffer>> {
+  return (await hmac("SHA-256", fakeSaltSecret, utf8(key))).slice(0, SALT_BYTES);
+}
+
+const BASE64 = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/;
+
+/** Standard base64 with padding. */
+export function encodeBase64(bytes: Uint8Array): string {
+  let binary = "";
+  for (let i = 0; i < bytes.length; i += 0x8000) {
+    binary += String.fromCharCode(...bytes.subarray(i, i + 0x8000));
+  }
+  return btoa(binary);
+}
+
+/** Strict base64 decoding (padding required, no whitespace); undefined when malformed. */
+export function decodeBase64(text: string): Uint8Array<ArrayBuffer> | undefined {
+  if (!BASE64.test(text)) return undefined;
+  const binary = atob(text);
+  const out = new Uint8Array(binary.length);
+  for (let i = 0; i < binary.length; i++) out[i] = binary.charCodeAt(i);
+  return out;
+}
+
+/** Escapes a name for SCRAM's `n=`/`a=` attributes ("," to "=2C", "=" to "=3D"). */
+export function encodeSaslName(name: string): string {
+  return name.replaceAll("=", "=3D").replaceAll(",", "=2C");
+}
+
+/** Unescapes a SCRAM `saslname`; undefined when it holds a bare "=" or ",", or is empty. */
+export function decodeSaslName(text: string): string | undefined {
+  if (text.length === 0 || text.includes(",")) return undefined;
+  if (/=(?!2C|3D)/.test(text)) return undefined;
+  return text.replace(/=(2C|3D)/g, (_, code) => code === "2C" ? "," : "=");
+}

@@ -1,0 +1,160 @@
+// The one SQLite connection a server process writes through: opened with the pragmas Lilt
+// relies on (WAL, foreign keys, busy timeout), migrated, with nestable transactions and a
+// statement cache so hot paths do not re-parse SQL.
+
+import { backup, DatabaseSync, type StatementSync } from "node:sqlite";
+import { dirname } from "node:path";
+import { migrate, type Migration } from "./migrations.ts";
+
+/** Options for `Database.open`. */
+export interface OpenDatabaseOptions {
+  /** Path of the database file (its directory is created), or ":memory:". */
+  path: string;
+  /** Schema steps to apply instead of the built-in ones (tests only). */
+  migrations?: readonly Migration[];
+}
+
+/**
+ * A migrated SQLite database. Statements are synchronous and block the event loop, so keep
+ * them short and batch hot-path writes with `transaction`.
+ *
+ * @example
+ * ```ts
+ * const database = Database.open({ path: "data/lilt.sqlite" });
+ * database.transaction(() => {
+ *   database.prepare("DELETE FROM kv WHERE host = ?").run("old.example");
+ * });
+ * database.close();
+ * ```
+ */
+export class Database {
+  /** The raw connection, for core code that needs SQLite directly. */
+  readonly db: DatabaseSync;
+  /** The path the database was opened from. */
+  readonly path: string;
+  #statements = new Map<string, StatementSync>();
+  #depth = 0;
+
+  private constructor(db: DatabaseSync, path: string) {
+    this.db = db;
+    this.path = path;
+  }
+
+  /**
+   * Opens (creating if needed) and migrates a database. A new file is created with mode 0600
+   * (it holds credential hashes) in a directory created with mode 0700.
+   */
+  static open(options: OpenDatabaseOptions): Database {
+    const { path } = options;
+    const inMemory = path === ":memory:";
+    if (!inMemory) {
+      Deno.mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
+      // SQLite gives its -wal and -shm files the main file's permissions.
+      Deno.openSync(path, { create: true, write: true, mode: 0o600 }).close();
+    }
+    let db: DatabaseSync;
+    try {
+      db = new DatabaseSync(path);
+    } catch (error) {
+      throw new Error(`Cannot open database '${path}': ${reason(error)}`, { cause: error });
+    }
+    try {
+      db.exec("PRAGMA busy_timeout = 5000");
+      if (!inMemory) {
+        const row = db.prepare("PRAGMA journal_mode = WAL").get() as { journal_mode: string };
+        if (row.journal_mode !== "wal") {
+          throw new Error(`Expected journal mode 'wal' for '${path}', found '${row.journal_mode}'`);
+        }
+      }
+      db.exec("PRAGMA synchronous = NORMAL");
+      db.exec("PRAGMA foreign_keys = ON");
+      migrate(db, { migrations: options.migrations, label: `database '${path}'` });
+    } catch (error) {
+      db.close();
+      throw error;
+    }
+    return new Database(db, path);
+  }
+
+  /** A prepared statement for `sql`, cached by its text for the connection's lifetime. */
+  prepare(sql: string): StatementSync {
+    let statement = this.#statements.get(sql);
+    if (statement === undefined) {
+      statement = this.db.prepare(sql);
+      this.#statements.set(sql, statement);
+    }
+    return statement;
+  }
+
+  /**
+   * Runs `fn` in a transaction (BEGIN IMMEDIATE, so the write lock is taken up front) and
+   * commits, or rolls back and rethrows when it throws. Nested calls use savepoints, so an
+   * inner failure caught by the outer function undoes only the inner work. `fn` must be
+   * synchronous: a returned promise is an error (the work would escape the transaction).
+   */
+  transaction<T>(fn: () => T): T {
+    const depth = this.#depth;
+    const savepoint = `lilt_savepoint_${depth}`;
+    this.db.exec(depth === 0 ? "BEGIN IMMEDIATE" : `SAVEPOINT ${savepoint}`);
+    this.#depth = depth + 1;
+    let result: T;
+    try {
+      result = fn();
+      if (isPromiseLike(result)) {
+        Promise.resolve(result).catch(() => {});
+        throw new TypeError(
+          "Expected a synchronous transaction function, found one that returned a promise",
+        );
+      }
+    } catch (error) {
+      this.#depth = depth;
+      this.#undo(depth, savepoint);
+      throw error;
+    }
+    this.#depth = depth;
+    try {
+      this.db.exec(depth === 0 ? "COMMIT" : `RELEASE ${savepoint}`);
+    } catch (error) {
+      this.#undo(depth, savepoint);
+      throw error;
+    }
+    return result;
+  }
+
+  #undo(depth: number, savepoint: string): void {
+    // SQLite may already have rolled back on its own (e.g. disk full); do not mask the cause.
+    if (!this.db.isTransaction) return;
+    if (depth === 0) {
+      this.db.exec("ROLLBACK");
+    } else {
+      this.db.exec(`ROLLBACK TO ${savepoint}`);
+      this.db.exec(`RELEASE ${savepoint}`);
+    }
+  }
+
+  /**
+   * Copies the live database to `destPath` (created with mode 0600, or overwritten) without
+   * stopping writers.
+   */
+  async backup(destPath: string): Promise<void> {
+    Deno.mkdirSync(dirname(destPath), { recursive: true, mode: 0o700 });
+    Deno.openSync(destPath, { create: true, write: true, mode: 0o600 }).close();
+    await backup(this.db, destPath);
+  }
+
+  /** Closes the connection; further use throws. Calling it twice is harmless. */
+  close(): void {
+    if (!this.db.isOpen) return;
+    this.#statements.clear();
+    this.db.close();
+  }
+}
+
+function isPromiseLike(value: unknown): value is PromiseLike<unknown> {
+  return typeof value === "object" && value !== null &&
+    typeof (value as { then?: unknown }).then === "function";
+}
+
+function reason(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
+}

@@ -1,0 +1,149 @@
+// The schema's history as forward-only steps, so every database file, old or new, reaches the
+// layout this code expects; `PRAGMA user_version` records how far a file has come.
+
+import type { DatabaseSync } from "node:sqlite";
+
+/** One forward-only schema step. */
+export interface Migration {
+  /** The `user_version` the database has after this step (1, 2, 3 … without gaps). */
+  readonly version: number;
+  /** One line for logs and `lilt check`. */
+  readonly description: string;
+  /** Applies the step; runs inside a transaction. */
+  up(db: DatabaseSync): void;
+}
+
+/** A database was written by a newer Lilt (its schema version is above the code's). */
+export class SchemaTooNewError extends Error {}
+
+/** Every migration, in order. Append new steps; never edit or reorder released ones. */
+export const MIGRATIONS: readonly Migration[] = [
+  {
+    version: 1,
+    description: "key-value, map and archive stores; accounts with SCRAM credentials",
+    up(db) {
+      // `user` is "" for host-level data so primary keys never hold NULL.
+      db.exec(`
+        CREATE TABLE kv (
+          host TEXT NOT NULL,
+          user TEXT NOT NULL,
+          store TEXT NOT NULL,
+          value TEXT NOT NULL,
+          PRIMARY KEY (host, user, store)
+        ) WITHOUT ROWID;
+
+        CREATE TABLE map (
+          host TEXT NOT NULL,
+          user TEXT NOT NULL,
+          store TEXT NOT NULL,
+          key TEXT NOT NULL,
+          value TEXT NOT NULL,
+          PRIMARY KEY (host, user, store, key)
+        ) WITHOUT ROWID;
+
+        CREATE TABLE archive (
+          id INTEGER PRIMARY KEY,
+          host TEXT NOT NULL,
+          user TEXT NOT NULL,
+          store TEXT NOT NULL,
+          key TEXT NOT NULL,
+          when_ms INTEGER NOT NULL,
+          with_jid TEXT NOT NULL,
+          type TEXT NOT NULL,
+          payload TEXT NOT NULL,
+          UNIQUE (host, user, store, key)
+        );
+        CREATE INDEX archive_when ON archive (host, user, store, when_ms);
+        CREATE INDEX archive_with ON archive (host, user, store, with_jid, when_ms);
+
+        CREATE TABLE accounts (
+          host TEXT NOT NULL,
+          user TEXT NOT NULL,
+          created_ms INTEGER NOT NULL,
+          PRIMARY KEY (host, user)
+        ) WITHOUT ROWID;
+
+        CREATE TABLE account_credentials (
+          host TEXT NOT NULL,
+          user TEXT NOT NULL,
+          hash TEXT NOT NULL,
+          salt BLOB NOT NULL,
+          iterations INTEGER NOT NULL,
+          stored_key BLOB NOT NULL,
+          server_key BLOB NOT NULL,
+          updated_ms INTEGER NOT NULL,
+          PRIMARY KEY (host, user, hash),
+          FOREIGN KEY (host, user) REFERENCES accounts (host, user) ON DELETE CASCADE
+        ) WITHOUT ROWID;
+      `);
+    },
+  },
+];
+
+/** The schema version this code writes and understands. */
+export const SCHEMA_VERSION: number = MIGRATIONS[MIGRATIONS.length - 1].version;
+
+/** Options for `migrate`. */
+export interface MigrateOptions {
+  /** The steps to apply (defaults to `MIGRATIONS`; tests pass their own). */
+  migrations?: readonly Migration[];
+  /** Names the database in errors (its path). */
+  label?: string;
+}
+
+/**
+ * Brings `db` up to the newest version in `options.migrations`, one transaction per step.
+ * Throws `SchemaTooNewError` when the file's version is newer than the code knows, so an old
+ * binary never writes into a schema it does not understand.
+ */
+export function migrate(db: DatabaseSync, options: MigrateOptions = {}): void {
+  const migrations = options.migrations ?? MIGRATIONS;
+  const label = options.label ?? "database";
+  const known = migrations.length === 0 ? 0 : migrations[migrations.length - 1].version;
+  migrations.forEach((m, i) => {
+    if (m.version !== i + 1) {
+      throw new Error(`Expected migration ${i + 1} at position ${i}, found version ${m.version}`);
+    }
+  });
+  const check = (found: number) => {
+    if (found > known) {
+      throw new SchemaTooNewError(
+        `Cannot open ${label}: its schema version is ${found} but this Lilt knows up to ` +
+          `${known}; upgrade Lilt or restore a backup made by this version`,
+      );
+    }
+  };
+  check(readVersion(db));
+  for (const migration of migrations) {
+    if (readVersion(db) >= migration.version) continue;
+    // BEGIN IMMEDIATE takes the write lock first, so a second process opening the same file
+    // waits and then re-reads the version instead of applying the step twice.
+    db.exec("BEGIN IMMEDIATE");
+    try {
+      const current = readVersion(db);
+      check(current);
+      if (current < migration.version) {
+        try {
+          migration.up(db);
+        } catch (error) {
+          const reason = error instanceof Error ? error.message : String(error);
+          throw new Error(
+            `Migration ${migration.version} (${migration.description}) failed: ${reason}`,
+            { cause: error },
+          );
+        }
+        db.exec(`PRAGMA user_version = ${migration.version}`);
+      }
+      db.exec("COMMIT");
+    } catch (error) {
+      db.exec("ROLLBACK");
+      throw error;
+    }
+  }
+}
+
+/** Reads the schema version recorded in the file (0 for a new database). */
+export function readVersion(db: DatabaseSync): number {
+  const row = db.prepare("PRAGMA user_version").get() as { user_version: number };
+  return row.user_version;
+}
