@@ -1,0 +1,29 @@
+// The slice of the running server that the router, sessions and modules may use. Kept as an
+// interface so core files depend on a shape, not on the server assembly (no import cycles).
+
+import type { AccountStore } from "./auth/accounts.ts";
+import type { Config } from "./config.ts";
+import type { Host } from "./hosts.ts";
+import type { Session, SessionManager } from "./sessions.ts";
+import type { Storage } from "./storage/stores.ts";
+import type { Element } from "./xml/element.ts";
+
+/** Read-mostly access to server state for core components and modules. */
+export interface ServerContext {
+  /** The configuration in force (replaced on reload). */
+  readonly config: Config;
+  /** Bound and connected sessions. */
+  readonly sessions: SessionManager;
+  /** Local hosts and components by domain. */
+  readonly hosts: ReadonlyMap<string, Host>;
+  /** Per-host data stores. */
+  readonly storage: Storage;
+  /** Accounts and their SCRAM credentials. */
+  readonly accounts: AccountStore;
+  /** When the server started (ms epoch). */
+  readonly startedAt: number;
+  /** Routes a stanza as if it came from `origin` (RFC 6121 §8 rules). */
+  route(stanza: Element, origin: Session): void;
+  /** The internal session a host uses as origin for stanzas it sends itself. */
+  hostSession(domain: string): Session;
+}

@@ -1,0 +1,123 @@
+// Virtual hosts and internal components: each has its own event bus, disco registry and set
+// of loaded modules. The router finds a stanza's destination here by domain.
+
+import { EventBus } from "./events.ts";
+import type { Session } from "./sessions.ts";
+import type { Element } from "./xml/element.ts";
+
+/** Payload of every stanza event (`message/bare`, `iq-get/host/urn:xmpp:ping:ping`, ...). */
+export interface StanzaEvent {
+  /** The stanza being routed; `from` is already stamped and validated. */
+  stanza: Element;
+  /** Where it came from; reply with `origin.send(...)`. */
+  origin: Session;
+  /** The host whose bus fired the event. */
+  host: Host;
+}
+
+/** Payload of `resource-bind` and `resource-unbind`. */
+export interface SessionEvent {
+  session: Session;
+  host: Host;
+}
+
+/** Payload of `stream-features`: modules append their post-authentication features. */
+export interface StreamFeaturesEvent {
+  session: Session;
+  features: Element;
+  host: Host;
+}
+
+/** Payload of `stream-element`: a non-stanza top-level element on a bound c2s stream. */
+export interface StreamElementEvent {
+  session: Session;
+  element: Element;
+  host: Host;
+}
+
+/** Named host events; stanza events are every name with a `/` in it. */
+export interface NamedHostEvents {
+  "resource-bind": SessionEvent;
+  "resource-unbind": SessionEvent;
+  "stream-features": StreamFeaturesEvent;
+  "stream-element": StreamElementEvent;
+}
+
+/** The full event map of a host bus: named events plus `kind/to-type[...]` stanza events. */
+export type HostEvents = NamedHostEvents & Record<`${string}/${string}`, StanzaEvent>;
+
+/** A disco#info identity (XEP-0030). */
+export interface DiscoIdentity {
+  category: string;
+  type: string;
+  name?: string;
+}
+
+/**
+ * Disco#info contents contributed by modules, reference counted so that unloading a module
+ * removes exactly what it added.
+ */
+export class DiscoRegistry {
+  #features = new Map<string, number>();
+  #identities: DiscoIdentity[] = [];
+  #extensions: Element[] = [];
+
+  /** Adds a feature var; returns a function removing this contribution. */
+  addFeature(feature: string): () => void {
+    this.#features.set(feature, (this.#features.get(feature) ?? 0) + 1);
+    return () => {
+      const n = (this.#features.get(feature) ?? 0) - 1;
+      if (n <= 0) this.#features.delete(feature);
+      else this.#features.set(feature, n);
+    };
+  }
+
+  /** Adds an identity; returns a function removing it. */
+  addIdentity(identity: DiscoIdentity): () => void {
+    this.#identities.push(identity);
+    return () => {
+      const i = this.#identities.indexOf(identity);
+      if (i >= 0) this.#identities.splice(i, 1);
+    };
+  }
+
+  /** Adds an extension form (XEP-0128); returns a function removing it. */
+  addExtension(form: Element): () => void {
+    this.#extensions.push(form);
+    return () => {
+      const i = this.#extensions.indexOf(form);
+      if (i >= 0) this.#extensions.splice(i, 1);
+    };
+  }
+
+  /** Sorted feature vars. */
+  features(): string[] {
+    return [...this.#features.keys()].sort();
+  }
+
+  /** Identities in the order added. */
+  identities(): DiscoIdentity[] {
+    return [...this.#identities];
+  }
+
+  /** Extension forms. */
+  extensions(): Element[] {
+    return [...this.#extensions];
+  }
+}
+
+/** A virtual host (`local`) or an internal component. */
+export class Host {
+  /** The host's domain (prepared). */
+  readonly domain: string;
+  readonly kind: "local" | "component";
+  /** The host's event bus (stanza and named events). */
+  readonly events: EventBus<HostEvents> = new EventBus<HostEvents>();
+  /** What disco#info on the host reports. */
+  readonly disco: DiscoRegistry = new DiscoRegistry();
+
+  constructor(domain: string, kind: "local" | "component") {
+    this.domain = domain;
+    this.kind = kind;
+  }
+}

@@ -1,0 +1,373 @@
+// The module loader and the API handed to each module. Everything a module registers
+// (hooks, disco entries, timers, unload callbacks) is tracked so unloading removes all of it.
+
+import type { OptionSpec } from "./config_schema.ts";
+import type { ServerContext } from "./context.ts";
+import type { EventHandler } from "./events.ts";
+import type { DiscoIdentity, Host, HostEvents } from "./hosts.ts";
+import { getLogger } from "./log.ts";
+import type { ArchiveStore, KeyValueStore, MapStore } from "./storage/stores.ts";
+import { Element } from "./xml/element.ts";
+import { errorCondition } from "./xml/stanza.ts";
+
+/** The shape of a module file: a default load function and optional option declarations. */
+export interface ModuleFile {
+  /** Called once per host the module is loaded on. */
+  default: (m: ModuleAPI) => void | Promise<void>;
+  /** The options the module reads, so `lilt check config` knows them. */
+  options?: Record<string, OptionSpec>;
+  /** One line for `module list` and docs. */
+  description?: string;
+}
+
+/** A named table of module files (built-in modules, later plugins). */
+export type ModuleTable = Record<string, ModuleFile>;
+
+/** A module option had a value of the wrong type or out of bounds. */
+export class ModuleOptionError extends Error {}
+
+/** Store kinds a module can open. */
+export type StoreKind = "keyval" | "map" | "archive";
+
+/** Options for `ModuleAPI.addTimer`. */
+export interface TimerOptions {
+  /** Run every `ms` milliseconds until cancelled or unloaded. */
+  repeat?: boolean;
+}
+
+/** Error thrown by `sendIq` when the answer is an error or never comes. */
+export class IqError extends Error {
+  /** The error stanza, when there was one. */
+  readonly stanza: Element | undefined;
+  /**
+   * Its condition (e.g. "service-unavailable"), "remote-server-timeout" on timeout, or
+   * "module-unloaded" when the module went away first.
+   */
+  readonly condition: string;
+  constructor(condition: string, stanza?: Element) {
+    super(`The iq failed with ${condition}`);
+    this.condition = condition;
+    this.stanza = stanza;
+  }
+}
+
+/**
+ * The API a module receives for one host. Hooks, disco entries, timers and unload callbacks
+ * registered through it are removed when the module is unloaded.
+ *
+ * @example
+ * ```ts
+ * export default function ping(m: ModuleAPI) {
+ *   m.addFeature("urn:xmpp:ping");
+ *   m.hook("iq-get/host/urn:xmpp:ping:ping", ({ stanza, origin }) => {
+ *     origin.send(reply(stanza));
+ *     return true;
+ *   });
+ * }
+ * ```
+ */
+export class ModuleAPI {
+  /** Module name (its file name in mod/). */
+  readonly name: string;
+  /** The host the module is loaded on. */
+  readonly host: Host;
+  /** Server state the module may use. */
+  readonly server: ServerContext;
+  /** Logger with category ["lilt", "mod", name]. */
+  readonly log: ReturnType<typeof getLogger>;
+  #cleanups: (() => void)[] = [];
+  #unloadCallbacks: (() => void)[] = [];
+  #iqCounter = 0;
+
+  constructor(name: string, host: Host, server: ServerContext) {
+    this.name = name;
+    this.host = host;
+    this.server = server;
+    this.log = getLogger(["mod", name]);
+  }
+
+  /** The host's domain. */
+  get domain(): string {
+    return this.host.domain;
+  }
+
+  /** Hooks an event on this host; higher priority runs first. */
+  hook<K extends keyof HostEvents & string>(
+    name: K,
+    handler: EventHandler<HostEvents[K]>,
+    priority = 0,
+  ): void {
+    this.#cleanups.push(this.host.events.on(name, handler, priority));
+  }
+
+  /** Removes a hook added with `hook`. */
+  unhook<K extends keyof HostEvents & string>(name: K, handler: EventHandler<HostEvents[K]>): void {
+    this.host.events.off(name, handler);
+  }
+
+  /** Advertises a disco#info feature on the host. */
+  addFeature(feature: string): void {
+    this.#cleanups.push(this.host.disco.addFeature(feature));
+  }
+
+  /** Advertises a disco#info identity on the host. */
+  addIdentity(category: string, type: string, name?: string): void {
+    const identity: DiscoIdentity = { category, type, name };
+    this.#cleanups.push(this.host.disco.addIdentity(identity));
+  }
+
+  /** Adds a XEP-0128 extension form to the host's disco#info. */
+  addExtension(form: Element): void {
+    this.#cleanups.push(this.host.disco.addExtension(form));
+  }
+
+  #raw(name: string): unknown {
+    return this.server.config.hostRaw(this.domain, name);
+  }
+
+  #fail(name: string, expected: string, value: unknown): never {
+    const line = this.server.config.lineOf(this.domain, name);
+    const where = line ? `${this.server.config.file}:${line}: ` : "";
+    throw new ModuleOptionError(
+      `${where}Option '${name}' of module '${this.name}' expected ${expected}, found ${
+        JSON.stringify(value)
+      }`,
+    );
+  }
+
+  /** A string option (host value, then global, then the default). */
+  optionString(name: string, fallback: string): string {
+    const value = this.#raw(name);
+    if (value === undefined) return fallback;
+    if (typeof value !== "string") this.#fail(name, "a string", value);
+    return value;
+  }
+
+  /** A boolean option. */
+  optionBoolean(name: string, fallback: boolean): boolean {
+    const value = this.#raw(name);
+    if (value === undefined) return fallback;
+    if (typeof value !== "boolean") this.#fail(name, "true or false", value);
+    return value;
+  }
+
+  /** A number option within bounds (inclusive). */
+  optionNumber(name: string, fallback: number, min = -Infinity, max = Infinity): number {
+    const value = this.#raw(name);
+    if (value === undefined) return fallback;
+    if (typeof value !== "number" || Number.isNaN(value) || value < min || value > max) {
+      this.#fail(name, `a number from ${min} to ${max}`, value);
+    }
+    return value;
+  }
+
+  /** An integer option within bounds (inclusive). */
+  optionInteger(name: string, fallback: number, min = -Infinity, max = Infinity): number {
+    const value = this.optionNumber(name, fallback, min, max);
+    if (!Number.isInteger(value)) this.#fail(name, "an integer", value);
+    return value;
+  }
+
+  /** One of a fixed set of strings. */
+  optionEnum<T extends string>(name: string, fallback: T, values: readonly T[]): T {
+    const value = this.#raw(name);
+    if (value === undefined) return fallback;
+    if (typeof value !== "string" || !values.includes(value as T)) {
+      this.#fail(name, `one of ${values.join(", ")}`, value);
+    }
+    return value as T;
+  }
+
+  /** A list of strings. */
+  optionStrings(name: string, fallback: string[]): string[] {
+    const value = this.#raw(name);
+    if (value === undefined) return fallback;
+    if (!Array.isArray(value) || value.some((v) => typeof v !== "string")) {
+      this.#fail(name, "a list of strings", value);
+    }
+    return value as string[];
+  }
+
+  /** Opens one of this host's stores. */
+  openStore<T = unknown>(name: string, kind: "keyval"): KeyValueStore<T>;
+  openStore<T = unknown>(name: string, kind: "map"): MapStore<T>;
+  openStore(name: string, kind: "archive"): ArchiveStore;
+  openStore(
+    name: string,
+    kind: StoreKind,
+  ): KeyValueStore<unknown> | MapStore<unknown> | ArchiveStore {
+    const storage = this.server.storage;
+    if (kind === "keyval") return storage.keyval(this.domain, name);
+    if (kind === "map") return storage.map(this.domain, name);
+    return storage.archive(this.domain, name);
+  }
+
+  /** Routes a stanza from this host (use `from` = the host or one of its JIDs). */
+  send(stanza: Element): void {
+    if (!stanza.attrs.from) stanza.attrs.from = this.domain;
+    this.server.route(stanza, this.server.hostSession(this.domain));
+  }
+
+  /**
+   * Sends an iq get/set from this host and resolves with the result stanza. Rejects with
+   * `IqError` on an error reply or after `timeoutMs` without an answer.
+   */
+  sendIq(stanza: Element, timeoutMs = 30_000): Promise<Element> {
+    if (!stanza.attrs.id) stanza.attrs.id = `lilt-${this.name}-${++this.#iqCounter}`;
+    const id = stanza.attrs.id;
+    return new Promise<Element>((resolve, reject) => {
+      const finish = () => {
+        offResult();
+        offError();
+        clearTimeout(timer);
+        const i = this.#cleanups.indexOf(abandon);
+        if (i >= 0) this.#cleanups.splice(i, 1);
+      };
+      // On unload the iq is abandoned: its promise rejects instead of hanging forever.
+      const abandon = () => {
+        finish();
+        reject(new IqError("module-unloaded"));
+      };
+      const offResult = this.host.events.on(`iq-result/host/${id}`, ({ stanza: answer }) => {
+        finish();
+        resolve(answer);
+        return true;
+      });
+      const offError = this.host.events.on(`iq-error/host/${id}`, ({ stanza: answer }) => {
+        finish();
+        reject(new IqError(errorCondition(answer) ?? "undefined-condition", answer));
+        return true;
+      });
+      const timer = setTimeout(() => {
+        finish();
+        reject(new IqError("remote-server-timeout"));
+      }, timeoutMs);
+      this.#cleanups.push(abandon);
+      this.send(stanza);
+    });
+  }
+
+  /** Runs `fn` after `ms` (or every `ms` with `repeat`); returns a cancel function. */
+  addTimer(ms: number, fn: () => void, options: TimerOptions = {}): () => void {
+    const run = () => {
+      try {
+        fn();
+      } catch (error) {
+        this.log.error("Timer in module {module} threw: {error}", { module: this.name, error });
+      }
+    };
+    const id = options.repeat ? setInterval(run, ms) : setTimeout(() => {
+      cancel();
+      run();
+    }, ms);
+    const cancel = () => {
+      clearTimeout(id);
+      clearInterval(id);
+      const i = this.#cleanups.indexOf(cancel);
+      if (i >= 0) this.#cleanups.splice(i, 1);
+    };
+    this.#cleanups.push(cancel);
+    return cancel;
+  }
+
+  /** Registers a callback run when the module is unloaded (before hooks are removed). */
+  onUnload(fn: () => void): void {
+    this.#unloadCallbacks.push(fn);
+  }
+
+  /** Undoes everything registered through this API. Called by the module manager. */
+  dispose(): void {
+    for (const fn of this.#unloadCallbacks.splice(0).reverse()) {
+      try {
+        fn();
+      } catch (error) {
+        this.log.error("Unload callback of {module} threw: {error}", {
+          module: this.name,
+          error,
+        });
+      }
+    }
+    for (const cleanup of this.#cleanups.splice(0).reverse()) cleanup();
+  }
+}
+
+/** Loads and unloads modules per host, from a table of available module files. */
+export class ModuleManager {
+  #server: ServerContext;
+  #available: ModuleTable;
+  /** host domain -> module name -> its API instance */
+  #loaded = new Map<string, Map<string, ModuleAPI>>();
+  #log = getLogger("modules");
+
+  constructor(server: ServerContext, available: ModuleTable) {
+    this.#server = server;
+    this.#available = { ...available };
+  }
+
+  /** Adds (or replaces) a loadable module, e.g. a third-party plugin. */
+  register(name: string, file: ModuleFile): void {
+    this.#available[name] = file;
+  }
+
+  /** Names of the modules that can be loaded. */
+  available(): string[] {
+    return Object.keys(this.#available).sort();
+  }
+
+  /** The module file for a name, if known. */
+  file(name: string): ModuleFile | undefined {
+    return this.#available[name];
+  }
+
+  /** Loads a module on a host. Throws (after undoing partial registration) on failure. */
+  async load(host: Host, name: string): Promise<void> {
+    const file = this.#available[name];
+    if (!file) {
+      throw new Error(
+        `Unknown module '${name}' for host '${host.domain}' (available: ${
+          this.available().join(", ")
+        })`,
+      );
+    }
+    let modules = this.#loaded.get(host.domain);
+    if (!modules) this.#loaded.set(host.domain, modules = new Map());
+    if (modules.has(name)) {
+      throw new Error(`Module '${name}' is already loaded on '${host.domain}'`);
+    }
+    const api = new ModuleAPI(name, host, this.#server);
+    try {
+      await file.default(api);
+    } catch (error) {
+      api.dispose();
+      throw error;
+    }
+    modules.set(name, api);
+    this.#log.debug("Loaded module {module} on {host}", { module: name, host: host.domain });
+  }
+
+  /** Unloads a module from a host; false when it was not loaded. */
+  unload(host: Host, name: string): boolean {
+    const api = this.#loaded.get(host.domain)?.get(name);
+    if (!api) return false;
+    api.dispose();
+    this.#loaded.get(host.domain)!.delete(name);
+    this.#log.debug("Unloaded module {module} from {host}", { module: name, host: host.domain });
+    return true;
+  }
+
+  /** Unloads every module of a host (in reverse load order). */
+  unloadAll(host: Host): void {
+    const names = [...(this.#loaded.get(host.domain)?.keys() ?? [])].reverse();
+    for (const name of names) this.unload(host, name);
+  }
+
+  /** Names of the modules loaded on a host, in load order. */
+  loaded(domain: string): string[] {
+    return [...(this.#loaded.get(domain)?.keys() ?? [])];
+  }
+
+  /** True when the module is loaded on the host. */
+  isLoaded(domain: string, name: string): boolean {
+    return this.#loaded.get(domain)?.has(name) ?? false;
+  }
+}

@@ -1,0 +1,593 @@
+// A client-to-server stream (RFC 6120): stream headers and features, STARTTLS, SASL,
+// resource binding, then stanzas handed to the router. One instance per client connection.
+
+import type { Socket } from "node:net";
+import type { TLSSocket } from "node:tls";
+import type { AuthThrottle } from "../auth/throttle.ts";
+import {
+  advertisedMechanisms,
+  type SaslContext,
+  type SaslMechanism,
+  startMechanism,
+} from "../auth/sasl.ts";
+import type { ServerContext } from "../context.ts";
+import { type JID, JidError, parseJid, prepLocal, tryParseJid } from "../jid.ts";
+import { getLogger } from "../log.ts";
+import { generateResource, type Session } from "../sessions.ts";
+import { Element, NS_CLIENT } from "../xml/element.ts";
+import { StreamParser, type XmlStreamError } from "../xml/parser.ts";
+import { escapeAttr, escapeText, serialize } from "../xml/serializer.ts";
+import {
+  errorReply,
+  isStanza,
+  NS_BIND,
+  NS_SASL,
+  NS_SESSION,
+  NS_STREAM,
+  NS_TLS,
+  reply,
+  streamError,
+  type StreamErrorCondition,
+} from "../xml/stanza.ts";
+import type { TlsContexts } from "./tls.ts";
+
+const log = getLogger("c2s");
+
+/** XEP-0440 channel binding type capability namespace. */
+const NS_SASL_CB = "urn:xmpp:sasl-cb:0";
+/** XEP-0478 stream limits namespace. */
+const NS_STREAM_LIMITS = "urn:xmpp:stream-limits:0";
+
+/** What a c2s stream needs from the server. */
+export interface C2SDeps {
+  server: ServerContext;
+  tls: TlsContexts;
+  throttle: AuthThrottle;
+}
+
+let sessionCounter = 0;
+
+/** Serializes a stream-level element (`<stream:features>`, `<stream:error>`) with its prefix. */
+function serializeStreamLevel(el: Element): string {
+  let inner = "";
+  for (const child of el.children) {
+    inner += typeof child === "string" ? escapeText(child) : serialize(child, NS_STREAM);
+  }
+  return `<stream:${el.name}>${inner}</stream:${el.name}>`;
+}
+
+function toBase64(data: Uint8Array): string {
+  let binary = "";
+  for (const b of data) binary += String.fromCharCode(b);
+  return btoa(binary);
+}
+
+function fromBase64(text: string): Uint8Array | undefined {
+  const clean = text.replace(/\s+/g, "");
+  if (!/^[A-Za-z0-9+/]*={0,2}$/.test(clean) || clean.length % 4 !== 0) return undefined;
+  const binary = atob(clean);
+  const out = new Uint8Array(binary.length);
+  for (let i = 0; i < binary.length; i++) out[i] = binary.charCodeAt(i);
+  return out;
+}
+
+/**
+ * One client connection. Created for each accepted socket by the c2s listener; registers
+ * itself with the session manager and removes itself when the connection ends.
+ */
+export class C2SSession implements Session {
+  readonly id: string;
+  readonly kind = "c2s" as const;
+  readonly ip: string;
+  readonly connectedAt = Date.now();
+  host = "";
+  jid: JID | undefined;
+  secure = false;
+  authenticated = false;
+  available = false;
+  interested = false;
+  priority = 0;
+  presence: Element | undefined;
+  /** Last time any bytes arrived (ms epoch), for idle timeouts. */
+  lastActivity = Date.now();
+  /** The TLS protocol version once encrypted (for the admin shell). */
+  tlsVersion: string | undefined;
+
+  #deps: C2SDeps;
+  #socket: Socket;
+  #parser: StreamParser;
+  #headerSent = false;
+  #closed = false;
+  #streamId = "";
+  #username: string | undefined;
+  #sasl: SaslMechanism | undefined;
+  #saslChain: Promise<void> = Promise.resolve();
+  #outQueue: string[] = [];
+  #flushScheduled = false;
+  #onData = (chunk: Uint8Array) => {
+    this.lastActivity = Date.now();
+    this.#parser.feed(chunk);
+  };
+
+  constructor(socket: Socket, deps: C2SDeps) {
+    this.id = `c2s${++sessionCounter}`;
+    this.#deps = deps;
+    this.#socket = socket;
+    this.ip = socket.remoteAddress ?? "unknown";
+    socket.setNoDelay(true);
+    this.#parser = new StreamParser({
+      streamOpen: (header) => this.#onStreamOpen(header, this.#parser.contentNamespace),
+      stanza: (el) => this.#onElement(el),
+      streamClose: () => this.#onStreamClose(),
+      error: (err) => this.#onParseError(err),
+    }, { maxStanzaBytes: deps.server.config.get<number>("c2s_stanza_size_limit") });
+    deps.server.sessions.add(this);
+  }
+
+  /** Starts reading: immediately for STARTTLS ports, after the handshake for direct TLS. */
+  async start(directTls: boolean): Promise<void> {
+    this.#attach(this.#socket);
+    if (directTls) await this.#startTls();
+  }
+
+  #attach(socket: Socket): void {
+    socket.on("data", this.#onData);
+    socket.on("error", (error: Error) => {
+      log.debug("Socket error on {id}: {error}", { id: this.id, error: error.message });
+    });
+    socket.on("close", () => this.#cleanup());
+  }
+
+  // ---------- output ----------
+
+  /** Queues a stanza; output is flushed with one write per event-loop turn. */
+  send(stanza: Element): void {
+    if (this.#closed) return;
+    this.#write(serialize(stanza, NS_CLIENT));
+  }
+
+  #write(text: string): void {
+    if (this.#closed) return;
+    this.#outQueue.push(text);
+    if (!this.#flushScheduled) {
+      this.#flushScheduled = true;
+      queueMicrotask(() => this.#flush());
+    }
+  }
+
+  #flush(): void {
+    this.#flushScheduled = false;
+    if (this.#outQueue.length === 0 || this.#socket.destroyed) return;
+    const data = this.#outQueue.length === 1 ? this.#outQueue[0] : this.#outQueue.join("");
+    this.#outQueue = [];
+    this.#socket.write(data);
+  }
+
+  #sendHeader(to: string | undefined): void {
+    this.#streamId = crypto.randomUUID();
+    const from = this.host ? ` from='${escapeAttr(this.host)}'` : "";
+    const toAttr = to ? ` to='${escapeAttr(to)}'` : "";
+    this.#write(
+      `<?xml version='1.0'?><stream:stream xmlns='${NS_CLIENT}' xmlns:stream='${NS_STREAM}'` +
+        ` id='${this.#streamId}'${from}${toAttr} version='1.0' xml:lang='en'>`,
+    );
+    this.#headerSent = true;
+  }
+
+  /**
+   * Closes the stream: a stream error first when a condition is given, then the closing
+   * tag; the socket is ended and destroyed if the peer does not close within 3 s.
+   */
+  close(condition?: StreamErrorCondition, text?: string): void {
+    if (this.#closed) return;
+    if (condition) {
+      if (!this.#headerSent) this.#sendHeader(undefined);
+      log.info("Closing {id} ({jid}) with {condition}{text}", {
+        id: this.id,
+        jid: this.jid?.toString() ?? this.ip,
+        condition,
+        text: text ? `: ${text}` : "",
+      });
+      this.#write(serializeStreamLevel(streamError(condition, text)));
+    }
+    if (this.#headerSent) this.#write("</stream:stream>");
+    this.#flush();
+    this.#closed = true;
+    this.#unbindAndForget();
+    const socket = this.#socket;
+    socket.end();
+    const timer = setTimeout(() => socket.destroy(), 3000);
+    socket.once("close", () => clearTimeout(timer));
+  }
+
+  /** Drops the connection at once (after `close`, when the server stops). */
+  destroy(): void {
+    this.#closed = true;
+    this.#socket.destroy();
+  }
+
+  /** True once the stream is closing or closed. */
+  get closed(): boolean {
+    return this.#closed;
+  }
+
+  #cleanup(): void {
+    this.#closed = true;
+    this.#outQueue = [];
+    this.#unbindAndForget();
+  }
+
+  #unbindAndForget(): void {
+    const server = this.#deps.server;
+    const wasBound = this.jid?.resource !== undefined &&
+      server.sessions.get(this.jid) === this;
+    server.sessions.remove(this);
+    if (wasBound) {
+      const host = server.hosts.get(this.host);
+      if (host) host.events.fire("resource-unbind", { session: this, host });
+      log.info("Session {id} for {jid} ended", { id: this.id, jid: this.jid!.toString() });
+    }
+  }
+
+  // ---------- input ----------
+
+  #onParseError(error: XmlStreamError): void {
+    log.info("XML error from {ip}: {message}", { ip: this.ip, message: error.message });
+    this.close(error.condition, error.message);
+  }
+
+  #onStreamOpen(header: Element, defaultNs: string | undefined): void {
+    const server = this.#deps.server;
+    const toAttr = header.attrs.to;
+    const fromAttr = header.attrs.from;
+    let to: JID | undefined;
+    try {
+      to = toAttr ? parseJid(toAttr) : undefined;
+    } catch {
+      to = undefined;
+    }
+    const host = to && to.local === undefined && to.resource === undefined
+      ? server.hosts.get(to.domain)
+      : undefined;
+    if (this.host === "" && host?.kind === "local") this.host = host.domain;
+    this.#sendHeader(fromAttr && tryParseJid(fromAttr) ? fromAttr : undefined);
+    if (header.name !== "stream" || header.ns !== NS_STREAM) {
+      this.close("invalid-namespace", "The stream root must be <stream:stream>");
+      return;
+    }
+    if (defaultNs !== NS_CLIENT) {
+      this.close("invalid-namespace", `Client streams use the '${NS_CLIENT}' namespace`);
+      return;
+    }
+    if (header.attrs.version === undefined || !/^1\.\d+$/.test(header.attrs.version)) {
+      this.close("unsupported-version", "This server speaks XMPP version 1.0");
+      return;
+    }
+    if (!toAttr) {
+      this.close("host-unknown", "The stream header has no 'to' address");
+      return;
+    }
+    if (!host || host.kind !== "local" || host.domain !== this.host) {
+      this.close("host-unknown", `This server does not serve '${toAttr}'`);
+      return;
+    }
+    this.#sendFeatures();
+  }
+
+  #option<T>(name: string): T {
+    return this.#deps.server.config.hostOption<T>(this.host, name) as T;
+  }
+
+  #sendFeatures(): void {
+    const features = new Element("features", { xmlns: NS_STREAM });
+    const requireTls = this.#option<boolean>("c2s_require_encryption");
+    if (!this.authenticated) {
+      if (!this.secure) {
+        const starttls = features.c("starttls", { xmlns: NS_TLS });
+        if (requireTls) starttls.c("required");
+      }
+      if (this.secure || !requireTls) {
+        const ctx = this.#saslContext();
+        const mechanisms = features.c("mechanisms", { xmlns: NS_SASL });
+        for (const name of advertisedMechanisms(ctx)) mechanisms.c("mechanism").t(name);
+        if (ctx.channelBinding) {
+          // XEP-0440: say which channel binding type the -PLUS mechanisms use.
+          features.c("sasl-channel-binding", { xmlns: NS_SASL_CB })
+            .c("channel-binding", { type: ctx.channelBinding.type });
+        }
+      }
+    } else {
+      features.c("bind", { xmlns: NS_BIND });
+      features.c("session", { xmlns: NS_SESSION }).c("optional");
+      const host = this.#deps.server.hosts.get(this.host);
+      if (host) host.events.fire("stream-features", { session: this, features, host });
+    }
+    const limits = features.c("limits", { xmlns: NS_STREAM_LIMITS });
+    limits.c("max-bytes").t(String(this.#deps.server.config.get<number>("c2s_stanza_size_limit")));
+    const idle = this.authenticated ? this.#option<number>("c2s_idle_timeout") : 0;
+    if (idle > 0) limits.c("idle-seconds").t(String(idle));
+    this.#write(serializeStreamLevel(features));
+  }
+
+  #onStreamClose(): void {
+    log.debug("Client closed stream {id}", { id: this.id });
+    this.close();
+  }
+
+  #onElement(el: Element): void {
+    if (this.#closed) return;
+    if (el.ns === NS_TLS && el.name === "starttls") return this.#onStartTls();
+    if (el.ns === NS_SASL) return this.#onSasl(el);
+    if (!this.authenticated) {
+      this.close("not-authorized", "Authenticate before sending stanzas");
+      return;
+    }
+    if (!isStanza(el) || (el.ns !== NS_CLIENT)) {
+      if (this.jid) {
+        const host = this.#deps.server.hosts.get(this.host)!;
+        if (host.events.fire("stream-element", { session: this, element: el, host })) return;
+      }
+      this.close("unsupported-stanza-type", `Unexpected element <${el.name}> in '${el.ns}'`);
+      return;
+    }
+    if (!this.jid) {
+      if (el.name === "iq" && el.attrs.type === "set") {
+        const bind = el.getChild("bind", NS_BIND);
+        if (bind) return this.#onBind(el, bind);
+      }
+      this.close("not-authorized", "Bind a resource before sending stanzas");
+      return;
+    }
+    this.#onStanza(el);
+  }
+
+  // ---------- STARTTLS ----------
+
+  #onStartTls(): void {
+    if (this.secure || this.authenticated) {
+      this.#write(`<failure xmlns='${NS_TLS}'/></stream:stream>`);
+      this.close();
+      return;
+    }
+    this.#write(`<proceed xmlns='${NS_TLS}'/>`);
+    this.#flush();
+    // From here the bytes are TLS records: stop feeding the XML parser from the raw socket.
+    this.#socket.off("data", this.#onData);
+    this.#startTls().catch(() => {});
+  }
+
+  async #startTls(): Promise<void> {
+    const raw = this.#socket;
+    raw.off("data", this.#onData);
+    raw.removeAllListeners("close");
+    raw.removeAllListeners("error");
+    raw.on("error", () => {});
+    let secure: TLSSocket;
+    try {
+      secure = await this.#deps.tls.upgrade(raw);
+    } catch (error) {
+      log.info("TLS handshake with {ip} failed: {error}", {
+        ip: this.ip,
+        error: (error as Error).message,
+      });
+      this.#closed = true;
+      this.#unbindAndForget();
+      raw.destroy();
+      return;
+    }
+    if (this.#closed) {
+      secure.destroy();
+      return;
+    }
+    this.#socket = secure;
+    this.secure = true;
+    this.tlsVersion = secure.getProtocol() ?? undefined;
+    this.#parser.reset();
+    this.#attach(secure);
+  }
+
+  // ---------- SASL ----------
+
+  #saslContext(): SaslContext {
+    const server = this.#deps.server;
+    const binding = this.secure
+      ? this.#deps.tls.endpointBinding(this.#socket as TLSSocket)
+      : undefined;
+    return {
+      host: this.host,
+      secure: this.secure,
+      allowPlainInsecure: this.#option<boolean>("allow_unencrypted_plain_auth"),
+      accounts: server.accounts,
+      channelBinding: binding ? { type: "tls-server-end-point", data: binding } : undefined,
+      rejectChannelBindingDowngrade: this.#option<boolean>("sasl_reject_channel_binding_downgrade"),
+      prepUsername: (raw) => {
+        try {
+          return prepLocal(raw);
+        } catch {
+          return undefined;
+        }
+      },
+    };
+  }
+
+  #onSasl(el: Element): void {
+    // SASL steps are asynchronous (PBKDF2); keep them in order.
+    this.#saslChain = this.#saslChain.then(() => this.#handleSasl(el)).catch((error) => {
+      log.error("SASL handling failed on {id}: {error}", { id: this.id, error });
+      this.close("internal-server-error");
+    });
+  }
+
+  #saslFailure(condition: string, text?: string): void {
+    const failure = new Element("failure", { xmlns: NS_SASL });
+    failure.c(condition);
+    if (text) failure.c("text", { "xml:lang": "en" }).t(text);
+    this.#write(serialize(failure, NS_CLIENT));
+  }
+
+  async #handleSasl(el: Element): Promise<void> {
+    if (this.#closed) return;
+    if (this.authenticated) {
+      this.close("policy-violation", "Already authenticated");
+      return;
+    }
+    if (el.name === "abort") {
+      this.#sasl = undefined;
+      this.#saslFailure("aborted");
+      return;
+    }
+    let input: Uint8Array | undefined;
+    const text = el.text().trim();
+    if (text === "=") input = new Uint8Array(0);
+    else if (text !== "") {
+      input = fromBase64(text);
+      if (!input) {
+        this.#sasl = undefined;
+        this.#saslFailure("incorrect-encoding");
+        return;
+      }
+    }
+    if (el.name === "auth") {
+      if (!this.secure && this.#option<boolean>("c2s_require_encryption")) {
+        this.#saslFailure("encryption-required", "Use STARTTLS before authenticating");
+        return;
+      }
+      if (this.#deps.throttle.isBlocked(this.ip)) {
+        this.#saslFailure(
+          "temporary-auth-failure",
+          "Too many failed logins from your address; try again later",
+        );
+        return;
+      }
+      const name = el.attrs.mechanism ?? "";
+      const ctx = this.#saslContext();
+      if (!advertisedMechanisms(ctx).includes(name)) {
+        const plainRefused = name === "PLAIN" && !this.secure;
+        this.#saslFailure(
+          plainRefused ? "encryption-required" : "invalid-mechanism",
+          plainRefused ? "PLAIN is only offered over TLS" : undefined,
+        );
+        return;
+      }
+      this.#sasl = startMechanism(name, ctx);
+      if (!this.#sasl) {
+        this.#saslFailure("invalid-mechanism");
+        return;
+      }
+    } else if (el.name === "response") {
+      if (!this.#sasl) {
+        this.#saslFailure("malformed-request", "No authentication in progress");
+        return;
+      }
+    } else {
+      this.close("unsupported-stanza-type", `Unexpected SASL element <${el.name}>`);
+      return;
+    }
+    const step = await this.#sasl.step(input);
+    if (this.#closed) return;
+    if (step.kind === "challenge") {
+      const challenge = new Element("challenge", { xmlns: NS_SASL });
+      if (step.data.length > 0) challenge.t(toBase64(step.data));
+      this.#write(serialize(challenge, NS_CLIENT));
+      return;
+    }
+    this.#sasl = undefined;
+    if (step.kind === "failure") {
+      if (step.condition === "not-authorized") {
+        this.#deps.throttle.recordFailure(this.ip);
+        const delay = this.#option<number>("auth_failure_delay") * 1000;
+        log.info("Failed login from {ip} on {host}", { ip: this.ip, host: this.host });
+        if (delay > 0) await new Promise((resolve) => setTimeout(resolve, delay));
+        if (this.#closed) return;
+      }
+      this.#saslFailure(step.condition, step.text);
+      return;
+    }
+    this.#deps.throttle.recordSuccess(this.ip);
+    this.#username = step.username;
+    this.authenticated = true;
+    const success = new Element("success", { xmlns: NS_SASL });
+    if (step.data && step.data.length > 0) success.t(toBase64(step.data));
+    this.#write(serialize(success, NS_CLIENT));
+    log.info("{user}@{host} authenticated from {ip}", {
+      user: step.username,
+      host: this.host,
+      ip: this.ip,
+    });
+    this.#parser.reset();
+  }
+
+  // ---------- binding and stanzas ----------
+
+  #onBind(iq: Element, bind: Element): void {
+    const server = this.#deps.server;
+    const requested = bind.getChildText("resource")?.trim() ?? "";
+    let jid: JID;
+    try {
+      const bare = parseJid(`${this.#username}@${this.host}`);
+      jid = bare.withResource(requested === "" ? generateResource() : requested);
+    } catch (error) {
+      const text = error instanceof JidError ? error.message : "Invalid resource";
+      this.send(errorReply(iq, "bad-request", { text }));
+      return;
+    }
+    if (!server.accounts.exists(this.host, this.#username!)) {
+      this.close("not-authorized", "The account no longer exists");
+      return;
+    }
+    const result = server.sessions.bind(this, jid);
+    if (!result.ok) {
+      this.send(errorReply(iq, "not-allowed", { text: result.reason }));
+      return;
+    }
+    this.jid = jid;
+    const answer = reply(iq);
+    delete answer.attrs.from;
+    delete answer.attrs.to;
+    answer.c("bind", { xmlns: NS_BIND }).c("jid").t(jid.toString());
+    this.send(answer);
+    log.info("Bound {jid} ({id})", { jid: jid.toString(), id: this.id });
+    const host = server.hosts.get(this.host)!;
+    host.events.fire("resource-bind", { session: this, host });
+  }
+
+  #onStanza(stanza: Element): void {
+    const jid = this.jid!;
+    const from = stanza.attrs.from;
+    if (from !== undefined) {
+      const claimed = tryParseJid(from);
+      const ok = claimed !== undefined && claimed.domain === jid.domain &&
+        claimed.local === jid.local &&
+        (claimed.resource === undefined || claimed.resource === jid.resource);
+      if (!ok) {
+        this.close("invalid-from", `The 'from' address '${from}' is not yours`);
+        return;
+      }
+    }
+    stanza.attrs.from = jid.toString();
+    if (stanza.name === "iq") {
+      const type = stanza.attrs.type;
+      if (
+        !stanza.attrs.id ||
+        (type !== "get" && type !== "set" && type !== "result" && type !== "error")
+      ) {
+        if (type !== "error" && type !== "result") {
+          this.send(errorReply(stanza, "bad-request", { text: "An iq needs an id and a type" }));
+        }
+        return;
+      }
+      if ((type === "get" || type === "set") && stanza.elements().length !== 1) {
+        this.send(errorReply(stanza, "bad-request", { text: "An iq get/set has one payload" }));
+        return;
+      }
+      // Legacy session establishment (RFC 3921) is a no-op kept for old clients.
+      if (type === "set" && stanza.getChild("session", NS_SESSION)) {
+        const answer = reply(stanza);
+        delete answer.attrs.from;
+        this.send(answer);
+        return;
+      }
+    }
+    this.#deps.server.route(stanza, this);
+  }
+}

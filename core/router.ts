@@ -1,0 +1,222 @@
+// The one place every stanza crosses: it resolves the destination, fires the stanza events
+// modules hook, and applies RFC 6121 §8 delivery rules for local JIDs when nobody handled it.
+
+import type { ServerContext } from "./context.ts";
+import type { StanzaEvent } from "./hosts.ts";
+import { type JID, tryParseJid } from "./jid.ts";
+import { getLogger } from "./log.ts";
+import type { Session } from "./sessions.ts";
+import type { Element } from "./xml/element.ts";
+import { errorReply, isError, type StanzaErrorCondition } from "./xml/stanza.ts";
+
+const log = getLogger("router");
+
+/** How the destination address relates to the server: drives event names. */
+export type ToType = "host" | "bare" | "full" | "self";
+
+/** A hook into routing for observers (admin shell `watch stanzas`, counters). */
+export type RouteObserver = (stanza: Element, origin: Session) => void;
+
+/**
+ * Routes stanzas between sessions and hosts. Event order for a stanza of kind K to type T:
+ * `pre-K/T` on the origin's host (may stop it), then on the destination host for iq
+ * get/set `iq-<type>/T/<payload-ns>:<payload-name>`, for iq result/error
+ * `iq-<type>/T/<id>`, then `K/T`. Unhandled stanzas get the RFC 6121 §8.5 default.
+ */
+export class Router {
+  #server: ServerContext;
+  #observers = new Set<RouteObserver>();
+
+  constructor(server: ServerContext) {
+    this.#server = server;
+  }
+
+  /** Adds an observer of every routed stanza; returns a function removing it. */
+  observe(observer: RouteObserver): () => void {
+    this.#observers.add(observer);
+    return () => this.#observers.delete(observer);
+  }
+
+  /** Routes one stanza whose `from` the origin's session has already stamped. */
+  route(stanza: Element, origin: Session): void {
+    for (const observer of this.#observers) observer(stanza, origin);
+    const toAttr = stanza.attrs.to;
+    let to: JID | undefined;
+    if (toAttr !== undefined) {
+      to = tryParseJid(toAttr);
+      if (!to) {
+        this.#bounce(stanza, origin, "jid-malformed", "The 'to' address is not a valid JID");
+        return;
+      }
+      // Normalise so modules and sessions see the prepared form.
+      stanza.attrs.to = to.toString();
+    }
+    const destinationDomain = to ? to.domain : origin.host;
+    const host = this.#server.hosts.get(destinationDomain);
+    if (!host) {
+      this.#routeRemote(stanza, origin);
+      return;
+    }
+    const toType = this.#toType(stanza, to, origin);
+    const event: StanzaEvent = { stanza, origin, host };
+    const originHost = origin.host ? this.#server.hosts.get(origin.host) : undefined;
+    const kind = stanza.name;
+    if (
+      originHost && originHost.events.fire(`pre-${kind}/${toType}`, { ...event, host: originHost })
+    ) {
+      return;
+    }
+    if (kind === "iq") {
+      const type = stanza.attrs.type;
+      if (type === "get" || type === "set") {
+        const payload = stanza.firstElement();
+        if (
+          payload && host.events.fire(`iq-${type}/${toType}/${payload.ns}:${payload.name}`, event)
+        ) {
+          return;
+        }
+      } else if (
+        (type === "result" || type === "error") && stanza.attrs.id !== undefined &&
+        host.events.fire(`iq-${type}/${toType}/${stanza.attrs.id}`, event)
+      ) {
+        return;
+      }
+    }
+    if (host.events.fire(`${kind}/${toType}`, event)) return;
+    this.#deliverDefault(event, to, toType);
+  }
+
+  #toType(stanza: Element, to: JID | undefined, origin: Session): ToType {
+    if (!to) return origin.kind === "c2s" ? "self" : "host";
+    if (to.resource !== undefined) return to.local === undefined ? "host" : "full";
+    if (to.local === undefined) return "host";
+    // An iq to the sender's own bare JID is handled by the server for the account.
+    if (
+      stanza.name === "iq" && origin.kind === "c2s" && origin.jid?.local === to.local &&
+      origin.jid.domain === to.domain
+    ) {
+      return "self";
+    }
+    return "bare";
+  }
+
+  #routeRemote(stanza: Element, origin: Session): void {
+    // Federation is not there yet: every remote destination is unreachable.
+    this.#bounce(
+      stanza,
+      origin,
+      "remote-server-not-found",
+      "Federation with remote servers is not available",
+    );
+  }
+
+  /** RFC 6121 §8.5 (local user) and RFC 6120 §10.4 (server) defaults. */
+  #deliverDefault(event: StanzaEvent, to: JID | undefined, toType: ToType): void {
+    const { stanza, origin } = event;
+    const kind = stanza.name;
+    const type = stanza.attrs.type;
+    if (kind === "iq") {
+      if (toType === "full" && to) {
+        const session = this.#server.sessions.get(to);
+        if (session) {
+          session.send(stanza);
+          return;
+        }
+      }
+      if (type === "get" || type === "set") this.#bounce(stanza, origin, "service-unavailable");
+      return; // results and errors nobody waits for are dropped
+    }
+    if (toType === "host" || toType === "self" || !to?.local) {
+      // Messages to the server itself (RFC 6120 §10.3.1) that no module handles.
+      if (kind === "message" && (type === undefined || type === "normal" || type === "chat")) {
+        this.#bounce(stanza, origin, "service-unavailable");
+      }
+      return;
+    }
+    if (kind === "message") this.#deliverMessage(stanza, origin, to, toType);
+    else this.#deliverPresence(stanza, to, toType);
+  }
+
+  #deliverMessage(stanza: Element, origin: Session, to: JID, toType: ToType): void {
+    const type = stanza.attrs.type ?? "normal";
+    const sessions = this.#server.sessions;
+    if (toType === "full") {
+      const session = sessions.get(to);
+      if (session) {
+        session.send(stanza);
+        return;
+      }
+      // §8.5.3.2.1: no such resource.
+      if (type === "error" || type === "headline") return;
+      if (type === "groupchat") {
+        this.#bounce(stanza, origin, "service-unavailable");
+        return;
+      }
+      // chat and normal are treated as if addressed to the bare JID.
+    }
+    if (type === "error") return;
+    if (type === "groupchat") {
+      this.#bounce(stanza, origin, "service-unavailable");
+      return;
+    }
+    const available = sessions.userSessions(to.domain, to.local!).filter((s) =>
+      s.available && s.priority >= 0
+    );
+    if (available.length > 0) {
+      if (type === "headline") {
+        for (const s of available) s.send(stanza);
+        return;
+      }
+      // chat/normal: every resource sharing the highest non-negative priority.
+      const top = Math.max(...available.map((s) => s.priority));
+      for (const s of available) if (s.priority === top) s.send(stanza);
+      return;
+    }
+    if (type === "headline") return;
+    const host = this.#server.hosts.get(to.domain)!;
+    // Offline storage (a module) may take it; otherwise the recipient is unavailable.
+    if (host.events.fire("message/offline", { stanza, origin, host })) return;
+    if (!this.#server.accounts.exists(to.domain, to.local!)) {
+      this.#bounce(stanza, origin, "service-unavailable");
+      return;
+    }
+    this.#bounce(stanza, origin, "service-unavailable", "The recipient is not online");
+  }
+
+  #deliverPresence(stanza: Element, to: JID, toType: ToType): void {
+    const sessions = this.#server.sessions;
+    if (toType === "full") {
+      const session = sessions.get(to);
+      if (session) session.send(stanza);
+      return;
+    }
+    const type = stanza.attrs.type;
+    if (type === "probe") return; // answered by the presence module when loaded
+    for (const s of sessions.userSessions(to.domain, to.local!)) {
+      if (s.available) s.send(stanza);
+    }
+  }
+
+  /** Sends an error reply for a stanza back to its origin, unless it is an error itself. */
+  #bounce(
+    stanza: Element,
+    origin: Session,
+    condition: StanzaErrorCondition,
+    text?: string,
+  ): void {
+    if (isError(stanza)) return;
+    if (stanza.name === "iq" && stanza.attrs.type !== "get" && stanza.attrs.type !== "set") return;
+    if (stanza.name === "presence" && stanza.attrs.type !== undefined) {
+      // Presence errors only make sense for directed available presence.
+      if (stanza.attrs.type !== "unavailable") return;
+    }
+    log.debug("Bouncing {kind} to {to}: {condition}", {
+      kind: stanza.name,
+      to: stanza.attrs.to,
+      condition,
+    });
+    const error = errorReply(stanza, condition, { text, includeOriginal: true });
+    if (!error.attrs.from) error.attrs.from = origin.host;
+    origin.send(error);
+  }
+}

@@ -1,0 +1,318 @@
+// Assembles a running server from a Config: storage, hosts, certificates, modules and
+// listeners; and takes it apart again (reload on SIGHUP, graceful shutdown on SIGTERM).
+
+import type { Socket } from "node:net";
+import { AccountStore } from "./auth/accounts.ts";
+import { AuthThrottle } from "./auth/throttle.ts";
+import type { Config } from "./config.ts";
+import type { ServerContext } from "./context.ts";
+import { Host } from "./hosts.ts";
+import { configureLogging, getLogger } from "./log.ts";
+import { ModuleManager, type ModuleTable } from "./modules.ts";
+import { C2SSession } from "./net/c2s.ts";
+import { loadOrCreateCertificate } from "./net/certificates.ts";
+import { listen, type Listener } from "./net/listener.ts";
+import { type ListenAddress, parseListenAddress } from "./config_schema.ts";
+import { TlsContexts, type TlsHostEntry } from "./net/tls.ts";
+import { Router } from "./router.ts";
+import { type Session, SessionManager } from "./sessions.ts";
+import { Database } from "./storage/database.ts";
+import { Storage } from "./storage/stores.ts";
+import type { Element } from "./xml/element.ts";
+import type { StreamErrorCondition } from "./xml/stanza.ts";
+
+const log = getLogger("server");
+
+/** The listen addresses of an interfaces option (validated when the config was loaded). */
+function addresses(config: Config, option: string): ListenAddress[] {
+  return config.get<string[]>(option).map((text) => parseListenAddress(text)!);
+}
+
+/** Options for `Server.start`. */
+export interface ServerOptions {
+  /** The modules that can be enabled (the built-in table, plus plugins later). */
+  modules: ModuleTable;
+  /** Configure logging from the config (false in tests that set logging up themselves). */
+  configureLogging?: boolean;
+}
+
+/** The session a host uses as origin for stanzas it sends itself (replies route back). */
+class HostSession implements Session {
+  readonly id: string;
+  readonly kind = "internal" as const;
+  readonly jid = undefined;
+  readonly ip = "internal";
+  readonly secure = true;
+  readonly authenticated = true;
+  readonly connectedAt = Date.now();
+  available = false;
+  interested = false;
+  priority = 0;
+  presence: Element | undefined;
+  readonly host: string;
+  #route: (stanza: Element, origin: Session) => void;
+
+  constructor(host: string, route: (stanza: Element, origin: Session) => void) {
+    this.id = `host:${host}`;
+    this.host = host;
+    this.#route = route;
+  }
+
+  send(stanza: Element): void {
+    this.#route(stanza, this);
+  }
+
+  close(): void {}
+}
+
+/** A running Lilt server. */
+export class Server implements ServerContext {
+  config: Config;
+  readonly sessions: SessionManager = new SessionManager();
+  readonly hosts: Map<string, Host> = new Map();
+  readonly database: Database;
+  readonly storage: Storage;
+  readonly accounts: AccountStore;
+  readonly router: Router;
+  readonly modules: ModuleManager;
+  readonly throttle: AuthThrottle;
+  readonly startedAt = Date.now();
+  tls!: TlsContexts;
+  listeners: Listener[] = [];
+  #hostSessions = new Map<string, HostSession>();
+  #sweeper: ReturnType<typeof setInterval> | undefined;
+  #stopping = false;
+
+  private constructor(config: Config, database: Database, options: ServerOptions) {
+    this.config = config;
+    this.database = database;
+    this.storage = new Storage(database);
+    this.accounts = new AccountStore(database, {
+      iterations: config.get<number>("scram_iterations"),
+    });
+    this.router = new Router(this);
+    this.modules = new ModuleManager(this, options.modules);
+    this.throttle = new AuthThrottle(this.#throttleOptions(config));
+  }
+
+  /** Opens storage, prepares hosts and certificates, loads modules and starts listening. */
+  static async start(config: Config, options: ServerOptions): Promise<Server> {
+    if (options.configureLogging !== false) await configureLogging(config.log);
+    await Deno.mkdir(config.dataDir, { recursive: true, mode: 0o700 });
+    const database = Database.open({ path: config.storage.path });
+    const server = new Server(config, database, options);
+    try {
+      await server.#setUp();
+    } catch (error) {
+      await server.shutdown("Start-up failed");
+      throw error;
+    }
+    return server;
+  }
+
+  #throttleOptions(config: Config) {
+    return {
+      maxFailures: config.get<number>("auth_throttle_max_failures"),
+      windowMs: config.get<number>("auth_throttle_window") * 1000,
+    };
+  }
+
+  async #setUp(): Promise<void> {
+    const config = this.config;
+    this.tls = new TlsContexts(await this.#loadCertificates(config));
+    for (const hostConfig of config.hosts) await this.#addHost(hostConfig.domain, "local");
+    for (const component of config.components) {
+      await this.#addHost(component.domain, "component");
+    }
+    for (const address of addresses(config, "c2s_interfaces")) {
+      this.listeners.push(await listen("c2s", address, (s) => this.#accept(s, false)));
+    }
+    for (const address of addresses(config, "c2s_direct_tls_interfaces")) {
+      this.listeners.push(await listen("c2s_direct_tls", address, (s) => this.#accept(s, true)));
+    }
+    this.#sweeper = setInterval(() => this.#sweepIdle(), 5000);
+    for (const l of this.listeners) {
+      log.info("Listening for {kind} on {host}:{port}", {
+        kind: l.kind,
+        host: l.host,
+        port: l.port,
+      });
+    }
+  }
+
+  async #loadCertificates(config: Config): Promise<TlsHostEntry[]> {
+    const entries: TlsHostEntry[] = [];
+    for (const host of config.hosts) {
+      const cert = await loadOrCreateCertificate(host.domain, {
+        certificate: config.hostOption<string>(host.domain, "certificate") ?? "",
+        key: config.hostOption<string>(host.domain, "key") ?? "",
+        dataDir: config.dataDir,
+      });
+      if (cert.generated) {
+        log.warn(
+          "No certificate configured for {host}: generated a self-signed one in {dir}; " +
+            "clients will not trust it. Set 'certificate' and 'key' for production",
+          { host: host.domain, dir: `${config.dataDir}/certs` },
+        );
+      } else if (cert.selfSigned) {
+        log.warn("The certificate for {host} is self-signed; clients will not trust it", {
+          host: host.domain,
+        });
+      }
+      entries.push({ domain: host.domain, cert });
+    }
+    return entries;
+  }
+
+  async #addHost(domain: string, kind: "local" | "component"): Promise<void> {
+    const host = new Host(domain, kind);
+    this.hosts.set(domain, host);
+    for (const name of this.#moduleList(domain, kind)) {
+      await this.modules.load(host, name);
+    }
+  }
+
+  #moduleList(domain: string, kind: "local" | "component"): string[] {
+    if (kind === "component") {
+      const component = this.config.components.find((c) => c.domain === domain);
+      return component?.module ? [component.module] : [];
+    }
+    return this.config.hosts.find((h) => h.domain === domain)?.modules ?? [];
+  }
+
+  #accept(socket: Socket, directTls: boolean): void {
+    if (this.#stopping) {
+      socket.destroy();
+      return;
+    }
+    const session = new C2SSession(socket, {
+      server: this,
+      tls: this.tls,
+      throttle: this.throttle,
+    });
+    session.start(directTls).catch((error) => {
+      log.error("Session {id} failed to start: {error}", { id: session.id, error });
+    });
+  }
+
+  #sweepIdle(): void {
+    const now = Date.now();
+    for (const session of this.sessions.all()) {
+      if (!(session instanceof C2SSession)) continue;
+      if (!session.authenticated) {
+        const limit = this.config.get<number>("c2s_auth_timeout") * 1000;
+        if (now - session.connectedAt > limit) {
+          session.close("connection-timeout", "Authentication took too long");
+        }
+        continue;
+      }
+      const idle = (this.config.hostOption<number>(session.host, "c2s_idle_timeout") ?? 0) * 1000;
+      if (idle > 0 && now - session.lastActivity > idle) {
+        session.close("connection-timeout", "The connection was idle too long");
+      }
+    }
+  }
+
+  /** Routes a stanza (see Router). */
+  route(stanza: Element, origin: Session): void {
+    this.router.route(stanza, origin);
+  }
+
+  /** The internal origin session of a host. */
+  hostSession(domain: string): Session {
+    let session = this.#hostSessions.get(domain);
+    if (!session) {
+      session = new HostSession(domain, (stanza, origin) => this.route(stanza, origin));
+      this.#hostSessions.set(domain, session);
+    }
+    return session;
+  }
+
+  /**
+   * Applies a new configuration: logging, limits, certificates, and per-host module lists
+   * (modules no longer listed are unloaded, new ones loaded; hosts added or removed).
+   * Listener addresses are not changed at runtime (a restart applies them).
+   */
+  async reload(config: Config): Promise<void> {
+    const old = this.config;
+    this.config = config;
+    await configureLogging(config.log);
+    this.throttle.configure(this.#throttleOptions(config));
+    this.accounts.setIterations(config.get<number>("scram_iterations"));
+    this.tls.update(await this.#loadCertificates(config));
+    const wanted = new Map<string, "local" | "component">();
+    for (const h of config.hosts) wanted.set(h.domain, "local");
+    for (const c of config.components) wanted.set(c.domain, "component");
+    for (const [domain, host] of [...this.hosts]) {
+      if (wanted.get(domain) !== host.kind) {
+        this.modules.unloadAll(host);
+        this.hosts.delete(domain);
+        for (const s of this.sessions.all()) {
+          if (s.host === domain) s.close("host-gone", "This host was removed");
+        }
+        log.info("Removed host {host}", { host: domain });
+      }
+    }
+    for (const [domain, kind] of wanted) {
+      const host = this.hosts.get(domain);
+      if (!host) {
+        await this.#addHost(domain, kind);
+        log.info("Added host {host}", { host: domain });
+        continue;
+      }
+      const list = this.#moduleList(domain, kind);
+      for (const name of this.modules.loaded(domain)) {
+        if (!list.includes(name)) this.modules.unload(host, name);
+      }
+      for (const name of list) {
+        if (this.modules.isLoaded(domain, name)) continue;
+        try {
+          await this.modules.load(host, name);
+        } catch (error) {
+          log.error("Cannot load module {module} on {host}: {error}", {
+            module: name,
+            host: domain,
+            error: (error as Error).message,
+          });
+        }
+      }
+    }
+    const interfaces = (c: Config) =>
+      JSON.stringify([c.get("c2s_interfaces"), c.get("c2s_direct_tls_interfaces")]);
+    if (interfaces(old) !== interfaces(config)) {
+      log.warn("Listener addresses changed: restart the server to apply them");
+    }
+    log.info("Configuration reloaded from {file}", { file: config.file });
+  }
+
+  /**
+   * Stops accepting, closes every stream with `system-shutdown` (or the given condition),
+   * unloads modules and closes storage.
+   */
+  async shutdown(
+    reason = "The server is shutting down",
+    condition: StreamErrorCondition = "system-shutdown",
+  ): Promise<void> {
+    if (this.#stopping) return;
+    this.#stopping = true;
+    clearInterval(this.#sweeper);
+    // A listener's close completes only once its connections are gone: close those too.
+    const closing = Promise.all(this.listeners.map((l) => l.close()));
+    this.listeners = [];
+    const sessions = this.sessions.all().filter((s) => s.kind !== "internal");
+    for (const session of sessions) session.close(condition, reason);
+    if (sessions.length > 0) await new Promise((resolve) => setTimeout(resolve, 100));
+    for (const session of sessions) session.destroy?.();
+    await closing;
+    for (const host of this.hosts.values()) this.modules.unloadAll(host);
+    this.database.close();
+    log.info("Server stopped");
+  }
+
+  /** The bound port of the first listener of a kind (tests listen on port 0). */
+  port(kind: "c2s" | "c2s_direct_tls"): number {
+    const listener = this.listeners.find((l) => l.kind === kind);
+    if (!listener) throw new Error(`No ${kind} listener is configured`);
+    return listener.port;
+  }
+}
