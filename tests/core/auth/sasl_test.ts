@@ -1,0 +1,486 @@
+// Tests for server-side SASL: the RFC 5802 and RFC 7677 SCRAM test vectors, full round trips
+// against a SCRAM client written here (with and without channel binding), PLAIN, and every
+// failure a client or an attacker can provoke.
+
+import assert from "node:assert/strict";
+import { AccountStore } from "../../../core/auth/accounts.ts";
+import {
+  advertisedMechanisms,
+  type SaslContext,
+  type SaslStep,
+  ScramMechanism,
+  startMechanism,
+} from "../../../core/auth/sasl.ts";
+import {
+  decodeBase64,
+  deriveCredentials,
+  digest,
+  encodeBase64,
+  encodeSaslName,
+  HASH_BYTES,
+  hmac,
+  saltPassword,
+  type ScramHash,
+  utf8,
+  xor,
+} from "../../../core/auth/scram.ts";
+import { Database } from "../../../core/storage/database.ts";
+
+const HOST = "example.com";
+const text = (bytes: Uint8Array | undefined) => new TextDecoder().decode(bytes);
+const CB_DATA = crypto.getRandomValues(new Uint8Array(32));
+
+function prepUsername(raw: string): string | undefined {
+  return /^[^@/\s"&'<>:]+$/u.test(raw) ? raw.toLowerCase() : undefined;
+}
+
+async function setup(
+  overrides: Partial<SaslContext> = {},
+): Promise<{ ctx: SaslContext; database: Database }> {
+  const database = Database.open({ path: ":memory:" });
+  const accounts = new AccountStore(database, { iterations: 4096 });
+  await accounts.create(HOST, "juliet", "r0m30");
+  await accounts.create(HOST, "a,b=c", "commas");
+  const ctx: SaslContext = {
+    host: HOST,
+    secure: true,
+    allowPlainInsecure: false,
+    accounts,
+    channelBinding: { type: "tls-server-end-point", data: CB_DATA },
+    prepUsername,
+    ...overrides,
+  };
+  return { ctx, database };
+}
+
+function expectChallenge(step: SaslStep): string {
+  assert.equal(step.kind, "challenge", JSON.stringify(step));
+  return text((step as { data: Uint8Array }).data);
+}
+
+function expectFailure(step: SaslStep, condition: string): void {
+  assert.equal(step.kind, "failure", JSON.stringify(step));
+  assert.equal((step as { condition: string }).condition, condition, JSON.stringify(step));
+}
+
+interface ClientOptions {
+  hash: ScramHash;
+  username: string;
+  password: string;
+  /** GS2 header, e.g. "n,," or "p=tls-server-end-point,,". */
+  gs2?: string;
+  cbData?: Uint8Array;
+  nonce?: string;
+}
+
+/** A SCRAM client written from RFC 5802 §3 and §7, independent of the server code. */
+class ScramClient {
+  #o: ClientOptions;
+  #gs2: string;
+  #nonce: string;
+  #firstBare: string;
+  #authMessage = "";
+  #serverKey = new Uint8Array();
+
+  constructor(options: ClientOptions) {
+    this.#o = options;
+    this.#gs2 = options.gs2 ?? "n,,";
+    this.#nonce = options.nonce ?? encodeBase64(crypto.getRandomValues(new Uint8Array(12)));
+    this.#firstBare = `n=${encodeSaslName(options.username)},r=${this.#nonce}`;
+  }
+
+  first(): Uint8Array {
+    return utf8(this.#gs2 + this.#firstBare);
+  }
+
+  async final(serverFirst: string): Promise<Uint8Array> {
+    const attrs = Object.fromEntries(serverFirst.split(",").map((f) => [f[0], f.slice(2)]));
+    assert.ok(attrs.r.startsWith(this.#nonce), "server nonce extends ours");
+    const hash = this.#o.hash;
+    const salted = await saltPassword(this.#o.password, {
+      hash,
+      salt: decodeBase64(attrs.s)!,
+      iterations: Number(attrs.i),
+    });
+    const clientKey = await hmac(hash, salted, utf8("Client Key"));
+    const storedKey = await digest(hash, clientKey);
+    this.#serverKey = await hmac(hash, salted, utf8("Server Key"));
+    const cbind = new Uint8Array([...utf8(this.#gs2), ...(this.#o.cbData ?? [])]);
+    const withoutProof = `c=${encodeBase64(cbind)},r=${attrs.r}`;
+    this.#authMessage = `${this.#firstBare},${serverFirst},${withoutProof}`;
+    const signature = await hmac(hash, storedKey, utf8(this.#authMessage));
+    return utf8(`${withoutProof},p=${encodeBase64(xor(clientKey, signature))}`);
+  }
+
+  async verify(serverFinal: string): Promise<boolean> {
+    const signature = await hmac(this.#o.hash, this.#serverKey, utf8(this.#authMessage));
+    return serverFinal === `v=${encodeBase64(signature)}`;
+  }
+}
+
+async function runScram(
+  ctx: SaslContext,
+  mechanism: string,
+  client: ScramClient,
+): Promise<SaslStep> {
+  const server = startMechanism(mechanism, ctx);
+  assert.ok(server, `${mechanism} starts`);
+  const first = await server.step(client.first());
+  if (first.kind !== "challenge") return first;
+  const result = await server.step(await client.final(text(first.data)));
+  if (result.kind === "success") {
+    assert.ok(await client.verify(text(result.data)), "server signature verifies");
+  }
+  return result;
+}
+
+Deno.test("mechanisms are advertised by channel binding and transport security", async () => {
+  const { ctx, database } = await setup();
+  assert.deepEqual(advertisedMechanisms(ctx), [
+    "SCRAM-SHA-256-PLUS",
+    "SCRAM-SHA-1-PLUS",
+    "SCRAM-SHA-256",
+    "SCRAM-SHA-1",
+    "PLAIN",
+  ]);
+  const plainText = { ...ctx, secure: false, channelBinding: undefined };
+  assert.deepEqual(advertisedMechanisms(plainText), ["SCRAM-SHA-256", "SCRAM-SHA-1"]);
+  assert.deepEqual(advertisedMechanisms({ ...plainText, allowPlainInsecure: true }), [
+    "SCRAM-SHA-256",
+    "SCRAM-SHA-1",
+    "PLAIN",
+  ]);
+  assert.equal(startMechanism("PLAIN", plainText), undefined);
+  assert.equal(startMechanism("SCRAM-SHA-256-PLUS", plainText), undefined);
+  assert.equal(startMechanism("DIGEST-MD5", ctx), undefined);
+  assert.equal(startMechanism("scram-sha-1", ctx), undefined);
+  assert.equal(startMechanism("SCRAM-SHA-1-PLUS", ctx)?.name, "SCRAM-SHA-1-PLUS");
+  assert.equal(startMechanism("SCRAM-SHA-256", ctx)?.name, "SCRAM-SHA-256");
+  database.close();
+});
+
+Deno.test("SCRAM-SHA-1 reproduces the RFC 5802 section 5 example", async () => {
+  const { ctx, database } = await setup();
+  const credentials = await deriveCredentials("pencil", {
+    hash: "SHA-1",
+    salt: decodeBase64("QSXCR+Q6sek8bf92")!,
+    iterations: 4096,
+  });
+  ctx.accounts.setCredentials(HOST, "user", { "SHA-1": credentials });
+  const server = new ScramMechanism(ctx, {
+    hash: "SHA-1",
+    plus: false,
+    serverNonce: "3rfcNHYJY1ZVvWVs7j",
+  });
+  assert.equal(
+    expectChallenge(await server.step(utf8("n,,n=user,r=fyko+d2lbbFgONRv9qkxdawL"))),
+    "r=fyko+d2lbbFgONRv9qkxdawL3rfcNHYJY1ZVvWVs7j,s=QSXCR+Q6sek8bf92,i=4096",
+  );
+  const result = await server.step(utf8(
+    "c=biws,r=fyko+d2lbbFgONRv9qkxdawL3rfcNHYJY1ZVvWVs7j,p=v0X8v3Bz2T0CJGbJQyF0X+HI4Ts=",
+  ));
+  assert.equal(result.kind, "success");
+  assert.equal(result.username, "user");
+  assert.equal(text(result.data), "v=rmF9pqV8S7suAoZWja4dJRkFsKQ=");
+  expectFailure(await server.step(utf8("more")), "malformed-request");
+  database.close();
+});
+
+Deno.test("SCRAM-SHA-256 reproduces the RFC 7677 section 3 example", async () => {
+  const { ctx, database } = await setup();
+  const credentials = await deriveCredentials("pencil", {
+    hash: "SHA-256",
+    salt: decodeBase64("W22ZaJ0SNY7soEsUEjb6gQ==")!,
+    iterations: 4096,
+  });
+  ctx.accounts.setCredentials(HOST, "user", { "SHA-256": credentials });
+  const server = new ScramMechanism(ctx, {
+    hash: "SHA-256",
+    plus: false,
+    serverNonce: "%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0",
+  });
+  assert.equal(
+    expectChallenge(await server.step(utf8("n,,n=user,r=rOprNGfwEbeRWgbNEkqO"))),
+    "r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,s=W22ZaJ0SNY7soEsUEjb6gQ==,i=4096",
+  );
+  const result = await server.step(utf8(
+    "c=biws,r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0," +
+      "p=dHzbZapWIk4jUhN+Ute9ytag9zjfMHgsqmmiz7AndVQ=",
+  ));
+  assert.equal(result.kind, "success");
+  assert.equal(text(result.data), "v=6rriTRBi23WpRR/wtup+mMhUZUn/dB5nLTJRsjl95G4=");
+  database.close();
+});
+
+Deno.test("SCRAM round trips succeed for both hashes, with and without channel binding", async () => {
+  const { ctx, database } = await setup();
+  for (const hash of ["SHA-1", "SHA-256"] as const) {
+    const plain = new ScramClient({ hash, username: "juliet", password: "r0m30" });
+    const result = await runScram(ctx, `SCRAM-${hash}`, plain);
+    assert.deepEqual(result.kind === "success" && result.username, "juliet");
+
+    const plus = new ScramClient({
+      hash,
+      username: "Juliet", // prepared by the context
+      password: "r0m30",
+      gs2: "p=tls-server-end-point,,",
+      cbData: CB_DATA,
+    });
+    assert.equal((await runScram(ctx, `SCRAM-${hash}-PLUS`, plus)).kind, "success");
+
+    // "y" is fine when the server really has no channel binding to offer.
+    const noCb = { ...ctx, channelBinding: undefined };
+    const yes = new ScramClient({ hash, username: "juliet", password: "r0m30", gs2: "y,," });
+    assert.equal((await runScram(noCb, `SCRAM-${hash}`, yes)).kind, "success");
+  }
+  database.close();
+});
+
+Deno.test("SCRAM waits for the client-first message when there is no initial response", async () => {
+  const { ctx, database } = await setup();
+  const server = startMechanism("SCRAM-SHA-256", ctx)!;
+  assert.equal(expectChallenge(await server.step(undefined)), "");
+  const client = new ScramClient({ hash: "SHA-256", username: "juliet", password: "r0m30" });
+  const serverFirst = expectChallenge(await server.step(client.first()));
+  assert.equal((await server.step(await client.final(serverFirst))).kind, "success");
+  database.close();
+});
+
+Deno.test("SCRAM usernames are decoded from =2C and =3D", async () => {
+  const { ctx, database } = await setup();
+  const client = new ScramClient({ hash: "SHA-1", username: "a,b=c", password: "commas" });
+  const result = await runScram(ctx, "SCRAM-SHA-1", client);
+  assert.equal(result.kind === "success" && result.username, "a,b=c");
+  database.close();
+});
+
+Deno.test("SCRAM rejects a wrong password with not-authorized", async () => {
+  const { ctx, database } = await setup();
+  const client = new ScramClient({ hash: "SHA-256", username: "juliet", password: "wrong" });
+  expectFailure(await runScram(ctx, "SCRAM-SHA-256", client), "not-authorized");
+  database.close();
+});
+
+Deno.test("SCRAM for an unknown user looks like a real exchange until the proof", async () => {
+  const { ctx, database } = await setup();
+  const salts: string[] = [];
+  for (let i = 0; i < 2; i++) {
+    const server = startMechanism("SCRAM-SHA-256", ctx)!;
+    const client = new ScramClient({ hash: "SHA-256", username: "tybalt", password: "x" });
+    const serverFirst = expectChallenge(await server.step(client.first()));
+    const attrs = Object.fromEntries(serverFirst.split(",").map((f) => [f[0], f.slice(2)]));
+    assert.equal(decodeBase64(attrs.s)!.length, 16);
+    assert.equal(attrs.i, "4096");
+    salts.push(attrs.s);
+    expectFailure(await server.step(await client.final(serverFirst)), "not-authorized");
+  }
+  // Deterministic, so a retry cannot tell a fake salt from a stored one.
+  assert.equal(salts[0], salts[1]);
+  const other = startMechanism("SCRAM-SHA-256", ctx)!;
+  const otherFirst = expectChallenge(await other.step(utf8("n,,n=mercutio,r=abc")));
+  assert.notEqual(otherFirst.split(",")[1], `s=${salts[0]}`);
+  // A syntactically invalid username fails without a challenge.
+  const invalid = startMechanism("SCRAM-SHA-256", ctx)!;
+  expectFailure(await invalid.step(utf8("n,,n=a@b,r=abc")), "not-authorized");
+  database.close();
+});
+
+Deno.test("SCRAM detects a channel binding downgrade when configured to", async () => {
+  const { ctx, database } = await setup();
+  // The client supports channel binding and saw no -PLUS: something stripped it.
+  const client = () =>
+    new ScramClient({ hash: "SHA-256", username: "juliet", password: "r0m30", gs2: "y,," });
+  const strict = { ...ctx, rejectChannelBindingDowngrade: true };
+  expectFailure(await runScram(strict, "SCRAM-SHA-256", client()), "not-authorized");
+  // By default "y" is accepted: clients whose only binding is tls-unique send it on TLS 1.3.
+  assert.equal((await runScram(ctx, "SCRAM-SHA-256", client())).kind, "success");
+  database.close();
+});
+
+Deno.test("SCRAM channel binding must match the mechanism and the TLS channel", async () => {
+  const { ctx, database } = await setup();
+  const base = { hash: "SHA-256" as const, username: "juliet", password: "r0m30" };
+  // p= on a non-PLUS mechanism.
+  expectFailure(
+    await runScram(
+      ctx,
+      "SCRAM-SHA-256",
+      new ScramClient({ ...base, gs2: "p=tls-server-end-point,,", cbData: CB_DATA }),
+    ),
+    "malformed-request",
+  );
+  // No channel binding on a PLUS mechanism.
+  expectFailure(
+    await runScram(ctx, "SCRAM-SHA-256-PLUS", new ScramClient({ ...base, gs2: "n,," })),
+    "malformed-request",
+  );
+  expectFailure(
+    await runScram(ctx, "SCRAM-SHA-256-PLUS", new ScramClient({ ...base, gs2: "y,," })),
+    "malformed-request",
+  );
+  // A binding type we do not offer.
+  expectFailure(
+    await runScram(
+      ctx,
+      "SCRAM-SHA-256-PLUS",
+      new ScramClient({ ...base, gs2: "p=tls-unique,,", cbData: CB_DATA }),
+    ),
+    "malformed-request",
+  );
+  // Another channel's data (a man in the middle terminating TLS).
+  expectFailure(
+    await runScram(
+      ctx,
+      "SCRAM-SHA-256-PLUS",
+      new ScramClient({ ...base, gs2: "p=tls-server-end-point,,", cbData: new Uint8Array(32) }),
+    ),
+    "not-authorized",
+  );
+  // Binding data sent without the header or with a different header than the first message.
+  const server = startMechanism("SCRAM-SHA-1", ctx)!;
+  const client = new ScramClient({ ...base, hash: "SHA-1" });
+  const serverFirst = expectChallenge(await server.step(client.first()));
+  const final = text(await client.final(serverFirst)).replace("c=biws", "c=eSws");
+  expectFailure(await server.step(utf8(final)), "not-authorized");
+  database.close();
+});
+
+Deno.test("SCRAM accepts the user's own bare JID as authzid and nothing else", async () => {
+  const { ctx, database } = await setup();
+  const base = { hash: "SHA-1" as const, username: "juliet", password: "r0m30" };
+  for (const authzid of ["juliet@example.com", "Juliet@EXAMPLE.com"]) {
+    const gs2 = `n,a=${authzid},`;
+    const result = await runScram(ctx, "SCRAM-SHA-1", new ScramClient({ ...base, gs2 }));
+    assert.equal(result.kind === "success" && result.username, "juliet");
+  }
+  for (const authzid of ["romeo@example.com", "juliet@example.net", "juliet@example.com/r"]) {
+    const gs2 = `n,a=${authzid},`;
+    expectFailure(
+      await runScram(ctx, "SCRAM-SHA-1", new ScramClient({ ...base, gs2 })),
+      "invalid-authzid",
+    );
+  }
+  // Channel binding covers the authzid too.
+  const plus = new ScramClient({
+    ...base,
+    gs2: "p=tls-server-end-point,a=juliet@example.com,",
+    cbData: CB_DATA,
+  });
+  assert.equal((await runScram(ctx, "SCRAM-SHA-1-PLUS", plus)).kind, "success");
+  database.close();
+});
+
+Deno.test("SCRAM fails disabled accounts only after a correct proof", async () => {
+  const { ctx, database } = await setup({ isDisabled: (user) => user === "juliet" });
+  const right = new ScramClient({ hash: "SHA-256", username: "juliet", password: "r0m30" });
+  expectFailure(await runScram(ctx, "SCRAM-SHA-256", right), "account-disabled");
+  const wrong = new ScramClient({ hash: "SHA-256", username: "juliet", password: "nope" });
+  expectFailure(await runScram(ctx, "SCRAM-SHA-256", wrong), "not-authorized");
+  database.close();
+});
+
+Deno.test("SCRAM rejects malformed client-first messages", async () => {
+  const { ctx, database } = await setup();
+  const cases = [
+    "",
+    "garbage",
+    "n,",
+    "x,,n=juliet,r=abc",
+    "n,,r=abc",
+    "n,,n=juliet",
+    "n,,n=juliet,r=",
+    "n,,n=,r=abc",
+    "n,,n=jul=iet,r=abc",
+    "n,,n=jul=2Ciet=,r=abc",
+    "n,,m=ext,n=juliet,r=abc",
+    "n,,n=juliet,r=abc,garbage",
+    "n,b=juliet,n=juliet,r=abc",
+    "n,a=,n=juliet,r=abc",
+    "n,,n=juliet,r=a\u00E9c",
+  ];
+  for (const message of cases) {
+    const server = startMechanism("SCRAM-SHA-256", ctx)!;
+    expectFailure(await server.step(utf8(message)), "malformed-request");
+    expectFailure(await server.step(utf8(message)), "malformed-request"); // finished
+  }
+  const server = startMechanism("SCRAM-SHA-256", ctx)!;
+  expectFailure(await server.step(new Uint8Array([0x6e, 0x2c, 0x2c, 0xff])), "malformed-request");
+  // An empty message after the empty challenge is malformed too.
+  const asked = startMechanism("SCRAM-SHA-256", ctx)!;
+  expectChallenge(await asked.step(undefined));
+  expectFailure(await asked.step(undefined), "malformed-request");
+  // Extensions after the nonce are allowed and ignored.
+  const withExtension = startMechanism("SCRAM-SHA-256", ctx)!;
+  expectChallenge(await withExtension.step(utf8("n,,n=juliet,r=abc,x=1")));
+  database.close();
+});
+
+Deno.test("SCRAM rejects malformed or mismatched client-final messages", async () => {
+  const { ctx, database } = await setup();
+  const client = new ScramClient({ hash: "SHA-256", username: "juliet", password: "r0m30" });
+  const good = text(
+    await (async () => {
+      const probe = startMechanism("SCRAM-SHA-256", ctx)!;
+      return await client.final(expectChallenge(await probe.step(client.first())));
+    })(),
+  );
+  const [c, r, p] = good.split(",");
+  const tampered = decodeBase64(p.slice(2))!;
+  tampered[0] ^= 1;
+  const cases: Array<[string, string]> = [
+    ["", "malformed-request"],
+    [`${c},${r}`, "malformed-request"],
+    [`${r},${c},${p}`, "malformed-request"],
+    [`${c},${r},p=not*base64`, "malformed-request"],
+    [`${c},${r},p=${encodeBase64(new Uint8Array(HASH_BYTES["SHA-1"]))}`, "malformed-request"],
+    [`c=***,${r},${p}`, "malformed-request"],
+    [`${c},${r},garbage,${p}`, "malformed-request"],
+    [`${c},r=someone-elses-nonce,${p}`, "not-authorized"],
+    [`${c},${r},p=${encodeBase64(tampered)}`, "not-authorized"],
+  ];
+  for (const [message, condition] of cases) {
+    const server = startMechanism("SCRAM-SHA-256", ctx)!;
+    // Same client nonce, fresh server nonce: rebuild r= from the new challenge.
+    const serverFirst = expectChallenge(await server.step(client.first()));
+    const nonce = serverFirst.split(",")[0];
+    const final = message.replace(r, nonce);
+    expectFailure(await server.step(utf8(final)), condition);
+  }
+  database.close();
+});
+
+Deno.test("PLAIN checks the password against the stored SCRAM keys", async () => {
+  const { ctx, database } = await setup();
+  const plain = async (message: string, context = ctx) => {
+    const server = startMechanism("PLAIN", context)!;
+    return await server.step(utf8(message));
+  };
+  const ok = await plain("\0juliet\0r0m30");
+  assert.deepEqual(ok, { kind: "success", username: "juliet" });
+  assert.deepEqual(await plain("juliet@example.com\0Juliet\0r0m30"), ok);
+  expectFailure(await plain("\0juliet\0wrong"), "not-authorized");
+  expectFailure(await plain("\0tybalt\0r0m30"), "not-authorized");
+  expectFailure(await plain("\0bad@name\0r0m30"), "not-authorized");
+  expectFailure(await plain("romeo@example.com\0juliet\0r0m30"), "invalid-authzid");
+  expectFailure(await plain("juliet\0r0m30"), "malformed-request");
+  expectFailure(await plain("\0juliet\0"), "malformed-request");
+  expectFailure(await plain("\0\0r0m30"), "malformed-request");
+  expectFailure(await plain("\0juliet\0r0m30\0extra"), "malformed-request");
+  expectFailure(
+    await plain("\0juliet\0r0m30", { ...ctx, isDisabled: () => true }),
+    "account-disabled",
+  );
+
+  // Without an initial response the server asks with an empty challenge.
+  const server = startMechanism("PLAIN", ctx)!;
+  assert.equal(expectChallenge(await server.step(undefined)), "");
+  assert.equal((await server.step(utf8("\0juliet\0r0m30"))).kind, "success");
+  expectFailure(await server.step(utf8("\0juliet\0r0m30")), "malformed-request");
+
+  const invalidUtf8 = startMechanism("PLAIN", ctx)!;
+  expectFailure(
+    await invalidUtf8.step(new Uint8Array([0, 0x6a, 0, 0xc3, 0x28])),
+    "malformed-request",
+  );
+  database.close();
+});

@@ -1,0 +1,93 @@
+// Loading and unloading modules at runtime: everything a module registered (hooks, disco
+// entries, timers, pending iqs) is gone after unload, and the module can be loaded again.
+
+import assert from "node:assert/strict";
+import type { IqError, ModuleAPI } from "../../core/modules.ts";
+import { startTestServer } from "../helpers/test_server.ts";
+import { Element } from "../../core/xml/element.ts";
+import { RawClient } from "../helpers/raw_client.ts";
+
+Deno.test("unloading every built-in module leaves no hooks or disco entries behind", async () => {
+  const t = await startTestServer({ users: { alice: "pw" } });
+  try {
+    const host = t.server.hosts.get("localhost")!;
+    const loaded = t.server.modules.loaded("localhost");
+    assert.ok(loaded.length >= 4);
+    assert.ok(host.events.size > 0);
+    for (const name of loaded) assert.equal(t.server.modules.unload(host, name), true);
+    assert.equal(host.events.size, 0, `left: ${host.events.eventNames().join(", ")}`);
+    assert.deepEqual(host.disco.features(), []);
+    assert.deepEqual(host.disco.identities(), []);
+    for (const name of loaded) await t.server.modules.load(host, name);
+    assert.deepEqual(t.server.modules.loaded("localhost"), loaded);
+    // And the reloaded modules work on the wire.
+    const { client } = await RawClient.login(t.port, "alice", "pw");
+    client.send("<iq type='get' id='p' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>");
+    assert.equal((await client.next((el) => el.attrs.id === "p")).attrs.type, "result");
+    client.close();
+  } finally {
+    await t.stop();
+  }
+});
+
+Deno.test("a module's timers, hooks and pending iqs are cleared on unload", async () => {
+  const t = await startTestServer();
+  try {
+    const host = t.server.hosts.get("localhost")!;
+    const before = host.events.size;
+    let ticks = 0;
+    let pendingIq: Promise<unknown> | undefined;
+    t.server.modules.register("testmod", {
+      default(m: ModuleAPI) {
+        m.hook("message/bare", () => true, 10);
+        m.hook("resource-bind", () => {});
+        m.addFeature("urn:example:test");
+        m.addIdentity("automation", "test");
+        m.addTimer(5, () => ticks++, { repeat: true });
+        m.addTimer(60_000, () => ticks++);
+        // Nobody answers this iq (it comes back as an error the module awaits).
+        pendingIq = m.sendIq(
+          new Element("iq", { type: "get", to: "nobody@localhost/x" })
+            .c("query", { xmlns: "urn:example:never-answered" }).root(),
+          60_000,
+        ).catch((e: IqError) => e.condition);
+      },
+    });
+    await t.server.modules.load(host, "testmod");
+    assert.ok(host.disco.features().includes("urn:example:test"));
+    assert.ok(host.events.size > before);
+    await new Promise((r) => setTimeout(r, 40));
+    assert.ok(ticks > 0);
+    assert.equal(t.server.modules.unload(host, "testmod"), true);
+    const after = ticks;
+    await new Promise((r) => setTimeout(r, 40));
+    assert.equal(ticks, after, "the repeating timer stopped");
+    assert.equal(host.events.size, before);
+    assert.ok(!host.disco.features().includes("urn:example:test"));
+    assert.equal(await pendingIq, "service-unavailable");
+  } finally {
+    await t.stop();
+  }
+});
+
+Deno.test("a module whose load throws leaves nothing behind", async () => {
+  const t = await startTestServer();
+  try {
+    const host = t.server.hosts.get("localhost")!;
+    const before = host.events.size;
+    t.server.modules.register("broken", {
+      default(m: ModuleAPI) {
+        m.hook("message/bare", () => true);
+        m.addFeature("urn:example:broken");
+        m.addTimer(10, () => {}, { repeat: true });
+        throw new Error("boom");
+      },
+    });
+    await assert.rejects(() => t.server.modules.load(host, "broken"), /boom/);
+    assert.equal(host.events.size, before);
+    assert.ok(!host.disco.features().includes("urn:example:broken"));
+    assert.equal(t.server.modules.isLoaded("localhost", "broken"), false);
+  } finally {
+    await t.stop();
+  }
+});

@@ -1,0 +1,306 @@
+// Client streams on the wire: STARTTLS and SASL negotiation, binding, routing between two
+// users, and the stream errors a misbehaving or hostile client gets (the server keeps
+// serving everyone else).
+
+import assert from "node:assert/strict";
+import { NS_STREAM, RawClient } from "../../helpers/raw_client.ts";
+import { startTestServer, type TestServer } from "../../helpers/test_server.ts";
+import type { Element } from "../../../core/xml/element.ts";
+
+const NS_SASL = "urn:ietf:params:xml:ns:xmpp-sasl";
+const NS_STREAMS_ERRORS = "urn:ietf:params:xml:ns:xmpp-streams";
+const NS_STANZAS = "urn:ietf:params:xml:ns:xmpp-stanzas";
+
+function streamErrorOf(client: RawClient): Promise<string> {
+  return client.next((el) => el.name === "error" && el.ns === NS_STREAM).then((el) =>
+    el.elements().find((c) => c.ns === NS_STREAMS_ERRORS && c.name !== "text")!.name
+  );
+}
+
+function mechanisms(features: Element): string[] {
+  return features.getChild("mechanisms", NS_SASL)?.getChildren("mechanism").map((m) => m.text()) ??
+    [];
+}
+
+function stanzaErrorOf(stanza: Element): string | undefined {
+  return stanza.getChild("error")?.elements().find((c) => c.ns === NS_STANZAS && c.name !== "text")
+    ?.name;
+}
+
+async function withServer(
+  fn: (t: TestServer) => Promise<void>,
+  options: Parameters<typeof startTestServer>[0] = {},
+): Promise<void> {
+  const t = await startTestServer({
+    users: { alice: "alice-pw", bob: "bob-pw" },
+    ...options,
+  });
+  try {
+    await fn(t);
+  } finally {
+    await t.stop();
+  }
+}
+
+Deno.test("before TLS only a required STARTTLS is offered", () =>
+  withServer(async (t) => {
+    const c = await RawClient.connect(t.port);
+    const features = await c.open();
+    const starttls = features.getChild("starttls", "urn:ietf:params:xml:ns:xmpp-tls");
+    assert.ok(starttls?.getChild("required"));
+    assert.deepEqual(mechanisms(features), []);
+    const header = c.headers[0];
+    assert.equal(header.attrs.from, "localhost");
+    assert.equal(header.attrs.version, "1.0");
+    assert.ok(header.attrs.id);
+    // Trying SASL anyway is refused.
+    c.send(`<auth xmlns='${NS_SASL}' mechanism='PLAIN'>${btoa("\0alice\0alice-pw")}</auth>`);
+    const failure = await c.next((el) => el.name === "failure");
+    assert.ok(failure.getChild("encryption-required"));
+    c.close();
+  }));
+
+Deno.test("after STARTTLS the SCRAM family and PLAIN are offered, -PLUS first", () =>
+  withServer(async (t) => {
+    const c = await RawClient.connect(t.port);
+    await c.open();
+    const features = await c.starttls();
+    assert.deepEqual(mechanisms(features), [
+      "SCRAM-SHA-256-PLUS",
+      "SCRAM-SHA-1-PLUS",
+      "SCRAM-SHA-256",
+      "SCRAM-SHA-1",
+      "PLAIN",
+    ]);
+    c.close();
+  }));
+
+Deno.test("PLAIN without TLS is refused even when encryption is optional", () =>
+  withServer(async (t) => {
+    const c = await RawClient.connect(t.port);
+    const features = await c.open();
+    assert.ok(!mechanisms(features).includes("PLAIN"));
+    assert.ok(mechanisms(features).includes("SCRAM-SHA-256"));
+    c.send(`<auth xmlns='${NS_SASL}' mechanism='PLAIN'>${btoa("\0alice\0alice-pw")}</auth>`);
+    const failure = await c.next((el) => el.name === "failure");
+    assert.ok(failure.getChild("encryption-required"));
+    c.close();
+  }, { globalToml: "c2s_require_encryption = false" }));
+
+Deno.test("a wrong password gets not-authorized and the stream stays usable", () =>
+  withServer(async (t) => {
+    const c = await RawClient.connect(t.port);
+    await c.open();
+    await c.starttls();
+    c.send(`<auth xmlns='${NS_SASL}' mechanism='PLAIN'>${btoa("\0alice\0nope")}</auth>`);
+    const failure = await c.next((el) => el.name === "failure");
+    assert.ok(failure.getChild("not-authorized"));
+    const jid = await c.loginPlain("alice", "alice-pw", "again");
+    assert.equal(jid, "alice@localhost/again");
+    c.close();
+  }));
+
+Deno.test("repeated failures from one address are throttled", () =>
+  withServer(async (t) => {
+    const c = await RawClient.connect(t.port);
+    await c.open();
+    await c.starttls();
+    for (let i = 0; i < 2; i++) {
+      c.send(`<auth xmlns='${NS_SASL}' mechanism='PLAIN'>${btoa("\0alice\0nope")}</auth>`);
+      assert.ok((await c.next((el) => el.name === "failure")).getChild("not-authorized"));
+    }
+    c.send(`<auth xmlns='${NS_SASL}' mechanism='PLAIN'>${btoa("\0alice\0alice-pw")}</auth>`);
+    const failure = await c.next((el) => el.name === "failure");
+    assert.ok(failure.getChild("temporary-auth-failure"));
+    c.close();
+  }, { globalToml: "auth_throttle_max_failures = 2" }));
+
+Deno.test("two users exchange messages and the server answers ping, disco and roster", () =>
+  withServer(async (t) => {
+    const { client: alice, jid: aliceJid } = await RawClient.login(
+      t.port,
+      "alice",
+      "alice-pw",
+      "a",
+    );
+    const { client: bob } = await RawClient.login(t.port, "bob", "bob-pw", "b");
+    assert.equal(aliceJid, "alice@localhost/a");
+    alice.send("<presence/>");
+    bob.send("<presence/>");
+    await alice.next((el) => el.name === "presence");
+    bob.send(
+      "<message to='alice@localhost' type='chat' id='m1'><body>hi &amp; bye</body></message>",
+    );
+    const message = await alice.next((el) => el.name === "message");
+    assert.equal(message.attrs.from, "bob@localhost/b");
+    assert.equal(message.attrs.to, "alice@localhost");
+    assert.equal(message.getChildText("body"), "hi & bye");
+
+    alice.send("<iq type='get' id='p1' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>");
+    const pong = await alice.next((el) => el.attrs.id === "p1");
+    assert.equal(pong.attrs.type, "result");
+    assert.equal(pong.attrs.from, "localhost");
+
+    alice.send(
+      "<iq type='get' id='d1' to='localhost'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>",
+    );
+    const info = await alice.next((el) => el.attrs.id === "d1");
+    const features = info.getChild("query")!.getChildren("feature").map((f) => f.attrs.var);
+    assert.ok(features.includes("urn:xmpp:ping"));
+    assert.equal(info.getChild("query")!.getChild("identity")?.attrs.category, "server");
+
+    alice.send("<iq type='get' id='r1'><query xmlns='jabber:iq:roster'/></iq>");
+    const roster = await alice.next((el) => el.attrs.id === "r1");
+    assert.equal(roster.attrs.type, "result");
+    assert.equal(roster.getChild("query", "jabber:iq:roster")?.elements().length, 0);
+    alice.close();
+    bob.close();
+  }));
+
+Deno.test("presence reaches the account's other resources", () =>
+  withServer(async (t) => {
+    const { client: one } = await RawClient.login(t.port, "alice", "alice-pw", "one");
+    const { client: two } = await RawClient.login(t.port, "alice", "alice-pw", "two");
+    one.send("<presence><priority>5</priority></presence>");
+    await one.next((el) => el.name === "presence");
+    two.send("<presence/>");
+    const seenByOne = await one.next((el) =>
+      el.name === "presence" && el.attrs.from === "alice@localhost/two"
+    );
+    assert.equal(seenByOne.attrs.type, undefined);
+    const seenByTwo = await two.next((el) =>
+      el.name === "presence" && el.attrs.from === "alice@localhost/one"
+    );
+    assert.equal(seenByTwo.getChildText("priority"), "5");
+    two.close();
+    const gone = await one.next((el) =>
+      el.name === "presence" && el.attrs.from === "alice@localhost/two"
+    );
+    assert.equal(gone.attrs.type, "unavailable");
+    one.close();
+  }));
+
+Deno.test("unhandled iq, remote and unknown destinations get the right stanza errors", () =>
+  withServer(async (t) => {
+    const { client: c } = await RawClient.login(t.port, "alice", "alice-pw");
+    c.send("<iq type='get' id='u1' to='localhost'><query xmlns='urn:example:unknown'/></iq>");
+    assert.equal(stanzaErrorOf(await c.next((el) => el.attrs.id === "u1")), "service-unavailable");
+    c.send("<message to='someone@remote.example' id='r1' type='chat'><body>x</body></message>");
+    const bounced = await c.next((el) => el.attrs.id === "r1");
+    assert.equal(bounced.attrs.type, "error");
+    assert.equal(stanzaErrorOf(bounced), "remote-server-not-found");
+    c.send("<message to='nobody@localhost' id='n1' type='chat'><body>x</body></message>");
+    assert.equal(stanzaErrorOf(await c.next((el) => el.attrs.id === "n1")), "service-unavailable");
+    c.send("<message to='a@@b' id='j1'><body>x</body></message>");
+    assert.equal(stanzaErrorOf(await c.next((el) => el.attrs.id === "j1")), "jid-malformed");
+    // Errors are never answered with errors.
+    c.send("<message to='x@remote.example' id='e1' type='error'><body>x</body></message>");
+    c.send("<iq type='get' id='last' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>");
+    const last = await c.next((el) => el.attrs.id === "last" || el.attrs.id === "e1");
+    assert.equal(last.attrs.id, "last");
+    c.close();
+  }));
+
+Deno.test("binding a resource in use replaces the old session with a conflict error", () =>
+  withServer(async (t) => {
+    const { client: first } = await RawClient.login(t.port, "alice", "alice-pw", "same");
+    const { client: second, jid } = await RawClient.login(t.port, "alice", "alice-pw", "same");
+    assert.equal(jid, "alice@localhost/same");
+    assert.equal(await streamErrorOf(first), "conflict");
+    await first.waitClosed();
+    second.send("<iq type='get' id='p' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>");
+    assert.equal((await second.next((el) => el.attrs.id === "p")).attrs.type, "result");
+    second.close();
+  }));
+
+Deno.test("stanzas before authentication close the stream with not-authorized", () =>
+  withServer(async (t) => {
+    const c = await RawClient.connect(t.port);
+    await c.open();
+    c.send("<message to='alice@localhost'><body>sneaky</body></message>");
+    assert.equal(await streamErrorOf(c), "not-authorized");
+    await c.waitClosed();
+  }));
+
+Deno.test("an unknown host gets host-unknown", () =>
+  withServer(async (t) => {
+    const c = await RawClient.connect(t.port);
+    c.send(
+      `<stream:stream to='elsewhere.example' version='1.0' xmlns='jabber:client' xmlns:stream='${NS_STREAM}'>`,
+    );
+    assert.equal(await streamErrorOf(c), "host-unknown");
+    await c.waitClosed();
+  }));
+
+Deno.test("a forged from address closes the stream with invalid-from", () =>
+  withServer(async (t) => {
+    const { client: c } = await RawClient.login(t.port, "alice", "alice-pw");
+    c.send("<message from='bob@localhost/b' to='alice@localhost'><body>x</body></message>");
+    assert.equal(await streamErrorOf(c), "invalid-from");
+  }));
+
+Deno.test("direct TLS negotiates xmpp-client ALPN and logs in", () =>
+  withServer(async (t) => {
+    const c = await RawClient.connect(t.tlsPort, { tls: true });
+    assert.equal((c.socket as import("node:tls").TLSSocket).alpnProtocol, "xmpp-client");
+    const features = await c.open();
+    assert.ok(mechanisms(features).includes("SCRAM-SHA-1"));
+    assert.equal(features.getChild("starttls", "urn:ietf:params:xml:ns:xmpp-tls"), undefined);
+    const jid = await c.loginPlain("bob", "bob-pw", "direct");
+    assert.equal(jid, "bob@localhost/direct");
+    c.close();
+  }));
+
+const HOSTILE: [string, string | Uint8Array, string][] = [
+  [
+    "billion laughs",
+    "<!DOCTYPE lolz [<!ENTITY lol 'lol'><!ENTITY lol2 '&lol;&lol;&lol;&lol;'>]><message>&lol2;</message>",
+    "restricted-xml",
+  ],
+  ["a comment", "<!-- hello -->", "restricted-xml"],
+  ["a processing instruction", "<?evil stuff?>", "restricted-xml"],
+  ["an undefined entity", "<message><body>&nbsp;</body></message>", "restricted-xml"],
+  ["mismatched tags", "<message><body></message>", "not-well-formed"],
+  [
+    "invalid UTF-8",
+    new Uint8Array([0x3c, 0x61, 0x3e, 0xff, 0xfe, 0x3c, 0x2f, 0x61, 0x3e]),
+    "unsupported-encoding",
+  ],
+];
+
+for (const [name, payload, condition] of HOSTILE) {
+  Deno.test(`hostile input (${name}) gets ${condition} and others keep being served`, () =>
+    withServer(async (t) => {
+      const { client: good } = await RawClient.login(t.port, "bob", "bob-pw", "good");
+      const bad = await RawClient.connect(t.port);
+      await bad.open();
+      bad.send(payload);
+      assert.equal(await streamErrorOf(bad), condition);
+      await bad.waitClosed();
+      good.send("<iq type='get' id='still' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>");
+      assert.equal((await good.next((el) => el.attrs.id === "still")).attrs.type, "result");
+      good.close();
+    }));
+}
+
+Deno.test("a 10 MB stanza is cut off with policy-violation", () =>
+  withServer(async (t) => {
+    const { client: bad } = await RawClient.login(t.port, "alice", "alice-pw", "big");
+    const { client: good } = await RawClient.login(t.port, "bob", "bob-pw", "good");
+    bad.send("<message to='bob@localhost'><body>");
+    const chunk = "x".repeat(1024 * 1024);
+    for (let i = 0; i < 10 && !bad.ended && !bad.closedByServer; i++) bad.send(chunk);
+    assert.equal(await streamErrorOf(bad), "policy-violation");
+    good.send("<iq type='get' id='still' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>");
+    assert.equal((await good.next((el) => el.attrs.id === "still")).attrs.type, "result");
+    good.close();
+  }));
+
+Deno.test("shutdown closes every stream with system-shutdown", async () => {
+  const t = await startTestServer({ users: { alice: "alice-pw" } });
+  const { client } = await RawClient.login(t.port, "alice", "alice-pw");
+  const error = streamErrorOf(client);
+  await t.stop();
+  assert.equal(await error, "system-shutdown");
+  await client.waitClosed();
+});

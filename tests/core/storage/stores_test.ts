@@ -1,0 +1,414 @@
+// Tests for the SQLite database wrapper, its migrations and the key-value, map and archive
+// stores built on it.
+
+import assert from "node:assert/strict";
+import { DatabaseSync } from "node:sqlite";
+import { Database } from "../../../core/storage/database.ts";
+import {
+  type Migration,
+  readVersion,
+  SCHEMA_VERSION,
+  SchemaTooNewError,
+} from "../../../core/storage/migrations.ts";
+import { ArchiveItemNotFoundError, Storage } from "../../../core/storage/stores.ts";
+
+function memoryStorage(): { database: Database; storage: Storage } {
+  const database = Database.open({ path: ":memory:" });
+  return { database, storage: new Storage(database) };
+}
+
+async function withTempDir(fn: (dir: string) => Promise<void> | void): Promise<void> {
+  const dir = await Deno.makeTempDir();
+  try {
+    await fn(dir);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+}
+
+Deno.test("opening a new database migrates it to the current schema version", async () => {
+  await withTempDir((dir) => {
+    const path = `${dir}/sub/dir/lilt.sqlite`;
+    const database = Database.open({ path });
+    assert.equal(readVersion(database.db), SCHEMA_VERSION);
+    const tables = database.db
+      .prepare("SELECT name FROM sqlite_schema WHERE type = 'table' ORDER BY name")
+      .all()
+      .map((row) => row.name);
+    for (const name of ["account_credentials", "accounts", "archive", "kv", "map"]) {
+      assert.ok(tables.includes(name), `table ${name} exists`);
+    }
+    const pragma = (name: string) => Object.values(database.db.prepare(`PRAGMA ${name}`).get()!)[0];
+    assert.equal(pragma("journal_mode"), "wal");
+    assert.equal(pragma("foreign_keys"), 1);
+    assert.equal(pragma("busy_timeout"), 5000);
+    assert.equal(pragma("synchronous"), 1); // NORMAL
+    assert.equal(Deno.statSync(path).mode! & 0o777, 0o600);
+    database.close();
+    database.close(); // harmless twice
+    // Reopening an up-to-date database applies nothing and keeps the data.
+    const again = Database.open({ path });
+    assert.equal(readVersion(again.db), SCHEMA_VERSION);
+    again.close();
+  });
+});
+
+Deno.test("opening a database written by a newer version fails with a clear error", async () => {
+  await withTempDir((dir) => {
+    const path = `${dir}/future.sqlite`;
+    const raw = new DatabaseSync(path);
+    raw.exec(`PRAGMA user_version = ${SCHEMA_VERSION + 5}`);
+    raw.close();
+    assert.throws(
+      () => Database.open({ path }),
+      (error: unknown) => {
+        assert.ok(error instanceof SchemaTooNewError);
+        assert.match(error.message, new RegExp(`schema version is ${SCHEMA_VERSION + 5}`));
+        assert.match(error.message, new RegExp(`knows up to ${SCHEMA_VERSION}`));
+        assert.match(error.message, /future\.sqlite/);
+        return true;
+      },
+    );
+    // The refused file is left untouched.
+    const check = new DatabaseSync(path);
+    assert.equal(readVersion(check), SCHEMA_VERSION + 5);
+    check.close();
+  });
+});
+
+Deno.test("migrations apply in order and a failing step rolls back and names itself", () => {
+  const steps: Migration[] = [
+    { version: 1, description: "one", up: (db) => db.exec("CREATE TABLE a (x)") },
+    { version: 2, description: "two", up: (db) => db.exec("CREATE TABLE b (x)") },
+  ];
+  const database = Database.open({ path: ":memory:", migrations: steps });
+  assert.equal(readVersion(database.db), 2);
+  database.close();
+
+  const broken: Migration[] = [
+    ...steps,
+    {
+      version: 3,
+      description: "broken step",
+      up: (db) => {
+        db.exec("CREATE TABLE c (x)");
+        db.exec("THIS IS NOT SQL");
+      },
+    },
+  ];
+  assert.throws(
+    () => Database.open({ path: ":memory:", migrations: broken }),
+    /Migration 3 \(broken step\) failed/,
+  );
+  const gap: Migration[] = [{ version: 2, description: "gap", up: () => {} }];
+  assert.throws(() => Database.open({ path: ":memory:", migrations: gap }), /Expected migration 1/);
+});
+
+Deno.test("a failed migration leaves the schema at the last good version", async () => {
+  await withTempDir((dir) => {
+    const path = `${dir}/partial.sqlite`;
+    const steps: Migration[] = [
+      { version: 1, description: "one", up: (db) => db.exec("CREATE TABLE a (x)") },
+      {
+        version: 2,
+        description: "two",
+        up: (db) => {
+          db.exec("CREATE TABLE c (x)");
+          throw new Error("boom");
+        },
+      },
+    ];
+    assert.throws(() => Database.open({ path, migrations: steps }), /boom/);
+    const raw = new DatabaseSync(path);
+    assert.equal(readVersion(raw), 1);
+    assert.equal(
+      raw.prepare("SELECT count(*) AS n FROM sqlite_schema WHERE name = 'c'").get()!.n,
+      0,
+    );
+    raw.close();
+  });
+});
+
+Deno.test("transactions commit, roll back on throw, and nest with savepoints", () => {
+  const { database, storage } = memoryStorage();
+  const kv = storage.keyval<number>("example.com", "counter");
+  database.transaction(() => kv.set("a", 1));
+  assert.equal(kv.get("a"), 1);
+
+  assert.throws(() =>
+    database.transaction(() => {
+      kv.set("a", 2);
+      throw new Error("abort");
+    }), /abort/);
+  assert.equal(kv.get("a"), 1);
+
+  database.transaction(() => {
+    kv.set("a", 3);
+    try {
+      database.transaction(() => {
+        kv.set("b", 1);
+        throw new Error("inner");
+      });
+    } catch {
+      // The inner failure undoes only the inner work.
+    }
+    assert.equal(kv.get("b"), undefined);
+    database.transaction(() => kv.set("c", 1));
+  });
+  assert.equal(kv.get("a"), 3);
+  assert.equal(kv.get("c"), 1);
+  assert.equal(database.db.isTransaction, false);
+
+  const result = database.transaction(() => 42);
+  assert.equal(result, 42);
+
+  assert.throws(
+    () => database.transaction(() => Promise.resolve(kv.set("d", 1))),
+    /Expected a synchronous transaction function/,
+  );
+  assert.equal(kv.get("d"), undefined);
+  assert.equal(database.db.isTransaction, false);
+  database.close();
+});
+
+Deno.test("prepared statements are cached by text", () => {
+  const { database } = memoryStorage();
+  assert.equal(database.prepare("SELECT 1"), database.prepare("SELECT 1"));
+  assert.notEqual(database.prepare("SELECT 1"), database.prepare("SELECT 2"));
+  database.close();
+});
+
+Deno.test("online backup copies the live database", async () => {
+  await withTempDir(async (dir) => {
+    const database = Database.open({ path: `${dir}/live.sqlite` });
+    const storage = new Storage(database);
+    storage.keyval<string>("example.com", "vcard").set("juliet", "<vCard/>");
+    storage.archive("example.com", "archive").append("juliet", { payload: "<message/>" });
+    await database.backup(`${dir}/backups/copy.sqlite`);
+    database.close();
+
+    assert.equal(Deno.statSync(`${dir}/backups/copy.sqlite`).mode! & 0o777, 0o600);
+    const copy = Database.open({ path: `${dir}/backups/copy.sqlite` });
+    const restored = new Storage(copy);
+    assert.equal(restored.keyval<string>("example.com", "vcard").get("juliet"), "<vCard/>");
+    assert.equal(restored.archive("example.com", "archive").count("juliet"), 1);
+    copy.close();
+  });
+});
+
+Deno.test("key-value store sets, replaces and deletes JSON values per user", () => {
+  const { database, storage } = memoryStorage();
+  const kv = storage.keyval<{ n: number; tags: string[] }>("example.com", "prefs");
+  assert.equal(kv.get("juliet"), undefined);
+  kv.set("juliet", { n: 1, tags: ["a"] });
+  assert.deepEqual(kv.get("juliet"), { n: 1, tags: ["a"] });
+  kv.set("juliet", { n: 2, tags: [] });
+  assert.deepEqual(kv.get("juliet"), { n: 2, tags: [] });
+  // Stores are separate per user, per store and per host; "" holds host-level data.
+  kv.set("", { n: 9, tags: [] });
+  assert.equal(kv.get("romeo"), undefined);
+  assert.equal(storage.keyval("example.com", "other").get("juliet"), undefined);
+  assert.equal(storage.keyval("example.net", "prefs").get("juliet"), undefined);
+  assert.deepEqual(kv.get(""), { n: 9, tags: [] });
+  kv.set("juliet", undefined);
+  assert.equal(kv.get("juliet"), undefined);
+  kv.set("juliet", undefined); // deleting nothing is fine
+  const nulls = storage.keyval<null | string>("example.com", "nullable");
+  nulls.set("juliet", null);
+  assert.equal(nulls.get("juliet"), null);
+  assert.throws(
+    () => storage.keyval<unknown>("example.com", "bad").set("juliet", () => 1),
+    /Expected a JSON-serialisable value/,
+  );
+  database.close();
+});
+
+Deno.test("map store keeps one value per key and lists or clears a user's keys", () => {
+  const { database, storage } = memoryStorage();
+  const roster = storage.map<{ name: string }>("example.com", "roster");
+  roster.set("juliet", "romeo@example.net", { name: "Romeo" });
+  roster.set("juliet", "nurse@example.com", { name: "Nurse" });
+  roster.set("romeo", "juliet@example.com", { name: "Juliet" });
+  assert.deepEqual(roster.get("juliet", "romeo@example.net"), { name: "Romeo" });
+  assert.equal(roster.get("juliet", "tybalt@example.com"), undefined);
+  roster.set("juliet", "romeo@example.net", { name: "Romeo M." });
+  assert.deepEqual(
+    [...roster.getAll("juliet")],
+    [["nurse@example.com", { name: "Nurse" }], ["romeo@example.net", { name: "Romeo M." }]],
+  );
+  roster.set("juliet", "nurse@example.com", undefined);
+  assert.deepEqual([...roster.getAll("juliet").keys()], ["romeo@example.net"]);
+  roster.deleteAll("juliet");
+  assert.equal(roster.getAll("juliet").size, 0);
+  assert.equal(roster.getAll("romeo").size, 1);
+  database.close();
+});
+
+function fillArchive(storage: Storage) {
+  const archive = storage.archive("example.com", "archive");
+  const ids: string[] = [];
+  for (let i = 0; i < 10; i++) {
+    ids.push(archive.append("juliet", {
+      when: 1000 + i * 10,
+      with: i % 2 === 0 ? "romeo@example.net" : "nurse@example.com",
+      type: "chat",
+      payload: `<message id='m${i}'/>`,
+    }));
+  }
+  return { archive, ids };
+}
+
+Deno.test("archive append generates unique URL-safe ids and finds items in time order", () => {
+  const { database, storage } = memoryStorage();
+  const { archive, ids } = fillArchive(storage);
+  assert.equal(new Set(ids).size, 10);
+  for (const id of ids) assert.match(id, /^[A-Za-z0-9_-]{16}$/);
+  const all = archive.find("juliet");
+  assert.deepEqual(all.map((item) => item.id), ids);
+  assert.deepEqual(all[0], {
+    id: ids[0],
+    when: 1000,
+    with: "romeo@example.net",
+    type: "chat",
+    payload: "<message id='m0'/>",
+  });
+  assert.equal(archive.count("juliet"), 10);
+  assert.deepEqual(archive.find("romeo"), []);
+  assert.deepEqual(storage.archive("example.com", "muc").find("juliet"), []);
+
+  // Defaults: now, "" with and type; items with equal times keep insertion order.
+  const before = Date.now();
+  const a = archive.append("tybalt", { payload: "a" });
+  const b = archive.append("tybalt", { payload: "b", when: archive.find("tybalt")[0].when });
+  const items = archive.find("tybalt");
+  assert.deepEqual(items.map((item) => item.id), [a, b]);
+  assert.ok(items[0].when >= before && items[0].when <= Date.now());
+  assert.equal(items[0].with, "");
+  assert.equal(items[0].type, "");
+  database.close();
+});
+
+Deno.test("archive queries filter by time, with and ids", () => {
+  const { database, storage } = memoryStorage();
+  const { archive, ids } = fillArchive(storage);
+  const idsOf = (query: Parameters<typeof archive.find>[1]) =>
+    archive.find("juliet", query).map((item) => ids.indexOf(item.id));
+  assert.deepEqual(idsOf({ with: "romeo@example.net" }), [0, 2, 4, 6, 8]);
+  assert.deepEqual(idsOf({ with: "romeo@example.net/balcony" }), []);
+  assert.deepEqual(idsOf({ start: 1020, end: 1050 }), [2, 3, 4, 5]);
+  assert.deepEqual(idsOf({ start: 1020, end: 1050, with: "nurse@example.com" }), [3, 5]);
+  assert.deepEqual(idsOf({ ids: [ids[7], ids[1], "missing"] }), [1, 7]);
+  assert.deepEqual(idsOf({ ids: [] }), []);
+  assert.equal(archive.count("juliet", { with: "nurse@example.com" }), 5);
+  assert.equal(archive.count("juliet", { start: 1090 }), 1);
+  database.close();
+});
+
+Deno.test("archive pages with before, after, limit and reverse", () => {
+  const { database, storage } = memoryStorage();
+  const { archive, ids } = fillArchive(storage);
+  const idsOf = (query: Parameters<typeof archive.find>[1]) =>
+    archive.find("juliet", query).map((item) => ids.indexOf(item.id));
+  assert.deepEqual(idsOf({ limit: 3 }), [0, 1, 2]);
+  assert.deepEqual(idsOf({ after: ids[2], limit: 3 }), [3, 4, 5]);
+  assert.deepEqual(idsOf({ after: ids[8], limit: 3 }), [9]);
+  assert.deepEqual(idsOf({ after: ids[9] }), []);
+  // The last page: newest first, as MAM's <before/> needs before reversing.
+  assert.deepEqual(idsOf({ reverse: true, limit: 3 }), [9, 8, 7]);
+  assert.deepEqual(idsOf({ before: ids[7], reverse: true, limit: 3 }), [6, 5, 4]);
+  assert.deepEqual(idsOf({ before: ids[2] }), [0, 1]);
+  assert.deepEqual(idsOf({ after: ids[2], before: ids[6] }), [3, 4, 5]);
+  assert.deepEqual(idsOf({ after: ids[1], with: "romeo@example.net", limit: 2 }), [2, 4]);
+  assert.deepEqual(
+    idsOf({ before: ids[9], with: "nurse@example.com", reverse: true, limit: 2 }),
+    [7, 5],
+  );
+  assert.deepEqual(idsOf({ limit: 0 }), []);
+  // Count ignores limit and reverse but honours the other fields.
+  assert.equal(archive.count("juliet", { after: ids[2], limit: 3, reverse: true }), 7);
+  assert.throws(() => archive.find("juliet", { before: "nope" }), (error: unknown) => {
+    assert.ok(error instanceof ArchiveItemNotFoundError);
+    assert.equal(error.id, "nope");
+    return true;
+  });
+  // An id of another user is not found either.
+  assert.throws(() => archive.find("romeo", { after: ids[0] }), ArchiveItemNotFoundError);
+  assert.throws(() => archive.find("juliet", { limit: -1 }), /non-negative integer/);
+  database.close();
+});
+
+Deno.test("archive paging is exact when items share a timestamp", () => {
+  const { database, storage } = memoryStorage();
+  const archive = storage.archive("example.com", "archive");
+  const ids = [5, 7, 7, 7, 7, 9].map((when, i) =>
+    archive.append("juliet", { when, with: "romeo@example.net", payload: `${i}` })
+  );
+  for (const withJid of [undefined, "romeo@example.net"]) {
+    const idsOf = (query: Parameters<typeof archive.find>[1]) =>
+      archive.find("juliet", { ...query, with: withJid }).map((item) => ids.indexOf(item.id));
+    assert.deepEqual(idsOf({ after: ids[2] }), [3, 4, 5]);
+    assert.deepEqual(idsOf({ after: ids[1], limit: 2 }), [2, 3]);
+    assert.deepEqual(idsOf({ before: ids[3] }), [0, 1, 2]);
+    assert.deepEqual(idsOf({ before: ids[4], reverse: true, limit: 2 }), [3, 2]);
+  }
+  database.close();
+});
+
+Deno.test("archive append with a given id replaces that item", () => {
+  const { database, storage } = memoryStorage();
+  const archive = storage.archive("example.com", "archive");
+  assert.equal(archive.append("juliet", { id: "fixed-1", when: 5, payload: "old" }), "fixed-1");
+  archive.append("juliet", { id: "fixed-1", when: 7, payload: "new", with: "x@y" });
+  assert.deepEqual(archive.find("juliet"), [
+    { id: "fixed-1", when: 7, with: "x@y", type: "", payload: "new" },
+  ]);
+  // The same id under another user is a different item.
+  archive.append("romeo", { id: "fixed-1", payload: "romeo's" });
+  assert.equal(archive.count("juliet"), 1);
+  assert.throws(() => archive.append("juliet", { when: 1.5, payload: "x" }), /integer ms/);
+  database.close();
+});
+
+Deno.test("archive delete removes matching items and reports how many", () => {
+  const { database, storage } = memoryStorage();
+  const { archive, ids } = fillArchive(storage);
+  assert.equal(archive.delete("juliet", { end: 1015 }), 2);
+  assert.equal(archive.delete("juliet", { with: "nurse@example.com", limit: 2 }), 2);
+  assert.deepEqual(archive.find("juliet").map((item) => ids.indexOf(item.id)), [2, 4, 6, 7, 8, 9]);
+  assert.equal(archive.delete("juliet", { reverse: true, limit: 1 }), 1);
+  assert.equal(archive.delete("juliet", { ids: [ids[4]] }), 1);
+  assert.deepEqual(archive.find("juliet").map((item) => ids.indexOf(item.id)), [2, 6, 7, 8]);
+  assert.equal(archive.delete("juliet"), 4);
+  assert.equal(archive.count("juliet"), 0);
+  database.close();
+});
+
+Deno.test("deleteUser removes a user's data from every store and nothing else", () => {
+  const { database, storage } = memoryStorage();
+  storage.keyval("example.com", "vcard").set("juliet", "v");
+  storage.keyval("example.com", "vcard").set("romeo", "v");
+  storage.keyval("example.net", "vcard").set("juliet", "v");
+  storage.map("example.com", "roster").set("juliet", "k", 1);
+  storage.archive("example.com", "archive").append("juliet", { payload: "p" });
+  storage.archive("example.com", "archive").append("romeo", { payload: "p" });
+  storage.deleteUser("example.com", "juliet");
+  assert.equal(storage.keyval("example.com", "vcard").get("juliet"), undefined);
+  assert.equal(storage.map("example.com", "roster").getAll("juliet").size, 0);
+  assert.equal(storage.archive("example.com", "archive").count("juliet"), 0);
+  assert.equal(storage.keyval("example.com", "vcard").get("romeo"), "v");
+  assert.equal(storage.keyval("example.net", "vcard").get("juliet"), "v");
+  assert.equal(storage.archive("example.com", "archive").count("romeo"), 1);
+  database.close();
+});
+
+Deno.test("a second connection to the same file sees writes at once", async () => {
+  await withTempDir((dir) => {
+    const path = `${dir}/shared.sqlite`;
+    const server = Database.open({ path });
+    const tool = Database.open({ path });
+    new Storage(tool).keyval<number>("example.com", "x").set("", 1);
+    assert.equal(new Storage(server).keyval<number>("example.com", "x").get(""), 1);
+    tool.close();
+    server.close();
+  });
+});

@@ -1,0 +1,210 @@
+// A wire-level XMPP client for tests: sends raw XML, parses what the server sends with our
+// own stream parser, and can do STARTTLS and PLAIN login so tests assert on exact stanzas.
+
+import { connect as netConnect, type Socket } from "node:net";
+import { connect as tlsConnect, type TLSSocket } from "node:tls";
+import type { Element } from "../../core/xml/element.ts";
+import { StreamParser } from "../../core/xml/parser.ts";
+
+/** Namespace of stream-level elements. */
+export const NS_STREAM = "http://etherx.jabber.org/streams";
+
+/** Options for `RawClient.connect`. */
+export interface RawClientOptions {
+  /** Connect with direct TLS (XEP-0368). */
+  tls?: boolean;
+  servername?: string;
+}
+
+/** A test client speaking raw XML over a real socket. */
+export class RawClient {
+  socket: Socket | TLSSocket;
+  /** Every element received, in order (stanzas and stream-level elements). */
+  received: Element[] = [];
+  /** Raw text received (for asserting exact bytes). */
+  text = "";
+  headers: Element[] = [];
+  closedByServer = false;
+  ended = false;
+  #parser: StreamParser;
+  #waiters: (() => void)[] = [];
+  #cursor = 0;
+
+  private constructor(socket: Socket | TLSSocket) {
+    this.socket = socket;
+    this.#parser = new StreamParser({
+      streamOpen: (header) => {
+        this.headers.push(header);
+        this.#wake();
+      },
+      stanza: (el) => {
+        this.received.push(el);
+        this.#wake();
+      },
+      streamClose: () => {
+        this.closedByServer = true;
+        this.#wake();
+      },
+      error: () => {},
+    }, { maxStanzaBytes: 10_000_000 });
+    this.#attach(socket);
+  }
+
+  #attach(socket: Socket | TLSSocket): void {
+    socket.on("data", (chunk: Uint8Array) => {
+      this.text += new TextDecoder().decode(chunk);
+      this.#parser.feed(chunk);
+    });
+    socket.on("error", () => {});
+    socket.on("close", () => {
+      this.ended = true;
+      this.#wake();
+    });
+  }
+
+  #wake(): void {
+    for (const w of this.#waiters.splice(0)) w();
+  }
+
+  /** Connects to 127.0.0.1:port. */
+  static connect(port: number, options: RawClientOptions = {}): Promise<RawClient> {
+    return new Promise((resolve, reject) => {
+      if (options.tls) {
+        const socket = tlsConnect({
+          host: "127.0.0.1",
+          port,
+          servername: options.servername ?? "localhost",
+          rejectUnauthorized: false,
+          ALPNProtocols: ["xmpp-client"],
+        }, () => resolve(new RawClient(socket)));
+        socket.once("error", reject);
+      } else {
+        const socket = netConnect(
+          { host: "127.0.0.1", port },
+          () => resolve(new RawClient(socket)),
+        );
+        socket.once("error", reject);
+      }
+    });
+  }
+
+  /** Sends raw text. */
+  send(text: string | Uint8Array): void {
+    this.socket.write(text);
+  }
+
+  /** Waits until `check` returns a value (re-checked on every received element). */
+  async waitUntil<T>(check: () => T | undefined, timeoutMs = 5000, what = "condition"): Promise<T> {
+    const deadline = Date.now() + timeoutMs;
+    while (true) {
+      const value = check();
+      if (value !== undefined) return value;
+      const left = deadline - Date.now();
+      if (left <= 0) {
+        throw new Error(
+          `Timed out waiting for ${what}; received so far: ${this.text.slice(-2000)}`,
+        );
+      }
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, left);
+        this.#waiters.push(() => {
+          clearTimeout(timer);
+          resolve();
+        });
+      });
+    }
+  }
+
+  /** Returns the next received element (after those already taken) matching `match`. */
+  next(match: (el: Element) => boolean = () => true, timeoutMs = 5000): Promise<Element> {
+    return this.waitUntil(
+      () => {
+        for (let i = this.#cursor; i < this.received.length; i++) {
+          if (match(this.received[i])) {
+            this.#cursor = i + 1;
+            return this.received[i];
+          }
+        }
+        return undefined;
+      },
+      timeoutMs,
+      "a matching element",
+    );
+  }
+
+  /** Waits for the server to close the stream or the connection. */
+  waitClosed(timeoutMs = 5000): Promise<true> {
+    return this.waitUntil(
+      () => (this.closedByServer || this.ended) ? true : undefined,
+      timeoutMs,
+      "close",
+    );
+  }
+
+  /** Sends a stream header and returns the features that follow. */
+  async open(to = "localhost"): Promise<Element> {
+    const headers = this.headers.length;
+    this.send(
+      `<?xml version='1.0'?><stream:stream to='${to}' version='1.0' xmlns='jabber:client' ` +
+        `xmlns:stream='${NS_STREAM}'>`,
+    );
+    await this.waitUntil(() => this.headers.length > headers ? true : undefined, 5000, "header");
+    return await this.next((el) => el.name === "features" && el.ns === NS_STREAM);
+  }
+
+  /** Performs STARTTLS on the current stream and opens a new stream; returns its features. */
+  async starttls(to = "localhost"): Promise<Element> {
+    this.send("<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>");
+    await this.next((el) => el.name === "proceed");
+    const raw = this.socket as Socket;
+    raw.removeAllListeners("data");
+    raw.removeAllListeners("close");
+    const secure = await new Promise<TLSSocket>((resolve, reject) => {
+      const s = tlsConnect(
+        { socket: raw, servername: to, rejectUnauthorized: false },
+        () => resolve(s),
+      );
+      s.once("error", reject);
+    });
+    this.socket = secure;
+    this.#parser.reset();
+    this.#attach(secure);
+    return await this.open(to);
+  }
+
+  /** SASL PLAIN login, new stream, resource bind; returns the bound full JID. */
+  async loginPlain(user: string, password: string, resource = "test"): Promise<string> {
+    const token = btoa(`\0${user}\0${password}`);
+    this.send(`<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>${token}</auth>`);
+    const outcome = await this.next((el) => el.name === "success" || el.name === "failure");
+    if (outcome.name !== "success") throw new Error("PLAIN login failed");
+    this.#parser.reset();
+    await this.open();
+    this.send(
+      `<iq type='set' id='bind1'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'>` +
+        `<resource>${resource}</resource></bind></iq>`,
+    );
+    const bound = await this.next((el) => el.name === "iq" && el.attrs.id === "bind1");
+    return bound.getChild("bind")!.getChildText("jid")!;
+  }
+
+  /** Connects, STARTTLS, PLAIN login and bind in one go. */
+  static async login(port: number, user: string, password: string, resource = "test") {
+    const client = await RawClient.connect(port);
+    await client.open();
+    await client.starttls();
+    const jid = await client.loginPlain(user, password, resource);
+    return { client, jid };
+  }
+
+  /** Closes the stream politely and the socket. */
+  close(): void {
+    try {
+      this.socket.write("</stream:stream>");
+    } catch {
+      // already closed
+    }
+    this.socket.end();
+    this.socket.destroy();
+  }
+}

@@ -1,0 +1,128 @@
+// Real XMPP clients against a real Lilt server over TLS: xmpp.js over STARTTLS with
+// SCRAM-SHA-256, and Debian's python3-slixmpp over direct TLS with SCRAM-SHA-1. Both verify
+// the server certificate against a CA the test makes.
+
+import assert from "node:assert/strict";
+import { fileURLToPath } from "node:url";
+import { makeTestCa } from "../helpers/test_ca.ts";
+import { startTestServer, type TestServer } from "../helpers/test_server.ts";
+
+const ROOT = fileURLToPath(new URL("../../", import.meta.url));
+const PYTHON = "/usr/bin/python3";
+
+async function startWithCa(): Promise<{ t: TestServer; caFile: string; dir: string }> {
+  const dir = await Deno.makeTempDir({ prefix: "lilt-ca-" });
+  const certs = await makeTestCa(dir, ["localhost"]);
+  const t = await startTestServer({
+    globalToml: `certificate = ${JSON.stringify(certs.certFile)}\nkey = ${
+      JSON.stringify(certs.keyFile)
+    }`,
+    users: { alice: "alice-secret", bob: "bob-secret" },
+  });
+  return { t, caFile: certs.caFile, dir };
+}
+
+async function run(cmd: string, args: string[], env: Record<string, string> = {}) {
+  const output = await new Deno.Command(cmd, {
+    args,
+    cwd: ROOT,
+    env,
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const stdout = new TextDecoder().decode(output.stdout).trim();
+  const stderr = new TextDecoder().decode(output.stderr).trim();
+  const last = stdout.split("\n").at(-1) ?? "";
+  try {
+    return JSON.parse(last);
+  } catch {
+    throw new Error(`${cmd} printed no JSON (exit ${output.code}):\n${stdout}\n${stderr}`);
+  }
+}
+
+Deno.test("xmpp.js logs in over STARTTLS with SCRAM-SHA-256 and exchanges a message", async () => {
+  const { t, caFile, dir } = await startWithCa();
+  try {
+    const result = await run(Deno.execPath(), [
+      "run",
+      "-A",
+      "tests/interop/xmppjs_client.ts",
+      String(t.port),
+      "exchange",
+    ], { DENO_CERT: caFile });
+    assert.deepEqual(result.mechanisms, ["SCRAM-SHA-256", "SCRAM-SHA-256"]);
+    assert.equal(result.aliceJid, "alice@localhost/laptop");
+    assert.equal(result.bobJid, "bob@localhost/phone");
+    assert.deepEqual(result.message, { from: "bob@localhost/phone", body: "hello from xmpp.js" });
+    assert.equal(result.pingType, "result");
+  } finally {
+    await t.stop();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("xmpp.js with a wrong password gets not-authorized", async () => {
+  const { t, caFile, dir } = await startWithCa();
+  try {
+    const result = await run(Deno.execPath(), [
+      "run",
+      "-A",
+      "tests/interop/xmppjs_client.ts",
+      String(t.port),
+      "wrong-password",
+    ], { DENO_CERT: caFile });
+    assert.equal(result.condition, "not-authorized");
+  } finally {
+    await t.stop();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+async function requireSlixmpp(): Promise<void> {
+  const probe = await new Deno.Command(PYTHON, { args: ["-c", "import slixmpp"], stderr: "null" })
+    .output().catch(() => undefined);
+  if (!probe?.success) {
+    throw new Error(
+      "Debian's python3-slixmpp is missing: run scripts/install-test-deps as root " +
+        "(or: sudo apt-get install python3-slixmpp)",
+    );
+  }
+}
+
+Deno.test("slixmpp logs in over direct TLS with SCRAM-SHA-1 and exchanges a message", async () => {
+  await requireSlixmpp();
+  const { t, caFile, dir } = await startWithCa();
+  try {
+    const result = await run(PYTHON, [
+      "tests/interop/slixmpp_client.py",
+      String(t.tlsPort),
+      caFile,
+      "exchange",
+    ]);
+    assert.equal(result.error, undefined, result.error);
+    assert.deepEqual(result.states, ["bound", "bound"]);
+    assert.equal(result.mechanism, "SCRAM-SHA-1");
+    assert.deepEqual(result.message, { from: "bob@localhost/py", body: "hello from slixmpp" });
+  } finally {
+    await t.stop();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("slixmpp with a wrong password gets not-authorized", async () => {
+  await requireSlixmpp();
+  const { t, caFile, dir } = await startWithCa();
+  try {
+    const result = await run(PYTHON, [
+      "tests/interop/slixmpp_client.py",
+      String(t.tlsPort),
+      caFile,
+      "wrong-password",
+    ]);
+    assert.equal(result.error, undefined, result.error);
+    assert.match(result.state, /^failed:.*not-authorized/);
+  } finally {
+    await t.stop();
+    await Deno.remove(dir, { recursive: true });
+  }
+});

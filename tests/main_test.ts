@@ -1,0 +1,168 @@
+// The `lilt` command line as an operator uses it: check config, user management while the
+// server runs, start/reload/stop with signals, version and help.
+
+import assert from "node:assert/strict";
+import { fileURLToPath } from "node:url";
+import { RawClient } from "./helpers/raw_client.ts";
+import { testConfigText } from "./helpers/test_server.ts";
+
+const ROOT = fileURLToPath(new URL("../", import.meta.url));
+
+async function lilt(args: string[], stdin?: string) {
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", "main.ts", ...args],
+    cwd: ROOT,
+    stdin: stdin === undefined ? "null" : "piped",
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  if (stdin !== undefined) {
+    const writer = child.stdin.getWriter();
+    await writer.write(new TextEncoder().encode(stdin));
+    await writer.close();
+  }
+  const out = await child.output();
+  return {
+    code: out.code,
+    stdout: new TextDecoder().decode(out.stdout),
+    stderr: new TextDecoder().decode(out.stderr),
+  };
+}
+
+Deno.test("check config accepts the example configuration", async () => {
+  const result = await lilt(["check", "config", "-c", "conf.example.toml"]);
+  assert.equal(result.code, 0, result.stderr);
+  assert.match(result.stdout, /OK/);
+});
+
+Deno.test("check config reports file:line problems and exits 1", async () => {
+  const dir = await Deno.makeTempDir();
+  const file = `${dir}/broken.toml`;
+  await Deno.writeTextFile(
+    file,
+    [
+      'data_dir = "./data"',
+      "c2s_stanza_size_limit = 12", // out of bounds
+      "c2s_require_encrypton = true", // typo
+      "[[host]]",
+      'domain = "localhost"',
+      'scram_iterations = "many"', // wrong type
+    ].join("\n"),
+  );
+  try {
+    const result = await lilt(["check", "config", "-c", file]);
+    assert.equal(result.code, 1);
+    assert.match(result.stderr, new RegExp(`${file}:2: error: .*c2s_stanza_size_limit`));
+    assert.match(
+      result.stderr,
+      new RegExp(`${file}:3: warning: .*did you mean 'c2s_require_encryption'`),
+    );
+    assert.match(result.stderr, new RegExp(`${file}:6: error: .*scram_iterations`));
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("check config reports a TOML syntax error with its line", async () => {
+  const dir = await Deno.makeTempDir();
+  const file = `${dir}/syntax.toml`;
+  await Deno.writeTextFile(file, 'data_dir = "./data"\nmodules = [\n"ping",\n= oops\n');
+  try {
+    const result = await lilt(["check", "config", "-c", file]);
+    assert.equal(result.code, 1);
+    assert.match(result.stderr, new RegExp(`${file}:\\d+: error: `));
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("start, user add while running, login, SIGHUP reload, SIGTERM stop", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "lilt-cli-" });
+  const file = `${dir}/lilt.toml`;
+  await Deno.writeTextFile(
+    file,
+    testConfigText(dir).replace('level = "warning"', 'level = "info"').replace(
+      "console = false",
+      "console = true",
+    ),
+  );
+  const server = new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", "main.ts", "start", "-c", file],
+    cwd: ROOT,
+    stdin: "null",
+    stdout: "null",
+    stderr: "piped",
+  }).spawn();
+  const reader = server.stderr.pipeThrough(new TextDecoderStream()).getReader();
+  let log = "";
+  const waitFor = async (pattern: RegExp) => {
+    const deadline = Date.now() + 20_000;
+    while (!pattern.test(log)) {
+      const left = deadline - Date.now();
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      const timeout = new Promise<never>((_, reject) => {
+        timer = setTimeout(
+          () => reject(new Error(`Timed out waiting for ${pattern}:\n${log}`)),
+          Math.max(left, 0),
+        );
+      });
+      const { value, done } = await Promise.race([reader.read(), timeout]).finally(() =>
+        clearTimeout(timer)
+      );
+      if (done) throw new Error(`Server exited early:\n${log}`);
+      log += value;
+    }
+    return pattern.exec(log)!;
+  };
+  try {
+    const match = await waitFor(/c2s 127\.0\.0\.1:(\d+)/);
+    const port = Number(match[1]);
+    const added = await lilt(["user", "add", "carol@localhost", "-c", file], "carol-pw\n");
+    assert.equal(added.code, 0, added.stderr);
+    const again = await lilt(["user", "add", "carol@localhost", "-c", file], "x\n");
+    assert.equal(again.code, 1);
+    assert.match(again.stderr, /already exists/);
+    const { client } = await RawClient.login(port, "carol", "carol-pw");
+    client.send("<iq type='get' id='p' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>");
+    assert.equal((await client.next((el) => el.attrs.id === "p")).attrs.type, "result");
+
+    const changed = await lilt(["user", "passwd", "carol@localhost", "-c", file], "new-pw\n");
+    assert.equal(changed.code, 0, changed.stderr);
+    const { client: second } = await RawClient.login(port, "carol", "new-pw", "second");
+    second.close();
+
+    server.kill("SIGHUP");
+    await waitFor(/Configuration reloaded/);
+
+    const closing = client.next((el) => el.name === "error");
+    server.kill("SIGTERM");
+    const error = await closing;
+    assert.ok(error.getChild("system-shutdown"));
+    const status = await server.status;
+    assert.equal(status.code, 0);
+
+    const deleted = await lilt(["user", "del", "carol@localhost", "-c", file]);
+    assert.equal(deleted.code, 0, deleted.stderr);
+  } finally {
+    try {
+      server.kill("SIGKILL");
+    } catch {
+      // already exited
+    }
+    await reader.cancel().catch(() => {});
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("version and help", async () => {
+  const version = await lilt(["version"]);
+  assert.equal(version.code, 0);
+  assert.match(version.stdout, /^lilt \d+\.\d+\.\d+/);
+  for (const command of [["start"], ["check"], ["user"], ["version"]]) {
+    const help = await lilt([...command, "--help"]);
+    assert.equal(help.code, 0);
+    assert.match(help.stdout, /Usage: lilt/);
+  }
+  const unknown = await lilt(["frobnicate"]);
+  assert.equal(unknown.code, 2);
+});
