@@ -13,7 +13,8 @@ LILT_DENO_PERMS=(--allow-net --allow-read --allow-write --allow-env --allow-sys 
 lilt_log() { printf 'lilt: %s\n' "$*" >&2; }
 
 # Picks a Deno: one on PATH when it is the pinned version, else the one npm installs under
-# scripts/toolchain (installed on first use from scripts/toolchain/package-lock.json).
+# scripts/toolchain (installed on first use; package.json pins the exact version, and the
+# deno package pins its platform binaries exactly).
 lilt_find_deno() {
   DENO_BIN=""
   local candidate
@@ -28,8 +29,11 @@ lilt_find_deno() {
         return 1
       fi
       lilt_log "installing deno $LILT_DENO_VERSION from the npm registry (first run)"
-      (cd "$LILT_TOOLCHAIN" && npm ci --no-audit --no-fund --loglevel=error >&2) || {
-        lilt_log "npm ci in $LILT_TOOLCHAIN failed; see the messages above"
+      # No lockfile: npm ci would demand entries for every platform's optional binary, and
+      # registry mirrors do not always carry them all.
+      (cd "$LILT_TOOLCHAIN" &&
+        npm install --no-audit --no-fund --no-package-lock --loglevel=error >&2) || {
+        lilt_log "npm install in $LILT_TOOLCHAIN failed; see the messages above"
         return 1
       }
     fi
