@@ -130,7 +130,7 @@ export class Server implements ServerContext {
     for (const address of addresses(config, "c2s_direct_tls_interfaces")) {
       this.listeners.push(await listen("c2s_direct_tls", address, (s) => this.#accept(s, true)));
     }
-    this.#sweeper = setInterval(() => this.#sweepIdle(), 5000);
+    this.#startSweeper();
     for (const l of this.listeners) {
       log.info("Listening for {kind} on {host}:{port}", {
         kind: l.kind,
@@ -195,6 +195,22 @@ export class Server implements ServerContext {
     });
   }
 
+  /**
+   * Checks timeouts often enough to honour the shortest one within about a quarter of it
+   * (at most every 5 s): one timer for all sessions instead of one per session.
+   */
+  #startSweeper(): void {
+    clearInterval(this.#sweeper);
+    const config = this.config;
+    const limits = [config.get<number>("c2s_auth_timeout")];
+    for (const host of config.hosts) {
+      const idle = config.hostOption<number>(host.domain, "c2s_idle_timeout") ?? 0;
+      if (idle > 0) limits.push(idle);
+    }
+    const everyMs = Math.min(5000, Math.max(250, (Math.min(...limits) * 1000) / 4));
+    this.#sweeper = setInterval(() => this.#sweepIdle(), everyMs);
+  }
+
   #sweepIdle(): void {
     const now = Date.now();
     for (const session of this.sessions.all()) {
@@ -240,6 +256,7 @@ export class Server implements ServerContext {
     this.throttle.configure(this.#throttleOptions(config));
     this.accounts.setIterations(config.get<number>("scram_iterations"));
     this.tls.update(await this.#loadCertificates(config));
+    this.#startSweeper();
     const wanted = new Map<string, "local" | "component">();
     for (const h of config.hosts) wanted.set(h.domain, "local");
     for (const c of config.components) wanted.set(c.domain, "component");

@@ -5,6 +5,7 @@ import { connect as netConnect, type Socket } from "node:net";
 import { connect as tlsConnect, type TLSSocket } from "node:tls";
 import type { Element } from "../../core/xml/element.ts";
 import { StreamParser } from "../../core/xml/parser.ts";
+import { ScramClient } from "./scram_client.ts";
 
 /** Namespace of stream-level elements. */
 export const NS_STREAM = "http://etherx.jabber.org/streams";
@@ -172,6 +173,11 @@ export class RawClient {
     return await this.open(to);
   }
 
+  /** Expects a new stream from the server (after SASL success). */
+  restart(): void {
+    this.#parser.reset();
+  }
+
   /** SASL PLAIN login, new stream, resource bind; returns the bound full JID. */
   async loginPlain(user: string, password: string, resource = "test"): Promise<string> {
     const token = btoa(`\0${user}\0${password}`);
@@ -186,6 +192,46 @@ export class RawClient {
     );
     const bound = await this.next((el) => el.name === "iq" && el.attrs.id === "bind1");
     return bound.getChild("bind")!.getChildText("jid")!;
+  }
+
+  /**
+   * SCRAM login (optionally -PLUS with tls-server-end-point computed from the certificate
+   * the server presented); resolves with the outcome element and whether the server
+   * signature verified. Does not restart the stream.
+   */
+  async scram(
+    user: string,
+    password: string,
+    options: { hash?: "SHA-1" | "SHA-256"; plus?: boolean; cbData?: Uint8Array } = {},
+  ): Promise<{ outcome: Element; verified: boolean }> {
+    const hash = options.hash ?? "SHA-256";
+    let cbData = options.cbData;
+    if (options.plus && !cbData) {
+      const der = (this.socket as TLSSocket).getPeerCertificate().raw;
+      cbData = new Uint8Array(await crypto.subtle.digest("SHA-256", new Uint8Array(der)));
+    }
+    const client = new ScramClient({
+      hash,
+      username: user,
+      password,
+      gs2: options.plus ? "p=tls-server-end-point,," : "n,,",
+      cbData,
+    });
+    const mechanism = `SCRAM-${hash}${options.plus ? "-PLUS" : ""}`;
+    const b64 = (bytes: Uint8Array) => btoa(String.fromCharCode(...bytes));
+    this.send(
+      `<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='${mechanism}'>${
+        b64(client.first())
+      }</auth>`,
+    );
+    let step = await this.next((el) => ["challenge", "success", "failure"].includes(el.name));
+    if (step.name === "challenge") {
+      const final = await client.final(atob(step.text()));
+      this.send(`<response xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>${b64(final)}</response>`);
+      step = await this.next((el) => el.name === "success" || el.name === "failure");
+    }
+    const verified = step.name === "success" && await client.verify(atob(step.text()));
+    return { outcome: step, verified };
   }
 
   /** Connects, STARTTLS, PLAIN login and bind in one go. */

@@ -14,17 +14,12 @@ import {
 import {
   decodeBase64,
   deriveCredentials,
-  digest,
   encodeBase64,
-  encodeSaslName,
   HASH_BYTES,
-  hmac,
-  saltPassword,
-  type ScramHash,
   utf8,
-  xor,
 } from "../../../core/auth/scram.ts";
 import { Database } from "../../../core/storage/database.ts";
+import { ScramClient } from "../../helpers/scram_client.ts";
 
 const HOST = "example.com";
 const text = (bytes: Uint8Array | undefined) => new TextDecoder().decode(bytes);
@@ -61,61 +56,6 @@ function expectChallenge(step: SaslStep): string {
 function expectFailure(step: SaslStep, condition: string): void {
   assert.equal(step.kind, "failure", JSON.stringify(step));
   assert.equal((step as { condition: string }).condition, condition, JSON.stringify(step));
-}
-
-interface ClientOptions {
-  hash: ScramHash;
-  username: string;
-  password: string;
-  /** GS2 header, e.g. "n,," or "p=tls-server-end-point,,". */
-  gs2?: string;
-  cbData?: Uint8Array;
-  nonce?: string;
-}
-
-/** A SCRAM client written from RFC 5802 §3 and §7, independent of the server code. */
-class ScramClient {
-  #o: ClientOptions;
-  #gs2: string;
-  #nonce: string;
-  #firstBare: string;
-  #authMessage = "";
-  #serverKey = new Uint8Array();
-
-  constructor(options: ClientOptions) {
-    this.#o = options;
-    this.#gs2 = options.gs2 ?? "n,,";
-    this.#nonce = options.nonce ?? encodeBase64(crypto.getRandomValues(new Uint8Array(12)));
-    this.#firstBare = `n=${encodeSaslName(options.username)},r=${this.#nonce}`;
-  }
-
-  first(): Uint8Array {
-    return utf8(this.#gs2 + this.#firstBare);
-  }
-
-  async final(serverFirst: string): Promise<Uint8Array> {
-    const attrs = Object.fromEntries(serverFirst.split(",").map((f) => [f[0], f.slice(2)]));
-    assert.ok(attrs.r.startsWith(this.#nonce), "server nonce extends ours");
-    const hash = this.#o.hash;
-    const salted = await saltPassword(this.#o.password, {
-      hash,
-      salt: decodeBase64(attrs.s)!,
-      iterations: Number(attrs.i),
-    });
-    const clientKey = await hmac(hash, salted, utf8("Client Key"));
-    const storedKey = await digest(hash, clientKey);
-    this.#serverKey = await hmac(hash, salted, utf8("Server Key"));
-    const cbind = new Uint8Array([...utf8(this.#gs2), ...(this.#o.cbData ?? [])]);
-    const withoutProof = `c=${encodeBase64(cbind)},r=${attrs.r}`;
-    this.#authMessage = `${this.#firstBare},${serverFirst},${withoutProof}`;
-    const signature = await hmac(hash, storedKey, utf8(this.#authMessage));
-    return utf8(`${withoutProof},p=${encodeBase64(xor(clientKey, signature))}`);
-  }
-
-  async verify(serverFinal: string): Promise<boolean> {
-    const signature = await hmac(this.#o.hash, this.#serverKey, utf8(this.#authMessage));
-    return serverFinal === `v=${encodeBase64(signature)}`;
-  }
 }
 
 async function runScram(

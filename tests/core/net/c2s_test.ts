@@ -304,3 +304,58 @@ Deno.test("shutdown closes every stream with system-shutdown", async () => {
   assert.equal(await error, "system-shutdown");
   await client.waitClosed();
 });
+
+Deno.test("SCRAM-SHA-256-PLUS binds to the TLS channel (tls-server-end-point)", () =>
+  withServer(async (t) => {
+    const c = await RawClient.connect(t.port);
+    await c.open();
+    const features = await c.starttls();
+    const cb = features.getChild("sasl-channel-binding", "urn:xmpp:sasl-cb:0");
+    assert.equal(cb?.getChild("channel-binding")?.attrs.type, "tls-server-end-point");
+    const { outcome, verified } = await c.scram("alice", "alice-pw", { plus: true });
+    assert.equal(outcome.name, "success");
+    assert.ok(verified, "the server proved it knows the credentials");
+    c.close();
+
+    // Binding data from another channel (a man in the middle's) is refused.
+    const d = await RawClient.connect(t.port);
+    await d.open();
+    await d.starttls();
+    const wrong = await d.scram("alice", "alice-pw", {
+      plus: true,
+      cbData: new Uint8Array(32),
+    });
+    assert.equal(wrong.outcome.name, "failure");
+    assert.ok(wrong.outcome.getChild("not-authorized"));
+    d.close();
+  }));
+
+Deno.test("SCRAM-SHA-1 over direct TLS, then a server-generated resource", () =>
+  withServer(async (t) => {
+    const c = await RawClient.connect(t.tlsPort, { tls: true });
+    await c.open();
+    const { outcome, verified } = await c.scram("bob", "bob-pw", { hash: "SHA-1" });
+    assert.equal(outcome.name, "success");
+    assert.ok(verified);
+    c.restart();
+    await c.open();
+    c.send("<iq type='set' id='b'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'/></iq>");
+    const bound = await c.next((el) => el.attrs.id === "b");
+    const jid = bound.getChild("bind")!.getChildText("jid")!;
+    assert.match(jid, /^bob@localhost\/.{8,}$/);
+    c.close();
+  }));
+
+Deno.test("a connection that does not authenticate in time gets connection-timeout", () =>
+  withServer(async (t) => {
+    const c = await RawClient.connect(t.port);
+    await c.open();
+    assert.equal(await streamErrorOf(c), "connection-timeout");
+    await c.waitClosed();
+  }, { globalToml: "c2s_auth_timeout = 1" }));
+
+Deno.test("an idle session is closed with connection-timeout", () =>
+  withServer(async (t) => {
+    const { client } = await RawClient.login(t.port, "alice", "alice-pw");
+    assert.equal(await streamErrorOf(client), "connection-timeout");
+  }, { globalToml: "c2s_idle_timeout = 1" }));

@@ -1,0 +1,75 @@
+// A SCRAM client for tests (RFC 5802 §3 and §7, RFC 5929 channel binding): drives the
+// server's mechanisms in unit tests and on the wire, and checks the server signature.
+
+import assert from "node:assert/strict";
+import {
+  decodeBase64,
+  digest,
+  encodeBase64,
+  encodeSaslName,
+  hmac,
+  saltPassword,
+  type ScramHash,
+  utf8,
+  xor,
+} from "../../core/auth/scram.ts";
+
+/** Options for `ScramClient`. */
+export interface ScramClientOptions {
+  hash: ScramHash;
+  username: string;
+  password: string;
+  /** GS2 header, e.g. "n,," or "p=tls-server-end-point,,". */
+  gs2?: string;
+  /** Channel binding data (for p=...). */
+  cbData?: Uint8Array;
+  nonce?: string;
+}
+
+/** The client side of one SCRAM exchange. */
+export class ScramClient {
+  #o: ScramClientOptions;
+  #gs2: string;
+  #nonce: string;
+  #firstBare: string;
+  #authMessage = "";
+  #serverKey = new Uint8Array();
+
+  constructor(options: ScramClientOptions) {
+    this.#o = options;
+    this.#gs2 = options.gs2 ?? "n,,";
+    this.#nonce = options.nonce ?? encodeBase64(crypto.getRandomValues(new Uint8Array(12)));
+    this.#firstBare = `n=${encodeSaslName(options.username)},r=${this.#nonce}`;
+  }
+
+  /** client-first-message. */
+  first(): Uint8Array {
+    return utf8(this.#gs2 + this.#firstBare);
+  }
+
+  /** client-final-message for a server-first-message. */
+  async final(serverFirst: string): Promise<Uint8Array> {
+    const attrs = Object.fromEntries(serverFirst.split(",").map((f) => [f[0], f.slice(2)]));
+    assert.ok(attrs.r.startsWith(this.#nonce), "server nonce extends ours");
+    const hash = this.#o.hash;
+    const salted = await saltPassword(this.#o.password, {
+      hash,
+      salt: decodeBase64(attrs.s)!,
+      iterations: Number(attrs.i),
+    });
+    const clientKey = await hmac(hash, salted, utf8("Client Key"));
+    const storedKey = await digest(hash, clientKey);
+    this.#serverKey = await hmac(hash, salted, utf8("Server Key"));
+    const cbind = new Uint8Array([...utf8(this.#gs2), ...(this.#o.cbData ?? [])]);
+    const withoutProof = `c=${encodeBase64(cbind)},r=${attrs.r}`;
+    this.#authMessage = `${this.#firstBare},${serverFirst},${withoutProof}`;
+    const signature = await hmac(hash, storedKey, utf8(this.#authMessage));
+    return utf8(`${withoutProof},p=${encodeBase64(xor(clientKey, signature))}`);
+  }
+
+  /** True when server-final-message carries the right server signature. */
+  async verify(serverFinal: string): Promise<boolean> {
+    const signature = await hmac(this.#o.hash, this.#serverKey, utf8(this.#authMessage));
+    return serverFinal === `v=${encodeBase64(signature)}`;
+  }
+}
