@@ -108,6 +108,15 @@ async function cmdStart(args: string[]): Promise<number> {
     return 1;
   }
   const log = getLogger("main");
+  // Last line of defence: a bug in one code path is logged, it does not stop the server.
+  globalThis.addEventListener("unhandledrejection", (event) => {
+    event.preventDefault();
+    log.error("Unhandled promise rejection: {error}", { error: event.reason });
+  });
+  globalThis.addEventListener("error", (event) => {
+    event.preventDefault();
+    log.error("Uncaught exception: {error}", { error: event.error });
+  });
   const configPath = config.file;
   let reloading = false;
   Deno.addSignalListener("SIGHUP", async () => {

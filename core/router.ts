@@ -173,14 +173,16 @@ export class Router {
       return;
     }
     if (type === "headline") return;
+    // Offline storage (a module) may take a message for an existing account; otherwise the
+    // answer is the same whether or not the account exists (RFC 6121 §8.5.1, §8.5.2.2.1).
     const host = this.#server.hosts.get(to.domain)!;
-    // Offline storage (a module) may take it; otherwise the recipient is unavailable.
-    if (host.events.fire("message/offline", { stanza, origin, host })) return;
-    if (!this.#server.accounts.exists(to.domain, to.local!)) {
-      this.#bounce(stanza, origin, "service-unavailable");
+    if (
+      this.#server.accounts.exists(to.domain, to.local!) &&
+      host.events.fire("message/offline", { stanza, origin, host })
+    ) {
       return;
     }
-    this.#bounce(stanza, origin, "service-unavailable", "The recipient is not online");
+    this.#bounce(stanza, origin, "service-unavailable");
   }
 
   #deliverPresence(stanza: Element, to: JID, toType: ToType): void {

@@ -106,7 +106,13 @@ export class C2SSession implements Session {
   #flushScheduled = false;
   #onData = (chunk: Uint8Array) => {
     this.lastActivity = Date.now();
-    this.#parser.feed(chunk);
+    try {
+      this.#parser.feed(chunk);
+    } catch (error) {
+      // A bug while handling this client's input must not take the server down.
+      log.error("Internal error on {id}: {error}", { id: this.id, error });
+      this.close("internal-server-error");
+    }
   };
 
   constructor(socket: Socket, deps: C2SDeps) {
@@ -345,14 +351,17 @@ export class C2SSession implements Session {
 
   #onStartTls(): void {
     if (this.secure || this.authenticated) {
-      this.#write(`<failure xmlns='${NS_TLS}'/></stream:stream>`);
+      // RFC 6120 §5.4.2.2: answer <failure/> and close the stream.
+      this.#write(`<failure xmlns='${NS_TLS}'/>`);
       this.close();
       return;
     }
     this.#write(`<proceed xmlns='${NS_TLS}'/>`);
     this.#flush();
-    // From here the bytes are TLS records: stop feeding the XML parser from the raw socket.
+    // From here the bytes are TLS records: stop feeding the XML parser from the raw socket,
+    // and drop whatever followed <starttls/> in this chunk.
     this.#socket.off("data", this.#onData);
+    this.#parser.reset();
     this.#startTls().catch(() => {});
   }
 
@@ -364,7 +373,7 @@ export class C2SSession implements Session {
     raw.on("error", () => {});
     let secure: TLSSocket;
     try {
-      secure = await this.#deps.tls.upgrade(raw);
+      secure = await this.#deps.tls.upgrade(raw, { expectedServername: this.host || undefined });
     } catch (error) {
       log.info("TLS handshake with {ip} failed: {error}", {
         ip: this.ip,

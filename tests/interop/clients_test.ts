@@ -5,24 +5,12 @@
 import assert from "node:assert/strict";
 import { fileURLToPath } from "node:url";
 import { makeTestCa } from "../helpers/test_ca.ts";
-import { startTestServer, type TestServer } from "../helpers/test_server.ts";
+import { startTestServer } from "../helpers/test_server.ts";
 
 const ROOT = fileURLToPath(new URL("../../", import.meta.url));
 const PYTHON = "/usr/bin/python3";
 
-async function startWithCa(): Promise<{ t: TestServer; caFile: string; dir: string }> {
-  const dir = await Deno.makeTempDir({ prefix: "lilt-ca-" });
-  const certs = await makeTestCa(dir, ["localhost"]);
-  const t = await startTestServer({
-    globalToml: `certificate = ${JSON.stringify(certs.certFile)}\nkey = ${
-      JSON.stringify(certs.keyFile)
-    }`,
-    users: { alice: "alice-secret", bob: "bob-secret" },
-  });
-  return { t, caFile: certs.caFile, dir };
-}
-
-async function run(cmd: string, args: string[], env: Record<string, string> = {}) {
+async function runProcess(cmd: string, args: string[], env: Record<string, string> = {}) {
   const output = await new Deno.Command(cmd, {
     args,
     cwd: ROOT,
@@ -40,42 +28,65 @@ async function run(cmd: string, args: string[], env: Record<string, string> = {}
   }
 }
 
-Deno.test("xmpp.js logs in over STARTTLS with SCRAM-SHA-256 and exchanges a message", async () => {
-  const { t, caFile, dir } = await startWithCa();
+/** Ports and trust anchor a client process gets. */
+interface ClientTarget {
+  port: number;
+  tlsPort: number;
+  caFile: string;
+}
+
+/**
+ * Starts a server with a CA-signed certificate and the accounts alice and bob, runs one
+ * client process against it and returns the JSON line it printed.
+ */
+async function withClient(
+  // deno-lint-ignore no-explicit-any
+  command: (target: ClientTarget) => [string, string[], Record<string, string>?],
+): Promise<any> {
+  const dir = await Deno.makeTempDir({ prefix: "lilt-ca-" });
+  const certs = await makeTestCa(dir, ["localhost"]);
+  const t = await startTestServer({
+    globalToml: `certificate = ${JSON.stringify(certs.certFile)}\nkey = ${
+      JSON.stringify(certs.keyFile)
+    }`,
+    users: { alice: "alice-secret", bob: "bob-secret" },
+  });
   try {
-    const result = await run(Deno.execPath(), [
-      "run",
-      "-A",
-      "tests/interop/xmppjs_client.ts",
-      String(t.port),
-      "exchange",
-    ], { DENO_CERT: caFile });
-    assert.deepEqual(result.mechanisms, ["SCRAM-SHA-256", "SCRAM-SHA-256"]);
-    assert.equal(result.aliceJid, "alice@localhost/laptop");
-    assert.equal(result.bobJid, "bob@localhost/phone");
-    assert.deepEqual(result.message, { from: "bob@localhost/phone", body: "hello from xmpp.js" });
-    assert.equal(result.pingType, "result");
+    const [cmd, args, env] = command({ port: t.port, tlsPort: t.tlsPort, caFile: certs.caFile });
+    return await runProcess(cmd, args, env);
   } finally {
     await t.stop();
     await Deno.remove(dir, { recursive: true });
   }
+}
+
+function xmppjs(mode: string) {
+  return ({ port, caFile }: ClientTarget): [string, string[], Record<string, string>] => [
+    Deno.execPath(),
+    ["run", "-A", "tests/interop/xmppjs_client.ts", String(port), mode],
+    { DENO_CERT: caFile },
+  ];
+}
+
+function slixmpp(mode: string) {
+  return ({ tlsPort, caFile }: ClientTarget): [string, string[]] => [
+    PYTHON,
+    ["tests/interop/slixmpp_client.py", String(tlsPort), caFile, mode],
+  ];
+}
+
+Deno.test("xmpp.js logs in over STARTTLS with SCRAM-SHA-256 and exchanges a message", async () => {
+  const result = await withClient(xmppjs("exchange"));
+  assert.deepEqual(result.mechanisms, ["SCRAM-SHA-256", "SCRAM-SHA-256"]);
+  assert.equal(result.aliceJid, "alice@localhost/laptop");
+  assert.equal(result.bobJid, "bob@localhost/phone");
+  assert.deepEqual(result.message, { from: "bob@localhost/phone", body: "hello from xmpp.js" });
+  assert.equal(result.pingType, "result");
 });
 
 Deno.test("xmpp.js with a wrong password gets not-authorized", async () => {
-  const { t, caFile, dir } = await startWithCa();
-  try {
-    const result = await run(Deno.execPath(), [
-      "run",
-      "-A",
-      "tests/interop/xmppjs_client.ts",
-      String(t.port),
-      "wrong-password",
-    ], { DENO_CERT: caFile });
-    assert.equal(result.condition, "not-authorized");
-  } finally {
-    await t.stop();
-    await Deno.remove(dir, { recursive: true });
-  }
+  const result = await withClient(xmppjs("wrong-password"));
+  assert.equal(result.condition, "not-authorized");
 });
 
 async function requireSlixmpp(): Promise<void> {
@@ -91,38 +102,16 @@ async function requireSlixmpp(): Promise<void> {
 
 Deno.test("slixmpp logs in over direct TLS with SCRAM-SHA-1 and exchanges a message", async () => {
   await requireSlixmpp();
-  const { t, caFile, dir } = await startWithCa();
-  try {
-    const result = await run(PYTHON, [
-      "tests/interop/slixmpp_client.py",
-      String(t.tlsPort),
-      caFile,
-      "exchange",
-    ]);
-    assert.equal(result.error, undefined, result.error);
-    assert.deepEqual(result.states, ["bound", "bound"]);
-    assert.equal(result.mechanism, "SCRAM-SHA-1");
-    assert.deepEqual(result.message, { from: "bob@localhost/py", body: "hello from slixmpp" });
-  } finally {
-    await t.stop();
-    await Deno.remove(dir, { recursive: true });
-  }
+  const result = await withClient(slixmpp("exchange"));
+  assert.equal(result.error, undefined, result.error);
+  assert.deepEqual(result.states, ["bound", "bound"]);
+  assert.equal(result.mechanism, "SCRAM-SHA-1");
+  assert.deepEqual(result.message, { from: "bob@localhost/py", body: "hello from slixmpp" });
 });
 
 Deno.test("slixmpp with a wrong password gets not-authorized", async () => {
   await requireSlixmpp();
-  const { t, caFile, dir } = await startWithCa();
-  try {
-    const result = await run(PYTHON, [
-      "tests/interop/slixmpp_client.py",
-      String(t.tlsPort),
-      caFile,
-      "wrong-password",
-    ]);
-    assert.equal(result.error, undefined, result.error);
-    assert.match(result.state, /^failed:.*not-authorized/);
-  } finally {
-    await t.stop();
-    await Deno.remove(dir, { recursive: true });
-  }
+  const result = await withClient(slixmpp("wrong-password"));
+  assert.equal(result.error, undefined, result.error);
+  assert.match(result.state, /^failed:.*not-authorized/);
 });
