@@ -154,22 +154,30 @@ async function cmdCheck(args: string[]): Promise<number> {
   const { config, problems } = loadConfig(file, { moduleOptions: moduleOptions() });
   for (const problem of problems) console.error(formatProblem(problem));
   if (!config) return 1;
-  const unknown: string[] = [];
+  const available = Object.keys(builtinModules).sort().join(", ");
+  let errors = 0;
+  const report = (line: number | undefined, message: string) => {
+    errors++;
+    console.error(
+      formatProblem({ file: config.file, line: line ?? 0, severity: "error", message }),
+    );
+  };
   for (const host of config.hosts) {
-    for (const name of host.modules) if (!(name in builtinModules)) unknown.push(name);
+    for (const name of host.modules) {
+      if (name in builtinModules) continue;
+      const line = config.lineOf(host.domain, "modules") ?? config.lineOf(undefined, "modules");
+      report(line, `unknown module '${name}' for host '${host.domain}' (available: ${available})`);
+    }
   }
   for (const c of config.components) {
-    if (c.module && !(c.module in builtinModules)) unknown.push(c.module);
+    if (c.module && !(c.module in builtinModules)) {
+      report(
+        c.line,
+        `unknown module '${c.module}' for component '${c.domain}' (available: ${available})`,
+      );
+    }
   }
-  if (unknown.length > 0) {
-    const names = [...new Set(unknown)].join(", ");
-    console.error(
-      `${config.file}: error: unknown module(s): ${names} (available: ${
-        Object.keys(builtinModules).sort().join(", ")
-      })`,
-    );
-    return 1;
-  }
+  if (errors > 0) return 1;
   console.log(`${config.file}: OK (${config.hosts.length} host(s))`);
   return 0;
 }

@@ -63,6 +63,24 @@ Deno.test("check config reports file:line problems and exits 1", async () => {
   }
 });
 
+Deno.test("check config names unknown modules with the line that lists them", async () => {
+  const dir = await Deno.makeTempDir();
+  const file = `${dir}/modules.toml`;
+  await Deno.writeTextFile(
+    file,
+    'modules = ["ping", "pong"]\n[[host]]\ndomain = "localhost"\n[[host]]\n' +
+      'domain = "b.localhost"\nmodules = ["disco", "mam"]\n',
+  );
+  try {
+    const result = await lilt(["check", "config", "-c", file]);
+    assert.equal(result.code, 1);
+    assert.match(result.stderr, new RegExp(`${file}:1: error: unknown module 'pong'`));
+    assert.match(result.stderr, new RegExp(`${file}:6: error: unknown module 'mam'`));
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
 Deno.test("check config reports a TOML syntax error with its line", async () => {
   const dir = await Deno.makeTempDir();
   const file = `${dir}/syntax.toml`;
