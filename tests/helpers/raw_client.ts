@@ -29,7 +29,8 @@ export class RawClient {
   ended = false;
   #parser: StreamParser;
   #waiters: (() => void)[] = [];
-  #cursor = 0;
+  #taken = new Set<number>();
+  #firstUntaken = 0;
 
   private constructor(socket: Socket | TLSSocket) {
     this.socket = socket;
@@ -116,15 +117,18 @@ export class RawClient {
     }
   }
 
-  /** Returns the next received element (after those already taken) matching `match`. */
+  /**
+   * Returns the first received element matching `match` that no earlier `next` call
+   * returned (elements skipped over stay available to later calls).
+   */
   next(match: (el: Element) => boolean = () => true, timeoutMs = 5000): Promise<Element> {
     return this.waitUntil(
       () => {
-        for (let i = this.#cursor; i < this.received.length; i++) {
-          if (match(this.received[i])) {
-            this.#cursor = i + 1;
-            return this.received[i];
-          }
+        for (let i = this.#firstUntaken; i < this.received.length; i++) {
+          if (this.#taken.has(i) || !match(this.received[i])) continue;
+          this.#taken.add(i);
+          while (this.#taken.has(this.#firstUntaken)) this.#firstUntaken++;
+          return this.received[i];
         }
         return undefined;
       },
