@@ -35,12 +35,40 @@ export interface StreamElementEvent {
   host: Host;
 }
 
-/** Named host events; stanza events are every name with a `/` in it. */
+/** Payload of `message-delivered`: a message the router handed to local sessions. */
+export interface MessageDeliveredEvent {
+  stanza: Element;
+  origin: Session;
+  host: Host;
+  /** The sessions that received the message itself. */
+  recipients: Session[];
+}
+
+/** Payload of `unauthenticated-stanza`: a stanza on a stream before authentication. */
+export interface UnauthenticatedStanzaEvent {
+  session: Session;
+  stanza: Element;
+  host: Host;
+}
+
+/**
+ * Named host events; stanza events are every name with a `/` in it.
+ * - `resource-bind` / `resource-unbind`: a full JID was bound / went away.
+ * - `resource-available`: a session sent its initial presence (fired by the presence module).
+ * - `stream-features`: before and after authentication (check `session.authenticated`).
+ * - `stream-element`: a non-stanza element on a bound stream (e.g. stream management).
+ * - `unauthenticated-stanza`: a stanza before authentication (e.g. in-band registration);
+ *   unhandled ones close the stream with `not-authorized`.
+ * - `message-delivered`: after the router delivered a message to local sessions (carbons).
+ */
 export interface NamedHostEvents {
   "resource-bind": SessionEvent;
   "resource-unbind": SessionEvent;
+  "resource-available": SessionEvent;
   "stream-features": StreamFeaturesEvent;
   "stream-element": StreamElementEvent;
+  "unauthenticated-stanza": UnauthenticatedStanzaEvent;
+  "message-delivered": MessageDeliveredEvent;
 }
 
 /** The full event map of a host bus: named events plus `kind/to-type[...]` stanza events. */

@@ -19,9 +19,10 @@ export type RouteObserver = (stanza: Element, origin: Session) => void;
 
 /**
  * Routes stanzas between sessions and hosts. Event order for a stanza of kind K to type T:
- * `pre-K/T` on the origin's host (may stop it), then on the destination host for iq
- * get/set `iq-<type>/T/<payload-ns>:<payload-name>`, for iq result/error
- * `iq-<type>/T/<id>`, then `K/T`. Unhandled stanzas get the RFC 6121 §8.5 default.
+ * `pre-K/T` on the origin's host (may stop it), then on the destination host: for messages
+ * and presence `K/T`; for iqs `iq/T` (filters), then for get/set
+ * `iq-<type>/T/<payload-ns>:<payload-name>` and for result/error `iq-<type>/T/<id>`.
+ * Unhandled stanzas get the RFC 6121 §8.5 default.
  */
 export class Router {
   #server: ServerContext;
@@ -67,6 +68,8 @@ export class Router {
       return;
     }
     if (kind === "iq") {
+      // Filters (blocking, privacy) see every iq before the namespaced handlers do.
+      if (host.events.fire(`iq/${toType}`, event)) return;
       const type = stanza.attrs.type;
       if (type === "get" || type === "set") {
         const payload = stanza.firstElement();
@@ -82,7 +85,7 @@ export class Router {
         return;
       }
     }
-    if (host.events.fire(`${kind}/${toType}`, event)) return;
+    if (kind !== "iq" && host.events.fire(`${kind}/${toType}`, event)) return;
     this.#deliverDefault(event, to, toType);
   }
 
@@ -137,13 +140,20 @@ export class Router {
     else this.#deliverPresence(stanza, to, toType);
   }
 
+  /** Sends a message to local sessions and tells modules (carbons) who got it. */
+  #deliverTo(recipients: Session[], stanza: Element, origin: Session, to: JID): void {
+    for (const session of recipients) session.send(stanza);
+    const host = this.#server.hosts.get(to.domain);
+    if (host) host.events.fire("message-delivered", { stanza, origin, host, recipients });
+  }
+
   #deliverMessage(stanza: Element, origin: Session, to: JID, toType: ToType): void {
     const type = stanza.attrs.type ?? "normal";
     const sessions = this.#server.sessions;
     if (toType === "full") {
       const session = sessions.get(to);
       if (session) {
-        session.send(stanza);
+        this.#deliverTo([session], stanza, origin, to);
         return;
       }
       // §8.5.3.2.1: no such resource.
@@ -164,12 +174,12 @@ export class Router {
     );
     if (available.length > 0) {
       if (type === "headline") {
-        for (const s of available) s.send(stanza);
+        this.#deliverTo(available, stanza, origin, to);
         return;
       }
       // chat/normal: every resource sharing the highest non-negative priority.
       const top = Math.max(...available.map((s) => s.priority));
-      for (const s of available) if (s.priority === top) s.send(stanza);
+      this.#deliverTo(available.filter((s) => s.priority === top), stanza, origin, to);
       return;
     }
     if (type === "headline") return;

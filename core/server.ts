@@ -45,6 +45,7 @@ class HostSession implements Session {
   readonly secure = true;
   readonly authenticated = true;
   readonly connectedAt = Date.now();
+  readonly lastActivity = Date.now();
   available = false;
   interested = false;
   priority = 0;

@@ -33,6 +33,8 @@ export interface Session {
   presence: Element | undefined;
   /** When the session connected (ms epoch). */
   readonly connectedAt: number;
+  /** When bytes last arrived from the peer (ms epoch), for idle checks and keepalive pings. */
+  readonly lastActivity: number;
   /** Queues a stanza for the peer. */
   send(stanza: Element): void;
   /** Closes the stream, with a stream error when a condition is given. */

@@ -305,9 +305,9 @@ export class C2SSession implements Session {
     } else {
       features.c("bind", { xmlns: NS_BIND });
       features.c("session", { xmlns: NS_SESSION }).c("optional");
-      const host = this.#deps.server.hosts.get(this.host);
-      if (host) host.events.fire("stream-features", { session: this, features, host });
     }
+    const host = this.#deps.server.hosts.get(this.host);
+    if (host) host.events.fire("stream-features", { session: this, features, host });
     const limits = features.c("limits", { xmlns: NS_STREAM_LIMITS });
     limits.c("max-bytes").t(String(this.#deps.server.config.get<number>("c2s_stanza_size_limit")));
     const idle = this.authenticated ? this.#option<number>("c2s_idle_timeout") : 0;
@@ -325,6 +325,16 @@ export class C2SSession implements Session {
     if (el.ns === NS_TLS && el.name === "starttls") return this.#onStartTls();
     if (el.ns === NS_SASL) return this.#onSasl(el);
     if (!this.authenticated) {
+      // Modules may serve some stanzas before login (in-band registration), never in the
+      // clear when encryption is required.
+      const host = this.#deps.server.hosts.get(this.host);
+      const allowed = this.secure || !this.#option<boolean>("c2s_require_encryption");
+      if (
+        host && allowed && isStanza(el) &&
+        host.events.fire("unauthenticated-stanza", { session: this, stanza: el, host })
+      ) {
+        return;
+      }
       this.close("not-authorized", "Authenticate before sending stanzas");
       return;
     }

@@ -16,6 +16,11 @@ export interface TestServerOptions {
   users?: Record<string, string>;
   /** Modules for every host (default: all built-in modules). */
   modules?: string[];
+  /**
+   * Reuse this data directory (e.g. to restart a server on the data a previous one left);
+   * it is then not deleted by `stop()`. Accounts in `users` that already exist are kept.
+   */
+  dataDir?: string;
 }
 
 /** A running test server. */
@@ -52,14 +57,15 @@ ${options.hostToml ?? ""}
 
 /** Starts a server on ephemeral ports with a fresh data directory. */
 export async function startTestServer(options: TestServerOptions = {}): Promise<TestServer> {
-  const dataDir = await Deno.makeTempDir({ prefix: "lilt-test-" });
+  const ownDir = options.dataDir === undefined;
+  const dataDir = options.dataDir ?? await Deno.makeTempDir({ prefix: "lilt-test-" });
   const text = testConfigText(dataDir, options);
   const { config, problems } = parseConfigText(text, `${dataDir}/test.toml`);
   if (!config) throw new Error(`Test config invalid: ${JSON.stringify(problems)}`);
   const server = await Server.start(config, { modules: builtinModules, configureLogging: false });
   const accounts: AccountStore = server.accounts;
   for (const [user, password] of Object.entries(options.users ?? {})) {
-    await accounts.create("localhost", user, password);
+    if (!accounts.exists("localhost", user)) await accounts.create("localhost", user, password);
   }
   return {
     server,
@@ -69,7 +75,7 @@ export async function startTestServer(options: TestServerOptions = {}): Promise<
     tlsPort: server.port("c2s_direct_tls"),
     async stop() {
       await server.shutdown();
-      await Deno.remove(dataDir, { recursive: true }).catch(() => {});
+      if (ownDir) await Deno.remove(dataDir, { recursive: true }).catch(() => {});
     },
   };
 }
