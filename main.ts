@@ -8,13 +8,13 @@ import type { OptionSpec } from "./core/config_schema.ts";
 import { JidError, parseJid } from "./core/jid.ts";
 import { configureLogging, getLogger } from "./core/log.ts";
 import { Server } from "./core/server.ts";
+import { LILT_VERSION } from "./core/version.ts";
 import { Database } from "./core/storage/database.ts";
 import { Storage } from "./core/storage/stores.ts";
 import { builtinModules } from "./mod/builtin.ts";
 import { promptSecret } from "./shell/prompt.ts";
 
-/** The product version, printed by `lilt version` and sent by the version module. */
-export const VERSION = "0.1.0";
+const VERSION = LILT_VERSION;
 
 const HELP: Record<string, string> = {
   main: `Lilt ${VERSION}: an XMPP server

@@ -52,21 +52,25 @@ export class Router {
       // Normalise so modules and sessions see the prepared form.
       stanza.attrs.to = to.toString();
     }
-    const destinationDomain = to ? to.domain : origin.host;
-    const host = this.#server.hosts.get(destinationDomain);
+    const toType = this.#toType(stanza, to, origin);
+    const kind = stanza.name;
+    // The sender's host sees every stanza first, local or remote destination alike.
+    const originHost = origin.host ? this.#server.hosts.get(origin.host) : undefined;
+    if (
+      originHost && originHost.events.fire(`pre-${kind}/${toType}`, {
+        stanza,
+        origin,
+        host: originHost,
+      })
+    ) {
+      return;
+    }
+    const host = this.#server.hosts.get(to ? to.domain : origin.host);
     if (!host) {
       this.#routeRemote(stanza, origin);
       return;
     }
-    const toType = this.#toType(stanza, to, origin);
     const event: StanzaEvent = { stanza, origin, host };
-    const originHost = origin.host ? this.#server.hosts.get(origin.host) : undefined;
-    const kind = stanza.name;
-    if (
-      originHost && originHost.events.fire(`pre-${kind}/${toType}`, { ...event, host: originHost })
-    ) {
-      return;
-    }
     if (kind === "iq") {
       // Filters (blocking, privacy) see every iq before the namespaced handlers do.
       if (host.events.fire(`iq/${toType}`, event)) return;
@@ -217,6 +221,8 @@ export class Router {
     text?: string,
   ): void {
     if (isError(stanza)) return;
+    // The server's own broadcasts (presence to remote contacts) are not answered to itself.
+    if (stanza.name === "presence" && origin.kind === "internal") return;
     if (stanza.name === "iq" && stanza.attrs.type !== "get" && stanza.attrs.type !== "set") return;
     if (stanza.name === "presence" && stanza.attrs.type !== undefined) {
       // Presence errors only make sense for directed available presence.

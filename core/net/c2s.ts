@@ -97,6 +97,7 @@ export class C2SSession implements Session {
   #socket: Socket;
   #parser: StreamParser;
   #headerSent = false;
+  #bound = false;
   #closed = false;
   #streamId = "";
   #username: string | undefined;
@@ -225,8 +226,10 @@ export class C2SSession implements Session {
 
   #unbindAndForget(): void {
     const server = this.#deps.server;
-    const wasBound = this.jid?.resource !== undefined &&
-      server.sessions.get(this.jid) === this;
+    // Also true for a session replaced by a new login with the same resource: it must still
+    // announce that it went away (unavailable presence, directed presence cleanup).
+    const wasBound = this.#bound;
+    this.#bound = false;
     server.sessions.remove(this);
     if (wasBound) {
       const host = server.hosts.get(this.host);
@@ -560,6 +563,7 @@ export class C2SSession implements Session {
       return;
     }
     this.jid = jid;
+    this.#bound = true;
     const answer = reply(iq);
     delete answer.attrs.from;
     delete answer.attrs.to;
