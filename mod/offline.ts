@@ -1,0 +1,105 @@
+// XEP-0160 offline messages: chat and normal messages to an account with no available resource
+// are stored (stamped with a XEP-0203 delay) and handed to the next resource that comes online.
+// To turn offline storage off for a host, leave "offline" out of that host's `modules`.
+
+import type { OptionSpec } from "../core/config_schema.ts";
+import type { SessionEvent, StanzaEvent } from "../core/hosts.ts";
+import { tryParseJid } from "../core/jid.ts";
+import type { ModuleAPI } from "../core/modules.ts";
+import type { Element } from "../core/xml/element.ts";
+import { parseElement } from "../core/xml/parser.ts";
+import { serialize } from "../core/xml/serializer.ts";
+import { errorReply, isError } from "../core/xml/stanza.ts";
+
+const NS_DELAY = "urn:xmpp:delay";
+const NS_CHATSTATES = "http://jabber.org/protocol/chatstates";
+const NS_HINTS = "urn:xmpp:hints";
+
+/** One line for module listings. */
+export const description = "XEP-0160: stores messages for offline users and delivers them later";
+
+/** Options the module reads. */
+export const options: Record<string, OptionSpec> = {
+  offline_max_messages: {
+    type: "integer",
+    default: 100,
+    min: 0,
+    max: 100000,
+    scope: "host",
+    description:
+      "Messages kept per offline account; further ones are bounced with resource-constraint",
+  },
+};
+
+/** True for standalone chat states, which are not stored (XEP-0160 §3, XEP-0085 §5.6). */
+function isStandaloneChatState(stanza: Element): boolean {
+  return stanza.getChild("body") === undefined && stanza.getChildByNs(NS_CHATSTATES) !== undefined;
+}
+
+/** Loads offline storage on a host. */
+export default function offline(m: ModuleAPI): void {
+  const maxMessages = m.optionInteger(
+    "offline_max_messages",
+    options.offline_max_messages.default as number,
+    0,
+    100000,
+  );
+  const store = m.openStore("offline", "archive");
+
+  m.addFeature("msgoffline");
+
+  m.hook("message/offline", ({ stanza, origin }: StanzaEvent) => {
+    const to = tryParseJid(stanza.attrs.to ?? "");
+    if (!to?.local) return false;
+    if (stanza.getChild("no-store", NS_HINTS)) return false; // the router answers for us
+    if (isStandaloneChatState(stanza)) return true;
+    if (store.count(to.local) >= maxMessages) {
+      if (!isError(stanza)) {
+        origin.send(errorReply(stanza, "resource-constraint", {
+          includeOriginal: true,
+          text: "The recipient's offline message storage is full",
+        }));
+      }
+      return true;
+    }
+    const when = Date.now();
+    const copy = stanza.clone();
+    copy.c("delay", {
+      xmlns: NS_DELAY,
+      from: m.domain,
+      stamp: new Date(when).toISOString(),
+    }).t("Offline Storage");
+    store.append(to.local, {
+      when,
+      with: tryParseJid(stanza.attrs.from ?? "")?.bareString() ?? "",
+      type: stanza.attrs.type ?? "normal",
+      payload: serialize(copy),
+    });
+    return true;
+  });
+
+  m.hook("resource-available", ({ session }: SessionEvent) => {
+    // RFC 6121 §8.5.2.1.1: negative-priority resources never get messages for the bare JID.
+    // Delivered messages are deleted, so a second firing for a session finds nothing.
+    if (session.priority < 0) return;
+    const user = session.jid?.local;
+    if (!user) return;
+    const items = store.find(user);
+    if (items.length === 0) return;
+    for (const item of items) {
+      let message: Element;
+      try {
+        message = parseElement(item.payload);
+      } catch (error) {
+        m.log.error("Dropping unreadable offline message {id} of {user}: {error}", {
+          id: item.id,
+          user,
+          error,
+        });
+        continue;
+      }
+      session.send(message);
+    }
+    store.delete(user, { ids: items.map((item) => item.id) });
+  });
+}
