@@ -1,0 +1,105 @@
+// XEP-0049 Private XML Storage: an account keeps small XML documents on the server (bookmarks,
+// client preferences), one per element name and namespace, readable only by itself.
+
+import type { StanzaEvent } from "../core/hosts.ts";
+import type { ModuleAPI } from "../core/modules.ts";
+import type { Element } from "../core/xml/element.ts";
+import { parseElement } from "../core/xml/parser.ts";
+import { serialize } from "../core/xml/serializer.ts";
+import { errorReply, reply } from "../core/xml/stanza.ts";
+
+const NS_PRIVATE = "jabber:iq:private";
+
+/**
+ * Namespaces nobody may store data under: the stanza namespaces and this protocol's own
+ * (XEP-0049 §2.3 allows refusing reserved namespaces with not-acceptable). A child written
+ * without its own xmlns inherits `jabber:iq:private`, so it is refused too.
+ */
+const RESERVED_NAMESPACES = new Set(["jabber:client", "jabber:server", NS_PRIVATE]);
+
+/** One line for module listings. */
+export const description = "XEP-0049: private XML storage for each account";
+
+/** The storage key of a fragment: its namespace and name in Clark notation, `{ns}name`. */
+export function privateKey(el: Element): string {
+  return `{${el.ns}}${el.name}`;
+}
+
+/** Loads private XML storage on a host. */
+export default function privateStorage(m: ModuleAPI): void {
+  const store = m.openStore<string>("private", "map");
+
+  m.addFeature(NS_PRIVATE);
+
+  /**
+   * The query's child fragments, or an error reply sent and undefined. A get names exactly
+   * one fragment (§2.3: at most one namespace per get); a set carries one or more.
+   */
+  const fragments = (stanza: Element, origin: StanzaEvent["origin"]): Element[] | undefined => {
+    const children = stanza.firstElement()!.elements();
+    const isGet = stanza.attrs.type === "get";
+    if (children.length === 0 || (isGet && children.length > 1)) {
+      const text = isGet
+        ? "Name exactly one element to retrieve"
+        : "Include at least one element to store";
+      origin.send(errorReply(stanza, "bad-request", { text }));
+      return undefined;
+    }
+    const reserved = children.find((child) => RESERVED_NAMESPACES.has(child.ns));
+    if (reserved) {
+      origin.send(
+        errorReply(stanza, "not-acceptable", {
+          text: `The namespace '${reserved.ns}' is reserved`,
+        }),
+      );
+      return undefined;
+    }
+    return children;
+  };
+
+  m.hook(`iq-get/self/${NS_PRIVATE}:query`, ({ stanza, origin }: StanzaEvent) => {
+    const username = origin.jid?.local;
+    if (username === undefined) return false;
+    const wanted = fragments(stanza, origin)?.[0];
+    if (!wanted) return true;
+    let found: Element | undefined;
+    const text = store.get(username, privateKey(wanted));
+    if (text !== undefined) {
+      try {
+        found = parseElement(text);
+      } catch (error) {
+        m.log.error("Stored private XML of {user} is unreadable: {error}", {
+          user: username,
+          error,
+        });
+      }
+    }
+    // Nothing stored: answer with the empty element that was asked for (XEP-0049 usage).
+    const answer = reply(stanza);
+    answer.c("query", { xmlns: NS_PRIVATE }).append(found ?? wanted.clone());
+    origin.send(answer);
+    return true;
+  });
+
+  m.hook(`iq-set/self/${NS_PRIVATE}:query`, ({ stanza, origin }: StanzaEvent) => {
+    const username = origin.jid?.local;
+    if (username === undefined) return false;
+    const children = fragments(stanza, origin);
+    if (!children) return true;
+    for (const child of children) {
+      // An element with neither content nor attributes clears what was stored.
+      const empty = child.children.length === 0 && Object.keys(child.attrs).length === 0;
+      store.set(username, privateKey(child), empty ? undefined : serialize(child, ""));
+    }
+    origin.send(reply(stanza));
+    return true;
+  });
+
+  // Another account's private data is off limits (XEP-0049 §2.3: forbidden is preferred).
+  const refuse = ({ stanza, origin }: StanzaEvent) => {
+    origin.send(errorReply(stanza, "forbidden"));
+    return true;
+  };
+  m.hook(`iq-get/bare/${NS_PRIVATE}:query`, refuse);
+  m.hook(`iq-set/bare/${NS_PRIVATE}:query`, refuse);
+}

@@ -1,0 +1,100 @@
+// XEP-0054 vcard-temp: each account stores one vCard on the server, which any user may read
+// by asking the account's bare JID. Stored as XML text, so unknown fields survive unchanged.
+
+import type { OptionSpec } from "../core/config_schema.ts";
+import type { StanzaEvent } from "../core/hosts.ts";
+import { tryParseJid } from "../core/jid.ts";
+import type { ModuleAPI } from "../core/modules.ts";
+import { Element } from "../core/xml/element.ts";
+import { parseElement } from "../core/xml/parser.ts";
+import { serialize } from "../core/xml/serializer.ts";
+import { errorReply, reply } from "../core/xml/stanza.ts";
+
+const NS_VCARD = "vcard-temp";
+
+/** One line for module listings. */
+export const description = "XEP-0054: stores each account's vCard and serves it to others";
+
+/** Options this module reads. */
+export const options: Record<string, OptionSpec> = {
+  vcard_max_size: {
+    type: "integer",
+    default: 32768,
+    min: 1024,
+    max: 16777216,
+    scope: "host",
+    description: "Largest vCard an account may store, in bytes of XML",
+  },
+};
+
+/** Loads vCard storage on a host. */
+export default function vcard(m: ModuleAPI): void {
+  const maxBytes = m.optionInteger("vcard_max_size", 32768, 1024, 16777216);
+  const store = m.openStore<string>("vcard", "keyval");
+  const encoder = new TextEncoder();
+
+  /** The stored vCard of an account, or undefined (also for unreadable data, logged). */
+  const load = (username: string): Element | undefined => {
+    const text = store.get(username);
+    if (text === undefined) return undefined;
+    try {
+      return parseElement(text);
+    } catch (error) {
+      m.log.error("Stored vCard of {user} is unreadable: {error}", { user: username, error });
+      return undefined;
+    }
+  };
+
+  m.addFeature(NS_VCARD);
+
+  // Own vCard: XEP-0054 §3.1 lets the server answer an empty <vCard/> when none is stored.
+  m.hook(`iq-get/self/${NS_VCARD}:vCard`, ({ stanza, origin }: StanzaEvent) => {
+    const username = origin.jid?.local;
+    if (username === undefined) return false;
+    const answer = reply(stanza);
+    answer.append(load(username) ?? new Element("vCard", { xmlns: NS_VCARD }));
+    origin.send(answer);
+    return true;
+  });
+
+  // Another account's vCard: §3.3 requires an error when there is none, the same whether or
+  // not the account exists (no account harvesting).
+  m.hook(`iq-get/bare/${NS_VCARD}:vCard`, ({ stanza, origin }: StanzaEvent) => {
+    const username = tryParseJid(stanza.attrs.to ?? "")?.local;
+    const card = username === undefined ? undefined : load(username);
+    if (!card) {
+      origin.send(errorReply(stanza, "item-not-found"));
+      return true;
+    }
+    origin.send(reply(stanza).append(card));
+    return true;
+  });
+
+  m.hook(`iq-set/self/${NS_VCARD}:vCard`, ({ stanza, origin }: StanzaEvent) => {
+    const username = origin.jid?.local;
+    if (username === undefined) return false;
+    const card = stanza.firstElement()!;
+    const text = serialize(card, "");
+    // Too large is permanent for this request (modify it), not a passing shortage (wait):
+    // hence not-acceptable rather than resource-constraint.
+    if (encoder.encode(text).length > maxBytes) {
+      origin.send(
+        errorReply(stanza, "not-acceptable", {
+          text: `The vCard is larger than the ${maxBytes} bytes this server stores`,
+        }),
+      );
+      return true;
+    }
+    // Publishing an empty vCard removes it (a get then answers an empty vCard anyway).
+    const empty = card.elements().length === 0 && card.text().trim() === "";
+    store.set(username, empty ? undefined : text);
+    origin.send(reply(stanza));
+    return true;
+  });
+
+  // §3.2: nobody may change another account's vCard.
+  m.hook(`iq-set/bare/${NS_VCARD}:vCard`, ({ stanza, origin }: StanzaEvent) => {
+    origin.send(errorReply(stanza, "forbidden"));
+    return true;
+  });
+}
