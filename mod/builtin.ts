@@ -1,10 +1,35 @@
 // The table of modules shipped with Lilt: the names operators list in `modules = [...]`.
 
 import type { ModuleTable } from "../core/modules.ts";
+import * as blocklist from "./blocklist.ts";
+import * as carbons from "./carbons.ts";
+import * as contact_info from "./contact_info.ts";
 import * as disco from "./disco.ts";
+import * as last from "./last.ts";
+import * as offline from "./offline.ts";
 import * as ping from "./ping.ts";
 import * as presence from "./presence.ts";
+import * as private_xml from "./private.ts";
+import * as register from "./register.ts";
 import * as roster from "./roster.ts";
+import * as time from "./time.ts";
+import * as vcard from "./vcard.ts";
+import * as version from "./version.ts";
 
 /** Built-in modules by name. */
-export const builtinModules: ModuleTable = { disco, ping, presence, roster };
+export const builtinModules: ModuleTable = {
+  blocklist,
+  carbons,
+  contact_info,
+  disco,
+  last,
+  offline,
+  ping,
+  presence,
+  private: private_xml,
+  register,
+  roster,
+  time,
+  vcard,
+  version,
+};

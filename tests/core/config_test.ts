@@ -10,7 +10,7 @@ import {
   type LoadConfigResult,
   parseConfigText,
 } from "../../core/config.ts";
-import { parseListenAddress } from "../../core/config_schema.ts";
+import { HOST_OPTIONS, parseListenAddress } from "../../core/config_schema.ts";
 
 const FILE = "/etc/lilt/conf.toml";
 
@@ -121,7 +121,7 @@ Deno.test("a minimal file uses the defaults everywhere", () => {
   assert.equal(config.dataDir, "/srv/data");
   assert.deepEqual(config.storage, { path: "/srv/data/lilt.sqlite", key: "" });
   assert.deepEqual(config.log, { level: "info", console: true, file: "", categories: {} });
-  assert.deepEqual(config.hosts[0].modules, ["disco", "ping", "roster", "presence"]);
+  assert.deepEqual(config.hosts[0].modules, HOST_OPTIONS.modules.default);
   assert.equal(config.get("certificate"), "");
   assert.equal(config.hostOption("localhost", "scram_iterations"), 10000);
 });
