@@ -84,8 +84,9 @@ export function withFrom(subscription: Subscription, on: boolean): Subscription 
 
 /** The `<item/>` a roster result or push carries; `undefined` gives a removal. */
 export function itemElement(jid: string, item: RosterItem | undefined): Element {
-  if (!item) return new Element("item", { jid, subscription: "remove" });
+  if (!item) return new Element("item", { xmlns: NS_ROSTER, jid, subscription: "remove" });
   const el = new Element("item", {
+    xmlns: NS_ROSTER,
     jid,
     name: item.name,
     subscription: item.subscription,

@@ -115,3 +115,20 @@ Deno.test("slixmpp with a wrong password gets not-authorized", async () => {
   assert.equal(result.error, undefined, result.error);
   assert.match(result.state, /^failed:.*not-authorized/);
 });
+
+Deno.test("slixmpp subscribes both ways and gets an offline message with a delay stamp", async () => {
+  await requireSlixmpp();
+  const result = await withClient(({ tlsPort, caFile }) => [
+    PYTHON,
+    ["tests/interop/slixmpp_im_client.py", String(tlsPort), caFile],
+  ]);
+  assert.equal(result.error, undefined, result.error);
+  assert.equal(result.alice_sees, "both");
+  assert.equal(result.bob_sees, "both");
+  assert.deepEqual(result.offline, {
+    body: "while you were away",
+    from: "bob@localhost/py",
+    delay_from: "localhost",
+    has_stamp: true,
+  });
+});

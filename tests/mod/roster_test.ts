@@ -628,3 +628,27 @@ Deno.test("rosters and pending requests survive a restart", async () => {
     await Deno.remove(dataDir, { recursive: true }).catch(() => {});
   }
 });
+
+Deno.test("roster items are in the jabber:iq:roster namespace on the wire", async () => {
+  const t = await startTestServer({
+    users: { alice: "pw" },
+    modules: ["disco", "ping", "roster", "presence"],
+  });
+  try {
+    const { client } = await RawClient.login(t.port, "alice", "pw");
+    client.send("<iq type='get' id='r0'><query xmlns='jabber:iq:roster'/></iq>");
+    await client.next((el) => el.attrs.id === "r0");
+    client.send(
+      "<iq type='set' id='r1'><query xmlns='jabber:iq:roster'><item jid='bob@localhost'/></query></iq>",
+    );
+    const push = await client.next((el) => el.name === "iq" && el.attrs.type === "set");
+    assert.equal(push.getChild("query")!.getChild("item")!.ns, "jabber:iq:roster");
+    client.send("<iq type='get' id='r2'><query xmlns='jabber:iq:roster'/></iq>");
+    const result = await client.next((el) => el.attrs.id === "r2");
+    assert.equal(result.getChild("query")!.getChild("item")!.ns, "jabber:iq:roster");
+    assert.ok(!client.text.includes("<item xmlns='jabber:client'"));
+    client.close();
+  } finally {
+    await t.stop();
+  }
+});
