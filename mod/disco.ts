@@ -5,6 +5,7 @@
 import { createHash } from "node:crypto";
 import type { OptionSpec } from "../core/config_schema.ts";
 import type { StanzaEvent, StreamFeaturesEvent } from "../core/hosts.ts";
+import { tryParseJid } from "../core/jid.ts";
 import type { ModuleAPI } from "../core/modules.ts";
 import type { Element } from "../core/xml/element.ts";
 import { errorReply, reply } from "../core/xml/stanza.ts";
@@ -186,14 +187,35 @@ export default function disco(m: ModuleAPI): void {
     features.c("c", { xmlns: NS_CAPS, hash: "sha-1", node: CAPS_NODE, ver: currentVer() });
   });
 
-  // An account's own bare JID: the server answers on the account's behalf (XEP-0030 §3.1).
+  // An account's bare JID: the server answers on the account's behalf (XEP-0030 §3.1). An
+  // unknown account gets the router's default service-unavailable, as an offline one would.
+  const accountExists = (stanza: Element) => {
+    const to = tryParseJid(stanza.attrs.to ?? stanza.attrs.from ?? "");
+    return to?.local !== undefined && m.server.accounts.exists(m.domain, to.local);
+  };
   const accountInfo = ({ stanza, origin }: StanzaEvent) => {
+    if (!accountExists(stanza)) return false;
+    if (stanza.firstElement()?.attrs.node !== undefined) {
+      origin.send(errorReply(stanza, "item-not-found"));
+      return true;
+    }
     const answer = reply(stanza);
     const query = answer.c("query", { xmlns: NS_INFO });
     query.c("identity", { category: "account", type: "registered" });
     query.c("feature", { var: NS_INFO });
+    query.c("feature", { var: NS_ITEMS });
+    origin.send(answer);
+    return true;
+  };
+  const accountItems = ({ stanza, origin }: StanzaEvent) => {
+    if (!accountExists(stanza)) return false;
+    const answer = reply(stanza);
+    answer.c("query", { xmlns: NS_ITEMS });
     origin.send(answer);
     return true;
   };
   m.hook(`iq-get/self/${NS_INFO}:query`, accountInfo);
+  m.hook(`iq-get/bare/${NS_INFO}:query`, accountInfo);
+  m.hook(`iq-get/self/${NS_ITEMS}:query`, accountItems);
+  m.hook(`iq-get/bare/${NS_ITEMS}:query`, accountItems);
 }

@@ -155,3 +155,33 @@ Deno.test("the server's caps are in stream features and disco#info of node#ver",
     await t.stop();
   }
 });
+
+Deno.test("the server answers disco on an account's bare JID, and not for unknown ones", async () => {
+  const t = await startTestServer({ users: { alice: "pw", bob: "pw" } });
+  try {
+    const { client } = await RawClient.login(t.port, "bob", "pw");
+    client.send(
+      "<iq type='get' id='a' to='alice@localhost'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>",
+    );
+    const info = await client.next((el) => el.attrs.id === "a");
+    assert.equal(info.attrs.type, "result");
+    assert.equal(info.attrs.from, "alice@localhost");
+    const identity = info.getChild("query")!.getChild("identity")!;
+    assert.deepEqual(identity.attrs, { category: "account", type: "registered" });
+    client.send(
+      "<iq type='get' id='i' to='alice@localhost'><query xmlns='http://jabber.org/protocol/disco#items'/></iq>",
+    );
+    const items = await client.next((el) => el.attrs.id === "i");
+    assert.equal(items.attrs.type, "result");
+    assert.equal(items.getChild("query")!.elements().length, 0);
+    client.send(
+      "<iq type='get' id='n' to='nobody@localhost'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>",
+    );
+    const unknown = await client.next((el) => el.attrs.id === "n");
+    assert.equal(unknown.attrs.type, "error");
+    assert.ok(unknown.getChild("error")!.getChild("service-unavailable"));
+    client.close();
+  } finally {
+    await t.stop();
+  }
+});
