@@ -10,6 +10,16 @@ import { ScramClient } from "./scram_client.ts";
 /** Namespace of stream-level elements. */
 export const NS_STREAM = "http://etherx.jabber.org/streams";
 
+/** The stanza error condition of an error stanza (e.g. "service-unavailable"), if any. */
+export { errorCondition as conditionOf } from "../../core/xml/stanza.ts";
+
+/** A ping round trip: everything the server did for this client's earlier stanzas is done. */
+export async function roundTrip(client: RawClient): Promise<void> {
+  const id = `ping-${crypto.randomUUID()}`;
+  client.send(`<iq type='get' id='${id}' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>`);
+  await client.next((el) => el.attrs.id === id);
+}
+
 /** Options for `RawClient.connect`. */
 export interface RawClientOptions {
   /** Connect with direct TLS (XEP-0368). */

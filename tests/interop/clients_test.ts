@@ -39,10 +39,13 @@ interface ClientTarget {
  * Starts a server with a CA-signed certificate and the accounts alice and bob, runs one
  * client process against it and returns the JSON line it printed.
  */
+/** The JSON a client script printed (its shape depends on the script). */
+// deno-lint-ignore no-explicit-any
+type ClientResult = any;
+
 async function withClient(
-  // deno-lint-ignore no-explicit-any
   command: (target: ClientTarget) => [string, string[], Record<string, string>?],
-): Promise<any> {
+): Promise<ClientResult> {
   const dir = await Deno.makeTempDir({ prefix: "lilt-ca-" });
   const certs = await makeTestCa(dir, ["localhost"]);
   const t = await startTestServer({

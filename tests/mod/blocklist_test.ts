@@ -3,7 +3,7 @@
 
 import assert from "node:assert/strict";
 import type { Element } from "../../core/xml/element.ts";
-import { RawClient } from "../helpers/raw_client.ts";
+import { conditionOf, RawClient, roundTrip } from "../helpers/raw_client.ts";
 import { startTestServer, type TestServerOptions } from "../helpers/test_server.ts";
 
 const NS_BLOCKING = "urn:xmpp:blocking";
@@ -13,18 +13,6 @@ const USERS = { alice: "pw", bob: "pw", carol: "pw" };
 
 function start(options: TestServerOptions = {}) {
   return startTestServer({ modules: MODULES, users: USERS, ...options });
-}
-
-function conditionOf(stanza: Element): string | undefined {
-  return stanza.getChild("error")?.elements().find((c) => c.ns === NS_STANZAS && c.name !== "text")
-    ?.name;
-}
-
-/** A ping round trip: everything the server did for this client's earlier stanzas is done. */
-async function roundTrip(client: RawClient): Promise<void> {
-  const id = `ping-${crypto.randomUUID()}`;
-  client.send(`<iq type='get' id='${id}' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>`);
-  await client.next((el) => el.attrs.id === id);
 }
 
 /** True when the client got a stanza with this id (after a round trip of its own). */

@@ -3,19 +3,12 @@
 
 import assert from "node:assert/strict";
 import type { Element } from "../../core/xml/element.ts";
-import { RawClient } from "../helpers/raw_client.ts";
+import { RawClient, roundTrip } from "../helpers/raw_client.ts";
 import { startTestServer, type TestServer } from "../helpers/test_server.ts";
 
 const NS_CARBONS = "urn:xmpp:carbons:2";
 const NS_FORWARD = "urn:xmpp:forward:0";
 const MODULES = ["disco", "roster", "presence", "carbons"];
-
-/** A ping round trip: everything the server did for this client's earlier stanzas is done. */
-async function roundTrip(client: RawClient): Promise<void> {
-  const id = `ping-${crypto.randomUUID()}`;
-  client.send(`<iq type='get' id='${id}' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>`);
-  await client.next((el) => el.attrs.id === id);
-}
 
 async function setCarbons(client: RawClient, on: boolean): Promise<void> {
   const id = `carbons-${crypto.randomUUID()}`;

@@ -3,14 +3,13 @@
 
 import assert from "node:assert/strict";
 import type { Element } from "../../core/xml/element.ts";
-import { RawClient } from "../helpers/raw_client.ts";
+import { conditionOf, RawClient, roundTrip } from "../helpers/raw_client.ts";
 import {
   startTestServer,
   type TestServer,
   type TestServerOptions,
 } from "../helpers/test_server.ts";
 
-const NS_STANZAS = "urn:ietf:params:xml:ns:xmpp-stanzas";
 const NS_DELAY = "urn:xmpp:delay";
 const MODULES = ["disco", "roster", "presence", "offline"];
 
@@ -21,18 +20,6 @@ async function start(options: TestServerOptions = {}): Promise<TestServer> {
     ...options,
   });
   return t;
-}
-
-function conditionOf(stanza: Element): string | undefined {
-  return stanza.getChild("error")?.elements().find((c) => c.ns === NS_STANZAS && c.name !== "text")
-    ?.name;
-}
-
-/** A ping round trip: everything the server did for this client's earlier stanzas is done. */
-async function roundTrip(client: RawClient): Promise<void> {
-  const id = `ping-${crypto.randomUUID()}`;
-  client.send(`<iq type='get' id='${id}' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>`);
-  await client.next((el) => el.attrs.id === id);
 }
 
 function messages(client: RawClient): Element[] {

@@ -6,18 +6,11 @@ import type { SessionEvent } from "../../core/hosts.ts";
 import type { ModuleAPI } from "../../core/modules.ts";
 import type { Element } from "../../core/xml/element.ts";
 import type { RosterItem, Subscription } from "../../mod/roster_store.ts";
-import { RawClient } from "../helpers/raw_client.ts";
+import { RawClient, roundTrip } from "../helpers/raw_client.ts";
 import { startTestServer, type TestServer } from "../helpers/test_server.ts";
 
 const MODULES = ["disco", "ping", "roster", "presence"];
 const USERS = { alice: "pw", bob: "pw", carol: "pw", dave: "pw", eve: "pw" };
-
-/** A ping round trip: everything the server did for this client's earlier stanzas is done. */
-async function roundTrip(client: RawClient): Promise<void> {
-  const id = `ping-${crypto.randomUUID()}`;
-  client.send(`<iq type='get' id='${id}' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>`);
-  await client.next((el) => el.attrs.id === id);
-}
 
 /** Round trips in order: what the first client caused has reached all the others. */
 async function settle(...clients: RawClient[]): Promise<void> {

@@ -3,20 +3,14 @@
 
 import assert from "node:assert/strict";
 import type { Element } from "../../core/xml/element.ts";
-import { NS_STREAM, RawClient } from "../helpers/raw_client.ts";
+import { conditionOf, NS_STREAM, RawClient } from "../helpers/raw_client.ts";
 import { startTestServer, type TestServerOptions } from "../helpers/test_server.ts";
 
 const NS_REGISTER = "jabber:iq:register";
 const NS_REGISTER_FEATURE = "http://jabber.org/features/iq-register";
-const NS_STANZAS = "urn:ietf:params:xml:ns:xmpp-stanzas";
 const NS_STREAMS_ERRORS = "urn:ietf:params:xml:ns:xmpp-streams";
 const NS_SASL = "urn:ietf:params:xml:ns:xmpp-sasl";
 const MODULES = ["disco", "ping", "roster", "presence", "register"];
-
-function conditionOf(stanza: Element): string | undefined {
-  return stanza.getChild("error")?.elements().find((c) => c.ns === NS_STANZAS && c.name !== "text")
-    ?.name;
-}
 
 function hasRegisterFeature(features: Element): boolean {
   return features.getChild("register", NS_REGISTER_FEATURE) !== undefined;

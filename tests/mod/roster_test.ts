@@ -3,11 +3,10 @@
 
 import assert from "node:assert/strict";
 import type { Element } from "../../core/xml/element.ts";
-import { RawClient } from "../helpers/raw_client.ts";
+import { conditionOf, RawClient, roundTrip } from "../helpers/raw_client.ts";
 import { startTestServer, type TestServer } from "../helpers/test_server.ts";
 
 const NS_ROSTER = "jabber:iq:roster";
-const NS_STANZAS = "urn:ietf:params:xml:ns:xmpp-stanzas";
 const MODULES = ["disco", "ping", "roster", "presence"];
 const USERS = { alice: "pw", bob: "pw", carol: "pw" };
 
@@ -52,18 +51,6 @@ function presencesOf(client: RawClient, own: string): { from: string; type?: str
     .map((el) =>
       el.attrs.type ? { from: el.attrs.from, type: el.attrs.type } : { from: el.attrs.from }
     );
-}
-
-function conditionOf(stanza: Element): string | undefined {
-  return stanza.getChild("error")?.elements().find((c) => c.ns === NS_STANZAS && c.name !== "text")
-    ?.name;
-}
-
-/** A ping round trip: everything the server did for this client's earlier stanzas is done. */
-async function roundTrip(client: RawClient): Promise<void> {
-  const id = `ping-${crypto.randomUUID()}`;
-  client.send(`<iq type='get' id='${id}' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>`);
-  await client.next((el) => el.attrs.id === id);
 }
 
 /** Round trips in order: what the first client caused has reached all the others. */
