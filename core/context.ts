@@ -1,9 +1,11 @@
 // The slice of the running server that the router, sessions and modules may use. Kept as an
 // interface so core files depend on a shape, not on the server assembly (no import cycles).
 
+import type { CommandRegistry } from "./admin_commands.ts";
 import type { AccountStore } from "./auth/accounts.ts";
 import type { Config } from "./config.ts";
 import type { Host } from "./hosts.ts";
+import type { Metrics } from "./metrics.ts";
 import type { Session, SessionManager } from "./sessions.ts";
 import type { Storage } from "./storage/stores.ts";
 import type { Element } from "./xml/element.ts";
@@ -20,6 +22,10 @@ export interface ServerContext {
   readonly storage: Storage;
   /** Accounts and their SCRAM credentials. */
   readonly accounts: AccountStore;
+  /** Admin shell commands. */
+  readonly commands: CommandRegistry;
+  /** Counters for `stats show`. */
+  readonly metrics: Metrics;
   /** When the server started (ms epoch). */
   readonly startedAt: number;
   /** Routes a stanza as if it came from `origin` (RFC 6121 §8 rules). */

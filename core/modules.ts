@@ -1,6 +1,7 @@
 // The module loader and the API handed to each module. Everything a module registers
 // (hooks, disco entries, timers, unload callbacks) is tracked so unloading removes all of it.
 
+import type { CommandSpec } from "./admin_commands.ts";
 import type { OptionSpec } from "./config_schema.ts";
 import type { ServerContext } from "./context.ts";
 import type { EventHandler } from "./events.ts";
@@ -268,6 +269,16 @@ export class ModuleAPI {
     };
     this.#cleanups.push(cancel);
     return cancel;
+  }
+
+  /** Adds admin shell commands (`lilt shell SECTION NAME ...`); removed on unload. */
+  shellCommands(specs: CommandSpec[]): void {
+    this.#cleanups.push(this.server.commands.add(specs));
+  }
+
+  /** A named counter shown by `stats show` (e.g. `m.metric("offline.stored").inc()`). */
+  metric(name: string): { inc(n?: number): void } {
+    return this.server.metrics.counter(name);
   }
 
   /** Registers a callback run when the module is unloaded (before hooks are removed). */

@@ -2,12 +2,14 @@
 // listeners; and takes it apart again (reload on SIGHUP, graceful shutdown on SIGTERM).
 
 import type { Socket } from "node:net";
+import { CommandRegistry } from "./admin_commands.ts";
 import { AccountStore } from "./auth/accounts.ts";
 import { AuthThrottle } from "./auth/throttle.ts";
 import type { Config } from "./config.ts";
 import type { ServerContext } from "./context.ts";
 import { Host } from "./hosts.ts";
 import { configureLogging, getLogger } from "./log.ts";
+import { Metrics } from "./metrics.ts";
 import { ModuleManager, type ModuleTable } from "./modules.ts";
 import { C2SSession } from "./net/c2s.ts";
 import { loadOrCreateCertificate } from "./net/certificates.ts";
@@ -78,6 +80,10 @@ export class Server implements ServerContext {
   readonly modules: ModuleManager;
   readonly throttle: AuthThrottle;
   readonly startedAt = Date.now();
+  /** Admin shell commands (built-in sections and those modules add). */
+  readonly commands: CommandRegistry = new CommandRegistry();
+  /** Counters for `stats show`. */
+  readonly metrics: Metrics = new Metrics();
   tls!: TlsContexts;
   listeners: Listener[] = [];
   #hostSessions = new Map<string, HostSession>();
@@ -92,6 +98,7 @@ export class Server implements ServerContext {
       iterations: config.get<number>("scram_iterations"),
     });
     this.router = new Router(this);
+    this.router.observe((stanza) => this.metrics.counter(`stanzas.${stanza.name}`).inc());
     this.modules = new ModuleManager(this, options.modules);
     this.throttle = new AuthThrottle(this.#throttleOptions(config));
   }

@@ -516,6 +516,7 @@ export class C2SSession implements Session {
     this.#sasl = undefined;
     if (step.kind === "failure") {
       if (step.condition === "not-authorized") {
+        this.#deps.server.metrics.counter("c2s.auth_failures").inc();
         this.#deps.throttle.recordFailure(this.ip);
         const delay = this.#option<number>("auth_failure_delay") * 1000;
         log.info("Failed login from {ip} on {host}", { ip: this.ip, host: this.host });
@@ -526,6 +527,7 @@ export class C2SSession implements Session {
       return;
     }
     this.#deps.throttle.recordSuccess(this.ip);
+    this.#deps.server.metrics.counter("c2s.logins").inc();
     this.#username = step.username;
     this.authenticated = true;
     const success = new Element("success", { xmlns: NS_SASL });

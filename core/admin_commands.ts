@@ -1,0 +1,106 @@
+// The admin command registry: every command the admin shell offers (built-in sections and
+// those modules add with `m.shellCommands`) is a typed spec here. The socket server and the
+// `lilt shell` client (shell/) only transport requests to these specs and print results.
+
+import type { Server } from "./server.ts";
+
+/** What kind of value an argument takes: drives tab completion and password prompts. */
+export type ArgKind =
+  | "jid"
+  | "host"
+  | "role"
+  | "module"
+  | "password"
+  | "number"
+  | "duration"
+  | "file"
+  | "level"
+  | "text"
+  | "string";
+
+/** One positional argument of a command. */
+export interface ArgSpec {
+  name: string;
+  kind: ArgKind;
+  /** May be left out (only trailing arguments). */
+  optional?: boolean;
+  /** Takes the rest of the line (free text such as an announcement). */
+  rest?: boolean;
+}
+
+/** A table for humans (`lilt shell`) and a list of row objects for `--json`. */
+export interface TableResult {
+  columns: string[];
+  rows: (string | number | boolean | null)[][];
+}
+
+/**
+ * A command's answer: a one-line `message`, a `table`, and/or machine-readable `data`.
+ * `--json` prints `data` (or the table as row objects, or the message).
+ */
+export interface CommandResult {
+  message?: string;
+  table?: TableResult;
+  data?: unknown;
+}
+
+/** What a running command gets. */
+export interface CommandContext {
+  /** The running server (full access: this is the operator's channel). */
+  server: Server;
+  /**
+   * For streaming commands (`stream: true`): sends one event to the client. The command
+   * keeps running until `signal` aborts (client cancelled or disconnected).
+   */
+  emit(event: unknown): void;
+  /** Aborted when the client cancels the command or goes away. */
+  signal: AbortSignal;
+}
+
+/** Thrown by a command for an expected failure (bad argument, unknown user): no stack. */
+export class CommandError extends Error {}
+
+/** A shell command: `SECTION NAME ARGS...`. */
+export interface CommandSpec {
+  section: string;
+  name: string;
+  /** One line for `help SECTION`. */
+  summary: string;
+  args: ArgSpec[];
+  /** Streams events until cancelled (watch commands). */
+  stream?: boolean;
+  run(ctx: CommandContext, args: string[]): CommandResult | Promise<CommandResult>;
+}
+
+/** Sections and their commands; modules add and remove theirs at load and unload. */
+export class CommandRegistry {
+  #commands = new Map<string, CommandSpec>();
+
+  /** Adds commands; returns a function removing exactly these. */
+  add(specs: CommandSpec[]): () => void {
+    for (const spec of specs) this.#commands.set(`${spec.section} ${spec.name}`, spec);
+    return () => {
+      for (const spec of specs) {
+        const key = `${spec.section} ${spec.name}`;
+        if (this.#commands.get(key) === spec) this.#commands.delete(key);
+      }
+    };
+  }
+
+  /** The command `section name`, if any. */
+  get(section: string, name: string): CommandSpec | undefined {
+    return this.#commands.get(`${section} ${name}`);
+  }
+
+  /** All commands, sorted by section then name. */
+  list(): CommandSpec[] {
+    return [...this.#commands.values()].sort((a, b) =>
+      a.section.localeCompare(b.section) || a.name.localeCompare(b.name)
+    );
+  }
+
+  /** Section names, sorted. */
+  sections(): string[] {
+    return [...new Set(this.list().map((c) => c.section))];
+  }
+}
