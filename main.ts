@@ -1,8 +1,10 @@
 // The `lilt` command line: start the server, check the configuration, manage accounts,
 // print the version. Each command has --help.
 
+import { resolve } from "node:path";
 import { parseArgs } from "node:util";
 import { AccountStore } from "./core/auth/accounts.ts";
+import { checkRoleConfig } from "./core/auth/roles.ts";
 import { type Config, formatProblem, loadConfig } from "./core/config.ts";
 import type { OptionSpec } from "./core/config_schema.ts";
 import { JidError, parseJid } from "./core/jid.ts";
@@ -11,8 +13,14 @@ import { Server } from "./core/server.ts";
 import { LILT_VERSION } from "./core/version.ts";
 import { Database } from "./core/storage/database.ts";
 import { Storage } from "./core/storage/stores.ts";
+import { backupDatabase, isServerRunning, restoreDatabase } from "./core/storage/backup.ts";
 import { builtinModules } from "./mod/builtin.ts";
+import { type AdminSocket, startAdminSocket } from "./shell/admin_socket.ts";
+import { runShell } from "./shell/client.ts";
 import { promptSecret } from "./shell/prompt.ts";
+import { reloadConfiguration } from "./shell/reload.ts";
+import { builtinSections } from "./shell/sections/all.ts";
+import { setShutdownHandler } from "./shell/sections/server.ts";
 
 const VERSION = LILT_VERSION;
 
@@ -23,9 +31,13 @@ Usage: lilt COMMAND [OPTIONS]
 
 Commands:
   start [-c FILE]                 run the server
+  shell [SECTION COMMAND ARGS...] [--json] [-c FILE]
+                                  admin shell of the running server (REPL without a command)
   check config [-c FILE]          validate the configuration file
   user add|passwd|del JID [-c FILE]
                                   manage accounts (works while the server runs)
+  backup FILE [-c FILE]           write a verified snapshot of the store (works while it runs)
+  restore FILE [-c FILE]          replace the store with a backup (server stopped)
   version                         print the version
 
 Every command accepts --help. Without -c, the configuration is read from $LILT_CONFIG,
@@ -34,6 +46,20 @@ Every command accepts --help. Without -c, the configuration is read from $LILT_C
 
 Runs the server in the foreground. SIGHUP reloads the configuration; SIGTERM and SIGINT
 close every stream with <system-shutdown/> and exit.`,
+  shell: `Usage: lilt shell [-c FILE]
+       lilt shell SECTION COMMAND [ARGS...] [--json] [-c FILE]
+
+Talks to the running server over its admin socket (option admin_socket, default
+<data_dir>/lilt.sock; only the server's user and root may connect).
+
+Without a command: an interactive shell with history (<data_dir>/.shell_history), tab
+completion of sections, commands, JIDs and hosts, 'help', 'help SECTION' and 'exit'.
+With a command: runs it, prints the message or table (or JSON with --json) and exits 0 on
+success, 1 on failure (the error goes to stderr). Passwords are prompted for without echo,
+or read from standard input when it is not a terminal. Streaming commands (watch ...) print
+one line per event until Ctrl-C, SIGTERM or the end of standard input.
+
+Quote arguments with spaces: lilt shell announce online localhost "Back in 5 minutes"`,
   check: `Usage: lilt check config [-c FILE]
 
 Validates the configuration. Prints one 'file:line: severity: message' line per problem and
@@ -45,6 +71,17 @@ exits 1 when there are errors (warnings alone exit 0).`,
 add creates an account, passwd changes its password, del deletes it and its data.
 The password is prompted for without echo on a terminal, or read from the first line of
 standard input otherwise (for scripts). Works while the server runs.`,
+  backup: `Usage: lilt backup FILE [-c FILE]
+
+Writes a consistent snapshot of the store to FILE while the server keeps serving (it reads
+the database file directly). The copy is written under a temporary name, checked with
+PRAGMA integrity_check and renamed into place. Prints nothing on success; on failure one
+line on stderr and exit status 1, so a cron job mails only problems.`,
+  restore: `Usage: lilt restore FILE [-c FILE]
+
+Replaces the store with the backup FILE. Refuses while the server runs (its admin socket
+answers). FILE is verified first (integrity check and Lilt schema); the current store and
+its -wal/-shm files are kept aside as <store>.replaced-<timestamp>.`,
   version: `Usage: lilt version
 
 Prints the version of Lilt and of the Deno runtime.`,
@@ -80,8 +117,9 @@ async function defaultConfigPath(): Promise<string> {
 async function readConfig(path: string | undefined): Promise<Config | undefined> {
   const file = path ?? await defaultConfigPath();
   const { config, problems } = loadConfig(file, { moduleOptions: moduleOptions() });
-  for (const problem of problems) console.error(formatProblem(problem));
-  return config;
+  const roleProblems = config ? checkRoleConfig(config) : [];
+  for (const problem of [...problems, ...roleProblems]) console.error(formatProblem(problem));
+  return roleProblems.some((p) => p.severity === "error") ? undefined : config;
 }
 
 function parse(args: string[]) {
@@ -107,6 +145,15 @@ async function cmdStart(args: string[]): Promise<number> {
     console.error(`lilt: cannot start: ${(error as Error).message}`);
     return 1;
   }
+  server.commands.add(builtinSections());
+  let admin: AdminSocket;
+  try {
+    admin = await startAdminSocket(server, adminSocketPath(config));
+  } catch (error) {
+    await server.shutdown();
+    console.error(`lilt: cannot start: ${(error as Error).message}`);
+    return 1;
+  }
   const log = getLogger("main");
   // Last line of defence: a bug in one code path is logged, it does not stop the server.
   globalThis.addEventListener("unhandledrejection", (event) => {
@@ -117,34 +164,63 @@ async function cmdStart(args: string[]): Promise<number> {
     event.preventDefault();
     log.error("Uncaught exception: {error}", { error: event.error });
   });
-  const configPath = config.file;
-  let reloading = false;
-  Deno.addSignalListener("SIGHUP", async () => {
-    if (reloading) return;
-    reloading = true;
-    try {
-      const { config: next, problems } = loadConfig(configPath, { moduleOptions: moduleOptions() });
-      for (const problem of problems) log.warn("{problem}", { problem: formatProblem(problem) });
-      if (next) await server.reload(next);
-      else log.error("Configuration has errors; keeping the running configuration");
-    } catch (error) {
-      log.error("Reload failed: {error}", { error });
-    } finally {
-      reloading = false;
-    }
-  });
-  const stop = async () => {
+  // The same path as the shell's `config reload`: problems and failures are logged there.
+  Deno.addSignalListener("SIGHUP", () => void reloadConfiguration(server));
+  const stop = async (reason?: string) => {
     log.info("Shutting down");
-    await server.shutdown();
+    await admin.close();
+    await server.shutdown(reason);
     Deno.exit(0);
   };
-  Deno.addSignalListener("SIGTERM", stop);
-  Deno.addSignalListener("SIGINT", stop);
+  // `server shutdown` in the admin shell ends the process the same way a signal does.
+  setShutdownHandler((_server, reason) => stop(reason));
+  Deno.addSignalListener("SIGTERM", () => void stop());
+  Deno.addSignalListener("SIGINT", () => void stop());
   const ports = server.listeners.map((l) => `${l.kind} ${l.host}:${l.port}`).join(", ");
   console.error(`lilt: serving ${config.hosts.map((h) => h.domain).join(", ")} (${ports})`);
   // Keep running until a signal arrives.
   await new Promise(() => {});
   return 0;
+}
+
+/** The admin socket's absolute path: option admin_socket, relative to data_dir. */
+function adminSocketPath(config: Config): string {
+  return resolve(config.dataDir, config.get<string>("admin_socket") ?? "lilt.sock");
+}
+
+/**
+ * Splits `lilt shell` arguments: -c/--config, --json and --help are ours; everything else
+ * (including options such as `--with` meant for a command) is the command line. `--` ends
+ * our options.
+ */
+function parseShellArgs(args: string[]) {
+  const result = { config: undefined as string | undefined, json: false, help: false };
+  const command: string[] = [];
+  for (let i = 0; i < args.length; i++) {
+    const arg = args[i];
+    if (arg === "--") {
+      command.push(...args.slice(i + 1));
+      break;
+    } else if (arg === "-c" || arg === "--config") result.config = args[++i];
+    else if (arg.startsWith("--config=")) result.config = arg.slice("--config=".length);
+    else if (arg === "--json") result.json = true;
+    else if (arg === "-h" || arg === "--help") result.help = true;
+    else command.push(arg);
+  }
+  return { ...result, command };
+}
+
+async function cmdShell(args: string[]): Promise<number> {
+  const { config: file, json, help: wantsHelp, command } = parseShellArgs(args);
+  if (wantsHelp) return help("shell");
+  const config = await readConfig(file);
+  if (!config) return 1;
+  return await runShell({
+    socketPath: adminSocketPath(config),
+    historyPath: resolve(config.dataDir, ".shell_history"),
+    command,
+    json,
+  });
 }
 
 async function cmdCheck(args: string[]): Promise<number> {
@@ -154,6 +230,9 @@ async function cmdCheck(args: string[]): Promise<number> {
   const { config, problems } = loadConfig(file, { moduleOptions: moduleOptions() });
   for (const problem of problems) console.error(formatProblem(problem));
   if (!config) return 1;
+  const roleProblems = checkRoleConfig(config);
+  for (const problem of roleProblems) console.error(formatProblem(problem));
+  if (roleProblems.some((p) => p.severity === "error")) return 1;
   const available = Object.keys(builtinModules).sort().join(", ");
   let errors = 0;
   const report = (line: number | undefined, message: string) => {
@@ -255,6 +334,46 @@ async function cmdUser(args: string[]): Promise<number> {
   }
 }
 
+async function cmdBackup(args: string[]): Promise<number> {
+  const { values, positionals } = parse(args);
+  if (values.help) return help("backup");
+  if (positionals.length !== 1) return help("backup", true);
+  const config = await readConfig(values.config);
+  if (!config) return 1;
+  try {
+    await backupDatabase(config.storage.path, positionals[0]);
+  } catch (error) {
+    console.error(`lilt: backup failed: ${(error as Error).message}`);
+    return 1;
+  }
+  return 0;
+}
+
+async function cmdRestore(args: string[]): Promise<number> {
+  const { values, positionals } = parse(args);
+  if (values.help) return help("restore");
+  if (positionals.length !== 1) return help("restore", true);
+  const config = await readConfig(values.config);
+  if (!config) return 1;
+  const socket = adminSocketPath(config);
+  if (await isServerRunning(socket)) {
+    console.error(
+      `lilt: cannot restore while the server is running (its admin socket ${socket} answers); ` +
+        "stop it first",
+    );
+    return 1;
+  }
+  try {
+    const { replacedPath } = await restoreDatabase(positionals[0], config.storage.path);
+    const kept = replacedPath ? `; the previous store is at ${replacedPath}` : "";
+    console.log(`Restored ${positionals[0]} into ${config.storage.path}${kept}`);
+  } catch (error) {
+    console.error(`lilt: restore failed: ${(error as Error).message}`);
+    return 1;
+  }
+  return 0;
+}
+
 function cmdVersion(args: string[]): number {
   if (parse(args).values.help) return help("version");
   console.log(`lilt ${VERSION} (deno ${Deno.version.deno})`);
@@ -272,10 +391,16 @@ export async function main(args: string[]): Promise<number> {
   switch (command) {
     case "start":
       return await cmdStart(rest);
+    case "shell":
+      return await cmdShell(rest);
     case "check":
       return await cmdCheck(rest);
     case "user":
       return await cmdUser(rest);
+    case "backup":
+      return await cmdBackup(rest);
+    case "restore":
+      return await cmdRestore(rest);
     case "version":
     case "--version":
       return cmdVersion(rest);

@@ -72,29 +72,42 @@ export interface CommandSpec {
   run(ctx: CommandContext, args: string[]): CommandResult | Promise<CommandResult>;
 }
 
-/** Sections and their commands; modules add and remove theirs at load and unload. */
+/**
+ * Sections and their commands; modules add and remove theirs at load and unload. A module
+ * loaded on several hosts registers the same commands once per host: the command stays
+ * available until the last of them is removed.
+ */
 export class CommandRegistry {
-  #commands = new Map<string, CommandSpec>();
+  #commands = new Map<string, CommandSpec[]>();
 
-  /** Adds commands; returns a function removing exactly these. */
+  /** Adds commands; returns a function removing exactly these registrations. */
   add(specs: CommandSpec[]): () => void {
-    for (const spec of specs) this.#commands.set(`${spec.section} ${spec.name}`, spec);
+    for (const spec of specs) {
+      const key = `${spec.section} ${spec.name}`;
+      const list = this.#commands.get(key) ?? [];
+      list.push(spec);
+      this.#commands.set(key, list);
+    }
     return () => {
       for (const spec of specs) {
         const key = `${spec.section} ${spec.name}`;
-        if (this.#commands.get(key) === spec) this.#commands.delete(key);
+        const list = this.#commands.get(key);
+        const index = list?.lastIndexOf(spec) ?? -1;
+        if (index < 0) continue;
+        list!.splice(index, 1);
+        if (list!.length === 0) this.#commands.delete(key);
       }
     };
   }
 
-  /** The command `section name`, if any. */
+  /** The command `section name`, if any (the latest registration). */
   get(section: string, name: string): CommandSpec | undefined {
-    return this.#commands.get(`${section} ${name}`);
+    return this.#commands.get(`${section} ${name}`)?.at(-1);
   }
 
   /** All commands, sorted by section then name. */
   list(): CommandSpec[] {
-    return [...this.#commands.values()].sort((a, b) =>
+    return [...this.#commands.values()].map((list) => list.at(-1)!).sort((a, b) =>
       a.section.localeCompare(b.section) || a.name.localeCompare(b.name)
     );
   }

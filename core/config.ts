@@ -629,6 +629,24 @@ class Validator {
           return fail(`option '${name}' must be a table, found ${describe(value)}`);
         }
         break;
+      case "table[]": {
+        // A list of tables, or one table of named tables (its reader checks the contents).
+        if (isTable(value)) break;
+        if (!Array.isArray(value)) {
+          return fail(`option '${name}' must be a list of tables, found ${describe(value)}`);
+        }
+        for (let i = 0; i < value.length; i++) {
+          if (!isTable(value[i])) {
+            return fail(
+              `option '${name}' must be a list of tables, found ${
+                describe(value[i])
+              } at index ${i}`,
+              [...path, i],
+            );
+          }
+        }
+        break;
+      }
     }
     if (typeof value === "string") {
       const message = spec.check?.(value, name);

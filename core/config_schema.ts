@@ -4,7 +4,7 @@
 import { isIPv4, isIPv6 } from "node:net";
 import { parseJid } from "./jid.ts";
 
-/** The value types an option can have. */
+/** The value types an option can have ("table[]": a list of tables its reader checks). */
 export type OptionType =
   | "string"
   | "integer"
@@ -12,7 +12,8 @@ export type OptionType =
   | "boolean"
   | "string[]"
   | "enum"
-  | "table";
+  | "table"
+  | "table[]";
 
 /** Describes one option: its type, default, bounds and where it may be set. */
 export interface OptionSpec {
@@ -105,6 +106,12 @@ export const GLOBAL_OPTIONS: Record<string, OptionSpec> = {
     scope: "global",
     path: true,
     description: "Folder for the database, admin socket and generated certificates",
+  },
+  admin_socket: {
+    type: "string",
+    default: "lilt.sock",
+    scope: "global",
+    description: "Path of the admin shell's Unix socket (mode 0600), relative to data_dir",
   },
   c2s_interfaces: {
     type: "string[]",
@@ -252,6 +259,23 @@ export const HOST_OPTIONS: Record<string, OptionSpec> = {
     scope: "host",
     description: "PBKDF2 iterations for new SCRAM credentials",
   },
+  deletion_grace_period: {
+    type: "integer",
+    default: 604800,
+    min: 0,
+    max: 31536000,
+    scope: "host",
+    description:
+      "Seconds a deleted account stays restorable (disabled, data kept) before it is purged; 0 = at once",
+  },
+  tombstone_period: {
+    type: "integer",
+    default: 2592000,
+    min: 0,
+    max: 315360000,
+    scope: "host",
+    description: "Seconds a purged account's name cannot be registered or created again",
+  },
   auth_failure_delay: {
     type: "number",
     default: 1,
@@ -259,6 +283,34 @@ export const HOST_OPTIONS: Record<string, OptionSpec> = {
     max: 10,
     scope: "host",
     description: "Seconds to wait before answering a failed authentication",
+  },
+  default_user_role: {
+    type: "string",
+    default: "registered",
+    scope: "host",
+    description:
+      "Role of accounts with no role of their own (guest, registered, member, admin, operator or a custom role)",
+  },
+  custom_roles: {
+    type: "table[]",
+    default: [],
+    scope: "host",
+    description:
+      "Extra roles: a list of { name, inherits, permissions = [...] } tables; a host's list replaces the global one",
+  },
+  add_permissions: {
+    type: "table",
+    default: {},
+    scope: "host",
+    description:
+      'Actions granted to roles on top of their defaults, e.g. { member = ["lilt:announce"] }',
+  },
+  remove_permissions: {
+    type: "table",
+    default: {},
+    scope: "host",
+    description:
+      'Actions taken away from roles (and the roles inheriting them), e.g. { member = ["lilt:upload-file"] }',
   },
   certificate: {
     type: "string",

@@ -2,10 +2,12 @@
 // (hooks, disco entries, timers, unload callbacks) is tracked so unloading removes all of it.
 
 import type { CommandSpec } from "./admin_commands.ts";
+import { roleModelFor } from "./auth/roles.ts";
 import type { OptionSpec } from "./config_schema.ts";
 import type { ServerContext } from "./context.ts";
 import type { EventHandler } from "./events.ts";
 import type { DiscoIdentity, Host, HostEvents } from "./hosts.ts";
+import type { JID } from "./jid.ts";
 import { getLogger } from "./log.ts";
 import type { ArchiveStore, KeyValueStore, MapStore } from "./storage/stores.ts";
 import { Element } from "./xml/element.ts";
@@ -274,6 +276,15 @@ export class ModuleAPI {
   /** Adds admin shell commands (`lilt shell SECTION NAME ...`); removed on unload. */
   shellCommands(specs: CommandSpec[]): void {
     this.#cleanups.push(this.server.commands.add(specs));
+  }
+
+  /**
+   * Whether an actor may perform an action on this host (core/auth/roles.ts): a JID's role
+   * comes from `admins`, its stored role or `default_user_role`; "operator" is the admin shell.
+   * Remote JIDs, unknown and disabled accounts are guests.
+   */
+  may(action: string, actor: JID | "operator"): boolean {
+    return roleModelFor(this.server, this.domain).may(action, actor);
   }
 
   /** A named counter shown by `stats show` (e.g. `m.metric("offline.stored").inc()`). */

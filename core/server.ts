@@ -3,6 +3,7 @@
 
 import type { Socket } from "node:net";
 import { CommandRegistry } from "./admin_commands.ts";
+import { startAccountMaintenance } from "./auth/account_lifecycle.ts";
 import { AccountStore } from "./auth/accounts.ts";
 import { AuthThrottle } from "./auth/throttle.ts";
 import type { Config } from "./config.ts";
@@ -88,6 +89,7 @@ export class Server implements ServerContext {
   listeners: Listener[] = [];
   #hostSessions = new Map<string, HostSession>();
   #sweeper: ReturnType<typeof setInterval> | undefined;
+  #stopMaintenance: (() => void) | undefined;
   #stopping = false;
 
   private constructor(config: Config, database: Database, options: ServerOptions) {
@@ -139,6 +141,8 @@ export class Server implements ServerContext {
       this.listeners.push(await listen("c2s_direct_tls", address, (s) => this.#accept(s, true)));
     }
     this.#startSweeper();
+    // Purges accounts whose deletion grace period is over: at start, then daily.
+    this.#stopMaintenance = startAccountMaintenance(this);
     for (const l of this.listeners) {
       log.info("Listening for {kind} on {host}:{port}", {
         kind: l.kind,
@@ -330,6 +334,7 @@ export class Server implements ServerContext {
     for (const session of sessions) session.destroy?.();
     await closing;
     for (const host of this.hosts.values()) this.modules.unloadAll(host);
+    this.#stopMaintenance?.();
     this.database.close();
     log.info("Server stopped");
   }

@@ -1,6 +1,7 @@
 // The table of modules shipped with Lilt: the names operators list in `modules = [...]`.
 
 import type { ModuleTable } from "../core/modules.ts";
+import * as announce from "./announce.ts";
 import * as blocklist from "./blocklist.ts";
 import * as carbons from "./carbons.ts";
 import * as contact_info from "./contact_info.ts";
@@ -18,6 +19,7 @@ import * as version from "./version.ts";
 
 /** Built-in modules by name. */
 export const builtinModules: ModuleTable = {
+  announce,
   blocklist,
   carbons,
   contact_info,

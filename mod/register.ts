@@ -2,7 +2,12 @@
 // it, throttled per address), and password change and account removal for logged-in users.
 
 import { BlockList, isIPv4, isIPv6 } from "node:net";
-import { AccountExistsError, AccountNotFoundError } from "../core/auth/accounts.ts";
+import { deleteAccount } from "../core/auth/account_lifecycle.ts";
+import {
+  AccountExistsError,
+  AccountNotFoundError,
+  AccountTombstonedError,
+} from "../core/auth/accounts.ts";
 import { PasswordPrepError } from "../core/auth/saslprep.ts";
 import type { OptionSpec } from "../core/config_schema.ts";
 import type { StanzaEvent } from "../core/hosts.ts";
@@ -339,7 +344,7 @@ export default function register(m: ModuleAPI): void {
       await accounts.create(m.domain, username, password);
     } catch (error) {
       undo();
-      if (error instanceof AccountExistsError) {
+      if (error instanceof AccountExistsError || error instanceof AccountTombstonedError) {
         fail("conflict", { text: "This username is already taken" });
       } else if (error instanceof PasswordPrepError) {
         fail("not-acceptable", { text: `The password cannot be used: ${error.message}` });
@@ -402,16 +407,19 @@ export default function register(m: ModuleAPI): void {
     return changePassword(stanza, origin, username, query);
   }
 
-  /** §3.2: delete the account and its data, answer, then close every session of the account. */
+  /**
+   * §3.2: answer, then delete the account like an operator's `user delete` does: with the
+   * host's `deletion_grace_period` it is disabled and purged later (restorable until then),
+   * with 0 it is purged at once. Every session of the account is closed.
+   */
   function removeAccount(stanza: Element, origin: Session, username: string): void {
-    m.server.accounts.delete(m.domain, username);
     origin.send(reply(stanza));
-    for (const session of m.server.sessions.userSessions(m.domain, username)) {
-      session.close("not-authorized", "The account was deleted");
-    }
-    // After the sessions are gone, so that nothing their unbinding stores is left behind.
-    m.server.storage.deleteUser(m.domain, username);
-    m.log.info("Account {user}@{host} removed in-band", { user: username, host: m.domain });
+    const outcome = deleteAccount(m.server, m.domain, username);
+    m.log.info("Account {user}@{host} removed in-band ({state})", {
+      user: username,
+      host: m.domain,
+      state: outcome.state,
+    });
   }
 
   /** §3.3: a new password for the sender's own account. */

@@ -37,6 +37,51 @@ export interface AccountStoreOptions {
 export class AccountExistsError extends Error {}
 /** An operation needed an account that does not exist. */
 export class AccountNotFoundError extends Error {}
+/** `create` found the name held by a tombstone (a recently purged account). */
+export class AccountTombstonedError extends Error {}
+
+/** One account with its lifecycle state, for listings. */
+export interface AccountInfo {
+  /** The username (JID localpart). */
+  username: string;
+  /** When it was created (ms since the epoch). */
+  createdAt: number;
+  /** Login refused (set by `disable`, and while a deletion is pending). */
+  disabled: boolean;
+  /** When a pending deletion was requested (ms), or undefined. */
+  deletedAt?: number;
+  /** Last successful authentication (ms), or undefined. */
+  lastLogin?: number;
+  /** Last session end (ms), or undefined. */
+  lastLogout?: number;
+}
+
+/** One line of a bulk import (`createMany`). */
+export interface NewAccount {
+  username: string;
+  password: string;
+}
+
+/** What `createMany` did: created names, and the others with the reason each was skipped. */
+export interface CreateManyResult {
+  created: string[];
+  failed: { username: string; reason: string }[];
+}
+
+/** Options for `createMany`. */
+export interface CreateManyOptions {
+  /** Accounts hashed concurrently per batch (default 64; PBKDF2 runs off the main thread). */
+  batchSize?: number;
+}
+
+interface AccountRow {
+  user: string;
+  created_ms: number;
+  disabled: number;
+  deleted_ms: number | null;
+  last_login_ms: number | null;
+  last_logout_ms: number | null;
+}
 
 interface CredentialRow {
   salt: Uint8Array;
@@ -82,23 +127,69 @@ export class AccountStore {
     this.#iterations = n;
   }
 
-  /** Creates an account; throws `AccountExistsError` when it exists, `PasswordPrepError` for a bad password. */
+  /**
+   * Creates an account; throws `AccountExistsError` when it exists, `AccountTombstonedError`
+   * while a purged account's tombstone holds the name, `PasswordPrepError` for a bad password.
+   */
   async create(host: string, username: string, password: string): Promise<void> {
     checkNames(host, username);
     const prepared = preparePassword(password);
     if (this.exists(host, username)) throw existsError(host, username);
+    this.#checkTombstone(host, username);
     const credentials = await this.#derive(prepared);
     const database = this.#database;
     database.transaction(() => {
-      const inserted = database
-        .prepare(
-          "INSERT INTO accounts (host, user, created_ms) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
-        )
-        .run(host, username, Date.now());
       // Another process may have created it while PBKDF2 ran.
-      if (inserted.changes === 0) throw existsError(host, username);
+      if (!this.#insertAccount(host, username)) throw existsError(host, username);
       this.#writeCredentials(host, username, credentials);
     });
+  }
+
+  /**
+   * Creates many accounts at once (provisioning, migrations): passwords are hashed in
+   * concurrent batches, then every account is inserted in one transaction. Existing,
+   * tombstoned, duplicate or invalid entries are skipped and reported, never fatal.
+   */
+  async createMany(
+    host: string,
+    accounts: NewAccount[],
+    options: CreateManyOptions = {},
+  ): Promise<CreateManyResult> {
+    if (host === "") throw new TypeError("Expected a non-empty host, found ''");
+    const batchSize = options.batchSize ?? 64;
+    const failed: CreateManyResult["failed"] = [];
+    const pending: { username: string; prepared: string }[] = [];
+    const seen = new Set<string>();
+    for (const { username, password } of accounts) {
+      try {
+        checkNames(host, username);
+        if (seen.has(username)) throw new Error(`'${username}@${host}' is listed twice`);
+        seen.add(username);
+        if (this.exists(host, username)) throw existsError(host, username);
+        this.#checkTombstone(host, username);
+        pending.push({ username, prepared: preparePassword(password) });
+      } catch (error) {
+        failed.push({ username, reason: (error as Error).message });
+      }
+    }
+    const derived: { username: string; credentials: Record<ScramHash, ScramCredentials> }[] = [];
+    for (let i = 0; i < pending.length; i += batchSize) {
+      const batch = pending.slice(i, i + batchSize);
+      const results = await Promise.all(batch.map((p) => this.#derive(p.prepared)));
+      batch.forEach((p, j) => derived.push({ username: p.username, credentials: results[j] }));
+    }
+    const created: string[] = [];
+    this.#database.transaction(() => {
+      for (const { username, credentials } of derived) {
+        if (!this.#insertAccount(host, username)) {
+          failed.push({ username, reason: existsError(host, username).message });
+          continue;
+        }
+        this.#writeCredentials(host, username, credentials);
+        created.push(username);
+      }
+    });
+    return { created, failed };
   }
 
   /** Replaces an account's password; throws `AccountNotFoundError` when it does not exist. */
@@ -162,6 +253,134 @@ export class AccountStore {
     });
   }
 
+  /** Refuses login to an account (its state is kept); throws `AccountNotFoundError`. */
+  disable(host: string, username: string): void {
+    this.#update(host, username, "disabled = 1");
+  }
+
+  /** Allows login again; throws `AccountNotFoundError`. A pending deletion stays pending. */
+  enable(host: string, username: string): void {
+    this.#update(host, username, "disabled = 0");
+  }
+
+  /** Whether login is refused (disabled, or deletion pending); false for a missing account. */
+  isDisabled(host: string, username: string): boolean {
+    const row = this.#database
+      .prepare("SELECT disabled FROM accounts WHERE host = ? AND user = ?")
+      .get(host, username) as { disabled: number } | undefined;
+    return row !== undefined && row.disabled !== 0;
+  }
+
+  /**
+   * Starts a deletion with grace period: the account is disabled and stamped with `when`,
+   * its data kept until `purge`. Throws `AccountNotFoundError`.
+   */
+  markDeleted(host: string, username: string, when: number = Date.now()): void {
+    this.#update(host, username, "disabled = 1, deleted_ms = ?", when);
+  }
+
+  /** Cancels a pending deletion and enables the account; false when none was pending. */
+  unmarkDeleted(host: string, username: string): boolean {
+    return this.#database
+      .prepare(
+        "UPDATE accounts SET disabled = 0, deleted_ms = NULL " +
+          "WHERE host = ? AND user = ? AND deleted_ms IS NOT NULL",
+      )
+      .run(host, username).changes > 0;
+  }
+
+  /** When the account's pending deletion was requested (ms), or undefined. */
+  deletedAt(host: string, username: string): number | undefined {
+    const row = this.#database
+      .prepare("SELECT deleted_ms FROM accounts WHERE host = ? AND user = ?")
+      .get(host, username) as { deleted_ms: number | null } | undefined;
+    return row?.deleted_ms ?? undefined;
+  }
+
+  /** Usernames of `host` whose deletion was requested at or before `cutoff` (ms), sorted. */
+  deletedBefore(host: string, cutoff: number): string[] {
+    const rows = this.#database
+      .prepare(
+        "SELECT user FROM accounts WHERE host = ? AND deleted_ms IS NOT NULL " +
+          "AND deleted_ms <= ? ORDER BY user",
+      )
+      .all(host, cutoff) as { user: string }[];
+    return rows.map((row) => row.user);
+  }
+
+  /**
+   * Removes an account for good and leaves a tombstone holding its name until `tombstoneUntil`
+   * (ms; nothing when it is not in the future). Stored data is the caller's (`Storage.deleteUser`).
+   */
+  purge(host: string, username: string, tombstoneUntil: number): boolean {
+    return this.#database.transaction(() => {
+      const removed = this.delete(host, username);
+      const now = Date.now();
+      if (tombstoneUntil > now) {
+        this.#database
+          .prepare(
+            "INSERT INTO account_tombstones (host, user, deleted_ms, expires_ms) " +
+              "VALUES (?, ?, ?, ?) ON CONFLICT DO UPDATE SET " +
+              "deleted_ms = excluded.deleted_ms, expires_ms = excluded.expires_ms",
+          )
+          .run(host, username, now, tombstoneUntil);
+      }
+      return removed;
+    });
+  }
+
+  /** Until when (ms) a tombstone holds `username`, or undefined when the name is free. */
+  tombstoneUntil(host: string, username: string, now: number = Date.now()): number | undefined {
+    const row = this.#database
+      .prepare(
+        "SELECT expires_ms FROM account_tombstones WHERE host = ? AND user = ? AND expires_ms > ?",
+      )
+      .get(host, username, now) as { expires_ms: number } | undefined;
+    return row?.expires_ms;
+  }
+
+  /** Forgets tombstones that expired by `now`; returns how many. */
+  dropExpiredTombstones(now: number = Date.now()): number {
+    return Number(
+      this.#database.prepare("DELETE FROM account_tombstones WHERE expires_ms <= ?").run(now)
+        .changes,
+    );
+  }
+
+  /** Records a successful login (for `user activity` and `list_inactive`). */
+  touchLogin(host: string, username: string, when: number = Date.now()): void {
+    this.#database.prepare("UPDATE accounts SET last_login_ms = ? WHERE host = ? AND user = ?")
+      .run(when, host, username);
+  }
+
+  /** Records the end of a session. */
+  touchLogout(host: string, username: string, when: number = Date.now()): void {
+    this.#database.prepare("UPDATE accounts SET last_logout_ms = ? WHERE host = ? AND user = ?")
+      .run(when, host, username);
+  }
+
+  /** One account with its lifecycle state, or undefined. */
+  info(host: string, username: string): AccountInfo | undefined {
+    const row = this.#database
+      .prepare(
+        "SELECT user, created_ms, disabled, deleted_ms, last_login_ms, last_logout_ms " +
+          "FROM accounts WHERE host = ? AND user = ?",
+      )
+      .get(host, username) as AccountRow | undefined;
+    return row && toInfo(row);
+  }
+
+  /** Every account of `host` with its lifecycle state, sorted by username. */
+  listInfo(host: string): AccountInfo[] {
+    const rows = this.#database
+      .prepare(
+        "SELECT user, created_ms, disabled, deleted_ms, last_login_ms, last_logout_ms " +
+          "FROM accounts WHERE host = ? ORDER BY user",
+      )
+      .all(host) as unknown as AccountRow[];
+    return rows.map(toInfo);
+  }
+
   /** Whether the account exists. */
   exists(host: string, username: string): boolean {
     return this.#database.prepare("SELECT 1 FROM accounts WHERE host = ? AND user = ?")
@@ -221,6 +440,30 @@ export class AccountStore {
     return false;
   }
 
+  #insertAccount(host: string, username: string): boolean {
+    return this.#database
+      .prepare(
+        "INSERT INTO accounts (host, user, created_ms) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
+      )
+      .run(host, username, Date.now()).changes > 0;
+  }
+
+  #checkTombstone(host: string, username: string): void {
+    const until = this.tombstoneUntil(host, username);
+    if (until === undefined) return;
+    throw new AccountTombstonedError(
+      `Cannot create account '${username}@${host}': the name belonged to a deleted account ` +
+        `and is reserved until ${new Date(until).toISOString()}`,
+    );
+  }
+
+  #update(host: string, username: string, set: string, ...values: (number | string)[]): void {
+    const changed = this.#database
+      .prepare(`UPDATE accounts SET ${set} WHERE host = ? AND user = ?`)
+      .run(...values, host, username).changes;
+    if (changed === 0) throw notFoundError(host, username);
+  }
+
   async #derive(prepared: string): Promise<Record<ScramHash, ScramCredentials>> {
     const iterations = this.#iterations;
     const [sha256, sha1] = await Promise.all([
@@ -255,6 +498,17 @@ export class AccountStore {
 function checkNames(host: string, username: string): void {
   if (host === "") throw new TypeError("Expected a non-empty host, found ''");
   if (username === "") throw new TypeError("Expected a non-empty username, found ''");
+}
+
+function toInfo(row: AccountRow): AccountInfo {
+  return {
+    username: row.user,
+    createdAt: row.created_ms,
+    disabled: row.disabled !== 0,
+    deletedAt: row.deleted_ms ?? undefined,
+    lastLogin: row.last_login_ms ?? undefined,
+    lastLogout: row.last_logout_ms ?? undefined,
+  };
 }
 
 function existsError(host: string, username: string): AccountExistsError {

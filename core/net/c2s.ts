@@ -234,6 +234,7 @@ export class C2SSession implements Session {
     if (wasBound) {
       const host = server.hosts.get(this.host);
       if (host) host.events.fire("resource-unbind", { session: this, host });
+      server.accounts.touchLogout(this.host, this.jid!.local!);
       log.info("Session {id} for {jid} ended", { id: this.id, jid: this.jid!.toString() });
     }
   }
@@ -420,6 +421,7 @@ export class C2SSession implements Session {
       secure: this.secure,
       allowPlainInsecure: this.#option<boolean>("allow_unencrypted_plain_auth"),
       accounts: server.accounts,
+      isDisabled: (username) => server.accounts.isDisabled(this.host, username),
       channelBinding: binding ? { type: "tls-server-end-point", data: binding } : undefined,
       rejectChannelBindingDowngrade: this.#option<boolean>("sasl_reject_channel_binding_downgrade"),
       prepUsername: (raw) => {
@@ -530,6 +532,7 @@ export class C2SSession implements Session {
     this.#deps.server.metrics.counter("c2s.logins").inc();
     this.#username = step.username;
     this.authenticated = true;
+    this.#deps.server.accounts.touchLogin(this.host, step.username);
     const success = new Element("success", { xmlns: NS_SASL });
     if (step.data && step.data.length > 0) success.t(toBase64(step.data));
     this.#write(serialize(success, NS_CLIENT));
@@ -557,6 +560,10 @@ export class C2SSession implements Session {
     }
     if (!server.accounts.exists(this.host, this.#username!)) {
       this.close("not-authorized", "The account no longer exists");
+      return;
+    }
+    if (server.accounts.isDisabled(this.host, this.#username!)) {
+      this.close("not-authorized", "Account disabled");
       return;
     }
     const result = server.sessions.bind(this, jid);

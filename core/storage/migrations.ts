@@ -78,6 +78,28 @@ export const MIGRATIONS: readonly Migration[] = [
       `);
     },
   },
+  {
+    version: 2,
+    description: "account lifecycle: disabled flag, pending deletion, last activity, tombstones",
+    up(db) {
+      // deleted_ms is set while a deletion waits out its grace period (the account is also
+      // disabled); tombstones keep a purged name from being re-created until expires_ms.
+      db.exec(`
+        ALTER TABLE accounts ADD COLUMN disabled INTEGER NOT NULL DEFAULT 0;
+        ALTER TABLE accounts ADD COLUMN deleted_ms INTEGER;
+        ALTER TABLE accounts ADD COLUMN last_login_ms INTEGER;
+        ALTER TABLE accounts ADD COLUMN last_logout_ms INTEGER;
+
+        CREATE TABLE account_tombstones (
+          host TEXT NOT NULL,
+          user TEXT NOT NULL,
+          deleted_ms INTEGER NOT NULL,
+          expires_ms INTEGER NOT NULL,
+          PRIMARY KEY (host, user)
+        ) WITHOUT ROWID;
+      `);
+    },
+  },
 ];
 
 /** The schema version this code writes and understands. */

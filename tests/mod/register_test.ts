@@ -251,7 +251,10 @@ Deno.test("a logged-in user sees its registration and changes its password, even
   }));
 
 Deno.test("removing an account deletes its data and closes all its sessions", () =>
-  withServer({ users: { alice: "alice-pw", bob: "bob-pw" } }, async (port, t) => {
+  withServer({
+    users: { alice: "alice-pw", bob: "bob-pw" },
+    globalToml: "deletion_grace_period = 0",
+  }, async (port, t) => {
     const notes = t.server.storage.keyval<string>("localhost", "notes");
     notes.set("alice", "private");
     notes.set("bob", "kept");
@@ -290,6 +293,24 @@ Deno.test("removing an account deletes its data and closes all its sessions", ()
     );
     assert.equal(pong.attrs.type, "result");
     bob.close();
+  }));
+
+Deno.test("with a grace period, removal disables the account and keeps its data", () =>
+  withServer({ users: { alice: "alice-pw" } }, async (port, t) => {
+    const notes = t.server.storage.keyval<string>("localhost", "notes");
+    notes.set("alice", "private");
+    const { client } = await RawClient.login(port, "alice", "alice-pw", "one");
+    const done = await iq(
+      client,
+      "r",
+      `<iq type='set' id='r'><query xmlns='${NS_REGISTER}'><remove/></query></iq>`,
+    );
+    assert.equal(done.attrs.type, "result");
+    assert.equal(await streamErrorOf(client), "not-authorized");
+    assert.equal(await plainOutcome(port, "alice", "alice-pw"), "failure");
+    assert.equal(t.server.accounts.exists("localhost", "alice"), true);
+    assert.notEqual(t.server.accounts.deletedAt("localhost", "alice"), undefined);
+    assert.equal(notes.get("alice"), "private");
   }));
 
 Deno.test("a registration attempt before TLS closes the stream when TLS is required", () =>

@@ -1,0 +1,500 @@
+// `lilt shell`: the operator's client of the admin socket. Runs one command and exits (for
+// scripts and cron), or opens a REPL with history, tab completion and password prompts.
+
+import process from "node:process";
+import * as readline from "node:readline";
+import type { CommandResult, TableResult } from "../core/admin_commands.ts";
+import {
+  type AdminMessage,
+  type AdminReply,
+  type CommandInfo,
+  COMPLETABLE_KINDS,
+  isEvent,
+  type RequestId,
+} from "./protocol.ts";
+import { promptSecret } from "./prompt.ts";
+
+/** How `runShell` connects and what it runs. */
+export interface ShellOptions {
+  /** Path of the admin socket. */
+  socketPath: string;
+  /** File keeping the REPL history (created 0600). */
+  historyPath: string;
+  /** `SECTION COMMAND ARGS...`; empty for the REPL. */
+  command: string[];
+  /** Print machine-readable JSON instead of text. */
+  json?: boolean;
+}
+
+/** The admin socket cannot be reached (no server, or no permission). */
+export class ConnectError extends Error {}
+
+/** A connection to the admin socket: requests with ids, replies and streamed events. */
+export class AdminClient {
+  #conn: Deno.UnixConn;
+  #nextId = 1;
+  #waiting = new Map<RequestId, {
+    resolve: (reply: AdminReply) => void;
+    onEvent?: (event: unknown) => void;
+  }>();
+  #encoder = new TextEncoder();
+  #closedResolve!: () => void;
+  /** Resolves when the server closes the connection (or `close` is called). */
+  readonly closed: Promise<void> = new Promise((resolve) => this.#closedResolve = resolve);
+
+  private constructor(conn: Deno.UnixConn) {
+    this.#conn = conn;
+    this.#readLoop();
+  }
+
+  /** Connects to the socket at `path`; throws ConnectError with an operator-friendly message. */
+  static async connect(path: string): Promise<AdminClient> {
+    try {
+      return new AdminClient(await Deno.connect({ transport: "unix", path }));
+    } catch (error) {
+      const reason = error instanceof Deno.errors.PermissionDenied
+        ? " (permission denied: run as the server's user)"
+        : "";
+      throw new ConnectError(
+        `Cannot connect to the Lilt admin socket at ${path}: is the server running?${reason}`,
+      );
+    }
+  }
+
+  /** Sends a request and resolves with its final reply. */
+  request(cmd: string, args: string[] = []): Promise<AdminReply> {
+    return this.stream(cmd, args).done;
+  }
+
+  /** Sends a request whose events go to `onEvent`; `done` resolves with the final reply. */
+  stream(
+    cmd: string,
+    args: string[],
+    onEvent?: (event: unknown) => void,
+  ): { id: RequestId; done: Promise<AdminReply> } {
+    const id = this.#nextId++;
+    const done = new Promise<AdminReply>((resolve) => {
+      this.#waiting.set(id, { resolve, onEvent });
+    });
+    const line = JSON.stringify({ id, cmd, args }) + "\n";
+    this.#write(line).catch(() => this.#finish());
+    return { id, done };
+  }
+
+  /** Asks the server to stop the streaming request `id`. */
+  async cancel(id: RequestId): Promise<void> {
+    await this.request("cancel", [String(id)]);
+  }
+
+  /** The server's command list. */
+  async commands(): Promise<CommandInfo[]> {
+    const reply = await this.request("commands");
+    return reply.ok ? (reply.result.data as CommandInfo[]) : [];
+  }
+
+  /** Closes the connection. */
+  close(): void {
+    try {
+      this.#conn.close();
+    } catch {
+      // already closed
+    }
+    this.#finish();
+  }
+
+  async #write(text: string): Promise<void> {
+    const bytes = this.#encoder.encode(text);
+    let written = 0;
+    while (written < bytes.length) written += await this.#conn.write(bytes.subarray(written));
+  }
+
+  async #readLoop(): Promise<void> {
+    const decoder = new TextDecoder();
+    const buffer = new Uint8Array(16 * 1024);
+    let text = "";
+    try {
+      while (true) {
+        const n = await this.#conn.read(buffer);
+        if (n === null) break;
+        text += decoder.decode(buffer.subarray(0, n), { stream: true });
+        let newline;
+        while ((newline = text.indexOf("\n")) >= 0) {
+          const line = text.slice(0, newline);
+          text = text.slice(newline + 1);
+          if (line.trim() !== "") this.#dispatch(JSON.parse(line) as AdminMessage);
+        }
+      }
+    } catch {
+      // connection reset: handled below like a close
+    }
+    this.#finish();
+  }
+
+  #dispatch(message: AdminMessage): void {
+    if (isEvent(message)) {
+      this.#waiting.get(message.id)?.onEvent?.(message.event);
+      return;
+    }
+    if (message.id === null) {
+      // A reply to a line the server could not read at all: fail everything pending.
+      for (const waiter of this.#waiting.values()) waiter.resolve(message);
+      this.#waiting.clear();
+      return;
+    }
+    const waiter = this.#waiting.get(message.id);
+    this.#waiting.delete(message.id);
+    waiter?.resolve(message);
+  }
+
+  #finish(): void {
+    for (const [id, waiter] of this.#waiting) {
+      waiter.resolve({ id, ok: false, error: "The server closed the admin connection" });
+    }
+    this.#waiting.clear();
+    this.#closedResolve();
+  }
+}
+
+/**
+ * Splits a command line into words like a shell: spaces separate, single and double quotes
+ * group, a backslash escapes the next character. Throws on an unterminated quote unless
+ * `lenient` (used for tab completion of a half-typed line).
+ */
+export function splitLine(line: string, lenient = false): string[] {
+  const words: string[] = [];
+  let word = "";
+  let inWord = false;
+  let quote: string | undefined;
+  for (let i = 0; i < line.length; i++) {
+    const c = line[i];
+    if (quote) {
+      if (c === quote) quote = undefined;
+      else if (c === "\\" && quote === '"' && i + 1 < line.length) word += line[++i];
+      else word += c;
+    } else if (c === "'" || c === '"') {
+      quote = c;
+      inWord = true;
+    } else if (c === "\\" && i + 1 < line.length) {
+      word += line[++i];
+      inWord = true;
+    } else if (/\s/.test(c)) {
+      if (inWord) words.push(word);
+      word = "";
+      inWord = false;
+    } else {
+      word += c;
+      inWord = true;
+    }
+  }
+  if (quote && !lenient) throw new Error(`Unterminated ${quote} quote`);
+  if (inWord) words.push(word);
+  return words;
+}
+
+/** Formats a table as aligned columns with a header line. */
+export function formatTable(table: TableResult): string {
+  const cells = [
+    table.columns,
+    ...table.rows.map((r) => r.map((v) => v === null ? "" : String(v))),
+  ];
+  const widths = table.columns.map((_, i) => Math.max(...cells.map((r) => (r[i] ?? "").length)));
+  return cells.map((row) =>
+    row.map((cell, i) => i === row.length - 1 ? cell : cell.padEnd(widths[i])).join("  ")
+      .trimEnd()
+  ).join("\n");
+}
+
+/** What `--json` prints for a result: `data`, else the table as row objects, else {message}. */
+export function jsonOf(result: CommandResult): unknown {
+  if (result.data !== undefined) return result.data;
+  if (result.table) {
+    const { columns, rows } = result.table;
+    return rows.map((row) => Object.fromEntries(columns.map((c, i) => [c, row[i] ?? null])));
+  }
+  return { message: result.message ?? "" };
+}
+
+/** The human text of a result: its message line and/or its table. */
+export function formatResult(result: CommandResult): string {
+  const parts: string[] = [];
+  if (result.message) parts.push(result.message);
+  if (result.table) parts.push(formatTable(result.table));
+  if (parts.length === 0 && result.data !== undefined) {
+    parts.push(JSON.stringify(result.data, null, 2));
+  }
+  return parts.join("\n");
+}
+
+/** One streamed event as a line of text. */
+function formatEvent(event: unknown, json: boolean): string {
+  if (!json && typeof event === "string") return event;
+  return JSON.stringify(event);
+}
+
+/** Fills missing `password` arguments by asking `ask` (never from the command line history). */
+async function fillPasswords(
+  info: CommandInfo | undefined,
+  args: string[],
+  ask: (prompt: string) => Promise<string>,
+): Promise<{ args: string[]; prompted: boolean }> {
+  if (!info) return { args, prompted: false };
+  const filled = [...args];
+  let prompted = false;
+  for (let i = 0; i < info.args.length; i++) {
+    const spec = info.args[i];
+    if (spec.kind !== "password" || filled[i] !== undefined) continue;
+    if (filled.length < i) break; // an earlier optional argument is missing: leave it
+    const subject = filled.find((a, j) => info.args[j]?.kind === "jid" && a) ?? "";
+    filled[i] = await ask(`Password${subject ? ` for ${subject}` : ""}: `);
+    prompted = true;
+  }
+  return { args: filled, prompted };
+}
+
+/** Runs `lilt shell`: one command, or the REPL when `options.command` is empty. */
+export async function runShell(options: ShellOptions): Promise<number> {
+  let client: AdminClient;
+  try {
+    client = await AdminClient.connect(options.socketPath);
+  } catch (error) {
+    console.error(`lilt: ${(error as Error).message}`);
+    return 1;
+  }
+  try {
+    if (options.command.length === 0) return await repl(client, options);
+    return await oneShot(client, options.command, options.json ?? false);
+  } finally {
+    client.close();
+  }
+}
+
+async function oneShot(client: AdminClient, words: string[], json: boolean): Promise<number> {
+  const [section, name, ...rest] = words;
+  if (section === "help") {
+    const reply = await client.request("help", name === undefined ? [] : [name]);
+    return printReply(reply, json);
+  }
+  const cmd = name === undefined ? section : `${section} ${name}`;
+  const info = (await client.commands()).find((c) => c.section === section && c.name === name);
+  let args = rest;
+  try {
+    args = (await fillPasswords(info, rest, promptSecret)).args;
+  } catch (error) {
+    console.error(`lilt: ${(error as Error).message}`);
+    return 1;
+  }
+  if (!info?.stream) return printReply(await client.request(cmd, args), json);
+  const encoder = new TextEncoder();
+  const running = client.stream(cmd, args, (event) => {
+    Deno.stdout.writeSync(encoder.encode(formatEvent(event, json) + "\n"));
+  });
+  const stop = () => client.cancel(running.id).catch(() => {});
+  const signals = ["SIGINT", "SIGTERM"] as const;
+  for (const signal of signals) Deno.addSignalListener(signal, stop);
+  // End of standard input (Ctrl-D on a terminal, a closed pipe) stops the stream too.
+  (async () => {
+    const buffer = new Uint8Array(256);
+    try {
+      while (await Deno.stdin.read(buffer) !== null) { /* ignore input */ }
+    } catch {
+      // no stdin
+    }
+    stop();
+  })();
+  const reply = await running.done;
+  for (const signal of signals) Deno.removeSignalListener(signal, stop);
+  if (!reply.ok) {
+    console.error(`lilt: ${reply.error}`);
+    return 1;
+  }
+  return 0;
+}
+
+function printReply(reply: AdminReply, json: boolean): number {
+  if (!reply.ok) {
+    console.error(`lilt: ${reply.error}`);
+    return 1;
+  }
+  if (json) console.log(JSON.stringify(jsonOf(reply.result), null, 2));
+  else {
+    const text = formatResult(reply.result);
+    if (text) console.log(text);
+  }
+  return 0;
+}
+
+/** Reads the saved history, newest first as readline wants it. */
+async function loadHistory(path: string): Promise<string[]> {
+  try {
+    const lines = (await Deno.readTextFile(path)).split("\n").filter((l) => l.trim() !== "");
+    return lines.reverse().slice(0, HISTORY_SIZE);
+  } catch {
+    return [];
+  }
+}
+
+const HISTORY_SIZE = 1000;
+
+/** Saves the history (oldest first) with mode 0600. */
+async function saveHistory(path: string, newestFirst: string[]): Promise<void> {
+  const text = [...newestFirst].slice(0, HISTORY_SIZE).reverse().join("\n") + "\n";
+  try {
+    await Deno.writeTextFile(path, text, { mode: 0o600 });
+    await Deno.chmod(path, 0o600);
+  } catch {
+    // history is a convenience: a read-only data dir must not break the shell
+  }
+}
+
+async function repl(client: AdminClient, options: ShellOptions): Promise<number> {
+  let commands = await client.commands();
+  const history = await loadHistory(options.historyPath);
+  const rl = readline.createInterface({
+    input: process.stdin,
+    output: process.stdout,
+    terminal: process.stdin.isTTY === true,
+    prompt: "lilt> ",
+    history: [...history],
+    historySize: HISTORY_SIZE,
+    removeHistoryDuplicates: true,
+    completer: (
+      line: string,
+      callback: (err: Error | null, result: [string[], string]) => void,
+    ) => {
+      completeLine(client, commands, line).then(
+        (result) => callback(null, result),
+        () => callback(null, [[], line]),
+      );
+    },
+  });
+  // Typing at a password prompt is not echoed: everything readline writes then (typed
+  // characters, line refreshes) is dropped except the prompt itself.
+  let secretPrompt: string | undefined;
+  const internal = rl as unknown as { _writeToOutput(text: string): void; history: string[] };
+  const write = internal._writeToOutput.bind(rl);
+  internal._writeToOutput = (text: string) => {
+    if (secretPrompt === undefined) write(text);
+    else if (text.startsWith(secretPrompt)) write(secretPrompt);
+  };
+  const askSecret = (prompt: string) =>
+    new Promise<string>((resolve) => {
+      secretPrompt = prompt;
+      rl.question(prompt, (answer) => {
+        secretPrompt = undefined;
+        process.stdout.write("\n");
+        // rl.question's answer goes through readline's history: take the secret out again.
+        const index = internal.history.indexOf(answer);
+        if (index >= 0) internal.history.splice(index, 1);
+        rl.setPrompt("lilt> ");
+        resolve(answer);
+      });
+    });
+  let streaming: RequestId | undefined;
+  rl.on("SIGINT", () => {
+    if (streaming !== undefined) {
+      client.cancel(streaming).catch(() => {});
+      return;
+    }
+    if (rl.line) {
+      rl.write(null, { ctrl: true, name: "u" });
+      process.stdout.write("\n");
+    } else {
+      process.stdout.write("\n(type 'exit' or press Ctrl-D to leave)\n");
+    }
+    rl.prompt();
+  });
+  const saved: string[] = [...history];
+  let exitCode = 0;
+  let lost = false;
+  client.closed.then(() => {
+    lost = true;
+    console.error("\nlilt: the server closed the admin connection");
+    exitCode = 1;
+    rl.close();
+  });
+  rl.prompt();
+  for await (const line of rl) {
+    const text = line.trim();
+    if (text === "") {
+      rl.prompt();
+      continue;
+    }
+    if (saved[0] !== text) saved.unshift(text);
+    await saveHistory(options.historyPath, saved);
+    let words: string[];
+    try {
+      words = splitLine(text);
+    } catch (error) {
+      console.error(`Error: ${(error as Error).message}`);
+      rl.prompt();
+      continue;
+    }
+    if (words[0] === "exit" || words[0] === "quit") break;
+    const [section, name, ...rest] = words;
+    let reply: AdminReply;
+    if (section === "help") {
+      reply = await client.request("help", name === undefined ? [] : [name]);
+    } else {
+      let info = commands.find((c) => c.section === section && c.name === name);
+      if (!info) {
+        commands = await client.commands();
+        info = commands.find((c) => c.section === section && c.name === name);
+      }
+      const cmd = name === undefined ? section : `${section} ${name}`;
+      const { args } = await fillPasswords(info, rest, askSecret);
+      if (info?.stream) {
+        const running = client.stream(cmd, args, (event) => {
+          process.stdout.write(formatEvent(event, false) + "\n");
+        });
+        streaming = running.id;
+        process.stdout.write("(streaming: press Ctrl-C to stop)\n");
+        reply = await running.done;
+        streaming = undefined;
+      } else {
+        reply = await client.request(cmd, args);
+      }
+    }
+    if (lost) break;
+    if (reply.ok) {
+      const out = formatResult(reply.result);
+      if (out) console.log(out);
+    } else {
+      console.error(`Error: ${reply.error}`);
+    }
+    rl.prompt();
+  }
+  rl.close();
+  if (!lost) process.stdout.write("\n");
+  return exitCode;
+}
+
+/** Tab completion: sections, then command names, then typed arguments (asked the server). */
+async function completeLine(
+  client: AdminClient,
+  commands: CommandInfo[],
+  line: string,
+): Promise<[string[], string]> {
+  const words = splitLine(line, true);
+  const current = /\s$/.test(line) || line === "" ? "" : words.pop() ?? "";
+  const sections = [...new Set(commands.map((c) => c.section))];
+  let candidates: string[] = [];
+  if (words.length === 0) {
+    candidates = [...sections, "help", "exit", "quit"];
+  } else if (words.length === 1) {
+    candidates = words[0] === "help"
+      ? sections
+      : commands.filter((c) => c.section === words[0]).map((c) => c.name);
+  } else if (words[0] !== "help") {
+    const info = commands.find((c) => c.section === words[0] && c.name === words[1]);
+    const index = words.length - 2;
+    const last = info?.args[info.args.length - 1];
+    const arg = info?.args[index] ?? (last?.rest ? last : undefined);
+    if (arg && (COMPLETABLE_KINDS as readonly string[]).includes(arg.kind)) {
+      const reply = await client.request("complete", [arg.kind, current]);
+      if (reply.ok) candidates = reply.result.data as string[];
+    }
+  }
+  const hits = candidates.filter((c) => c.startsWith(current)).sort();
+  // A single match gets a trailing space, like a shell, so the next Tab goes on.
+  return [hits.length === 1 ? [`${hits[0]} `] : hits, current];
+}

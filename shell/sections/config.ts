@@ -1,0 +1,57 @@
+// The `config` section of the admin shell: read an option as the server sees it, and reload
+// the file (the same code path as SIGHUP).
+
+import { CommandError, type CommandSpec } from "../../core/admin_commands.ts";
+import { reloadConfiguration } from "../reload.ts";
+
+/** The commands of the `config` section. */
+export function configCommands(): CommandSpec[] {
+  return [
+    {
+      section: "config",
+      name: "get",
+      summary: "Show an option's value (a host's value when HOST is given)",
+      args: [
+        { name: "host", kind: "host", optional: true },
+        { name: "option", kind: "string" },
+      ],
+      run: ({ server }, args) => {
+        if (args.length < 1 || args.length > 2) {
+          throw new CommandError("Expected [HOST] OPTION");
+        }
+        const [host, option] = args.length === 2 ? args : [undefined, args[0]];
+        if (host !== undefined && !server.hosts.has(host)) {
+          throw new CommandError(
+            `No host '${host}' (hosts: ${[...server.hosts.keys()].join(", ")})`,
+          );
+        }
+        const value = host === undefined
+          ? server.config.get(option)
+          : server.config.hostOption(host, option);
+        if (value === undefined) {
+          throw new CommandError(
+            `Option '${option}' is not set${host ? ` for '${host}'` : ""} and has no default`,
+          );
+        }
+        return {
+          message: JSON.stringify(value),
+          data: { host: host ?? null, option, value },
+        };
+      },
+    },
+    {
+      section: "config",
+      name: "reload",
+      summary: "Re-read the configuration file and apply it (as SIGHUP does)",
+      args: [],
+      run: async ({ server }) => {
+        const result = await reloadConfiguration(server);
+        if (!result.ok) {
+          throw new CommandError([result.error, ...result.problems].join("\n"));
+        }
+        const warnings = result.problems.length > 0 ? `\n${result.problems.join("\n")}` : "";
+        return { message: `Reloaded ${result.file}${warnings}`, data: result };
+      },
+    },
+  ];
+}

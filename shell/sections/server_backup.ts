@@ -1,0 +1,28 @@
+// `server backup FILE`: an online snapshot of the store taken by the running server itself,
+// through its own connection (same verification and atomic rename as `lilt backup`).
+
+import { CommandError, type CommandSpec } from "../../core/admin_commands.ts";
+import { backupDatabase, BackupError } from "../../core/storage/backup.ts";
+
+/** The `server backup` command (kept apart from the rest of the `server` section). */
+export function serverBackupCommands(): CommandSpec[] {
+  return [
+    {
+      section: "server",
+      name: "backup",
+      summary: "Write a verified snapshot of the store to FILE (a path on the server's machine)",
+      args: [{ name: "file", kind: "file" }],
+      run: async ({ server }, [file]) => {
+        if (!file) throw new CommandError("Expected the path of the backup file to write");
+        try {
+          await backupDatabase(server.database, file);
+        } catch (error) {
+          if (error instanceof BackupError) throw new CommandError(error.message);
+          throw error;
+        }
+        const size = (await Deno.stat(file)).size;
+        return { message: `Backed up the store to ${file} (${size} bytes)`, data: { file, size } };
+      },
+    },
+  ];
+}

@@ -1,0 +1,58 @@
+// The `stats` section of the admin shell: the server's counters, live session counts and a
+// storage latency probe, filtered by a name pattern.
+
+import type { CommandSpec } from "../../core/admin_commands.ts";
+import type { Server } from "../../core/server.ts";
+
+/** A `*` glob (anchored), or a plain substring when the pattern has no `*`. */
+function matcher(pattern: string | undefined): (name: string) => boolean {
+  if (!pattern) return () => true;
+  if (!pattern.includes("*")) return (name) => name.includes(pattern);
+  const source = pattern.split("*").map((part) => part.replace(/[.+?^${}()|[\]\\]/g, "\\$&"))
+    .join(".*");
+  const regex = new RegExp(`^${source}$`);
+  return (name) => regex.test(name);
+}
+
+/** Milliseconds a trivial read of the accounts table takes (one indexed lookup). */
+function storageLatencyMs(server: Server): number {
+  const start = performance.now();
+  server.database.prepare("SELECT 1 FROM accounts WHERE host = ? AND user = ?")
+    .get("", "");
+  return Math.round((performance.now() - start) * 1000) / 1000;
+}
+
+/** Every value `stats show` reports, by name. */
+export function collectStats(server: Server): Record<string, number> {
+  const sessions = server.sessions.all().filter((s) => s.kind !== "internal");
+  const values: Record<string, number> = {
+    ...server.metrics.snapshot(),
+    "sessions.c2s": sessions.filter((s) => s.kind === "c2s").length,
+    "sessions.authenticated": sessions.filter((s) => s.authenticated).length,
+    "sessions.available": sessions.filter((s) => s.available).length,
+    "storage.latency_ms": storageLatencyMs(server),
+  };
+  return Object.fromEntries(Object.entries(values).sort(([a], [b]) => a.localeCompare(b)));
+}
+
+/** The commands of the `stats` section. */
+export function statsCommands(): CommandSpec[] {
+  return [
+    {
+      section: "stats",
+      name: "show",
+      summary: "Show counters, session counts and storage latency (PATTERN: substring or glob)",
+      args: [{ name: "pattern", kind: "string", optional: true }],
+      run: ({ server }, [pattern]) => {
+        const matches = matcher(pattern);
+        const data = Object.fromEntries(
+          Object.entries(collectStats(server)).filter(([name]) => matches(name)),
+        );
+        return {
+          table: { columns: ["name", "value"], rows: Object.entries(data) },
+          data,
+        };
+      },
+    },
+  ];
+}
