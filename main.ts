@@ -68,9 +68,11 @@ exits 1 when there are errors (warnings alone exit 0).`,
        lilt user passwd JID [-c FILE]
        lilt user del JID [-c FILE]
 
-add creates an account, passwd changes its password, del deletes it and its data.
+add creates an account, passwd changes its password, del deletes it.
 The password is prompted for without echo on a terminal, or read from the first line of
-standard input otherwise (for scripts). Works while the server runs.`,
+standard input otherwise (for scripts). While the server runs these go through its admin
+shell (user create / password / delete: deletion then honours deletion_grace_period);
+otherwise they change the database directly and del removes the account and its data.`,
   backup: `Usage: lilt backup FILE [-c FILE]
 
 Writes a consistent snapshot of the store to FILE while the server keeps serving (it reads
@@ -282,6 +284,17 @@ async function cmdUser(args: string[]): Promise<number> {
   if (!config.hosts.some((h) => h.domain === jid.domain)) {
     console.error(`lilt: '${jid.domain}' is not a host in ${config.file}`);
     return 1;
+  }
+  // While the server runs, go through its admin shell: the same commands operators use
+  // (role defaults, deletion grace period, live sessions closed on delete).
+  const socketPath = adminSocketPath(config);
+  if (await isServerRunning(socketPath)) {
+    const shellAction = { add: "create", passwd: "password", del: "delete" }[action]!;
+    return await runShell({
+      socketPath,
+      historyPath: resolve(config.dataDir, ".shell_history"),
+      command: ["user", shellAction, jid.bareString()],
+    });
   }
   await configureLogging({ ...config.log, console: false, file: "" });
   await Deno.mkdir(config.dataDir, { recursive: true, mode: 0o700 });

@@ -204,6 +204,7 @@ export const HOST_OPTIONS: Record<string, OptionSpec> = {
       "version",
       "contact_info",
       "register",
+      "announce",
     ],
     scope: "host",
     check: checkModuleName,
