@@ -231,23 +231,35 @@ function formatEvent(event: unknown, json: boolean): string {
   return JSON.stringify(event);
 }
 
-/** Fills missing `password` arguments by asking `ask` (never from the command line history). */
+/**
+ * Inserts the command's `password` arguments by asking `ask` (a hidden prompt, or stdin when
+ * it is not a terminal). Passwords are never taken from the command line, where they would
+ * end up in `ps`, shell history and the REPL history: the words typed fill the other
+ * arguments in order, so `user create JID ROLE` prompts for the password and keeps ROLE.
+ */
 async function fillPasswords(
   info: CommandInfo | undefined,
   args: string[],
   ask: (prompt: string) => Promise<string>,
 ): Promise<{ args: string[]; prompted: boolean }> {
-  if (!info) return { args, prompted: false };
-  const filled = [...args];
-  let prompted = false;
-  for (let i = 0; i < info.args.length; i++) {
-    const spec = info.args[i];
-    if (spec.kind !== "password" || filled[i] !== undefined) continue;
-    if (filled.length < i) break; // an earlier optional argument is missing: leave it
-    const subject = filled.find((a, j) => info.args[j]?.kind === "jid" && a) ?? "";
-    filled[i] = await ask(`Password${subject ? ` for ${subject}` : ""}: `);
-    prompted = true;
+  if (!info || !info.args.some((spec) => spec.kind === "password")) {
+    return { args, prompted: false };
   }
+  const filled: string[] = [];
+  let next = 0;
+  let prompted = false;
+  for (const spec of info.args) {
+    if (spec.kind === "password") {
+      const subject = filled.find((a, j) => info.args[j]?.kind === "jid" && a) ?? "";
+      filled.push(await ask(`Password${subject ? ` for ${subject}` : ""}: `));
+      prompted = true;
+    } else if (next < args.length) {
+      filled.push(args[next++]);
+    } else {
+      break; // an optional argument left out
+    }
+  }
+  filled.push(...args.slice(next));
   return { args: filled, prompted };
 }
 

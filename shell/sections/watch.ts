@@ -34,7 +34,13 @@ function covers(target: JID, jid: JID | undefined): boolean {
 }
 
 /** Splits `stanzas TARGET [--with JID]` (also `--with=JID`). */
-function stanzaArgs(args: string[]): { target: JID; with?: JID } {
+function stanzaArgs(joined: string[]): { target: JID; with?: JID } {
+  // The admin socket joins the words of the trailing `rest` argument, so over the socket
+  // "--with JID" arrives as one word.
+  const args = joined.flatMap((arg) => {
+    const match = /^--with\s+(.+)$/s.exec(arg);
+    return match ? ["--with", match[1]] : [arg];
+  });
   let target: string | undefined;
   let withJid: string | undefined;
   for (let i = 0; i < args.length; i++) {
