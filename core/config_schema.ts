@@ -81,6 +81,15 @@ function checkListenAddress(item: string, name: string): string | undefined {
     `"[ipv6]:port" with a port from 0 to 65535`;
 }
 
+function checkNameserver(item: string, name: string): string | undefined {
+  const address = parseListenAddress(item);
+  if (address && address.port > 0 && (isIPv4(address.host) || isIPv6(address.host))) {
+    return undefined;
+  }
+  return `option '${name}' has an invalid nameserver '${item}': expected an IP address and ` +
+    `port such as "127.0.0.1:53" or "[::1]:53"`;
+}
+
 function checkAdminJid(item: string, name: string): string | undefined {
   try {
     const jid = parseJid(item);
@@ -127,6 +136,13 @@ export const GLOBAL_OPTIONS: Record<string, OptionSpec> = {
     check: checkListenAddress,
     description: "Addresses for client connections with direct TLS (XEP-0368)",
   },
+  component_interfaces: {
+    type: "string[]",
+    default: [],
+    scope: "global",
+    check: checkListenAddress,
+    description: "Addresses for external component connections (XEP-0114), e.g. 127.0.0.1:5347",
+  },
   c2s_auth_timeout: {
     type: "integer",
     default: 60,
@@ -150,6 +166,14 @@ export const GLOBAL_OPTIONS: Record<string, OptionSpec> = {
     max: 86400,
     scope: "global",
     description: "Seconds of the authentication throttling window",
+  },
+  dns_nameservers: {
+    type: "string[]",
+    default: [],
+    scope: "global",
+    check: checkNameserver,
+    description:
+      'DNS servers for federation lookups, as "ip:port" or "[ipv6]:port"; empty = the system\'s',
   },
   log: {
     type: "table",

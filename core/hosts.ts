@@ -134,7 +134,7 @@ export class DiscoRegistry {
   }
 }
 
-/** A virtual host (`local`) or an internal component. */
+/** A virtual host (`local`) or a component (internal, or external with `external` set). */
 export class Host {
   /** The host's domain (prepared). */
   readonly domain: string;
@@ -144,8 +144,35 @@ export class Host {
   /** What disco#info on the host reports. */
   readonly disco: DiscoRegistry = new DiscoRegistry();
 
+  /**
+   * True for an external component (XEP-0114, a `[[component]]` with a `secret`): the router
+   * hands stanzas for this domain to the attached connection instead of firing events here.
+   */
+  external = false;
+  #connection: Session | undefined;
+
   constructor(domain: string, kind: "local" | "component") {
     this.domain = domain;
     this.kind = kind;
+  }
+
+  /** The attached external component connection, if one is connected and authenticated. */
+  get connection(): Session | undefined {
+    return this.#connection;
+  }
+
+  /**
+   * Attaches an authenticated external component connection. Returns false (and attaches
+   * nothing) when another connection is already attached: the first one keeps the domain.
+   */
+  attach(session: Session): boolean {
+    if (this.#connection && this.#connection !== session) return false;
+    this.#connection = session;
+    return true;
+  }
+
+  /** Detaches the connection if it is the attached one (on disconnect). */
+  detach(session: Session): void {
+    if (this.#connection === session) this.#connection = undefined;
   }
 }

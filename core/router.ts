@@ -2,7 +2,7 @@
 // modules hook, and applies RFC 6121 §8 delivery rules for local JIDs when nobody handled it.
 
 import type { ServerContext } from "./context.ts";
-import type { StanzaEvent } from "./hosts.ts";
+import type { Host, StanzaEvent } from "./hosts.ts";
 import { type JID, tryParseJid } from "./jid.ts";
 import { getLogger } from "./log.ts";
 import type { Session } from "./sessions.ts";
@@ -22,7 +22,8 @@ export type RouteObserver = (stanza: Element, origin: Session) => void;
  * `pre-K/T` on the origin's host (may stop it), then on the destination host: for messages
  * and presence `K/T`; for iqs `iq/T` (filters), then for get/set
  * `iq-<type>/T/<payload-ns>:<payload-name>` and for result/error `iq-<type>/T/<id>`.
- * Unhandled stanzas get the RFC 6121 §8.5 default.
+ * Unhandled stanzas get the RFC 6121 §8.5 default. Stanzas for an external component
+ * (XEP-0114) go to its connection after the origin's `pre-` events, without events of its own.
  */
 export class Router {
   #server: ServerContext;
@@ -70,6 +71,10 @@ export class Router {
       this.#routeRemote(stanza, origin);
       return;
     }
+    if (host.external) {
+      this.#deliverToComponent(stanza, origin, host);
+      return;
+    }
     const event: StanzaEvent = { stanza, origin, host };
     if (kind === "iq") {
       // Filters (blocking, privacy) see every iq before the namespaced handlers do.
@@ -115,6 +120,16 @@ export class Router {
       "remote-server-not-found",
       "Federation with remote servers is not available",
     );
+  }
+
+  /** Hands a stanza to an external component's connection; bounces it when none is attached. */
+  #deliverToComponent(stanza: Element, origin: Session, host: Host): void {
+    const connection = host.connection;
+    if (connection) {
+      connection.send(stanza);
+      return;
+    }
+    this.#bounce(stanza, origin, "service-unavailable", `The service '${host.domain}' is offline`);
   }
 
   /** RFC 6121 §8.5 (local user) and RFC 6120 §10.4 (server) defaults. */

@@ -13,6 +13,7 @@ import { configureLogging, getLogger } from "./log.ts";
 import { Metrics } from "./metrics.ts";
 import { ModuleManager, type ModuleTable } from "./modules.ts";
 import { C2SSession } from "./net/c2s.ts";
+import { ComponentSession } from "./net/component.ts";
 import { loadOrCreateCertificate } from "./net/certificates.ts";
 import { listen, type Listener } from "./net/listener.ts";
 import { type ListenAddress, parseListenAddress } from "./config_schema.ts";
@@ -140,6 +141,9 @@ export class Server implements ServerContext {
     for (const address of addresses(config, "c2s_direct_tls_interfaces")) {
       this.listeners.push(await listen("c2s_direct_tls", address, (s) => this.#accept(s, true)));
     }
+    for (const address of addresses(config, "component_interfaces")) {
+      this.listeners.push(await listen("component", address, (s) => this.#acceptComponent(s)));
+    }
     this.#startSweeper();
     // Purges accounts whose deletion grace period is over: at start, then daily.
     this.#stopMaintenance = startAccountMaintenance(this);
@@ -178,10 +182,17 @@ export class Server implements ServerContext {
 
   async #addHost(domain: string, kind: "local" | "component"): Promise<void> {
     const host = new Host(domain, kind);
+    host.external = this.#isExternal(domain, kind);
     this.hosts.set(domain, host);
     for (const name of this.#moduleList(domain, kind)) {
       await this.modules.load(host, name);
     }
+  }
+
+  /** True for a [[component]] with a `secret` (XEP-0114): served by a connection, not modules. */
+  #isExternal(domain: string, kind: "local" | "component"): boolean {
+    if (kind !== "component") return false;
+    return !!this.config.components.find((c) => c.domain === domain)?.secret;
   }
 
   #moduleList(domain: string, kind: "local" | "component"): string[] {
@@ -207,6 +218,14 @@ export class Server implements ServerContext {
     });
   }
 
+  #acceptComponent(socket: Socket): void {
+    if (this.#stopping) {
+      socket.destroy();
+      return;
+    }
+    new ComponentSession(socket, { server: this });
+  }
+
   /**
    * Checks timeouts often enough to honour the shortest one within about a quarter of it
    * (at most every 5 s): one timer for all sessions instead of one per session.
@@ -226,6 +245,14 @@ export class Server implements ServerContext {
   #sweepIdle(): void {
     const now = Date.now();
     for (const session of this.sessions.all()) {
+      if (session instanceof ComponentSession && !session.authenticated) {
+        // A component gets as long for its handshake as a client gets for authentication.
+        const limit = this.config.get<number>("c2s_auth_timeout") * 1000;
+        if (now - session.connectedAt > limit) {
+          session.close("connection-timeout", "The handshake took too long");
+        }
+        continue;
+      }
       if (!(session instanceof C2SSession)) continue;
       if (!session.authenticated) {
         const limit = this.config.get<number>("c2s_auth_timeout") * 1000;
@@ -289,6 +316,10 @@ export class Server implements ServerContext {
         log.info("Added host {host}", { host: domain });
         continue;
       }
+      host.external = this.#isExternal(domain, kind);
+      if (!host.external && host.connection) {
+        host.connection.close("host-gone", "This domain is no longer an external component");
+      }
       const list = this.#moduleList(domain, kind);
       for (const name of this.modules.loaded(domain)) {
         if (!list.includes(name)) this.modules.unload(host, name);
@@ -307,7 +338,11 @@ export class Server implements ServerContext {
       }
     }
     const interfaces = (c: Config) =>
-      JSON.stringify([c.get("c2s_interfaces"), c.get("c2s_direct_tls_interfaces")]);
+      JSON.stringify([
+        c.get("c2s_interfaces"),
+        c.get("c2s_direct_tls_interfaces"),
+        c.get("component_interfaces"),
+      ]);
     if (interfaces(old) !== interfaces(config)) {
       log.warn("Listener addresses changed: restart the server to apply them");
     }
@@ -340,7 +375,7 @@ export class Server implements ServerContext {
   }
 
   /** The bound port of the first listener of a kind (tests listen on port 0). */
-  port(kind: "c2s" | "c2s_direct_tls"): number {
+  port(kind: "c2s" | "c2s_direct_tls" | "component"): number {
     const listener = this.listeners.find((l) => l.kind === kind);
     if (!listener) throw new Error(`No ${kind} listener is configured`);
     return listener.port;

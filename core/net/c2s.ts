@@ -16,7 +16,7 @@ import { getLogger } from "../log.ts";
 import { generateResource, type Session } from "../sessions.ts";
 import { Element, NS_CLIENT } from "../xml/element.ts";
 import { StreamParser, type XmlStreamError } from "../xml/parser.ts";
-import { escapeAttr, escapeText, serialize } from "../xml/serializer.ts";
+import { serialize } from "../xml/serializer.ts";
 import {
   errorReply,
   isStanza,
@@ -29,6 +29,7 @@ import {
   streamError,
   type StreamErrorCondition,
 } from "../xml/stanza.ts";
+import { serializeStreamLevel, streamHeader } from "./stream.ts";
 import type { TlsContexts } from "./tls.ts";
 
 const log = getLogger("c2s");
@@ -46,15 +47,6 @@ export interface C2SDeps {
 }
 
 let sessionCounter = 0;
-
-/** Serializes a stream-level element (`<stream:features>`, `<stream:error>`) with its prefix. */
-function serializeStreamLevel(el: Element): string {
-  let inner = "";
-  for (const child of el.children) {
-    inner += typeof child === "string" ? escapeText(child) : serialize(child, NS_STREAM);
-  }
-  return `<stream:${el.name}>${inner}</stream:${el.name}>`;
-}
 
 function toBase64(data: Uint8Array): string {
   let binary = "";
@@ -172,12 +164,13 @@ export class C2SSession implements Session {
 
   #sendHeader(to: string | undefined): void {
     this.#streamId = crypto.randomUUID();
-    const from = this.host ? ` from='${escapeAttr(this.host)}'` : "";
-    const toAttr = to ? ` to='${escapeAttr(to)}'` : "";
-    this.#write(
-      `<?xml version='1.0'?><stream:stream xmlns='${NS_CLIENT}' xmlns:stream='${NS_STREAM}'` +
-        ` id='${this.#streamId}'${from}${toAttr} version='1.0' xml:lang='en'>`,
-    );
+    this.#write(streamHeader({
+      ns: NS_CLIENT,
+      id: this.#streamId,
+      from: this.host || undefined,
+      to,
+      version: true,
+    }));
     this.#headerSent = true;
   }
 

@@ -74,6 +74,9 @@ export function escapeAttr(value: string): string {
   return escape(value, ATTR_ESCAPE);
 }
 
+/** The namespace stanzas carry on external component streams (XEP-0114). */
+export const NS_COMPONENT = "jabber:component:accept";
+
 function write(el: Element, parentNs: string): string {
   let out = "<" + el.name;
   if (el.ns !== parentNs) out += " xmlns='" + escape(el.ns, ATTR_ESCAPE) + "'";
@@ -103,9 +106,10 @@ function writeRest(el: Element, out: string): string {
  * Serializes an element. `xmlns` is written only where an element's namespace differs from its
  * parent's, or at the top from `contextNs` (the stream's content namespace, default
  * `jabber:client`). A top-level element in `jabber:client` or `jabber:server` written into a
- * stream of either of those namespaces gets no `xmlns`, so stanzas move between c2s and s2s
- * streams unchanged. Prefixed attributes (`xml:lang`, `xmlns:p`, `p:attr`) are written as
- * stored; element names are written unprefixed. Childless elements are written as `<x/>`.
+ * stream of either of those namespaces, or of `jabber:component:accept`, gets no `xmlns`, so
+ * stanzas move between c2s, s2s and component streams unchanged. Prefixed attributes
+ * (`xml:lang`, `xmlns:p`, `p:attr`) are written as stored; element names are written
+ * unprefixed. Childless elements are written as `<x/>`.
  *
  * @example
  * ```ts
@@ -116,7 +120,8 @@ function writeRest(el: Element, out: string): string {
 export function serialize(el: Element, contextNs: string = NS_CLIENT): string {
   let out = "<" + el.name;
   if (
-    el.ns !== contextNs && !(isStanzaNamespace(el.ns) && isStanzaNamespace(contextNs))
+    el.ns !== contextNs &&
+    !(isStanzaNamespace(el.ns) && (isStanzaNamespace(contextNs) || contextNs === NS_COMPONENT))
   ) {
     out += " xmlns='" + escape(el.ns, ATTR_ESCAPE) + "'";
   }

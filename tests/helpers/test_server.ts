@@ -12,6 +12,8 @@ export interface TestServerOptions {
   globalToml?: string;
   /** Extra TOML inside the [[host]] "localhost" table. */
   hostToml?: string;
+  /** Extra TOML appended at the end of the file (more [[host]] or [[component]] sections). */
+  extraToml?: string;
   /** Accounts to create: "user" -> password, on localhost. */
   users?: Record<string, string>;
   /** Modules for every host (default: all built-in modules). */
@@ -52,6 +54,7 @@ console = false
 [[host]]
 domain = "localhost"
 ${options.hostToml ?? ""}
+${options.extraToml ?? ""}
 `;
 }
 
