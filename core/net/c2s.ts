@@ -29,7 +29,7 @@ import {
   streamError,
   type StreamErrorCondition,
 } from "../xml/stanza.ts";
-import { serializeStreamLevel, streamHeader } from "./stream.ts";
+import { serializeStreamLevel, streamHeader, StreamWriter } from "./stream.ts";
 import type { TlsContexts } from "./tls.ts";
 
 const log = getLogger("c2s");
@@ -87,6 +87,7 @@ export class C2SSession implements Session {
 
   #deps: C2SDeps;
   #socket: Socket;
+  #out: StreamWriter;
   #parser: StreamParser;
   #headerSent = false;
   #bound = false;
@@ -95,8 +96,6 @@ export class C2SSession implements Session {
   #username: string | undefined;
   #sasl: SaslMechanism | undefined;
   #saslChain: Promise<void> = Promise.resolve();
-  #outQueue: string[] = [];
-  #flushScheduled = false;
   #onData = (chunk: Uint8Array) => {
     this.lastActivity = Date.now();
     try {
@@ -112,6 +111,7 @@ export class C2SSession implements Session {
     this.id = `c2s${++sessionCounter}`;
     this.#deps = deps;
     this.#socket = socket;
+    this.#out = new StreamWriter(socket);
     this.ip = socket.remoteAddress ?? "unknown";
     socket.setNoDelay(true);
     this.#parser = new StreamParser({
@@ -142,29 +142,12 @@ export class C2SSession implements Session {
   /** Queues a stanza; output is flushed with one write per event-loop turn. */
   send(stanza: Element): void {
     if (this.#closed) return;
-    this.#write(serialize(stanza, NS_CLIENT));
-  }
-
-  #write(text: string): void {
-    if (this.#closed) return;
-    this.#outQueue.push(text);
-    if (!this.#flushScheduled) {
-      this.#flushScheduled = true;
-      queueMicrotask(() => this.#flush());
-    }
-  }
-
-  #flush(): void {
-    this.#flushScheduled = false;
-    if (this.#outQueue.length === 0 || this.#socket.destroyed) return;
-    const data = this.#outQueue.length === 1 ? this.#outQueue[0] : this.#outQueue.join("");
-    this.#outQueue = [];
-    this.#socket.write(data);
+    this.#out.write(serialize(stanza, NS_CLIENT));
   }
 
   #sendHeader(to: string | undefined): void {
     this.#streamId = crypto.randomUUID();
-    this.#write(streamHeader({
+    this.#out.write(streamHeader({
       ns: NS_CLIENT,
       id: this.#streamId,
       from: this.host || undefined,
@@ -180,6 +163,7 @@ export class C2SSession implements Session {
    */
   close(condition?: StreamErrorCondition, text?: string): void {
     if (this.#closed) return;
+    let closing = "";
     if (condition) {
       if (!this.#headerSent) this.#sendHeader(undefined);
       log.info("Closing {id} ({jid}) with {condition}{text}", {
@@ -188,22 +172,18 @@ export class C2SSession implements Session {
         condition,
         text: text ? `: ${text}` : "",
       });
-      this.#write(serializeStreamLevel(streamError(condition, text)));
+      closing += serializeStreamLevel(streamError(condition, text));
     }
-    if (this.#headerSent) this.#write("</stream:stream>");
-    this.#flush();
+    if (this.#headerSent) closing += "</stream:stream>";
     this.#closed = true;
     this.#unbindAndForget();
-    const socket = this.#socket;
-    socket.end();
-    const timer = setTimeout(() => socket.destroy(), 3000);
-    socket.once("close", () => clearTimeout(timer));
+    this.#out.end(closing);
   }
 
   /** Drops the connection at once (after `close`, when the server stops). */
   destroy(): void {
     this.#closed = true;
-    this.#socket.destroy();
+    this.#out.destroy();
   }
 
   /** True once the stream is closing or closed. */
@@ -213,7 +193,7 @@ export class C2SSession implements Session {
 
   #cleanup(): void {
     this.#closed = true;
-    this.#outQueue = [];
+    this.#out.drop();
     this.#unbindAndForget();
   }
 
@@ -309,7 +289,7 @@ export class C2SSession implements Session {
     limits.c("max-bytes").t(String(this.#deps.server.config.get<number>("c2s_stanza_size_limit")));
     const idle = this.authenticated ? this.#option<number>("c2s_idle_timeout") : 0;
     if (idle > 0) limits.c("idle-seconds").t(String(idle));
-    this.#write(serializeStreamLevel(features));
+    this.#out.write(serializeStreamLevel(features));
   }
 
   #onStreamClose(): void {
@@ -359,12 +339,12 @@ export class C2SSession implements Session {
   #onStartTls(): void {
     if (this.secure || this.authenticated) {
       // RFC 6120 §5.4.2.2: answer <failure/> and close the stream.
-      this.#write(`<failure xmlns='${NS_TLS}'/>`);
+      this.#out.write(`<failure xmlns='${NS_TLS}'/>`);
       this.close();
       return;
     }
-    this.#write(`<proceed xmlns='${NS_TLS}'/>`);
-    this.#flush();
+    this.#out.write(`<proceed xmlns='${NS_TLS}'/>`);
+    this.#out.flush();
     // From here the bytes are TLS records: stop feeding the XML parser from the raw socket,
     // and drop whatever followed <starttls/> in this chunk.
     this.#socket.off("data", this.#onData);
@@ -396,6 +376,7 @@ export class C2SSession implements Session {
       return;
     }
     this.#socket = secure;
+    this.#out.socket = secure;
     this.secure = true;
     this.tlsVersion = secure.getProtocol() ?? undefined;
     this.#parser.reset();
@@ -439,7 +420,7 @@ export class C2SSession implements Session {
     const failure = new Element("failure", { xmlns: NS_SASL });
     failure.c(condition);
     if (text) failure.c("text", { "xml:lang": "en" }).t(text);
-    this.#write(serialize(failure, NS_CLIENT));
+    this.#out.write(serialize(failure, NS_CLIENT));
   }
 
   async #handleSasl(el: Element): Promise<void> {
@@ -505,7 +486,7 @@ export class C2SSession implements Session {
     if (step.kind === "challenge") {
       const challenge = new Element("challenge", { xmlns: NS_SASL });
       if (step.data.length > 0) challenge.t(toBase64(step.data));
-      this.#write(serialize(challenge, NS_CLIENT));
+      this.#out.write(serialize(challenge, NS_CLIENT));
       return;
     }
     this.#sasl = undefined;
@@ -528,7 +509,7 @@ export class C2SSession implements Session {
     this.#deps.server.accounts.touchLogin(this.host, step.username);
     const success = new Element("success", { xmlns: NS_SASL });
     if (step.data && step.data.length > 0) success.t(toBase64(step.data));
-    this.#write(serialize(success, NS_CLIENT));
+    this.#out.write(serialize(success, NS_CLIENT));
     log.info("{user}@{host} authenticated from {ip}", {
       user: step.username,
       host: this.host,

@@ -17,7 +17,7 @@ import {
   streamError,
   type StreamErrorCondition,
 } from "../xml/stanza.ts";
-import { serializeStreamLevel, streamHeader } from "./stream.ts";
+import { serializeStreamLevel, streamHeader, StreamWriter } from "./stream.ts";
 
 const log = getLogger("component");
 
@@ -78,18 +78,18 @@ export class ComponentSession implements Session {
 
   #deps: ComponentDeps;
   #socket: Socket;
+  #out: StreamWriter;
   #parser: StreamParser;
   #headerSent = false;
   #closed = false;
   #attached = false;
   #streamId = "";
-  #outQueue: string[] = [];
-  #flushScheduled = false;
 
   constructor(socket: Socket, deps: ComponentDeps) {
     this.id = `component${++sessionCounter}`;
     this.#deps = deps;
     this.#socket = socket;
+    this.#out = new StreamWriter(socket);
     this.ip = socket.remoteAddress ?? "unknown";
     socket.setNoDelay(true);
     this.#parser = new StreamParser({
@@ -119,30 +119,14 @@ export class ComponentSession implements Session {
   /** Queues a stanza for the component, in its stream's namespace. */
   send(stanza: Element): void {
     if (this.#closed) return;
-    this.#write(serialize(stanza, NS_COMPONENT));
+    this.#out.write(serialize(stanza, NS_COMPONENT));
   }
 
   /** Output is coalesced into one write per event-loop turn, as on client streams. */
-  #write(text: string): void {
-    if (this.#closed) return;
-    this.#outQueue.push(text);
-    if (!this.#flushScheduled) {
-      this.#flushScheduled = true;
-      queueMicrotask(() => this.#flush());
-    }
-  }
-
-  #flush(): void {
-    this.#flushScheduled = false;
-    if (this.#outQueue.length === 0 || this.#socket.destroyed) return;
-    const data = this.#outQueue.join("");
-    this.#outQueue = [];
-    this.#socket.write(data);
-  }
 
   #sendHeader(): void {
     this.#streamId = crypto.randomUUID();
-    this.#write(
+    this.#out.write(
       streamHeader({ ns: NS_COMPONENT, id: this.#streamId, from: this.host || undefined }),
     );
     this.#headerSent = true;
@@ -154,6 +138,7 @@ export class ComponentSession implements Session {
    */
   close(condition?: StreamErrorCondition, text?: string): void {
     if (this.#closed) return;
+    let closing = "";
     if (condition) {
       if (!this.#headerSent) this.#sendHeader();
       log.info("Closing component stream {id} ({host}) with {condition}{text}", {
@@ -162,22 +147,18 @@ export class ComponentSession implements Session {
         condition,
         text: text ? `: ${text}` : "",
       });
-      this.#write(serializeStreamLevel(streamError(condition, text)));
+      closing += serializeStreamLevel(streamError(condition, text));
     }
-    if (this.#headerSent) this.#write("</stream:stream>");
-    this.#flush();
+    if (this.#headerSent) closing += "</stream:stream>";
     this.#closed = true;
     this.#detachAndForget();
-    const socket = this.#socket;
-    socket.end();
-    const timer = setTimeout(() => socket.destroy(), 3000);
-    socket.once("close", () => clearTimeout(timer));
+    this.#out.end(closing);
   }
 
   /** Drops the connection at once (end of shutdown). */
   destroy(): void {
     this.#closed = true;
-    this.#socket.destroy();
+    this.#out.destroy();
   }
 
   /** True once the stream is closing or closed. */
@@ -187,7 +168,7 @@ export class ComponentSession implements Session {
 
   #cleanup(): void {
     this.#closed = true;
-    this.#outQueue = [];
+    this.#out.drop();
     this.#detachAndForget();
   }
 
@@ -269,7 +250,7 @@ export class ComponentSession implements Session {
     this.#attached = true;
     this.authenticated = true;
     this.jid = parseJid(this.host);
-    this.#write(`<handshake/>`);
+    this.#out.write(`<handshake/>`);
     log.info("Component {host} connected from {ip} ({id})", {
       host: this.host,
       ip: this.ip,

@@ -1,6 +1,8 @@
 // Stream-level output shared by every XML stream Lilt serves (clients, external components):
-// the opening header and the prefixed stream elements (<stream:features>, <stream:error>).
+// the opening header, the prefixed stream elements (<stream:features>, <stream:error>) and
+// the coalescing output queue.
 
+import type { Socket } from "node:net";
 import type { Element } from "../xml/element.ts";
 import { escapeAttr, escapeText, serialize } from "../xml/serializer.ts";
 import { NS_STREAM } from "../xml/stanza.ts";
@@ -35,4 +37,68 @@ export function serializeStreamLevel(el: Element): string {
     inner += typeof child === "string" ? escapeText(child) : serialize(child, NS_STREAM);
   }
   return `<stream:${el.name}>${inner}</stream:${el.name}>`;
+}
+
+/**
+ * A stream's output queue: text written during one event-loop turn goes out in a single
+ * socket write (each write costs a few µs), and `end` closes the stream politely, destroying
+ * the socket if the peer does not close within 3 s.
+ */
+export class StreamWriter {
+  #socket: Socket;
+  #queue: string[] = [];
+  #scheduled = false;
+  #ended = false;
+
+  constructor(socket: Socket) {
+    this.#socket = socket;
+  }
+
+  /** Writes to a new socket from now on (after STARTTLS). */
+  set socket(socket: Socket) {
+    this.#socket = socket;
+  }
+
+  /** Queues text; ignored once the stream has ended. */
+  write(text: string): void {
+    if (this.#ended) return;
+    this.#queue.push(text);
+    if (!this.#scheduled) {
+      this.#scheduled = true;
+      queueMicrotask(() => this.flush());
+    }
+  }
+
+  /** Writes what is queued now. */
+  flush(): void {
+    this.#scheduled = false;
+    if (this.#queue.length === 0 || this.#socket.destroyed) return;
+    const data = this.#queue.length === 1 ? this.#queue[0] : this.#queue.join("");
+    this.#queue = [];
+    this.#socket.write(data);
+  }
+
+  /** Writes `closing` (stream error, closing tag) and ends the socket. */
+  end(closing: string): void {
+    if (this.#ended) return;
+    if (closing) this.write(closing);
+    this.flush();
+    this.#ended = true;
+    const socket = this.#socket;
+    socket.end();
+    const timer = setTimeout(() => socket.destroy(), 3000);
+    socket.once("close", () => clearTimeout(timer));
+  }
+
+  /** Forgets queued output (the connection is gone). */
+  drop(): void {
+    this.#ended = true;
+    this.#queue = [];
+  }
+
+  /** Drops the connection at once. */
+  destroy(): void {
+    this.drop();
+    this.#socket.destroy();
+  }
 }
