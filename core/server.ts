@@ -10,6 +10,7 @@ import type { Config } from "./config.ts";
 import type { ServerContext } from "./context.ts";
 import { Host } from "./hosts.ts";
 import { configureLogging, getLogger } from "./log.ts";
+import { MemoryTrimmer } from "./memory.ts";
 import { Metrics } from "./metrics.ts";
 import { ModuleManager, type ModuleTable } from "./modules.ts";
 import { C2SSession } from "./net/c2s.ts";
@@ -91,6 +92,7 @@ export class Server implements ServerContext {
   #hostSessions = new Map<string, HostSession>();
   #sweeper: ReturnType<typeof setInterval> | undefined;
   #stopMaintenance: (() => void) | undefined;
+  #trimmer = new MemoryTrimmer();
   #stopping = false;
 
   private constructor(config: Config, database: Database, options: ServerOptions) {
@@ -145,6 +147,8 @@ export class Server implements ServerContext {
       this.listeners.push(await listen("component", address, (s) => this.#acceptComponent(s)));
     }
     this.#startSweeper();
+    // Closed connections leave freed C heap behind: give it back after many have closed.
+    this.sessions.onRemove(() => this.#trimmer.noteClosed());
     // Purges accounts whose deletion grace period is over: at start, then daily.
     this.#stopMaintenance = startAccountMaintenance(this);
     for (const l of this.listeners) {
@@ -370,6 +374,7 @@ export class Server implements ServerContext {
     await closing;
     for (const host of this.hosts.values()) this.modules.unloadAll(host);
     this.#stopMaintenance?.();
+    this.#trimmer.stop();
     this.database.close();
     log.info("Server stopped");
   }

@@ -73,10 +73,18 @@ export class SessionManager {
     this.#all.add(session);
   }
 
+  #removed = new Set<(session: Session) => void>();
+
+  /** Calls `fn` for every session that goes away; returns a function removing it. */
+  onRemove(fn: (session: Session) => void): () => void {
+    this.#removed.add(fn);
+    return () => this.#removed.delete(fn);
+  }
+
   /** Forgets a session (on disconnect); unbinds it first. */
   remove(session: Session): void {
     this.unbind(session);
-    this.#all.delete(session);
+    if (this.#all.delete(session)) { for (const fn of this.#removed) fn(session); }
   }
 
   /**
