@@ -370,6 +370,7 @@ function rows(
     row("login: time to bound p50 (ms)", "login", "bound_p50_ms", "lower"),
     row("login: time to bound p99 (ms)", "login", "bound_p99_ms", "lower"),
     row("login: server CPU per login (ms)", "login", "cpu_ms_per_login", "lower"),
+    row("login: load client busy (% of CPU1)", "login", "client_busy_pct", "–"),
     row("messages: delivered msgs/s at saturation", "messages", "saturation_msgs_per_s", "higher"),
     row(
       "messages: server CPU per msg, saturated (µs)",
@@ -377,9 +378,13 @@ function rows(
       "saturation_cpu_us_per_msg",
       "lower",
     ),
-    row("messages: open-loop rate (msgs/s)", "messages", "open_rate_msgs_per_s", "–"),
-    row("messages: latency p50 at half rate (ms)", "messages", "latency_p50_ms", "lower"),
-    row("messages: latency p99 at half rate (ms)", "messages", "latency_p99_ms", "lower"),
+    row("messages: load client's own max (msgs/s)", "messages", "client_max_msgs_per_s", "–"),
+    row("messages: open loop, offered (msgs/s)", "messages", "open_offered_msgs_per_s", "–"),
+    row("messages: open loop, achieved (msgs/s)", "messages", "open_achieved_msgs_per_s", "–"),
+    row("messages: server busy in open loop (% of CPU0)", "messages", "open_server_busy_pct", "–"),
+    row("messages: open-loop latency p50 (ms)", "messages", "latency_p50_ms", "lower"),
+    row("messages: open-loop latency p99 (ms)", "messages", "latency_p99_ms", "lower"),
+    row("messages: server CPU per msg, open loop (µs)", "messages", "open_cpu_us_per_msg", "lower"),
     row("memory: RSS per idle session (KiB)", "memory", "kib_per_session", "lower"),
     row("memory: RSS with all idle sessions (KiB)", "memory", "rss_after_kib", "lower"),
   ];
@@ -507,6 +512,13 @@ async function main(): Promise<void> {
       }
     }
   }
+  const notes: string[] = [];
+  for (const [name, r] of [["lilt", lilt], ["prosody", prosody]] as const) {
+    for (const note of (field(r, "messages", "notes") as string[] | undefined) ?? []) {
+      notes.push(`${name} messages: ${note}`);
+    }
+  }
+  if (notes.length) console.log(`\nnotes:\n- ${notes.join("\n- ")}`);
   if (errors.length) console.log(`\nerrors:\n- ${errors.join("\n- ")}`);
   const record = {
     bench: "lilt_vs_prosody",

@@ -24,8 +24,8 @@ export interface LoadOptions {
 const encoder = new TextEncoder();
 const clockTicks = 100; // CLK_TCK on Linux x86-64/arm64
 
-/** The server's CPU seconds so far (utime + stime of every thread). */
-function serverCpuSeconds(pid: number): number {
+/** CPU seconds so far of process `pid` (utime + stime of every thread): the server or this client. */
+function cpuSeconds(pid: number): number {
   const stat = Deno.readTextFileSync(`/proc/${pid}/stat`);
   const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
   return (Number(fields[11]) + Number(fields[12])) / clockTicks;
@@ -69,11 +69,14 @@ async function hmac(key: Uint8Array, data: string): Promise<Uint8Array> {
   return new Uint8Array(await crypto.subtle.sign("HMAC", k, encoder.encode(data)));
 }
 
-/** ClientKey and StoredKey per user, salt and iteration count: PBKDF2 runs once per user. */
+/**
+ * ClientKey and StoredKey by user, salt and iteration count, as real clients cache their
+ * SaltedPassword: PBKDF2 runs once per user (in the unmeasured priming pass, see `primeMany`).
+ */
 const keyCache = new Map<string, { clientKey: Uint8Array; storedKey: Uint8Array }>();
 
-async function scramKeys(password: string, salt: Uint8Array, iterations: number) {
-  const cacheKey = `${password}\0${b64(salt)}\0${iterations}`;
+async function scramKeys(user: string, password: string, salt: Uint8Array, iterations: number) {
+  const cacheKey = `${user}\0${password}\0${b64(salt)}\0${iterations}`;
   const cached = keyCache.get(cacheKey);
   if (cached) return cached;
   const base = await crypto.subtle.importKey("raw", encoder.encode(password), "PBKDF2", false, [
@@ -118,8 +121,11 @@ class Client {
     this.resource = resource;
   }
 
-  /** Runs the whole login; resolves with ms to bound and ms to roster result. */
-  async login(): Promise<{ bound: number; ready: number }> {
+  /**
+   * Runs the whole login; resolves with ms to bound and ms to roster result. With `primeOnly`
+   * it stops after the SCRAM challenge, once the salted password is cached (no auth attempt).
+   */
+  async login(primeOnly = false): Promise<{ bound: number; ready: number }> {
     const start = performance.now();
     const o = this.#opts;
     const failure = new Promise<never>((_, reject) => this.#failed = reject);
@@ -158,7 +164,13 @@ class Client {
         challenge.slice(challenge.lastIndexOf(">", challenge.length - 13) + 1, -12),
       );
       const attrs = new Map(serverFirst.split(",").map((kv) => [kv[0], kv.slice(2)]));
-      const keys = await scramKeys(o.password, unb64(attrs.get("s")!), Number(attrs.get("i")));
+      const keys = await scramKeys(
+        this.user,
+        o.password,
+        unb64(attrs.get("s")!),
+        Number(attrs.get("i")),
+      );
+      if (primeOnly) return { bound: NaN, ready: NaN };
       const finalNoProof = `c=biws,r=${attrs.get("r")}`;
       const signature = await hmac(
         keys.storedKey,
@@ -280,6 +292,30 @@ class Client {
   }
 }
 
+/**
+ * Caches the SCRAM keys of users `first`..`first + count - 1`: each connects, does STARTTLS and
+ * reads the SCRAM challenge (salt, iterations), then closes without answering it, so the server
+ * records neither a login nor a failure. Not measured.
+ */
+async function primeMany(opts: LoadOptions, first: number, count: number): Promise<number> {
+  let next = 0;
+  let failed = 0;
+  async function worker() {
+    while (next < count) {
+      const client = new Client(opts, `${opts.userPrefix}${first + next++}`, "prime");
+      try {
+        await client.login(true);
+      } catch {
+        failed++;
+      } finally {
+        client.close();
+      }
+    }
+  }
+  await Promise.all(Array.from({ length: Math.min(opts.concurrency, count) }, worker));
+  return failed;
+}
+
 /** Logs in `count` clients with at most `concurrency` logins in flight. */
 async function loginMany(
   opts: LoadOptions,
@@ -322,11 +358,17 @@ function summarizeErrors(errors: string[]) {
 
 /** Workload 1: login rate, time to bound, server CPU per login. */
 async function loginWorkload(opts: LoadOptions) {
-  const cpu0 = serverCpuSeconds(opts.pid);
+  const primeT0 = performance.now();
+  const primeFailed = await primeMany(opts, 0, opts.logins);
+  const primeSeconds = (performance.now() - primeT0) / 1000;
+  await sleep(1000); // let the priming connections close
+  const cpu0 = cpuSeconds(opts.pid);
+  const own0 = cpuSeconds(Deno.pid);
   const t0 = performance.now();
   const result = await loginMany(opts, 0, opts.logins, "login");
   const seconds = (performance.now() - t0) / 1000;
-  const cpu = serverCpuSeconds(opts.pid) - cpu0;
+  const cpu = cpuSeconds(opts.pid) - cpu0;
+  const ownCpu = cpuSeconds(Deno.pid) - own0;
   closeAll(result.clients);
   const ok = result.clients.length;
   return {
@@ -339,6 +381,10 @@ async function loginWorkload(opts: LoadOptions) {
     ready_p99_ms: percentile(result.ready, 0.99),
     server_cpu_s: cpu,
     cpu_ms_per_login: ok ? (cpu * 1000) / ok : NaN,
+    client_cpu_ms_per_login: ok ? (ownCpu * 1000) / ok : NaN,
+    client_busy_pct: (ownCpu / seconds) * 100,
+    prime_seconds: primeSeconds,
+    prime_failed: primeFailed,
     errors: summarizeErrors(result.errors),
   };
 }
@@ -351,7 +397,93 @@ function bodyAt(now: number): string {
   return stamp + filler.slice(stamp.length);
 }
 
-/** Workload 2: closed-loop saturation, then an open loop at half that rate for latency. */
+/** Open-loop send interval in ms; the client's event-loop lag is measured against it. */
+const tickMs = 2;
+/** The open-loop rate is at most this share of the client's own measured capacity. */
+const clientHeadroom = 0.4;
+/** Open-loop tick lag (p99, ms) above which the client, not the server, is called the limit. */
+const lagLimitMs = 10;
+
+/** What one open-loop run measured. */
+interface OpenLoopResult {
+  sent: number;
+  delivered: number;
+  deliveredInWindow: number;
+  openSeconds: number;
+  latencies: number[];
+  lags: number[];
+  clientCpuS: number;
+  serverCpuS: number;
+}
+
+/**
+ * Sends at `rate` msgs/s for `seconds`, in `tickMs` ticks, round-robin over both directions of
+ * every pair; each body carries its send time and each delivery is timed when this client reads
+ * it. Waits 1.5 s for the last deliveries (counted in `delivered` and the server CPU).
+ */
+async function openLoop(
+  opts: LoadOptions,
+  clients: Client[],
+  pairs: [Client, Client][],
+  rate: number,
+  seconds: number,
+): Promise<OpenLoopResult> {
+  const latencies: number[] = [];
+  let delivered = 0;
+  let measuring = true;
+  for (const c of clients) {
+    c.onMessage = (body) => {
+      if (!measuring || !body.startsWith("t=")) return;
+      const t = Number(body.slice(2, body.indexOf(";")));
+      if (!t) return;
+      delivered++;
+      latencies.push(performance.now() - t);
+    };
+  }
+  const senders: [Client, string][] = [];
+  for (const [a, b] of pairs) senders.push([a, b.jid], [b, a.jid]);
+  let cursor = 0;
+  let sent = 0;
+  const lags: number[] = [];
+  const server0 = cpuSeconds(opts.pid);
+  const own0 = cpuSeconds(Deno.pid);
+  const t0 = performance.now();
+  const end = t0 + seconds * 1000;
+  for (let now = t0; now < end;) {
+    const due = Math.floor(((now - t0) / 1000) * rate);
+    while (sent < due) {
+      const [from, to] = senders[cursor++ % senders.length];
+      from.sendMessage(to, bodyAt(performance.now()));
+      sent++;
+    }
+    const before = performance.now();
+    await sleep(tickMs);
+    now = performance.now();
+    lags.push(now - before - tickMs);
+  }
+  const openSeconds = (performance.now() - t0) / 1000;
+  const clientCpuS = cpuSeconds(Deno.pid) - own0;
+  const deliveredInWindow = delivered;
+  await sleep(1500); // let the last ones arrive
+  const serverCpuS = cpuSeconds(opts.pid) - server0;
+  measuring = false;
+  return {
+    sent,
+    delivered,
+    deliveredInWindow,
+    openSeconds,
+    latencies,
+    lags,
+    clientCpuS,
+    serverCpuS,
+  };
+}
+
+/**
+ * Workload 2: closed-loop saturation, then an open loop for latency at half that rate, capped
+ * at `clientHeadroom` of what the client itself can handle (its CPU time per message in a 1 s
+ * open-loop calibration), so that the latency figures are the server's and not the client's.
+ */
 async function messageWorkload(opts: LoadOptions) {
   const { clients, errors } = await loginMany(opts, 0, opts.pairs * 2, "msg");
   if (clients.length < 2) {
@@ -379,78 +511,97 @@ async function messageWorkload(opts: LoadOptions) {
     for (let w = 0; w < opts.window; w++) a.sendMessage(b.jid, filler);
   }
   await sleep(1000); // warm-up
-  const closedCpu0 = serverCpuSeconds(opts.pid);
+  const closedCpu0 = cpuSeconds(opts.pid);
+  const closedOwn0 = cpuSeconds(Deno.pid);
   const closedCount0 = delivered;
   const closedT0 = performance.now();
   await sleep(opts.seconds * 1000);
   const closedSeconds = (performance.now() - closedT0) / 1000;
   const closedCount = delivered - closedCount0;
-  const closedCpu = serverCpuSeconds(opts.pid) - closedCpu0;
+  const closedCpu = cpuSeconds(opts.pid) - closedCpu0;
+  const closedOwn = cpuSeconds(Deno.pid) - closedOwn0;
   running = false;
   await sleep(1500); // drain
   const saturation = closedCount / closedSeconds;
+  const half = saturation / 2;
 
-  // open loop at half the saturation rate, in 5 ms ticks, round-robin over both directions
-  const rate = saturation / 2;
-  const latencies: number[] = [];
-  let openDelivered = 0;
-  let measuring = false;
-  for (const c of clients) {
-    c.onMessage = (body) => {
-      if (!measuring) return;
-      openDelivered++;
-      const t = Number(body.slice(2, body.indexOf(";")));
-      if (t) latencies.push(performance.now() - t);
-    };
-  }
-  const senders: [Client, string][] = [];
-  for (const [a, b] of pairs) senders.push([a, b.jid], [b, a.jid]);
-  let cursor = 0;
-  let sent = 0;
-  measuring = true;
-  const openCpu0 = serverCpuSeconds(opts.pid);
-  const openT0 = performance.now();
-  const openEnd = openT0 + opts.seconds * 1000;
-  while (performance.now() < openEnd) {
-    const due = Math.floor(((performance.now() - openT0) / 1000) * rate);
-    while (sent < due) {
-      const [from, to] = senders[cursor++ % senders.length];
-      from.sendMessage(to, bodyAt(performance.now()));
-      sent++;
-    }
-    await sleep(5);
-  }
-  const openSeconds = (performance.now() - openT0) / 1000;
-  await sleep(1500); // let the last ones arrive
-  const openCpu = serverCpuSeconds(opts.pid) - openCpu0;
-  measuring = false;
+  // calibration: 1 s of open loop at half saturation gives the client's own CPU cost per
+  // message when sends are not batched by the closed loop (about twice the closed-loop cost)
+  const calibration = await openLoop(opts, clients, pairs, half, 1);
+  const clientUs = calibration.clientCpuS > 0
+    ? (calibration.clientCpuS * 1e6) / calibration.sent
+    : 0;
+  const clientMax = clientUs > 0 ? 1e6 / clientUs : Infinity;
+  const rate = Math.min(half, clientHeadroom * clientMax);
+  await sleep(500);
+  const open = await openLoop(opts, clients, pairs, rate, opts.seconds);
   closeAll(clients);
+  const { lags, latencies, sent, openSeconds } = open;
+  const openDelivered = open.delivered;
+  const lagP99 = percentile(lags, 0.99);
+  const sentRate = sent / openSeconds;
+  const notes: string[] = [];
+  if (rate < half) {
+    notes.push(
+      `open-loop rate capped at ${Math.round(rate)} msgs/s (${clientHeadroom * 100}% of the ` +
+        `client's ${Math.round(clientMax)} msgs/s) instead of half saturation ${Math.round(half)}`,
+    );
+  }
+  if (closedOwn / closedSeconds > 0.9) {
+    notes.push(
+      `client busy ${Math.round((closedOwn / closedSeconds) * 100)}% in the closed loop: ` +
+        `saturation may be the client's`,
+    );
+  }
+  const clientLimited = lagP99 > lagLimitMs || sentRate < 0.97 * rate ||
+    openDelivered < 0.99 * sent;
+  if (clientLimited) {
+    notes.push(
+      `client was the limit in the open loop (tick lag p99 ${lagP99.toFixed(1)} ms, ` +
+        `sent ${Math.round(sentRate)} of ${Math.round(rate)} msgs/s): latency is not the server's`,
+    );
+  }
   return {
     pairs: pairs.length,
     window_per_pair: opts.window,
     saturation_msgs_per_s: saturation,
     saturation_cpu_us_per_msg: closedCount ? (closedCpu * 1e6) / closedCount : NaN,
-    open_rate_msgs_per_s: sent / openSeconds,
-    open_delivered: openDelivered,
+    saturation_client_busy_pct: (closedOwn / closedSeconds) * 100,
+    client_max_msgs_per_s: clientMax,
+    open_offered_msgs_per_s: rate,
+    open_rate_msgs_per_s: sentRate,
+    open_achieved_msgs_per_s: open.deliveredInWindow / openSeconds,
+    open_capped_by_client: rate < half,
     open_sent: sent,
+    open_delivered: openDelivered,
+    open_client_busy_pct: (open.clientCpuS / openSeconds) * 100,
+    open_server_busy_pct: (open.serverCpuS / (openSeconds + 1.5)) * 100,
+    client_us_per_msg_open: clientUs,
+    open_tick_lag_p99_ms: lagP99,
+    open_tick_lag_max_ms: Math.max(...lags),
+    open_client_limited: clientLimited,
     latency_p50_ms: percentile(latencies, 0.5),
+    latency_p90_ms: percentile(latencies, 0.9),
     latency_p99_ms: percentile(latencies, 0.99),
-    open_cpu_us_per_msg: openDelivered ? (openCpu * 1e6) / openDelivered : NaN,
+    open_cpu_us_per_msg: openDelivered ? (open.serverCpuS * 1e6) / openDelivered : NaN,
+    notes,
     errors: summarizeErrors(errors),
   };
 }
 
 /** Workload 3: idle authenticated sessions, server RSS per session. */
 async function memoryWorkload(opts: LoadOptions) {
-  await sleep(2000); // let the previous workload's sessions close
+  // Let the previous workload's sessions close and the server return their freed heap
+  // (it trims the C heap about 2 s after many connections closed).
+  await sleep(5000);
   const rss0 = serverRssKiB(opts.pid);
-  const cpu0 = serverCpuSeconds(opts.pid);
+  const cpu0 = cpuSeconds(opts.pid);
   const t0 = performance.now();
   const { clients, errors } = await loginMany(opts, 0, opts.idle, "idle");
   const seconds = (performance.now() - t0) / 1000;
   await sleep(3000); // settle
   const rss1 = serverRssKiB(opts.pid);
-  const cpu = serverCpuSeconds(opts.pid) - cpu0;
+  const cpu = cpuSeconds(opts.pid) - cpu0;
   const n = clients.length;
   closeAll(clients);
   return {
