@@ -140,84 +140,73 @@ function encode(value: unknown, where: string): string {
   return text;
 }
 
-class SqlKeyValueStore<T> implements KeyValueStore<T> {
-  #database: Database;
-  #host: string;
-  #store: string;
+/** What every store kind shares: the database and the (host, store) rows it works on. */
+abstract class ScopedStore {
+  constructor(
+    protected readonly database: Database,
+    protected readonly host: string,
+    protected readonly store: string,
+  ) {}
+}
 
-  constructor(database: Database, host: string, store: string) {
-    this.#database = database;
-    this.#host = host;
-    this.#store = store;
-  }
-
+class SqlKeyValueStore<T> extends ScopedStore implements KeyValueStore<T> {
   get(user: string): T | undefined {
-    const row = this.#database
+    const row = this.database
       .prepare("SELECT value FROM kv WHERE host = ? AND user = ? AND store = ?")
-      .get(this.#host, user, this.#store) as { value: string } | undefined;
+      .get(this.host, user, this.store) as { value: string } | undefined;
     return row === undefined ? undefined : JSON.parse(row.value) as T;
   }
 
   set(user: string, value: T | undefined): void {
     if (value === undefined) {
-      this.#database
+      this.database
         .prepare("DELETE FROM kv WHERE host = ? AND user = ? AND store = ?")
-        .run(this.#host, user, this.#store);
+        .run(this.host, user, this.store);
       return;
     }
-    this.#database
+    this.database
       .prepare(
         "INSERT INTO kv (host, user, store, value) VALUES (?, ?, ?, ?) " +
           "ON CONFLICT (host, user, store) DO UPDATE SET value = excluded.value",
       )
-      .run(this.#host, user, this.#store, encode(value, `store '${this.#store}'`));
+      .run(this.host, user, this.store, encode(value, `store '${this.store}'`));
   }
 }
 
-class SqlMapStore<T> implements MapStore<T> {
-  #database: Database;
-  #host: string;
-  #store: string;
-
-  constructor(database: Database, host: string, store: string) {
-    this.#database = database;
-    this.#host = host;
-    this.#store = store;
-  }
-
+class SqlMapStore<T> extends ScopedStore implements MapStore<T> {
   get(user: string, key: string): T | undefined {
-    const row = this.#database
+    const row = this.database
       .prepare("SELECT value FROM map WHERE host = ? AND user = ? AND store = ? AND key = ?")
-      .get(this.#host, user, this.#store, key) as { value: string } | undefined;
+      .get(this.host, user, this.store, key) as { value: string } | undefined;
     return row === undefined ? undefined : JSON.parse(row.value) as T;
   }
 
   set(user: string, key: string, value: T | undefined): void {
     if (value === undefined) {
-      this.#database
+      this.database
         .prepare("DELETE FROM map WHERE host = ? AND user = ? AND store = ? AND key = ?")
-        .run(this.#host, user, this.#store, key);
+        .run(this.host, user, this.store, key);
       return;
     }
-    this.#database
+    this.database
       .prepare(
         "INSERT INTO map (host, user, store, key, value) VALUES (?, ?, ?, ?, ?) " +
           "ON CONFLICT (host, user, store, key) DO UPDATE SET value = excluded.value",
       )
-      .run(this.#host, user, this.#store, key, encode(value, `key '${key}'`));
+      .run(this.host, user, this.store, key, encode(value, `key '${key}'`));
   }
 
   getAll(user: string): Map<string, T> {
-    const rows = this.#database
+    const rows = this.database
       .prepare("SELECT key, value FROM map WHERE host = ? AND user = ? AND store = ? ORDER BY key")
-      .all(this.#host, user, this.#store) as { key: string; value: string }[];
+      .all(this.host, user, this.store) as { key: string; value: string }[];
     return new Map(rows.map((row) => [row.key, JSON.parse(row.value) as T]));
   }
 
   deleteAll(user: string): void {
-    this.#database
+    this.database
       .prepare("DELETE FROM map WHERE host = ? AND user = ? AND store = ?")
-      .run(this.#host, user, this.#store);
+      .run(this.host, user, this.store);
   }
 }
 
@@ -242,17 +231,7 @@ function randomId(): string {
   return btoa(String.fromCharCode(...bytes)).replaceAll("+", "-").replaceAll("/", "_");
 }
 
-class SqlArchiveStore implements ArchiveStore {
-  #database: Database;
-  #host: string;
-  #store: string;
-
-  constructor(database: Database, host: string, store: string) {
-    this.#database = database;
-    this.#host = host;
-    this.#store = store;
-  }
-
+class SqlArchiveStore extends ScopedStore implements ArchiveStore {
   append(user: string, item: Partial<ArchiveItem> & { payload: string }): string {
     const when = item.when ?? Date.now();
     if (!Number.isSafeInteger(when)) {
@@ -261,24 +240,24 @@ class SqlArchiveStore implements ArchiveStore {
     const params = [when, item.with ?? "", item.type ?? "", item.payload];
     if (item.id !== undefined) {
       if (item.id === "") throw new TypeError("Expected a non-empty archive item id, found ''");
-      this.#database
+      this.database
         .prepare(
           "INSERT INTO archive (host, user, store, key, when_ms, with_jid, type, payload) " +
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (host, user, store, key) DO UPDATE SET " +
             "when_ms = excluded.when_ms, with_jid = excluded.with_jid, type = excluded.type, " +
             "payload = excluded.payload",
         )
-        .run(this.#host, user, this.#store, item.id, ...params);
+        .run(this.host, user, this.store, item.id, ...params);
       return item.id;
     }
-    const insert = this.#database.prepare(
+    const insert = this.database.prepare(
       "INSERT INTO archive (host, user, store, key, when_ms, with_jid, type, payload) " +
         "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
     );
     for (;;) {
       // A collision of 96 random bits will not happen, but costs nothing to handle.
       const id = randomId();
-      if (insert.run(this.#host, user, this.#store, id, ...params).changes === 1) return id;
+      if (insert.run(this.host, user, this.store, id, ...params).changes === 1) return id;
     }
   }
 
@@ -286,7 +265,7 @@ class SqlArchiveStore implements ArchiveStore {
     const { where, params } = this.#select(user, query);
     const sql = "SELECT key, when_ms, with_jid, type, payload FROM archive WHERE " + where +
       orderAndLimit(query, params);
-    const rows = this.#database.prepare(sql).all(...params) as unknown as ArchiveRow[];
+    const rows = this.database.prepare(sql).all(...params) as unknown as ArchiveRow[];
     return rows.map((row) => ({
       id: row.key,
       when: row.when_ms,
@@ -298,7 +277,7 @@ class SqlArchiveStore implements ArchiveStore {
 
   count(user: string, query: ArchiveQuery = {}): number {
     const { where, params } = this.#select(user, query);
-    const row = this.#database.prepare("SELECT count(*) AS n FROM archive WHERE " + where)
+    const row = this.database.prepare("SELECT count(*) AS n FROM archive WHERE " + where)
       .get(...params) as { n: number };
     return row.n;
   }
@@ -310,12 +289,12 @@ class SqlArchiveStore implements ArchiveStore {
       sql = "DELETE FROM archive WHERE id IN (SELECT id FROM archive WHERE " + where +
         orderAndLimit(query, params) + ")";
     }
-    return Number(this.#database.prepare(sql).run(...params).changes);
+    return Number(this.database.prepare(sql).run(...params).changes);
   }
 
   #select(user: string, query: ArchiveQuery): Selection {
     const conditions = ["host = ?", "user = ?", "store = ?"];
-    const params: SQLInputValue[] = [this.#host, user, this.#store];
+    const params: SQLInputValue[] = [this.host, user, this.store];
     if (query.start !== undefined) {
       conditions.push("when_ms >= ?");
       params.push(query.start);
@@ -347,11 +326,11 @@ class SqlArchiveStore implements ArchiveStore {
   }
 
   #anchor(user: string, key: string): { when_ms: number; id: number } {
-    const row = this.#database
+    const row = this.database
       .prepare(
         "SELECT when_ms, id FROM archive WHERE host = ? AND user = ? AND store = ? AND key = ?",
       )
-      .get(this.#host, user, this.#store, key) as { when_ms: number; id: number } | undefined;
+      .get(this.host, user, this.store, key) as { when_ms: number; id: number } | undefined;
     if (row === undefined) throw new ArchiveItemNotFoundError(key);
     return row;
   }
