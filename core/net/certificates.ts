@@ -6,6 +6,7 @@ import { createPrivateKey, X509Certificate } from "node:crypto";
 import { isIP } from "node:net";
 import { join } from "node:path";
 import { domainToASCII } from "node:url";
+import { decodeOid, readTlv } from "./der.ts";
 
 /** Where the operator's certificate and key are: PEM file paths from the config ("" = none). */
 export interface CertificateSource {
@@ -412,43 +413,4 @@ function pssHash(der: Uint8Array, offset: number, end: number): string | undefin
   const hashIdentifier = readTlv(der, first.start);
   const hashOid = readTlv(der, hashIdentifier.start);
   return DIGESTS[decodeOid(der.subarray(hashOid.start, hashOid.end))];
-}
-
-interface Tlv {
-  tag: number;
-  start: number;
-  end: number;
-}
-
-function readTlv(der: Uint8Array, offset: number): Tlv {
-  const tag = der[offset];
-  let length = der[offset + 1];
-  let start = offset + 2;
-  if (length & 0x80) {
-    const count = length & 0x7f;
-    if (count === 0 || count > 4) throw new Error("Unsupported DER length");
-    length = 0;
-    for (let i = 0; i < count; i++) length = length * 256 + der[start + i];
-    start += count;
-  }
-  const end = start + length;
-  if (tag === undefined || end > der.length) throw new Error("Truncated DER");
-  return { tag, start, end };
-}
-
-function decodeOid(bytes: Uint8Array): string {
-  const parts: number[] = [];
-  let value = 0;
-  for (const byte of bytes) {
-    value = value * 128 + (byte & 0x7f);
-    if (byte & 0x80) continue;
-    if (parts.length === 0) {
-      const first = value < 80 ? Math.floor(value / 40) : 2;
-      parts.push(first, value - first * 40);
-    } else {
-      parts.push(value);
-    }
-    value = 0;
-  }
-  return parts.join(".");
 }
