@@ -622,6 +622,9 @@ class Validator {
           const message = spec.check?.(item, name);
           if (message) return fail(message, [...path, i]);
         }
+        if (spec.path) {
+          return value.map((item) => item === "" ? item : resolve(this.#baseDir, item));
+        }
         return spec.normalize ? value.map(spec.normalize) : [...value];
       }
       case "table":

@@ -31,7 +31,10 @@ export interface OptionSpec {
   scope: "global" | "host";
   /** One line for documentation and error messages. */
   description: string;
-  /** A string option that names a file: a relative value resolves against the config's folder. */
+  /**
+   * A string (or string[]) option that names files: a relative value resolves against the
+   * config's folder.
+   */
   path?: boolean;
   /** Extra check of a string (or of each string of a string[]); returns a message or undefined. */
   check?: (item: string, name: string) => string | undefined;
@@ -103,6 +106,17 @@ function checkAdminJid(item: string, name: string): string | undefined {
   }
 }
 
+function checkDomain(item: string, name: string): string | undefined {
+  try {
+    const jid = parseJid(item);
+    if (jid.local === undefined && jid.resource === undefined) return undefined;
+  } catch {
+    // reported below
+  }
+  return `option '${name}' has an invalid domain '${item}': expected a bare domain such as ` +
+    `"example.org"`;
+}
+
 function checkModuleName(item: string, name: string): string | undefined {
   return item.trim() === "" ? `option '${name}' has an empty module name` : undefined;
 }
@@ -142,6 +156,75 @@ export const GLOBAL_OPTIONS: Record<string, OptionSpec> = {
     scope: "global",
     check: checkListenAddress,
     description: "Addresses for external component connections (XEP-0114), e.g. 127.0.0.1:5347",
+  },
+  s2s_interfaces: {
+    type: "string[]",
+    default: [],
+    scope: "global",
+    check: checkListenAddress,
+    description: 'Addresses for server-to-server connections (STARTTLS), e.g. "*:5269"; ' +
+      "empty = no federation",
+  },
+  s2s_direct_tls_interfaces: {
+    type: "string[]",
+    default: [],
+    scope: "global",
+    check: checkListenAddress,
+    description: "Addresses for server-to-server connections with direct TLS (XEP-0368)",
+  },
+  s2s_ca_files: {
+    type: "string[]",
+    default: [],
+    scope: "global",
+    path: true,
+    description: "PEM files of extra authorities (or pinned certificates) trusted for remote " +
+      "servers, on top of the system store",
+  },
+  s2s_dialback_secret: {
+    type: "string",
+    default: "",
+    scope: "global",
+    description: "Secret for dialback keys (XEP-0185); empty = a random one at each start",
+  },
+  s2s_connect_timeout: {
+    type: "integer",
+    default: 10,
+    min: 1,
+    max: 600,
+    scope: "global",
+    description: "Seconds to resolve and connect to a remote server (all addresses together)",
+  },
+  s2s_auth_timeout: {
+    type: "integer",
+    default: 30,
+    min: 1,
+    max: 600,
+    scope: "global",
+    description: "Seconds a server-to-server stream has to finish TLS and authentication",
+  },
+  s2s_idle_timeout: {
+    type: "integer",
+    default: 300,
+    min: 5,
+    max: 86400,
+    scope: "global",
+    description: "Seconds without traffic before a server-to-server link is closed",
+  },
+  s2s_queue_limit: {
+    type: "integer",
+    default: 500,
+    min: 1,
+    max: 100000,
+    scope: "global",
+    description: "Stanzas held per remote domain while its link is being set up; more bounce",
+  },
+  s2s_stanza_size_limit: {
+    type: "integer",
+    default: 524288,
+    min: 10000,
+    max: 16777216,
+    scope: "global",
+    description: "Largest stanza in bytes a remote server may send",
   },
   c2s_auth_timeout: {
     type: "integer",
@@ -240,6 +323,57 @@ export const HOST_OPTIONS: Record<string, OptionSpec> = {
     scope: "host",
     check: checkModuleName,
     description: "Modules not loaded; the global and host lists both apply",
+  },
+  s2s: {
+    type: "boolean",
+    default: true,
+    scope: "host",
+    description: "Federate this host with remote servers (needs s2s_interfaces)",
+  },
+  s2s_require_encryption: {
+    type: "boolean",
+    default: true,
+    scope: "host",
+    description: "Refuse server-to-server streams without TLS",
+  },
+  s2s_secure_auth: {
+    type: "boolean",
+    default: true,
+    scope: "host",
+    description: "Require a valid certificate from remote servers (no dialback-only peers)",
+  },
+  s2s_insecure_domains: {
+    type: "string[]",
+    default: [],
+    scope: "host",
+    check: checkDomain,
+    normalize: (item) => parseJid(item).toString(),
+    description: "Remote domains allowed to authenticate with dialback when s2s_secure_auth is on",
+  },
+  s2s_secure_domains: {
+    type: "string[]",
+    default: [],
+    scope: "host",
+    check: checkDomain,
+    normalize: (item) => parseJid(item).toString(),
+    description: "Remote domains that must present a valid certificate even when " +
+      "s2s_secure_auth is off",
+  },
+  s2s_allow_domains: {
+    type: "string[]",
+    default: [],
+    scope: "host",
+    check: checkDomain,
+    normalize: (item) => parseJid(item).toString(),
+    description: "When not empty, the only remote domains this host federates with",
+  },
+  s2s_deny_domains: {
+    type: "string[]",
+    default: [],
+    scope: "host",
+    check: checkDomain,
+    normalize: (item) => parseJid(item).toString(),
+    description: "Remote domains this host never federates with",
   },
   c2s_require_encryption: {
     type: "boolean",

@@ -10,6 +10,12 @@ import type { Session, SessionManager } from "./sessions.ts";
 import type { Storage } from "./storage/stores.ts";
 import type { Element } from "./xml/element.ts";
 
+/** Delivery to remote domains (federation), when the server federates. */
+export interface RemoteDelivery {
+  /** Sends a stanza to its remote `to` domain, or bounces it to `origin` with the reason. */
+  send(stanza: Element, origin: Session): void;
+}
+
 /** Read-mostly access to server state for core components and modules. */
 export interface ServerContext {
   /** The configuration in force (replaced on reload). */
@@ -28,6 +34,8 @@ export interface ServerContext {
   readonly metrics: Metrics;
   /** When the server started (ms epoch). */
   readonly startedAt: number;
+  /** Federation; undefined when the server has no s2s listener (remote stanzas bounce). */
+  readonly remote: RemoteDelivery | undefined;
   /** Routes a stanza as if it came from `origin` (RFC 6121 §8 rules). */
   route(stanza: Element, origin: Session): void;
   /** The internal session a host uses as origin for stanzas it sends itself. */

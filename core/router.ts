@@ -47,7 +47,7 @@ export class Router {
     if (toAttr !== undefined) {
       to = tryParseJid(toAttr);
       if (!to) {
-        this.#bounce(stanza, origin, "jid-malformed", "The 'to' address is not a valid JID");
+        bounce(stanza, origin, "jid-malformed", "The 'to' address is not a valid JID");
         return;
       }
       // Normalise so modules and sessions see the prepared form.
@@ -113,13 +113,12 @@ export class Router {
   }
 
   #routeRemote(stanza: Element, origin: Session): void {
-    // Federation is not there yet: every remote destination is unreachable.
-    this.#bounce(
-      stanza,
-      origin,
-      "remote-server-not-found",
-      "Federation with remote servers is not available",
-    );
+    const remote = this.#server.remote;
+    if (remote) {
+      remote.send(stanza, origin);
+      return;
+    }
+    bounce(stanza, origin, "service-unavailable", "Federation is off on this server");
   }
 
   /** Hands a stanza to an external component's connection; bounces it when none is attached. */
@@ -129,7 +128,7 @@ export class Router {
       connection.send(stanza);
       return;
     }
-    this.#bounce(stanza, origin, "service-unavailable", `The service '${host.domain}' is offline`);
+    bounce(stanza, origin, "service-unavailable", `The service '${host.domain}' is offline`);
   }
 
   /** RFC 6121 §8.5 (local user) and RFC 6120 §10.4 (server) defaults. */
@@ -145,13 +144,13 @@ export class Router {
           return;
         }
       }
-      if (type === "get" || type === "set") this.#bounce(stanza, origin, "service-unavailable");
+      if (type === "get" || type === "set") bounce(stanza, origin, "service-unavailable");
       return; // results and errors nobody waits for are dropped
     }
     if (toType === "host" || toType === "self" || !to?.local) {
       // Messages to the server itself (RFC 6120 §10.3.1) that no module handles.
       if (kind === "message" && (type === undefined || type === "normal" || type === "chat")) {
-        this.#bounce(stanza, origin, "service-unavailable");
+        bounce(stanza, origin, "service-unavailable");
       }
       return;
     }
@@ -178,14 +177,14 @@ export class Router {
       // §8.5.3.2.1: no such resource.
       if (type === "error" || type === "headline") return;
       if (type === "groupchat") {
-        this.#bounce(stanza, origin, "service-unavailable");
+        bounce(stanza, origin, "service-unavailable");
         return;
       }
       // chat and normal are treated as if addressed to the bare JID.
     }
     if (type === "error") return;
     if (type === "groupchat") {
-      this.#bounce(stanza, origin, "service-unavailable");
+      bounce(stanza, origin, "service-unavailable");
       return;
     }
     const available = sessions.userSessions(to.domain, to.local!).filter((s) =>
@@ -211,7 +210,7 @@ export class Router {
     ) {
       return;
     }
-    this.#bounce(stanza, origin, "service-unavailable");
+    bounce(stanza, origin, "service-unavailable");
   }
 
   #deliverPresence(stanza: Element, to: JID, toType: ToType): void {
@@ -227,29 +226,33 @@ export class Router {
       if (s.available) s.send(stanza);
     }
   }
+}
 
-  /** Sends an error reply for a stanza back to its origin, unless it is an error itself. */
-  #bounce(
-    stanza: Element,
-    origin: Session,
-    condition: StanzaErrorCondition,
-    text?: string,
-  ): void {
-    if (isError(stanza)) return;
-    // The server's own broadcasts (presence to remote contacts) are not answered to itself.
-    if (stanza.name === "presence" && origin.kind === "internal") return;
-    if (stanza.name === "iq" && stanza.attrs.type !== "get" && stanza.attrs.type !== "set") return;
-    if (stanza.name === "presence" && stanza.attrs.type !== undefined) {
-      // Presence errors only make sense for directed available presence.
-      if (stanza.attrs.type !== "unavailable") return;
-    }
-    log.debug("Bouncing {kind} to {to}: {condition}", {
-      kind: stanza.name,
-      to: stanza.attrs.to,
-      condition,
-    });
-    const error = errorReply(stanza, condition, { text, includeOriginal: true });
-    if (!error.attrs.from) error.attrs.from = origin.host;
-    origin.send(error);
+/**
+ * Sends an error reply for a stanza back to its origin, unless it is an error itself or a
+ * stanza that gets no error (iq results, presence other than directed available/unavailable,
+ * the server's own presence broadcasts).
+ */
+export function bounce(
+  stanza: Element,
+  origin: Session,
+  condition: StanzaErrorCondition,
+  text?: string,
+): void {
+  if (isError(stanza)) return;
+  // The server's own broadcasts (presence to remote contacts) are not answered to itself.
+  if (stanza.name === "presence" && origin.kind === "internal") return;
+  if (stanza.name === "iq" && stanza.attrs.type !== "get" && stanza.attrs.type !== "set") return;
+  if (stanza.name === "presence" && stanza.attrs.type !== undefined) {
+    // Presence errors only make sense for directed available presence.
+    if (stanza.attrs.type !== "unavailable") return;
   }
+  log.debug("Bouncing {kind} to {to}: {condition}", {
+    kind: stanza.name,
+    to: stanza.attrs.to,
+    condition,
+  });
+  const error = errorReply(stanza, condition, { text, includeOriginal: true });
+  if (!error.attrs.from) error.attrs.from = origin.host;
+  origin.send(error);
 }

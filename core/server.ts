@@ -19,6 +19,8 @@ import { loadOrCreateCertificate } from "./net/certificates.ts";
 import { listen, type Listener } from "./net/listener.ts";
 import { type ListenAddress, parseListenAddress } from "./config_schema.ts";
 import { TlsContexts, type TlsHostEntry } from "./net/tls.ts";
+import { loadTrustStore } from "./net/peer_certificate.ts";
+import { S2SManager } from "./s2s/manager.ts";
 import { Router } from "./router.ts";
 import { type Session, SessionManager } from "./sessions.ts";
 import { Database } from "./storage/database.ts";
@@ -88,6 +90,10 @@ export class Server implements ServerContext {
   /** Counters for `stats show`. */
   readonly metrics: Metrics = new Metrics();
   tls!: TlsContexts;
+  /** Server-side TLS for s2s streams (asks peers for certificates); set when federating. */
+  s2sTls: TlsContexts | undefined;
+  /** Federation; undefined without s2s listeners. */
+  remote: S2SManager | undefined;
   listeners: Listener[] = [];
   #hostSessions = new Map<string, HostSession>();
   #sweeper: ReturnType<typeof setInterval> | undefined;
@@ -138,7 +144,9 @@ export class Server implements ServerContext {
 
   async #setUp(): Promise<void> {
     const config = this.config;
-    this.tls = new TlsContexts(await this.#loadCertificates(config));
+    const certificates = await this.#loadCertificates(config);
+    this.tls = new TlsContexts(certificates);
+    await this.#setUpFederation(config, certificates);
     for (const hostConfig of config.hosts) await this.#addHost(hostConfig.domain, "local");
     for (const component of config.components) {
       await this.#addHost(component.domain, "component");
@@ -152,6 +160,17 @@ export class Server implements ServerContext {
     for (const address of addresses(config, "component_interfaces")) {
       this.listeners.push(await listen("component", address, (s) => this.#acceptComponent(s)));
     }
+    const remote = this.remote;
+    if (remote) {
+      for (const address of addresses(config, "s2s_interfaces")) {
+        this.listeners.push(await listen("s2s", address, (s) => this.#acceptServer(s, false)));
+      }
+      for (const address of addresses(config, "s2s_direct_tls_interfaces")) {
+        this.listeners.push(
+          await listen("s2s_direct_tls", address, (s) => this.#acceptServer(s, true)),
+        );
+      }
+    }
     this.#startSweeper();
     // Closed connections leave freed C heap behind: give it back after many have closed.
     this.sessions.onRemove(() => this.#trimmer.noteClosed());
@@ -164,6 +183,25 @@ export class Server implements ServerContext {
         port: l.port,
       });
     }
+  }
+
+  /** Federation is on when the config has s2s listeners: TLS asking for peer certificates,
+   * the trust store, and the manager. */
+  async #setUpFederation(config: Config, certificates: TlsHostEntry[]): Promise<void> {
+    const wanted = config.get<string[]>("s2s_interfaces").length > 0 ||
+      config.get<string[]>("s2s_direct_tls_interfaces").length > 0;
+    if (!wanted) return;
+    const trust = await loadTrustStore({
+      caFiles: config.get<string[]>("s2s_ca_files"),
+      system: true,
+    });
+    this.s2sTls = new TlsContexts(certificates, { alpn: ["xmpp-server"], requestCert: true });
+    this.remote = new S2SManager({
+      server: this,
+      tls: this.s2sTls,
+      trust,
+      certificateFor: (local) => this.tls.certificateForName(local),
+    });
   }
 
   async #loadCertificates(config: Config): Promise<TlsHostEntry[]> {
@@ -226,6 +264,14 @@ export class Server implements ServerContext {
     session.start(directTls).catch((error) => {
       log.error("Session {id} failed to start: {error}", { id: session.id, error });
     });
+  }
+
+  #acceptServer(socket: Socket, directTls: boolean): void {
+    if (this.#stopping || !this.remote) {
+      socket.destroy();
+      return;
+    }
+    this.remote.accept(socket, directTls);
   }
 
   #acceptComponent(socket: Socket): void {
@@ -304,7 +350,21 @@ export class Server implements ServerContext {
     await configureLogging(config.log);
     this.throttle.configure(this.#throttleOptions(config));
     this.accounts.setIterations(config.get<number>("scram_iterations"));
-    this.tls.update(await this.#loadCertificates(config));
+    const certificates = await this.#loadCertificates(config);
+    this.tls.update(certificates);
+    if (this.remote) {
+      this.s2sTls!.update(certificates);
+      this.remote.reconfigure(config);
+      try {
+        this.remote.setTrust(
+          await loadTrustStore({ caFiles: config.get<string[]>("s2s_ca_files"), system: true }),
+        );
+      } catch (error) {
+        log.error("Keeping the previous s2s trust store: {error}", {
+          error: (error as Error).message,
+        });
+      }
+    }
     this.#startSweeper();
     const wanted = new Map<string, "local" | "component">();
     for (const h of config.hosts) wanted.set(h.domain, "local");
@@ -352,6 +412,8 @@ export class Server implements ServerContext {
         c.get("c2s_interfaces"),
         c.get("c2s_direct_tls_interfaces"),
         c.get("component_interfaces"),
+        c.get("s2s_interfaces"),
+        c.get("s2s_direct_tls_interfaces"),
       ]);
     if (interfaces(old) !== interfaces(config)) {
       log.warn("Listener addresses changed: restart the server to apply them");
@@ -370,6 +432,7 @@ export class Server implements ServerContext {
     if (this.#stopping) return;
     this.#stopping = true;
     clearInterval(this.#sweeper);
+    this.remote?.shutdown();
     // A listener's close completes only once its connections are gone: close those too.
     const closing = Promise.all(this.listeners.map((l) => l.close()));
     this.listeners = [];
@@ -386,7 +449,7 @@ export class Server implements ServerContext {
   }
 
   /** The bound port of the first listener of a kind (tests listen on port 0). */
-  port(kind: "c2s" | "c2s_direct_tls" | "component"): number {
+  port(kind: "c2s" | "c2s_direct_tls" | "component" | "s2s" | "s2s_direct_tls"): number {
     const listener = this.listeners.find((l) => l.kind === kind);
     if (!listener) throw new Error(`No ${kind} listener is configured`);
     return listener.port;

@@ -16,6 +16,7 @@ import {
   NS_STREAM,
   streamError,
   type StreamErrorCondition,
+  toClientNamespace,
 } from "../xml/stanza.ts";
 import { serializeStreamLevel, streamHeader, StreamWriter } from "./stream.ts";
 
@@ -38,19 +39,6 @@ function sameSecret(a: string, b: string): boolean {
   const left = new TextEncoder().encode(a);
   const right = new TextEncoder().encode(b);
   return left.length === right.length && timingSafeEqual(left, right);
-}
-
-/**
- * Moves an element received on the component stream from `jabber:component:accept` into
- * `jabber:client`, with its unqualified descendants (body, error, ...), so modules and other
- * streams see the same stanzas as from clients.
- */
-function toClientNamespace(el: Element): void {
-  if (el.ns !== NS_COMPONENT) return;
-  el.ns = NS_CLIENT;
-  for (const child of el.children) {
-    if (typeof child !== "string") toClientNamespace(child);
-  }
 }
 
 /**
@@ -226,7 +214,7 @@ export class ComponentSession implements Session {
       this.close("unsupported-stanza-type", `Unexpected element <${el.name}> in '${el.ns}'`);
       return;
     }
-    toClientNamespace(el);
+    toClientNamespace(el, NS_COMPONENT);
     this.#onStanza(el);
   }
 

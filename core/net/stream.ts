@@ -1,6 +1,6 @@
-// Stream-level output shared by every XML stream Lilt serves (clients, external components):
-// the opening header, the prefixed stream elements (<stream:features>, <stream:error>) and
-// the coalescing output queue.
+// Stream-level output shared by every XML stream Lilt serves or opens (clients, servers,
+// external components): the opening header, the prefixed stream elements (<stream:features>,
+// <stream:error>) and the coalescing output queue.
 
 import type { Socket } from "node:net";
 import type { Element } from "../xml/element.ts";
@@ -11,7 +11,7 @@ import { NS_STREAM } from "../xml/stanza.ts";
 export interface StreamHeaderOptions {
   /** The stream's content namespace (`jabber:client`, `jabber:component:accept`). */
   ns: string;
-  /** The stream id. */
+  /** The stream id (omitted when empty: an initiating entity sends none). */
   id: string;
   /** The server's domain, when known. */
   from?: string;
@@ -19,6 +19,8 @@ export interface StreamHeaderOptions {
   to?: string;
   /** Write `version='1.0'` and `xml:lang` (RFC 6120 streams; XEP-0114 streams have none). */
   version?: boolean;
+  /** Declare the dialback prefix `db` (XEP-0220 server streams). */
+  dialback?: boolean;
 }
 
 /** The XML declaration and opening `<stream:stream>` tag the server sends. */
@@ -26,8 +28,10 @@ export function streamHeader(options: StreamHeaderOptions): string {
   const from = options.from ? ` from='${escapeAttr(options.from)}'` : "";
   const to = options.to ? ` to='${escapeAttr(options.to)}'` : "";
   const version = options.version ? ` version='1.0' xml:lang='en'` : "";
+  const db = options.dialback ? ` xmlns:db='jabber:server:dialback'` : "";
+  const id = options.id ? ` id='${escapeAttr(options.id)}'` : "";
   return `<?xml version='1.0'?><stream:stream xmlns='${escapeAttr(options.ns)}'` +
-    ` xmlns:stream='${NS_STREAM}' id='${escapeAttr(options.id)}'${from}${to}${version}>`;
+    ` xmlns:stream='${NS_STREAM}'${db}${id}${from}${to}${version}>`;
 }
 
 /** Serializes a stream-level element (`<stream:features>`, `<stream:error>`) with its prefix. */

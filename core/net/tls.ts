@@ -182,6 +182,15 @@ export class TlsContexts {
     return this.#presented.get(socket);
   }
 
+  /**
+   * The certificate presented for a name: the same choice SNI makes (exact host, a covering
+   * certificate, the parent domain's host, else the first host). Outbound s2s links present it
+   * as their client certificate.
+   */
+  certificateForName(name: string): LoadedCertificate {
+    return this.#select(name);
+  }
+
   #setEntries(entries: TlsHostEntry[]): void {
     if (entries.length === 0) {
       throw new Error("Expected at least one TLS host with a certificate, found none");

@@ -1,7 +1,7 @@
 // Stanza helpers shared by the core and modules: namespaces, reply/error construction, and
 // the RFC 6120 stanza and stream error vocabularies.
 
-import { Element } from "./element.ts";
+import { Element, NS_CLIENT } from "./element.ts";
 
 /** Namespace of stanza error conditions (RFC 6120 §8.3). */
 export const NS_STANZAS = "urn:ietf:params:xml:ns:xmpp-stanzas";
@@ -196,4 +196,18 @@ export function errorCondition(stanza: Element): string | undefined {
     }
   }
   return undefined;
+}
+
+/**
+ * Moves an element received on a server or component stream from that stream's namespace
+ * (`jabber:server`, `jabber:component:accept`) into `jabber:client`, with its unqualified
+ * descendants (body, error, ...), so modules and other streams see the same stanzas as from
+ * clients.
+ */
+export function toClientNamespace(el: Element, streamNs: string): void {
+  if (el.ns !== streamNs) return;
+  el.ns = NS_CLIENT;
+  for (const child of el.children) {
+    if (typeof child !== "string") toClientNamespace(child, streamNs);
+  }
 }

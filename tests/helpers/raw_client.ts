@@ -193,13 +193,18 @@ export class RawClient {
   }
 
   /** SASL PLAIN login, new stream, resource bind; returns the bound full JID. */
-  async loginPlain(user: string, password: string, resource = "test"): Promise<string> {
+  async loginPlain(
+    user: string,
+    password: string,
+    resource = "test",
+    domain = "localhost",
+  ): Promise<string> {
     const token = btoa(`\0${user}\0${password}`);
     this.send(`<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>${token}</auth>`);
     const outcome = await this.next((el) => el.name === "success" || el.name === "failure");
     if (outcome.name !== "success") throw new Error("PLAIN login failed");
     this.#parser.reset();
-    await this.open();
+    await this.open(domain);
     this.send(
       `<iq type='set' id='bind1'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'>` +
         `<resource>${resource}</resource></bind></iq>`,
@@ -249,11 +254,17 @@ export class RawClient {
   }
 
   /** Connects, STARTTLS, PLAIN login and bind in one go. */
-  static async login(port: number, user: string, password: string, resource = "test") {
+  static async login(
+    port: number,
+    user: string,
+    password: string,
+    resource = "test",
+    domain = "localhost",
+  ) {
     const client = await RawClient.connect(port);
-    await client.open();
-    await client.starttls();
-    const jid = await client.loginPlain(user, password, resource);
+    await client.open(domain);
+    await client.starttls(domain);
+    const jid = await client.loginPlain(user, password, resource, domain);
     return { client, jid };
   }
 

@@ -14,7 +14,9 @@ export interface TestServerOptions {
   hostToml?: string;
   /** Extra TOML appended at the end of the file (more [[host]] or [[component]] sections). */
   extraToml?: string;
-  /** Accounts to create: "user" -> password, on localhost. */
+  /** The domain of the [[host]] section (default "localhost"). */
+  domain?: string;
+  /** Accounts to create: "user" -> password, on the host. */
   users?: Record<string, string>;
   /** Modules for every host (default: all built-in modules). */
   modules?: string[];
@@ -52,7 +54,7 @@ level = "warning"
 console = false
 
 [[host]]
-domain = "localhost"
+domain = ${JSON.stringify(options.domain ?? "localhost")}
 ${options.hostToml ?? ""}
 ${options.extraToml ?? ""}
 `;
@@ -68,7 +70,8 @@ export async function startTestServer(options: TestServerOptions = {}): Promise<
   const server = await Server.start(config, { modules: builtinModules, configureLogging: false });
   const accounts: AccountStore = server.accounts;
   for (const [user, password] of Object.entries(options.users ?? {})) {
-    if (!accounts.exists("localhost", user)) await accounts.create("localhost", user, password);
+    const domain = options.domain ?? "localhost";
+    if (!accounts.exists(domain, user)) await accounts.create(domain, user, password);
   }
   return {
     server,

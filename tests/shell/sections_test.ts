@@ -282,7 +282,7 @@ Deno.test("roster subscribe acts as the user's presence subscription; roster sho
     bob.close();
   }));
 
-Deno.test("s2s show is empty and s2s close finds no link until federation exists", () =>
+Deno.test("s2s show is empty and s2s close finds no link while federation is off", () =>
   withServer(async (t) => {
     assert.deepEqual((await run(t, "s2s show")).table!.rows, []);
     await assert.rejects(run(t, "s2s close", "localhost", "example.org"), /No such link/);

@@ -287,7 +287,7 @@ Deno.test("every admin shell command works end to end through lilt shell --json"
       assert.deepEqual(admin.inherits.slice(0, 1), ["member"]);
       const actions = admin.permissions.map((p: { action: string }) => p.action);
       assert.ok(actions.includes("lilt:user-create") && actions.includes("lilt:view-public-info"));
-      assert.deepEqual(s2s, []);
+      assert.deepEqual(s2s, { links: [], refusals: [] });
       assert.deepEqual(hostRoles, roles);
       assert.equal(
         roles.find((r: { default: boolean }) => r.default).name,

@@ -1,0 +1,349 @@
+// An outbound server-to-server stream (RFC 6120): we connected to a remote server to send it
+// stanzas for one local domain. It negotiates TLS, checks the remote certificate against policy,
+// then authenticates us by SASL EXTERNAL (XEP-0178) or dialback (XEP-0220). It also carries our
+// dialback verification requests to that server when it is the authoritative one.
+
+import type { Socket } from "node:net";
+import * as tls from "node:tls";
+import { getLogger } from "../log.ts";
+import { peerChain, verifyPeerCertificate } from "../net/peer_certificate.ts";
+import { Element, NS_SERVER } from "../xml/element.ts";
+import { NS_SASL, NS_STREAM, NS_TLS } from "../xml/stanza.ts";
+import type { S2SContext } from "./context.ts";
+import { dialbackKey, NS_DIALBACK, NS_DIALBACK_FEATURE } from "./dialback.ts";
+import { describeStreamError, type S2SAuthMethod, S2SStream } from "./s2s_stream.ts";
+
+const log = getLogger("s2s");
+
+/**
+ * Stanza error conditions an outbound failure bounces queued stanzas with (RFC 6120 §10.4.3):
+ * the remote domain did not resolve, or it did but no stream could be negotiated.
+ */
+export type S2SFailure = "remote-server-not-found" | "remote-server-timeout";
+
+/** What the owning link learns from its stream. */
+export interface S2SOutEvents {
+  /** TLS (when required) is done: dialback verification requests may be sent. */
+  negotiable(stream: S2SOut): void;
+  /** Authenticated: stanzas may flow. */
+  ready(stream: S2SOut): void;
+  /** The stream cannot be used; `reason` is the exact cause. */
+  failed(stream: S2SOut, condition: S2SFailure, reason: string): void;
+  /** The answer to a `<db:verify/>` we sent. */
+  verified(id: string, valid: boolean): void;
+  /** The stream is gone (after `failed`, idle close, or the remote closing). */
+  gone(stream: S2SOut): void;
+}
+
+/** Options of one outbound stream. */
+export interface S2SOutOptions {
+  /** The local domain we speak for. */
+  local: string;
+  /** The remote domain. */
+  remote: string;
+  /** TLS right after connecting (an `_xmpps-server` SRV target, XEP-0368). */
+  directTls: boolean;
+  /** Where the TCP connection goes, for logs ("host:port"). */
+  target: string;
+  /** Callbacks to the owning link. */
+  events: S2SOutEvents;
+}
+
+/** A connection we opened to a remote server for one local domain. */
+export class S2SOut extends S2SStream {
+  readonly kind = "s2sout" as const;
+  readonly local: string;
+  readonly #remote: string;
+  readonly directTls: boolean;
+  readonly target: string;
+  /** How we authenticated, once we did. */
+  authMethod: S2SAuthMethod | undefined;
+  /** Stanzas may be sent. */
+  ready = false;
+  /** Dialback verification requests may be sent. */
+  negotiable = false;
+  #events: S2SOutEvents;
+  #remoteStreamId = "";
+  #dialbackOffered = false;
+  #failed = false;
+
+  constructor(socket: Socket, ctx: S2SContext, options: S2SOutOptions) {
+    super(socket, ctx, "s2sout");
+    this.local = options.local;
+    this.#remote = options.remote;
+    this.directTls = options.directTls;
+    this.target = options.target;
+    this.#events = options.events;
+  }
+
+  get remote(): string {
+    return this.#remote;
+  }
+
+  /** Starts the stream (after TLS first for a direct TLS target). */
+  async start(): Promise<void> {
+    if (this.directTls) {
+      if (!await this.#startTls(this.socket)) return;
+    } else {
+      this.attach(this.socket);
+    }
+    this.#open();
+  }
+
+  #open(): void {
+    this.sendHeader({ id: "", from: this.local, to: this.#remote });
+  }
+
+  /** Sends a stanza (only once ready: the link queues before that). */
+  send(stanza: Element): void {
+    if (this.closed) return;
+    this.writeElement(stanza);
+  }
+
+  /** Asks the remote (authoritative) server to verify a key it sent us (XEP-0220 §2.1.3). */
+  sendVerify(streamId: string, key: string): void {
+    const verify = new Element("verify", {
+      xmlns: NS_DIALBACK,
+      from: this.local,
+      to: this.#remote,
+      id: streamId,
+    });
+    verify.t(key);
+    this.writeElement(verify);
+  }
+
+  /** Marks the stream failed: the link bounces its queue, then the stream closes. */
+  fail(condition: S2SFailure, reason: string): void {
+    if (this.#failed) return;
+    this.#failed = true;
+    this.closeReason = reason;
+    log.warn("Link {local} -> {remote} failed: {reason}", {
+      local: this.local,
+      remote: this.#remote,
+      reason,
+    });
+    this.ctx.refused({ direction: "out", local: this.local, remote: this.#remote, reason });
+    this.#events.failed(this, condition, reason);
+    this.close();
+  }
+
+  protected onGone(): void {
+    if (!this.ready && !this.#failed) {
+      this.#failed = true;
+      const reason = this.closeReason ?? "The remote server closed the connection";
+      this.#events.failed(this, "remote-server-timeout", reason);
+    }
+    this.#events.gone(this);
+  }
+
+  protected onStreamOpen(header: Element, defaultNs: string | undefined): void {
+    if (header.name !== "stream" || header.ns !== NS_STREAM || defaultNs !== NS_SERVER) {
+      this.fail("remote-server-timeout", "The remote server did not open a jabber:server stream");
+      return;
+    }
+    this.#remoteStreamId = header.attrs.id ?? "";
+    if (header.attrs.version === undefined) {
+      // A pre-RFC 6120 server: no features, no TLS; dialback straight away if policy allows.
+      if (this.ctx.policy.requireEncryption(this.local)) {
+        this.fail(
+          "remote-server-timeout",
+          `'${this.#remote}' does not support TLS, and s2s_require_encryption is on`,
+        );
+        return;
+      }
+      if (this.#certificateRequired()) return;
+      this.#dialback();
+    }
+  }
+
+  protected onElement(el: Element): void {
+    if (el.ns === NS_STREAM) {
+      if (el.name === "features") return this.#onFeatures(el);
+      if (el.name === "error") {
+        this.fail(
+          "remote-server-timeout",
+          `Stream error from '${this.#remote}': ${describeStreamError(el)}`,
+        );
+        return;
+      }
+    }
+    if (el.ns === NS_TLS) {
+      if (el.name === "proceed") {
+        const raw = this.detach();
+        this.parser.reset();
+        this.#startTls(raw).then((ok) => ok && this.#open());
+        return;
+      }
+      this.fail("remote-server-timeout", `'${this.#remote}' refused STARTTLS`);
+      return;
+    }
+    if (el.ns === NS_SASL) return this.#onSasl(el);
+    if (el.ns === NS_DIALBACK) {
+      if (el.name === "result") return this.#onDialbackResult(el);
+      if (el.name === "verify") {
+        const id = el.attrs.id;
+        if (id) this.#events.verified(id, el.attrs.type === "valid");
+        return;
+      }
+    }
+    // Streams are one-way (RFC 6120 §8.3): nothing else is expected on an outbound stream.
+    log.debug("Ignoring <{name}> on outbound stream {id}", { name: el.name, id: this.id });
+  }
+
+  #onFeatures(features: Element): void {
+    if (this.authenticated) {
+      this.#becomeReady();
+      return;
+    }
+    if (!this.secure) {
+      if (features.getChild("starttls", NS_TLS)) {
+        this.write(`<starttls xmlns='${NS_TLS}'/>`);
+        return;
+      }
+      if (this.ctx.policy.requireEncryption(this.local)) {
+        this.fail(
+          "remote-server-timeout",
+          `'${this.#remote}' does not offer STARTTLS, and s2s_require_encryption is on`,
+        );
+        return;
+      }
+      if (this.#certificateRequired()) return;
+    }
+    this.negotiable = true;
+    this.#events.negotiable(this);
+    this.#dialbackOffered = features.getChild("dialback", NS_DIALBACK_FEATURE) !== undefined;
+    const mechanisms = features.getChild("mechanisms", NS_SASL);
+    const external = mechanisms?.getChildren("mechanism").some((m) => m.text() === "EXTERNAL");
+    if (external && this.secure) {
+      const auth = new Element("auth", { xmlns: NS_SASL, mechanism: "EXTERNAL" });
+      auth.t(btoa(this.local));
+      this.writeElement(auth);
+      return;
+    }
+    if (this.#dialbackOffered) {
+      this.#dialback();
+      return;
+    }
+    this.fail(
+      "remote-server-timeout",
+      `'${this.#remote}' accepts neither our certificate (SASL EXTERNAL) nor dialback`,
+    );
+  }
+
+  /** Fails the stream when policy wants a valid certificate and the remote has none. */
+  #certificateRequired(): boolean {
+    if (this.ctx.policy.authRequirement(this.local, this.#remote) !== "certificate") return false;
+    const verdict = this.certificate;
+    if (verdict?.status === "valid") return false;
+    const why = verdict?.reason ?? `'${this.#remote}' presented no certificate (no TLS)`;
+    this.fail(
+      "remote-server-timeout",
+      `${why}; a valid certificate is required (s2s_secure_auth)`,
+    );
+    return true;
+  }
+
+  async #startTls(raw: Socket): Promise<boolean> {
+    const certificate = this.ctx.certificateFor(this.local);
+    let secure: tls.TLSSocket;
+    try {
+      secure = await new Promise<tls.TLSSocket>((resolve, reject) => {
+        const socket = tls.connect({
+          socket: raw,
+          servername: this.#remote,
+          cert: certificate?.certPem,
+          key: certificate?.keyPem,
+          rejectUnauthorized: false,
+          minVersion: "TLSv1.2",
+          ALPNProtocols: this.directTls ? ["xmpp-server"] : undefined,
+        });
+        const onError = (error: Error) => reject(error);
+        socket.once("error", onError);
+        socket.once("secureConnect", () => {
+          socket.off("error", onError);
+          resolve(socket);
+        });
+      });
+    } catch (error) {
+      this.fail(
+        "remote-server-timeout",
+        `TLS with '${this.#remote}' failed: ${(error as Error).message}`,
+      );
+      return false;
+    }
+    if (this.closed) {
+      secure.destroy();
+      return false;
+    }
+    this.useTls(secure);
+    this.certificate = verifyPeerCertificate(peerChain(secure), this.#remote, this.ctx.trust());
+    if (this.#certificateRequired()) return false;
+    return true;
+  }
+
+  #onSasl(el: Element): void {
+    if (el.name === "success") {
+      this.authenticated = true;
+      this.authMethod = "certificate";
+      this.parser.reset();
+      this.#open();
+      return;
+    }
+    if (el.name === "failure") {
+      const condition = el.elements().find((child) => child.name !== "text")?.name ?? "failure";
+      const text = el.getChildText("text", NS_SASL);
+      const why = `'${this.#remote}' refused our certificate (SASL EXTERNAL ${condition}${
+        text ? `: ${text}` : ""
+      })`;
+      if (this.#dialbackOffered) {
+        log.info("{why}; trying dialback", { why });
+        this.#dialback();
+        return;
+      }
+      this.fail("remote-server-timeout", why);
+      return;
+    }
+    this.fail("remote-server-timeout", `Unexpected SASL element <${el.name}>`);
+  }
+
+  #dialback(): void {
+    const result = new Element("result", {
+      xmlns: NS_DIALBACK,
+      from: this.local,
+      to: this.#remote,
+    });
+    result.t(dialbackKey(this.ctx.secret, this.#remote, this.local, this.#remoteStreamId));
+    this.writeElement(result);
+  }
+
+  #onDialbackResult(el: Element): void {
+    if (el.attrs.from !== this.#remote || el.attrs.to !== this.local) return;
+    const type = el.attrs.type;
+    if (type === "valid") {
+      this.authenticated = true;
+      this.authMethod = "dialback";
+      this.#becomeReady();
+      return;
+    }
+    const error = el.getChild("error");
+    const detail = error
+      ? `: ${error.elements().find((c) => c.name !== "text")?.name ?? "error"}${
+        error.getChildText("text") ? ` (${error.getChildText("text")})` : ""
+      }`
+      : "";
+    this.fail("remote-server-timeout", `'${this.#remote}' refused dialback (${type}${detail})`);
+  }
+
+  #becomeReady(): void {
+    if (this.ready) return;
+    this.ready = true;
+    log.info("Link {local} -> {remote} ready ({method}, {tls}, {target})", {
+      local: this.local,
+      remote: this.#remote,
+      method: this.authMethod,
+      tls: this.tlsVersion ?? "no TLS",
+      target: this.target,
+    });
+    this.#events.ready(this);
+  }
+}

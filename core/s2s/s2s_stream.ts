@@ -1,0 +1,218 @@
+// What inbound and outbound server-to-server streams share: the socket and its output queue,
+// the XML parser, TLS state and the remote certificate's verdict, and closing with a stream error.
+
+import type { Socket } from "node:net";
+import type { TLSSocket } from "node:tls";
+import { getLogger } from "../log.ts";
+import type { PeerCertificateVerdict } from "../net/peer_certificate.ts";
+import { serializeStreamLevel, streamHeader, StreamWriter } from "../net/stream.ts";
+import type { Session } from "../sessions.ts";
+import { type Element, NS_SERVER } from "../xml/element.ts";
+import { StreamParser, type XmlStreamError } from "../xml/parser.ts";
+import { serialize } from "../xml/serializer.ts";
+import { streamError, type StreamErrorCondition } from "../xml/stanza.ts";
+import type { S2SContext } from "./context.ts";
+
+const log = getLogger("s2s");
+
+let streamCounter = 0;
+
+/** How a remote domain proved its identity on a stream. */
+export type S2SAuthMethod = "certificate" | "dialback";
+
+/** The base of {@link S2SIn} and {@link S2SOut}: one TCP connection with a remote server. */
+export abstract class S2SStream implements Session {
+  readonly id: string;
+  abstract readonly kind: "s2sin" | "s2sout";
+  readonly ip: string;
+  readonly connectedAt = Date.now();
+  /** Remote streams belong to no local host as a sender (no `pre-` events for them). */
+  readonly host = "";
+  readonly jid = undefined;
+  secure = false;
+  authenticated = false;
+  available = false;
+  interested = false;
+  priority = 0;
+  presence: Element | undefined;
+  /** Last time bytes went either way (ms epoch), for the idle timeout. */
+  lastActivity = Date.now();
+  /** The TLS protocol version once encrypted. */
+  tlsVersion: string | undefined;
+  /** The remote certificate checked against the remote domain, once TLS is up. */
+  certificate: PeerCertificateVerdict | undefined;
+  /** Why the stream ended (or failed), for logs and the admin shell. */
+  closeReason: string | undefined;
+
+  protected readonly ctx: S2SContext;
+  protected socket: Socket;
+  protected readonly out: StreamWriter;
+  protected readonly parser: StreamParser;
+  protected headerSent = false;
+  #closed = false;
+  #onData = (chunk: Uint8Array) => {
+    this.lastActivity = Date.now();
+    try {
+      this.parser.feed(chunk);
+    } catch (error) {
+      // A bug while handling one peer's input must not take the server down.
+      log.error("Internal error on {id}: {error}", { id: this.id, error });
+      this.close("internal-server-error");
+    }
+  };
+
+  constructor(socket: Socket, ctx: S2SContext, prefix: string) {
+    this.id = `${prefix}${++streamCounter}`;
+    this.ctx = ctx;
+    this.socket = socket;
+    this.out = new StreamWriter(socket);
+    this.ip = socket.remoteAddress ?? "unknown";
+    socket.setNoDelay?.(true);
+    this.parser = new StreamParser({
+      streamOpen: (header) => this.onStreamOpen(header, this.parser.contentNamespace),
+      stanza: (el) => {
+        if (!this.#closed) this.onElement(el);
+      },
+      streamClose: () => {
+        log.debug("Remote closed stream {id}", { id: this.id });
+        this.closeReason ??= "Closed by the remote server";
+        this.close();
+      },
+      error: (error) => this.#onParseError(error),
+    }, { maxStanzaBytes: ctx.config().get<number>("s2s_stanza_size_limit") });
+    ctx.server.sessions.add(this);
+  }
+
+  /** The remote domain (the first one authenticated, or the one the stream is for). */
+  abstract get remote(): string;
+
+  /** A stream header arrived (again after STARTTLS and SASL). */
+  protected abstract onStreamOpen(header: Element, defaultNs: string | undefined): void;
+
+  /** A top-level element arrived. */
+  protected abstract onElement(el: Element): void;
+
+  /** Called once when the stream is gone, whatever the cause. */
+  protected abstract onGone(): void;
+
+  /** True once the stream is closing or closed. */
+  get closed(): boolean {
+    return this.#closed;
+  }
+
+  /** Starts reading from the (current) socket. */
+  protected attach(socket: Socket): void {
+    socket.on("data", this.#onData);
+    socket.on("error", (error: Error) => {
+      log.debug("Socket error on {id}: {error}", { id: this.id, error: error.message });
+      this.closeReason ??= `Connection error: ${error.message}`;
+    });
+    socket.on("close", () => this.#cleanup());
+  }
+
+  /** Stops reading from the socket and forgets its listeners (before a TLS upgrade). */
+  protected detach(): Socket {
+    const raw = this.socket;
+    raw.off("data", this.#onData);
+    raw.removeAllListeners("close");
+    raw.removeAllListeners("error");
+    raw.on("error", () => {});
+    return raw;
+  }
+
+  /** Reads from a TLS socket from now on, with a fresh parser (a new stream follows). */
+  protected useTls(secure: TLSSocket): void {
+    this.socket = secure;
+    this.out.socket = secure;
+    this.secure = true;
+    this.tlsVersion = secure.getProtocol() ?? undefined;
+    this.parser.reset();
+    this.attach(secure);
+  }
+
+  /** Writes raw text (stream-level elements, dialback). */
+  protected write(text: string): void {
+    this.lastActivity = Date.now();
+    this.out.write(text);
+  }
+
+  /** Writes an element in the `jabber:server` stream namespace. */
+  protected writeElement(el: Element): void {
+    this.write(serialize(el, NS_SERVER));
+  }
+
+  /** Sends a stream header in the jabber:server namespace with the dialback prefix. */
+  protected sendHeader(options: { id: string; from?: string; to?: string }): void {
+    this.write(streamHeader({ ns: NS_SERVER, version: true, dialback: true, ...options }));
+    this.headerSent = true;
+  }
+
+  /** Writes `<stream:features>`. */
+  protected sendFeatures(features: Element): void {
+    this.write(serializeStreamLevel(features));
+  }
+
+  /** Queues a stanza for the peer. */
+  abstract send(stanza: Element): void;
+
+  /**
+   * Closes the stream: a stream error first when a condition is given, then the closing tag;
+   * the socket is ended and destroyed if the peer does not close within 3 s.
+   */
+  close(condition?: StreamErrorCondition, text?: string): void {
+    if (this.#closed) return;
+    let closing = "";
+    if (condition) {
+      if (!this.headerSent) this.sendHeader({ id: crypto.randomUUID() });
+      log.info("Closing {id} ({remote}) with {condition}{text}", {
+        id: this.id,
+        remote: this.remote || this.ip,
+        condition,
+        text: text ? `: ${text}` : "",
+      });
+      this.closeReason ??= text ? `${condition}: ${text}` : condition;
+      closing += serializeStreamLevel(streamError(condition, text));
+    }
+    if (this.headerSent) closing += "</stream:stream>";
+    this.#closed = true;
+    this.#forget();
+    this.out.end(closing);
+  }
+
+  /** Drops the connection at once. */
+  destroy(): void {
+    this.#closed = true;
+    this.#forget();
+    this.out.destroy();
+  }
+
+  #onParseError(error: XmlStreamError): void {
+    log.info("XML error from {remote}: {message}", {
+      remote: this.remote || this.ip,
+      message: error.message,
+    });
+    this.close(error.condition, error.message);
+  }
+
+  #cleanup(): void {
+    this.#closed = true;
+    this.out.drop();
+    this.#forget();
+  }
+
+  #gone = false;
+
+  #forget(): void {
+    if (this.#gone) return;
+    this.#gone = true;
+    this.ctx.server.sessions.remove(this);
+    this.onGone();
+  }
+}
+
+/** The condition and text of a received `<stream:error>`, as one sentence. */
+export function describeStreamError(el: Element): string {
+  const condition = el.elements().find((child) => child.name !== "text")?.name ?? "undefined";
+  const text = el.getChildText("text", "urn:ietf:params:xml:ns:xmpp-streams");
+  return text ? `${condition} (${text})` : condition;
+}

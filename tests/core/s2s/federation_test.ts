@@ -1,0 +1,298 @@
+// Two Lilt servers on different domains federate over loopback: they find each other through
+// SRV records served by a DNS responder the test starts, authenticate with certificates from a
+// test CA (SASL EXTERNAL), and carry messages and presence subscriptions between real clients.
+
+import assert from "node:assert/strict";
+import { type AddressInfo, createServer } from "node:net";
+import { startDnsResponder } from "../../helpers/dns_responder.ts";
+import { startFederatingServer } from "../../helpers/federation.ts";
+import { RawClient } from "../../helpers/raw_client.ts";
+import { createTestCa } from "../../helpers/test_ca.ts";
+
+const MODULES = ["disco", "ping", "roster", "presence", "offline"];
+
+Deno.test("two Lilt servers federate with certificates: messages and subscriptions", async () => {
+  const dns = await startDnsResponder();
+  const ca = await createTestCa();
+  const a = await startFederatingServer({
+    domain: "a.test",
+    dns,
+    ca,
+    users: { alice: "pw" },
+    modules: MODULES,
+  });
+  const b = await startFederatingServer({
+    domain: "b.test",
+    dns,
+    ca,
+    users: { bob: "pw" },
+    modules: MODULES,
+  });
+  const { client: alice } = await RawClient.login(a.port, "alice", "pw", "phone", "a.test");
+  const { client: bob } = await RawClient.login(b.port, "bob", "pw", "laptop", "b.test");
+  try {
+    for (const [client, jid] of [[alice, "alice@a.test/phone"], [bob, "bob@b.test/laptop"]]) {
+      (client as RawClient).send("<iq type='get' id='r1'><query xmlns='jabber:iq:roster'/></iq>");
+      await (client as RawClient).next((el) => el.attrs.id === "r1");
+      (client as RawClient).send("<presence/>");
+      await (client as RawClient).next((el) => el.name === "presence" && el.attrs.from === jid);
+    }
+
+    // A message each way.
+    alice.send("<message to='bob@b.test' type='chat' id='m1'><body>hello from a</body></message>");
+    const m1 = await bob.next((el) => el.name === "message" && el.attrs.id === "m1");
+    assert.equal(m1.attrs.from, "alice@a.test/phone");
+    assert.equal(m1.getChildText("body"), "hello from a");
+    bob.send("<message to='alice@a.test/phone' type='chat' id='m2'><body>hi back</body></message>");
+    const m2 = await alice.next((el) => el.name === "message" && el.attrs.id === "m2");
+    assert.equal(m2.attrs.from, "bob@b.test/laptop");
+
+    // Presence subscription alice -> bob, approved; then bob -> alice.
+    alice.send("<presence to='bob@b.test' type='subscribe'/>");
+    const request = await bob.next((el) => el.name === "presence" && el.attrs.type === "subscribe");
+    assert.equal(request.attrs.from, "alice@a.test");
+    bob.send("<presence to='alice@a.test' type='subscribed'/>");
+    await alice.next((el) =>
+      el.name === "presence" && el.attrs.type === "subscribed" && el.attrs.from === "bob@b.test"
+    );
+    // Once subscribed, alice's server probes and bob's available presence arrives.
+    await alice.next((el) =>
+      el.name === "presence" && el.attrs.from === "bob@b.test/laptop" && !el.attrs.type
+    );
+    bob.send("<presence to='alice@a.test' type='subscribe'/>");
+    await alice.next((el) => el.name === "presence" && el.attrs.type === "subscribe");
+    alice.send("<presence to='bob@b.test' type='subscribed'/>");
+    await bob.next((el) =>
+      el.name === "presence" && el.attrs.from === "alice@a.test/phone" && !el.attrs.type
+    );
+
+    // Both directions authenticated by certificate.
+    for (const server of [a, b]) {
+      const links = server.server.remote!.links();
+      assert.ok(links.length >= 2, JSON.stringify(links));
+      for (const link of links) {
+        assert.equal(link.state, "ready", JSON.stringify(link));
+        assert.equal(link.auth, "certificate", JSON.stringify(link));
+        assert.equal(link.certificate, "valid", JSON.stringify(link));
+        assert.match(link.tls, /^TLSv1\.[23]$/);
+      }
+    }
+  } finally {
+    alice.close();
+    bob.close();
+    await a.stop();
+    await b.stop();
+    await dns.close();
+  }
+});
+
+/** Logs a user in, fetches the roster and sends initial presence. */
+async function online(port: number, user: string, domain: string): Promise<RawClient> {
+  const { client } = await RawClient.login(port, user, "pw", "r", domain);
+  client.send("<iq type='get' id='roster'><query xmlns='jabber:iq:roster'/></iq>");
+  await client.next((el) => el.attrs.id === "roster");
+  client.send("<presence/>");
+  await client.next((el) => el.name === "presence" && el.attrs.from === `${user}@${domain}/r`);
+  return client;
+}
+
+function errorOf(el: { getChild(name: string): { elements(): { name: string }[] } | undefined }) {
+  return el.getChild("error")?.elements().find((c) => c.name !== "text")?.name;
+}
+
+Deno.test("a self-signed peer is accepted by dialback only where s2s_insecure_domains allows", async () => {
+  const dns = await startDnsResponder();
+  const ca = await createTestCa();
+  const a = await startFederatingServer({
+    domain: "a.test",
+    dns,
+    ca,
+    users: { alice: "pw" },
+    modules: MODULES,
+    hostToml: `s2s_insecure_domains = ["b.test"]`,
+  });
+  // b.test presents a self-signed certificate; it trusts the CA, so a.test is valid to it.
+  const b = await startFederatingServer({
+    domain: "b.test",
+    dns,
+    ca,
+    selfSigned: true,
+    users: { bob: "pw" },
+    modules: MODULES,
+  });
+  // c.test also self-signed, but a.test has no exception for it.
+  const c = await startFederatingServer({
+    domain: "c.test",
+    dns,
+    ca,
+    selfSigned: true,
+    users: { carol: "pw" },
+    modules: MODULES,
+    hostToml: `s2s_insecure_domains = ["a.test"]`,
+  });
+  const alice = await online(a.port, "alice", "a.test");
+  const bob = await online(b.port, "bob", "b.test");
+  const carol = await online(c.port, "carol", "c.test");
+  try {
+    alice.send("<message to='bob@b.test' type='chat' id='ab'><body>via dialback</body></message>");
+    await bob.next((el) => el.attrs.id === "ab");
+    bob.send("<message to='alice@a.test' type='chat' id='ba'><body>back</body></message>");
+    await alice.next((el) => el.attrs.id === "ba");
+    const links = a.server.remote!.links().filter((l) => l.remote === "b.test");
+    const inbound = links.find((l) => l.direction === "in")!;
+    const outbound = links.find((l) => l.direction === "out")!;
+    assert.equal(inbound.auth, "dialback");
+    assert.equal(inbound.certificate, "self-signed");
+    // Outbound, a.test's certificate is valid for b.test: SASL EXTERNAL.
+    assert.equal(outbound.auth, "certificate");
+    assert.equal(outbound.certificate, "self-signed");
+
+    // a.test refuses c.test both ways, and says why.
+    alice.send("<message to='carol@c.test' type='chat' id='ac'><body>x</body></message>");
+    const bounced = await alice.next((el) => el.attrs.id === "ac");
+    assert.equal(bounced.attrs.type, "error");
+    assert.equal(errorOf(bounced), "remote-server-timeout");
+    assert.match(
+      bounced.getChild("error")!.getChildText("text") ?? "",
+      /self-signed.*s2s_secure_auth/,
+    );
+    carol.send("<message to='alice@a.test' type='chat' id='ca'><body>x</body></message>");
+    const refused = await carol.next((el) => el.attrs.id === "ca");
+    assert.equal(refused.attrs.type, "error");
+    assert.match(refused.getChild("error")!.getChildText("text") ?? "", /refused dialback/);
+    const reasons = a.server.remote!.refusals().filter((r) => r.remote === "c.test");
+    assert.ok(reasons.some((r) => r.direction === "out" && /self-signed/.test(r.reason)));
+    assert.ok(
+      reasons.some((r) => r.direction === "in" && /valid certificate is required/.test(r.reason)),
+      JSON.stringify(reasons),
+    );
+  } finally {
+    for (const client of [alice, bob, carol]) client.close();
+    for (const server of [a, b, c]) await server.stop();
+    await dns.close();
+  }
+});
+
+Deno.test("a remote that accepts TCP and stays silent blocks nobody; its queue bounces after the timeout", async () => {
+  const dns = await startDnsResponder();
+  const ca = await createTestCa();
+  // A server that accepts connections and never says a word.
+  const silentSockets: import("node:net").Socket[] = [];
+  const silent = createServer((socket) => silentSockets.push(socket));
+  await new Promise<void>((resolve) => silent.listen(0, "127.0.0.1", resolve));
+  const silentPort = (silent.address() as AddressInfo).port;
+  dns.set("_xmpp-server._tcp.silent.test", {
+    srv: [{ priority: 0, weight: 0, port: silentPort, target: "silent.test" }],
+  });
+  dns.set("silent.test", { a: ["127.0.0.1"] });
+  const a = await startFederatingServer({
+    domain: "a.test",
+    dns,
+    ca,
+    users: { alice: "pw" },
+    modules: MODULES,
+    globalToml: "s2s_connect_timeout = 1\ns2s_auth_timeout = 1\ns2s_queue_limit = 2",
+  });
+  const b = await startFederatingServer({
+    domain: "b.test",
+    dns,
+    ca,
+    users: { bob: "pw" },
+    modules: MODULES,
+  });
+  const alice = await online(a.port, "alice", "a.test");
+  const bob = await online(b.port, "bob", "b.test");
+  try {
+    for (const id of ["s1", "s2", "s3"]) {
+      alice.send(
+        `<message to='x@silent.test' type='chat' id='${id}'><body>hello?</body></message>`,
+      );
+    }
+    // The queue holds two: the third bounces at once.
+    const overflow = await alice.next((el) => el.attrs.id === "s3");
+    assert.equal(errorOf(overflow), "remote-server-timeout");
+    assert.match(overflow.getChild("error")!.getChildText("text") ?? "", /Too many stanzas/);
+    // Meanwhile b.test is reached at once.
+    alice.send("<message to='bob@b.test' type='chat' id='fast'><body>not blocked</body></message>");
+    await bob.next((el) => el.attrs.id === "fast");
+    assert.ok(!alice.received.some((el) => el.attrs.id === "s1"), "s1 bounced too early");
+    for (const id of ["s1", "s2"]) {
+      const bounced = await alice.next((el) => el.attrs.id === id, 10_000);
+      assert.equal(errorOf(bounced), "remote-server-timeout");
+      assert.match(
+        bounced.getChild("error")!.getChildText("text") ?? "",
+        /No authenticated link to 'silent.test'/,
+      );
+    }
+    assert.ok(silentSockets.length >= 1, "the silent server was connected to");
+  } finally {
+    alice.close();
+    bob.close();
+    await a.stop();
+    await b.stop();
+    for (const socket of silentSockets) socket.destroy();
+    await new Promise((resolve) => silent.close(resolve));
+    await dns.close();
+  }
+});
+
+Deno.test("policy: a host with s2s = false, deny lists and allow lists refuse with the reason", async () => {
+  const dns = await startDnsResponder();
+  const ca = await createTestCa();
+  const a = await startFederatingServer({
+    domain: "a.test",
+    dns,
+    ca,
+    users: { alice: "pw" },
+    modules: MODULES,
+    hostToml: `s2s_deny_domains = ["c.test"]`,
+    extraNames: ["quiet.test", "picky.test"],
+    extraToml: `[[host]]\ndomain = "quiet.test"\ns2s = false\n` +
+      `[[host]]\ndomain = "picky.test"\ns2s_allow_domains = ["b.test"]\n`,
+  });
+  const b = await startFederatingServer({
+    domain: "b.test",
+    dns,
+    ca,
+    users: { bob: "pw" },
+    modules: MODULES,
+  });
+  await a.server.accounts.create("quiet.test", "q", "pw");
+  await a.server.accounts.create("picky.test", "p", "pw");
+  const alice = await online(a.port, "alice", "a.test");
+  const quiet = await online(a.port, "q", "quiet.test");
+  const picky = await online(a.port, "p", "picky.test");
+  const bob = await online(b.port, "bob", "b.test");
+  try {
+    alice.send("<message to='x@c.test' type='chat' id='deny'><body>x</body></message>");
+    const denied = await alice.next((el) => el.attrs.id === "deny");
+    assert.equal(errorOf(denied), "service-unavailable");
+    assert.match(denied.getChild("error")!.getChildText("text") ?? "", /s2s_deny_domains/);
+    quiet.send("<message to='bob@b.test' type='chat' id='off'><body>x</body></message>");
+    const off = await quiet.next((el) => el.attrs.id === "off");
+    assert.equal(errorOf(off), "service-unavailable");
+    assert.match(off.getChild("error")!.getChildText("text") ?? "", /Federation is off for/);
+    picky.send("<message to='x@c.test' type='chat' id='allow'><body>x</body></message>");
+    const notAllowed = await picky.next((el) => el.attrs.id === "allow");
+    assert.match(notAllowed.getChild("error")!.getChildText("text") ?? "", /s2s_allow_domains/);
+    picky.send("<message to='bob@b.test' type='chat' id='ok'><body>x</body></message>");
+    await bob.next((el) => el.attrs.id === "ok");
+    // Inbound: b.test cannot reach quiet.test; a.test says why.
+    dns.set("_xmpp-server._tcp.quiet.test", {
+      srv: [{ priority: 0, weight: 0, port: a.server.port("s2s"), target: "a.test" }],
+    });
+    bob.send("<message to='q@quiet.test' type='chat' id='in'><body>x</body></message>");
+    const inbound = await bob.next((el) => el.attrs.id === "in");
+    assert.equal(inbound.attrs.type, "error");
+    assert.ok(
+      a.server.remote!.refusals().some((r) =>
+        r.direction === "in" && r.local === "quiet.test" && /Federation is off/.test(r.reason)
+      ),
+    );
+  } finally {
+    for (const client of [alice, quiet, picky, bob]) client.close();
+    await a.stop();
+    await b.stop();
+    await dns.close();
+  }
+});

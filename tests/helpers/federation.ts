@@ -1,0 +1,57 @@
+// Starts Lilt servers that federate over loopback for tests: each gets its own domain, a
+// certificate from a shared test CA, an s2s listener on an ephemeral port, and SRV records in a
+// DNS responder the test owns, so servers find each other without touching system files.
+
+import type { DnsResponder } from "./dns_responder.ts";
+import type { TestCa } from "./test_ca.ts";
+import { startTestServer, type TestServer, type TestServerOptions } from "./test_server.ts";
+
+/** Options for {@link startFederatingServer}. */
+export interface FederatingServerOptions extends Omit<TestServerOptions, "domain"> {
+  /** The server's domain. */
+  domain: string;
+  /** Where the server looks up remote domains, and where its own SRV record is published. */
+  dns: DnsResponder;
+  /** The CA that issues the server's certificate and that the server trusts. */
+  ca: TestCa;
+  /** More DNS names for the certificate (the hosts of `extraToml`); it serves every host. */
+  extraNames?: string[];
+  /** Present a self-signed certificate instead of one from `ca`. */
+  selfSigned?: boolean;
+  /** Extra TOML in the global section. */
+  globalToml?: string;
+}
+
+/** Starts a Lilt server for `domain` with federation on and publishes its SRV record. */
+export async function startFederatingServer(
+  options: FederatingServerOptions,
+): Promise<TestServer> {
+  const dir = await Deno.makeTempDir({ prefix: "lilt-s2s-certs-" });
+  const names = [options.domain, ...options.extraNames ?? []];
+  const issued = options.selfSigned
+    ? await options.ca.selfSigned(names)
+    : await options.ca.issue({ names });
+  const files = await issued.writeTo(dir, options.domain);
+  const caFile = `${dir}/ca.pem`;
+  await options.ca.writeCa(caFile);
+  const server = await startTestServer({
+    ...options,
+    domain: options.domain,
+    globalToml: `s2s_interfaces = ["127.0.0.1:0"]
+s2s_ca_files = [${JSON.stringify(caFile)}]
+dns_nameservers = [${JSON.stringify(`127.0.0.1:${options.dns.port}`)}]
+certificate = ${JSON.stringify(files.certFile)}
+key = ${JSON.stringify(files.keyFile)}
+${options.globalToml ?? ""}`,
+  });
+  options.dns.set(`_xmpp-server._tcp.${options.domain}`, {
+    srv: [{ priority: 0, weight: 0, port: server.server.port("s2s"), target: options.domain }],
+  });
+  options.dns.set(options.domain, { a: ["127.0.0.1"] });
+  const stop = server.stop;
+  server.stop = async () => {
+    await stop();
+    await Deno.remove(dir, { recursive: true }).catch(() => {});
+  };
+  return server;
+}
