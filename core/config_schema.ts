@@ -205,7 +205,7 @@ export const GLOBAL_OPTIONS: Record<string, OptionSpec> = {
   s2s_idle_timeout: {
     type: "integer",
     default: 300,
-    min: 5,
+    min: 1,
     max: 86400,
     scope: "global",
     description: "Seconds without traffic before a server-to-server link is closed",

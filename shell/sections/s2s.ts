@@ -30,7 +30,7 @@ function domainArg(text: string | undefined, what: string): string {
 
 function localHost(server: Server, text: string | undefined): string {
   const domain = domainArg(text, "local host");
-  if (server.hosts.get(domain)?.kind !== "local" && !server.hosts.has(domain)) {
+  if (!server.hosts.has(domain)) {
     throw new CommandError(`'${domain}' is not a host of this server`);
   }
   return domain;
@@ -71,9 +71,15 @@ async function ping(server: Server, local: string, remote: string): Promise<numb
   }
   if (answer.attrs.type === "error") {
     const text = answer.getChild("error")?.getChildText("text", NS_STANZAS);
-    // A server that does not implement XEP-0199 still answered: that is a round trip.
+    // A server that does not implement XEP-0199 still answered over a working link: that
+    // is a round trip. The same conditions from our own policy or routing are failures.
     const condition = errorCondition(answer) ?? "undefined-condition";
-    if (condition !== "service-unavailable" && condition !== "feature-not-implemented") {
+    const answeredRemotely = (condition === "service-unavailable" ||
+      condition === "feature-not-implemented") &&
+      federation(server).links().some((l) =>
+        l.direction === "out" && l.local === local && l.remote === remote && l.state === "ready"
+      );
+    if (!answeredRemotely) {
       throw new CommandError(`Ping to '${remote}' failed: ${condition}${text ? ` (${text})` : ""}`);
     }
   }
@@ -177,6 +183,7 @@ export function s2sCommands(): CommandSpec[] {
       run: async ({ server }, [from, to]) => {
         const local = localHost(server, from);
         const remote = domainArg(to, "remote host");
+        federation(server);
         const ms = await ping(server, local, remote);
         const link = server.remote?.links().find((l) =>
           l.direction === "out" && l.local === local && l.remote === remote

@@ -18,6 +18,11 @@ export interface FederatingServerOptions extends Omit<TestServerOptions, "domain
   extraNames?: string[];
   /** Present a self-signed certificate instead of one from `ca`. */
   selfSigned?: boolean;
+  /**
+   * Also listen for direct TLS (XEP-0368) and publish it as the preferred
+   * `_xmpps-server._tcp` SRV record (STARTTLS stays as a lower-priority `_xmpp-server`).
+   */
+  directTls?: boolean;
   /** Extra TOML in the global section. */
   globalToml?: string;
 }
@@ -38,6 +43,7 @@ export async function startFederatingServer(
     ...options,
     domain: options.domain,
     globalToml: `s2s_interfaces = ["127.0.0.1:0"]
+s2s_direct_tls_interfaces = ${options.directTls ? `["127.0.0.1:0"]` : "[]"}
 s2s_ca_files = [${JSON.stringify(caFile)}]
 dns_nameservers = [${JSON.stringify(`127.0.0.1:${options.dns.port}`)}]
 certificate = ${JSON.stringify(files.certFile)}
@@ -45,8 +51,14 @@ key = ${JSON.stringify(files.keyFile)}
 ${options.globalToml ?? ""}`,
   });
   options.dns.set(`_xmpp-server._tcp.${options.domain}`, {
-    srv: [{ priority: 0, weight: 0, port: server.server.port("s2s"), target: options.domain }],
+    srv: [{ priority: 10, weight: 0, port: server.server.port("s2s"), target: options.domain }],
   });
+  if (options.directTls) {
+    const port = server.server.port("s2s_direct_tls");
+    options.dns.set(`_xmpps-server._tcp.${options.domain}`, {
+      srv: [{ priority: 0, weight: 0, port, target: options.domain }],
+    });
+  }
   options.dns.set(options.domain, { a: ["127.0.0.1"] });
   const stop = server.stop;
   server.stop = async () => {

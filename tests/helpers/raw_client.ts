@@ -20,6 +20,22 @@ export async function roundTrip(client: RawClient): Promise<void> {
   await client.next((el) => el.attrs.id === id);
 }
 
+/** How `open` and `starttls` open a stream. */
+export interface OpenOptions {
+  /** The content namespace; "jabber:server" also declares the dialback prefix. */
+  ns?: string;
+  /** A 'from' attribute (servers name themselves). */
+  from?: string;
+}
+
+/** A client certificate for `starttls` (a server presenting itself for SASL EXTERNAL). */
+export interface ClientCertificate {
+  /** PEM certificate (chain). */
+  cert: string;
+  /** PEM private key. */
+  key: string;
+}
+
 /** Options for `RawClient.connect`. */
 export interface RawClientOptions {
   /** Connect with direct TLS (XEP-0368). */
@@ -157,18 +173,24 @@ export class RawClient {
   }
 
   /** Sends a stream header and returns the features that follow. */
-  async open(to = "localhost"): Promise<Element> {
+  async open(to = "localhost", options: OpenOptions = {}): Promise<Element> {
     const headers = this.headers.length;
+    const ns = options.ns ?? "jabber:client";
+    const db = ns === "jabber:server" ? ` xmlns:db='jabber:server:dialback'` : "";
+    const from = options.from ? ` from='${options.from}'` : "";
     this.send(
-      `<?xml version='1.0'?><stream:stream to='${to}' version='1.0' xmlns='jabber:client' ` +
-        `xmlns:stream='${NS_STREAM}'>`,
+      `<?xml version='1.0'?><stream:stream to='${to}'${from} version='1.0' xmlns='${ns}' ` +
+        `xmlns:stream='${NS_STREAM}'${db}>`,
     );
     await this.waitUntil(() => this.headers.length > headers ? true : undefined, 5000, "header");
     return await this.next((el) => el.name === "features" && el.ns === NS_STREAM);
   }
 
   /** Performs STARTTLS on the current stream and opens a new stream; returns its features. */
-  async starttls(to = "localhost"): Promise<Element> {
+  async starttls(
+    to = "localhost",
+    options: OpenOptions & { certificate?: ClientCertificate } = {},
+  ): Promise<Element> {
     this.send("<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>");
     await this.next((el) => el.name === "proceed");
     const raw = this.socket as Socket;
@@ -176,7 +198,13 @@ export class RawClient {
     raw.removeAllListeners("close");
     const secure = await new Promise<TLSSocket>((resolve, reject) => {
       const s = tlsConnect(
-        { socket: raw, servername: to, rejectUnauthorized: false },
+        {
+          socket: raw,
+          servername: to,
+          rejectUnauthorized: false,
+          cert: options.certificate?.cert,
+          key: options.certificate?.key,
+        },
         () => resolve(s),
       );
       s.once("error", reject);
@@ -184,7 +212,7 @@ export class RawClient {
     this.socket = secure;
     this.#parser.reset();
     this.#attach(secure);
-    return await this.open(to);
+    return await this.open(to, options);
   }
 
   /** Expects a new stream from the server (after SASL success). */

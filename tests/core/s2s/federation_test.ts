@@ -296,3 +296,34 @@ Deno.test("policy: a host with s2s = false, deny lists and allow lists refuse wi
     await dns.close();
   }
 });
+
+Deno.test("direct TLS (XEP-0368) is preferred when published, and idle links close and reopen", async () => {
+  const dns = await startDnsResponder();
+  const ca = await createTestCa();
+  const common = { dns, ca, modules: MODULES, directTls: true, globalToml: "s2s_idle_timeout = 1" };
+  const a = await startFederatingServer({ ...common, domain: "a.test", users: { alice: "pw" } });
+  const b = await startFederatingServer({ ...common, domain: "b.test", users: { bob: "pw" } });
+  const alice = await online(a.port, "alice", "a.test");
+  const bob = await online(b.port, "bob", "b.test");
+  try {
+    alice.send("<message to='bob@b.test' type='chat' id='d1'><body>direct</body></message>");
+    await bob.next((el) => el.attrs.id === "d1");
+    const out = a.server.remote!.links().find((l) => l.direction === "out")!;
+    assert.equal(out.auth, "certificate");
+    assert.match(out.address, new RegExp(`:${b.server.port("s2s_direct_tls")} `));
+    // Idle for more than a second: both sides close their links.
+    const deadline = Date.now() + 10_000;
+    while (a.server.remote!.links().length > 0 || b.server.remote!.links().length > 0) {
+      assert.ok(Date.now() < deadline, "idle links close");
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+    alice.send("<message to='bob@b.test' type='chat' id='d2'><body>again</body></message>");
+    await bob.next((el) => el.attrs.id === "d2");
+  } finally {
+    alice.close();
+    bob.close();
+    await a.stop();
+    await b.stop();
+    await dns.close();
+  }
+});

@@ -1,0 +1,157 @@
+// Inbound server-to-server streams on the wire: TLS before anything else, EXTERNAL only for a
+// certificate valid for the stream's 'from', dialback verification answers, and stanzas only
+// from an authenticated domain to the domain it authenticated for.
+
+import assert from "node:assert/strict";
+import { dialbackKey } from "../../../core/s2s/dialback.ts";
+import { startDnsResponder } from "../../helpers/dns_responder.ts";
+import { startFederatingServer } from "../../helpers/federation.ts";
+import { RawClient } from "../../helpers/raw_client.ts";
+import { createTestCa, type TestCa } from "../../helpers/test_ca.ts";
+import type { TestServer } from "../../helpers/test_server.ts";
+
+const SERVER = { ns: "jabber:server" };
+const NS_SASL = "urn:ietf:params:xml:ns:xmpp-sasl";
+const NS_DB = "jabber:server:dialback";
+const SECRET = "s3cr3t-for-tests";
+
+async function withServer(run: (t: TestServer, ca: TestCa) => Promise<void>): Promise<void> {
+  const dns = await startDnsResponder();
+  const ca = await createTestCa();
+  const t = await startFederatingServer({
+    domain: "a.test",
+    dns,
+    ca,
+    users: { alice: "pw" },
+    modules: ["disco", "roster", "presence"],
+    globalToml: `s2s_dialback_secret = "${SECRET}"`,
+  });
+  try {
+    await run(t, ca);
+  } finally {
+    await t.stop();
+    await dns.close();
+  }
+}
+
+/** The condition of the stream error the server closed with. */
+async function streamErrorOf(client: RawClient): Promise<string | undefined> {
+  const error = await client.next((el) => el.name === "error");
+  return error.elements().find((c) => c.name !== "text")?.name;
+}
+
+Deno.test("inbound: TLS comes first; unknown hosts and client namespaces are refused", () =>
+  withServer(async (t) => {
+    const port = t.server.port("s2s");
+    const plain = await RawClient.connect(port);
+    const features = await plain.open("a.test", { ...SERVER, from: "x.test" });
+    assert.ok(features.getChild("starttls")?.getChild("required"), "STARTTLS is required");
+    assert.equal(features.getChild("mechanisms"), undefined);
+    assert.equal(features.getChild("dialback"), undefined);
+    assert.equal(plain.headers[0].attrs.from, "a.test");
+    assert.ok(plain.headers[0].attrs.id);
+    plain.send(`<db:result from='x.test' to='a.test'>abc</db:result>`);
+    const refused = await plain.next((el) => el.name === "result" && el.ns === NS_DB);
+    assert.equal(refused.attrs.type, "error");
+    assert.ok(refused.getChild("error")?.getChild("policy-violation"));
+    plain.close();
+
+    const unknown = await RawClient.connect(port);
+    unknown.send(
+      `<?xml version='1.0'?><stream:stream to='nope.test' from='x.test' version='1.0' ` +
+        `xmlns='jabber:server' xmlns:stream='http://etherx.jabber.org/streams'>`,
+    );
+    assert.equal(await streamErrorOf(unknown), "host-unknown");
+    unknown.close();
+
+    const client = await RawClient.connect(port);
+    client.send(
+      `<?xml version='1.0'?><stream:stream to='a.test' version='1.0' ` +
+        `xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'>`,
+    );
+    assert.equal(await streamErrorOf(client), "invalid-namespace");
+    client.close();
+  }));
+
+Deno.test("inbound: EXTERNAL only for a certificate valid for 'from', then stanzas flow", () =>
+  withServer(async (t, ca) => {
+    const port = t.server.port("s2s");
+    const issued = await ca.issue({ names: ["x.test"] });
+    const certificate = { cert: issued.chainPem, key: issued.keyPem };
+    const { client: alice } = await RawClient.login(t.port, "alice", "pw", "r", "a.test");
+
+    // A stanza before authentication ends the stream.
+    const early = await RawClient.connect(port);
+    await early.open("a.test", { ...SERVER, from: "x.test" });
+    const secureFeatures = await early.starttls("a.test", {
+      ...SERVER,
+      from: "x.test",
+      certificate,
+    });
+    const mechanisms = secureFeatures.getChild("mechanisms", NS_SASL)!.getChildren("mechanism");
+    assert.deepEqual(mechanisms.map((m) => m.text()), ["EXTERNAL"]);
+    assert.ok(secureFeatures.getChild("dialback", "urn:xmpp:features:dialback"));
+    early.send("<message from='u@x.test' to='alice@a.test'><body>early</body></message>");
+    assert.equal(await streamErrorOf(early), "not-authorized");
+    early.close();
+
+    // The certificate names x.test, not y.test: no EXTERNAL, and a forced attempt fails.
+    const other = await RawClient.connect(port);
+    await other.open("a.test", { ...SERVER, from: "y.test" });
+    const otherFeatures = await other.starttls("a.test", {
+      ...SERVER,
+      from: "y.test",
+      certificate,
+    });
+    assert.equal(otherFeatures.getChild("mechanisms", NS_SASL), undefined);
+    other.send(`<auth xmlns='${NS_SASL}' mechanism='EXTERNAL'>=</auth>`);
+    const failure = await other.next((el) => el.name === "failure");
+    assert.ok(failure.getChild("not-authorized"));
+    assert.match(
+      failure.getChildText("text") ?? "",
+      /names 'dns:x.test'.*none of which is 'y.test'/,
+    );
+    other.close();
+
+    // The right domain authenticates and may send stanzas from x.test to a.test only.
+    const peer = await RawClient.connect(port);
+    await peer.open("a.test", { ...SERVER, from: "x.test" });
+    await peer.starttls("a.test", { ...SERVER, from: "x.test", certificate });
+    peer.send(`<auth xmlns='${NS_SASL}' mechanism='EXTERNAL'>${btoa("x.test")}</auth>`);
+    await peer.next((el) => el.name === "success");
+    peer.restart();
+    const after = await peer.open("a.test", { ...SERVER, from: "x.test" });
+    assert.equal(after.getChild("mechanisms", NS_SASL), undefined);
+    peer.send("<message from='u@x.test/r' to='alice@a.test/r' id='in1'><body>hi</body></message>");
+    const got = await alice.next((el) => el.attrs.id === "in1");
+    assert.equal(got.attrs.from, "u@x.test/r");
+    assert.equal(got.ns, "jabber:client");
+    assert.match(alice.text, /<message [^>]*id='in1'[^>]*><body>hi<\/body><\/message>/);
+    const link = t.server.remote!.links().find((l) => l.remote === "x.test")!;
+    assert.equal(link.auth, "certificate");
+    assert.equal(link.direction, "in");
+    peer.send("<message from='evil@z.test' to='alice@a.test'><body>spoof</body></message>");
+    assert.equal(await streamErrorOf(peer), "invalid-from");
+    assert.ok(!alice.received.some((el) => el.getChildText("body") === "spoof"));
+    peer.close();
+    alice.close();
+  }));
+
+Deno.test("inbound: db:verify is valid only for keys this server generated", () =>
+  withServer(async (t) => {
+    const peer = await RawClient.connect(t.server.port("s2s"));
+    await peer.open("a.test", { ...SERVER, from: "x.test" });
+    const features = await peer.starttls("a.test", { ...SERVER, from: "x.test" });
+    assert.ok(features.getChild("dialback", "urn:xmpp:features:dialback"));
+    const good = dialbackKey(SECRET, "x.test", "a.test", "stream-1");
+    peer.send(`<db:verify from='x.test' to='a.test' id='stream-1'>${good}</db:verify>`);
+    const valid = await peer.next((el) => el.name === "verify" && el.attrs.id === "stream-1");
+    assert.equal(valid.attrs.type, "valid");
+    assert.equal(valid.attrs.from, "a.test");
+    assert.equal(valid.attrs.to, "x.test");
+    const bad = dialbackKey("another secret", "x.test", "a.test", "stream-2");
+    peer.send(`<db:verify from='x.test' to='a.test' id='stream-2'>${bad}</db:verify>`);
+    const invalid = await peer.next((el) => el.name === "verify" && el.attrs.id === "stream-2");
+    assert.equal(invalid.attrs.type, "invalid");
+    peer.close();
+  }));
