@@ -291,6 +291,10 @@ class Validator {
     ];
     for (const [key, value] of Object.entries(doc)) {
       if (key === "log" || key === "storage" || key === "host" || key === "component") continue;
+      if (key === "dns") {
+        this.#dns(value, doc, globals);
+        continue;
+      }
       const spec = GLOBAL_OPTIONS[key] ?? HOST_OPTIONS[key] ?? this.#moduleOptions[key];
       if (!spec) {
         this.#unknown([key], key, topLevelKnown);
@@ -378,6 +382,25 @@ class Validator {
       else if (key === "file") log.file = checked as string;
     }
     return log;
+  }
+
+  /** `[dns] nameservers = [...]`: another spelling of `dns_nameservers`. */
+  #dns(value: unknown, doc: Table, globals: Map<string, unknown>): void {
+    const table = this.#table(value, "dns", ["dns"]);
+    if (!table) return;
+    for (const [key, raw] of Object.entries(table)) {
+      const path = ["dns", key];
+      if (key !== "nameservers") {
+        this.#unknown(path, `dns.${key}`, ["nameservers"]);
+        continue;
+      }
+      if (doc.dns_nameservers !== undefined) {
+        this.#problem(path, "error", "set either 'dns.nameservers' or 'dns_nameservers', not both");
+        continue;
+      }
+      const checked = this.#value(GLOBAL_OPTIONS.dns_nameservers, raw, "dns.nameservers", path);
+      if (checked !== INVALID) globals.set("dns_nameservers", checked);
+    }
   }
 
   #storage(value: unknown, dataDir: string): { path: string; key: string } {

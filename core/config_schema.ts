@@ -258,6 +258,12 @@ export const GLOBAL_OPTIONS: Record<string, OptionSpec> = {
     description:
       'DNS servers for federation lookups, as "ip:port" or "[ipv6]:port"; empty = the system\'s',
   },
+  dns: {
+    type: "table",
+    default: {},
+    scope: "global",
+    description: "DNS for federation: nameservers (same as dns_nameservers)",
+  },
   log: {
     type: "table",
     default: {},

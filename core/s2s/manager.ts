@@ -18,6 +18,7 @@ import type { S2SContext, S2SRefusal } from "./context.ts";
 import { OutboundLink } from "./outbound_link.ts";
 import { S2SPolicy } from "./policy.ts";
 import { S2SIn } from "./s2s_in.ts";
+import type { S2SOut } from "./s2s_out.ts";
 
 const log = getLogger("s2s");
 
@@ -159,9 +160,27 @@ export class S2SManager implements RemoteDelivery {
         if (this.#links.get(key) === ended) this.#links.delete(key);
       });
       this.#links.set(key, link);
-      link.start();
+      const donor = this.#shareableStream(local, remote);
+      if (donor) link.piggyback(donor);
+      else link.start();
     }
     return link;
+  }
+
+  /**
+   * A ready stream of another local domain to `remote` that `local` may join by dialback:
+   * the remote offered dialback, and `local`'s policy accepts the remote's certificate.
+   */
+  #shareableStream(local: string, remote: string): S2SOut | undefined {
+    const certificateNeeded = this.policy.authRequirement(local, remote) === "certificate";
+    for (const link of this.#links.values()) {
+      const stream = link.stream;
+      if (link.remote !== remote || link.shared || !stream?.multiplexable) continue;
+      if (certificateNeeded && stream.certificate?.status !== "valid") continue;
+      if (this.policy.requireEncryption(local) && !stream.secure) continue;
+      return stream;
+    }
+    return undefined;
   }
 
   #refused(refusal: Omit<S2SRefusal, "at">): void {
@@ -217,12 +236,14 @@ export class S2SManager implements RemoteDelivery {
       const stream = link.stream;
       const verdict = stream?.certificate;
       out.push({
-        id: stream?.id ?? `link:${link.local}>${link.remote}`,
+        id: stream
+          ? (link.shared ? `${stream.id}+${link.local}` : stream.id)
+          : `link:${link.local}>${link.remote}`,
         direction: "out",
         local: link.local,
         remote: link.remote,
         state: link.state,
-        auth: stream?.authMethod ?? "",
+        auth: link.authMethod ?? "",
         tls: stream?.tlsVersion ?? "",
         certificate: verdict?.status ?? "",
         certificateReason: verdict?.status === "valid" ? "" : verdict?.reason ?? "",

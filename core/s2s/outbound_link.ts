@@ -10,6 +10,7 @@ import type { Session } from "../sessions.ts";
 import type { Element } from "../xml/element.ts";
 import type { S2SContext } from "./context.ts";
 import { type S2SFailure, S2SOut } from "./s2s_out.ts";
+import type { S2SAuthMethod } from "./s2s_stream.ts";
 
 const log = getLogger("s2s");
 
@@ -24,7 +25,6 @@ interface Queued {
 interface PendingVerify {
   streamId: string;
   key: string;
-  sent: boolean;
   resolve: (valid: boolean) => void;
   reject: (error: Error) => void;
 }
@@ -39,6 +39,10 @@ export class OutboundLink {
   stream: S2SOut | undefined;
   /** Why the link failed, when it did. */
   failure: string | undefined;
+  /** How we authenticated for this pair, once ready. */
+  authMethod: S2SAuthMethod | undefined;
+  /** The stream is another pair's, shared by dialback piggybacking (XEP-0220 §2.4). */
+  shared = false;
   #ctx: S2SContext;
   #queue: Queued[] = [];
   #verifies: PendingVerify[] = [];
@@ -99,18 +103,54 @@ export class OutboundLink {
 
   /** Asks the remote server whether it sent `key` on our stream `streamId`. */
   verify(streamId: string, key: string): Promise<boolean> {
+    if (this.stream?.negotiable) return this.stream.sendVerify(this.local, streamId, key);
     return new Promise((resolve, reject) => {
-      const pending: PendingVerify = { streamId, key, sent: false, resolve, reject };
-      this.#verifies.push(pending);
-      if (this.stream?.negotiable) this.#sendVerifies(this.stream);
+      this.#verifies.push({ streamId, key, resolve, reject });
     });
   }
 
-  /** Closes the link politely. */
+  /**
+   * Authenticates this pair over `stream`, another local domain's ready link to the same
+   * remote server, by dialback instead of opening a connection; falls back to a connection
+   * of its own when the remote refuses.
+   */
+  piggyback(stream: S2SOut): void {
+    this.state = "negotiating";
+    this.shared = true;
+    this.stream = stream;
+    stream.whenGone(() => this.#onGone());
+    stream.authenticateAlso(this.local).then(() => {
+      if (this.#ended) return;
+      log.info("Link {local} -> {remote} ready (dialback on the link of {other})", {
+        local: this.local,
+        remote: this.remote,
+        other: stream.local,
+      });
+      this.authMethod = "dialback";
+      this.#onReady();
+    }, (error) => {
+      if (this.#ended || stream.closed) return;
+      log.info("Cannot share the link to {remote} with {local}: {error}; connecting", {
+        remote: this.remote,
+        local: this.local,
+        error: (error as Error).message,
+      });
+      this.shared = false;
+      this.stream = undefined;
+      this.state = "resolving";
+      this.start();
+    });
+  }
+
+  /** Closes the link politely (a shared stream stays for the domain that opened it). */
   close(reason = "Closed by the administrator"): void {
     if (this.state === "failed" || this.state === "closed") return;
     if (!this.stream) {
       this.#fail("remote-server-not-found", reason);
+      return;
+    }
+    if (this.shared) {
+      this.#onGone();
       return;
     }
     this.stream.closeReason ??= reason;
@@ -162,9 +202,11 @@ export class OutboundLink {
       target: `${target.host}:${target.port} (${result.address})`,
       events: {
         negotiable: (s) => this.#sendVerifies(s),
-        ready: () => this.#onReady(),
+        ready: (s) => {
+          this.authMethod = s.authMethod;
+          this.#onReady();
+        },
         failed: (_s, condition, reason) => this.#fail(condition, reason),
-        verified: (id, valid) => this.#onVerified(id, valid),
         gone: () => this.#onGone(),
       },
     });
@@ -177,18 +219,11 @@ export class OutboundLink {
   }
 
   #sendVerifies(stream: S2SOut): void {
-    for (const pending of this.#verifies) {
-      if (pending.sent) continue;
-      pending.sent = true;
-      stream.sendVerify(pending.streamId, pending.key);
+    const verifies = this.#verifies;
+    this.#verifies = [];
+    for (const { streamId, key, resolve, reject } of verifies) {
+      stream.sendVerify(this.local, streamId, key).then(resolve, reject);
     }
-  }
-
-  #onVerified(streamId: string, valid: boolean): void {
-    const index = this.#verifies.findIndex((p) => p.sent && p.streamId === streamId);
-    if (index < 0) return;
-    const [pending] = this.#verifies.splice(index, 1);
-    pending.resolve(valid);
   }
 
   #onReady(): void {
@@ -206,7 +241,7 @@ export class OutboundLink {
     this.failure = reason;
     clearTimeout(this.#timer);
     this.#abort.abort();
-    if (this.stream) {
+    if (this.stream && !this.shared) {
       this.stream.fail(condition, reason);
     } else {
       log.warn("Link {local} -> {remote} failed: {reason}", {
@@ -227,7 +262,14 @@ export class OutboundLink {
     if (this.#ended) return;
     this.state = "closed";
     clearTimeout(this.#timer);
-    this.#rejectVerifies(this.stream?.closeReason ?? "The link closed");
+    const reason = this.stream?.closeReason ?? "The link closed";
+    // A shared stream can go away while this pair is still authenticating on it.
+    const queue = this.#queue;
+    this.#queue = [];
+    for (const { stanza, origin } of queue) {
+      bounce(stanza, origin, "remote-server-timeout", reason);
+    }
+    this.#rejectVerifies(reason);
     this.#onEnd(this);
   }
 

@@ -29,8 +29,6 @@ export interface S2SOutEvents {
   ready(stream: S2SOut): void;
   /** The stream cannot be used; `reason` is the exact cause. */
   failed(stream: S2SOut, condition: S2SFailure, reason: string): void;
-  /** The answer to a `<db:verify/>` we sent. */
-  verified(id: string, valid: boolean): void;
   /** The stream is gone (after `failed`, idle close, or the remote closing). */
   gone(stream: S2SOut): void;
 }
@@ -66,6 +64,11 @@ export class S2SOut extends S2SStream {
   #remoteStreamId = "";
   #dialbackOffered = false;
   #failed = false;
+  /** Our `<db:verify/>` requests waiting for an answer, by "local id". */
+  #verifies = new Map<string, { resolve: (valid: boolean) => void; reject: (e: Error) => void }>();
+  /** Other local domains authenticating over this stream by dialback (XEP-0220 §2.4). */
+  #extra = new Map<string, { resolve: () => void; reject: (e: Error) => void }>();
+  #goneListeners = new Set<() => void>();
 
   constructor(socket: Socket, ctx: S2SContext, options: S2SOutOptions) {
     super(socket, ctx, "s2sout");
@@ -100,16 +103,44 @@ export class S2SOut extends S2SStream {
     this.writeElement(stanza);
   }
 
-  /** Asks the remote (authoritative) server to verify a key it sent us (XEP-0220 §2.1.3). */
-  sendVerify(streamId: string, key: string): void {
-    const verify = new Element("verify", {
-      xmlns: NS_DIALBACK,
-      from: this.local,
-      to: this.#remote,
-      id: streamId,
+  /**
+   * Asks the remote (authoritative) server whether it sent `key` on the stream `streamId`
+   * that it opened to `local` (XEP-0220 §2.1.3); resolves with its answer, rejects when the
+   * stream goes away first. Only once `negotiable`.
+   */
+  sendVerify(local: string, streamId: string, key: string): Promise<boolean> {
+    return new Promise((resolve, reject) => {
+      const verify = new Element("verify", {
+        xmlns: NS_DIALBACK,
+        from: local,
+        to: this.#remote,
+        id: streamId,
+      });
+      verify.t(key);
+      this.#verifies.set(`${local} ${streamId}`, { resolve, reject });
+      this.writeElement(verify);
     });
-    verify.t(key);
-    this.writeElement(verify);
+  }
+
+  /**
+   * True when another local domain may authenticate over this ready stream by dialback
+   * (the remote offered dialback, so it accepts more domain pairs on one stream).
+   */
+  get multiplexable(): boolean {
+    return this.ready && this.#dialbackOffered && !this.closed;
+  }
+
+  /** Authenticates one more local domain on this stream by dialback (piggybacking). */
+  authenticateAlso(local: string): Promise<void> {
+    return new Promise((resolve, reject) => {
+      this.#extra.set(local, { resolve, reject });
+      this.#dialback(local);
+    });
+  }
+
+  /** Calls `listener` once when the stream is gone. */
+  whenGone(listener: () => void): void {
+    this.#goneListeners.add(listener);
   }
 
   /** Marks the stream failed: the link bounces its queue, then the stream closes. */
@@ -128,6 +159,13 @@ export class S2SOut extends S2SStream {
   }
 
   protected onGone(): void {
+    const why = new Error(this.closeReason ?? "The link closed");
+    for (const pending of [...this.#verifies.values(), ...this.#extra.values()]) {
+      pending.reject(why);
+    }
+    this.#verifies.clear();
+    this.#extra.clear();
+    for (const listener of this.#goneListeners) listener();
     if (!this.ready && !this.#failed) {
       this.#failed = true;
       const reason = this.closeReason ?? "The remote server closed the connection";
@@ -181,8 +219,12 @@ export class S2SOut extends S2SStream {
     if (el.ns === NS_DIALBACK) {
       if (el.name === "result") return this.#onDialbackResult(el);
       if (el.name === "verify") {
-        const id = el.attrs.id;
-        if (id) this.#events.verified(id, el.attrs.type === "valid");
+        const key = `${el.attrs.to ?? ""} ${el.attrs.id ?? ""}`;
+        const pending = this.#verifies.get(key);
+        if (pending && el.attrs.from === this.#remote) {
+          this.#verifies.delete(key);
+          pending.resolve(el.attrs.type === "valid");
+        }
         return;
       }
     }
@@ -192,6 +234,8 @@ export class S2SOut extends S2SStream {
 
   #onFeatures(features: Element): void {
     if (this.authenticated) {
+      // After SASL: whether dialback (for more domain pairs) is still on offer.
+      this.#dialbackOffered = features.getChild("dialback", NS_DIALBACK_FEATURE) !== undefined;
       this.#becomeReady();
       return;
     }
@@ -306,19 +350,27 @@ export class S2SOut extends S2SStream {
     this.fail("remote-server-timeout", `Unexpected SASL element <${el.name}>`);
   }
 
-  #dialback(): void {
+  #dialback(local = this.local): void {
     const result = new Element("result", {
       xmlns: NS_DIALBACK,
-      from: this.local,
+      from: local,
       to: this.#remote,
     });
-    result.t(dialbackKey(this.ctx.secret, this.#remote, this.local, this.#remoteStreamId));
+    result.t(dialbackKey(this.ctx.secret, this.#remote, local, this.#remoteStreamId));
     this.writeElement(result);
   }
 
   #onDialbackResult(el: Element): void {
-    if (el.attrs.from !== this.#remote || el.attrs.to !== this.local) return;
+    if (el.attrs.from !== this.#remote) return;
     const type = el.attrs.type;
+    const extra = this.#extra.get(el.attrs.to ?? "");
+    if (extra) {
+      this.#extra.delete(el.attrs.to!);
+      if (type === "valid") extra.resolve();
+      else extra.reject(new Error(`'${this.#remote}' refused dialback for '${el.attrs.to}'`));
+      return;
+    }
+    if (el.attrs.to !== this.local) return;
     if (type === "valid") {
       this.authenticated = true;
       this.authMethod = "dialback";

@@ -361,3 +361,21 @@ Deno.test("dns_nameservers accepts IP and port pairs and refuses anything else",
     assert.match(result.problems[0].message, /invalid nameserver/);
   }
 });
+
+Deno.test("[dns] nameservers is another spelling of dns_nameservers, checked the same way", () => {
+  const host = `\n[[host]]\ndomain = "localhost"\n`;
+  const ok = parseConfigText(`[dns]\nnameservers = ["127.0.0.1:5353"]\n${host}`, "c.toml");
+  assert.deepEqual(ok.problems, []);
+  assert.deepEqual(ok.config!.get("dns_nameservers"), ["127.0.0.1:5353"]);
+  const bad = parseConfigText(`[dns]\nnameservers = ["nowhere"]\n${host}`, "c.toml");
+  assert.equal(bad.config, undefined);
+  assert.match(bad.problems[0].message, /invalid nameserver/);
+  assert.equal(bad.problems[0].line, 2);
+  const both = parseConfigText(
+    `dns_nameservers = ["127.0.0.1:53"]\n[dns]\nnameservers = ["127.0.0.1:5353"]\n${host}`,
+    "c.toml",
+  );
+  assert.match(both.problems[0].message, /either 'dns.nameservers' or 'dns_nameservers'/);
+  const typo = parseConfigText(`[dns]\nnameserver = ["127.0.0.1:53"]\n${host}`, "c.toml");
+  assert.match(typo.problems[0].message, /unknown option 'dns.nameserver'.*nameservers/);
+});

@@ -327,3 +327,55 @@ Deno.test("direct TLS (XEP-0368) is preferred when published, and idle links clo
     await dns.close();
   }
 });
+
+Deno.test("a second local domain joins an existing link to the same server by dialback", async () => {
+  const dns = await startDnsResponder();
+  const ca = await createTestCa();
+  const a = await startFederatingServer({
+    domain: "a.test",
+    dns,
+    ca,
+    users: { alice: "pw" },
+    modules: MODULES,
+    extraNames: ["chat.a.test"],
+    extraToml: `[[host]]\ndomain = "chat.a.test"\n`,
+  });
+  const b = await startFederatingServer({
+    domain: "b.test",
+    dns,
+    ca,
+    users: { bob: "pw" },
+    modules: MODULES,
+  });
+  await a.server.accounts.create("chat.a.test", "carol", "pw");
+  dns.set("_xmpp-server._tcp.chat.a.test", {
+    srv: [{ priority: 0, weight: 0, port: a.server.port("s2s"), target: "a.test" }],
+  });
+  const alice = await online(a.port, "alice", "a.test");
+  const carol = await online(a.port, "carol", "chat.a.test");
+  const bob = await online(b.port, "bob", "b.test");
+  try {
+    alice.send("<message to='bob@b.test' type='chat' id='x1'><body>one</body></message>");
+    await bob.next((el) => el.attrs.id === "x1");
+    carol.send("<message to='bob@b.test' type='chat' id='x2'><body>two</body></message>");
+    const two = await bob.next((el) => el.attrs.id === "x2");
+    assert.equal(two.attrs.from, "carol@chat.a.test/r");
+    const out = a.server.remote!.links().filter((l) => l.direction === "out");
+    assert.deepEqual(out.map((l) => [l.local, l.auth, l.state]).sort(), [
+      ["a.test", "certificate", "ready"],
+      ["chat.a.test", "dialback", "ready"],
+    ]);
+    assert.equal(new Set(out.map((l) => l.address)).size, 1, "one connection");
+    const inbound = b.server.remote!.links().filter((l) => l.direction === "in");
+    assert.equal(new Set(inbound.map((l) => l.id)).size, 1, JSON.stringify(inbound));
+    assert.deepEqual(inbound.map((l) => l.remote).sort(), ["a.test", "chat.a.test"]);
+    // b.test answers both domains over its own links.
+    bob.send("<message to='carol@chat.a.test/r' type='chat' id='x3'><body>back</body></message>");
+    await carol.next((el) => el.attrs.id === "x3");
+  } finally {
+    for (const client of [alice, carol, bob]) client.close();
+    await a.stop();
+    await b.stop();
+    await dns.close();
+  }
+});
