@@ -1,90 +1,16 @@
 // Two Lilt servers on different domains federate over loopback: they find each other through
 // SRV records served by a DNS responder the test starts, authenticate with certificates from a
-// test CA (SASL EXTERNAL), and carry messages and presence subscriptions between real clients.
+// test CA (SASL EXTERNAL or dialback), and carry messages and presence between real clients.
 
 import assert from "node:assert/strict";
 import { type AddressInfo, createServer } from "node:net";
-import { startDnsResponder } from "../../helpers/dns_responder.ts";
-import { startFederatingServer } from "../../helpers/federation.ts";
+import { type DnsResponder, startDnsResponder } from "../../helpers/dns_responder.ts";
+import { type FederatingServerOptions, startFederatingServer } from "../../helpers/federation.ts";
 import { RawClient } from "../../helpers/raw_client.ts";
-import { createTestCa } from "../../helpers/test_ca.ts";
+import { createTestCa, type TestCa } from "../../helpers/test_ca.ts";
+import type { TestServer } from "../../helpers/test_server.ts";
 
 const MODULES = ["disco", "ping", "roster", "presence", "offline"];
-
-Deno.test("two Lilt servers federate with certificates: messages and subscriptions", async () => {
-  const dns = await startDnsResponder();
-  const ca = await createTestCa();
-  const a = await startFederatingServer({
-    domain: "a.test",
-    dns,
-    ca,
-    users: { alice: "pw" },
-    modules: MODULES,
-  });
-  const b = await startFederatingServer({
-    domain: "b.test",
-    dns,
-    ca,
-    users: { bob: "pw" },
-    modules: MODULES,
-  });
-  const { client: alice } = await RawClient.login(a.port, "alice", "pw", "phone", "a.test");
-  const { client: bob } = await RawClient.login(b.port, "bob", "pw", "laptop", "b.test");
-  try {
-    for (const [client, jid] of [[alice, "alice@a.test/phone"], [bob, "bob@b.test/laptop"]]) {
-      (client as RawClient).send("<iq type='get' id='r1'><query xmlns='jabber:iq:roster'/></iq>");
-      await (client as RawClient).next((el) => el.attrs.id === "r1");
-      (client as RawClient).send("<presence/>");
-      await (client as RawClient).next((el) => el.name === "presence" && el.attrs.from === jid);
-    }
-
-    // A message each way.
-    alice.send("<message to='bob@b.test' type='chat' id='m1'><body>hello from a</body></message>");
-    const m1 = await bob.next((el) => el.name === "message" && el.attrs.id === "m1");
-    assert.equal(m1.attrs.from, "alice@a.test/phone");
-    assert.equal(m1.getChildText("body"), "hello from a");
-    bob.send("<message to='alice@a.test/phone' type='chat' id='m2'><body>hi back</body></message>");
-    const m2 = await alice.next((el) => el.name === "message" && el.attrs.id === "m2");
-    assert.equal(m2.attrs.from, "bob@b.test/laptop");
-
-    // Presence subscription alice -> bob, approved; then bob -> alice.
-    alice.send("<presence to='bob@b.test' type='subscribe'/>");
-    const request = await bob.next((el) => el.name === "presence" && el.attrs.type === "subscribe");
-    assert.equal(request.attrs.from, "alice@a.test");
-    bob.send("<presence to='alice@a.test' type='subscribed'/>");
-    await alice.next((el) =>
-      el.name === "presence" && el.attrs.type === "subscribed" && el.attrs.from === "bob@b.test"
-    );
-    // Once subscribed, alice's server probes and bob's available presence arrives.
-    await alice.next((el) =>
-      el.name === "presence" && el.attrs.from === "bob@b.test/laptop" && !el.attrs.type
-    );
-    bob.send("<presence to='alice@a.test' type='subscribe'/>");
-    await alice.next((el) => el.name === "presence" && el.attrs.type === "subscribe");
-    alice.send("<presence to='bob@b.test' type='subscribed'/>");
-    await bob.next((el) =>
-      el.name === "presence" && el.attrs.from === "alice@a.test/phone" && !el.attrs.type
-    );
-
-    // Both directions authenticated by certificate.
-    for (const server of [a, b]) {
-      const links = server.server.remote!.links();
-      assert.ok(links.length >= 2, JSON.stringify(links));
-      for (const link of links) {
-        assert.equal(link.state, "ready", JSON.stringify(link));
-        assert.equal(link.auth, "certificate", JSON.stringify(link));
-        assert.equal(link.certificate, "valid", JSON.stringify(link));
-        assert.match(link.tls, /^TLSv1\.[23]$/);
-      }
-    }
-  } finally {
-    alice.close();
-    bob.close();
-    await a.stop();
-    await b.stop();
-    await dns.close();
-  }
-});
 
 /** Logs a user in, fetches the roster and sends initial presence. */
 async function online(port: number, user: string, domain: string): Promise<RawClient> {
@@ -99,6 +25,98 @@ async function online(port: number, user: string, domain: string): Promise<RawCl
 function errorOf(el: { getChild(name: string): { elements(): { name: string }[] } | undefined }) {
   return el.getChild("error")?.elements().find((c) => c.name !== "text")?.name;
 }
+
+/** a.test with alice online and b.test with bob online, federating through one responder. */
+interface Pair {
+  dns: DnsResponder;
+  ca: TestCa;
+  a: TestServer;
+  b: TestServer;
+  alice: RawClient;
+  bob: RawClient;
+}
+
+type ServerOptions = Partial<Omit<FederatingServerOptions, "dns" | "ca">>;
+
+/** Runs `test` with a fresh pair; everything is stopped afterwards, whatever happens. */
+async function withPair(
+  options: { a?: ServerOptions; b?: ServerOptions },
+  test: (pair: Pair) => Promise<void>,
+): Promise<void> {
+  const dns = await startDnsResponder();
+  const ca = await createTestCa();
+  const started: TestServer[] = [];
+  const clients: RawClient[] = [];
+  try {
+    const common = { dns, ca, modules: MODULES };
+    const a = await startFederatingServer({
+      ...common,
+      domain: "a.test",
+      users: { alice: "pw" },
+      ...options.a,
+    });
+    started.push(a);
+    const b = await startFederatingServer({
+      ...common,
+      domain: "b.test",
+      users: { bob: "pw" },
+      ...options.b,
+    });
+    started.push(b);
+    const alice = await online(a.port, "alice", "a.test");
+    clients.push(alice);
+    const bob = await online(b.port, "bob", "b.test");
+    clients.push(bob);
+    await test({ dns, ca, a, b, alice, bob });
+  } finally {
+    for (const client of clients) client.close();
+    for (const server of started) await server.stop();
+    await dns.close();
+  }
+}
+
+Deno.test("two Lilt servers federate with certificates: messages and subscriptions", () =>
+  withPair({}, async ({ a, b, alice, bob }) => {
+    // A message each way.
+    alice.send("<message to='bob@b.test' type='chat' id='m1'><body>hello from a</body></message>");
+    const m1 = await bob.next((el) => el.name === "message" && el.attrs.id === "m1");
+    assert.equal(m1.attrs.from, "alice@a.test/r");
+    assert.equal(m1.getChildText("body"), "hello from a");
+    bob.send("<message to='alice@a.test/r' type='chat' id='m2'><body>hi back</body></message>");
+    const m2 = await alice.next((el) => el.name === "message" && el.attrs.id === "m2");
+    assert.equal(m2.attrs.from, "bob@b.test/r");
+
+    // Presence subscription alice -> bob, approved; then bob -> alice.
+    alice.send("<presence to='bob@b.test' type='subscribe'/>");
+    const request = await bob.next((el) => el.name === "presence" && el.attrs.type === "subscribe");
+    assert.equal(request.attrs.from, "alice@a.test");
+    bob.send("<presence to='alice@a.test' type='subscribed'/>");
+    await alice.next((el) =>
+      el.name === "presence" && el.attrs.type === "subscribed" && el.attrs.from === "bob@b.test"
+    );
+    // Once subscribed, alice's server probes and bob's available presence arrives.
+    await alice.next((el) =>
+      el.name === "presence" && el.attrs.from === "bob@b.test/r" && !el.attrs.type
+    );
+    bob.send("<presence to='alice@a.test' type='subscribe'/>");
+    await alice.next((el) => el.name === "presence" && el.attrs.type === "subscribe");
+    alice.send("<presence to='bob@b.test' type='subscribed'/>");
+    await bob.next((el) =>
+      el.name === "presence" && el.attrs.from === "alice@a.test/r" && !el.attrs.type
+    );
+
+    // Both directions authenticated by certificate.
+    for (const server of [a, b]) {
+      const links = server.server.remote!.links();
+      assert.ok(links.length >= 2, JSON.stringify(links));
+      for (const link of links) {
+        assert.equal(link.state, "ready", JSON.stringify(link));
+        assert.equal(link.auth, "certificate", JSON.stringify(link));
+        assert.equal(link.certificate, "valid", JSON.stringify(link));
+        assert.match(link.tls, /^TLSv1\.[23]$/);
+      }
+    }
+  }));
 
 Deno.test("a self-signed peer is accepted by dialback only where s2s_insecure_domains allows", async () => {
   const dns = await startDnsResponder();
@@ -174,138 +192,97 @@ Deno.test("a self-signed peer is accepted by dialback only where s2s_insecure_do
 });
 
 Deno.test("a remote that accepts TCP and stays silent blocks nobody; its queue bounces after the timeout", async () => {
-  const dns = await startDnsResponder();
-  const ca = await createTestCa();
   // A server that accepts connections and never says a word.
   const silentSockets: import("node:net").Socket[] = [];
   const silent = createServer((socket) => silentSockets.push(socket));
   await new Promise<void>((resolve) => silent.listen(0, "127.0.0.1", resolve));
   const silentPort = (silent.address() as AddressInfo).port;
-  dns.set("_xmpp-server._tcp.silent.test", {
-    srv: [{ priority: 0, weight: 0, port: silentPort, target: "silent.test" }],
-  });
-  dns.set("silent.test", { a: ["127.0.0.1"] });
-  const a = await startFederatingServer({
-    domain: "a.test",
-    dns,
-    ca,
-    users: { alice: "pw" },
-    modules: MODULES,
-    globalToml: "s2s_connect_timeout = 1\ns2s_auth_timeout = 1\ns2s_queue_limit = 2",
-  });
-  const b = await startFederatingServer({
-    domain: "b.test",
-    dns,
-    ca,
-    users: { bob: "pw" },
-    modules: MODULES,
-  });
-  const alice = await online(a.port, "alice", "a.test");
-  const bob = await online(b.port, "bob", "b.test");
+  const a = { globalToml: "s2s_connect_timeout = 1\ns2s_auth_timeout = 1\ns2s_queue_limit = 2" };
   try {
-    for (const id of ["s1", "s2", "s3"]) {
+    await withPair({ a }, async ({ dns, alice, bob }) => {
+      dns.set("_xmpp-server._tcp.silent.test", {
+        srv: [{ priority: 0, weight: 0, port: silentPort, target: "silent.test" }],
+      });
+      dns.set("silent.test", { a: ["127.0.0.1"] });
+      for (const id of ["s1", "s2", "s3"]) {
+        alice.send(
+          `<message to='x@silent.test' type='chat' id='${id}'><body>hello?</body></message>`,
+        );
+      }
+      // The queue holds two: the third bounces at once.
+      const overflow = await alice.next((el) => el.attrs.id === "s3");
+      assert.equal(errorOf(overflow), "remote-server-timeout");
+      assert.match(overflow.getChild("error")!.getChildText("text") ?? "", /Too many stanzas/);
+      // Meanwhile b.test is reached at once.
       alice.send(
-        `<message to='x@silent.test' type='chat' id='${id}'><body>hello?</body></message>`,
+        "<message to='bob@b.test' type='chat' id='fast'><body>not blocked</body></message>",
       );
-    }
-    // The queue holds two: the third bounces at once.
-    const overflow = await alice.next((el) => el.attrs.id === "s3");
-    assert.equal(errorOf(overflow), "remote-server-timeout");
-    assert.match(overflow.getChild("error")!.getChildText("text") ?? "", /Too many stanzas/);
-    // Meanwhile b.test is reached at once.
-    alice.send("<message to='bob@b.test' type='chat' id='fast'><body>not blocked</body></message>");
-    await bob.next((el) => el.attrs.id === "fast");
-    assert.ok(!alice.received.some((el) => el.attrs.id === "s1"), "s1 bounced too early");
-    for (const id of ["s1", "s2"]) {
-      const bounced = await alice.next((el) => el.attrs.id === id, 10_000);
-      assert.equal(errorOf(bounced), "remote-server-timeout");
-      assert.match(
-        bounced.getChild("error")!.getChildText("text") ?? "",
-        /No authenticated link to 'silent.test'/,
-      );
-    }
-    assert.ok(silentSockets.length >= 1, "the silent server was connected to");
+      await bob.next((el) => el.attrs.id === "fast");
+      assert.ok(!alice.received.some((el) => el.attrs.id === "s1"), "s1 bounced too early");
+      for (const id of ["s1", "s2"]) {
+        const bounced = await alice.next((el) => el.attrs.id === id, 10_000);
+        assert.equal(errorOf(bounced), "remote-server-timeout");
+        assert.match(
+          bounced.getChild("error")!.getChildText("text") ?? "",
+          /No authenticated link to 'silent.test'/,
+        );
+      }
+      assert.ok(silentSockets.length >= 1, "the silent server was connected to");
+    });
   } finally {
-    alice.close();
-    bob.close();
-    await a.stop();
-    await b.stop();
     for (const socket of silentSockets) socket.destroy();
     await new Promise((resolve) => silent.close(resolve));
-    await dns.close();
   }
 });
 
-Deno.test("policy: a host with s2s = false, deny lists and allow lists refuse with the reason", async () => {
-  const dns = await startDnsResponder();
-  const ca = await createTestCa();
-  const a = await startFederatingServer({
-    domain: "a.test",
-    dns,
-    ca,
-    users: { alice: "pw" },
-    modules: MODULES,
-    hostToml: `s2s_deny_domains = ["c.test"]`,
-    extraNames: ["quiet.test", "picky.test"],
-    extraToml: `[[host]]\ndomain = "quiet.test"\ns2s = false\n` +
-      `[[host]]\ndomain = "picky.test"\ns2s_allow_domains = ["b.test"]\n`,
-  });
-  const b = await startFederatingServer({
-    domain: "b.test",
-    dns,
-    ca,
-    users: { bob: "pw" },
-    modules: MODULES,
-  });
-  await a.server.accounts.create("quiet.test", "q", "pw");
-  await a.server.accounts.create("picky.test", "p", "pw");
-  const alice = await online(a.port, "alice", "a.test");
-  const quiet = await online(a.port, "q", "quiet.test");
-  const picky = await online(a.port, "p", "picky.test");
-  const bob = await online(b.port, "bob", "b.test");
-  try {
-    alice.send("<message to='x@c.test' type='chat' id='deny'><body>x</body></message>");
-    const denied = await alice.next((el) => el.attrs.id === "deny");
-    assert.equal(errorOf(denied), "service-unavailable");
-    assert.match(denied.getChild("error")!.getChildText("text") ?? "", /s2s_deny_domains/);
-    quiet.send("<message to='bob@b.test' type='chat' id='off'><body>x</body></message>");
-    const off = await quiet.next((el) => el.attrs.id === "off");
-    assert.equal(errorOf(off), "service-unavailable");
-    assert.match(off.getChild("error")!.getChildText("text") ?? "", /Federation is off for/);
-    picky.send("<message to='x@c.test' type='chat' id='allow'><body>x</body></message>");
-    const notAllowed = await picky.next((el) => el.attrs.id === "allow");
-    assert.match(notAllowed.getChild("error")!.getChildText("text") ?? "", /s2s_allow_domains/);
-    picky.send("<message to='bob@b.test' type='chat' id='ok'><body>x</body></message>");
-    await bob.next((el) => el.attrs.id === "ok");
-    // Inbound: b.test cannot reach quiet.test; a.test says why.
-    dns.set("_xmpp-server._tcp.quiet.test", {
-      srv: [{ priority: 0, weight: 0, port: a.server.port("s2s"), target: "a.test" }],
-    });
-    bob.send("<message to='q@quiet.test' type='chat' id='in'><body>x</body></message>");
-    const inbound = await bob.next((el) => el.attrs.id === "in");
-    assert.equal(inbound.attrs.type, "error");
-    assert.ok(
-      a.server.remote!.refusals().some((r) =>
-        r.direction === "in" && r.local === "quiet.test" && /Federation is off/.test(r.reason)
-      ),
-    );
-  } finally {
-    for (const client of [alice, quiet, picky, bob]) client.close();
-    await a.stop();
-    await b.stop();
-    await dns.close();
-  }
-});
+Deno.test("policy: a host with s2s = false, deny lists and allow lists refuse with the reason", () =>
+  withPair({
+    a: {
+      hostToml: `s2s_deny_domains = ["c.test"]`,
+      extraNames: ["quiet.test", "picky.test"],
+      extraToml: `[[host]]\ndomain = "quiet.test"\ns2s = false\n` +
+        `[[host]]\ndomain = "picky.test"\ns2s_allow_domains = ["b.test"]\n`,
+    },
+  }, async ({ dns, a, alice, bob }) => {
+    await a.server.accounts.create("quiet.test", "q", "pw");
+    await a.server.accounts.create("picky.test", "p", "pw");
+    const quiet = await online(a.port, "q", "quiet.test");
+    const picky = await online(a.port, "p", "picky.test");
+    try {
+      alice.send("<message to='x@c.test' type='chat' id='deny'><body>x</body></message>");
+      const denied = await alice.next((el) => el.attrs.id === "deny");
+      assert.equal(errorOf(denied), "service-unavailable");
+      assert.match(denied.getChild("error")!.getChildText("text") ?? "", /s2s_deny_domains/);
+      quiet.send("<message to='bob@b.test' type='chat' id='off'><body>x</body></message>");
+      const off = await quiet.next((el) => el.attrs.id === "off");
+      assert.equal(errorOf(off), "service-unavailable");
+      assert.match(off.getChild("error")!.getChildText("text") ?? "", /Federation is off for/);
+      picky.send("<message to='x@c.test' type='chat' id='allow'><body>x</body></message>");
+      const notAllowed = await picky.next((el) => el.attrs.id === "allow");
+      assert.match(notAllowed.getChild("error")!.getChildText("text") ?? "", /s2s_allow_domains/);
+      picky.send("<message to='bob@b.test' type='chat' id='ok'><body>x</body></message>");
+      await bob.next((el) => el.attrs.id === "ok");
+      // Inbound: b.test cannot reach quiet.test; a.test says why.
+      dns.set("_xmpp-server._tcp.quiet.test", {
+        srv: [{ priority: 0, weight: 0, port: a.server.port("s2s"), target: "a.test" }],
+      });
+      bob.send("<message to='q@quiet.test' type='chat' id='in'><body>x</body></message>");
+      const inbound = await bob.next((el) => el.attrs.id === "in");
+      assert.equal(inbound.attrs.type, "error");
+      assert.ok(
+        a.server.remote!.refusals().some((r) =>
+          r.direction === "in" && r.local === "quiet.test" && /Federation is off/.test(r.reason)
+        ),
+      );
+    } finally {
+      quiet.close();
+      picky.close();
+    }
+  }));
 
-Deno.test("direct TLS (XEP-0368) is preferred when published, and idle links close and reopen", async () => {
-  const dns = await startDnsResponder();
-  const ca = await createTestCa();
-  const common = { dns, ca, modules: MODULES, directTls: true, globalToml: "s2s_idle_timeout = 1" };
-  const a = await startFederatingServer({ ...common, domain: "a.test", users: { alice: "pw" } });
-  const b = await startFederatingServer({ ...common, domain: "b.test", users: { bob: "pw" } });
-  const alice = await online(a.port, "alice", "a.test");
-  const bob = await online(b.port, "bob", "b.test");
-  try {
+Deno.test("direct TLS (XEP-0368) is preferred when published, and idle links close and reopen", () => {
+  const options = { directTls: true, globalToml: "s2s_idle_timeout = 1" };
+  return withPair({ a: options, b: options }, async ({ a, b, alice, bob }) => {
     alice.send("<message to='bob@b.test' type='chat' id='d1'><body>direct</body></message>");
     await bob.next((el) => el.attrs.id === "d1");
     const out = a.server.remote!.links().find((l) => l.direction === "out")!;
@@ -319,63 +296,37 @@ Deno.test("direct TLS (XEP-0368) is preferred when published, and idle links clo
     }
     alice.send("<message to='bob@b.test' type='chat' id='d2'><body>again</body></message>");
     await bob.next((el) => el.attrs.id === "d2");
-  } finally {
-    alice.close();
-    bob.close();
-    await a.stop();
-    await b.stop();
-    await dns.close();
-  }
+  });
 });
 
-Deno.test("a second local domain joins an existing link to the same server by dialback", async () => {
-  const dns = await startDnsResponder();
-  const ca = await createTestCa();
-  const a = await startFederatingServer({
-    domain: "a.test",
-    dns,
-    ca,
-    users: { alice: "pw" },
-    modules: MODULES,
-    extraNames: ["chat.a.test"],
-    extraToml: `[[host]]\ndomain = "chat.a.test"\n`,
-  });
-  const b = await startFederatingServer({
-    domain: "b.test",
-    dns,
-    ca,
-    users: { bob: "pw" },
-    modules: MODULES,
-  });
-  await a.server.accounts.create("chat.a.test", "carol", "pw");
-  dns.set("_xmpp-server._tcp.chat.a.test", {
-    srv: [{ priority: 0, weight: 0, port: a.server.port("s2s"), target: "a.test" }],
-  });
-  const alice = await online(a.port, "alice", "a.test");
-  const carol = await online(a.port, "carol", "chat.a.test");
-  const bob = await online(b.port, "bob", "b.test");
-  try {
-    alice.send("<message to='bob@b.test' type='chat' id='x1'><body>one</body></message>");
-    await bob.next((el) => el.attrs.id === "x1");
-    carol.send("<message to='bob@b.test' type='chat' id='x2'><body>two</body></message>");
-    const two = await bob.next((el) => el.attrs.id === "x2");
-    assert.equal(two.attrs.from, "carol@chat.a.test/r");
-    const out = a.server.remote!.links().filter((l) => l.direction === "out");
-    assert.deepEqual(out.map((l) => [l.local, l.auth, l.state]).sort(), [
-      ["a.test", "certificate", "ready"],
-      ["chat.a.test", "dialback", "ready"],
-    ]);
-    assert.equal(new Set(out.map((l) => l.address)).size, 1, "one connection");
-    const inbound = b.server.remote!.links().filter((l) => l.direction === "in");
-    assert.equal(new Set(inbound.map((l) => l.id)).size, 1, JSON.stringify(inbound));
-    assert.deepEqual(inbound.map((l) => l.remote).sort(), ["a.test", "chat.a.test"]);
-    // b.test answers both domains over its own links.
-    bob.send("<message to='carol@chat.a.test/r' type='chat' id='x3'><body>back</body></message>");
-    await carol.next((el) => el.attrs.id === "x3");
-  } finally {
-    for (const client of [alice, carol, bob]) client.close();
-    await a.stop();
-    await b.stop();
-    await dns.close();
-  }
-});
+Deno.test("a second local domain joins an existing link to the same server by dialback", () =>
+  withPair({
+    a: { extraNames: ["chat.a.test"], extraToml: `[[host]]\ndomain = "chat.a.test"\n` },
+  }, async ({ dns, a, b, alice, bob }) => {
+    await a.server.accounts.create("chat.a.test", "carol", "pw");
+    dns.set("_xmpp-server._tcp.chat.a.test", {
+      srv: [{ priority: 0, weight: 0, port: a.server.port("s2s"), target: "a.test" }],
+    });
+    const carol = await online(a.port, "carol", "chat.a.test");
+    try {
+      alice.send("<message to='bob@b.test' type='chat' id='x1'><body>one</body></message>");
+      await bob.next((el) => el.attrs.id === "x1");
+      carol.send("<message to='bob@b.test' type='chat' id='x2'><body>two</body></message>");
+      const two = await bob.next((el) => el.attrs.id === "x2");
+      assert.equal(two.attrs.from, "carol@chat.a.test/r");
+      const out = a.server.remote!.links().filter((l) => l.direction === "out");
+      assert.deepEqual(out.map((l) => [l.local, l.auth, l.state]).sort(), [
+        ["a.test", "certificate", "ready"],
+        ["chat.a.test", "dialback", "ready"],
+      ]);
+      assert.equal(new Set(out.map((l) => l.address)).size, 1, "one connection");
+      const inbound = b.server.remote!.links().filter((l) => l.direction === "in");
+      assert.equal(new Set(inbound.map((l) => l.id)).size, 1, JSON.stringify(inbound));
+      assert.deepEqual(inbound.map((l) => l.remote).sort(), ["a.test", "chat.a.test"]);
+      // b.test answers both domains over its own links.
+      bob.send("<message to='carol@chat.a.test/r' type='chat' id='x3'><body>back</body></message>");
+      await carol.next((el) => el.attrs.id === "x3");
+    } finally {
+      carol.close();
+    }
+  }));
