@@ -1,155 +1,32 @@
-// Runs the same workloads against Lilt and Debian's Prosody on loopback, one server at a time,
-// and prints absolute figures with Lilt/Prosody ratios (see scripts/bench/README.md).
+// Runs the same workloads against Lilt, Debian's Prosody and Debian's ejabberd on loopback, one
+// server at a time, and prints absolute figures with Lilt/peer ratios (see scripts/bench/README.md).
 
-import net from "node:net";
 import { parseArgs } from "node:util";
-import { dirname, join, resolve } from "node:path";
-import { fileURLToPath } from "node:url";
-
-const root = resolve(dirname(fileURLToPath(import.meta.url)), "../..");
-const benchDir = join(root, "scripts/bench");
-const domain = "localhost";
-const password = "benchpass";
-const prefix = "bench";
-const iterations = 4096;
-
-/** Workload sizes; --quick shrinks them. */
-interface Sizes {
-  logins: number;
-  pairs: number;
-  idle: number;
-  seconds: number;
-  parserMb: number;
-}
+import { dirname, join } from "node:path";
+import { benchEjabberd } from "./ejabberd.ts";
+import {
+  benchDir,
+  type BenchSetup,
+  domain,
+  type Figures,
+  freePort,
+  inBatches,
+  iterations,
+  log,
+  password,
+  prefix,
+  root,
+  run,
+  runLoad,
+  scramSha1,
+  type Sizes,
+  startServer,
+  stopServer,
+  waitForPort,
+} from "./harness.ts";
 
 const fullSizes: Sizes = { logins: 2000, pairs: 200, idle: 5000, seconds: 8, parserMb: 10 };
 const quickSizes: Sizes = { logins: 300, pairs: 50, idle: 1000, seconds: 4, parserMb: 2 };
-
-function log(text: string): void {
-  console.error(`[bench] ${text}`);
-}
-
-function sleep(ms: number): Promise<void> {
-  return new Promise((r) => setTimeout(r, ms));
-}
-
-/** A free loopback TCP port (closed again before it is used). */
-function freePort(): Promise<number> {
-  return new Promise((ok, fail) => {
-    const server = net.createServer();
-    server.on("error", fail);
-    server.listen(0, "127.0.0.1", () => {
-      const port = (server.address() as net.AddressInfo).port;
-      server.close(() => ok(port));
-    });
-  });
-}
-
-/** Resolves once something accepts connections on the port, or throws after `ms`. */
-async function waitForPort(port: number, ms: number, child: Deno.ChildProcess): Promise<void> {
-  const deadline = Date.now() + ms;
-  let exited = false;
-  child.status.then(() => exited = true);
-  while (Date.now() < deadline) {
-    if (exited) throw new Error(`Server exited before listening on port ${port}`);
-    const up = await new Promise<boolean>((ok) => {
-      const s = net.connect({ host: "127.0.0.1", port });
-      s.once("connect", () => {
-        s.destroy();
-        ok(true);
-      });
-      s.once("error", () => ok(false));
-    });
-    if (up) return;
-    await sleep(200);
-  }
-  throw new Error(`Nothing listened on port ${port} within ${ms} ms`);
-}
-
-async function run(cmd: string[], options: { cwd?: string } = {}): Promise<string> {
-  const out = await new Deno.Command(cmd[0], {
-    args: cmd.slice(1),
-    cwd: options.cwd ?? root,
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  const stdout = new TextDecoder().decode(out.stdout);
-  if (!out.success) {
-    throw new Error(
-      `Command '${cmd.join(" ")}' failed (${out.code}): ${new TextDecoder().decode(out.stderr)}`,
-    );
-  }
-  return stdout;
-}
-
-/** Starts a server pinned to CPU0 with its output in `logFile`; the PID is the server's own. */
-async function startServer(cmd: string[], logFile: string): Promise<Deno.ChildProcess> {
-  const file = await Deno.open(logFile, { write: true, create: true, truncate: true });
-  const child = new Deno.Command("taskset", {
-    args: ["-c", "0", ...cmd],
-    cwd: root,
-    stdin: "null",
-    stdout: "piped",
-    stderr: "piped",
-  }).spawn();
-  child.stdout.pipeTo(file.writable, { preventClose: true }).catch(() => {});
-  child.stderr.pipeTo((await Deno.open(logFile, { append: true })).writable).catch(() => {});
-  return child;
-}
-
-async function stopServer(child: Deno.ChildProcess, name: string): Promise<void> {
-  try {
-    Deno.kill(child.pid, "SIGTERM");
-  } catch { /* already gone */ }
-  const done = await Promise.race([child.status.then(() => true), sleep(10000).then(() => false)]);
-  if (!done) {
-    log(`${name} did not stop within 10 s; killing PID ${child.pid}`);
-    try {
-      Deno.kill(child.pid, "SIGKILL");
-    } catch { /* gone */ }
-    await child.status;
-  }
-}
-
-/** Runs load_client.ts pinned to CPU1 and returns its JSON result. */
-async function runLoad(port: number, pid: number, sizes: Sizes): Promise<Figures> {
-  const child = new Deno.Command("taskset", {
-    args: [
-      "-c",
-      "1",
-      Deno.execPath(),
-      "run",
-      "-A",
-      join(benchDir, "load_client.ts"),
-      `--port=${port}`,
-      `--pid=${pid}`,
-      `--domain=${domain}`,
-      `--prefix=${prefix}`,
-      `--password=${password}`,
-      `--logins=${sizes.logins}`,
-      `--pairs=${sizes.pairs}`,
-      `--idle=${sizes.idle}`,
-      `--seconds=${sizes.seconds}`,
-    ],
-    cwd: root,
-    stdout: "piped",
-    stderr: "inherit",
-  }).spawn();
-  const timer = setTimeout(() => {
-    log("load client ran over 240 s; killing it");
-    try {
-      child.kill("SIGKILL");
-    } catch { /* gone */ }
-  }, 240_000);
-  const out = await child.output();
-  clearTimeout(timer);
-  const lines = new TextDecoder().decode(out.stdout).trim().split("\n");
-  const last = lines[lines.length - 1];
-  if (!out.success || !last?.startsWith("{")) {
-    throw new Error(`Load client failed (${out.code}): ${lines.slice(-3).join(" / ")}`);
-  }
-  return JSON.parse(last);
-}
 
 function toHex(bytes: Uint8Array): string {
   return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
@@ -160,44 +37,25 @@ function prosodyEscape(name: string): string {
   return name.replace(/[^A-Za-z0-9]/g, (c) => `%${c.charCodeAt(0).toString(16).padStart(2, "0")}`);
 }
 
-/** SCRAM-SHA-1 StoredKey/ServerKey (hex) as Prosody 0.12's mod_auth_internal_hashed keeps them. */
-async function prosodyCredentials(salt: string): Promise<{ stored: string; server: string }> {
-  const enc = new TextEncoder();
-  const base = await crypto.subtle.importKey("raw", enc.encode(password), "PBKDF2", false, [
-    "deriveBits",
-  ]);
-  const salted = await crypto.subtle.deriveBits(
-    { name: "PBKDF2", hash: "SHA-1", salt: enc.encode(salt), iterations },
-    base,
-    160,
-  );
-  const key = await crypto.subtle.importKey("raw", salted, { name: "HMAC", hash: "SHA-1" }, false, [
-    "sign",
-  ]);
-  const clientKey = await crypto.subtle.sign("HMAC", key, enc.encode("Client Key"));
-  const serverKey = await crypto.subtle.sign("HMAC", key, enc.encode("Server Key"));
-  const stored = await crypto.subtle.digest("SHA-1", clientKey);
-  return { stored: toHex(new Uint8Array(stored)), server: toHex(new Uint8Array(serverKey)) };
-}
-
-/** Writes `count` accounts straight into Prosody's internal storage (prosodyctl is too slow). */
+/**
+ * Writes `count` accounts straight into Prosody's internal storage (prosodyctl is too slow):
+ * SCRAM-SHA-1 StoredKey/ServerKey in hex, as Prosody 0.12's mod_auth_internal_hashed keeps them.
+ */
 async function writeProsodyAccounts(dataDir: string, count: number): Promise<void> {
   const dir = join(dataDir, prosodyEscape(domain), "accounts");
   await Deno.mkdir(dir, { recursive: true });
-  const batch = 64;
-  for (let i = 0; i < count; i += batch) {
-    const jobs = [];
-    for (let j = i; j < Math.min(count, i + batch); j++) {
-      jobs.push((async () => {
-        const salt = crypto.randomUUID();
-        const { stored, server } = await prosodyCredentials(salt);
-        const lua = `return {\n\t["iteration_count"] = ${iterations};\n\t["salt"] = "${salt}";\n` +
-          `\t["server_key"] = "${server}";\n\t["stored_key"] = "${stored}";\n};\n`;
-        await Deno.writeTextFile(join(dir, `${prosodyEscape(prefix + j)}.dat`), lua);
-      })());
-    }
-    await Promise.all(jobs);
-  }
+  await inBatches(count, {
+    batch: 64,
+    make: async (j) => {
+      const salt = crypto.randomUUID();
+      const keys = await scramSha1(new TextEncoder().encode(salt));
+      const lua = `return {\n\t["iteration_count"] = ${iterations};\n\t["salt"] = "${salt}";\n` +
+        `\t["server_key"] = "${toHex(keys.server)}";\n\t["stored_key"] = "${
+          toHex(keys.stored)
+        }";\n};\n`;
+      await Deno.writeTextFile(join(dir, `${prosodyEscape(prefix + j)}.dat`), lua);
+    },
+  });
 }
 
 function luaString(text: string): string {
@@ -205,13 +63,7 @@ function luaString(text: string): string {
 }
 
 /** Runs every workload against Prosody; returns the load client's figures. */
-async function benchProsody(
-  work: string,
-  cert: string,
-  key: string,
-  sizes: Sizes,
-  accounts: number,
-) {
+async function benchProsody({ work, cert, key, sizes, accounts }: BenchSetup): Promise<Figures> {
   const dir = join(work, "prosody");
   const dataDir = join(dir, "data");
   await Deno.mkdir(dataDir, { recursive: true });
@@ -251,18 +103,22 @@ VirtualHost "${domain}"
   ssl = { certificate = ${luaString(cert)}, key = ${luaString(key)} }
 `,
   );
-  const child = await startServer(["prosody", "-F", "--config", config], join(dir, "stdout.log"));
+  const child = await startServer(["prosody", "-F", "--config", config], {
+    logFile: join(dir, "stdout.log"),
+  });
   try {
-    await waitForPort(port, 30000, child);
+    await waitForPort(port, { ms: 30000, child });
     log(`prosody: PID ${child.pid} on port ${port}`);
-    return await runLoad(port, child.pid, sizes);
+    return await runLoad(port, { pid: child.pid, sizes });
   } finally {
     await stopServer(child, "prosody");
   }
 }
 
 /** Runs every workload against Lilt; returns the load client's figures. */
-async function benchLilt(work: string, cert: string, key: string, sizes: Sizes, accounts: number) {
+async function benchLilt(
+  { work, cert, key, sizes, accounts }: BenchSetup,
+): Promise<Figures> {
   const dir = join(work, "lilt");
   await Deno.mkdir(join(dir, "data"), { recursive: true });
   const port = await freePort();
@@ -288,10 +144,10 @@ domain = "${domain}"
   );
   const child = await startServer(
     [join(root, "scripts/lilt"), "start", "-c", config],
-    join(dir, "stdout.log"),
+    { logFile: join(dir, "stdout.log") },
   );
   try {
-    await waitForPort(port, 60000, child);
+    await waitForPort(port, { ms: 60000, child });
     log(`lilt: PID ${child.pid} on port ${port}`);
     const importFile = join(dir, "accounts.txt");
     const lines = [];
@@ -308,7 +164,7 @@ domain = "${domain}"
       importFile,
     ]);
     log(`lilt: ${out.trim()} in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
-    return await runLoad(port, child.pid, sizes);
+    return await runLoad(port, { pid: child.pid, sizes });
   } finally {
     await stopServer(child, "lilt");
   }
@@ -330,9 +186,6 @@ async function benchParser(sizes: Sizes): Promise<Figures> {
   return JSON.parse(last);
 }
 
-/** Parsed JSON figures: workload -> metric -> value for a server, or the parser's flat record. */
-type Figures = Record<string, unknown>;
-
 /** The value at `path` inside nested JSON objects, or undefined. */
 function field(value: unknown, ...path: string[]): unknown {
   for (const key of path) {
@@ -351,66 +204,84 @@ function ratio(a: unknown, b: unknown): number {
   return typeof a === "number" && typeof b === "number" && b !== 0 ? a / b : NaN;
 }
 
-/** One table row: metric, unit, Lilt, Prosody, ratio, and which way is better. */
-type Row = [string, unknown, unknown, number, string];
+/** The servers in table order, with their column titles. */
+const servers = [
+  { id: "lilt", title: "Lilt" },
+  { id: "prosody", title: "Prosody" },
+  { id: "ejabberd", title: "ejabberd" },
+] as const;
 
-function rows(
-  lilt: Figures,
-  prosody: Figures,
-  parser: Figures,
-) {
-  const pick = (r: Figures, w: string, f: string) => field(r, w, f);
-  const row = (label: string, w: string, f: string, better: string): Row => {
-    const a = pick(lilt, w, f);
-    const b = pick(prosody, w, f);
-    return [label, a, b, ratio(a, b), better];
-  };
-  const table: Row[] = [
-    row("login: sessions/s", "login", "sessions_per_s", "higher"),
-    row("login: time to bound p50 (ms)", "login", "bound_p50_ms", "lower"),
-    row("login: time to bound p99 (ms)", "login", "bound_p99_ms", "lower"),
-    row("login: server CPU per login (ms)", "login", "cpu_ms_per_login", "lower"),
-    row("login: load client busy (% of CPU1)", "login", "client_busy_pct", "–"),
-    row("messages: delivered msgs/s at saturation", "messages", "saturation_msgs_per_s", "higher"),
-    row(
-      "messages: server CPU per msg, saturated (µs)",
-      "messages",
-      "saturation_cpu_us_per_msg",
-      "lower",
-    ),
-    row("messages: load client's own max (msgs/s)", "messages", "client_max_msgs_per_s", "–"),
-    row("messages: open loop, offered (msgs/s)", "messages", "open_offered_msgs_per_s", "–"),
-    row("messages: open loop, achieved (msgs/s)", "messages", "open_achieved_msgs_per_s", "–"),
-    row("messages: server busy in open loop (% of CPU0)", "messages", "open_server_busy_pct", "–"),
-    row("messages: open-loop latency p50 (ms)", "messages", "latency_p50_ms", "lower"),
-    row("messages: open-loop latency p99 (ms)", "messages", "latency_p99_ms", "lower"),
-    row("messages: server CPU per msg, open loop (µs)", "messages", "open_cpu_us_per_msg", "lower"),
-    row("memory: RSS per idle session (KiB)", "memory", "kib_per_session", "lower"),
-    row("memory: RSS with all idle sessions (KiB)", "memory", "rss_after_kib", "lower"),
-  ];
-  table.push([
-    "parser: Lilt MB/s vs saxes MB/s",
-    parser.oursMBps,
-    parser.saxesMBps,
-    ratio(parser.oursMBps, parser.saxesMBps),
-    "higher",
-  ]);
-  return table;
+/** A server's id. */
+type ServerId = (typeof servers)[number]["id"];
+
+/** The table's metrics: label, workload, field in the load client's JSON, which way is better. */
+const metrics: [string, string, string, string][] = [
+  ["login: sessions/s", "login", "sessions_per_s", "higher"],
+  ["login: time to bound p50 (ms)", "login", "bound_p50_ms", "lower"],
+  ["login: time to bound p99 (ms)", "login", "bound_p99_ms", "lower"],
+  ["login: server CPU per login (ms)", "login", "cpu_ms_per_login", "lower"],
+  ["login: load client busy (% of CPU1)", "login", "client_busy_pct", "–"],
+  ["messages: delivered msgs/s at saturation", "messages", "saturation_msgs_per_s", "higher"],
+  [
+    "messages: server CPU per msg, saturated (µs)",
+    "messages",
+    "saturation_cpu_us_per_msg",
+    "lower",
+  ],
+  ["messages: load client's own max (msgs/s)", "messages", "client_max_msgs_per_s", "–"],
+  ["messages: open loop, offered (msgs/s)", "messages", "open_offered_msgs_per_s", "–"],
+  ["messages: open loop, achieved (msgs/s)", "messages", "open_achieved_msgs_per_s", "–"],
+  ["messages: server busy in open loop (% of CPU0)", "messages", "open_server_busy_pct", "–"],
+  ["messages: open-loop latency p50 (ms)", "messages", "latency_p50_ms", "lower"],
+  ["messages: open-loop latency p99 (ms)", "messages", "latency_p99_ms", "lower"],
+  ["messages: server CPU per msg, open loop (µs)", "messages", "open_cpu_us_per_msg", "lower"],
+  ["memory: RSS per idle session (KiB)", "memory", "kib_per_session", "lower"],
+  ["memory: RSS with all idle sessions (KiB)", "memory", "rss_after_kib", "lower"],
+];
+
+/**
+ * The Markdown table: one column per server that ran, then Lilt/peer ratios when Lilt ran, then
+ * the parser's own small table when it ran.
+ */
+function printTables(results: Map<ServerId, Figures>, parser: Figures | undefined): void {
+  const ran = servers.filter((s) => results.has(s.id));
+  const peers = results.has("lilt") ? ran.filter((s) => s.id !== "lilt") : [];
+  if (ran.length) {
+    const lines = [
+      `| workload | ${ran.map((s) => s.title).join(" | ")} | ${
+        peers.map((s) => `Lilt/${s.title} | `).join("")
+      }better |`,
+      `|---|${ran.map(() => "---:|").join("")}${peers.map(() => "---:|").join("")}---|`,
+    ];
+    for (const [label, workload, name, better] of metrics) {
+      const value = (id: ServerId) => field(results.get(id), workload, name);
+      lines.push(
+        `| ${label} | ${ran.map((s) => fmt(value(s.id))).join(" | ")} | ${
+          peers.map((s) => `${fmt(ratio(value("lilt"), value(s.id)), 2)} | `).join("")
+        }${better} |`,
+      );
+    }
+    console.log(lines.join("\n"));
+  }
+  if (parser) {
+    console.log(
+      [
+        "",
+        "| parser | Lilt MB/s | saxes MB/s | Lilt/saxes | better |",
+        "|---|---:|---:|---:|---|",
+        `| XML stream parser, ${fmt(parser.mib, 2)} MiB corpus | ${fmt(parser.oursMBps)} | ${
+          fmt(parser.saxesMBps)
+        } | ${fmt(ratio(parser.oursMBps, parser.saxesMBps), 2)} | higher |`,
+      ].join("\n"),
+    );
+  }
 }
 
-function printTable(table: Row[]): void {
-  const lines = [
-    "| workload | Lilt | Prosody | Lilt/Prosody | better |",
-    "|---|---:|---:|---:|---|",
-    ...table.map(([label, a, b, r, better]) =>
-      `| ${label} | ${fmt(a)} | ${fmt(b)} | ${fmt(r, 2)} | ${better} |`
-    ),
-  ];
-  console.log(lines.join("\n"));
-}
-
-async function ensureTools(): Promise<void> {
-  for (const tool of ["taskset", "prosody", "openssl"]) {
+async function ensureTools(only: Set<string>): Promise<void> {
+  const tools = ["taskset", "openssl"];
+  if (only.has("prosody")) tools.push("prosody");
+  if (only.has("ejabberd")) tools.push("erl", "ejabberdctl");
+  for (const tool of tools) {
     const found = await new Deno.Command("sh", {
       args: ["-c", `command -v ${tool}`],
       stdout: "null",
@@ -420,18 +291,28 @@ async function ensureTools(): Promise<void> {
   }
 }
 
+/** The installed Debian package version of `name`, or "?". */
+async function packageVersion(name: string): Promise<string> {
+  return (await run(["dpkg-query", "-W", "-f=${Version}", name]).catch(() => "?")).trim();
+}
+
 async function main(): Promise<void> {
   const { values } = parseArgs({
     args: Deno.args,
     options: {
       quick: { type: "boolean", default: false },
-      only: { type: "string", default: "lilt,prosody,parser" },
+      only: { type: "string", default: "lilt,prosody,ejabberd,parser" },
       keep: { type: "boolean", default: false },
     },
   });
   const sizes = values.quick ? quickSizes : fullSizes;
   const only = new Set(values.only!.split(","));
-  await ensureTools();
+  for (const name of only) {
+    if (name !== "parser" && !servers.some((s) => s.id === name)) {
+      throw new Error(`Unknown --only entry '${name}' (expected lilt, prosody, ejabberd, parser)`);
+    }
+  }
+  await ensureTools(only);
   const work = await Deno.makeTempDir({ prefix: "lilt-bench-" });
   const started = new Date();
   log(`work dir ${work}; sizes ${JSON.stringify(sizes)}`);
@@ -457,53 +338,67 @@ async function main(): Promise<void> {
     "-addext",
     `subjectAltName=DNS:${domain}`,
   ]);
-  const accounts = Math.max(sizes.logins, sizes.pairs * 2, sizes.idle);
+  const setup: BenchSetup = {
+    work,
+    cert,
+    key,
+    sizes,
+    accounts: Math.max(sizes.logins, sizes.pairs * 2, sizes.idle),
+  };
+  const runners: Record<ServerId, (setup: BenchSetup) => Promise<Figures>> = {
+    lilt: benchLilt,
+    prosody: benchProsody,
+    ejabberd: benchEjabberd,
+  };
   const errors: string[] = [];
-  let lilt: Figures = {};
-  let prosody: Figures = {};
-  let parser: Figures = {};
+  const results = new Map<ServerId, Figures>();
+  let parser: Figures | undefined;
   try {
-    if (only.has("lilt")) {
+    for (const { id } of servers) {
+      if (!only.has(id)) continue;
+      const t0 = performance.now();
       try {
-        lilt = await benchLilt(work, cert, key, sizes, accounts);
+        results.set(id, await runners[id](setup));
       } catch (error) {
-        errors.push(`lilt: ${(error as Error).message}`);
+        results.set(id, {});
+        errors.push(`${id}: ${(error as Error).message}`);
         log(errors.at(-1)!);
       }
-    }
-    if (only.has("prosody")) {
-      try {
-        prosody = await benchProsody(work, cert, key, sizes, accounts);
-      } catch (error) {
-        errors.push(`prosody: ${(error as Error).message}`);
-        log(errors.at(-1)!);
-      }
+      log(`${id}: done in ${((performance.now() - t0) / 1000).toFixed(0)} s`);
     }
     if (only.has("parser")) {
       try {
         parser = await benchParser(sizes);
       } catch (error) {
+        parser = {};
         errors.push(`parser: ${(error as Error).message}`);
         log(errors.at(-1)!);
       }
     }
   } finally {
-    if (!values.keep) await Deno.remove(work, { recursive: true }).catch(() => {});
+    if (values.keep) log(`kept ${work}`);
+    else await Deno.remove(work, { recursive: true }).catch(() => {});
   }
-  const prosodyVersion =
-    (await run(["dpkg-query", "-W", "-f=${Version}", "prosody"]).catch(() => "?"))
-      .trim();
+  const versions = {
+    prosody: only.has("prosody") ? await packageVersion("prosody") : undefined,
+    ejabberd: only.has("ejabberd") ? await packageVersion("ejabberd") : undefined,
+  };
+  const peerNames = [
+    versions.prosody && `Prosody ${versions.prosody}`,
+    versions.ejabberd && `ejabberd ${versions.ejabberd}`,
+  ].filter(Boolean);
+  const seconds = (Date.now() - started.getTime()) / 1000;
   console.log(
-    `\nLilt vs Prosody ${prosodyVersion}, ${
+    `\nLilt${peerNames.length ? ` vs ${peerNames.join(" and ")}` : ""}, ${
       values.quick ? "--quick" : "full"
-    } run, ${started.toISOString()}, ` +
+    } run, ${started.toISOString()} (${seconds.toFixed(0)} s), ` +
       `${navigator.hardwareConcurrency} CPUs, servers on CPU0, load on CPU1, TLS 1.3 ECDSA P-256, SCRAM-SHA-1 (${iterations} it.)`,
   );
   console.log(
     `sizes: ${sizes.logins} logins, ${sizes.pairs} pairs × ${sizes.seconds} s, ${sizes.idle} idle sessions, ${sizes.parserMb} MB parser corpus\n`,
   );
-  printTable(rows(lilt, prosody, parser));
-  for (const [name, r] of [["lilt", lilt], ["prosody", prosody]] as const) {
+  printTables(results, parser);
+  for (const [name, r] of results) {
     for (const w of ["login", "messages", "memory"]) {
       const count = field(r, w, "errors", "count");
       const first = field(r, w, "errors", "first") as string[] | undefined;
@@ -513,7 +408,7 @@ async function main(): Promise<void> {
     }
   }
   const notes: string[] = [];
-  for (const [name, r] of [["lilt", lilt], ["prosody", prosody]] as const) {
+  for (const [name, r] of results) {
     for (const note of (field(r, "messages", "notes") as string[] | undefined) ?? []) {
       notes.push(`${name} messages: ${note}`);
     }
@@ -521,13 +416,16 @@ async function main(): Promise<void> {
   if (notes.length) console.log(`\nnotes:\n- ${notes.join("\n- ")}`);
   if (errors.length) console.log(`\nerrors:\n- ${errors.join("\n- ")}`);
   const record = {
-    bench: "lilt_vs_prosody",
+    bench: "lilt_vs_peers",
     date: started.toISOString(),
+    seconds,
     quick: values.quick,
     sizes,
-    prosody_version: prosodyVersion,
-    lilt,
-    prosody,
+    prosody_version: versions.prosody,
+    ejabberd_version: versions.ejabberd,
+    lilt: results.get("lilt"),
+    prosody: results.get("prosody"),
+    ejabberd: results.get("ejabberd"),
     parser,
     errors,
   };
