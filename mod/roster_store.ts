@@ -103,6 +103,9 @@ function visibleForm(item: RosterItem | undefined): string | undefined {
   return JSON.stringify([item.name, item.groups, item.subscription, item.ask, item.approved]);
 }
 
+/** The version of a roster that never had a visible entry (no epoch is stored for it). */
+const EMPTY_VERSION = "0";
+
 function randomEpoch(): string {
   const bytes = crypto.getRandomValues(new Uint8Array(6));
   return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
@@ -147,16 +150,21 @@ export class Rosters {
     return [...this.entries(user)].filter(([, item]) => !item.hidden);
   }
 
-  /** The current roster version string of `user` (created on first use). */
+  /**
+   * The current roster version string of `user`. A roster that never changed has no stored
+   * version and reads as {@link EMPTY_VERSION} (a login's roster get writes nothing); the
+   * first change starts a random epoch, so versions never repeat across a deleted and
+   * recreated account.
+   */
   version(user: string): string {
-    const record = this.#versions.get(user) ?? this.#bump(user, false);
-    return `${record.epoch}-${record.counter}`;
+    const record = this.#versions.get(user);
+    return record ? `${record.epoch}-${record.counter}` : EMPTY_VERSION;
   }
 
-  #bump(user: string, increment = true): VersionRecord {
+  #bump(user: string): VersionRecord {
     const old = this.#versions.get(user);
     const record = old
-      ? { epoch: old.epoch, counter: old.counter + (increment ? 1 : 0) }
+      ? { epoch: old.epoch, counter: old.counter + 1 }
       : { epoch: randomEpoch(), counter: 1 };
     this.#versions.set(user, record);
     return record;

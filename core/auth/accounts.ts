@@ -431,11 +431,11 @@ export class AccountStore {
         salt: stored.salt,
         iterations: stored.iterations,
       });
-      const storedKey = await digest(hash, await hmac(hash, salted, utf8("Client Key")));
+      const storedKey = digest(hash, hmac(hash, salted, utf8("Client Key")));
       return timingSafeEqual(storedKey, stored.storedKey);
     }
     const hash = SCRAM_HASHES[0];
-    const salt = await fakeSalt(`${hash}\0${host}\0${username}`);
+    const salt = fakeSalt(`${hash}\0${host}\0${username}`);
     await saltPassword(prepared, { hash, salt, iterations: this.#iterations });
     return false;
   }

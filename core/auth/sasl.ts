@@ -147,7 +147,6 @@ export class ScramMechanism implements SaslMechanism {
   #plus: boolean;
   #serverNonce: string | undefined;
   #state: "initial" | "asked" | "first-sent" | "finished" = "initial";
-  #busy = false;
   // Filled by the first message:
   #gs2Header = "";
   #clientFirstBare = "";
@@ -165,29 +164,26 @@ export class ScramMechanism implements SaslMechanism {
     this.name = `SCRAM-${options.hash}${options.plus ? "-PLUS" : ""}`;
   }
 
-  /** Processes client-first, then client-final. Call it once at a time. */
-  async step(input: Uint8Array | undefined): Promise<SaslStep> {
-    if (this.#busy) return fail("malformed-request", "Expected one client message at a time");
-    this.#busy = true;
-    try {
-      return await this.#step(input);
-    } finally {
-      this.#busy = false;
-    }
+  /**
+   * Processes client-first, then client-final. The work is synchronous (stored keys, HMACs):
+   * the promise only keeps the mechanism interface shared with future async mechanisms.
+   */
+  step(input: Uint8Array | undefined): Promise<SaslStep> {
+    return Promise.resolve(this.#step(input));
   }
 
-  async #step(input: Uint8Array | undefined): Promise<SaslStep> {
+  #step(input: Uint8Array | undefined): SaslStep {
     switch (this.#state) {
       case "initial":
         if (input === undefined) {
           this.#state = "asked";
           return { kind: "challenge", data: new Uint8Array(0) };
         }
-        return this.#finish(await this.#clientFirst(input));
+        return this.#finish(this.#clientFirst(input));
       case "asked":
-        return this.#finish(await this.#clientFirst(input ?? new Uint8Array(0)));
+        return this.#finish(this.#clientFirst(input ?? new Uint8Array(0)));
       case "first-sent":
-        return this.#finish(await this.#clientFinal(input ?? new Uint8Array(0)));
+        return this.#finish(this.#clientFinal(input ?? new Uint8Array(0)));
       case "finished":
         return finished();
     }
@@ -198,7 +194,7 @@ export class ScramMechanism implements SaslMechanism {
     return step;
   }
 
-  async #clientFirst(input: Uint8Array): Promise<SaslStep> {
+  #clientFirst(input: Uint8Array): SaslStep {
     const message = decodeUtf8(input);
     if (message === undefined) return fail("malformed-request", "Expected UTF-8 text");
     // gs2-header = gs2-cbind-flag "," [ authzid ] ","
@@ -267,7 +263,7 @@ export class ScramMechanism implements SaslMechanism {
 
     const ctx = this.#ctx;
     // Computed for every user so a known one does not answer measurably faster.
-    const fake = await fakeSalt(`${this.#hash}\0${ctx.host}\0${username}`);
+    const fake = fakeSalt(`${this.#hash}\0${ctx.host}\0${username}`);
     this.#credentials = ctx.accounts.credentials(ctx.host, username, this.#hash);
     const salt = this.#credentials?.salt ?? fake;
     const iterations = this.#credentials?.iterations ?? ctx.accounts.iterations;
@@ -278,7 +274,7 @@ export class ScramMechanism implements SaslMechanism {
     return { kind: "challenge", data: utf8(this.#serverFirst) };
   }
 
-  async #clientFinal(input: Uint8Array): Promise<SaslStep> {
+  #clientFinal(input: Uint8Array): SaslStep {
     const message = decodeUtf8(input);
     if (message === undefined) return fail("malformed-request", "Expected UTF-8 text");
     // client-final-message = channel-binding "," nonce ["," extensions] "," proof
@@ -306,12 +302,12 @@ export class ScramMechanism implements SaslMechanism {
     const credentials = this.#credentials;
     // An unknown user runs the same computation against a key no proof can match.
     const storedKey = credentials?.storedKey ?? new Uint8Array(HASH_BYTES[hash]);
-    const clientSignature = await hmac(hash, storedKey, authMessage);
+    const clientSignature = hmac(hash, storedKey, authMessage);
     const clientKey = xor(proof, clientSignature);
-    const valid = timingSafeEqual(await digest(hash, clientKey), storedKey);
+    const valid = timingSafeEqual(digest(hash, clientKey), storedKey);
     if (!valid || credentials === undefined) return fail("not-authorized");
     if (this.#ctx.isDisabled?.(this.#username)) return fail("account-disabled");
-    const serverSignature = await hmac(hash, credentials.serverKey, authMessage);
+    const serverSignature = hmac(hash, credentials.serverKey, authMessage);
     return {
       kind: "success",
       username: this.#username,

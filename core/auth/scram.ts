@@ -1,6 +1,8 @@
 // SCRAM building blocks (RFC 5802, RFC 7677): credential derivation with PBKDF2 through
-// WebCrypto, HMAC and hash helpers, and the attribute encodings both the account store and the
+// WebCrypto, HMAC and hash helpers (node:crypto), and the attribute encodings both the account store and the
 // SASL mechanisms need.
+
+import { createHash, createHmac } from "node:crypto";
 
 /** The hash functions Lilt keeps SCRAM credentials for. */
 export type ScramHash = "SHA-1" | "SHA-256";
@@ -73,32 +75,31 @@ export async function deriveCredentials(
   const salt = options.salt ?? crypto.getRandomValues(new Uint8Array(SALT_BYTES));
   const { hash, iterations } = options;
   const salted = await saltPassword(preparedPassword, { hash, salt, iterations });
-  const [clientKey, serverKey] = await Promise.all([
-    hmac(hash, salted, utf8("Client Key")),
-    hmac(hash, salted, utf8("Server Key")),
-  ]);
-  return { salt, iterations, storedKey: await digest(hash, clientKey), serverKey };
+  const clientKey = hmac(hash, salted, utf8("Client Key"));
+  const serverKey = hmac(hash, salted, utf8("Server Key"));
+  return { salt, iterations, storedKey: digest(hash, clientKey), serverKey };
 }
 
-/** HMAC(key, data) with `hash`. */
-export async function hmac(
-  hash: ScramHash,
-  key: Uint8Array,
-  data: Uint8Array,
-): Promise<Uint8Array<ArrayBuffer>> {
-  const cryptoKey = await crypto.subtle.importKey(
-    "raw",
-    new Uint8Array(key),
-    { name: "HMAC", hash },
-    false,
-    ["sign"],
-  );
-  return new Uint8Array(await crypto.subtle.sign("HMAC", cryptoKey, new Uint8Array(data)));
+/** node:crypto's name for each hash. */
+const NODE_HASH: Readonly<Record<ScramHash, string>> = { "SHA-1": "sha1", "SHA-256": "sha256" };
+
+/**
+ * HMAC(key, data) with `hash`. Synchronous node:crypto: a login needs three of these and a
+ * digest, and WebCrypto's import-then-sign costs several times more per call.
+ */
+export function hmac(hash: ScramHash, key: Uint8Array, data: Uint8Array): Uint8Array<ArrayBuffer> {
+  return toArray(createHmac(NODE_HASH[hash], key).update(data).digest());
 }
 
-/** H(data) with `hash`. */
-export async function digest(hash: ScramHash, data: Uint8Array): Promise<Uint8Array<ArrayBuffer>> {
-  return new Uint8Array(await crypto.subtle.digest(hash, new Uint8Array(data)));
+/** H(data) with `hash` (synchronous node:crypto). */
+export function digest(hash: ScramHash, data: Uint8Array): Uint8Array<ArrayBuffer> {
+  return toArray(createHash(NODE_HASH[hash]).update(data).digest());
+}
+
+function toArray(buffer: Uint8Array): Uint8Array<ArrayBuffer> {
+  const out = new Uint8Array(buffer.length);
+  out.set(buffer);
+  return out;
 }
 
 /** Byte-wise XOR of two equally long arrays. */
@@ -128,8 +129,8 @@ const fakeSaltSecret = crypto.getRandomValues(new Uint8Array(32));
  * A salt for an account that does not exist: deterministic for `key` (e.g. hash, host and
  * username) within this process, indistinguishable from a random salt outside it.
  */
-export async function fakeSalt(key: string): Promise<Uint8Array<ArrayBuffer>> {
-  return (await hmac("SHA-256", fakeSaltSecret, utf8(key))).slice(0, SALT_BYTES);
+export function fakeSalt(key: string): Uint8Array<ArrayBuffer> {
+  return hmac("SHA-256", fakeSaltSecret, utf8(key)).slice(0, SALT_BYTES);
 }
 
 const BASE64 = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/;

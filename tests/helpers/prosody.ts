@@ -376,8 +376,8 @@ async function writeAccount(
     salt: utf8(salt),
     iterations: ACCOUNT_ITERATIONS,
   });
-  const storedKey = await digest("SHA-1", await hmac("SHA-1", salted, utf8("Client Key")));
-  const serverKey = await hmac("SHA-1", salted, utf8("Server Key"));
+  const storedKey = digest("SHA-1", hmac("SHA-1", salted, utf8("Client Key")));
+  const serverKey = hmac("SHA-1", salted, utf8("Server Key"));
   const dir = join(dataDir, prosodyEscape(domain), "accounts");
   await Deno.mkdir(dir, { recursive: true });
   await Deno.writeTextFile(

@@ -277,7 +277,7 @@ export class RawClient {
       this.send(`<response xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>${b64(final)}</response>`);
       step = await this.next((el) => el.name === "success" || el.name === "failure");
     }
-    const verified = step.name === "success" && await client.verify(atob(step.text()));
+    const verified = step.name === "success" && client.verify(atob(step.text()));
     return { outcome: step, verified };
   }
 

@@ -57,19 +57,19 @@ export class ScramClient {
       salt: decodeBase64(attrs.s)!,
       iterations: Number(attrs.i),
     });
-    const clientKey = await hmac(hash, salted, utf8("Client Key"));
-    const storedKey = await digest(hash, clientKey);
-    this.#serverKey = await hmac(hash, salted, utf8("Server Key"));
+    const clientKey = hmac(hash, salted, utf8("Client Key"));
+    const storedKey = digest(hash, clientKey);
+    this.#serverKey = hmac(hash, salted, utf8("Server Key"));
     const cbind = new Uint8Array([...utf8(this.#gs2), ...(this.#o.cbData ?? [])]);
     const withoutProof = `c=${encodeBase64(cbind)},r=${attrs.r}`;
     this.#authMessage = `${this.#firstBare},${serverFirst},${withoutProof}`;
-    const signature = await hmac(hash, storedKey, utf8(this.#authMessage));
+    const signature = hmac(hash, storedKey, utf8(this.#authMessage));
     return utf8(`${withoutProof},p=${encodeBase64(xor(clientKey, signature))}`);
   }
 
   /** True when server-final-message carries the right server signature. */
-  async verify(serverFinal: string): Promise<boolean> {
-    const signature = await hmac(this.#o.hash, this.#serverKey, utf8(this.#authMessage));
+  verify(serverFinal: string): boolean {
+    const signature = hmac(this.#o.hash, this.#serverKey, utf8(this.#authMessage));
     return serverFinal === `v=${encodeBase64(signature)}`;
   }
 }
