@@ -66,14 +66,9 @@ export class OutboundLink {
   /** Resolves and connects; failures bounce the queue. */
   start(): void {
     const config = this.#ctx.config();
-    const limitMs = (config.get<number>("s2s_connect_timeout") +
-      config.get<number>("s2s_auth_timeout")) * 1000;
-    this.#timer = setTimeout(() => {
-      this.#fail(
-        "remote-server-timeout",
-        `No authenticated link to '${this.remote}' after ${Math.round(limitMs / 1000)} s`,
-      );
-    }, limitMs);
+    this.#startTimer(
+      (config.get<number>("s2s_connect_timeout") + config.get<number>("s2s_auth_timeout")) * 1000,
+    );
     this.#connect().catch((error) => {
       this.#fail(
         "remote-server-not-found",
@@ -118,7 +113,10 @@ export class OutboundLink {
     this.state = "negotiating";
     this.shared = true;
     this.stream = stream;
-    stream.whenGone(() => this.#onGone());
+    this.#startTimer(this.#ctx.config().get<number>("s2s_auth_timeout") * 1000);
+    stream.whenGone(() => {
+      if (this.stream === stream) this.#onGone();
+    });
     stream.authenticateAlso(this.local).then(() => {
       if (this.#ended) return;
       log.info("Link {local} -> {remote} ready (dialback on the link of {other})", {
@@ -138,6 +136,7 @@ export class OutboundLink {
       this.shared = false;
       this.stream = undefined;
       this.state = "resolving";
+      clearTimeout(this.#timer);
       this.start();
     });
   }
@@ -155,6 +154,17 @@ export class OutboundLink {
     }
     this.stream.closeReason ??= reason;
     this.stream.close();
+  }
+
+  /** Fails the link with remote-server-timeout unless it is ready within `ms`. */
+  #startTimer(ms: number): void {
+    clearTimeout(this.#timer);
+    this.#timer = setTimeout(() => {
+      this.#fail(
+        "remote-server-timeout",
+        `No authenticated link to '${this.remote}' after ${Math.round(ms / 1000)} s`,
+      );
+    }, ms);
   }
 
   async #connect(): Promise<void> {
