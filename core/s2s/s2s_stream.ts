@@ -9,9 +9,10 @@ import { serializeStreamLevel, streamHeader, StreamWriter } from "../net/stream.
 import type { Session } from "../sessions.ts";
 import { type Element, NS_SERVER } from "../xml/element.ts";
 import { StreamParser, type XmlStreamError } from "../xml/parser.ts";
-import { serialize } from "../xml/serializer.ts";
+import { escapeAttr, escapeText, serialize } from "../xml/serializer.ts";
 import { streamError, type StreamErrorCondition } from "../xml/stanza.ts";
 import type { S2SContext } from "./context.ts";
+import { NS_DIALBACK } from "./dialback.ts";
 
 const log = getLogger("s2s");
 
@@ -136,9 +137,9 @@ export abstract class S2SStream implements Session {
     this.out.write(text);
   }
 
-  /** Writes an element in the `jabber:server` stream namespace. */
+  /** Writes an element in the `jabber:server` stream namespace (dialback ones prefixed). */
   protected writeElement(el: Element): void {
-    this.write(serialize(el, NS_SERVER));
+    this.write(el.ns === NS_DIALBACK ? serializeDialback(el) : serialize(el, NS_SERVER));
   }
 
   /** Sends a stream header in the jabber:server namespace with the dialback prefix. */
@@ -215,4 +216,22 @@ export function describeStreamError(el: Element): string {
   const condition = el.elements().find((child) => child.name !== "text")?.name ?? "undefined";
   const text = el.getChildText("text", "urn:ietf:params:xml:ns:xmpp-streams");
   return text ? `${condition} (${text})` : condition;
+}
+
+/**
+ * `<db:result/>` and `<db:verify/>` with the `db` prefix every s2s stream header declares, as
+ * XEP-0220 writes them: ejabberd matches the literal name "db:result" and drops an element that
+ * is in the dialback namespace without the prefix. Children built in the dialback namespace
+ * (`<error/>`) are written unqualified, so they are in the stream's `jabber:server`, as in the
+ * XEP's examples.
+ */
+function serializeDialback(el: Element): string {
+  let out = `<db:${el.name}`;
+  for (const [key, value] of Object.entries(el.attrs)) out += ` ${key}='${escapeAttr(value)}'`;
+  if (el.children.length === 0) return `${out}/>`;
+  out += ">";
+  for (const child of el.children) {
+    out += typeof child === "string" ? escapeText(child) : serialize(child, NS_DIALBACK);
+  }
+  return `${out}</db:${el.name}>`;
 }

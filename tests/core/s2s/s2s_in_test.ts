@@ -54,6 +54,8 @@ Deno.test("inbound: TLS comes first; unknown hosts and client namespaces are ref
     const refused = await plain.next((el) => el.name === "result" && el.ns === NS_DB);
     assert.equal(refused.attrs.type, "error");
     assert.ok(refused.getChild("error")?.getChild("policy-violation"));
+    // Written with the db prefix the header declares (ejabberd matches the literal name).
+    assert.match(plain.text, /<db:result from='a\.test' to='x\.test' type='error'><error /);
     plain.close();
 
     const unknown = await RawClient.connect(port);
