@@ -2,6 +2,7 @@
 // HOME, node name and cookie in a temporary directory, no epmd, and our test DNS responder.
 
 import { join } from "node:path";
+import { supervise, waitForLogLine } from "./supervised_process.ts";
 
 /** Where Debian installs ejabberd's control script (its ERL_LIBS is read from it). */
 export const EJABBERDCTL = "/usr/sbin/ejabberdctl";
@@ -248,50 +249,25 @@ async function launch(
   } catch (error) {
     throw new Error(`Cannot run Erlang's ${ERL} (${(error as Error).message}): ${INSTALL_HINT}`);
   }
-  let output = "";
-  const drain = (stream: ReadableStream<Uint8Array>) =>
-    stream.pipeThrough(new TextDecoderStream()).pipeTo(
-      new WritableStream({
-        write(chunk) {
-          output = (output + chunk).slice(-100_000);
-        },
-      }),
-    ).catch(() => {});
-  const drained = Promise.all([drain(child.stdout), drain(child.stderr)]);
-  let exited: Deno.CommandStatus | undefined;
-  const status = child.status.then((s) => (exited = s));
-
+  const proc = supervise(child);
   let stopping: Promise<void> | undefined;
   const readLog = () => Deno.readTextFile(logFile).catch(() => "");
   const stop = () =>
     stopping ??= (async () => {
-      if (exited === undefined) {
-        try {
-          child.kill("SIGTERM");
-        } catch { /* already gone */ }
-        let timer: ReturnType<typeof setTimeout> | undefined;
-        const killed = await Promise.race([
-          status.then(() => false),
-          new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(true), 5000))),
-        ]);
-        clearTimeout(timer);
-        if (killed) {
-          try {
-            child.kill("SIGKILL");
-          } catch { /* gone */ }
-        }
-      }
-      await status;
-      await drained;
+      await proc.stop();
       if (!options.keepDir) await Deno.remove(dir, { recursive: true }).catch(() => {});
     })();
 
   try {
     const deadline = Date.now() + (options.startTimeoutMs ?? 30_000);
     for (;;) {
-      if (output.includes(FAILED_MARKER)) throw new Error("ejabberd could not create accounts");
-      if (output.includes(READY_MARKER)) break;
-      if (exited !== undefined) throw new Error(`ejabberd exited with code ${exited.code}`);
+      if (proc.output().includes(FAILED_MARKER)) {
+        throw new Error("ejabberd could not create accounts");
+      }
+      if (proc.output().includes(READY_MARKER)) break;
+      if (proc.exitStatus() !== undefined) {
+        throw new Error(`ejabberd exited with code ${proc.exitStatus()!.code}`);
+      }
       if (Date.now() >= deadline) throw new Error("ejabberd did not start in time");
       await new Promise((resolve) => setTimeout(resolve, 50));
     }
@@ -300,7 +276,7 @@ async function launch(
     const tail = (await readLog()).slice(-3000);
     await stop();
     throw new Error(
-      `${(error as Error).message}\n--- ejabberd output ---\n${output.slice(-3000)}` +
+      `${(error as Error).message}\n--- ejabberd output ---\n${proc.output().slice(-3000)}` +
         `\n--- ejabberd log ---\n${tail}`,
     );
   }
@@ -315,30 +291,10 @@ async function launch(
     configFile,
     logFile,
     log: readLog,
-    async waitForLog(pattern: RegExp, timeoutMs = 5000, from = 0): Promise<string> {
-      const plain = new RegExp(pattern.source, pattern.flags.replace(/[gy]/g, ""));
-      const deadline = Date.now() + timeoutMs;
-      for (;;) {
-        const text = (await readLog()).slice(from);
-        const match = plain.exec(text);
-        if (match) {
-          const start = text.lastIndexOf("\n", match.index) + 1;
-          const end = text.indexOf("\n", match.index + match[0].length);
-          return text.slice(start, end === -1 ? undefined : end);
-        }
-        if (Date.now() >= deadline) {
-          throw new Error(
-            `Timed out waiting for ${pattern} in ejabberd's log; its tail:\n${text.slice(-3000)}`,
-          );
-        }
-        if (exited !== undefined) {
-          throw new Error(`ejabberd exited (code ${exited.code}) before logging ${pattern}`);
-        }
-        await new Promise((resolve) => setTimeout(resolve, 50));
-      }
-    },
+    waitForLog: (pattern: RegExp, timeoutMs?: number, from?: number) =>
+      waitForLogLine({ name: "ejabberd", read: readLog, process: proc }, pattern, timeoutMs, from),
     register: (user, password) => registerOverDistribution(dist, options.domain, user, password),
-    output: () => output,
+    output: proc.output,
     stop,
     [Symbol.asyncDispose]: stop,
   };

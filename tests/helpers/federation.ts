@@ -2,7 +2,9 @@
 // certificate from a shared test CA, an s2s listener on an ephemeral port, and SRV records in a
 // DNS responder the test owns, so servers find each other without touching system files.
 
+import assert from "node:assert/strict";
 import type { DnsResponder } from "./dns_responder.ts";
+import { RawClient } from "./raw_client.ts";
 import type { TestCa } from "./test_ca.ts";
 import { startTestServer, type TestServer, type TestServerOptions } from "./test_server.ts";
 
@@ -66,4 +68,56 @@ ${options.globalToml ?? ""}`,
     await Deno.remove(dir, { recursive: true }).catch(() => {});
   };
   return server;
+}
+
+/**
+ * Logs `user@domain/r` (password "pw") in over STARTTLS, fetches the roster and sends initial
+ * presence; resolves once the server reflected it to the resource (RFC 6121 §4.2.2), so the
+ * resource is available before anything is sent to it.
+ */
+export async function online(port: number, user: string, domain: string): Promise<RawClient> {
+  const { client } = await RawClient.login(port, user, "pw", "r", domain);
+  client.send("<iq type='get' id='roster'><query xmlns='jabber:iq:roster'/></iq>");
+  await client.next((el) => el.attrs.id === "roster");
+  client.send("<presence/>");
+  const self = `${user}@${domain}/r`;
+  await client.next((el) => el.name === "presence" && el.attrs.from === self && !el.attrs.type);
+  return client;
+}
+
+/** One side of {@link exchange}: a logged-in client and its bare JID (resource "r"). */
+export interface Party {
+  client: RawClient;
+  bare: string;
+}
+
+/**
+ * A message each way, then a mutual presence subscription, between users on two federating
+ * servers: each side sees the other's request from the bare JID, the approval, and then the
+ * other's available presence (the probe after subscribing is answered across the link).
+ */
+export async function exchange(a: Party, b: Party): Promise<void> {
+  for (const [from, to, id] of [[a, b, "x1"], [b, a, "x2"]] as const) {
+    from.client.send(
+      `<message to='${to.bare}' type='chat' id='${id}'><body>${id}</body></message>`,
+    );
+    const got = await to.client.next((el) => el.name === "message" && el.attrs.id === id, 10_000);
+    assert.equal(got.attrs.from, `${from.bare}/r`);
+    assert.equal(got.getChildText("body"), id);
+  }
+  for (const [asker, owner] of [[a, b], [b, a]] as const) {
+    asker.client.send(`<presence to='${owner.bare}' type='subscribe'/>`);
+    // The request comes from the bare JID (RFC 6121 §3.1.2); ejabberd addresses it to the
+    // full JID of the resource it delivers to.
+    await owner.client.next((el) =>
+      el.name === "presence" && el.attrs.type === "subscribe" && el.attrs.from === asker.bare
+    );
+    owner.client.send(`<presence to='${asker.bare}' type='subscribed'/>`);
+    await asker.client.next((el) =>
+      el.name === "presence" && el.attrs.type === "subscribed" && el.attrs.from === owner.bare
+    );
+    await asker.client.next((el) =>
+      el.name === "presence" && el.attrs.from === `${owner.bare}/r` && !el.attrs.type
+    );
+  }
 }

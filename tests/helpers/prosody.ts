@@ -3,6 +3,7 @@
 
 import { join } from "node:path";
 import { digest, hmac, saltPassword, utf8 } from "../../core/auth/scram.ts";
+import { supervise, waitForLogLine } from "./supervised_process.ts";
 
 /** Where Debian installs Prosody. */
 export const PROSODY_BIN = "/usr/bin/prosody";
@@ -190,53 +191,26 @@ async function launch(dir: string, options: ProsodyOptions): Promise<ProsodyInst
     stdout: "piped",
     stderr: "piped",
   }).spawn();
-  let output = "";
-  const drain = (stream: ReadableStream<Uint8Array>) =>
-    stream.pipeThrough(new TextDecoderStream()).pipeTo(
-      new WritableStream({
-        write(chunk) {
-          output = (output + chunk).slice(-100_000);
-        },
-      }),
-    ).catch(() => {});
-  const drained = Promise.all([drain(child.stdout), drain(child.stderr)]);
-  let exited: Deno.CommandStatus | undefined;
-  const status = child.status.then((s) => (exited = s));
-
+  const proc = supervise(child);
   let stopping: Promise<void> | undefined;
   const readLog = () => Deno.readTextFile(logFile).catch(() => "");
   const stop = () =>
     stopping ??= (async () => {
-      if (exited === undefined) {
-        try {
-          child.kill("SIGTERM");
-        } catch { /* already gone */ }
-        let timer: ReturnType<typeof setTimeout> | undefined;
-        const killed = await Promise.race([
-          status.then(() => false),
-          new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(true), 5000))),
-        ]);
-        clearTimeout(timer);
-        if (killed) {
-          try {
-            child.kill("SIGKILL");
-          } catch { /* gone */ }
-        }
-      }
-      await status;
-      await drained;
+      await proc.stop();
       if (!options.keepDir) await Deno.remove(dir, { recursive: true }).catch(() => {});
     })();
 
   try {
     await waitForListeners(listen, [c2sPort, s2sPort], options.startTimeoutMs ?? 10_000, () => {
-      if (exited !== undefined) return `Prosody exited with code ${exited.code}`;
+      if (proc.exitStatus() !== undefined) {
+        return `Prosody exited with code ${proc.exitStatus()!.code}`;
+      }
     });
   } catch (error) {
     const tail = (await readLog()).slice(-3000);
     await stop();
     throw new Error(
-      `${(error as Error).message}\n--- prosody output ---\n${output.slice(-3000)}` +
+      `${(error as Error).message}\n--- prosody output ---\n${proc.output().slice(-3000)}` +
         `\n--- prosody log ---\n${tail}`,
     );
   }
@@ -251,30 +225,10 @@ async function launch(dir: string, options: ProsodyOptions): Promise<ProsodyInst
     configFile,
     logFile,
     log: readLog,
-    async waitForLog(pattern: RegExp, timeoutMs = 5000, from = 0): Promise<string> {
-      const plain = new RegExp(pattern.source, pattern.flags.replace(/[gy]/g, ""));
-      const deadline = Date.now() + timeoutMs;
-      for (;;) {
-        const text = (await readLog()).slice(from);
-        const match = plain.exec(text);
-        if (match) {
-          const start = text.lastIndexOf("\n", match.index) + 1;
-          const end = text.indexOf("\n", match.index + match[0].length);
-          return text.slice(start, end === -1 ? undefined : end);
-        }
-        if (Date.now() >= deadline) {
-          throw new Error(
-            `Timed out waiting for ${pattern} in Prosody's log; its tail:\n${text.slice(-3000)}`,
-          );
-        }
-        if (exited !== undefined) {
-          throw new Error(`Prosody exited (code ${exited.code}) before logging ${pattern}`);
-        }
-        await new Promise((resolve) => setTimeout(resolve, 50));
-      }
-    },
+    waitForLog: (pattern: RegExp, timeoutMs?: number, from?: number) =>
+      waitForLogLine({ name: "Prosody", read: readLog, process: proc }, pattern, timeoutMs, from),
     register: (user, password) => writeAccount(dataDir, options.domain, user, password),
-    output: () => output,
+    output: proc.output,
     stop,
     [Symbol.asyncDispose]: stop,
   };

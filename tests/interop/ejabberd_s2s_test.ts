@@ -5,7 +5,7 @@
 import assert from "node:assert/strict";
 import { type DnsResponder, startDnsResponder } from "../helpers/dns_responder.ts";
 import { type EjabberdInstance, startEjabberd } from "../helpers/ejabberd.ts";
-import { startFederatingServer } from "../helpers/federation.ts";
+import { exchange, online, startFederatingServer } from "../helpers/federation.ts";
 import { RawClient } from "../helpers/raw_client.ts";
 import { createTestCa, type TestCa } from "../helpers/test_ca.ts";
 import type { TestServer } from "../helpers/test_server.ts";
@@ -108,49 +108,6 @@ async function diagnostics(lilt: TestServer, ejabberd?: EjabberdInstance): Promi
   }\n--- ejabberd's s2s log (last lines) ---\n${s2sLines.join("\n")}`;
 }
 
-/** STARTTLS, PLAIN over TLS, bind, roster and initial presence. */
-async function online(port: number, user: string, domain: string): Promise<RawClient> {
-  const { client } = await RawClient.login(port, user, "pw", "r", domain);
-  client.send("<iq type='get' id='roster'><query xmlns='jabber:iq:roster'/></iq>");
-  await client.next((el) => el.attrs.id === "roster");
-  client.send("<presence/>");
-  return client;
-}
-
-/** Messages and a mutual presence subscription between alice@lilt.test and eve@ejabberd.test. */
-async function exchange({ alice, eve }: Pair): Promise<void> {
-  alice.send(`<message to='eve@${EJABBERD}' type='chat' id='le'><body>from Lilt</body></message>`);
-  const toEve = await eve.next((el) => el.name === "message" && el.attrs.id === "le", 10_000);
-  assert.equal(toEve.attrs.from, `alice@${LILT}/r`);
-  assert.equal(toEve.getChildText("body"), "from Lilt");
-  eve.send(`<message to='alice@${LILT}' type='chat' id='el'><body>from ejabberd</body></message>`);
-  const toAlice = await alice.next((el) => el.name === "message" && el.attrs.id === "el", 10_000);
-  assert.equal(toAlice.attrs.from, `eve@${EJABBERD}/r`);
-  assert.equal(toAlice.getChildText("body"), "from ejabberd");
-
-  alice.send(`<presence to='eve@${EJABBERD}' type='subscribe'/>`);
-  const ask = await eve.next((el) => el.name === "presence" && el.attrs.type === "subscribe");
-  assert.equal(ask.attrs.from, `alice@${LILT}`);
-  eve.send(`<presence to='alice@${LILT}' type='subscribed'/>`);
-  await alice.next((el) =>
-    el.name === "presence" && el.attrs.type === "subscribed" && el.attrs.from === `eve@${EJABBERD}`
-  );
-  // Lilt probes eve once subscribed: ejabberd answers with eve's available presence.
-  await alice.next((el) =>
-    el.name === "presence" && el.attrs.from === `eve@${EJABBERD}/r` && !el.attrs.type
-  );
-  eve.send(`<presence to='alice@${LILT}' type='subscribe'/>`);
-  const back = await alice.next((el) => el.name === "presence" && el.attrs.type === "subscribe");
-  assert.equal(back.attrs.from, `eve@${EJABBERD}`);
-  alice.send(`<presence to='eve@${EJABBERD}' type='subscribed'/>`);
-  await eve.next((el) =>
-    el.name === "presence" && el.attrs.type === "subscribed" && el.attrs.from === `alice@${LILT}`
-  );
-  await eve.next((el) =>
-    el.name === "presence" && el.attrs.from === `alice@${LILT}/r` && !el.attrs.type
-  );
-}
-
 /** Lilt's links with ejabberd, by direction. */
 function links(lilt: TestServer) {
   const all = lilt.server.remote!.links().filter((l) => l.remote === EJABBERD);
@@ -162,7 +119,10 @@ function links(lilt: TestServer) {
 
 Deno.test("Lilt and ejabberd federate with CA certificates (SASL EXTERNAL both ways)", () =>
   withPair({ ejabberdSelfSigned: false, liltClientAuth: true }, async (pair) => {
-    await exchange(pair);
+    await exchange(
+      { client: pair.alice, bare: `alice@${LILT}` },
+      { client: pair.eve, bare: `eve@${EJABBERD}` },
+    );
     const { inbound, outbound, all } = links(pair.lilt);
     for (const link of [inbound, outbound]) {
       assert.equal(link.state, "ready", JSON.stringify(all));
@@ -185,7 +145,10 @@ Deno.test("Lilt and ejabberd federate with CA certificates (SASL EXTERNAL both w
 
 Deno.test("ejabberd refuses Lilt's serverAuth-only certificate and Lilt falls back to dialback", () =>
   withPair({ ejabberdSelfSigned: false, liltClientAuth: false }, async (pair) => {
-    await exchange(pair);
+    await exchange(
+      { client: pair.alice, bare: `alice@${LILT}` },
+      { client: pair.eve, bare: `eve@${EJABBERD}` },
+    );
     await pair.ejabberd.waitForLog(
       /Failed inbound s2s EXTERNAL authentication lilt\.test -> ejabberd\.test .*unsupported certificate purpose/,
     );
@@ -205,7 +168,10 @@ Deno.test("a self-signed ejabberd listed in s2s_insecure_domains federates by di
       liltHostToml: `s2s_insecure_domains = ["${EJABBERD}"]`,
     },
     async (pair) => {
-      await exchange(pair);
+      await exchange(
+        { client: pair.alice, bare: `alice@${LILT}` },
+        { client: pair.eve, bare: `eve@${EJABBERD}` },
+      );
       const { inbound, outbound, all } = links(pair.lilt);
       assert.equal(inbound.state, "ready", JSON.stringify(all));
       assert.equal(inbound.auth, "dialback", JSON.stringify(all));

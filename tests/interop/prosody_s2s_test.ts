@@ -4,7 +4,7 @@
 
 import assert from "node:assert/strict";
 import { type DnsResponder, startDnsResponder } from "../helpers/dns_responder.ts";
-import { startFederatingServer } from "../helpers/federation.ts";
+import { exchange, online, startFederatingServer } from "../helpers/federation.ts";
 import { type ProsodyInstance, startProsody } from "../helpers/prosody.ts";
 import { RawClient } from "../helpers/raw_client.ts";
 import { createTestCa, type TestCa } from "../helpers/test_ca.ts";
@@ -72,47 +72,12 @@ async function withPair(
   }
 }
 
-/** STARTTLS, PLAIN over TLS, bind, roster and initial presence. */
-async function online(port: number, user: string, domain: string): Promise<RawClient> {
-  const { client } = await RawClient.login(port, user, "pw", "r", domain);
-  client.send("<iq type='get' id='roster'><query xmlns='jabber:iq:roster'/></iq>");
-  await client.next((el) => el.attrs.id === "roster");
-  client.send("<presence/>");
-  return client;
-}
-
-/** Messages and a mutual presence subscription between alice@lilt.test and pat@prosody.test. */
-async function exchange({ alice, pat }: Pair): Promise<void> {
-  alice.send(`<message to='pat@${PROSODY}' type='chat' id='lp'><body>from Lilt</body></message>`);
-  const toPat = await pat.next((el) => el.name === "message" && el.attrs.id === "lp", 10_000);
-  assert.equal(toPat.attrs.from, `alice@${LILT}/r`);
-  assert.equal(toPat.getChildText("body"), "from Lilt");
-  pat.send(`<message to='alice@${LILT}' type='chat' id='pl'><body>from Prosody</body></message>`);
-  const toAlice = await alice.next((el) => el.name === "message" && el.attrs.id === "pl", 10_000);
-  assert.equal(toAlice.attrs.from, `pat@${PROSODY}/r`);
-
-  alice.send(`<presence to='pat@${PROSODY}' type='subscribe'/>`);
-  const ask = await pat.next((el) => el.name === "presence" && el.attrs.type === "subscribe");
-  assert.equal(ask.attrs.from, `alice@${LILT}`);
-  pat.send(`<presence to='alice@${LILT}' type='subscribed'/>`);
-  await alice.next((el) =>
-    el.name === "presence" && el.attrs.type === "subscribed" && el.attrs.from === `pat@${PROSODY}`
-  );
-  // Lilt probes pat once subscribed: Prosody answers with pat's available presence.
-  await alice.next((el) =>
-    el.name === "presence" && el.attrs.from === `pat@${PROSODY}/r` && !el.attrs.type
-  );
-  pat.send(`<presence to='alice@${LILT}' type='subscribe'/>`);
-  await alice.next((el) => el.name === "presence" && el.attrs.type === "subscribe");
-  alice.send(`<presence to='pat@${PROSODY}' type='subscribed'/>`);
-  await pat.next((el) =>
-    el.name === "presence" && el.attrs.from === `alice@${LILT}/r` && !el.attrs.type
-  );
-}
-
 Deno.test("Lilt and Prosody federate with CA certificates (SASL EXTERNAL both ways)", () =>
   withPair({ prosodySelfSigned: false }, async (pair) => {
-    await exchange(pair);
+    await exchange(
+      { client: pair.alice, bare: `alice@${LILT}` },
+      { client: pair.pat, bare: `pat@${PROSODY}` },
+    );
     const links = pair.lilt.server.remote!.links().filter((l) => l.remote === PROSODY);
     assert.deepEqual(links.map((l) => l.direction).sort(), ["in", "out"]);
     for (const link of links) {
@@ -128,7 +93,10 @@ Deno.test("a self-signed Prosody listed in s2s_insecure_domains federates by dia
   withPair(
     { prosodySelfSigned: true, liltHostToml: `s2s_insecure_domains = ["${PROSODY}"]` },
     async (pair) => {
-      await exchange(pair);
+      await exchange(
+        { client: pair.alice, bare: `alice@${LILT}` },
+        { client: pair.pat, bare: `pat@${PROSODY}` },
+      );
       const links = pair.lilt.server.remote!.links().filter((l) => l.remote === PROSODY);
       const inbound = links.find((l) => l.direction === "in")!;
       assert.equal(inbound.auth, "dialback", JSON.stringify(links));

@@ -5,22 +5,17 @@
 import assert from "node:assert/strict";
 import { type AddressInfo, createServer } from "node:net";
 import { type DnsResponder, startDnsResponder } from "../../helpers/dns_responder.ts";
-import { type FederatingServerOptions, startFederatingServer } from "../../helpers/federation.ts";
+import {
+  exchange,
+  type FederatingServerOptions,
+  online,
+  startFederatingServer,
+} from "../../helpers/federation.ts";
 import { RawClient } from "../../helpers/raw_client.ts";
 import { createTestCa, type TestCa } from "../../helpers/test_ca.ts";
 import type { TestServer } from "../../helpers/test_server.ts";
 
 const MODULES = ["disco", "ping", "roster", "presence", "offline"];
-
-/** Logs a user in, fetches the roster and sends initial presence. */
-async function online(port: number, user: string, domain: string): Promise<RawClient> {
-  const { client } = await RawClient.login(port, user, "pw", "r", domain);
-  client.send("<iq type='get' id='roster'><query xmlns='jabber:iq:roster'/></iq>");
-  await client.next((el) => el.attrs.id === "roster");
-  client.send("<presence/>");
-  await client.next((el) => el.name === "presence" && el.attrs.from === `${user}@${domain}/r`);
-  return client;
-}
 
 function errorOf(el: { getChild(name: string): { elements(): { name: string }[] } | undefined }) {
   return el.getChild("error")?.elements().find((c) => c.name !== "text")?.name;
@@ -77,33 +72,7 @@ async function withPair(
 
 Deno.test("two Lilt servers federate with certificates: messages and subscriptions", () =>
   withPair({}, async ({ a, b, alice, bob }) => {
-    // A message each way.
-    alice.send("<message to='bob@b.test' type='chat' id='m1'><body>hello from a</body></message>");
-    const m1 = await bob.next((el) => el.name === "message" && el.attrs.id === "m1");
-    assert.equal(m1.attrs.from, "alice@a.test/r");
-    assert.equal(m1.getChildText("body"), "hello from a");
-    bob.send("<message to='alice@a.test/r' type='chat' id='m2'><body>hi back</body></message>");
-    const m2 = await alice.next((el) => el.name === "message" && el.attrs.id === "m2");
-    assert.equal(m2.attrs.from, "bob@b.test/r");
-
-    // Presence subscription alice -> bob, approved; then bob -> alice.
-    alice.send("<presence to='bob@b.test' type='subscribe'/>");
-    const request = await bob.next((el) => el.name === "presence" && el.attrs.type === "subscribe");
-    assert.equal(request.attrs.from, "alice@a.test");
-    bob.send("<presence to='alice@a.test' type='subscribed'/>");
-    await alice.next((el) =>
-      el.name === "presence" && el.attrs.type === "subscribed" && el.attrs.from === "bob@b.test"
-    );
-    // Once subscribed, alice's server probes and bob's available presence arrives.
-    await alice.next((el) =>
-      el.name === "presence" && el.attrs.from === "bob@b.test/r" && !el.attrs.type
-    );
-    bob.send("<presence to='alice@a.test' type='subscribe'/>");
-    await alice.next((el) => el.name === "presence" && el.attrs.type === "subscribe");
-    alice.send("<presence to='bob@b.test' type='subscribed'/>");
-    await bob.next((el) =>
-      el.name === "presence" && el.attrs.from === "alice@a.test/r" && !el.attrs.type
-    );
+    await exchange({ client: alice, bare: "alice@a.test" }, { client: bob, bare: "bob@b.test" });
 
     // Both directions authenticated by certificate.
     for (const server of [a, b]) {
