@@ -2,7 +2,7 @@
 // HOME, node name and cookie in a temporary directory, no epmd, and our test DNS responder.
 
 import { join } from "node:path";
-import { supervise, waitForLogLine } from "./supervised_process.ts";
+import { type PeerServer, supervise, waitForLogLine } from "./supervised_process.ts";
 
 /** Where Debian installs ejabberd's control script (its ERL_LIBS is read from it). */
 export const EJABBERDCTL = "/usr/sbin/ejabberdctl";
@@ -65,39 +65,10 @@ export interface EjabberdOptions {
   keepDir?: boolean;
 }
 
-/** A running ejabberd started by `startEjabberd`. */
-export interface EjabberdInstance {
-  /** The host served. */
-  readonly domain: string;
-  /** Process id of the node's beam.smp. */
-  readonly pid: number;
+/** A running ejabberd started by `startEjabberd` (`pid` is the node's beam.smp). */
+export interface EjabberdInstance extends PeerServer {
   /** The Erlang node name, unique per instance (e.g. `lilt_ejabberd_1a2b3c4d@localhost`). */
   readonly node: string;
-  /** Port of the c2s listener (STARTTLS required). */
-  readonly c2sPort: number;
-  /** Port of the s2s listener (ejabberd_s2s_in). */
-  readonly s2sPort: number;
-  /** The temporary directory holding config, spool, logs and HOME. */
-  readonly dir: string;
-  /** The generated ejabberd.yml. */
-  readonly configFile: string;
-  /** ejabberd's main log (ejabberd.log, at `logLevel`). */
-  readonly logFile: string;
-  /** The whole main log so far ("" when not written yet). */
-  log(): Promise<string>;
-  /**
-   * Waits until the log (from character offset `from`, default 0) matches `pattern`;
-   * resolves with the whole line holding the match. Rejects with the log's tail on timeout.
-   */
-  waitForLog(pattern: RegExp, timeoutMs?: number, from?: number): Promise<string>;
-  /** Creates an account while running, through a short-lived hidden control node. */
-  register(user: string, password: string): Promise<void>;
-  /** What the node printed on stdout and stderr (boot errors land here). */
-  output(): string;
-  /** SIGTERM, SIGKILL after 5 s, then removes the temporary directory. Idempotent. */
-  stop(): Promise<void>;
-  /** Same as `stop()`, for `await using`. */
-  [Symbol.asyncDispose](): Promise<void>;
 }
 
 /** Modules the harness loads: IM over c2s (presence is ejabberd's core) plus federation. */

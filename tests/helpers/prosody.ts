@@ -3,7 +3,7 @@
 
 import { join } from "node:path";
 import { digest, hmac, saltPassword, utf8 } from "../../core/auth/scram.ts";
-import { supervise, waitForLogLine } from "./supervised_process.ts";
+import { type PeerServer, supervise, waitForLogLine } from "./supervised_process.ts";
 
 /** Where Debian installs Prosody. */
 export const PROSODY_BIN = "/usr/bin/prosody";
@@ -59,39 +59,10 @@ export interface ProsodyOptions {
   keepDir?: boolean;
 }
 
-/** A running Prosody started by `startProsody`. */
-export interface ProsodyInstance {
-  /** The VirtualHost served. */
-  readonly domain: string;
-  /** Process id of Prosody. */
-  readonly pid: number;
-  /** Port of the c2s listener (STARTTLS). */
-  readonly c2sPort: number;
-  /** Port of the s2s listener (STARTTLS). */
-  readonly s2sPort: number;
-  /** The temporary directory holding config, data, log and pidfile. */
-  readonly dir: string;
+/** A running Prosody started by `startProsody` (accounts are files it reads on demand). */
+export interface ProsodyInstance extends PeerServer {
   /** Prosody's data_path. */
   readonly dataDir: string;
-  /** The generated config file. */
-  readonly configFile: string;
-  /** Prosody's debug-level log file. */
-  readonly logFile: string;
-  /** The whole log so far ("" when not written yet). */
-  log(): Promise<string>;
-  /**
-   * Waits until the log (from character offset `from`, default 0) matches `pattern`;
-   * resolves with the whole line holding the match. Rejects with the log's tail on timeout.
-   */
-  waitForLog(pattern: RegExp, timeoutMs?: number, from?: number): Promise<string>;
-  /** Creates (or replaces) an account while running: Prosody reads accounts on demand. */
-  register(user: string, password: string): Promise<void>;
-  /** What Prosody printed on stdout and stderr (startup errors land here). */
-  output(): string;
-  /** SIGTERM, SIGKILL after 5 s, then removes the temporary directory. Idempotent. */
-  stop(): Promise<void>;
-  /** Same as `stop()`, for `await using`. */
-  [Symbol.asyncDispose](): Promise<void>;
 }
 
 /** Modules the harness enables: IM over c2s plus federation (s2s itself is auto-loaded). */

@@ -99,3 +99,36 @@ export async function waitForLogLine(
     await new Promise((resolve) => setTimeout(resolve, 50));
   }
 }
+
+/** What the Prosody and ejabberd harnesses hand a test: ports, files, log access and stop. */
+export interface PeerServer {
+  /** The host served. */
+  readonly domain: string;
+  /** Process id of the server. */
+  readonly pid: number;
+  /** Port of the c2s listener (STARTTLS). */
+  readonly c2sPort: number;
+  /** Port of the s2s listener (STARTTLS). */
+  readonly s2sPort: number;
+  /** The temporary directory holding config, data and logs. */
+  readonly dir: string;
+  /** The generated config file. */
+  readonly configFile: string;
+  /** The server's log file. */
+  readonly logFile: string;
+  /** The whole log so far ("" when not written yet). */
+  log(): Promise<string>;
+  /**
+   * Waits until the log (from character offset `from`, default 0) matches `pattern`;
+   * resolves with the whole line holding the match. Rejects with the log's tail on timeout.
+   */
+  waitForLog(pattern: RegExp, timeoutMs?: number, from?: number): Promise<string>;
+  /** Creates an account while the server runs. */
+  register(user: string, password: string): Promise<void>;
+  /** What the server printed on stdout and stderr (start-up errors land here). */
+  output(): string;
+  /** SIGTERM, SIGKILL after 5 s, then removes the temporary directory. Idempotent. */
+  stop(): Promise<void>;
+  /** Same as `stop()`, for `await using`. */
+  [Symbol.asyncDispose](): Promise<void>;
+}
