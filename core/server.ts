@@ -185,8 +185,10 @@ export class Server implements ServerContext {
     }
   }
 
-  /** Federation is on when the config has s2s listeners: TLS asking for peer certificates,
-   * the trust store, and the manager. */
+  /**
+   * Federation is on when the config has s2s listeners: TLS that asks peers for certificates,
+   * the trust store, and the manager.
+   */
   async #setUpFederation(config: Config, certificates: TlsHostEntry[]): Promise<void> {
     const wanted = config.get<string[]>("s2s_interfaces").length > 0 ||
       config.get<string[]>("s2s_direct_tls_interfaces").length > 0;
