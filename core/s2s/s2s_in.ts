@@ -19,6 +19,12 @@ import { type S2SAuthMethod, S2SStream } from "./s2s_stream.ts";
 
 const log = getLogger("s2s");
 
+/**
+ * Dialback requests one inbound stream may have waiting for verification at once: each opens
+ * (or uses) a link to the claimed domain, so a peer must not start them without bound.
+ */
+const MAX_PENDING_DIALBACK = 16;
+
 /** One remote domain allowed to send to one local domain on an inbound stream. */
 export interface InboundPair {
   /** The remote (originating) domain. */
@@ -51,6 +57,8 @@ export class S2SIn extends S2SStream {
   #streamId = "";
   #chain: Uint8Array[] = [];
   #verdicts = new Map<string, PeerCertificateVerdict>();
+  /** Dialback requests waiting for the authoritative server's answer. */
+  #verifying = 0;
 
   constructor(socket: Socket, ctx: S2SContext) {
     super(socket, ctx, "s2sin");
@@ -363,7 +371,12 @@ export class S2SIn extends S2SStream {
       this.#dialbackError("result", el, "not-authorized", "auth", reason);
       return;
     }
+    if (this.#verifying >= MAX_PENDING_DIALBACK) {
+      this.close("policy-violation", "Too many dialback requests waiting for verification");
+      return;
+    }
     let valid: boolean;
+    this.#verifying++;
     try {
       valid = await this.ctx.verifyKey(local, remote, this.#streamId, key);
     } catch (error) {
@@ -373,6 +386,8 @@ export class S2SIn extends S2SStream {
       this.#refuse(remote, local, reason);
       this.#dialbackError("result", el, "remote-connection-failed", "cancel", reason);
       return;
+    } finally {
+      this.#verifying--;
     }
     if (!valid) {
       const reason = `'${remote}' did not confirm the dialback key`;

@@ -157,3 +157,32 @@ Deno.test("inbound: db:verify is valid only for keys this server generated", () 
     assert.equal(invalid.attrs.type, "invalid");
     peer.close();
   }));
+
+Deno.test("inbound: a peer cannot pile up dialback requests waiting for verification", async () => {
+  const dns = await startDnsResponder();
+  const ca = await createTestCa();
+  const t = await startFederatingServer({
+    domain: "a.test",
+    dns,
+    ca,
+    modules: [],
+    hostToml: `s2s_secure_auth = false`,
+  });
+  try {
+    // Names that never answer in DNS keep each verification pending.
+    for (let i = 0; i < 20; i++) dns.set(`_xmpp-server._tcp.slow${i}.test`, { silent: true });
+    for (let i = 0; i < 20; i++) dns.set(`_xmpps-server._tcp.slow${i}.test`, { silent: true });
+    const peer = await RawClient.connect(t.server.port("s2s"));
+    await peer.open("a.test", { ...SERVER, from: "slow0.test" });
+    await peer.starttls("a.test", { ...SERVER, from: "slow0.test" });
+    for (let i = 0; i < 20; i++) {
+      peer.send(`<db:result from='slow${i}.test' to='a.test'>key${i}</db:result>`);
+    }
+    assert.equal(await streamErrorOf(peer), "policy-violation");
+    assert.match(peer.text, /Too many dialback requests/);
+    peer.close();
+  } finally {
+    await t.stop();
+    await dns.close();
+  }
+});
