@@ -8,6 +8,7 @@ import { checkRoleConfig } from "./core/auth/roles.ts";
 import { type Config, formatProblem, loadConfig } from "./core/config.ts";
 import type { OptionSpec } from "./core/config_schema.ts";
 import { JidError, parseJid } from "./core/jid.ts";
+import { loadTrustStore } from "./core/net/peer_certificate.ts";
 import { configureLogging, getLogger } from "./core/log.ts";
 import { Server } from "./core/server.ts";
 import { LILT_VERSION } from "./core/version.ts";
@@ -256,6 +257,14 @@ async function cmdCheck(args: string[]): Promise<number> {
         c.line,
         `unknown module '${c.module}' for component '${c.domain}' (available: ${available})`,
       );
+    }
+  }
+  // Trust anchors for remote servers are read at start; a bad file would stop the server.
+  for (const caFile of config.get<string[]>("s2s_ca_files")) {
+    try {
+      await loadTrustStore({ caFiles: [caFile], system: false });
+    } catch (error) {
+      report(config.lineOf(undefined, "s2s_ca_files"), (error as Error).message);
     }
   }
   if (errors > 0) return 1;

@@ -81,6 +81,27 @@ Deno.test("check config names unknown modules with the line that lists them", as
   }
 });
 
+Deno.test("check config reads the s2s CA files and names a bad one with its line", async () => {
+  const dir = await Deno.makeTempDir();
+  const file = `${dir}/s2s.toml`;
+  await Deno.writeTextFile(`${dir}/garbage.pem`, "not a certificate\n");
+  await Deno.writeTextFile(
+    file,
+    'data_dir = "./data"\ns2s_interfaces = ["127.0.0.1:5269"]\n' +
+      's2s_ca_files = ["garbage.pem"]\n[[host]]\ndomain = "localhost"\n',
+  );
+  try {
+    const result = await lilt(["check", "config", "-c", file]);
+    assert.equal(result.code, 1);
+    assert.match(
+      result.stderr,
+      new RegExp(`${file}:3: error: .*'${dir}/garbage.pem'.*PEM CERTIFICATE`),
+    );
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
 Deno.test("check config reports a TOML syntax error with its line", async () => {
   const dir = await Deno.makeTempDir();
   const file = `${dir}/syntax.toml`;
