@@ -208,6 +208,11 @@ export class Server implements ServerContext {
 
   async #loadCertificates(config: Config): Promise<TlsHostEntry[]> {
     const entries: TlsHostEntry[] = [];
+    const federating = config.get<string[]>("s2s_interfaces").length > 0 ||
+      config.get<string[]>("s2s_direct_tls_interfaces").length > 0;
+    const whoWontTrust = federating
+      ? "clients, and remote servers that require valid certificates, will not trust it"
+      : "clients will not trust it";
     for (const host of config.hosts) {
       const cert = await loadOrCreateCertificate(host.domain, {
         certificate: config.hostOption<string>(host.domain, "certificate") ?? "",
@@ -217,12 +222,13 @@ export class Server implements ServerContext {
       if (cert.generated) {
         log.warn(
           "No certificate configured for {host}: generated a self-signed one in {dir}; " +
-            "clients will not trust it. Set 'certificate' and 'key' for production",
-          { host: host.domain, dir: `${config.dataDir}/certs` },
+            "{who}. Set 'certificate' and 'key' for production",
+          { host: host.domain, dir: `${config.dataDir}/certs`, who: whoWontTrust },
         );
       } else if (cert.selfSigned) {
-        log.warn("The certificate for {host} is self-signed; clients will not trust it", {
+        log.warn("The certificate for {host} is self-signed; {who}", {
           host: host.domain,
+          who: whoWontTrust,
         });
       }
       entries.push({ domain: host.domain, cert });
