@@ -102,6 +102,9 @@ const NOT_FOUND = Number.MAX_SAFE_INTEGER;
 
 // ASCII name characters: 1 = may start a name, 2 = may only continue one.
 const NAME_CHAR = new Uint8Array(128);
+
+/** Decodes whole chunks (no state between calls, so one serves every parser). */
+const WHOLE_UTF8 = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
 for (let c = 65; c <= 90; c++) NAME_CHAR[c] = 1;
 for (let c = 97; c <= 122; c++) NAME_CHAR[c] = 1;
 for (let c = 48; c <= 57; c++) NAME_CHAR[c] = 2;
@@ -342,7 +345,14 @@ class Tokenizer {
   /** True for a standalone element under a virtual `jabber:client` root (parseElement). */
   #fragment: boolean;
   #fragmentDone = false;
-  #decoder = new TextDecoder("utf-8", { fatal: true });
+  /**
+   * A streaming decoder, made only once a chunk ends inside a multi-byte character (or holds
+   * invalid bytes): until then whole chunks are decoded by a shared decoder, so an idle stream
+   * keeps no native decoder (about 0.8 KiB each) and a login creates none.
+   */
+  #decoder: TextDecoder | undefined;
+  /** Nothing decoded since the start or the last reset: a byte order mark here is dropped. */
+  #atStart = true;
   /** Bumped by reset(), so a loop interrupted by a handler's reset() stops. */
   #generation = 0;
   #state = ST_START;
@@ -434,7 +444,8 @@ class Tokenizer {
 
   reset(): void {
     this.#generation++;
-    this.#decoder = new TextDecoder("utf-8", { fatal: true });
+    this.#decoder = undefined;
+    this.#atStart = true;
     this.#init();
   }
 
@@ -485,7 +496,7 @@ class Tokenizer {
       }
     } else {
       try {
-        s = this.#decoder.decode(chunk, { stream: true });
+        s = this.#decode(chunk);
       } catch {
         this.#fail(
           new XmlStreamError(
@@ -504,6 +515,27 @@ class Tokenizer {
       if (!(e instanceof XmlStreamError) || this.#generation !== generation) throw e;
       this.#fail(e);
     }
+  }
+
+  /** UTF-8 to text; throws on invalid bytes (a character split across chunks is fine). */
+  #decode(chunk: Uint8Array): string {
+    if (this.#decoder) return this.#decoder.decode(chunk, { stream: true });
+    let s: string;
+    try {
+      s = WHOLE_UTF8.decode(chunk);
+    } catch {
+      // Invalid bytes, or a character that continues in the next chunk: only a streaming
+      // decoder tells them apart, and it keeps the partial character for the next chunk.
+      this.#decoder = new TextDecoder("utf-8", { fatal: true, ignoreBOM: !this.#atStart });
+      s = this.#decoder.decode(chunk, { stream: true });
+      if (s.length > 0) this.#atStart = false;
+      return s;
+    }
+    if (this.#atStart && s.length > 0) {
+      this.#atStart = false;
+      if (s.charCodeAt(0) === 0xfeff) s = s.slice(1);
+    }
+    return s;
   }
 
   #fail(error: XmlStreamError): void {

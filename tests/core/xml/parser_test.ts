@@ -150,6 +150,28 @@ Deno.test("any byte-level chunking yields identical stanza trees", () => {
   assert.deepEqual(tiny.stanzas, expected.stanzas);
 });
 
+Deno.test("a byte order mark is dropped at the start of the stream and kept as text later", () => {
+  const body = "<message><body>a\uFEFFb</body></message>";
+  const xml = streamHeader() + body + STREAM_FOOTER;
+  const withBom = new Uint8Array([0xef, 0xbb, 0xbf, ...encoder.encode(xml)]);
+  for (
+    const chunks of [[withBom], [withBom.subarray(0, 2), withBom.subarray(2)], [
+      withBom.subarray(0, 3),
+      withBom.subarray(3),
+    ]]
+  ) {
+    const outcome = run(chunks);
+    assert.equal(outcome.error, undefined, outcome.error?.message);
+    const text = (outcome.stanzas[0].children[0] as Plain).children;
+    assert.deepEqual(text, ["a\uFEFFb"]);
+  }
+  // A chunk that starts with U+FEFF in the middle of the stream keeps it.
+  const bytes = encoder.encode(xml);
+  const at = bytes.indexOf(0xef);
+  const split = run([bytes.subarray(0, at), bytes.subarray(at)]);
+  assert.deepEqual((split.stanzas[0].children[0] as Plain).children, ["a\uFEFFb"]);
+});
+
 Deno.test("splits inside multi-byte UTF-8 sequences, tags, references and values are harmless", () => {
   const xml = streamHeader() +
     "<message to='用户@example.com/📱' id=\"a&amp;b&#x1F600;\"><body>😀 你好 &lt;&#233;&gt; " +
