@@ -6,6 +6,7 @@ import type { AccountStore } from "./accounts.ts";
 import {
   decodeBase64,
   decodeSaslName,
+  decodeUtf8,
   digest,
   encodeBase64,
   fakeSalt,
@@ -89,16 +90,6 @@ export function startMechanism(name: string, ctx: SaslContext): SaslMechanism | 
   if (name === "PLAIN") return new PlainMechanism(ctx);
   const hash: ScramHash = name.startsWith("SCRAM-SHA-256") ? "SHA-256" : "SHA-1";
   return new ScramMechanism(ctx, { hash, plus: name.endsWith("-PLUS") });
-}
-
-const decoder = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
-
-function decodeUtf8(bytes: Uint8Array): string | undefined {
-  try {
-    return decoder.decode(bytes);
-  } catch {
-    return undefined;
-  }
 }
 
 function fail(condition: SaslFailure, text?: string): SaslStep {

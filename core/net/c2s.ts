@@ -10,6 +10,7 @@ import {
   type SaslMechanism,
   startMechanism,
 } from "../auth/sasl.ts";
+import { decodeBase64, encodeBase64 } from "../auth/scram.ts";
 import type { ServerContext } from "../context.ts";
 import { type JID, JidError, parseJid, prepLocal, tryParseJid } from "../jid.ts";
 import { getLogger } from "../log.ts";
@@ -47,21 +48,6 @@ export interface C2SDeps {
 }
 
 let sessionCounter = 0;
-
-function toBase64(data: Uint8Array): string {
-  let binary = "";
-  for (const b of data) binary += String.fromCharCode(b);
-  return btoa(binary);
-}
-
-function fromBase64(text: string): Uint8Array | undefined {
-  const clean = text.replace(/\s+/g, "");
-  if (!/^[A-Za-z0-9+/]*={0,2}$/.test(clean) || clean.length % 4 !== 0) return undefined;
-  const binary = atob(clean);
-  const out = new Uint8Array(binary.length);
-  for (let i = 0; i < binary.length; i++) out[i] = binary.charCodeAt(i);
-  return out;
-}
 
 /**
  * One client connection. Created for each accepted socket by the c2s listener; registers
@@ -438,7 +424,7 @@ export class C2SSession implements Session {
     const text = el.text().trim();
     if (text === "=") input = new Uint8Array(0);
     else if (text !== "") {
-      input = fromBase64(text);
+      input = decodeBase64(text.replace(/\s+/g, ""));
       if (!input) {
         this.#sasl = undefined;
         this.#saslFailure("incorrect-encoding");
@@ -485,7 +471,7 @@ export class C2SSession implements Session {
     if (this.#closed) return;
     if (step.kind === "challenge") {
       const challenge = new Element("challenge", { xmlns: NS_SASL });
-      if (step.data.length > 0) challenge.t(toBase64(step.data));
+      if (step.data.length > 0) challenge.t(encodeBase64(step.data));
       this.#out.write(serialize(challenge, NS_CLIENT));
       return;
     }
@@ -508,7 +494,7 @@ export class C2SSession implements Session {
     this.authenticated = true;
     this.#deps.server.accounts.touchLogin(this.host, step.username);
     const success = new Element("success", { xmlns: NS_SASL });
-    if (step.data && step.data.length > 0) success.t(toBase64(step.data));
+    if (step.data && step.data.length > 0) success.t(encodeBase64(step.data));
     this.#out.write(serialize(success, NS_CLIENT));
     log.info("{user}@{host} authenticated from {ip}", {
       user: step.username,

@@ -4,6 +4,7 @@
 
 import type { Socket } from "node:net";
 import type { TLSSocket } from "node:tls";
+import { decodeBase64, decodeUtf8 } from "../auth/scram.ts";
 import { type JID, tryParseJid } from "../jid.ts";
 import { getLogger } from "../log.ts";
 import {
@@ -33,16 +34,6 @@ export interface InboundPair {
   local: string;
   /** How the remote domain authenticated. */
   method: S2SAuthMethod;
-}
-
-function fromBase64(text: string): string | undefined {
-  try {
-    return new TextDecoder("utf-8", { fatal: true }).decode(
-      Uint8Array.from(atob(text.replace(/\s+/g, "")), (c) => c.charCodeAt(0)),
-    );
-  } catch {
-    return undefined;
-  }
 }
 
 /** A connection a remote server opened to us. */
@@ -258,7 +249,8 @@ export class S2SIn extends S2SStream {
     const text = el.text().trim();
     let authzid = this.from;
     if (text !== "" && text !== "=") {
-      const decoded = fromBase64(text);
+      const bytes = decodeBase64(text.replace(/\s+/g, ""));
+      const decoded = bytes && decodeUtf8(bytes);
       if (decoded === undefined) {
         this.#saslFailure("incorrect-encoding", "The authorization identity is not base64");
         return;
