@@ -21,6 +21,7 @@ import { type ListenAddress, parseListenAddress } from "./config_schema.ts";
 import { TlsContexts, type TlsHostEntry } from "./net/tls.ts";
 import { loadTrustStore } from "./net/peer_certificate.ts";
 import { S2SManager } from "./s2s/manager.ts";
+import { federationConfigured } from "./s2s/policy.ts";
 import { Router } from "./router.ts";
 import { type Session, SessionManager } from "./sessions.ts";
 import { Database } from "./storage/database.ts";
@@ -190,9 +191,7 @@ export class Server implements ServerContext {
    * the trust store, and the manager.
    */
   async #setUpFederation(config: Config, certificates: TlsHostEntry[]): Promise<void> {
-    const wanted = config.get<string[]>("s2s_interfaces").length > 0 ||
-      config.get<string[]>("s2s_direct_tls_interfaces").length > 0;
-    if (!wanted) return;
+    if (!federationConfigured(config)) return;
     const trust = await loadTrustStore({
       caFiles: config.get<string[]>("s2s_ca_files"),
       system: true,
@@ -208,9 +207,7 @@ export class Server implements ServerContext {
 
   async #loadCertificates(config: Config): Promise<TlsHostEntry[]> {
     const entries: TlsHostEntry[] = [];
-    const federating = config.get<string[]>("s2s_interfaces").length > 0 ||
-      config.get<string[]>("s2s_direct_tls_interfaces").length > 0;
-    const whoWontTrust = federating
+    const whoWontTrust = federationConfigured(config)
       ? "clients, and remote servers that require valid certificates, will not trust it"
       : "clients will not trust it";
     for (const host of config.hosts) {

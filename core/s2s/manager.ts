@@ -19,6 +19,7 @@ import { OutboundLink } from "./outbound_link.ts";
 import { S2SPolicy } from "./policy.ts";
 import { S2SIn } from "./s2s_in.ts";
 import type { S2SOut } from "./s2s_out.ts";
+import { S2SStream } from "./s2s_stream.ts";
 
 const log = getLogger("s2s");
 
@@ -309,10 +310,9 @@ export class S2SManager implements RemoteDelivery {
     const now = Date.now();
     const idleMs = config.get<number>("s2s_idle_timeout") * 1000;
     const authMs = config.get<number>("s2s_auth_timeout") * 1000;
-    for (const session of this.#server.sessions.all()) {
-      if (session.kind !== "s2sin" && session.kind !== "s2sout") continue;
-      const stream = session as S2SIn;
-      if (!stream.authenticated && session.kind === "s2sin") {
+    for (const stream of this.#server.sessions.all()) {
+      if (!(stream instanceof S2SStream)) continue;
+      if (!stream.authenticated && stream.kind === "s2sin") {
         if (now - stream.connectedAt > authMs) {
           stream.closeReason = "Authentication took too long";
           stream.close("connection-timeout", "Authentication took too long");

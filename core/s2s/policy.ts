@@ -6,6 +6,12 @@ import type { Config } from "../config.ts";
 /** How a remote server must authenticate to (or be authenticated by) a local host. */
 export type S2SAuthRequirement = "certificate" | "certificate-or-dialback";
 
+/** True when the configuration has an s2s listener: federation is off without one. */
+export function federationConfigured(config: Config): boolean {
+  return config.get<string[]>("s2s_interfaces").length > 0 ||
+    config.get<string[]>("s2s_direct_tls_interfaces").length > 0;
+}
+
 /** Reads federation policy for local hosts from the configuration in force. */
 export class S2SPolicy {
   #config: () => Config;
@@ -21,9 +27,7 @@ export class S2SPolicy {
 
   /** True when the server has an s2s listener at all (federation is off without one). */
   get enabled(): boolean {
-    const config = this.#config();
-    return config.get<string[]>("s2s_interfaces").length > 0 ||
-      config.get<string[]>("s2s_direct_tls_interfaces").length > 0;
+    return federationConfigured(this.#config());
   }
 
   /**
