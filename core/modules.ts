@@ -8,10 +8,10 @@ import type { ServerContext } from "./context.ts";
 import type { EventHandler } from "./events.ts";
 import type { DiscoIdentity, Host, HostEvents } from "./hosts.ts";
 import type { JID } from "./jid.ts";
+import { requestIq } from "./iq.ts";
 import { getLogger } from "./log.ts";
 import type { ArchiveStore, KeyValueStore, MapStore } from "./storage/stores.ts";
 import { Element } from "./xml/element.ts";
-import { errorCondition } from "./xml/stanza.ts";
 
 /** The shape of a module file: a default load function and optional option declarations. */
 export interface ModuleFile {
@@ -38,21 +38,7 @@ export interface TimerOptions {
   repeat?: boolean;
 }
 
-/** Error thrown by `sendIq` when the answer is an error or never comes. */
-export class IqError extends Error {
-  /** The error stanza, when there was one. */
-  readonly stanza: Element | undefined;
-  /**
-   * Its condition (e.g. "service-unavailable"), "remote-server-timeout" on timeout, or
-   * "module-unloaded" when the module went away first.
-   */
-  readonly condition: string;
-  constructor(condition: string, stanza?: Element) {
-    super(`The iq failed with ${condition}`);
-    this.condition = condition;
-    this.stanza = stanza;
-  }
-}
+export { IqError } from "./iq.ts";
 
 /**
  * The API a module receives for one host. Hooks, disco entries, timers and unload callbacks
@@ -217,37 +203,15 @@ export class ModuleAPI {
    */
   sendIq(stanza: Element, timeoutMs = 30_000): Promise<Element> {
     if (!stanza.attrs.id) stanza.attrs.id = `lilt-${this.name}-${++this.#iqCounter}`;
-    const id = stanza.attrs.id;
-    return new Promise<Element>((resolve, reject) => {
-      const finish = () => {
-        offResult();
-        offError();
-        clearTimeout(timer);
+    // On unload the iq is abandoned: its promise rejects instead of hanging forever.
+    const unloaded = new AbortController();
+    const abandon = () => unloaded.abort("module-unloaded");
+    this.#cleanups.push(abandon);
+    return requestIq(this.server, this.host, stanza, { timeoutMs, signal: unloaded.signal })
+      .finally(() => {
         const i = this.#cleanups.indexOf(abandon);
         if (i >= 0) this.#cleanups.splice(i, 1);
-      };
-      // On unload the iq is abandoned: its promise rejects instead of hanging forever.
-      const abandon = () => {
-        finish();
-        reject(new IqError("module-unloaded"));
-      };
-      const offResult = this.host.events.on(`iq-result/host/${id}`, ({ stanza: answer }) => {
-        finish();
-        resolve(answer);
-        return true;
       });
-      const offError = this.host.events.on(`iq-error/host/${id}`, ({ stanza: answer }) => {
-        finish();
-        reject(new IqError(errorCondition(answer) ?? "undefined-condition", answer));
-        return true;
-      });
-      const timer = setTimeout(() => {
-        finish();
-        reject(new IqError("remote-server-timeout"));
-      }, timeoutMs);
-      this.#cleanups.push(abandon);
-      this.send(stanza);
-    });
   }
 
   /** Runs `fn` after `ms` (or every `ms` with `repeat`); returns a cancel function. */

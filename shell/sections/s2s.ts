@@ -3,10 +3,10 @@
 // remote server through the real routing path.
 
 import { CommandError, type CommandSpec } from "../../core/admin_commands.ts";
+import { IqError, requestIq } from "../../core/iq.ts";
 import type { S2SManager } from "../../core/s2s/manager.ts";
 import type { Server } from "../../core/server.ts";
 import { Element } from "../../core/xml/element.ts";
-import { errorCondition } from "../../core/xml/stanza.ts";
 import { jidArg } from "./c2s.ts";
 
 const NS_PING = "urn:xmpp:ping";
@@ -43,44 +43,33 @@ let pingCounter = 0;
  * ms, or a CommandError with the error condition and the reason (e.g. why the link failed).
  */
 async function ping(server: Server, local: string, remote: string): Promise<number> {
-  const host = server.hosts.get(local)!;
-  const id = `lilt-shell-ping-${++pingCounter}`;
-  const started = performance.now();
-  const answer = await new Promise<Element | undefined>((resolve) => {
-    const offResult = host.events.on(`iq-result/host/${id}`, ({ stanza }) => {
-      done(stanza);
-      return true;
-    });
-    const offError = host.events.on(`iq-error/host/${id}`, ({ stanza }) => {
-      done(stanza);
-      return true;
-    });
-    const timer = setTimeout(() => done(undefined), PING_TIMEOUT_MS);
-    function done(stanza: Element | undefined) {
-      offResult();
-      offError();
-      clearTimeout(timer);
-      resolve(stanza);
-    }
-    const iq = new Element("iq", { type: "get", id, from: local, to: remote });
-    iq.c("ping", { xmlns: NS_PING });
-    server.route(iq, server.hostSession(local));
+  const iq = new Element("iq", {
+    type: "get",
+    id: `lilt-shell-ping-${++pingCounter}`,
+    from: local,
+    to: remote,
   });
-  if (!answer) {
-    throw new CommandError(`No answer from '${remote}' within ${PING_TIMEOUT_MS / 1000} s`);
-  }
-  if (answer.attrs.type === "error") {
-    const text = answer.getChild("error")?.getChildText("text", NS_STANZAS);
+  iq.c("ping", { xmlns: NS_PING });
+  const started = performance.now();
+  try {
+    await requestIq(server, server.hosts.get(local)!, iq, { timeoutMs: PING_TIMEOUT_MS });
+  } catch (error) {
+    if (!(error instanceof IqError)) throw error;
+    if (!error.stanza) {
+      throw new CommandError(`No answer from '${remote}' within ${PING_TIMEOUT_MS / 1000} s`);
+    }
     // A server that does not implement XEP-0199 still answered over a working link: that
     // is a round trip. The same conditions from our own policy or routing are failures.
-    const condition = errorCondition(answer) ?? "undefined-condition";
-    const answeredRemotely = (condition === "service-unavailable" ||
-      condition === "feature-not-implemented") &&
+    const answeredRemotely = (error.condition === "service-unavailable" ||
+      error.condition === "feature-not-implemented") &&
       federation(server).links().some((l) =>
         l.direction === "out" && l.local === local && l.remote === remote && l.state === "ready"
       );
     if (!answeredRemotely) {
-      throw new CommandError(`Ping to '${remote}' failed: ${condition}${text ? ` (${text})` : ""}`);
+      const text = error.stanza.getChild("error")?.getChildText("text", NS_STANZAS);
+      throw new CommandError(
+        `Ping to '${remote}' failed: ${error.condition}${text ? ` (${text})` : ""}`,
+      );
     }
   }
   return performance.now() - started;
