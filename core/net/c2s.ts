@@ -27,10 +27,9 @@ import {
   NS_STREAM,
   NS_TLS,
   reply,
-  streamError,
   type StreamErrorCondition,
 } from "../xml/stanza.ts";
-import { serializeStreamLevel, streamHeader, StreamWriter } from "./stream.ts";
+import { closingTags, serializeStreamLevel, streamHeader, StreamWriter } from "./stream.ts";
 import type { TlsContexts } from "./tls.ts";
 
 const log = getLogger("c2s");
@@ -149,7 +148,6 @@ export class C2SSession implements Session {
    */
   close(condition?: StreamErrorCondition, text?: string): void {
     if (this.#closed) return;
-    let closing = "";
     if (condition) {
       if (!this.#headerSent) this.#sendHeader(undefined);
       log.info("Closing {id} ({jid}) with {condition}{text}", {
@@ -158,12 +156,10 @@ export class C2SSession implements Session {
         condition,
         text: text ? `: ${text}` : "",
       });
-      closing += serializeStreamLevel(streamError(condition, text));
     }
-    if (this.#headerSent) closing += "</stream:stream>";
     this.#closed = true;
     this.#unbindAndForget();
-    this.#out.end(closing);
+    this.#out.end(closingTags(this.#headerSent, condition, text));
   }
 
   /** Drops the connection at once (after `close`, when the server stops). */

@@ -14,11 +14,10 @@ import {
   errorReply,
   isStanza,
   NS_STREAM,
-  streamError,
   type StreamErrorCondition,
   toClientNamespace,
 } from "../xml/stanza.ts";
-import { serializeStreamLevel, streamHeader, StreamWriter } from "./stream.ts";
+import { closingTags, streamHeader, StreamWriter } from "./stream.ts";
 
 const log = getLogger("component");
 
@@ -126,7 +125,6 @@ export class ComponentSession implements Session {
    */
   close(condition?: StreamErrorCondition, text?: string): void {
     if (this.#closed) return;
-    let closing = "";
     if (condition) {
       if (!this.#headerSent) this.#sendHeader();
       log.info("Closing component stream {id} ({host}) with {condition}{text}", {
@@ -135,12 +133,10 @@ export class ComponentSession implements Session {
         condition,
         text: text ? `: ${text}` : "",
       });
-      closing += serializeStreamLevel(streamError(condition, text));
     }
-    if (this.#headerSent) closing += "</stream:stream>";
     this.#closed = true;
     this.#detachAndForget();
-    this.#out.end(closing);
+    this.#out.end(closingTags(this.#headerSent, condition, text));
   }
 
   /** Drops the connection at once (end of shutdown). */

@@ -5,7 +5,7 @@
 import type { Socket } from "node:net";
 import type { Element } from "../xml/element.ts";
 import { escapeAttr, escapeText, serialize } from "../xml/serializer.ts";
-import { NS_STREAM } from "../xml/stanza.ts";
+import { NS_STREAM, streamError, type StreamErrorCondition } from "../xml/stanza.ts";
 
 /** What goes into a stream header the server sends. */
 export interface StreamHeaderOptions {
@@ -41,6 +41,19 @@ export function serializeStreamLevel(el: Element): string {
     inner += typeof child === "string" ? escapeText(child) : serialize(child, NS_STREAM);
   }
   return `<stream:${el.name}>${inner}</stream:${el.name}>`;
+}
+
+/**
+ * What ends a stream: the stream error when a condition is given (the header must have been
+ * sent by then), then the closing tag once a header went out.
+ */
+export function closingTags(
+  headerSent: boolean,
+  condition?: StreamErrorCondition,
+  text?: string,
+): string {
+  const error = condition ? serializeStreamLevel(streamError(condition, text)) : "";
+  return headerSent ? `${error}</stream:stream>` : error;
 }
 
 /**

@@ -5,12 +5,12 @@ import type { Socket } from "node:net";
 import type { TLSSocket } from "node:tls";
 import { getLogger } from "../log.ts";
 import type { PeerCertificateVerdict } from "../net/peer_certificate.ts";
-import { serializeStreamLevel, streamHeader, StreamWriter } from "../net/stream.ts";
+import { closingTags, serializeStreamLevel, streamHeader, StreamWriter } from "../net/stream.ts";
 import type { Session } from "../sessions.ts";
 import { type Element, NS_SERVER } from "../xml/element.ts";
 import { StreamParser, type XmlStreamError } from "../xml/parser.ts";
 import { escapeAttr, escapeText, serialize } from "../xml/serializer.ts";
-import { streamError, type StreamErrorCondition } from "../xml/stanza.ts";
+import type { StreamErrorCondition } from "../xml/stanza.ts";
 import type { S2SContext } from "./context.ts";
 import { NS_DIALBACK } from "./dialback.ts";
 
@@ -162,7 +162,6 @@ export abstract class S2SStream implements Session {
    */
   close(condition?: StreamErrorCondition, text?: string): void {
     if (this.#closed) return;
-    let closing = "";
     if (condition) {
       if (!this.headerSent) this.sendHeader({ id: crypto.randomUUID() });
       log.info("Closing {id} ({remote}) with {condition}{text}", {
@@ -172,12 +171,10 @@ export abstract class S2SStream implements Session {
         text: text ? `: ${text}` : "",
       });
       this.closeReason ??= text ? `${condition}: ${text}` : condition;
-      closing += serializeStreamLevel(streamError(condition, text));
     }
-    if (this.headerSent) closing += "</stream:stream>";
     this.#closed = true;
     this.#forget();
-    this.out.end(closing);
+    this.out.end(closingTags(this.headerSent, condition, text));
   }
 
   /** Drops the connection at once. */
