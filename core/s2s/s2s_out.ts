@@ -8,7 +8,7 @@ import * as tls from "node:tls";
 import { getLogger } from "../log.ts";
 import { peerChain, verifyPeerCertificate } from "../net/peer_certificate.ts";
 import { Element, NS_SERVER } from "../xml/element.ts";
-import { NS_SASL, NS_STREAM, NS_TLS } from "../xml/stanza.ts";
+import { conditionName, NS_SASL, NS_STREAM, NS_TLS } from "../xml/stanza.ts";
 import type { S2SContext } from "./context.ts";
 import { dialbackKey, NS_DIALBACK, NS_DIALBACK_FEATURE } from "./dialback.ts";
 import { describeStreamError, type S2SAuthMethod, S2SStream } from "./s2s_stream.ts";
@@ -334,7 +334,7 @@ export class S2SOut extends S2SStream {
       return;
     }
     if (el.name === "failure") {
-      const condition = el.elements().find((child) => child.name !== "text")?.name ?? "failure";
+      const condition = conditionName(el) ?? "failure";
       const text = el.getChildText("text", NS_SASL);
       const why = `'${this.#remote}' refused our certificate (SASL EXTERNAL ${condition}${
         text ? `: ${text}` : ""
@@ -379,7 +379,7 @@ export class S2SOut extends S2SStream {
     }
     const error = el.getChild("error");
     const detail = error
-      ? `: ${error.elements().find((c) => c.name !== "text")?.name ?? "error"}${
+      ? `: ${conditionName(error) ?? "error"}${
         error.getChildText("text") ? ` (${error.getChildText("text")})` : ""
       }`
       : "";

@@ -10,7 +10,7 @@ import type { Session } from "../sessions.ts";
 import { type Element, NS_SERVER } from "../xml/element.ts";
 import { StreamParser, type XmlStreamError } from "../xml/parser.ts";
 import { escapeAttr, escapeText, serialize } from "../xml/serializer.ts";
-import type { StreamErrorCondition } from "../xml/stanza.ts";
+import { conditionName, type StreamErrorCondition } from "../xml/stanza.ts";
 import type { S2SContext } from "./context.ts";
 import { NS_DIALBACK } from "./dialback.ts";
 
@@ -210,7 +210,7 @@ export abstract class S2SStream implements Session {
 
 /** The condition and text of a received `<stream:error>`, as one sentence. */
 export function describeStreamError(el: Element): string {
-  const condition = el.elements().find((child) => child.name !== "text")?.name ?? "undefined";
+  const condition = conditionName(el) ?? "undefined";
   const text = el.getChildText("text", "urn:ietf:params:xml:ns:xmpp-streams");
   return text ? `${condition} (${text})` : condition;
 }

@@ -186,6 +186,14 @@ export function iq(
   return new Element("iq", { type, ...attrs });
 }
 
+/**
+ * The condition inside an error-like element (`<error/>`, SASL `<failure/>`, `<stream:error/>`):
+ * the name of its first child other than `<text/>`.
+ */
+export function conditionName(el: Element): string | undefined {
+  return el.elements().find((child) => child.name !== "text")?.name;
+}
+
 /** Returns the stanza error condition name of an error stanza, if any. */
 export function errorCondition(stanza: Element): string | undefined {
   const error = stanza.getChild("error");
