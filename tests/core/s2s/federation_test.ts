@@ -11,15 +11,11 @@ import {
   online,
   startFederatingServer,
 } from "../../helpers/federation.ts";
-import { RawClient } from "../../helpers/raw_client.ts";
+import { conditionOf, RawClient } from "../../helpers/raw_client.ts";
 import { createTestCa, type TestCa } from "../../helpers/test_ca.ts";
 import type { TestServer } from "../../helpers/test_server.ts";
 
 const MODULES = ["disco", "ping", "roster", "presence", "offline"];
-
-function errorOf(el: { getChild(name: string): { elements(): { name: string }[] } | undefined }) {
-  return el.getChild("error")?.elements().find((c) => c.name !== "text")?.name;
-}
 
 /** a.test with alice online and b.test with bob online, federating through one responder. */
 interface Pair {
@@ -138,7 +134,7 @@ Deno.test("a self-signed peer is accepted by dialback only where s2s_insecure_do
     alice.send("<message to='carol@c.test' type='chat' id='ac'><body>x</body></message>");
     const bounced = await alice.next((el) => el.attrs.id === "ac");
     assert.equal(bounced.attrs.type, "error");
-    assert.equal(errorOf(bounced), "remote-server-timeout");
+    assert.equal(conditionOf(bounced), "remote-server-timeout");
     assert.match(
       bounced.getChild("error")!.getChildText("text") ?? "",
       /self-signed.*s2s_secure_auth/,
@@ -180,7 +176,7 @@ Deno.test("a remote that accepts TCP and stays silent blocks nobody; its queue b
       }
       // The queue holds two: the third bounces at once.
       const overflow = await alice.next((el) => el.attrs.id === "s3");
-      assert.equal(errorOf(overflow), "remote-server-timeout");
+      assert.equal(conditionOf(overflow), "remote-server-timeout");
       assert.match(overflow.getChild("error")!.getChildText("text") ?? "", /Too many stanzas/);
       // Meanwhile b.test is reached at once.
       alice.send(
@@ -190,7 +186,7 @@ Deno.test("a remote that accepts TCP and stays silent blocks nobody; its queue b
       assert.ok(!alice.received.some((el) => el.attrs.id === "s1"), "s1 bounced too early");
       for (const id of ["s1", "s2"]) {
         const bounced = await alice.next((el) => el.attrs.id === id, 10_000);
-        assert.equal(errorOf(bounced), "remote-server-timeout");
+        assert.equal(conditionOf(bounced), "remote-server-timeout");
         assert.match(
           bounced.getChild("error")!.getChildText("text") ?? "",
           /No authenticated link to 'silent.test'/,
@@ -220,11 +216,11 @@ Deno.test("policy: a host with s2s = false, deny lists and allow lists refuse wi
     try {
       alice.send("<message to='x@c.test' type='chat' id='deny'><body>x</body></message>");
       const denied = await alice.next((el) => el.attrs.id === "deny");
-      assert.equal(errorOf(denied), "service-unavailable");
+      assert.equal(conditionOf(denied), "service-unavailable");
       assert.match(denied.getChild("error")!.getChildText("text") ?? "", /s2s_deny_domains/);
       quiet.send("<message to='bob@b.test' type='chat' id='off'><body>x</body></message>");
       const off = await quiet.next((el) => el.attrs.id === "off");
-      assert.equal(errorOf(off), "service-unavailable");
+      assert.equal(conditionOf(off), "service-unavailable");
       assert.match(off.getChild("error")!.getChildText("text") ?? "", /Federation is off for/);
       picky.send("<message to='x@c.test' type='chat' id='allow'><body>x</body></message>");
       const notAllowed = await picky.next((el) => el.attrs.id === "allow");

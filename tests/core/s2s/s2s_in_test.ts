@@ -4,6 +4,7 @@
 
 import assert from "node:assert/strict";
 import { dialbackKey } from "../../../core/s2s/dialback.ts";
+import { conditionName } from "../../../core/xml/stanza.ts";
 import { startDnsResponder } from "../../helpers/dns_responder.ts";
 import { startFederatingServer } from "../../helpers/federation.ts";
 import { RawClient } from "../../helpers/raw_client.ts";
@@ -37,7 +38,7 @@ async function withServer(run: (t: TestServer, ca: TestCa) => Promise<void>): Pr
 /** The condition of the stream error the server closed with. */
 async function streamErrorOf(client: RawClient): Promise<string | undefined> {
   const error = await client.next((el) => el.name === "error");
-  return error.elements().find((c) => c.name !== "text")?.name;
+  return conditionName(error);
 }
 
 Deno.test("inbound: TLS comes first; unknown hosts and client namespaces are refused", () =>
