@@ -3,6 +3,7 @@
 
 import { parseArgs } from "node:util";
 import { dirname, join } from "node:path";
+import { writeProsodyAccount } from "../../tests/helpers/prosody.ts";
 import { benchEjabberd } from "./ejabberd.ts";
 import {
   benchDir,
@@ -28,32 +29,22 @@ import {
 const fullSizes: Sizes = { logins: 2000, pairs: 200, idle: 5000, seconds: 8, parserMb: 10 };
 const quickSizes: Sizes = { logins: 300, pairs: 50, idle: 1000, seconds: 4, parserMb: 2 };
 
-function toHex(bytes: Uint8Array): string {
-  return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
-}
-
-/** Prosody's datamanager file-name escaping: every non-alphanumeric byte becomes %xx. */
-function prosodyEscape(name: string): string {
-  return name.replace(/[^A-Za-z0-9]/g, (c) => `%${c.charCodeAt(0).toString(16).padStart(2, "0")}`);
-}
-
 /**
- * Writes `count` accounts straight into Prosody's internal storage (prosodyctl is too slow):
- * SCRAM-SHA-1 StoredKey/ServerKey in hex, as Prosody 0.12's mod_auth_internal_hashed keeps them.
+ * Writes `count` accounts straight into Prosody's internal storage (prosodyctl is too slow), in
+ * the format of the test harness's writeProsodyAccount.
  */
 async function writeProsodyAccounts(dataDir: string, count: number): Promise<void> {
-  const dir = join(dataDir, prosodyEscape(domain), "accounts");
-  await Deno.mkdir(dir, { recursive: true });
   await inBatches(count, {
     batch: 64,
     make: async (j) => {
       const salt = crypto.randomUUID();
       const keys = await scramSha1(new TextEncoder().encode(salt));
-      const lua = `return {\n\t["iteration_count"] = ${iterations};\n\t["salt"] = "${salt}";\n` +
-        `\t["server_key"] = "${toHex(keys.server)}";\n\t["stored_key"] = "${
-          toHex(keys.stored)
-        }";\n};\n`;
-      await Deno.writeTextFile(join(dir, `${prosodyEscape(prefix + j)}.dat`), lua);
+      await writeProsodyAccount(dataDir, domain, prefix + j, {
+        salt,
+        iterations,
+        storedKey: keys.stored,
+        serverKey: keys.server,
+      });
     },
   });
 }

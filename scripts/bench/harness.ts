@@ -4,6 +4,7 @@
 import net from "node:net";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
+import { deriveCredentials } from "../../core/auth/scram.ts";
 
 /** The repository root. */
 export const root = resolve(dirname(fileURLToPath(import.meta.url)), "../..");
@@ -197,22 +198,8 @@ export async function scramSha1(salt: Uint8Array): Promise<{
   stored: Uint8Array;
   server: Uint8Array;
 }> {
-  const enc = new TextEncoder();
-  const base = await crypto.subtle.importKey("raw", enc.encode(password), "PBKDF2", false, [
-    "deriveBits",
-  ]);
-  const salted = await crypto.subtle.deriveBits(
-    { name: "PBKDF2", hash: "SHA-1", salt: salt as Uint8Array<ArrayBuffer>, iterations },
-    base,
-    160,
-  );
-  const key = await crypto.subtle.importKey("raw", salted, { name: "HMAC", hash: "SHA-1" }, false, [
-    "sign",
-  ]);
-  const clientKey = await crypto.subtle.sign("HMAC", key, enc.encode("Client Key"));
-  const serverKey = await crypto.subtle.sign("HMAC", key, enc.encode("Server Key"));
-  const stored = await crypto.subtle.digest("SHA-1", clientKey);
-  return { stored: new Uint8Array(stored), server: new Uint8Array(serverKey) };
+  const keys = await deriveCredentials(password, { hash: "SHA-1", salt, iterations });
+  return { stored: keys.storedKey, server: keys.serverKey };
 }
 
 /** Runs `make(i)` for i in 0..count-1, at most `batch` at a time. */
