@@ -2,6 +2,7 @@
 // name and cookie in the run's directory, never /etc/ejabberd or /var/lib/ejabberd (README.md).
 
 import { join } from "node:path";
+import { ejabberdLibs } from "../../tests/helpers/ejabberd.ts";
 import {
   type BenchSetup,
   domain,
@@ -30,25 +31,6 @@ function base64(bytes: Uint8Array): string {
 
 function hex(bytes: Uint8Array): string {
   return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
-}
-
-/**
- * The directory holding ejabberd's Erlang applications: the ERL_LIBS that Debian's
- * ejabberdctl sets (/usr/lib/<triplet>), or the /usr/lib subdirectory holding ejabberd-*.
- */
-async function ejabberdLibs(): Promise<string> {
-  const ctl = await Deno.readTextFile("/usr/sbin/ejabberdctl").catch(() => "");
-  const fromCtl = /^ERL_LIBS=['"]?([^'"\s]+)/m.exec(ctl);
-  if (fromCtl) return fromCtl[1];
-  for await (const entry of Deno.readDir("/usr/lib")) {
-    if (!entry.isDirectory) continue;
-    try {
-      for await (const inner of Deno.readDir(join("/usr/lib", entry.name))) {
-        if (inner.name.startsWith("ejabberd-")) return join("/usr/lib", entry.name);
-      }
-    } catch { /* unreadable: not it */ }
-  }
-  throw new Error("Cannot find ejabberd's Erlang applications (expected ERL_LIBS in ejabberdctl)");
 }
 
 /** ejabberd.yml for one host, c2s with STARTTLS required on `port`, no shaping, no s2s. */

@@ -2,7 +2,13 @@
 // HOME, node name and cookie in a temporary directory, no epmd, and our test DNS responder.
 
 import { join } from "node:path";
-import { type PeerServer, supervise, waitForLogLine } from "./supervised_process.ts";
+import {
+  freePorts,
+  type PeerServer,
+  supervise,
+  waitForListeners,
+  waitForLogLine,
+} from "./supervised_process.ts";
 
 /** Where Debian installs ejabberd's control script (its ERL_LIBS is read from it). */
 export const EJABBERDCTL = "/usr/sbin/ejabberdctl";
@@ -242,7 +248,12 @@ async function launch(
       if (Date.now() >= deadline) throw new Error("ejabberd did not start in time");
       await new Promise((resolve) => setTimeout(resolve, 50));
     }
-    await waitForListeners([c2sPort, s2sPort], deadline);
+    await waitForListeners(
+      { name: "ejabberd", process: proc },
+      "127.0.0.1",
+      [c2sPort, s2sPort],
+      deadline,
+    );
   } catch (error) {
     const tail = (await readLog()).slice(-3000);
     await stop();
@@ -398,34 +409,4 @@ function erlBinary(text: string): string {
 
 function hex(bytes: Uint8Array): string {
   return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
-}
-
-/** `count` distinct ports nothing listens on right now (bound together, then closed). */
-function freePorts(count: number): number[] {
-  const listeners = Array.from(
-    { length: count },
-    () => Deno.listen({ hostname: "127.0.0.1", port: 0 }),
-  );
-  const ports = listeners.map((l) => (l.addr as Deno.NetAddr).port);
-  for (const listener of listeners) listener.close();
-  return ports;
-}
-
-/** Polls until every port accepts a TCP connection. */
-async function waitForListeners(ports: number[], deadline: number): Promise<void> {
-  const pending = new Set(ports);
-  for (;;) {
-    for (const port of [...pending]) {
-      try {
-        const conn = await Deno.connect({ hostname: "127.0.0.1", port });
-        conn.close();
-        pending.delete(port);
-      } catch { /* not yet */ }
-    }
-    if (pending.size === 0) return;
-    if (Date.now() >= deadline) {
-      throw new Error(`ejabberd did not listen on ${[...pending].join(", ")} in time`);
-    }
-    await new Promise((resolve) => setTimeout(resolve, 50));
-  }
 }

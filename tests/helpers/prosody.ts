@@ -3,7 +3,13 @@
 
 import { join } from "node:path";
 import { deriveCredentials, type ScramCredentials, utf8 } from "../../core/auth/scram.ts";
-import { type PeerServer, supervise, waitForLogLine } from "./supervised_process.ts";
+import {
+  freePorts,
+  type PeerServer,
+  supervise,
+  waitForListeners,
+  waitForLogLine,
+} from "./supervised_process.ts";
 
 /** Where Debian installs Prosody. */
 export const PROSODY_BIN = "/usr/bin/prosody";
@@ -144,9 +150,7 @@ async function launch(dir: string, options: ProsodyOptions): Promise<ProsodyInst
   // would put a spurious error line in the log.
   await Deno.mkdir(join(dir, "certs"));
   const listen = options.interface ?? "127.0.0.1";
-  const c2sPort = freePort(listen);
-  let s2sPort = freePort(listen);
-  while (s2sPort === c2sPort) s2sPort = freePort(listen);
+  const [c2sPort, s2sPort] = freePorts(2, listen);
   for (const [user, password] of Object.entries(options.users ?? {})) {
     await writeAccount(dataDir, options.domain, user, password);
   }
@@ -172,11 +176,13 @@ async function launch(dir: string, options: ProsodyOptions): Promise<ProsodyInst
     })();
 
   try {
-    await waitForListeners(listen, [c2sPort, s2sPort], options.startTimeoutMs ?? 10_000, () => {
-      if (proc.exitStatus() !== undefined) {
-        return `Prosody exited with code ${proc.exitStatus()!.code}`;
-      }
-    });
+    const deadline = Date.now() + (options.startTimeoutMs ?? 10_000);
+    await waitForListeners(
+      { name: "Prosody", process: proc },
+      listen,
+      [c2sPort, s2sPort],
+      deadline,
+    );
   } catch (error) {
     const tail = (await readLog()).slice(-3000);
     await stop();
@@ -327,41 +333,4 @@ async function writeAccount(
     iterations: ACCOUNT_ITERATIONS,
   });
   await writeProsodyAccount(dataDir, domain, user, { ...credentials, salt });
-}
-
-/** A port nothing listens on right now (bind 0, read, close). */
-function freePort(hostname: string): number {
-  const listener = Deno.listen({ hostname, port: 0 });
-  const port = (listener.addr as Deno.NetAddr).port;
-  listener.close();
-  return port;
-}
-
-/** Polls until every port accepts a TCP connection; `failed` says why to give up early. */
-async function waitForListeners(
-  hostname: string,
-  ports: number[],
-  timeoutMs: number,
-  failed: () => string | undefined,
-): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  const pending = new Set(ports);
-  for (;;) {
-    for (const port of [...pending]) {
-      try {
-        const conn = await Deno.connect({ hostname, port });
-        conn.close();
-        pending.delete(port);
-      } catch { /* not yet */ }
-    }
-    if (pending.size === 0) return;
-    const reason = failed();
-    if (reason) throw new Error(`${reason} before listening on ${[...pending].join(", ")}`);
-    if (Date.now() >= deadline) {
-      throw new Error(
-        `Prosody did not listen on ${[...pending].join(", ")} within ${timeoutMs} ms`,
-      );
-    }
-    await new Promise((resolve) => setTimeout(resolve, 50));
-  }
 }

@@ -132,3 +132,45 @@ export interface PeerServer {
   /** Same as `stop()`, for `await using`. */
   [Symbol.asyncDispose](): Promise<void>;
 }
+
+/** `count` distinct ports nothing listens on right now (bound together, then closed). */
+export function freePorts(count: number, hostname = "127.0.0.1"): number[] {
+  const listeners = Array.from({ length: count }, () => Deno.listen({ hostname, port: 0 }));
+  const ports = listeners.map((l) => (l.addr as Deno.NetAddr).port);
+  for (const listener of listeners) listener.close();
+  return ports;
+}
+
+/**
+ * Polls until `watch.process`'s server accepts TCP connections on every port; rejects when
+ * the process exits first or at `deadline` (ms epoch).
+ */
+export async function waitForListeners(
+  watch: Pick<LogWatch, "name" | "process">,
+  hostname: string,
+  ports: number[],
+  deadline: number,
+): Promise<void> {
+  const pending = new Set(ports);
+  for (;;) {
+    for (const port of [...pending]) {
+      try {
+        const conn = await Deno.connect({ hostname, port });
+        conn.close();
+        pending.delete(port);
+      } catch { /* not yet */ }
+    }
+    if (pending.size === 0) return;
+    const exited = watch.process.exitStatus();
+    const waiting = [...pending].join(", ");
+    if (exited !== undefined) {
+      throw new Error(
+        `${watch.name} exited with code ${exited.code} before listening on ${waiting}`,
+      );
+    }
+    if (Date.now() >= deadline) {
+      throw new Error(`${watch.name} did not listen on ${waiting} in time`);
+    }
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+}
