@@ -1,9 +1,10 @@
 // Virtual hosts and internal components: each has its own event bus, disco registry and set
 // of loaded modules. The router finds a stanza's destination here by domain.
 
-import { EventBus } from "./events.ts";
+import { EventBus, type HandlerFailure } from "./events.ts";
 import type { Session } from "./sessions.ts";
 import type { Element } from "./xml/element.ts";
+import { errorReply, wasAnswered } from "./xml/stanza.ts";
 
 /** Payload of every stanza event (`message/bare`, `iq-get/host/urn:xmpp:ping:ping`, ...). */
 export interface StanzaEvent {
@@ -134,13 +135,31 @@ export class DiscoRegistry {
   }
 }
 
+/**
+ * Answers an iq get/set whose handler threw or rejected before answering it: the requester
+ * gets `internal-server-error` instead of waiting for a reply that never comes.
+ */
+function answerFailedIq(failure: HandlerFailure): void {
+  const { stanza, origin } = failure.payload as Partial<StanzaEvent>;
+  if (stanza?.name !== "iq" || origin === undefined) return;
+  const type = stanza.attrs.type;
+  if ((type !== "get" && type !== "set") || wasAnswered(stanza)) return;
+  origin.send(
+    errorReply(stanza, "internal-server-error", {
+      text: "The server failed while handling this request",
+    }),
+  );
+}
+
 /** A virtual host (`local`) or a component (internal, or external with `external` set). */
 export class Host {
   /** The host's domain (prepared). */
   readonly domain: string;
   readonly kind: "local" | "component";
   /** The host's event bus (stanza and named events). */
-  readonly events: EventBus<HostEvents> = new EventBus<HostEvents>();
+  readonly events: EventBus<HostEvents> = new EventBus<HostEvents>({
+    onHandlerFailure: answerFailedIq,
+  });
   /** What disco#info on the host reports. */
   readonly disco: DiscoRegistry = new DiscoRegistry();
 

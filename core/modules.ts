@@ -86,7 +86,7 @@ export class ModuleAPI {
     handler: EventHandler<HostEvents[K]>,
     priority = 0,
   ): void {
-    this.#cleanups.push(this.host.events.on(name, handler, priority));
+    this.#cleanups.push(this.host.events.on(name, handler, { priority, owner: this.name }));
   }
 
   /** Removes a hook added with `hook`. */

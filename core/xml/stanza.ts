@@ -108,11 +108,23 @@ export function isStanza(el: Element): boolean {
   return el.name === "message" || el.name === "presence" || el.name === "iq";
 }
 
+/** Iqs that `reply` (and so `errorReply`) built an answer for. */
+const answeredIqs = new WeakSet<Element>();
+
+/**
+ * True when `reply` or `errorReply` built an answer to this iq: the event bus then does not
+ * answer it again when its handler fails afterwards (RFC 6120 §8.2.3: exactly one reply).
+ */
+export function wasAnswered(iq: Element): boolean {
+  return answeredIqs.has(iq);
+}
+
 /**
  * Builds the reply skeleton for a stanza: same kind and id, to/from swapped.
  * An iq reply gets type "result"; other kinds keep no type.
  */
 export function reply(stanza: Element, attrs?: Record<string, string | undefined>): Element {
+  if (stanza.name === "iq") answeredIqs.add(stanza);
   const out = new Element(stanza.name, {
     to: stanza.attrs.from,
     from: stanza.attrs.to,

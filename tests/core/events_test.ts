@@ -1,8 +1,8 @@
-// The event bus: priority order, stop-on-true, async handlers counted as handled, and
-// removal leaving nothing behind.
+// The event bus: priority order, stop-on-true, async handlers counted as handled, failures
+// reported with their owner, and removal leaving nothing behind.
 
 import assert from "node:assert/strict";
-import { EventBus } from "../../core/events.ts";
+import { EventBus, type HandlerFailure } from "../../core/events.ts";
 
 type Events = { ping: { seen: string[] } };
 
@@ -29,15 +29,40 @@ Deno.test("a handler returning true stops propagation", () => {
   assert.deepEqual(seen, ["a"]);
 });
 
-Deno.test("an async handler counts as handled and its rejection does not escape", async () => {
-  const bus = new EventBus<Events>();
-  bus.on("ping", () => Promise.reject(new Error("async failure")));
-  assert.equal(bus.fire("ping", { seen: [] }), true);
+Deno.test("an async handler's rejection is reported with its owner, not swallowed", async () => {
+  const failures: HandlerFailure[] = [];
+  const bus = new EventBus<Events>({ onHandlerFailure: (f) => failures.push(f) });
+  bus.on("ping", () => Promise.reject(new Error("async failure")), { owner: "mod_x" });
+  const payload = { seen: [] };
+  assert.equal(bus.fire("ping", payload), true);
   await new Promise((r) => setTimeout(r, 0));
+  assert.equal(failures.length, 1);
+  assert.equal(failures[0].owner, "mod_x");
+  assert.equal(failures[0].event, "ping");
+  assert.equal(failures[0].async, true);
+  assert.equal(failures[0].payload, payload);
+  assert.equal((failures[0].error as Error).message, "async failure");
 });
 
-Deno.test("a throwing handler is contained", () => {
-  const bus = new EventBus<Events>();
+Deno.test("a throwing handler is contained, stops propagation and is reported", () => {
+  const failures: HandlerFailure[] = [];
+  const bus = new EventBus<Events>({ onHandlerFailure: (f) => failures.push(f) });
+  bus.on("ping", () => {
+    throw new Error("boom");
+  }, { priority: 1, owner: "mod_y" });
+  bus.on("ping", ({ seen }) => void seen.push("after"));
+  const seen: string[] = [];
+  assert.equal(bus.fire("ping", { seen }), true);
+  assert.deepEqual(seen, []);
+  assert.deepEqual(failures.map((f) => [f.owner, f.async]), [["mod_y", false]]);
+});
+
+Deno.test("a failing failure callback does not escape fire", () => {
+  const bus = new EventBus<Events>({
+    onHandlerFailure: () => {
+      throw new Error("reporter broke");
+    },
+  });
   bus.on("ping", () => {
     throw new Error("boom");
   });
