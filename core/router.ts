@@ -68,7 +68,7 @@ export class Router {
     }
     const host = this.#server.hosts.get(to ? to.domain : origin.host);
     if (!host) {
-      this.#routeRemote(stanza, origin);
+      this.#routeRemote(stanza, origin, to?.domain ?? "");
       return;
     }
     if (host.external) {
@@ -112,13 +112,29 @@ export class Router {
     return "bare";
   }
 
-  #routeRemote(stanza: Element, origin: Session): void {
+  #routeRemote(stanza: Element, origin: Session, domain: string): void {
     const remote = this.#server.remote;
     if (remote) {
       remote.send(stanza, origin);
       return;
     }
+    // A name under one of our hosts (conference.example.org while only example.org is served)
+    // is a service this server does not have, not a remote server (RFC 6120 §10.4.3).
+    const parent = this.#localParent(domain);
+    if (parent !== undefined) {
+      bounce(stanza, origin, "remote-server-not-found", `No service '${domain}' on ${parent}`);
+      return;
+    }
     bounce(stanza, origin, "service-unavailable", "Federation is off on this server");
+  }
+
+  /** The local host that `domain` is a sub-domain of, if any. */
+  #localParent(domain: string): string | undefined {
+    for (let dot = domain.indexOf("."); dot >= 0; dot = domain.indexOf(".", dot + 1)) {
+      const parent = domain.slice(dot + 1);
+      if (this.#server.hosts.has(parent)) return parent;
+    }
+    return undefined;
   }
 
   /** Hands a stanza to an external component's connection; bounces it when none is attached. */

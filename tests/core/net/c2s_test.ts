@@ -190,6 +190,19 @@ Deno.test("unhandled iq, remote and unknown destinations get the right stanza er
     assert.equal(bounced.attrs.type, "error");
     // Federation is off (no s2s_interfaces): remote domains are not served.
     assert.equal(stanzaErrorOf(bounced), "service-unavailable");
+    // A service name under a local host that is not configured is not a remote server.
+    c.send("<iq type='get' id='s1' to='conference.localhost'><query xmlns='urn:x'/></iq>");
+    const noService = await c.next((el) => el.attrs.id === "s1");
+    assert.equal(stanzaErrorOf(noService), "remote-server-not-found");
+    assert.equal(
+      noService.getChild("error")!.getChildText("text"),
+      "No service 'conference.localhost' on localhost",
+    );
+    c.send("<message to='room@upload.localhost' id='s2' type='chat'><body>x</body></message>");
+    assert.equal(
+      stanzaErrorOf(await c.next((el) => el.attrs.id === "s2")),
+      "remote-server-not-found",
+    );
     c.send("<message to='nobody@localhost' id='n1' type='chat'><body>x</body></message>");
     assert.equal(stanzaErrorOf(await c.next((el) => el.attrs.id === "n1")), "service-unavailable");
     c.send("<message to='a@@b' id='j1'><body>x</body></message>");
