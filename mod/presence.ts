@@ -310,8 +310,11 @@ export default function presence(m: ModuleAPI): void {
       sendPresenceOf(user, contact);
       return;
     }
-    if (item?.pendingIn) return; // already pending: not delivered again (A.3.1)
     if (!item && rosters.entries(user).size >= maxRosterSize) return; // no room to remember it
+    // The request is now waiting for the user: acknowledged with the contact's unavailable
+    // presence (what Prosody does), which tells the sender it arrived and reveals nothing.
+    route(new Element("presence", { type: "unavailable", from: userJid, to: contact }));
+    if (item?.pendingIn) return; // already pending: not delivered again (A.3.1)
     const changed: RosterItem = {
       ...(item ?? { subscription: "none", groups: [], hidden: true }),
       pendingIn: true,
@@ -414,6 +417,9 @@ export default function presence(m: ModuleAPI): void {
     const goodbye = stanza ? stanza.clone() : new Element("presence", { type: "unavailable" });
     delete goodbye.attrs.to;
     goodbye.attrs.from = full;
+    // The resource that said goodbye gets it back, so the client knows the server processed
+    // it before the stream ends (as Prosody does).
+    if (stanza) session.send(addressed(goodbye, full));
     const reached = new Set<string>();
     if (wasAvailable) {
       for (const other of availableOf(user)) {

@@ -191,6 +191,40 @@ Deno.test("unavailable reaches subscribers and directed-presence recipients (RFC
   }
 });
 
+Deno.test("the resource that goes unavailable gets its presence back before the stream ends", async () => {
+  const t = await start();
+  try {
+    const a = await online(t, "alice");
+    // The goodbye and the end of the stream in one packet, as clients send them at logout.
+    a.send("<presence type='unavailable'><status>bye</status></presence></stream:stream>");
+    await a.waitClosed();
+    const echo = a.received.findLast((el) => el.name === "presence");
+    assert.equal(echo?.attrs.type, "unavailable");
+    assert.equal(echo?.attrs.from, "alice@localhost/a");
+    assert.equal(echo?.attrs.to, "alice@localhost/a");
+    assert.equal(echo?.getChildText("status"), "bye");
+    a.close();
+  } finally {
+    await t.stop();
+  }
+});
+
+Deno.test("a subscription request waiting for a local contact is acknowledged with unavailable", async () => {
+  const t = await start();
+  try {
+    const e = await online(t, "eve");
+    const b = await online(t, "bob");
+    e.send("<presence to='bob@localhost' type='subscribe'/>");
+    await settle(e, b);
+    // eve learns the request arrived, without learning bob's presence.
+    assert.deepEqual(presencesOf(e, "eve"), [{ from: "bob@localhost", type: "unavailable" }]);
+    assert.deepEqual(presencesOf(b, "bob").at(-1), { from: "eve@localhost", type: "subscribe" });
+    for (const x of [b, e]) x.close();
+  } finally {
+    await t.stop();
+  }
+});
+
 Deno.test("resource-available fires once per session, after priority is known", async () => {
   const t = await start();
   try {

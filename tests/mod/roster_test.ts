@@ -138,13 +138,15 @@ Deno.test("a subscription handshake pushes every state to every resource (RFC 61
     const b2 = await login(t, "bob", "b2");
     const all = [a1, a2, b1, b2];
 
-    // 1. alice asks: her resources see "none" + ask; bob's available resources get the request.
+    // 1. alice asks: her resources see "none" + ask, and bob's unavailable presence that
+    // acknowledges the request; bob's available resources get the request.
     a1.send("<presence to='bob@localhost/b1' type='subscribe'/>"); // full JID: handled as bare
     await settle(a1, ...all);
     const aliceAsk = { jid: "bob@localhost", subscription: "none", ask: "subscribe" };
+    const bobAck = { from: "bob@localhost", type: "unavailable" };
     for (const a of [a1, a2]) {
       assert.deepEqual(pushesOf(a), [aliceAsk]);
-      assert.deepEqual(presencesOf(a, "alice"), []);
+      assert.deepEqual(presencesOf(a, "alice"), [bobAck]);
     }
     for (const b of [b1, b2]) {
       assert.deepEqual(pushesOf(b), [], "a pending request is not a roster item yet");
@@ -161,6 +163,7 @@ Deno.test("a subscription handshake pushes every state to every resource (RFC 61
     for (const a of [a1, a2]) {
       assert.deepEqual(pushesOf(a), [aliceAsk, aliceTo]);
       assert.deepEqual(presencesOf(a, "alice"), [
+        bobAck,
         { from: "bob@localhost", type: "subscribed" },
         { from: "bob@localhost/b1" },
         { from: "bob@localhost/b2" },
@@ -191,13 +194,14 @@ Deno.test("a subscription handshake pushes every state to every resource (RFC 61
       assert.deepEqual(pushesOf(b), [bobFrom, bobAsk, bobBoth]);
       assert.deepEqual(presencesOf(b, "bob"), [
         { from: "alice@localhost", type: "subscribe" },
+        { from: "alice@localhost", type: "unavailable" },
         { from: "alice@localhost", type: "subscribed" },
         { from: "alice@localhost/a1" },
         { from: "alice@localhost/a2" },
       ]);
     }
     // alice saw no second request and nothing else from bob.
-    assert.equal(presencesOf(a1, "alice").length, 4);
+    assert.equal(presencesOf(a1, "alice").length, 5);
 
     // Pushes are addressed to each resource and carry increasing, distinct versions.
     const pushes = a1.received.filter(isPush);
@@ -269,7 +273,10 @@ Deno.test("a denied request clears the pending state on both sides (RFC 6121 §3
       { jid: "bob@localhost", subscription: "none", ask: "subscribe" },
       { jid: "bob@localhost", subscription: "none" },
     ]);
-    assert.deepEqual(presencesOf(a, "alice"), [{ from: "bob@localhost", type: "unsubscribed" }]);
+    assert.deepEqual(presencesOf(a, "alice"), [
+      { from: "bob@localhost", type: "unavailable" },
+      { from: "bob@localhost", type: "unsubscribed" },
+    ]);
     assert.deepEqual(pushesOf(b), [], "the hidden request went away without a push");
     const b2 = await login(t, "bob", "b2");
     await settle(b2);
