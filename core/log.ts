@@ -181,9 +181,13 @@ function consoleSink(record: LogRecord): void {
   Deno.stderr.writeSync(encoder.encode(formatLogRecord(record)));
 }
 
+/**
+ * Appends to the log file. What Lilt creates for it is private (logs name users and their
+ * addresses): missing directories 0700 and a new file 0600; existing ones keep their modes.
+ */
 function fileSink(path: string): Sink & Disposable {
-  Deno.mkdirSync(dirname(path), { recursive: true });
-  const file = Deno.openSync(path, { append: true, create: true });
+  Deno.mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
+  const file = Deno.openSync(path, { append: true, create: true, mode: 0o600 });
   let open = true;
   const sink = (record: LogRecord) => {
     if (!open) return;

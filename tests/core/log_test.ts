@@ -2,7 +2,7 @@
 // records below the configured level, and reconfiguration.
 
 import assert from "node:assert/strict";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import type { LogConfig } from "../../core/config.ts";
 import {
   addLogWatcher,
@@ -48,6 +48,14 @@ Deno.test("the file sink appends one formatted line per record", async () => {
       /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z INFO {4}lilt\.c2s: Client 127\.0\.0\.1 connected$/,
     );
     assert.match(lines[1], / ERROR {3}lilt\.storage\.sqlite: Disk full$/);
+  });
+});
+
+Deno.test("a new log file and the folders made for it are private (0600, 0700)", async () => {
+  await withLogFile({}, async (_read, path) => {
+    getLogger("c2s").info("Login of alice@localhost from 127.0.0.1");
+    assert.equal((await Deno.stat(path)).mode! & 0o777, 0o600);
+    assert.equal((await Deno.stat(dirname(path))).mode! & 0o777, 0o700);
   });
 });
 
