@@ -310,7 +310,7 @@ async function cmdUser(args: string[]): Promise<number> {
   const database = Database.open({ path: config.storage.path });
   try {
     const accounts = new AccountStore(database, {
-      iterations: config.get<number>("scram_iterations"),
+      hostIterations: (host) => config.hostOption(host, "scram_iterations"),
     });
     const user = jid.local;
     const exists = accounts.exists(jid.domain, user);

@@ -5,8 +5,13 @@ import { parse, TomlDate, TomlError } from "smol-toml";
 import { dirname, resolve } from "node:path";
 import {
   COMPONENT_OPTIONS,
-  GLOBAL_OPTIONS,
-  HOST_OPTIONS,
+  type CoreOptionSpec,
+  GLOBAL_OPTIONS as GLOBAL_OPTION_SPECS,
+  type GlobalOptionName,
+  type GlobalOptionValues,
+  HOST_OPTIONS as HOST_OPTION_SPECS,
+  type HostOptionName,
+  type HostOptionValues,
   LOG_LEVELS,
   LOG_OPTIONS,
   type OptionSpec,
@@ -84,6 +89,26 @@ export interface LoadConfigResult {
   problems: ConfigProblem[];
 }
 
+// Indexed by names read from the file, so looked up as plain records.
+const GLOBAL_OPTIONS: Record<string, CoreOptionSpec> = GLOBAL_OPTION_SPECS;
+const HOST_OPTIONS: Record<string, CoreOptionSpec> = HOST_OPTION_SPECS;
+
+/** True when `name` is a global core option (read with `Config.get`). */
+export function isGlobalOption(name: string): name is GlobalOptionName {
+  return Object.hasOwn(GLOBAL_OPTIONS, name);
+}
+
+/** True when `name` is a host core option (read with `Config.hostOption`). */
+export function isHostOption(name: string): name is HostOptionName {
+  return Object.hasOwn(HOST_OPTIONS, name);
+}
+
+/**
+ * The type an option getter returns: the schema's type of the option, or the type given
+ * explicitly (`get<number>("s2s_queue_limit")`, the older spelling, still scope-checked).
+ */
+export type Declared<T, FromSchema> = [T] extends [never] ? FromSchema : T;
+
 type Path = readonly (string | number)[];
 type Table = Record<string, unknown>;
 
@@ -95,8 +120,10 @@ interface SectionState {
 }
 
 /**
- * A validated configuration. Option values are read through `get` (global) and `hostOption`
- * (host, then global, then the schema default).
+ * A validated configuration. Option values are read through `get` (global options only) and
+ * `hostOption` (host options only: the host's value, then the top-level one, then the schema
+ * default). Both accept only the names of their scope, in the types and at run time, so a
+ * host option cannot be read as if it were global.
  */
 export class Config {
   /** Absolute path of the file (or of the name given to {@link parseConfigText}). */
@@ -130,26 +157,86 @@ export class Config {
     this.#index = init.index;
   }
 
-  /** A global option's validated value, or its default; undefined for unknown keys. */
-  get<T = unknown>(key: string): T {
-    if (this.#globals.has(key)) return this.#globals.get(key) as T;
-    return this.#raw[key] as T;
+  /**
+   * A global option's validated value, or its default. Throws a TypeError for a host option
+   * (read it with `hostOption`) or an unknown name.
+   */
+  get<T = never, K extends GlobalOptionName = GlobalOptionName>(
+    key: K,
+  ): Declared<T, GlobalOptionValues[K]> {
+    if (!isGlobalOption(key)) throw scopeError(key, "global");
+    const value = this.#globals.has(key) ? this.#globals.get(key) : this.#raw[key];
+    return value as Declared<T, GlobalOptionValues[K]>;
   }
 
   /**
-   * A host's (or component's) option: the host's value, else the global value, else the schema
-   * default; undefined for unknown keys with no value. `admins` joins the global and host lists.
+   * A host's (or component's) option: the host's value, else the top-level value, else the
+   * schema default. `admins` joins the top-level and host lists. Throws a TypeError for a
+   * global option or an unknown name.
    */
-  hostOption<T = unknown>(host: string, key: string): T | undefined {
+  hostOption<T = never, K extends HostOptionName = HostOptionName>(
+    host: string,
+    key: K,
+  ): Declared<T, HostOptionValues[K]> {
+    if (!isHostOption(key)) throw scopeError(key, "host");
     const section = this.#section(host);
+    let value: unknown;
     if (key === "admins") {
       const global = (this.#globals.get("admins") ?? []) as string[];
       const own = (section?.options.get("admins") ?? []) as string[];
-      return [...new Set([...global, ...own])] as T;
+      value = [...new Set([...global, ...own])];
+    } else if (section?.options.has(key)) value = section.options.get(key);
+    else value = this.#globals.get(key);
+    return value as Declared<T, HostOptionValues[K]>;
+  }
+
+  /** A host option's top-level value (what hosts without their own value use), or its default. */
+  hostDefault<T = never, K extends HostOptionName = HostOptionName>(
+    key: K,
+  ): Declared<T, HostOptionValues[K]> {
+    if (!isHostOption(key)) throw scopeError(key, "host");
+    return this.#globals.get(key) as Declared<T, HostOptionValues[K]>;
+  }
+
+  /**
+   * An option's value by a name known only at run time (the admin shell's `config get`, module
+   * options): a global option; a host option for `host` (its top-level value without a host);
+   * a module option's validated value; else the raw TOML value, or undefined.
+   */
+  valueOf(name: string, host?: string): unknown {
+    if (isGlobalOption(name)) return this.get(name);
+    if (isHostOption(name)) {
+      return host === undefined ? this.hostDefault(name) : this.hostOption(host, name);
     }
-    if (section?.options.has(key)) return section.options.get(key) as T;
-    if (section && key in section.raw) return section.raw[key] as T;
-    return this.get<T>(key);
+    const section = host === undefined ? undefined : this.#section(host);
+    if (section?.options.has(name)) return section.options.get(name);
+    if (section && name in section.raw) return section.raw[name];
+    if (this.#globals.has(name)) return this.#globals.get(name);
+    return this.#raw[name];
+  }
+
+  /**
+   * This configuration with the given global options (and `storage.path`/`storage.key`) held
+   * at their values in `running`: what a reload applies when those need a restart.
+   */
+  keeping(running: Config, names: readonly string[]): Config {
+    const globals = new Map(this.#globals);
+    for (const name of names) {
+      if (running.#globals.has(name)) globals.set(name, running.#globals.get(name));
+    }
+    const keepsStorage = names.includes("storage.path") || names.includes("storage.key");
+    return new Config({
+      file: this.file,
+      dataDir: names.includes("data_dir") ? running.dataDir : this.dataDir,
+      hosts: this.hosts,
+      components: this.components,
+      log: this.log,
+      storage: keepsStorage ? running.storage : this.storage,
+      globals,
+      raw: this.#raw,
+      sections: this.#sections,
+      index: this.#index,
+    });
   }
 
   /** The raw TOML value of an option for a host (host section first, then top level). */
@@ -177,6 +264,16 @@ export class Config {
       return undefined;
     }
   }
+}
+
+function scopeError(key: string, wanted: "global" | "host"): TypeError {
+  if (wanted === "global" && isHostOption(key)) {
+    return new TypeError(`Option '${key}' is set per host: read it with hostOption(host, '${key}')`);
+  }
+  if (wanted === "host" && isGlobalOption(key)) {
+    return new TypeError(`Option '${key}' is global: read it with get('${key}')`);
+  }
+  return new TypeError(`Unknown ${wanted} option '${key}'`);
 }
 
 interface ConfigInit {
@@ -419,7 +516,16 @@ class Validator {
       if (key === "path") {
         if (checked === "") this.#problem(path, "error", "option 'storage.path' must not be empty");
         else storage.path = resolve(dataDir, checked as string);
-      } else storage.key = checked as string;
+      } else if (checked !== "") {
+        // A security option that silently does nothing is worse than none: refuse it.
+        this.#problem(
+          path,
+          "error",
+          "option 'storage.key' is not supported yet: this version cannot encrypt the " +
+            "database and would store it as plain SQLite; remove the option (protect the " +
+            "data directory with file permissions or disk encryption)",
+        );
+      } else storage.key = "";
     }
     return storage;
   }

@@ -15,6 +15,9 @@ export type OptionType =
   | "table"
   | "table[]";
 
+/** Whether a changed value is applied by a reload ("live") or only by a restart. */
+export type OptionReload = "live" | "restart";
+
 /** Describes one option: its type, default, bounds and where it may be set. */
 export interface OptionSpec {
   /** The TOML value type expected. */
@@ -29,6 +32,13 @@ export interface OptionSpec {
   values?: readonly string[];
   /** "global": top level only; "host": top level (as a default) and in [[host]]/[[component]]. */
   scope: "global" | "host";
+  /**
+   * What `config reload` (and SIGHUP) does with a changed value: "live" applies it from the
+   * reload on; "restart" keeps the running value and reports that a restart is needed. Module
+   * options are live when not said otherwise: a module that read one while loading is told
+   * (`config-reloaded`) or reloaded.
+   */
+  reload?: OptionReload;
   /** One line for documentation and error messages. */
   description: string;
   /**
@@ -41,6 +51,27 @@ export interface OptionSpec {
   /** Rewrites a checked string (or each string of a string[]) to its canonical form. */
   normalize?: (item: string) => string;
 }
+
+/** A core option's spec: core options must say how a reload treats them. */
+export interface CoreOptionSpec extends OptionSpec {
+  /** Required for core options (see {@link OptionSpec.reload}). */
+  reload: OptionReload;
+}
+
+/** The TypeScript type of a value of an option type. */
+export interface OptionValueTypes {
+  string: string;
+  integer: number;
+  number: number;
+  boolean: boolean;
+  "string[]": string[];
+  enum: string;
+  table: Record<string, unknown>;
+  "table[]": unknown;
+}
+
+/** The value type of an option spec (from its `type`). */
+export type ValueOf<S extends { type: OptionType }> = OptionValueTypes[S["type"]];
 
 /** Log levels accepted in the configuration, lowest first. */
 export const LOG_LEVELS = ["trace", "debug", "info", "warning", "error", "fatal"] as const;
@@ -122,11 +153,12 @@ function checkModuleName(item: string, name: string): string | undefined {
 }
 
 /** Top-level options that apply to the whole server (the log/storage/host/component tables too). */
-export const GLOBAL_OPTIONS: Record<string, OptionSpec> = {
+export const GLOBAL_OPTIONS = {
   data_dir: {
     type: "string",
     default: "./data",
     scope: "global",
+    reload: "restart",
     path: true,
     description: "Folder for the database, admin socket and generated certificates",
   },
@@ -134,12 +166,14 @@ export const GLOBAL_OPTIONS: Record<string, OptionSpec> = {
     type: "string",
     default: "lilt.sock",
     scope: "global",
+    reload: "restart",
     description: "Path of the admin shell's Unix socket (mode 0600), relative to data_dir",
   },
   c2s_interfaces: {
     type: "string[]",
     default: ["127.0.0.1:5222"],
     scope: "global",
+    reload: "restart",
     check: checkListenAddress,
     description: "Addresses for client connections (STARTTLS), as host:port or [ipv6]:port",
   },
@@ -147,6 +181,7 @@ export const GLOBAL_OPTIONS: Record<string, OptionSpec> = {
     type: "string[]",
     default: ["127.0.0.1:5223"],
     scope: "global",
+    reload: "restart",
     check: checkListenAddress,
     description: "Addresses for client connections with direct TLS (XEP-0368)",
   },
@@ -154,6 +189,7 @@ export const GLOBAL_OPTIONS: Record<string, OptionSpec> = {
     type: "string[]",
     default: [],
     scope: "global",
+    reload: "restart",
     check: checkListenAddress,
     description: "Addresses for external component connections (XEP-0114), e.g. 127.0.0.1:5347",
   },
@@ -161,6 +197,7 @@ export const GLOBAL_OPTIONS: Record<string, OptionSpec> = {
     type: "string[]",
     default: [],
     scope: "global",
+    reload: "restart",
     check: checkListenAddress,
     description: 'Addresses for server-to-server connections (STARTTLS), e.g. "*:5269"; ' +
       "empty = no federation",
@@ -169,6 +206,7 @@ export const GLOBAL_OPTIONS: Record<string, OptionSpec> = {
     type: "string[]",
     default: [],
     scope: "global",
+    reload: "restart",
     check: checkListenAddress,
     description: "Addresses for server-to-server connections with direct TLS (XEP-0368)",
   },
@@ -176,6 +214,7 @@ export const GLOBAL_OPTIONS: Record<string, OptionSpec> = {
     type: "string[]",
     default: [],
     scope: "global",
+    reload: "live",
     path: true,
     description: "PEM files of extra authorities (or pinned certificates) trusted for remote " +
       "servers, on top of the system store",
@@ -184,6 +223,7 @@ export const GLOBAL_OPTIONS: Record<string, OptionSpec> = {
     type: "string",
     default: "",
     scope: "global",
+    reload: "restart",
     description: "Secret for dialback keys (XEP-0185); empty = a random one at each start",
   },
   s2s_connect_timeout: {
@@ -192,6 +232,7 @@ export const GLOBAL_OPTIONS: Record<string, OptionSpec> = {
     min: 1,
     max: 600,
     scope: "global",
+    reload: "live",
     description: "Seconds to resolve and connect to a remote server (all addresses together)",
   },
   s2s_auth_timeout: {
@@ -200,6 +241,7 @@ export const GLOBAL_OPTIONS: Record<string, OptionSpec> = {
     min: 1,
     max: 600,
     scope: "global",
+    reload: "live",
     description: "Seconds a server-to-server stream has to finish TLS and authentication",
   },
   s2s_idle_timeout: {
@@ -208,6 +250,7 @@ export const GLOBAL_OPTIONS: Record<string, OptionSpec> = {
     min: 1,
     max: 86400,
     scope: "global",
+    reload: "live",
     description: "Seconds without traffic before a server-to-server link is closed",
   },
   s2s_queue_limit: {
@@ -216,6 +259,7 @@ export const GLOBAL_OPTIONS: Record<string, OptionSpec> = {
     min: 1,
     max: 100000,
     scope: "global",
+    reload: "live",
     description: "Stanzas held per remote domain while its link is being set up; more bounce",
   },
   s2s_stanza_size_limit: {
@@ -224,6 +268,7 @@ export const GLOBAL_OPTIONS: Record<string, OptionSpec> = {
     min: 10000,
     max: 16777216,
     scope: "global",
+    reload: "live",
     description: "Largest stanza in bytes a remote server may send",
   },
   c2s_auth_timeout: {
@@ -232,6 +277,7 @@ export const GLOBAL_OPTIONS: Record<string, OptionSpec> = {
     min: 1,
     max: 3600,
     scope: "global",
+    reload: "live",
     description: "Seconds a client has to finish authentication",
   },
   auth_throttle_max_failures: {
@@ -240,6 +286,7 @@ export const GLOBAL_OPTIONS: Record<string, OptionSpec> = {
     min: 1,
     max: 1000000,
     scope: "global",
+    reload: "live",
     description: "Failed authentications per IP address per window before the address is refused",
   },
   auth_throttle_window: {
@@ -248,12 +295,14 @@ export const GLOBAL_OPTIONS: Record<string, OptionSpec> = {
     min: 1,
     max: 86400,
     scope: "global",
+    reload: "live",
     description: "Seconds of the authentication throttling window",
   },
   dns_nameservers: {
     type: "string[]",
     default: [],
     scope: "global",
+    reload: "live",
     check: checkNameserver,
     description:
       'DNS servers for federation lookups, as "ip:port" or "[ipv6]:port"; empty = the system\'s',
@@ -262,40 +311,46 @@ export const GLOBAL_OPTIONS: Record<string, OptionSpec> = {
     type: "table",
     default: {},
     scope: "global",
+    reload: "live",
     description: "DNS for federation: nameservers (same as dns_nameservers)",
   },
   log: {
     type: "table",
     default: {},
     scope: "global",
+    reload: "live",
     description: "Logging: level, console, file, categories",
   },
   storage: {
     type: "table",
     default: {},
     scope: "global",
-    description: "Storage: path (relative to data_dir) and key (SQLCipher)",
+    reload: "restart",
+    description: "Storage: path (relative to data_dir); key is refused until encryption exists",
   },
   host: {
     type: "table",
     default: [],
     scope: "global",
+    reload: "live",
     description: "Virtual hosts, one [[host]] section each",
   },
   component: {
     type: "table",
     default: [],
     scope: "global",
+    reload: "live",
     description: "Components, one [[component]] section each",
   },
-};
+} satisfies Record<string, CoreOptionSpec>;
 
 /** Options allowed in [[host]] and [[component]] sections, and at the top level as defaults. */
-export const HOST_OPTIONS: Record<string, OptionSpec> = {
+export const HOST_OPTIONS = {
   admins: {
     type: "string[]",
     default: [],
     scope: "host",
+    reload: "live",
     check: checkAdminJid,
     normalize: (item) => parseJid(item).toString(),
     description: "Bare JIDs of administrators; a host's list adds to the global one",
@@ -320,6 +375,7 @@ export const HOST_OPTIONS: Record<string, OptionSpec> = {
       "announce",
     ],
     scope: "host",
+    reload: "live",
     check: checkModuleName,
     description: "Modules loaded on each host; a host's list replaces the global one",
   },
@@ -327,6 +383,7 @@ export const HOST_OPTIONS: Record<string, OptionSpec> = {
     type: "string[]",
     default: [],
     scope: "host",
+    reload: "live",
     check: checkModuleName,
     description: "Modules not loaded; the global and host lists both apply",
   },
@@ -334,24 +391,28 @@ export const HOST_OPTIONS: Record<string, OptionSpec> = {
     type: "boolean",
     default: true,
     scope: "host",
+    reload: "live",
     description: "Federate this host with remote servers (needs s2s_interfaces)",
   },
   s2s_require_encryption: {
     type: "boolean",
     default: true,
     scope: "host",
+    reload: "live",
     description: "Refuse server-to-server streams without TLS",
   },
   s2s_secure_auth: {
     type: "boolean",
     default: true,
     scope: "host",
+    reload: "live",
     description: "Require a valid certificate from remote servers (no dialback-only peers)",
   },
   s2s_insecure_domains: {
     type: "string[]",
     default: [],
     scope: "host",
+    reload: "live",
     check: checkDomain,
     normalize: (item) => parseJid(item).toString(),
     description: "Remote domains allowed to authenticate with dialback when s2s_secure_auth is on",
@@ -360,6 +421,7 @@ export const HOST_OPTIONS: Record<string, OptionSpec> = {
     type: "string[]",
     default: [],
     scope: "host",
+    reload: "live",
     check: checkDomain,
     normalize: (item) => parseJid(item).toString(),
     description: "Remote domains that must present a valid certificate even when " +
@@ -369,6 +431,7 @@ export const HOST_OPTIONS: Record<string, OptionSpec> = {
     type: "string[]",
     default: [],
     scope: "host",
+    reload: "live",
     check: checkDomain,
     normalize: (item) => parseJid(item).toString(),
     description: "When not empty, the only remote domains this host federates with",
@@ -377,6 +440,7 @@ export const HOST_OPTIONS: Record<string, OptionSpec> = {
     type: "string[]",
     default: [],
     scope: "host",
+    reload: "live",
     check: checkDomain,
     normalize: (item) => parseJid(item).toString(),
     description: "Remote domains this host never federates with",
@@ -385,6 +449,7 @@ export const HOST_OPTIONS: Record<string, OptionSpec> = {
     type: "boolean",
     default: true,
     scope: "host",
+    reload: "live",
     description: "Refuse to authenticate clients before TLS",
   },
   c2s_stanza_size_limit: {
@@ -393,6 +458,7 @@ export const HOST_OPTIONS: Record<string, OptionSpec> = {
     min: 10000,
     max: 16777216,
     scope: "host",
+    reload: "live",
     description: "Largest stanza in bytes a client may send",
   },
   c2s_idle_timeout: {
@@ -401,18 +467,21 @@ export const HOST_OPTIONS: Record<string, OptionSpec> = {
     min: 0,
     max: 604800,
     scope: "host",
+    reload: "live",
     description: "Seconds an authenticated session may be silent before it is closed; 0 = never",
   },
   allow_unencrypted_plain_auth: {
     type: "boolean",
     default: false,
     scope: "host",
+    reload: "live",
     description: "Allow SASL PLAIN without TLS (never do this outside tests)",
   },
   sasl_reject_channel_binding_downgrade: {
     type: "boolean",
     default: false,
     scope: "host",
+    reload: "live",
     description:
       "Fail SCRAM logins whose client says it supports channel binding but saw none (RFC 5802 'y' flag) while -PLUS is offered",
   },
@@ -422,6 +491,7 @@ export const HOST_OPTIONS: Record<string, OptionSpec> = {
     min: 4096,
     max: 1000000,
     scope: "host",
+    reload: "live",
     description: "PBKDF2 iterations for new SCRAM credentials",
   },
   deletion_grace_period: {
@@ -430,6 +500,7 @@ export const HOST_OPTIONS: Record<string, OptionSpec> = {
     min: 0,
     max: 31536000,
     scope: "host",
+    reload: "live",
     description:
       "Seconds a deleted account stays restorable (disabled, data kept) before it is purged; 0 = at once",
   },
@@ -439,6 +510,7 @@ export const HOST_OPTIONS: Record<string, OptionSpec> = {
     min: 0,
     max: 315360000,
     scope: "host",
+    reload: "live",
     description: "Seconds a purged account's name cannot be registered or created again",
   },
   auth_failure_delay: {
@@ -447,12 +519,14 @@ export const HOST_OPTIONS: Record<string, OptionSpec> = {
     min: 0,
     max: 10,
     scope: "host",
+    reload: "live",
     description: "Seconds to wait before answering a failed authentication",
   },
   default_user_role: {
     type: "string",
     default: "registered",
     scope: "host",
+    reload: "live",
     description:
       "Role of accounts with no role of their own (guest, registered, member, admin, operator or a custom role)",
   },
@@ -460,6 +534,7 @@ export const HOST_OPTIONS: Record<string, OptionSpec> = {
     type: "table[]",
     default: [],
     scope: "host",
+    reload: "live",
     description:
       "Extra roles: a list of { name, inherits, permissions = [...] } tables; a host's list replaces the global one",
   },
@@ -467,6 +542,7 @@ export const HOST_OPTIONS: Record<string, OptionSpec> = {
     type: "table",
     default: {},
     scope: "host",
+    reload: "live",
     description:
       'Actions granted to roles on top of their defaults, e.g. { member = ["lilt:announce"] }',
   },
@@ -474,6 +550,7 @@ export const HOST_OPTIONS: Record<string, OptionSpec> = {
     type: "table",
     default: {},
     scope: "host",
+    reload: "live",
     description:
       'Actions taken away from roles (and the roles inheriting them), e.g. { member = ["lilt:upload-file"] }',
   },
@@ -481,6 +558,7 @@ export const HOST_OPTIONS: Record<string, OptionSpec> = {
     type: "string",
     default: "",
     scope: "host",
+    reload: "live",
     path: true,
     description: "PEM certificate (chain) file; empty = a self-signed one made on first start",
   },
@@ -488,30 +566,34 @@ export const HOST_OPTIONS: Record<string, OptionSpec> = {
     type: "string",
     default: "",
     scope: "host",
+    reload: "live",
     path: true,
     description: "PEM private key file for the certificate",
   },
-};
+} satisfies Record<string, CoreOptionSpec>;
 
 /** Keys of the [log] table. */
-export const LOG_OPTIONS: Record<string, OptionSpec> = {
+export const LOG_OPTIONS: Record<string, CoreOptionSpec> = {
   level: {
     type: "enum",
     default: "info",
     values: LOG_LEVELS,
     scope: "global",
+    reload: "live",
     description: "Lowest level logged",
   },
   console: {
     type: "boolean",
     default: true,
     scope: "global",
+    reload: "live",
     description: "Log to standard error",
   },
   file: {
     type: "string",
     default: "",
     scope: "global",
+    reload: "live",
     path: true,
     description: "File to append log lines to; empty = none",
   },
@@ -519,44 +601,67 @@ export const LOG_OPTIONS: Record<string, OptionSpec> = {
     type: "table",
     default: {},
     scope: "global",
+    reload: "live",
     description: 'Per-category levels, e.g. { "lilt.c2s" = "debug" }',
   },
 };
 
 /** Keys of the [storage] table. */
-export const STORAGE_OPTIONS: Record<string, OptionSpec> = {
+export const STORAGE_OPTIONS: Record<string, CoreOptionSpec> = {
   path: {
     type: "string",
     default: "lilt.sqlite",
     scope: "global",
+    reload: "restart",
     description: "Database file, relative to data_dir",
   },
   key: {
     type: "string",
     default: "",
     scope: "global",
-    description: "SQLCipher key; empty = plain SQLite",
+    reload: "restart",
+    description: "Database encryption key: not supported yet, so a non-empty value is refused",
   },
 };
 
 /** Keys specific to [[component]] sections (host options and module options are allowed too). */
-export const COMPONENT_OPTIONS: Record<string, OptionSpec> = {
+export const COMPONENT_OPTIONS: Record<string, CoreOptionSpec> = {
   domain: {
     type: "string",
     default: "",
     scope: "host",
+    reload: "live",
     description: "The component's domain",
   },
   module: {
     type: "string",
     default: "",
     scope: "host",
+    reload: "live",
     description: "Internal component module, e.g. muc",
   },
   secret: {
     type: "string",
     default: "",
     scope: "host",
+    reload: "live",
     description: "Shared secret of an external component (XEP-0114)",
   },
+};
+
+
+/** Names of the options read for the whole server (`Config.get`). */
+export type GlobalOptionName = keyof typeof GLOBAL_OPTIONS;
+
+/** Names of the options read per host (`Config.hostOption`); set globally they are defaults. */
+export type HostOptionName = keyof typeof HOST_OPTIONS;
+
+/** The value type of each global option. */
+export type GlobalOptionValues = {
+  [K in GlobalOptionName]: ValueOf<typeof GLOBAL_OPTIONS[K]>;
+};
+
+/** The value type of each host option. */
+export type HostOptionValues = {
+  [K in HostOptionName]: ValueOf<typeof HOST_OPTIONS[K]>;
 };

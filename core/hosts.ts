@@ -52,6 +52,16 @@ export interface UnauthenticatedStanzaEvent {
   host: Host;
 }
 
+/** Payload of `config-reloaded`: a new configuration is in force. */
+export interface ConfigReloadedEvent {
+  host: Host;
+  /**
+   * Options whose value for this host changed (global ones included), as written in the file
+   * (`offline_max_messages`, `log.level`); options that need a restart are not listed.
+   */
+  changed: string[];
+}
+
 /**
  * Named host events; stanza events are every name with a `/` in it.
  * - `resource-bind` / `resource-unbind`: a full JID was bound / went away.
@@ -61,6 +71,9 @@ export interface UnauthenticatedStanzaEvent {
  * - `unauthenticated-stanza`: a stanza before authentication (e.g. in-band registration);
  *   unhandled ones close the stream with `not-authorized`.
  * - `message-delivered`: after the router delivered a message to local sessions (carbons).
+ * - `config-reloaded`: after `config reload` or SIGHUP applied a new configuration; a module
+ *   that keeps values derived from options re-reads them here (return nothing: every module
+ *   must see it).
  */
 export interface NamedHostEvents {
   "resource-bind": SessionEvent;
@@ -70,6 +83,7 @@ export interface NamedHostEvents {
   "stream-element": StreamElementEvent;
   "unauthenticated-stanza": UnauthenticatedStanzaEvent;
   "message-delivered": MessageDeliveredEvent;
+  "config-reloaded": ConfigReloadedEvent;
 }
 
 /** The full event map of a host bus: named events plus `kind/to-type[...]` stanza events. */

@@ -3,7 +3,8 @@
 
 import type { CommandSpec } from "./admin_commands.ts";
 import { roleModelFor } from "./auth/roles.ts";
-import type { OptionSpec } from "./config_schema.ts";
+import { isHostOption } from "./config.ts";
+import type { HostOptionName, HostOptionValues, OptionSpec } from "./config_schema.ts";
 import type { ServerContext } from "./context.ts";
 import type { EventHandler } from "./events.ts";
 import type { DiscoIdentity, Host, HostEvents } from "./hosts.ts";
@@ -67,6 +68,10 @@ export class ModuleAPI {
   #cleanups: (() => void)[] = [];
   #unloadCallbacks: (() => void)[] = [];
   #iqCounter = 0;
+  /** Options read while loading: name -> fingerprint of the value then (see `staleOptions`). */
+  #readWhileLoading = new Map<string, string>();
+  #loading = true;
+  #followsReloads = false;
 
   constructor(name: string, host: Host, server: ServerContext) {
     this.name = name;
@@ -87,6 +92,7 @@ export class ModuleAPI {
     priority = 0,
   ): void {
     this.#cleanups.push(this.host.events.on(name, handler, { priority, owner: this.name }));
+    if (name === "config-reloaded") this.#followsReloads = true;
   }
 
   /** Removes a hook added with `hook`. */
@@ -111,7 +117,44 @@ export class ModuleAPI {
   }
 
   #raw(name: string): unknown {
+    this.#noteRead(name);
     return this.server.config.hostRaw(this.domain, name);
+  }
+
+  /** Remembers what an option was when the module read it while loading. */
+  #noteRead(name: string): void {
+    if (this.#loading && !this.#readWhileLoading.has(name)) {
+      this.#readWhileLoading.set(name, this.#fingerprint(name));
+    }
+  }
+
+  /** The value as the module reads it: a core option's, or the raw one (getters add defaults). */
+  #fingerprint(name: string): string {
+    const config = this.server.config;
+    const value = isHostOption(name)
+      ? config.hostOption(this.domain, name)
+      : config.hostRaw(this.domain, name);
+    return JSON.stringify(value) ?? "";
+  }
+
+  /**
+   * Options the module read while loading whose value has changed since (after a reload).
+   * The module manager reloads such a module unless it hooks `config-reloaded`.
+   */
+  staleOptions(): string[] {
+    return [...this.#readWhileLoading]
+      .filter(([name, then]) => this.#fingerprint(name) !== then)
+      .map(([name]) => name);
+  }
+
+  /** True when the module hooks `config-reloaded`, so it re-reads its options itself. */
+  get followsReloads(): boolean {
+    return this.#followsReloads;
+  }
+
+  /** Marks the end of loading; options read later are read live. Called by the module manager. */
+  settle(): void {
+    this.#loading = false;
   }
 
   #fail(name: string, expected: string, value: unknown): never {
@@ -165,6 +208,17 @@ export class ModuleAPI {
       this.#fail(name, `one of ${values.join(", ")}`, value);
     }
     return value as T;
+  }
+
+  /** An option's raw TOML value (host, then global), for modules that parse tables themselves. */
+  optionRaw(name: string): unknown {
+    return this.#raw(name);
+  }
+
+  /** A core host option for this host (e.g. `admins`), with its schema type. */
+  hostOption<K extends HostOptionName>(name: K): HostOptionValues[K] {
+    this.#noteRead(name);
+    return this.server.config.hostOption(this.domain, name);
   }
 
   /** A list of strings. */
@@ -277,6 +331,16 @@ export class ModuleAPI {
   }
 }
 
+/** A module that a reload restarted because options it read while loading changed. */
+export interface ModuleReloadOutcome {
+  module: string;
+  host: string;
+  /** The changed options it had read. */
+  options: string[];
+  /** Why loading it again failed (it is then unloaded). */
+  error?: string;
+}
+
 /** Loads and unloads modules per host, from a table of available module files. */
 export class ModuleManager {
   #server: ServerContext;
@@ -327,6 +391,7 @@ export class ModuleManager {
       api.dispose();
       throw error;
     }
+    api.settle();
     modules.set(name, api);
     this.#log.debug("Loaded module {module} on {host}", { module: name, host: host.domain });
   }
@@ -345,6 +410,47 @@ export class ModuleManager {
   unloadAll(host: Host): void {
     const names = [...(this.#loaded.get(host.domain)?.keys() ?? [])].reverse();
     for (const name of names) this.unload(host, name);
+  }
+
+  /** The options every loadable module declares (so the configuration checker knows them). */
+  declaredOptions(): Record<string, OptionSpec> {
+    const all: Record<string, OptionSpec> = {};
+    for (const file of Object.values(this.#available)) Object.assign(all, file.options ?? {});
+    return all;
+  }
+
+  /**
+   * After a reload: a module that read options while loading and finds one changed starts over
+   * (unloaded and loaded again) so it works with the new value, unless it hooks
+   * `config-reloaded` and re-reads them itself. A module that fails to load again stays
+   * unloaded, and the failure is returned.
+   */
+  async applyConfig(host: Host): Promise<ModuleReloadOutcome[]> {
+    const outcomes: ModuleReloadOutcome[] = [];
+    for (const [name, api] of [...(this.#loaded.get(host.domain) ?? [])]) {
+      if (api.followsReloads) continue;
+      const options = api.staleOptions();
+      if (options.length === 0) continue;
+      this.unload(host, name);
+      try {
+        await this.load(host, name);
+        this.#log.info("Reloaded module {module} on {host} for changed options {options}", {
+          module: name,
+          host: host.domain,
+          options: options.join(", "),
+        });
+        outcomes.push({ module: name, host: host.domain, options });
+      } catch (error) {
+        const message = (error as Error).message;
+        this.#log.error("Module {module} on {host} failed to load with the new options: {error}", {
+          module: name,
+          host: host.domain,
+          error: message,
+        });
+        outcomes.push({ module: name, host: host.domain, options, error: message });
+      }
+    }
+    return outcomes;
   }
 
   /** Names of the modules loaded on a host, in load order. */

@@ -7,12 +7,13 @@ import { startAccountMaintenance } from "./auth/account_lifecycle.ts";
 import { AccountStore } from "./auth/accounts.ts";
 import { AuthThrottle } from "./auth/throttle.ts";
 import type { Config } from "./config.ts";
+import { configChanges, describeChange, type OptionChange } from "./config_changes.ts";
 import type { ServerContext } from "./context.ts";
 import { Host } from "./hosts.ts";
 import { configureLogging, getLogger } from "./log.ts";
 import { MemoryTrimmer } from "./memory.ts";
 import { Metrics } from "./metrics.ts";
-import { ModuleManager, type ModuleTable } from "./modules.ts";
+import { ModuleManager, type ModuleReloadOutcome, type ModuleTable } from "./modules.ts";
 import { C2SSession } from "./net/c2s.ts";
 import { ComponentSession } from "./net/component.ts";
 import { loadOrCreateCertificate } from "./net/certificates.ts";
@@ -31,9 +32,27 @@ import type { StreamErrorCondition } from "./xml/stanza.ts";
 
 const log = getLogger("server");
 
+/** The options that list listen addresses. */
+type ListenOption =
+  | "c2s_interfaces"
+  | "c2s_direct_tls_interfaces"
+  | "component_interfaces"
+  | "s2s_interfaces"
+  | "s2s_direct_tls_interfaces";
+
 /** The listen addresses of an interfaces option (validated when the config was loaded). */
-function addresses(config: Config, option: string): ListenAddress[] {
+function addresses(config: Config, option: ListenOption): ListenAddress[] {
   return config.get<string[]>(option).map((text) => parseListenAddress(text)!);
+}
+
+/** What `Server.reload` did. */
+export interface ReloadReport {
+  /** Changed options now in force. */
+  applied: OptionChange[];
+  /** Changed options that keep their running value until a restart. */
+  needRestart: OptionChange[];
+  /** Modules started over because options they read while loading changed. */
+  modules: ModuleReloadOutcome[];
 }
 
 /** Options for `Server.start`. */
@@ -106,8 +125,9 @@ export class Server implements ServerContext {
     this.config = config;
     this.database = database;
     this.storage = new Storage(database);
+    // Read per host and from the configuration in force, so a reload applies at once.
     this.accounts = new AccountStore(database, {
-      iterations: config.get<number>("scram_iterations"),
+      hostIterations: (host) => this.config.hostOption(host, "scram_iterations"),
     });
     this.router = new Router(this);
     // Every routed stanza is counted: look the three counters up once, not per stanza.
@@ -345,16 +365,21 @@ export class Server implements ServerContext {
   }
 
   /**
-   * Applies a new configuration: logging, limits, certificates, and per-host module lists
-   * (modules no longer listed are unloaded, new ones loaded; hosts added or removed).
-   * Listener addresses are not changed at runtime (a restart applies them).
+   * Applies a new configuration: every changed option the schema marks "live" (logging,
+   * limits, certificates, per-host module lists and options, hosts added or removed), then
+   * `config-reloaded` on every host. Options marked "restart" (listeners, data_dir, storage,
+   * ...) keep their running values; the report lists them.
    */
-  async reload(config: Config): Promise<void> {
-    const old = this.config;
+  async reload(next: Config): Promise<ReloadReport> {
+    const running = this.config;
+    const changes = configChanges(running, next, this.modules.declaredOptions());
+    const needRestart = changes.filter((c) => c.reload === "restart");
+    const config = needRestart.length === 0
+      ? next
+      : next.keeping(running, needRestart.map((c) => c.option));
     this.config = config;
     await configureLogging(config.log);
     this.throttle.configure(this.#throttleOptions(config));
-    this.accounts.setIterations(config.get<number>("scram_iterations"));
     const certificates = await this.#loadCertificates(config);
     this.tls.update(certificates);
     if (this.remote) {
@@ -412,18 +437,23 @@ export class Server implements ServerContext {
         }
       }
     }
-    const interfaces = (c: Config) =>
-      JSON.stringify([
-        c.get("c2s_interfaces"),
-        c.get("c2s_direct_tls_interfaces"),
-        c.get("component_interfaces"),
-        c.get("s2s_interfaces"),
-        c.get("s2s_direct_tls_interfaces"),
-      ]);
-    if (interfaces(old) !== interfaces(config)) {
-      log.warn("Listener addresses changed: restart the server to apply them");
+    // Streams hold a few options (their stanza size limit): they take up the new values.
+    for (const session of this.sessions.all()) session.applyConfig?.();
+    const modules: ModuleReloadOutcome[] = [];
+    for (const host of this.hosts.values()) modules.push(...await this.modules.applyConfig(host));
+    const applied = changes.filter((c) => c.reload === "live");
+    for (const host of this.hosts.values()) {
+      const changed = applied.filter((c) => c.host === undefined || c.host === host.domain)
+        .map((c) => c.option);
+      host.events.fire("config-reloaded", { host, changed: [...new Set(changed)] });
+    }
+    for (const change of needRestart) {
+      log.warn("{option} changed: restart the server to apply it (the running value stays)", {
+        option: describeChange(change, config.file),
+      });
     }
     log.info("Configuration reloaded from {file}", { file: config.file });
+    return { applied, needRestart, modules };
   }
 
   /**

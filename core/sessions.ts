@@ -41,6 +41,8 @@ export interface Session {
   close(condition?: StreamErrorCondition, text?: string): void;
   /** Drops the connection at once, without waiting for the peer (end of shutdown). */
   destroy?(): void;
+  /** Takes up changed options the stream holds (e.g. its stanza size limit) after a reload. */
+  applyConfig?(): void;
 }
 
 /** The result of binding a resource. */

@@ -38,12 +38,9 @@ function isStandaloneChatState(stanza: Element): boolean {
 
 /** Loads offline storage on a host. */
 export default function offline(m: ModuleAPI): void {
-  const maxMessages = m.optionInteger(
-    "offline_max_messages",
-    options.offline_max_messages.default as number,
-    0,
-    100000,
-  );
+  // Read for each message, so `config reload` applies a new limit at once.
+  const maxMessages = () =>
+    m.optionInteger("offline_max_messages", options.offline_max_messages.default as number, 0, 100000);
   const store = m.openStore("offline", "archive");
 
   m.addFeature("msgoffline");
@@ -53,7 +50,7 @@ export default function offline(m: ModuleAPI): void {
     if (!to?.local) return false;
     if (stanza.getChild("no-store", NS_HINTS)) return false; // the router answers for us
     if (isStandaloneChatState(stanza)) return true;
-    if (store.count(to.local) >= maxMessages) {
+    if (store.count(to.local) >= maxMessages()) {
       if (!isError(stanza)) {
         origin.send(errorReply(stanza, "resource-constraint", {
           includeOriginal: true,

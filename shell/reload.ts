@@ -2,7 +2,7 @@
 // and the admin shell's `config reload`, so both validate and apply it the same way.
 
 import { formatProblem, loadConfig } from "../core/config.ts";
-import type { OptionSpec } from "../core/config_schema.ts";
+import { describeChange } from "../core/config_changes.ts";
 import { getLogger } from "../core/log.ts";
 import type { Server } from "../core/server.ts";
 
@@ -18,19 +18,36 @@ export interface ReloadResult {
   problems: string[];
   /** Why nothing was applied, when not ok. */
   error?: string;
+  /** Changed options now in force ("offline_max_messages on localhost (file:12)"). */
+  applied: string[];
+  /** Changed options that keep their running value until a restart. */
+  needRestart: string[];
+  /** Modules started over for changed options, or that failed to ("offline on localhost"). */
+  modules: string[];
 }
+
+/** The lines `config reload` prints for a result that was applied. */
+export function describeReload(result: ReloadResult): string[] {
+  const lines = [`Reloaded ${result.file}`];
+  if (result.applied.length === 0 && result.needRestart.length === 0) {
+    lines.push("No option changed");
+  }
+  if (result.applied.length > 0) lines.push(`Applied: ${result.applied.join(", ")}`);
+  if (result.needRestart.length > 0) {
+    lines.push(
+      `Not applied, restart the server for these (the running values stay): ${
+        result.needRestart.join(", ")
+      }`,
+    );
+  }
+  for (const module of result.modules) lines.push(`Module ${module}`);
+  return [...lines, ...result.problems];
+}
+
+const NOTHING_DONE = { applied: [], needRestart: [], modules: [] };
 
 /** Servers with a reload under way (a second SIGHUP or shell request waits its turn). */
 const reloading = new WeakMap<Server, Promise<ReloadResult>>();
-
-/** The options every module the server can load declares, so the checker knows them. */
-function moduleOptions(server: Server): Record<string, OptionSpec> {
-  const all: Record<string, OptionSpec> = {};
-  for (const name of server.modules.available()) {
-    Object.assign(all, server.modules.file(name)?.options ?? {});
-  }
-  return all;
-}
 
 /**
  * Reads the server's configuration file again and applies it (`Server.reload`). A file with
@@ -42,19 +59,40 @@ export function reloadConfiguration(server: Server): Promise<ReloadResult> {
   const work = (async (): Promise<ReloadResult> => {
     const file = server.config.file;
     try {
-      const { config, problems } = loadConfig(file, { moduleOptions: moduleOptions(server) });
+      const { config, problems } = loadConfig(file, {
+        moduleOptions: server.modules.declaredOptions(),
+      });
       const lines = problems.map(formatProblem);
       for (const line of lines) log.warn("{problem}", { problem: line });
       if (!config) {
         const error = "The configuration has errors; keeping the running configuration";
         log.error(error);
-        return { ok: false, file, problems: lines, error };
+        return { ok: false, file, problems: lines, error, ...NOTHING_DONE };
       }
-      await server.reload(config);
-      return { ok: true, file, problems: lines };
+      const report = await server.reload(config);
+      return {
+        ok: true,
+        file,
+        problems: lines,
+        applied: report.applied.map((c) => describeChange(c, file)),
+        needRestart: report.needRestart.map((c) => describeChange(c, file)),
+        modules: report.modules.map((m) =>
+          `${m.module} on ${m.host}: ${
+            m.error === undefined
+              ? `reloaded for ${m.options.join(", ")}`
+              : `failed to load with the new ${m.options.join(", ")} and is unloaded: ${m.error}`
+          }`
+        ),
+      };
     } catch (error) {
       log.error("Reload failed: {error}", { error });
-      return { ok: false, file, problems: [], error: `Reload failed: ${(error as Error).message}` };
+      return {
+        ok: false,
+        file,
+        problems: [],
+        error: `Reload failed: ${(error as Error).message}`,
+        ...NOTHING_DONE,
+      };
     }
   })();
   reloading.set(server, work);

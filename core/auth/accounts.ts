@@ -31,6 +31,11 @@ export const MAX_ITERATIONS = 10_000_000;
 export interface AccountStoreOptions {
   /** PBKDF2 iterations for new or changed passwords (default 10000). */
   iterations?: number;
+  /**
+   * The count for one host (its `scram_iterations`), asked each time a password is set; the
+   * `iterations` count applies where this is not given.
+   */
+  hostIterations?: (host: string) => number;
 }
 
 /** `create` found the account already there. */
@@ -104,27 +109,29 @@ interface CredentialRow {
 export class AccountStore {
   #database: Database;
   #iterations = DEFAULT_ITERATIONS;
+  #hostIterations: ((host: string) => number) | undefined;
 
   /** Uses the accounts tables of `db`. */
   constructor(db: Database, options: AccountStoreOptions = {}) {
     this.#database = db;
     if (options.iterations !== undefined) this.setIterations(options.iterations);
+    this.#hostIterations = options.hostIterations;
   }
 
-  /** The PBKDF2 iteration count used for new credentials. */
+  /** The PBKDF2 iteration count used for new credentials where no host count is given. */
   get iterations(): number {
     return this.#iterations;
   }
 
+  /** The PBKDF2 iteration count for new credentials on `host`. */
+  iterationsFor(host: string): number {
+    if (this.#hostIterations === undefined) return this.#iterations;
+    return checkIterations(this.#hostIterations(host));
+  }
+
   /** Sets the iteration count for passwords set from now on (existing ones keep theirs). */
   setIterations(n: number): void {
-    if (!Number.isSafeInteger(n) || n < MIN_ITERATIONS || n > MAX_ITERATIONS) {
-      throw new RangeError(
-        `Expected an integer SCRAM iteration count from ${MIN_ITERATIONS} to ${MAX_ITERATIONS}, ` +
-          `found ${n}`,
-      );
-    }
-    this.#iterations = n;
+    this.#iterations = checkIterations(n);
   }
 
   /**
@@ -136,7 +143,7 @@ export class AccountStore {
     const prepared = preparePassword(password);
     if (this.exists(host, username)) throw existsError(host, username);
     this.#checkTombstone(host, username);
-    const credentials = await this.#derive(prepared);
+    const credentials = await this.#derive(prepared, host);
     const database = this.#database;
     database.transaction(() => {
       // Another process may have created it while PBKDF2 ran.
@@ -175,7 +182,7 @@ export class AccountStore {
     const derived: { username: string; credentials: Record<ScramHash, ScramCredentials> }[] = [];
     for (let i = 0; i < pending.length; i += batchSize) {
       const batch = pending.slice(i, i + batchSize);
-      const results = await Promise.all(batch.map((p) => this.#derive(p.prepared)));
+      const results = await Promise.all(batch.map((p) => this.#derive(p.prepared, host)));
       batch.forEach((p, j) => derived.push({ username: p.username, credentials: results[j] }));
     }
     const created: string[] = [];
@@ -197,7 +204,7 @@ export class AccountStore {
     checkNames(host, username);
     const prepared = preparePassword(password);
     if (!this.exists(host, username)) throw notFoundError(host, username);
-    const credentials = await this.#derive(prepared);
+    const credentials = await this.#derive(prepared, host);
     this.#database.transaction(() => {
       if (!this.exists(host, username)) throw notFoundError(host, username);
       this.#writeCredentials(host, username, credentials);
@@ -436,7 +443,7 @@ export class AccountStore {
     }
     const hash = SCRAM_HASHES[0];
     const salt = fakeSalt(`${hash}\0${host}\0${username}`);
-    await saltPassword(prepared, { hash, salt, iterations: this.#iterations });
+    await saltPassword(prepared, { hash, salt, iterations: this.iterationsFor(host) });
     return false;
   }
 
@@ -464,8 +471,11 @@ export class AccountStore {
     if (changed === 0) throw notFoundError(host, username);
   }
 
-  async #derive(prepared: string): Promise<Record<ScramHash, ScramCredentials>> {
-    const iterations = this.#iterations;
+  async #derive(
+    prepared: string,
+    host: string,
+  ): Promise<Record<ScramHash, ScramCredentials>> {
+    const iterations = this.iterationsFor(host);
     const [sha256, sha1] = await Promise.all([
       deriveCredentials(prepared, { hash: "SHA-256", iterations }),
       deriveCredentials(prepared, { hash: "SHA-1", iterations }),
@@ -493,6 +503,16 @@ export class AccountStore {
       insert.run(host, username, hash, c.salt, c.iterations, c.storedKey, c.serverKey, now);
     }
   }
+}
+
+function checkIterations(n: number): number {
+  if (!Number.isSafeInteger(n) || n < MIN_ITERATIONS || n > MAX_ITERATIONS) {
+    throw new RangeError(
+      `Expected an integer SCRAM iteration count from ${MIN_ITERATIONS} to ${MAX_ITERATIONS}, ` +
+        `found ${n}`,
+    );
+  }
+  return n;
 }
 
 function checkNames(host: string, username: string): void {

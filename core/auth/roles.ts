@@ -3,6 +3,7 @@
 
 import type { AccountStore } from "./accounts.ts";
 import { type Config, type ConfigProblem, formatProblem } from "../config.ts";
+import type { HostOptionName } from "../config_schema.ts";
 import type { ServerContext } from "../context.ts";
 import type { JID } from "../jid.ts";
 import type { Storage } from "../storage/stores.ts";
@@ -177,7 +178,7 @@ export class RoleModel {
     this.defaultRole = defaultRole;
     const admins = options.host === undefined
       ? []
-      : options.config.hostOption<string[]>(options.host, "admins") ?? [];
+      : options.config.hostOption(options.host, "admins");
     this.#admins = new Set(admins);
     const known = new Set(Object.keys(ACTIONS));
     for (const role of roles.values()) {
@@ -319,8 +320,8 @@ function isStringList(value: unknown): value is string[] {
 
 function readRoleConfig(config: Config, host: string | undefined): RoleConfig {
   const problems: ConfigProblem[] = [];
-  const read = (key: string): unknown =>
-    host === undefined ? config.get(key) : config.hostOption(host, key);
+  const read = (key: HostOptionName): unknown =>
+    host === undefined ? config.hostDefault(key) : config.hostOption(host, key);
   const problem = (key: string, message: string) => {
     problems.push({
       file: config.file,

@@ -257,7 +257,7 @@ export class ScramMechanism implements SaslMechanism {
     const fake = fakeSalt(`${this.#hash}\0${ctx.host}\0${username}`);
     this.#credentials = ctx.accounts.credentials(ctx.host, username, this.#hash);
     const salt = this.#credentials?.salt ?? fake;
-    const iterations = this.#credentials?.iterations ?? ctx.accounts.iterations;
+    const iterations = this.#credentials?.iterations ?? ctx.accounts.iterationsFor(ctx.host);
     const serverNonce = this.#serverNonce ??
       encodeBase64(crypto.getRandomValues(new Uint8Array(SERVER_NONCE_BYTES)));
     this.#nonce = clientNonce + serverNonce;

@@ -11,6 +11,7 @@ import {
   startMechanism,
 } from "../auth/sasl.ts";
 import { decodeBase64, encodeBase64 } from "../auth/scram.ts";
+import type { HostOptionName } from "../config_schema.ts";
 import type { ServerContext } from "../context.ts";
 import { type JID, JidError, parseJid, prepLocal, tryParseJid } from "../jid.ts";
 import { getLogger } from "../log.ts";
@@ -99,12 +100,13 @@ export class C2SSession implements Session {
     this.#out = new StreamWriter(socket);
     this.ip = socket.remoteAddress ?? "unknown";
     socket.setNoDelay(true);
+    // The top-level limit until the stream header names the host (`applyConfig`).
     this.#parser = new StreamParser({
       streamOpen: (header) => this.#onStreamOpen(header, this.#parser.contentNamespace),
       stanza: (el) => this.#onElement(el),
       streamClose: () => this.#onStreamClose(),
       error: (err) => this.#onParseError(err),
-    }, { maxStanzaBytes: deps.server.config.get<number>("c2s_stanza_size_limit") });
+    }, { maxStanzaBytes: deps.server.config.hostDefault("c2s_stanza_size_limit") });
     deps.server.sessions.add(this);
   }
 
@@ -214,7 +216,10 @@ export class C2SSession implements Session {
     const host = to && to.local === undefined && to.resource === undefined
       ? server.hosts.get(to.domain)
       : undefined;
-    if (this.host === "" && host?.kind === "local") this.host = host.domain;
+    if (this.host === "" && host?.kind === "local") {
+      this.host = host.domain;
+      this.applyConfig();
+    }
     this.#sendHeader(fromAttr && tryParseJid(fromAttr) ? fromAttr : undefined);
     if (header.name !== "stream" || header.ns !== NS_STREAM) {
       this.close("invalid-namespace", "The stream root must be <stream:stream>");
@@ -239,8 +244,14 @@ export class C2SSession implements Session {
     this.#sendFeatures();
   }
 
-  #option<T>(name: string): T {
+  #option<T>(name: HostOptionName): T {
     return this.#deps.server.config.hostOption<T>(this.host, name) as T;
+  }
+
+  /** Takes up the host's options that the stream holds (its stanza size limit), after a reload. */
+  applyConfig(): void {
+    if (this.host === "") return;
+    this.#parser.setLimits({ maxStanzaBytes: this.#option<number>("c2s_stanza_size_limit") });
   }
 
   #sendFeatures(): void {
@@ -268,7 +279,7 @@ export class C2SSession implements Session {
     const host = this.#deps.server.hosts.get(this.host);
     if (host) host.events.fire("stream-features", { session: this, features, host });
     const limits = features.c("limits", { xmlns: NS_STREAM_LIMITS });
-    limits.c("max-bytes").t(String(this.#deps.server.config.get<number>("c2s_stanza_size_limit")));
+    limits.c("max-bytes").t(String(this.#parser.limits.maxStanzaBytes));
     const idle = this.authenticated ? this.#option<number>("c2s_idle_timeout") : 0;
     if (idle > 0) limits.c("idle-seconds").t(String(idle));
     this.#out.write(serializeStreamLevel(features));

@@ -2,6 +2,7 @@
 // operator's s2s_* options turned into yes/no answers with the exact reason for every "no".
 
 import type { Config } from "../config.ts";
+import type { HostOptionName } from "../config_schema.ts";
 
 /** How a remote server must authenticate to (or be authenticated by) a local host. */
 export type S2SAuthRequirement = "certificate" | "certificate-or-dialback";
@@ -21,7 +22,7 @@ export class S2SPolicy {
     this.#config = config;
   }
 
-  #option<T>(local: string, name: string): T {
+  #option<T>(local: string, name: HostOptionName): T {
     return this.#config().hostOption<T>(local, name) as T;
   }
 

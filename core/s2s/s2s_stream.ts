@@ -84,6 +84,11 @@ export abstract class S2SStream implements Session {
     ctx.server.sessions.add(this);
   }
 
+  /** Takes up a changed `s2s_stanza_size_limit` after a reload (from the next stanza on). */
+  applyConfig(): void {
+    this.parser.setLimits({ maxStanzaBytes: this.ctx.config().get("s2s_stanza_size_limit") });
+  }
+
   /** The remote domain (the first one authenticated, or the one the stream is for). */
   abstract get remote(): string;
 

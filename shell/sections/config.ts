@@ -2,7 +2,7 @@
 // the file (the same code path as SIGHUP).
 
 import { CommandError, type CommandSpec } from "../../core/admin_commands.ts";
-import { reloadConfiguration } from "../reload.ts";
+import { describeReload, reloadConfiguration } from "../reload.ts";
 
 /** The commands of the `config` section. */
 export function configCommands(): CommandSpec[] {
@@ -25,9 +25,7 @@ export function configCommands(): CommandSpec[] {
             `No host '${host}' (hosts: ${[...server.hosts.keys()].join(", ")})`,
           );
         }
-        const value = host === undefined
-          ? server.config.get(option)
-          : server.config.hostOption(host, option);
+        const value = server.config.valueOf(option, host);
         if (value === undefined) {
           throw new CommandError(
             `Option '${option}' is not set${host ? ` for '${host}'` : ""} and has no default`,
@@ -49,8 +47,7 @@ export function configCommands(): CommandSpec[] {
         if (!result.ok) {
           throw new CommandError([result.error, ...result.problems].join("\n"));
         }
-        const warnings = result.problems.length > 0 ? `\n${result.problems.join("\n")}` : "";
-        return { message: `Reloaded ${result.file}${warnings}`, data: result };
+        return { message: describeReload(result).join("\n"), data: result };
       },
     },
   ];

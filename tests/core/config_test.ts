@@ -67,14 +67,34 @@ Deno.test("a valid file gives values, defaults and resolved paths", () => {
     file: "/etc/lilt/logs/lilt.log",
     categories: { "lilt.c2s": "debug" },
   });
-  assert.equal(config.get("scram_iterations"), 20000);
-  assert.equal(config.get("c2s_stanza_size_limit"), 262144);
-  assert.equal(config.get("c2s_require_encryption"), true);
-  assert.equal(config.get("auth_failure_delay"), 1);
+  assert.equal(config.hostDefault("scram_iterations"), 20000);
+  assert.equal(config.hostDefault("c2s_stanza_size_limit"), 262144);
+  assert.equal(config.hostDefault("c2s_require_encryption"), true);
+  assert.equal(config.hostDefault("auth_failure_delay"), 1);
   assert.equal(config.get("data_dir"), "/etc/lilt/data");
   assert.deepEqual(config.get("c2s_interfaces"), ["127.0.0.1:0", "[::1]:5222"]);
   assert.deepEqual(config.get("c2s_direct_tls_interfaces"), ["127.0.0.1:5223"]);
-  assert.equal(config.get("no_such_option"), undefined);
+  assert.equal(config.valueOf("no_such_option"), undefined);
+});
+
+Deno.test("options are read in their own scope only", () => {
+  const config = parseConfigText(VALID, FILE).config!;
+  // A host option read as if it were global would ignore every [[host]] value.
+  assert.throws(
+    // @ts-expect-error: the types refuse a host option here too
+    () => config.get("scram_iterations"),
+    /'scram_iterations' is set per host: read it with hostOption\(host, 'scram_iterations'\)/,
+  );
+  assert.throws(
+    // @ts-expect-error: and a global option per host
+    () => config.hostOption("localhost", "data_dir"),
+    /'data_dir' is global/,
+  );
+  // @ts-expect-error: unknown names are refused
+  assert.throws(() => config.get("no_such_option"), /Unknown global option 'no_such_option'/);
+  assert.equal(config.valueOf("scram_iterations"), 20000);
+  assert.equal(config.valueOf("scram_iterations", "localhost"), 50000);
+  assert.equal(config.valueOf("data_dir", "localhost"), "/etc/lilt/data");
 });
 
 Deno.test("hosts inherit global options and may override them", () => {
@@ -88,7 +108,7 @@ Deno.test("hosts inherit global options and may override them", () => {
   assert.equal(config.hostOption("example.com", "c2s_require_encryption"), false);
   assert.equal(config.hostOption("localhost", "c2s_require_encryption"), true);
   assert.equal(config.hostOption("localhost", "c2s_idle_timeout"), 900);
-  assert.equal(config.hostOption("localhost", "unknown_thing"), undefined);
+  assert.equal(config.valueOf("unknown_thing", "localhost"), undefined);
   // Host lookups accept unprepared domains too.
   assert.equal(config.hostOption("EXAMPLE.com", "c2s_require_encryption"), false);
   // admins: the host's list adds to the global one, and JIDs are prepared.
@@ -122,7 +142,7 @@ Deno.test("a minimal file uses the defaults everywhere", () => {
   assert.deepEqual(config.storage, { path: "/srv/data/lilt.sqlite", key: "" });
   assert.deepEqual(config.log, { level: "info", console: true, file: "", categories: {} });
   assert.deepEqual(config.hosts[0].modules, HOST_OPTIONS.modules.default);
-  assert.equal(config.get("certificate"), "");
+  assert.equal(config.hostDefault("certificate"), "");
   assert.equal(config.hostOption("localhost", "scram_iterations"), 10000);
 });
 
@@ -141,15 +161,15 @@ Deno.test("module options are known, validated and read per host", () => {
     { moduleOptions },
   );
   assert.deepEqual(messages(good), []);
-  assert.equal(good.config!.hostOption("a", "muc_max_rooms"), 10);
-  assert.equal(good.config!.hostOption("b", "muc_max_rooms"), 20);
+  assert.equal(good.config!.valueOf("muc_max_rooms", "a"), 10);
+  assert.equal(good.config!.valueOf("muc_max_rooms", "b"), 20);
   assert.equal(good.config!.lineOf("b", "muc_max_rooms"), 6);
   assert.equal(good.config!.lineOf("a", "muc_max_rooms"), 1);
   assert.equal(good.config!.lineOf(undefined, "muc_max_rooms"), 1);
   assert.equal(good.config!.lineOf("a", "nothing"), undefined);
 
   const defaults = load('[[host]]\ndomain = "a"\n', { moduleOptions });
-  assert.equal(defaults.config!.hostOption("a", "muc_max_rooms"), 100);
+  assert.equal(defaults.config!.valueOf("muc_max_rooms", "a"), 100);
 
   const bad = load('[[host]]\ndomain = "a"\nmuc_max_rooms = 0\n', { moduleOptions });
   assert.deepEqual(messages(bad), [
@@ -305,6 +325,19 @@ Deno.test("at least one host is required", () => {
   assert.deepEqual(messages(load('data_dir = "x"\n')), [
     "conf.toml: error: no [[host]] section: at least one virtual host is required",
   ]);
+});
+
+Deno.test("a storage key is refused: the database would stay unencrypted", () => {
+  const refused = load('[storage]\npath = "x.sqlite"\nkey = "s3cret"\n[[host]]\ndomain = "a"\n');
+  assert.equal(refused.config, undefined);
+  assert.deepEqual(messages(refused), [
+    "conf.toml:3: error: option 'storage.key' is not supported yet: this version cannot " +
+    "encrypt the database and would store it as plain SQLite; remove the option (protect the " +
+    "data directory with file permissions or disk encryption)",
+  ]);
+  // An empty key says "no encryption", which is what happens.
+  const empty = load('[storage]\nkey = ""\n[[host]]\ndomain = "a"\n');
+  assert.deepEqual(messages(empty), []);
 });
 
 Deno.test("[host] written as a plain table is explained", () => {

@@ -3,7 +3,8 @@
 
 import assert from "node:assert/strict";
 import type { IqError, ModuleAPI } from "../../core/modules.ts";
-import { startTestServer } from "../helpers/test_server.ts";
+import { parseConfigText } from "../../core/config.ts";
+import { startTestServer, testConfigText } from "../helpers/test_server.ts";
 import { Element } from "../../core/xml/element.ts";
 import { RawClient } from "../helpers/raw_client.ts";
 
@@ -87,6 +88,66 @@ Deno.test("a module whose load throws leaves nothing behind", async () => {
     assert.equal(host.events.size, before);
     assert.ok(!host.disco.features().includes("urn:example:broken"));
     assert.equal(t.server.modules.isLoaded("localhost", "broken"), false);
+  } finally {
+    await t.stop();
+  }
+});
+
+Deno.test("after a reload, modules see changed options: told by config-reloaded or reloaded", async () => {
+  const t = await startTestServer({ modules: ["disco"], hostToml: "greeting = 'hello'" });
+  try {
+    const host = t.server.hosts.get("localhost")!;
+    const loads: string[] = [];
+    const told: string[][] = [];
+    const options = {
+      greeting: { type: "string", default: "", scope: "host", description: "A test option" },
+    } as const;
+    // Caches an option read while loading, and does not listen for reloads.
+    t.server.modules.register("caching", {
+      options,
+      default(m: ModuleAPI) {
+        loads.push(`caching:${m.optionString("greeting", "")}`);
+      },
+    });
+    // Caches too, but re-reads on config-reloaded, so it keeps its state.
+    t.server.modules.register("following", {
+      default(m: ModuleAPI) {
+        let greeting = m.optionString("greeting", "");
+        loads.push(`following:${greeting}`);
+        m.hook("config-reloaded", ({ changed }) => {
+          greeting = m.optionString("greeting", "");
+          told.push([greeting, ...changed]);
+        });
+      },
+    });
+    // Reads nothing while loading: nothing to redo.
+    t.server.modules.register("reader", {
+      default(m: ModuleAPI) {
+        loads.push("reader");
+        m.hook("message/bare", () => m.optionBoolean("unrelated", false));
+      },
+    });
+    for (const name of ["caching", "following", "reader"]) await t.server.modules.load(host, name);
+
+    const reread = async (hostToml: string) => {
+      const modules = ["disco", "caching", "following", "reader"];
+      const text = testConfigText(t.dataDir, { modules, hostToml });
+      const { config, problems } = parseConfigText(text, t.config.file);
+      assert.ok(config, JSON.stringify(problems));
+      return await t.server.reload(config);
+    };
+    const report = await reread("greeting = 'bonjour'\nc2s_idle_timeout = 60");
+    assert.deepEqual(loads, ["caching:hello", "following:hello", "reader", "caching:bonjour"]);
+    assert.deepEqual(told, [["bonjour", "modules", "c2s_idle_timeout", "greeting"]]);
+    assert.deepEqual(report.modules, [
+      { module: "caching", host: "localhost", options: ["greeting"] },
+    ]);
+    assert.ok(t.server.modules.isLoaded("localhost", "caching"));
+
+    // Nothing the modules read changed: nobody is reloaded, everybody is told.
+    await reread("greeting = 'bonjour'");
+    assert.equal(loads.length, 4);
+    assert.deepEqual(told[1], ["bonjour", "c2s_idle_timeout"]);
   } finally {
     await t.stop();
   }

@@ -6,9 +6,11 @@ import type { Element } from "../../core/xml/element.ts";
 import { conditionOf, RawClient, roundTrip } from "../helpers/raw_client.ts";
 import {
   startTestServer,
+  testConfigText,
   type TestServer,
   type TestServerOptions,
 } from "../helpers/test_server.ts";
+import { reloadConfiguration } from "../../shell/reload.ts";
 
 const NS_DELAY = "urn:xmpp:delay";
 const MODULES = ["disco", "roster", "presence", "offline"];
@@ -118,6 +120,40 @@ Deno.test("a full offline store bounces further messages with resource-constrain
     const first = await alice.next((el) => el.name === "message");
     const second = await alice.next((el) => el.name === "message");
     assert.deepEqual([first.attrs.id, second.attrs.id], ["q1", "q2"]);
+    for (const c of [alice, bob]) c.close();
+  } finally {
+    await t.stop();
+  }
+});
+
+Deno.test("config reload applies a new offline_max_messages at once", async () => {
+  const t = await start({ hostToml: "offline_max_messages = 1" });
+  try {
+    const { client: bob } = await RawClient.login(t.port, "bob", "pw", "b");
+    bob.send("<message to='alice@localhost' id='r1'><body>1</body></message>");
+    bob.send("<message to='alice@localhost' id='r2'><body>2</body></message>");
+    const bounce = await bob.next((el) => el.name === "message");
+    assert.equal(bounce.attrs.id, "r2");
+    assert.equal(conditionOf(bounce), "resource-constraint");
+
+    // The operator raises the limit in the file and reloads, as SIGHUP or `config reload` do.
+    await Deno.writeTextFile(
+      t.config.file,
+      testConfigText(t.dataDir, { modules: MODULES, hostToml: "offline_max_messages = 3" }),
+    );
+    const result = await reloadConfiguration(t.server);
+    assert.ok(result.ok, result.error);
+    assert.deepEqual(result.applied, [`offline_max_messages on localhost (${t.config.file}:14)`]);
+    bob.send("<message to='alice@localhost' id='r3'><body>3</body></message>");
+    bob.send("<message to='alice@localhost' id='r4'><body>4</body></message>");
+    await roundTrip(bob);
+    assert.deepEqual(messages(bob).map((el) => el.attrs.id), ["r2"], "nothing more bounced");
+
+    const { client: alice } = await RawClient.login(t.port, "alice", "pw", "a");
+    alice.send("<presence/>");
+    const got = [];
+    for (let i = 0; i < 3; i++) got.push(await alice.next((el) => el.name === "message"));
+    assert.deepEqual(got.map((el) => el.attrs.id), ["r1", "r3", "r4"]);
     for (const c of [alice, bob]) c.close();
   } finally {
     await t.stop();

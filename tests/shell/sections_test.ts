@@ -218,12 +218,45 @@ Deno.test("config get returns global and host options; config reload applies the
       testConfigText(t.dataDir, { modules: MODULES.filter((m) => m !== "ping") }),
     );
     const reloaded = await run(t, "config reload");
-    assert.equal(reloaded.message, `Reloaded ${t.config.file}`);
+    assert.equal(
+      reloaded.message,
+      `Reloaded ${t.config.file}\nApplied: modules on localhost (${t.config.file}:2)`,
+    );
     assert.ok(!t.server.modules.isLoaded("localhost", "ping"));
 
     await Deno.writeTextFile(t.config.file, "modules = 3\n");
     await assert.rejects(run(t, "config reload"), /keeping the running configuration/);
     assert.ok(t.server.modules.isLoaded("localhost", "roster"));
+  }));
+
+Deno.test("config reload names what needs a restart and keeps its running value", () =>
+  withServer(async (t) => {
+    const before = t.server.port("c2s");
+    const text = testConfigText(t.dataDir, { modules: MODULES })
+      .replace('c2s_interfaces = ["127.0.0.1:0"]', 'c2s_interfaces = ["127.0.0.1:0", "[::1]:0"]')
+      .replace("auth_failure_delay = 0", "auth_failure_delay = 0\noffline_max_messages = 7");
+    await Deno.writeTextFile(t.config.file, text);
+    const reloaded = await run(t, "config reload");
+    const file = t.config.file;
+    assert.equal(
+      reloaded.message,
+      [
+        `Reloaded ${file}`,
+        `Applied: offline_max_messages on localhost (${file}:7)`,
+        "Not applied, restart the server for these (the running values stay): " +
+        `c2s_interfaces (${file}:3)`,
+      ].join("\n"),
+    );
+    const data = reloaded.data as { needRestart: string[]; applied: string[] };
+    assert.deepEqual(data.needRestart, [`c2s_interfaces (${file}:3)`]);
+    // What `config get` shows is what the server uses: the listeners did not change.
+    assert.deepEqual((await run(t, "config get", "c2s_interfaces")).data, {
+      host: null,
+      option: "c2s_interfaces",
+      value: ["127.0.0.1:0"],
+    });
+    assert.equal(t.server.port("c2s"), before);
+    assert.equal((await run(t, "config get", "localhost", "offline_max_messages")).message, "7");
   }));
 
 Deno.test("port list shows the bound ports; host list the hosts", () =>

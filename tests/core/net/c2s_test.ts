@@ -310,6 +310,31 @@ Deno.test("a 10 MB stanza is cut off with policy-violation", () =>
     good.close();
   }));
 
+Deno.test("a [[host]] c2s_stanza_size_limit applies to that host's streams", () =>
+  withServer(async (t) => {
+    const c = await RawClient.connect(t.port);
+    await c.open();
+    await c.starttls();
+    c.send(`<auth xmlns='${NS_SASL}' mechanism='PLAIN'>${btoa("\0alice\0alice-pw")}</auth>`);
+    await c.next((el) => el.name === "success");
+    c.restart();
+    const features = await c.open();
+    // XEP-0478: the limit announced is the host's, not the top-level default.
+    assert.equal(
+      features.getChild("limits", "urn:xmpp:stream-limits:0")?.getChild("max-bytes")?.text(),
+      "10000",
+    );
+    c.close();
+    const { client: bob } = await RawClient.login(t.port, "bob", "bob-pw", "bob");
+    const { client: alice } = await RawClient.login(t.port, "alice", "alice-pw", "alice");
+    const body = (n: number) => "x".repeat(n);
+    alice.send(`<message to='bob@localhost/bob' id='small'><body>${body(5000)}</body></message>`);
+    assert.equal((await bob.next((el) => el.attrs.id === "small")).name, "message");
+    alice.send(`<message to='bob@localhost/bob' id='big'><body>${body(20000)}</body></message>`);
+    assert.equal(await streamErrorOf(alice), "policy-violation");
+    bob.close();
+  }, { hostToml: "c2s_stanza_size_limit = 10000" }));
+
 Deno.test("shutdown closes every stream with system-shutdown", async () => {
   const t = await startTestServer({ users: { alice: "alice-pw" } });
   const { client } = await RawClient.login(t.port, "alice", "alice-pw");
