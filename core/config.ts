@@ -268,7 +268,9 @@ export class Config {
 
 function scopeError(key: string, wanted: "global" | "host"): TypeError {
   if (wanted === "global" && isHostOption(key)) {
-    return new TypeError(`Option '${key}' is set per host: read it with hostOption(host, '${key}')`);
+    return new TypeError(
+      `Option '${key}' is set per host: read it with hostOption(host, '${key}')`,
+    );
   }
   if (wanted === "host" && isGlobalOption(key)) {
     return new TypeError(`Option '${key}' is global: read it with get('${key}')`);

@@ -51,7 +51,9 @@ export function configChanges(
 
   for (const [name, spec] of Object.entries(GLOBAL_OPTIONS)) {
     if (TABLES.has(name) || !isGlobalOption(name)) continue;
-    if (!same(running.get(name), next.get(name))) add(name, spec.reload, next.lineOf(undefined, name));
+    if (!same(running.get(name), next.get(name))) {
+      add(name, spec.reload, next.lineOf(undefined, name));
+    }
   }
   // dns.nameservers is another spelling of dns_nameservers, compared above.
   const logLine = next.lineOf(undefined, "log");

@@ -649,7 +649,6 @@ export const COMPONENT_OPTIONS: Record<string, CoreOptionSpec> = {
   },
 };
 
-
 /** Names of the options read for the whole server (`Config.get`). */
 export type GlobalOptionName = keyof typeof GLOBAL_OPTIONS;
 

@@ -91,11 +91,11 @@ export function buildServerInfoForm(addresses: ContactAddresses): Element {
 
 /** Loads contact addresses on a host. */
 export default function contactInfo(m: ModuleAPI): void {
-  const raw = m.server.config.hostRaw(m.domain, "contact_info");
+  const raw = m.optionRaw("contact_info");
   let addresses: ContactAddresses;
   if (raw === undefined) {
     // Like Prosody: without the option, the host's admins are the contacts.
-    const admins = m.server.config.hostOption<string[]>(m.domain, "admins") ?? [];
+    const admins = m.hostOption("admins");
     addresses = admins.length > 0 ? { admin: admins.map((jid) => `xmpp:${jid}`) } : {};
   } else {
     const parsed = parseContactInfo(raw);

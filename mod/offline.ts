@@ -40,7 +40,12 @@ function isStandaloneChatState(stanza: Element): boolean {
 export default function offline(m: ModuleAPI): void {
   // Read for each message, so `config reload` applies a new limit at once.
   const maxMessages = () =>
-    m.optionInteger("offline_max_messages", options.offline_max_messages.default as number, 0, 100000);
+    m.optionInteger(
+      "offline_max_messages",
+      options.offline_max_messages.default as number,
+      0,
+      100000,
+    );
   const store = m.openStore("offline", "archive");
 
   m.addFeature("msgoffline");

@@ -49,7 +49,11 @@ function addressed(presence: Element, to: string): Element {
 /** Loads presence and subscription handling on a host. */
 export default function presence(m: ModuleAPI): void {
   const rosters = new Rosters(m);
-  const maxRosterSize = readMaxRosterSize(m);
+  let maxRosterSize = readMaxRosterSize(m);
+  // Re-read on reload rather than being reloaded: the directed presence below must survive.
+  m.hook("config-reloaded", () => {
+    maxRosterSize = readMaxRosterSize(m);
+  });
   /** JIDs each session sent directed presence to, owed an unavailable on logout (§4.6). */
   const directed = new WeakMap<Session, Set<string>>();
   /** Sessions that already announced themselves with `resource-available`. */

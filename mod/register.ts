@@ -187,15 +187,13 @@ function addressList(m: ModuleAPI, name: string): BlockList {
 }
 
 function readPolicy(m: ModuleAPI): Policy {
-  const config = m.server.config;
   return {
     allowRegistration: m.optionBoolean("allow_registration", false),
     intervalMs: m.optionInteger("min_seconds_between_registrations", 300, 0, 604800) * 1000,
     blocklist: addressList(m, "registration_blocklist"),
     allowlist: addressList(m, "registration_allowlist"),
-    allowPlainInsecure: config.hostOption<boolean>(m.domain, "allow_unencrypted_plain_auth") ??
-      false,
-    requireEncryption: config.hostOption<boolean>(m.domain, "c2s_require_encryption") ?? true,
+    allowPlainInsecure: m.hostOption("allow_unencrypted_plain_auth"),
+    requireEncryption: m.hostOption("c2s_require_encryption"),
   };
 }
 
@@ -220,21 +218,20 @@ function minutes(ms: number): string {
 /** Loads in-band registration on a host. */
 export default function register(m: ModuleAPI): void {
   const throttle = new RegistrationThrottle();
-  let policyConfig = m.server.config;
   let current = readPolicy(m); // throws on a bad option, so the module fails to load
-
-  /** The policy of the configuration in force (the server swaps it on reload). */
-  function policy(): Policy {
-    if (m.server.config !== policyConfig) {
-      policyConfig = m.server.config;
-      try {
-        current = readPolicy(m);
-      } catch (error) {
-        m.log.error("Keeping the previous registration settings: {error}", {
-          error: (error as Error).message,
-        });
-      }
+  // A reload brings the new settings; the throttle's memory of recent registrations stays.
+  m.hook("config-reloaded", () => {
+    try {
+      current = readPolicy(m);
+    } catch (error) {
+      m.log.error("Keeping the previous registration settings: {error}", {
+        error: (error as Error).message,
+      });
     }
+  });
+
+  /** The policy of the configuration in force. */
+  function policy(): Policy {
     return current;
   }
 

@@ -87,7 +87,10 @@ function parseRosterSet(query: Element, owner: JID): ParsedSet | Rejection {
 /** Loads roster management on a host. */
 export default function roster(m: ModuleAPI): void {
   const rosters = new Rosters(m);
-  const maxRosterSize = readMaxRosterSize(m);
+  let maxRosterSize = readMaxRosterSize(m);
+  m.hook("config-reloaded", () => {
+    maxRosterSize = readMaxRosterSize(m);
+  });
 
   m.hook("stream-features", ({ session, features }: StreamFeaturesEvent) => {
     if (session.authenticated) features.c("ver", { xmlns: NS_ROSTER_VER });

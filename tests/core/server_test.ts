@@ -36,3 +36,55 @@ Deno.test("reload unloads and loads modules and adds hosts while sessions stay u
     await t.stop();
   }
 });
+
+Deno.test("scram_iterations is read per host, and a reload applies it to new passwords", async () => {
+  const t = await startTestServer({
+    hostToml: "scram_iterations = 5000",
+    extraToml: '[[host]]\ndomain = "other.localhost"\n',
+  });
+  try {
+    const iterationsOf = (host: string, user: string) =>
+      t.server.accounts.credentials(host, user, "SHA-256")!.iterations;
+    await t.server.accounts.create("localhost", "alice", "pw");
+    await t.server.accounts.create("other.localhost", "bob", "pw");
+    assert.equal(iterationsOf("localhost", "alice"), 5000);
+    assert.equal(iterationsOf("other.localhost", "bob"), 4096); // the top-level value
+
+    const text = testConfigText(t.dataDir, {
+      hostToml: "scram_iterations = 6000",
+      extraToml: '[[host]]\ndomain = "other.localhost"\n',
+    });
+    const { config } = parseConfigText(text, t.config.file);
+    await t.server.reload(config!);
+    await t.server.accounts.setPassword("localhost", "alice", "new-pw");
+    assert.equal(iterationsOf("localhost", "alice"), 6000);
+    // A login for an unknown user is answered with the host's count too (no tell-tale).
+    assert.equal(t.server.accounts.iterationsFor("localhost"), 6000);
+  } finally {
+    await t.stop();
+  }
+});
+
+Deno.test("a reload lowers the stanza size limit of a stream already open", async () => {
+  const t = await startTestServer({ users: { alice: "pw" } });
+  try {
+    const { client } = await RawClient.login(t.port, "alice", "pw");
+    const big = `<message to='alice@localhost/test' id='big'><body>${
+      "x".repeat(20000)
+    }</body></message>`;
+    client.send(big);
+    assert.equal((await client.next((el) => el.attrs.id === "big")).name, "message");
+
+    const text = testConfigText(t.dataDir, { hostToml: "c2s_stanza_size_limit = 10000" });
+    const { config } = parseConfigText(text, t.config.file);
+    const report = await t.server.reload(config!);
+    assert.deepEqual(report.applied.map((c) => [c.option, c.host]), [
+      ["c2s_stanza_size_limit", "localhost"],
+    ]);
+    client.send(big);
+    const error = await client.next((el) => el.name === "error");
+    assert.ok(error.getChild("policy-violation"));
+  } finally {
+    await t.stop();
+  }
+});

@@ -6,7 +6,8 @@ import assert from "node:assert/strict";
 import { serialize } from "../../core/xml/serializer.ts";
 import { parseContactInfo } from "../../mod/contact_info.ts";
 import { RawClient } from "../helpers/raw_client.ts";
-import { startTestServer } from "../helpers/test_server.ts";
+import { reloadConfiguration } from "../../shell/reload.ts";
+import { startTestServer, testConfigText } from "../helpers/test_server.ts";
 
 const DISCO_INFO =
   "<iq type='get' id='d1' to='localhost'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>";
@@ -106,5 +107,33 @@ Deno.test("a malformed contact_info stops the start with a message naming the op
     );
   } finally {
     await Deno.remove(dataDir, { recursive: true });
+  }
+});
+
+Deno.test("a reload publishes changed contact addresses and admins", async () => {
+  const t = await startTestServer({
+    users: { alice: "pw" },
+    modules: ["disco", "contact_info"],
+    hostToml: `admins = ["boss@localhost"]`,
+  });
+  try {
+    assert.match((await serverInfoForm(t.port))!, /xmpp:boss@localhost/);
+    const reload = async (hostToml: string) => {
+      const text = testConfigText(t.dataDir, { modules: ["disco", "contact_info"], hostToml });
+      await Deno.writeTextFile(t.config.file, text);
+      const result = await reloadConfiguration(t.server);
+      assert.ok(result.ok, result.error);
+    };
+    await reload(`admins = ["chief@localhost"]`);
+    const admins = await serverInfoForm(t.port);
+    assert.match(admins!, /xmpp:chief@localhost/);
+    assert.doesNotMatch(admins!, /boss/);
+    await reload(`contact_info = { support = ["https://example.com/help"] }`);
+    assert.match(
+      (await serverInfoForm(t.port))!,
+      /support-addresses.*https:\/\/example\.com\/help/,
+    );
+  } finally {
+    await t.stop();
   }
 });
