@@ -477,13 +477,21 @@ export const HOST_OPTIONS = {
     reload: "live",
     description: "Allow SASL PLAIN without TLS (never do this outside tests)",
   },
+  sasl_offer_channel_binding: {
+    type: "boolean",
+    default: false,
+    scope: "host",
+    reload: "live",
+    description:
+      "Offer SCRAM-*-PLUS with tls-server-end-point channel binding (announced per XEP-0440); only when every client reads XEP-0440, since others try tls-unique and fail",
+  },
   sasl_reject_channel_binding_downgrade: {
     type: "boolean",
     default: false,
     scope: "host",
     reload: "live",
     description:
-      "Fail SCRAM logins whose client says it supports channel binding but saw none (RFC 5802 'y' flag) while -PLUS is offered",
+      "Fail SCRAM logins whose client says it supports channel binding but saw none (RFC 5802 'y' flag) while -PLUS is offered (sasl_offer_channel_binding)",
   },
   scram_iterations: {
     type: "integer",

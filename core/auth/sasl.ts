@@ -1,6 +1,7 @@
 // Server-side SASL for c2s (RFC 6120 §6): which mechanisms a stream may offer, and the SCRAM
 // (RFC 5802, RFC 7677, with tls-server-end-point channel binding from RFC 5929) and PLAIN
 // exchanges, each a small state machine fed the decoded bytes of <auth/> and <response/>.
+// A failure also carries its reason for the log and the login throttle, never for the client.
 
 import type { AccountStore } from "./accounts.ts";
 import {
@@ -33,11 +34,54 @@ export type SaslFailure =
   | "not-authorized"
   | "temporary-auth-failure";
 
+/**
+ * Why an exchange failed, for the server's log and the login throttle. It is never sent: on the
+ * wire an unknown user and a wrong password are the same `not-authorized`.
+ */
+export type SaslFailureReason =
+  /** The proof or password did not match the stored credentials. */
+  | "wrong-password"
+  /** No such account (the exchange ran against fake credentials). */
+  | "unknown-user"
+  /** The username is not a valid JID localpart, so no account can have it. */
+  | "invalid-username"
+  /** The account exists but has no credentials for this mechanism's hash. */
+  | "no-credentials"
+  /** The credentials were right but the account may not log in. */
+  | "disabled-account"
+  /** The authorization identity names someone else. */
+  | "invalid-authzid"
+  /** A -PLUS client asked for a channel binding type this server cannot compute. */
+  | "unsupported-channel-binding"
+  /** The client saw no -PLUS although it was offered ('y' flag, RFC 5802 §6). */
+  | "channel-binding-downgrade"
+  /** The channel binding data or GS2 header does not match this TLS channel. */
+  | "channel-binding-mismatch"
+  /** The message broke the mechanism's syntax or order. */
+  | "malformed-request";
+
 /** What the server answers to one client message. */
 export type SaslStep =
   | { kind: "challenge"; data: Uint8Array }
   | { kind: "success"; username: string; data?: Uint8Array }
-  | { kind: "failure"; condition: SaslFailure; text?: string };
+  | { kind: "failure"; condition: SaslFailure; text?: string; reason: SaslFailureReason };
+
+const CREDENTIAL_FAILURES: ReadonlySet<SaslFailureReason> = new Set([
+  "wrong-password",
+  "unknown-user",
+  "invalid-username",
+  "no-credentials",
+]);
+
+/**
+ * Whether a failure is a rejected credential (a password guess), which the login throttle
+ * counts and `auth_failure_delay` slows down. Syntax, channel binding and authorization
+ * failures are not: the password was never checked, and the client may retry at once with
+ * another mechanism on the same stream (RFC 6120 §6.4.5).
+ */
+export function isCredentialFailure(reason: SaslFailureReason): boolean {
+  return CREDENTIAL_FAILURES.has(reason);
+}
 
 /** What a mechanism needs to know about the stream it runs on. */
 export interface SaslContext {
@@ -49,13 +93,16 @@ export interface SaslContext {
   allowPlainInsecure: boolean;
   /** Where credentials come from. */
   accounts: AccountStore;
-  /** Channel binding data for the -PLUS mechanisms; present only on TLS. */
+  /**
+   * Channel binding data for the -PLUS mechanisms. Present only when the stream offers them:
+   * on TLS, and only where the operator has said the clients read XEP-0440 (a client that
+   * does not assumes tls-unique, which this server cannot compute, and fails).
+   */
   channelBinding?: { type: "tls-server-end-point"; data: Uint8Array };
   /**
    * Fail a client that sends the GS2 flag "y" (it supports channel binding but believes we
-   * do not) while -PLUS is offered: RFC 5802's downgrade detection. Off by default because
-   * deployed clients (e.g. slixmpp 1.8) send "y" when their only binding type is
-   * tls-unique, which TLS 1.3 does not define and we cannot offer.
+   * do not) while -PLUS is offered: RFC 5802's downgrade detection. When -PLUS is not offered
+   * "y" is the right answer and always accepted.
    */
   rejectChannelBindingDowngrade?: boolean;
   /** Prepares a username as a JID localpart; undefined when it is not a valid one. */
@@ -68,6 +115,11 @@ export interface SaslContext {
 export interface SaslMechanism {
   /** The mechanism name as advertised. */
   readonly name: string;
+  /**
+   * The username the client gave, once the exchange has seen it: prepared when it is a valid
+   * localpart, as sent otherwise. For the log only.
+   */
+  readonly username: string | undefined;
   /**
    * Processes the next client message: the initial response (undefined when the client sent
    * none) and then each response. After success or failure the exchange is over.
@@ -92,12 +144,40 @@ export function startMechanism(name: string, ctx: SaslContext): SaslMechanism | 
   return new ScramMechanism(ctx, { hash, plus: name.endsWith("-PLUS") });
 }
 
-function fail(condition: SaslFailure, text?: string): SaslStep {
-  return text === undefined ? { kind: "failure", condition } : { kind: "failure", condition, text };
+function fail(reason: SaslFailureReason, condition: SaslFailure, text?: string): SaslStep {
+  return text === undefined
+    ? { kind: "failure", condition, reason }
+    : { kind: "failure", condition, text, reason };
+}
+
+function malformed(text: string): SaslStep {
+  return fail("malformed-request", "malformed-request", text);
 }
 
 function finished(): SaslStep {
-  return fail("malformed-request", "The authentication exchange is already finished");
+  return malformed("The authentication exchange is already finished");
+}
+
+/**
+ * The username in a mechanism's initial response, without starting the mechanism: for the
+ * log line of an attempt refused before it runs (a throttled address). Undefined when the
+ * mechanism is unknown or the response carries no username.
+ */
+export function initialUsername(
+  mechanism: string,
+  input: Uint8Array | undefined,
+): string | undefined {
+  const message = input === undefined ? undefined : decodeUtf8(input);
+  if (message === undefined) return undefined;
+  if (mechanism === "PLAIN") {
+    const parts = message.split("\0");
+    return parts.length === 3 && parts[1] !== "" ? parts[1] : undefined;
+  }
+  if (!mechanism.startsWith("SCRAM-")) return undefined;
+  // gs2-cbind-flag "," [authzid] "," then n=username
+  const headerEnd = message.indexOf(",", message.indexOf(",") + 1);
+  const field = headerEnd < 0 ? undefined : message.slice(headerEnd + 1).split(",")[0];
+  return field?.startsWith("n=") ? decodeSaslName(field.slice(2)) : undefined;
 }
 
 /**
@@ -133,6 +213,8 @@ const SERVER_NONCE_BYTES = 18;
 export class ScramMechanism implements SaslMechanism {
   /** The mechanism name, e.g. "SCRAM-SHA-256-PLUS". */
   readonly name: string;
+  /** The username the client gave (see {@link SaslMechanism.username}). */
+  username: string | undefined;
   #ctx: SaslContext;
   #hash: ScramHash;
   #plus: boolean;
@@ -187,68 +269,77 @@ export class ScramMechanism implements SaslMechanism {
 
   #clientFirst(input: Uint8Array): SaslStep {
     const message = decodeUtf8(input);
-    if (message === undefined) return fail("malformed-request", "Expected UTF-8 text");
+    if (message === undefined) return malformed("Expected UTF-8 text");
     // gs2-header = gs2-cbind-flag "," [ authzid ] ","
     const flagEnd = message.indexOf(",");
     const headerEnd = flagEnd < 0 ? -1 : message.indexOf(",", flagEnd + 1);
-    if (headerEnd < 0) return fail("malformed-request", "Expected a GS2 header");
+    if (headerEnd < 0) return malformed("Expected a GS2 header");
     const flag = message.slice(0, flagEnd);
     const authzidField = message.slice(flagEnd + 1, headerEnd);
     this.#gs2Header = message.slice(0, headerEnd + 1);
     this.#clientFirstBare = message.slice(headerEnd + 1);
+    // Known early so that every failure below can be logged with it.
+    const nameField = this.#clientFirstBare.split(",")[0];
+    if (nameField.startsWith("n=")) {
+      const raw = decodeSaslName(nameField.slice(2));
+      this.username = raw === undefined ? undefined : this.#ctx.prepUsername(raw) ?? raw;
+    }
 
     if (flag === "n" || flag === "y") {
-      if (this.#plus) {
-        return fail("malformed-request", `Expected channel binding with ${this.name}`);
-      }
+      if (this.#plus) return malformed(`Expected channel binding with ${this.name}`);
       if (
         flag === "y" && this.#ctx.channelBinding !== undefined &&
         this.#ctx.rejectChannelBindingDowngrade
       ) {
         // The client supports channel binding and thinks we do not: someone removed the -PLUS
         // mechanisms on the way (RFC 5802 §6).
-        return fail("not-authorized", "Channel binding is supported; possible downgrade attack");
+        return fail(
+          "channel-binding-downgrade",
+          "not-authorized",
+          "Channel binding is supported; possible downgrade attack",
+        );
       }
     } else if (flag.startsWith("p=")) {
-      if (!this.#plus) {
-        return fail("malformed-request", `Expected no channel binding with ${this.name}`);
-      }
+      if (!this.#plus) return malformed(`Expected no channel binding with ${this.name}`);
       if (flag !== "p=tls-server-end-point") {
+        // Not a credential failure: the client may retry at once without channel binding.
         return fail(
+          "unsupported-channel-binding",
           "malformed-request",
-          `Expected channel binding type tls-server-end-point, found ${flag.slice(2)}`,
+          `Channel binding type ${flag.slice(2)} is not supported; ` +
+            "this server supports tls-server-end-point (XEP-0440)",
         );
       }
     } else {
-      return fail("malformed-request", "Expected a channel binding flag of n, y or p=");
+      return malformed("Expected a channel binding flag of n, y or p=");
     }
 
     let authzid: string | undefined;
     if (authzidField !== "") {
       authzid = authzidField.startsWith("a=") ? decodeSaslName(authzidField.slice(2)) : undefined;
-      if (authzid === undefined) return fail("malformed-request", "Expected a=authzid");
+      if (authzid === undefined) return malformed("Expected a=authzid");
     }
 
     // client-first-message-bare = [reserved-mext ","] username "," nonce ["," extensions]
     const fields = this.#clientFirstBare.split(",");
     if (fields[0]?.startsWith("m=")) {
-      return fail("malformed-request", "Mandatory SCRAM extensions are not supported");
+      return malformed("Mandatory SCRAM extensions are not supported");
     }
     if (fields.length < 2 || !fields[0].startsWith("n=") || !fields[1].startsWith("r=")) {
-      return fail("malformed-request", "Expected n=username,r=nonce");
+      return malformed("Expected n=username,r=nonce");
     }
     const rawUsername = decodeSaslName(fields[0].slice(2));
-    if (rawUsername === undefined) return fail("malformed-request", "Expected a valid username");
+    if (rawUsername === undefined) return malformed("Expected a valid username");
     const clientNonce = fields[1].slice(2);
-    if (!NONCE.test(clientNonce)) return fail("malformed-request", "Expected a printable nonce");
+    if (!NONCE.test(clientNonce)) return malformed("Expected a printable nonce");
     if (!fields.slice(2).every((field) => /^[A-Za-z]=/.test(field))) {
-      return fail("malformed-request", "Expected attribute=value extensions");
+      return malformed("Expected attribute=value extensions");
     }
 
     const username = this.#ctx.prepUsername(rawUsername);
-    if (username === undefined) return fail("not-authorized");
+    if (username === undefined) return fail("invalid-username", "not-authorized");
     if (authzid !== undefined && !authzidMatches(authzid, username, this.#ctx)) {
-      return fail("invalid-authzid");
+      return fail("invalid-authzid", "invalid-authzid");
     }
     this.#username = username;
 
@@ -267,10 +358,10 @@ export class ScramMechanism implements SaslMechanism {
 
   #clientFinal(input: Uint8Array): SaslStep {
     const message = decodeUtf8(input);
-    if (message === undefined) return fail("malformed-request", "Expected UTF-8 text");
+    if (message === undefined) return malformed("Expected UTF-8 text");
     // client-final-message = channel-binding "," nonce ["," extensions] "," proof
     const proofAt = message.lastIndexOf(",p=");
-    if (proofAt < 0) return fail("malformed-request", "Expected a client proof");
+    if (proofAt < 0) return malformed("Expected a client proof");
     const withoutProof = message.slice(0, proofAt);
     const proof = decodeBase64(message.slice(proofAt + 3));
     const fields = withoutProof.split(",");
@@ -279,14 +370,16 @@ export class ScramMechanism implements SaslMechanism {
       !fields[0].startsWith("c=") || !fields[1].startsWith("r=") ||
       !fields.slice(2).every((field) => /^[A-Za-z]=/.test(field))
     ) {
-      return fail("malformed-request", "Expected c=binding,r=nonce,p=proof");
+      return malformed("Expected c=binding,r=nonce,p=proof");
     }
     const binding = decodeBase64(fields[0].slice(2));
-    if (binding === undefined) return fail("malformed-request", "Expected base64 channel binding");
+    if (binding === undefined) return malformed("Expected base64 channel binding");
     if (!timingSafeEqual(binding, this.#expectedBinding())) {
-      return fail("not-authorized", "Channel binding does not match");
+      return fail("channel-binding-mismatch", "not-authorized", "Channel binding does not match");
     }
-    if (fields[1].slice(2) !== this.#nonce) return fail("not-authorized", "Nonce does not match");
+    if (fields[1].slice(2) !== this.#nonce) {
+      return fail("malformed-request", "not-authorized", "Nonce does not match");
+    }
 
     const hash = this.#hash;
     const authMessage = utf8(`${this.#clientFirstBare},${this.#serverFirst},${withoutProof}`);
@@ -296,8 +389,14 @@ export class ScramMechanism implements SaslMechanism {
     const clientSignature = hmac(hash, storedKey, authMessage);
     const clientKey = xor(proof, clientSignature);
     const valid = timingSafeEqual(digest(hash, clientKey), storedKey);
-    if (!valid || credentials === undefined) return fail("not-authorized");
-    if (this.#ctx.isDisabled?.(this.#username)) return fail("account-disabled");
+    if (credentials === undefined) {
+      const exists = this.#ctx.accounts.exists(this.#ctx.host, this.#username);
+      return fail(exists ? "no-credentials" : "unknown-user", "not-authorized");
+    }
+    if (!valid) return fail("wrong-password", "not-authorized");
+    if (this.#ctx.isDisabled?.(this.#username)) {
+      return fail("disabled-account", "account-disabled");
+    }
     const serverSignature = hmac(hash, credentials.serverKey, authMessage);
     return {
       kind: "success",
@@ -321,6 +420,7 @@ export class ScramMechanism implements SaslMechanism {
 /** SASL PLAIN (RFC 4616): authzid NUL authcid NUL password, checked against the SCRAM keys. */
 class PlainMechanism implements SaslMechanism {
   readonly name = "PLAIN";
+  username: string | undefined;
   #ctx: SaslContext;
   #state: "initial" | "asked" | "finished" = "initial";
 
@@ -342,17 +442,22 @@ class PlainMechanism implements SaslMechanism {
     const message = decodeUtf8(input);
     const parts = message?.split("\0");
     if (parts === undefined || parts.length !== 3 || parts[1] === "" || parts[2] === "") {
-      return fail("malformed-request", "Expected authzid NUL authcid NUL password");
+      if (parts !== undefined && parts.length === 3 && parts[1] !== "") this.username = parts[1];
+      return malformed("Expected authzid NUL authcid NUL password");
     }
     const [authzid, authcid, password] = parts;
     const ctx = this.#ctx;
     const username = ctx.prepUsername(authcid);
-    if (username === undefined) return fail("not-authorized");
-    if (authzid !== "" && !authzidMatches(authzid, username, ctx)) return fail("invalid-authzid");
-    if (!await ctx.accounts.verifyPassword(ctx.host, username, password)) {
-      return fail("not-authorized");
+    this.username = username ?? authcid;
+    if (username === undefined) return fail("invalid-username", "not-authorized");
+    if (authzid !== "" && !authzidMatches(authzid, username, ctx)) {
+      return fail("invalid-authzid", "invalid-authzid");
     }
-    if (ctx.isDisabled?.(username)) return fail("account-disabled");
+    if (!await ctx.accounts.verifyPassword(ctx.host, username, password)) {
+      const exists = ctx.accounts.exists(ctx.host, username);
+      return fail(exists ? "wrong-password" : "unknown-user", "not-authorized");
+    }
+    if (ctx.isDisabled?.(username)) return fail("disabled-account", "account-disabled");
     return { kind: "success", username };
   }
 }

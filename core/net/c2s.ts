@@ -6,7 +6,10 @@ import type { TLSSocket } from "node:tls";
 import type { AuthThrottle } from "../auth/throttle.ts";
 import {
   advertisedMechanisms,
+  initialUsername,
+  isCredentialFailure,
   type SaslContext,
+  type SaslFailureReason,
   type SaslMechanism,
   startMechanism,
 } from "../auth/sasl.ts";
@@ -39,6 +42,25 @@ const log = getLogger("c2s");
 const NS_SASL_CB = "urn:xmpp:sasl-cb:0";
 /** XEP-0478 stream limits namespace. */
 const NS_STREAM_LIMITS = "urn:xmpp:stream-limits:0";
+
+/** How a refused login reads in the log, by the mechanism's reason. */
+const FAILURE_REASONS: Record<SaslFailureReason, string> = {
+  "wrong-password": "wrong password",
+  "unknown-user": "unknown user",
+  "invalid-username": "invalid username",
+  "no-credentials": "no stored credentials for this mechanism",
+  "disabled-account": "disabled account",
+  "invalid-authzid": "authorization identity is another user",
+  "unsupported-channel-binding": "unsupported channel binding type",
+  "channel-binding-downgrade": "channel binding downgrade",
+  "channel-binding-mismatch": "channel binding does not match",
+  "malformed-request": "malformed request",
+};
+
+/** Longest username quoted in a log line; longer ones are cut. */
+const MAX_LOGGED_USERNAME = 100;
+/** Longest mechanism name logged (a client may send any text as one). */
+const MAX_LOGGED_MECHANISM = 40;
 
 /** What a c2s stream needs from the server. */
 export interface C2SDeps {
@@ -380,7 +402,9 @@ export class C2SSession implements Session {
 
   #saslContext(): SaslContext {
     const server = this.#deps.server;
-    const binding = this.secure
+    // -PLUS only where the operator says the clients read XEP-0440: the others assume
+    // tls-unique, which TLS 1.3 lacks and this server cannot compute, and fail.
+    const binding = this.secure && this.#option<boolean>("sasl_offer_channel_binding")
       ? this.#deps.tls.endpointBinding(this.#socket as TLSSocket)
       : undefined;
     return {
@@ -409,6 +433,28 @@ export class C2SSession implements Session {
     });
   }
 
+  /**
+   * Logs a refused login with what an operator acts on: the username tried, the address, the
+   * mechanism and the reason.
+   */
+  #logFailedLogin(mechanism: string, username: string | undefined, reason: string): void {
+    let user = "(none)";
+    if (username !== undefined) {
+      user = JSON.stringify(
+        username.length > MAX_LOGGED_USERNAME
+          ? `${username.slice(0, MAX_LOGGED_USERNAME)}…`
+          : username,
+      );
+    }
+    log.info("Failed login as {user} on {host} from {ip} with {mechanism}: {reason}", {
+      user,
+      host: this.host,
+      ip: this.ip,
+      mechanism: mechanism === "" ? "(none)" : mechanism.slice(0, MAX_LOGGED_MECHANISM),
+      reason,
+    });
+  }
+
   #saslFailure(condition: string, text?: string): void {
     const failure = new Element("failure", { xmlns: NS_SASL });
     failure.c(condition);
@@ -433,6 +479,9 @@ export class C2SSession implements Session {
     else if (text !== "") {
       input = decodeBase64(text.replace(/\s+/g, ""));
       if (!input) {
+        const running = el.name === "auth" ? undefined : this.#sasl;
+        const mechanism = running?.name ?? el.attrs.mechanism ?? "";
+        this.#logFailedLogin(mechanism, running?.username, "incorrect base64 encoding");
         this.#sasl = undefined;
         this.#saslFailure("incorrect-encoding");
         return;
@@ -443,17 +492,23 @@ export class C2SSession implements Session {
         this.#saslFailure("encryption-required", "Use STARTTLS before authenticating");
         return;
       }
+      const name = el.attrs.mechanism ?? "";
       if (this.#deps.throttle.isBlocked(this.ip)) {
+        this.#logFailedLogin(name, initialUsername(name, input), "throttled");
         this.#saslFailure(
           "temporary-auth-failure",
           "Too many failed logins from your address; try again later",
         );
         return;
       }
-      const name = el.attrs.mechanism ?? "";
       const ctx = this.#saslContext();
       if (!advertisedMechanisms(ctx).includes(name)) {
         const plainRefused = name === "PLAIN" && !this.secure;
+        this.#logFailedLogin(
+          name,
+          initialUsername(name, input),
+          plainRefused ? "PLAIN refused without TLS" : "mechanism not offered",
+        );
         this.#saslFailure(
           plainRefused ? "encryption-required" : "invalid-mechanism",
           plainRefused ? "PLAIN is only offered over TLS" : undefined,
@@ -474,7 +529,8 @@ export class C2SSession implements Session {
       this.close("unsupported-stanza-type", `Unexpected SASL element <${el.name}>`);
       return;
     }
-    const step = await this.#sasl.step(input);
+    const mechanism = this.#sasl;
+    const step = await mechanism.step(input);
     if (this.#closed) return;
     if (step.kind === "challenge") {
       const challenge = new Element("challenge", { xmlns: NS_SASL });
@@ -484,11 +540,19 @@ export class C2SSession implements Session {
     }
     this.#sasl = undefined;
     if (step.kind === "failure") {
-      if (step.condition === "not-authorized") {
+      const reason = FAILURE_REASONS[step.reason];
+      const credential = isCredentialFailure(step.reason);
+      this.#logFailedLogin(
+        mechanism.name,
+        mechanism.username,
+        credential || step.text === undefined ? reason : `${reason} (${step.text})`,
+      );
+      // Only a rejected password counts and waits: a client whose channel binding or syntax
+      // was refused may retry at once on this stream without being locked out.
+      if (credential) {
         this.#deps.server.metrics.counter("c2s.auth_failures").inc();
         this.#deps.throttle.recordFailure(this.ip);
         const delay = this.#option<number>("auth_failure_delay") * 1000;
-        log.info("Failed login from {ip} on {host}", { ip: this.ip, host: this.host });
         if (delay > 0) await new Promise((resolve) => setTimeout(resolve, delay));
         if (this.#closed) return;
       }

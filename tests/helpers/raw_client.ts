@@ -243,13 +243,13 @@ export class RawClient {
 
   /**
    * SCRAM login (optionally -PLUS with tls-server-end-point computed from the certificate
-   * the server presented); resolves with the outcome element and whether the server
-   * signature verified. Does not restart the stream.
+   * the server presented, or with another GS2 header such as "y,,"); resolves with the
+   * outcome element and whether the server signature verified. Does not restart the stream.
    */
   async scram(
     user: string,
     password: string,
-    options: { hash?: "SHA-1" | "SHA-256"; plus?: boolean; cbData?: Uint8Array } = {},
+    options: { hash?: "SHA-1" | "SHA-256"; plus?: boolean; cbData?: Uint8Array; gs2?: string } = {},
   ): Promise<{ outcome: Element; verified: boolean }> {
     const hash = options.hash ?? "SHA-256";
     let cbData = options.cbData;
@@ -261,7 +261,7 @@ export class RawClient {
       hash,
       username: user,
       password,
-      gs2: options.plus ? "p=tls-server-end-point,," : "n,,",
+      gs2: options.gs2 ?? (options.plus ? "p=tls-server-end-point,," : "n,,"),
       cbData,
     });
     const mechanism = `SCRAM-${hash}${options.plus ? "-PLUS" : ""}`;

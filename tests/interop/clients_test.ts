@@ -1,6 +1,7 @@
-// Real XMPP clients against a real Lilt server over TLS: xmpp.js over STARTTLS with
-// SCRAM-SHA-256, and Debian's python3-slixmpp over direct TLS with SCRAM-SHA-1. Both verify
-// the server certificate against a CA the test makes.
+// Real XMPP clients against a real Lilt server over TLS: xmpp.js and Debian's python3-slixmpp
+// with their default settings over STARTTLS and direct TLS (no failed SASL attempt on the way),
+// xmpp.js with SCRAM-SHA-256 and slixmpp with SCRAM-SHA-1. All verify the server certificate
+// against a CA the test makes.
 
 import assert from "node:assert/strict";
 import { fileURLToPath } from "node:url";
@@ -45,13 +46,14 @@ type ClientResult = any;
 
 async function withClient(
   command: (target: ClientTarget) => [string, string[], Record<string, string>?],
+  extraGlobalToml = "",
 ): Promise<ClientResult> {
   const dir = await Deno.makeTempDir({ prefix: "lilt-ca-" });
   const certs = await makeTestCa(dir, ["localhost"]);
   const t = await startTestServer({
     globalToml: `certificate = ${JSON.stringify(certs.certFile)}\nkey = ${
       JSON.stringify(certs.keyFile)
-    }`,
+    }\n${extraGlobalToml}`,
     users: { alice: "alice-secret", bob: "bob-secret" },
   });
   try {
@@ -135,3 +137,82 @@ Deno.test("slixmpp subscribes both ways and gets an offline message with a delay
     has_stamp: true,
   });
 });
+
+/** slixmpp with its default SASL settings over "starttls" or "direct-tls". */
+function slixmppDefaults(transport: "starttls" | "direct-tls") {
+  return ({ port, tlsPort, caFile }: ClientTarget): [string, string[]] => [
+    PYTHON,
+    [
+      "tests/interop/slixmpp_client.py",
+      String(transport === "starttls" ? port : tlsPort),
+      caFile,
+      "defaults",
+      transport,
+    ],
+  ];
+}
+
+for (const transport of ["starttls", "direct-tls"] as const) {
+  Deno.test(`slixmpp with default settings logs in over ${transport} with no failed SASL attempt`, async () => {
+    await requireSlixmpp();
+    const result = await withClient(slixmppDefaults(transport));
+    assert.equal(result.error, undefined, result.error);
+    console.log(`slixmpp ${transport}: ${result.mechanisms.join(", ")} over ${result.tls}`);
+    assert.deepEqual(result.failures, [], "the server sent no SASL failure");
+    assert.deepEqual(result.states, ["bound", "bound"]);
+    // slixmpp takes the strongest mechanism offered that it can complete on its own.
+    assert.deepEqual(result.mechanisms, ["SCRAM-SHA-256", "SCRAM-SHA-256"]);
+    assert.deepEqual(result.message, { from: "bob@localhost/py", body: "defaults work" });
+  });
+}
+
+Deno.test("with -PLUS offered, slixmpp's tls-unique attempts fail recoverably and are not counted as wrong passwords", async () => {
+  await requireSlixmpp();
+  // One wrong password would block the address: the two channel binding failures must not.
+  const result = await withClient(
+    slixmppDefaults("starttls"),
+    "sasl_offer_channel_binding = true\nauth_throttle_max_failures = 1",
+  );
+  assert.equal(result.error, undefined, result.error);
+  assert.deepEqual(result.states, ["bound", "bound"]);
+  const conditions = result.failures.map((f: { condition: string }) => f.condition);
+  assert.deepEqual(conditions, Array(4).fill("malformed-request"), JSON.stringify(result.failures));
+  for (const failure of result.failures) {
+    assert.match(failure.text, /tls-unique.*tls-server-end-point/);
+  }
+  assert.deepEqual(result.mechanisms, ["SCRAM-SHA-256", "SCRAM-SHA-256"]);
+});
+
+function xmppjsDefaults(scheme: "xmpp" | "xmpps") {
+  return ({ port, tlsPort, caFile }: ClientTarget): [string, string[], Record<string, string>] => [
+    Deno.execPath(),
+    [
+      "run",
+      "-A",
+      "tests/interop/xmppjs_client.ts",
+      String(scheme === "xmpp" ? port : tlsPort),
+      "defaults",
+      scheme,
+    ],
+    { DENO_CERT: caFile },
+  ];
+}
+
+for (const scheme of ["xmpp", "xmpps"] as const) {
+  const transport = scheme === "xmpp" ? "STARTTLS" : "direct TLS";
+  Deno.test(`xmpp.js with default settings logs in over ${transport} with no failed SASL attempt`, async () => {
+    const result = await withClient(xmppjsDefaults(scheme));
+    assert.equal(result.error, undefined, result.error);
+    const logins = result.logins as {
+      jid: string;
+      mechanisms: string[];
+      failures: string[];
+      secure: boolean;
+    }[];
+    console.log(`xmpp.js ${transport}: ${logins.map((l) => l.mechanisms.join("+")).join(", ")}`);
+    assert.deepEqual(logins.map((l) => l.jid), ["alice@localhost/js", "bob@localhost/js"]);
+    assert.deepEqual(logins.map((l) => l.failures), [[], []], "the server sent no SASL failure");
+    assert.deepEqual(logins.map((l) => l.mechanisms), [["SCRAM-SHA-1"], ["SCRAM-SHA-1"]]);
+    assert.deepEqual(logins.map((l) => l.secure), [true, true]);
+  });
+}

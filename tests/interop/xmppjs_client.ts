@@ -1,7 +1,10 @@
 // Drives the real xmpp.js client (npm:@xmpp/client) against a Lilt server; run as a child
-// process by xmppjs_test.ts so DENO_CERT can make it trust the test CA. Prints one JSON line.
+// process by clients_test.ts so DENO_CERT can make it trust the test CA. Prints one JSON line.
+// "exchange" and "wrong-password" add SCRAM-SHA-256 over STARTTLS; "defaults" changes nothing
+// in xmpp.js and connects with the URL scheme given (xmpp: STARTTLS, xmpps: direct TLS).
 //
 // Usage: deno run -A xmppjs_client.ts PORT exchange|wrong-password
+//        deno run -A xmppjs_client.ts PORT defaults xmpp|xmpps
 
 import { client, xml } from "@xmpp/client";
 
@@ -171,8 +174,49 @@ async function wrongPassword(port: number): Promise<unknown> {
   }
 }
 
-const [portText, mode] = Deno.args;
+/** Every SASL failure the server sent, and the mechanisms xmpp.js picked by itself. */
+function watchSasl(xmpp: ReturnType<typeof client>) {
+  const failures: string[] = [];
+  xmpp.on("element", (el: { name: string; attrs: Record<string, string>; toString(): string }) => {
+    if (el.name === "failure" && el.attrs.xmlns === "urn:ietf:params:xml:ns:xmpp-sasl") {
+      failures.push(el.toString());
+    }
+  });
+  // Records what the factory chose without changing its order or contents.
+  const factory = xmpp.saslFactory as unknown as { create(names: string[]): unknown };
+  const create = factory.create.bind(factory);
+  const used: string[] = [];
+  factory.create = (names: string[]) => {
+    const mech = create(names) as { name: string } | null;
+    if (mech) used.push(mech.name);
+    return mech;
+  };
+  return { failures, used };
+}
+
+async function defaults(port: number, scheme: string): Promise<unknown> {
+  // Direct TLS checks the certificate against the host of the URL: name it, not the address.
+  const service = scheme === "xmpps" ? `xmpps://localhost:${port}` : `xmpp://127.0.0.1:${port}`;
+  const logins = [];
+  for (const [username, password] of [["alice", "alice-secret"], ["bob", "bob-secret"]]) {
+    const xmpp = client({ service, domain: "localhost", username, password, resource: "js" });
+    xmpp.on("error", () => {});
+    const seen = watchSasl(xmpp);
+    const jid = await xmpp.start();
+    const secure = (xmpp.socket as unknown as { socket?: { encrypted?: boolean } })?.socket
+      ?.encrypted === true;
+    await xmpp.stop();
+    logins.push({ jid: jid.toString(), mechanisms: seen.used, failures: seen.failures, secure });
+  }
+  return { logins };
+}
+
+const [portText, mode, scheme] = Deno.args;
 const port = Number(portText);
-const result = mode === "wrong-password" ? await wrongPassword(port) : await exchange(port);
+const result = mode === "defaults"
+  ? await defaults(port, scheme)
+  : mode === "wrong-password"
+  ? await wrongPassword(port)
+  : await exchange(port);
 console.log(JSON.stringify(result));
 Deno.exit(0);

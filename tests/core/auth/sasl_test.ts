@@ -6,7 +6,10 @@ import assert from "node:assert/strict";
 import { AccountStore } from "../../../core/auth/accounts.ts";
 import {
   advertisedMechanisms,
+  initialUsername,
+  isCredentialFailure,
   type SaslContext,
+  type SaslFailureReason,
   type SaslStep,
   ScramMechanism,
   startMechanism,
@@ -422,5 +425,68 @@ Deno.test("PLAIN checks the password against the stored SCRAM keys", async () =>
     await invalidUtf8.step(new Uint8Array([0, 0x6a, 0, 0xc3, 0x28])),
     "malformed-request",
   );
+  database.close();
+});
+
+function reasonOf(step: SaslStep): SaslFailureReason | undefined {
+  return step.kind === "failure" ? step.reason : undefined;
+}
+
+Deno.test("failure reasons tell the log what the wire does not, and only guesses count", async () => {
+  const { ctx, database } = await setup({ isDisabled: (user) => user === "a,b=c" });
+  const scram = (username: string, password: string, gs2?: string) =>
+    runScram(
+      ctx,
+      gs2?.startsWith("p=") ? "SCRAM-SHA-256-PLUS" : "SCRAM-SHA-256",
+      new ScramClient({
+        hash: "SHA-256",
+        username,
+        password,
+        gs2,
+        cbData: gs2?.startsWith("p=") ? CB_DATA : undefined,
+      }),
+    );
+  const cases: [SaslStep, string, boolean][] = [
+    [await scram("juliet", "wrong"), "wrong-password", true],
+    [await scram("tybalt", "x"), "unknown-user", true],
+    [await scram("a@b", "x"), "invalid-username", true],
+    [await scram("a,b=c", "commas"), "disabled-account", false],
+    [await scram("juliet", "r0m30", "p=tls-unique,,"), "unsupported-channel-binding", false],
+    [await scram("juliet", "r0m30", "n,a=romeo@example.com,"), "invalid-authzid", false],
+  ];
+  for (const [step, reason, counts] of cases) {
+    assert.equal(reasonOf(step), reason);
+    assert.equal(isCredentialFailure(reasonOf(step)!), counts, reason);
+  }
+  // On the wire the first three are the same not-authorized.
+  for (const [step] of cases.slice(0, 3)) expectFailure(step, "not-authorized");
+  // The unsupported type is named, with the one this server has.
+  const unsupported = cases[4][0] as { text?: string };
+  assert.match(unsupported.text ?? "", /tls-unique .*tls-server-end-point/);
+
+  const plain = (message: string) => startMechanism("PLAIN", ctx)!.step(utf8(message));
+  assert.equal(reasonOf(await plain("\0juliet\0wrong")), "wrong-password");
+  assert.equal(reasonOf(await plain("\0nobody\0x")), "unknown-user");
+  assert.equal(reasonOf(await plain("\0a,b=c\0commas")), "disabled-account");
+  database.close();
+});
+
+Deno.test("a mechanism knows the username tried, even when it fails early", async () => {
+  const { ctx, database } = await setup();
+  const plus = startMechanism("SCRAM-SHA-1-PLUS", ctx)!;
+  await plus.step(utf8("p=tls-unique,,n=Juliet,r=abc"));
+  assert.equal(plus.username, "juliet", "prepared");
+  const invalid = startMechanism("SCRAM-SHA-1", ctx)!;
+  await invalid.step(utf8("n,,n=a@b,r=abc"));
+  assert.equal(invalid.username, "a@b", "as sent when it cannot be prepared");
+  const plain = startMechanism("PLAIN", ctx)!;
+  await plain.step(utf8("\0Romeo\0x"));
+  assert.equal(plain.username, "romeo");
+
+  assert.equal(initialUsername("SCRAM-SHA-256", utf8("y,a=x@y,n=a=2Cb,r=n")), "a,b");
+  assert.equal(initialUsername("PLAIN", utf8("\0bob\0pw")), "bob");
+  assert.equal(initialUsername("PLAIN", utf8("garbage")), undefined);
+  assert.equal(initialUsername("SCRAM-SHA-1", undefined), undefined);
+  assert.equal(initialUsername("EXTERNAL", utf8("bob")), undefined);
   database.close();
 });

@@ -6,10 +6,12 @@ import assert from "node:assert/strict";
 import { NS_STREAM, RawClient } from "../../helpers/raw_client.ts";
 import { startTestServer, type TestServer } from "../../helpers/test_server.ts";
 import type { Element } from "../../../core/xml/element.ts";
+import { addLogWatcher, formatLogRecord } from "../../../core/log.ts";
 
 const NS_SASL = "urn:ietf:params:xml:ns:xmpp-sasl";
 const NS_STREAMS_ERRORS = "urn:ietf:params:xml:ns:xmpp-streams";
 const NS_STANZAS = "urn:ietf:params:xml:ns:xmpp-stanzas";
+const NS_SASL_CB = "urn:xmpp:sasl-cb:0";
 
 function streamErrorOf(client: RawClient): Promise<string> {
   return client.next((el) => el.name === "error" && el.ns === NS_STREAM).then((el) =>
@@ -60,20 +62,35 @@ Deno.test("before TLS only a required STARTTLS is offered", () =>
     c.close();
   }));
 
-Deno.test("after STARTTLS the SCRAM family and PLAIN are offered, -PLUS first", () =>
+Deno.test("after STARTTLS the SCRAM family and PLAIN are offered, without -PLUS by default", () =>
   withServer(async (t) => {
     const c = await RawClient.connect(t.port);
     await c.open();
     const features = await c.starttls();
-    assert.deepEqual(mechanisms(features), [
-      "SCRAM-SHA-256-PLUS",
-      "SCRAM-SHA-1-PLUS",
-      "SCRAM-SHA-256",
-      "SCRAM-SHA-1",
-      "PLAIN",
-    ]);
+    assert.deepEqual(mechanisms(features), ["SCRAM-SHA-256", "SCRAM-SHA-1", "PLAIN"]);
+    // XEP-0440 types are announced only together with -PLUS mechanisms.
+    assert.equal(features.getChild("sasl-channel-binding", NS_SASL_CB), undefined);
     c.close();
   }));
+
+Deno.test("sasl_offer_channel_binding offers -PLUS first and announces tls-server-end-point", () =>
+  withServer(async (t) => {
+    for (const tls of [false, true]) {
+      const c = await RawClient.connect(tls ? t.tlsPort : t.port, { tls });
+      const features = tls ? await c.open() : (await c.open(), await c.starttls());
+      assert.deepEqual(mechanisms(features), [
+        "SCRAM-SHA-256-PLUS",
+        "SCRAM-SHA-1-PLUS",
+        "SCRAM-SHA-256",
+        "SCRAM-SHA-1",
+        "PLAIN",
+      ]);
+      const types = features.getChild("sasl-channel-binding", NS_SASL_CB)
+        ?.getChildren("channel-binding").map((el) => el.attrs.type);
+      assert.deepEqual(types, ["tls-server-end-point"]);
+      c.close();
+    }
+  }, { hostToml: "sasl_offer_channel_binding = true" }));
 
 Deno.test("PLAIN without TLS is refused even when encryption is optional", () =>
   withServer(async (t) => {
@@ -114,6 +131,50 @@ Deno.test("repeated failures from one address are throttled", () =>
     assert.ok(failure.getChild("temporary-auth-failure"));
     c.close();
   }, { globalToml: "auth_throttle_max_failures = 2" }));
+
+Deno.test("failed logins are logged with the username, address, mechanism and reason", async () => {
+  const logged: string[] = [];
+  const stopWatching = addLogWatcher((record) => {
+    if (record.category.join(".") === "lilt.c2s") logged.push(formatLogRecord(record).trimEnd());
+  }, "info");
+  try {
+    await withServer(async (t) => {
+      t.server.accounts.disable("localhost", "bob");
+      const c = await RawClient.connect(t.port);
+      await c.open();
+      await c.starttls();
+      const failure = async () => (await c.next((el) => el.name === "failure")).elements()[0].name;
+      const failedLine = () => logged.filter((l) => l.includes("Failed login")).at(-1) ?? "";
+
+      // The right password for a disabled account: refused, logged, not counted as a guess.
+      c.send(`<auth xmlns='${NS_SASL}' mechanism='PLAIN'>${btoa("\0bob\0bob-pw")}</auth>`);
+      assert.equal(await failure(), "account-disabled");
+      assert.match(failedLine(), /as "bob" .* with PLAIN: disabled account$/);
+
+      c.send(`<auth xmlns='${NS_SASL}' mechanism='PLAIN'>${btoa("\0alice\0nope")}</auth>`);
+      assert.equal(await failure(), "not-authorized");
+      assert.match(
+        failedLine(),
+        /Failed login as "alice" on localhost from 127\.0\.0\.1 with PLAIN: wrong password$/,
+      );
+
+      // An unknown user looks like a wrong password on the wire, not in the log.
+      assert.equal(
+        (await c.scram("mallory", "guess")).outcome.getChild("not-authorized")?.name,
+        "not-authorized",
+      );
+      assert.match(failedLine(), /as "mallory" .* with SCRAM-SHA-256: unknown user$/);
+
+      // Two guesses used up the window: the next attempt is refused before it runs.
+      c.send(`<auth xmlns='${NS_SASL}' mechanism='PLAIN'>${btoa("\0alice\0alice-pw")}</auth>`);
+      assert.equal(await failure(), "temporary-auth-failure");
+      assert.match(failedLine(), /as "alice" .* from 127\.0\.0\.1 with PLAIN: throttled$/);
+      c.close();
+    }, { globalToml: "auth_throttle_max_failures = 2" });
+  } finally {
+    stopWatching();
+  }
+});
 
 Deno.test("two users exchange messages and the server answers ping, disco and roster", () =>
   withServer(async (t) => {
@@ -367,7 +428,69 @@ Deno.test("SCRAM-SHA-256-PLUS binds to the TLS channel (tls-server-end-point)", 
     assert.equal(wrong.outcome.name, "failure");
     assert.ok(wrong.outcome.getChild("not-authorized"));
     d.close();
+  }, { globalToml: "sasl_offer_channel_binding = true" }));
+
+/** A SCRAM-SHA-256-PLUS first message asking for tls-unique, as slixmpp 1.8 sends it. */
+function tlsUniqueAuth(user: string): string {
+  const first = btoa(`p=tls-unique,,n=${user},r=${crypto.randomUUID()}`);
+  return `<auth xmlns='${NS_SASL}' mechanism='SCRAM-SHA-256-PLUS'>${first}</auth>`;
+}
+
+Deno.test("an unsupported channel binding type fails recoverably and is not a wrong password", () =>
+  withServer(async (t) => {
+    const c = await RawClient.connect(t.port);
+    await c.open();
+    await c.starttls();
+    // With one failed login allowed, counting these as wrong passwords would lock us out.
+    for (let i = 0; i < 3; i++) {
+      c.send(tlsUniqueAuth("alice"));
+      const failure = await c.next((el) => el.name === "failure");
+      assert.ok(failure.getChild("malformed-request"), failure.toString());
+      assert.match(failure.getChildText("text") ?? "", /tls-unique.*tls-server-end-point/);
+    }
+    // Retrying on the same stream with a binding the server has works (RFC 6120 §6.4.5).
+    const { outcome } = await c.scram("alice", "alice-pw", { plus: true });
+    assert.equal(outcome.name, "success");
+    assert.equal(t.server.metrics.counter("c2s.auth_failures").value, 0);
+    c.close();
+  }, {
+    globalToml: "sasl_offer_channel_binding = true\nauth_throttle_max_failures = 1",
   }));
+
+Deno.test("a -PLUS mechanism that is not offered is invalid-mechanism, and the stream stays usable", () =>
+  withServer(async (t) => {
+    const c = await RawClient.connect(t.port);
+    await c.open();
+    await c.starttls();
+    c.send(tlsUniqueAuth("alice"));
+    const failure = await c.next((el) => el.name === "failure");
+    assert.ok(failure.getChild("invalid-mechanism"), failure.toString());
+    assert.equal((await c.scram("alice", "alice-pw")).outcome.name, "success");
+    c.close();
+  }, { globalToml: "auth_throttle_max_failures = 1" }));
+
+Deno.test("the 'y' flag is a downgrade only where -PLUS was offered", async () => {
+  const yFlag = async (t: TestServer) => {
+    const c = await RawClient.connect(t.port);
+    await c.open();
+    await c.starttls();
+    const { outcome } = await c.scram("alice", "alice-pw", { gs2: "y,," });
+    c.close();
+    return outcome;
+  };
+  // Without -PLUS on offer a client with channel binding rightly sends "y": it logs in.
+  await withServer(async (t) => {
+    assert.equal((await yFlag(t)).name, "success");
+  }, { hostToml: "sasl_reject_channel_binding_downgrade = true" });
+  // With -PLUS offered, "y" means the client did not see it: refused when so configured.
+  await withServer(async (t) => {
+    const outcome = await yFlag(t);
+    assert.equal(outcome.name, "failure");
+    assert.ok(outcome.getChild("not-authorized"));
+  }, {
+    hostToml: "sasl_reject_channel_binding_downgrade = true\nsasl_offer_channel_binding = true",
+  });
+});
 
 Deno.test("SCRAM-SHA-1 over direct TLS, then a server-generated resource", () =>
   withServer(async (t) => {
