@@ -78,8 +78,8 @@ export function verifyStore(path: string): void {
  * (SQLite's online backup API). `source` is the server's open `Database`, or the path of a
  * store file (opened read-only; safe while a server runs on it thanks to WAL). The copy is
  * written to `destFile.tmp-<random>` (mode 0600), switched to a self-contained rollback
- * journal, verified with `verifyStore`, and renamed over `destFile`. On failure nothing is left
- * behind and `BackupError` says why.
+ * journal, verified with `verifyStore`, and renamed over `destFile`. The directory of `destFile`
+ * must exist (it is not created). On failure nothing is left behind and `BackupError` says why.
  *
  * @example
  * ```ts
@@ -103,8 +103,20 @@ export async function backupDatabase(source: Database | string, destFile: string
     } else {
       db = source.db;
     }
+    // A missing directory is a typo or an unmounted disk more often than a wish: say so
+    // instead of creating it (and filling the wrong file system from cron every night).
+    const dir = dirname(destFile);
+    let dirInfo: Deno.FileInfo | undefined;
     try {
-      await Deno.mkdir(dirname(destFile), { recursive: true, mode: 0o700 });
+      dirInfo = await Deno.stat(dir);
+    } catch (error) {
+      if (!(error instanceof Deno.errors.NotFound)) {
+        throw new BackupError(`Cannot use the directory '${dir}': ${reason(error)}`);
+      }
+    }
+    if (!dirInfo) throw new BackupError(`The directory '${dir}' does not exist`);
+    if (!dirInfo.isDirectory) throw new BackupError(`'${dir}' is not a directory`);
+    try {
       // The snapshot holds credential hashes: create it private before SQLite writes to it.
       (await Deno.open(tmp, { createNew: true, write: true, mode: 0o600 })).close();
       await backup(db, tmp);

@@ -10,7 +10,7 @@ export function serverBackupCommands(): CommandSpec[] {
     {
       section: "server",
       name: "backup",
-      summary: "Write a verified snapshot of the store to FILE (a path on the server's machine)",
+      summary: "Write a verified snapshot of the store to FILE (its directory must exist)",
       args: [{ name: "file", kind: "file" }],
       run: async ({ server }, [file]) => {
         if (!file) throw new CommandError("Expected the path of the backup file to write");

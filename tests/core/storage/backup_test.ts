@@ -188,6 +188,11 @@ Deno.test("bad backups are refused and failed backups leave no files", async () 
       () => backupDatabase(t.server.database, `${blocker}/sub/backup.sqlite`),
       BackupError,
     );
+    // A directory that does not exist is an error (a typo, an unmounted disk), not created.
+    await assert.rejects(
+      () => backupDatabase(t.server.database, `${dir}/nightly/backup.sqlite`),
+      new BackupError(`The directory '${dir}/nightly' does not exist`),
+    );
     await assert.rejects(
       () => backupDatabase(`${dir}/missing.sqlite`, `${dir}/b.sqlite`),
       /Cannot open/,
