@@ -9,6 +9,8 @@ import { type Config, formatProblem, loadConfig } from "./core/config.ts";
 import type { OptionSpec } from "./core/config_schema.ts";
 import { JidError, parseJid } from "./core/jid.ts";
 import { loadTrustStore } from "./core/net/peer_certificate.ts";
+import { checkHostCertificate } from "./core/net/certificate_check.ts";
+import type { OptionChange } from "./core/config_changes.ts";
 import { configureLogging, getLogger } from "./core/log.ts";
 import { Server } from "./core/server.ts";
 import { LILT_VERSION } from "./core/version.ts";
@@ -17,9 +19,9 @@ import { Storage } from "./core/storage/stores.ts";
 import { backupDatabase, isServerRunning, restoreDatabase } from "./core/storage/backup.ts";
 import { builtinModules } from "./mod/builtin.ts";
 import { type AdminSocket, startAdminSocket } from "./shell/admin_socket.ts";
-import { runShell } from "./shell/client.ts";
+import { AdminClient, runShell } from "./shell/client.ts";
 import { promptSecret } from "./shell/prompt.ts";
-import { reloadConfiguration } from "./shell/reload.ts";
+import { type PendingChanges, reloadConfiguration } from "./shell/reload.ts";
 import { builtinSections } from "./shell/sections/all.ts";
 import { setShutdownHandler } from "./shell/sections/server.ts";
 
@@ -45,8 +47,10 @@ Every command accepts --help. Without -c, the configuration is read from $LILT_C
 ./lilt.toml, /etc/lilt/lilt.toml or ./conf.example.toml, the first that exists.`,
   start: `Usage: lilt start [-c FILE]
 
-Runs the server in the foreground. SIGHUP reloads the configuration; SIGTERM and SIGINT
-close every stream with <system-shutdown/> and exit.`,
+Runs the server in the foreground. SIGHUP reloads the configuration (as 'lilt shell config
+reload' does: changed options apply at once, except those that need a restart, which keep
+their running values and are logged); SIGTERM and SIGINT close every stream with
+<system-shutdown/> and exit.`,
   shell: `Usage: lilt shell [-c FILE]
        lilt shell SECTION COMMAND [ARGS...] [--json] [-c FILE]
 
@@ -64,7 +68,16 @@ Quote arguments with spaces: lilt shell announce online localhost "Back in 5 min
   check: `Usage: lilt check config [-c FILE]
 
 Validates the configuration. Prints one 'file:line: severity: message' line per problem and
-exits 1 when there are errors (warnings alone exit 0).`,
+exits 1 when there are errors (warnings alone exit 0).
+
+Besides the options, it loads each configured certificate and key as a start would: a file
+that is missing, unreadable or unparsable, a key that does not match, a certificate that does
+not cover its host or has expired is an error; expiry within 30 days and a self-signed
+certificate are warnings. Hosts without certificate files get a self-signed one at start.
+A non-empty storage.key is refused: the store cannot be encrypted yet.
+When the server runs on this file, options that differ from its running values but need a
+restart (listeners, data_dir, admin_socket, storage, s2s_dialback_secret) are warnings:
+'config reload' keeps their running values.`,
   user: `Usage: lilt user add JID [-c FILE]
        lilt user passwd JID [-c FILE]
        lilt user del JID [-c FILE]
@@ -267,9 +280,56 @@ async function cmdCheck(args: string[]): Promise<number> {
       report(config.lineOf(undefined, "s2s_ca_files"), (error as Error).message);
     }
   }
+  const warn = (line: number | undefined, message: string) =>
+    console.error(
+      formatProblem({ file: config.file, line: line ?? 0, severity: "warning", message }),
+    );
+  // The certificates a start would load, and whether they cover their hosts for long enough.
+  for (const host of config.hosts) {
+    const files = {
+      certificate: config.hostOption(host.domain, "certificate"),
+      key: config.hostOption(host.domain, "key"),
+    };
+    const line = config.lineOf(host.domain, "certificate") ?? host.line;
+    for (const finding of await checkHostCertificate(host.domain, files)) {
+      (finding.severity === "error" ? report : warn)(line, finding.message);
+    }
+  }
+  // A running server keeps the options that need a restart: say which ones would wait.
+  for (const change of await pendingRestarts(config)) {
+    warn(
+      change.line,
+      `'${change.option}' differs from the running server's value and takes effect only ` +
+        "when it restarts (config reload keeps the running value)",
+    );
+  }
   if (errors > 0) return 1;
   console.log(`${config.file}: OK (${config.hosts.length} host(s))`);
   return 0;
+}
+
+/**
+ * The changes a reload of the running server would not apply, when a server runs on this very
+ * file (its admin socket answers): asked with `config pending`. Empty otherwise.
+ */
+async function pendingRestarts(config: Config): Promise<OptionChange[]> {
+  const socket = adminSocketPath(config);
+  if (!await isServerRunning(socket)) return [];
+  let client: AdminClient;
+  try {
+    client = await AdminClient.connect(socket);
+  } catch {
+    return [];
+  }
+  try {
+    const reply = await client.request("config pending");
+    if (!reply.ok) return [];
+    const pending = reply.result.data as PendingChanges;
+    if (pending.file !== config.file) return [];
+    return pending.changes.filter((c) => c.reload === "restart");
+  } finally {
+    client.close();
+  }
 }
 
 async function cmdUser(args: string[]): Promise<number> {

@@ -2,7 +2,7 @@
 // and the admin shell's `config reload`, so both validate and apply it the same way.
 
 import { formatProblem, loadConfig } from "../core/config.ts";
-import { describeChange } from "../core/config_changes.ts";
+import { configChanges, describeChange, type OptionChange } from "../core/config_changes.ts";
 import { getLogger } from "../core/log.ts";
 import type { Server } from "../core/server.ts";
 
@@ -45,6 +45,33 @@ export function describeReload(result: ReloadResult): string[] {
 }
 
 const NOTHING_DONE = { applied: [], needRestart: [], modules: [] };
+
+/** What a reload would do now (`config pending`), without applying anything. */
+export interface PendingChanges {
+  /** The server's configuration file, which was read. */
+  file: string;
+  /** Problems found; when one is an error, `changes` is empty. */
+  problems: string[];
+  /** True when the file has errors (a reload would keep the running configuration). */
+  invalid: boolean;
+  /** Every option whose value in the file differs from the running one. */
+  changes: OptionChange[];
+}
+
+/** Reads the server's configuration file and compares it with the configuration in force. */
+export function pendingChanges(server: Server): PendingChanges {
+  const file = server.config.file;
+  const declared = server.modules.declaredOptions();
+  const { config, problems } = loadConfig(file, { moduleOptions: declared });
+  const lines = problems.map(formatProblem);
+  if (!config) return { file, problems: lines, invalid: true, changes: [] };
+  return {
+    file,
+    problems: lines,
+    invalid: false,
+    changes: configChanges(server.config, config, declared),
+  };
+}
 
 /** Servers with a reload under way (a second SIGHUP or shell request waits its turn). */
 const reloading = new WeakMap<Server, Promise<ReloadResult>>();

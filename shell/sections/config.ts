@@ -2,7 +2,8 @@
 // the file (the same code path as SIGHUP).
 
 import { CommandError, type CommandSpec } from "../../core/admin_commands.ts";
-import { describeReload, reloadConfiguration } from "../reload.ts";
+import { describeChange } from "../../core/config_changes.ts";
+import { describeReload, pendingChanges, reloadConfiguration } from "../reload.ts";
 
 /** The commands of the `config` section. */
 export function configCommands(): CommandSpec[] {
@@ -48,6 +49,32 @@ export function configCommands(): CommandSpec[] {
           throw new CommandError([result.error, ...result.problems].join("\n"));
         }
         return { message: describeReload(result).join("\n"), data: result };
+      },
+    },
+    {
+      section: "config",
+      name: "pending",
+      summary: "Compare the file with the running configuration: what a reload would apply, " +
+        "what needs a restart",
+      args: [],
+      run: ({ server }) => {
+        const pending = pendingChanges(server);
+        if (pending.invalid) {
+          throw new CommandError(
+            [`${pending.file} has errors: a reload would keep the running configuration`]
+              .concat(pending.problems).join("\n"),
+          );
+        }
+        const named = (reload: string) =>
+          pending.changes.filter((c) => c.reload === reload)
+            .map((c) => describeChange(c, pending.file));
+        const live = named("live");
+        const restart = named("restart");
+        const lines = [`${pending.file} against the running configuration:`];
+        if (live.length === 0 && restart.length === 0) lines.push("No option differs");
+        if (live.length > 0) lines.push(`A reload applies: ${live.join(", ")}`);
+        if (restart.length > 0) lines.push(`Only a restart applies: ${restart.join(", ")}`);
+        return { message: [...lines, ...pending.problems].join("\n"), data: pending };
       },
     },
   ];
