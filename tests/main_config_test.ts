@@ -59,15 +59,15 @@ Deno.test("check config and start refuse a storage.key, which would leave the st
 Deno.test("check config loads each certificate: missing, mismatched, wrong host, expiring", () =>
   withDir(async (dir) => {
     const ca = await createTestCa({ notAfter: new Date(Date.now() + 400 * DAY_MS) });
-    const good = await (await ca.issue({
+    await (await ca.issue({
       names: ["good.example"],
       notAfter: new Date(Date.now() + 200 * DAY_MS),
     })).writeTo(dir, "good");
-    const soon = await (await ca.issue({
+    await (await ca.issue({
       names: ["soon.example"],
       notAfter: new Date(Date.now() + 10 * DAY_MS + 3600_000),
     })).writeTo(dir, "soon");
-    const other = await (await ca.issue({ names: ["other.example"] })).writeTo(dir, "other");
+    await (await ca.issue({ names: ["other.example"] })).writeTo(dir, "other");
     await Deno.writeTextFile(`${dir}/garbage.crt`, "not a certificate\n");
     const host = (domain: string, cert: string, key: string) =>
       `[[host]]\ndomain = "${domain}"\ncertificate = "${cert}"\nkey = "${key}"\n`;
