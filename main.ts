@@ -20,7 +20,7 @@ import { backupDatabase, isServerRunning, restoreDatabase } from "./core/storage
 import { builtinModules } from "./mod/builtin.ts";
 import { type AdminSocket, startAdminSocket } from "./shell/admin_socket.ts";
 import { AdminClient, runShell } from "./shell/client.ts";
-import { promptSecret } from "./shell/prompt.ts";
+import { promptNewSecret } from "./shell/prompt.ts";
 import { type PendingChanges, reloadConfiguration } from "./shell/reload.ts";
 import { builtinSections } from "./shell/sections/all.ts";
 import { setShutdownHandler } from "./shell/sections/server.ts";
@@ -60,9 +60,12 @@ Talks to the running server over its admin socket (option admin_socket, default
 Without a command: an interactive shell with history (<data_dir>/.shell_history), tab
 completion of sections, commands, JIDs and hosts, 'help', 'help SECTION' and 'exit'.
 With a command: runs it, prints the message or table (or JSON with --json) and exits 0 on
-success, 1 on failure (the error goes to stderr). Passwords are prompted for without echo,
-or read from standard input when it is not a terminal. Streaming commands (watch ...) print
-one line per event until Ctrl-C, SIGTERM or the end of standard input.
+success, 1 on failure (the error goes to stderr). New passwords are prompted for twice
+without echo, or read from the first line of standard input when it is not a terminal.
+Relative paths (server backup FILE, user import FILE) are taken from your directory;
+'user import -' reads the accounts from standard input. Streaming commands (watch ...)
+print one line per event (JSON lines with --json) and do not read standard input: they
+stop on Ctrl-C or SIGTERM (exit 0) or when the server goes away (exit 1).
 
 Quote arguments with spaces: lilt shell announce online localhost "Back in 5 minutes"`,
   check: `Usage: lilt check config [-c FILE]
@@ -392,17 +395,10 @@ async function cmdUser(args: string[]): Promise<number> {
       console.error(`lilt: no account ${jid.bareString()}`);
       return 1;
     }
-    const password = await promptSecret(`Password for ${jid.bareString()}: `);
+    const password = await promptNewSecret(`Password for ${jid.bareString()}: `);
     if (password === "") {
       console.error("lilt: the password is empty");
       return 1;
-    }
-    if (Deno.stdin.isTerminal()) {
-      const again = await promptSecret("Repeat the password: ");
-      if (again !== password) {
-        console.error("lilt: the passwords differ");
-        return 1;
-      }
     }
     if (action === "add") await accounts.create(jid.domain, user, password);
     else await accounts.setPassword(jid.domain, user, password);

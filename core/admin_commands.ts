@@ -26,6 +26,11 @@ export interface ArgSpec {
   optional?: boolean;
   /** Takes the rest of the line (free text such as an announcement). */
   rest?: boolean;
+  /**
+   * For a `file` argument: `-` stands for the caller's standard input, which `lilt shell`
+   * forwards over the socket (the command reads it with `ctx.readInput`).
+   */
+  stdin?: boolean;
 }
 
 /** A table for humans (`lilt shell`) and a list of row objects for `--json`. */
@@ -55,6 +60,12 @@ export interface CommandContext {
   emit(event: unknown): void;
   /** Aborted when the client cancels the command or goes away. */
   signal: AbortSignal;
+  /**
+   * The whole standard input the client forwarded for this request (see `ArgSpec.stdin`);
+   * absent when it forwards none. Rejects with a `CommandError` when the input is too large
+   * or the client goes away before its end.
+   */
+  readInput?(): Promise<string>;
 }
 
 /** Thrown by a command for an expected failure (bad argument, unknown user): no stack. */

@@ -1,7 +1,7 @@
 // The server side of the admin channel: a Unix socket (mode 0600 from creation) speaking
 // newline-delimited JSON, which runs the commands of `server.commands` for `lilt shell`.
 
-import { dirname } from "node:path";
+import { dirname, isAbsolute } from "node:path";
 import {
   type CommandContext,
   CommandError,
@@ -12,9 +12,11 @@ import { LOG_LEVELS } from "../core/config_schema.ts";
 import { getLogger } from "../core/log.ts";
 import type { Server } from "../core/server.ts";
 import {
+  type AdminInput,
   type AdminMessage,
   type AdminRequest,
   type CommandInfo,
+  MAX_INPUT_CHARS,
   MAX_LINE_BYTES,
   type RequestId,
   usage,
@@ -182,7 +184,10 @@ function complete(server: Server, kind: string, prefix: string): string[] {
   return [...new Set(all.filter((c) => c.startsWith(prefix)))].sort();
 }
 
-/** Checks the argument count against the spec; joins the words of a trailing `rest` arg. */
+/**
+ * Checks the argument count against the spec and that file paths are absolute (the server's
+ * working directory means nothing to the caller); joins the words of a trailing `rest` arg.
+ */
 function fitArgs(spec: CommandSpec, args: string[]): string[] {
   const required = spec.args.filter((a) => !a.optional).length;
   if (args.length < required) {
@@ -191,6 +196,16 @@ function fitArgs(spec: CommandSpec, args: string[]): string[] {
       `Missing argument '${missing.name}' (usage: ${usage(describe(spec))})`,
     );
   }
+  spec.args.forEach((arg, i) => {
+    const value = args[i];
+    if (arg.kind !== "file" || value === undefined || (arg.stdin && value === "-")) return;
+    if (!isAbsolute(value)) {
+      throw new CommandError(
+        `Expected an absolute path for '${arg.name}', found '${value}' ` +
+          "(lilt shell makes relative paths absolute against the caller's directory)",
+      );
+    }
+  });
   const last = spec.args[spec.args.length - 1];
   if (last?.rest && args.length > spec.args.length) {
     const head = args.slice(0, spec.args.length - 1);
@@ -199,11 +214,59 @@ function fitArgs(spec: CommandSpec, args: string[]): string[] {
   return args;
 }
 
+/**
+ * The standard input a client forwards for one request, gathered until its end (or until the
+ * command no longer wants it, after which further pieces are dropped).
+ */
+class ForwardedInput {
+  #pieces: string[] = [];
+  #chars = 0;
+  #result = Promise.withResolvers<string>();
+  #open = true;
+
+  constructor() {
+    // A command that never reads its input must not leave a rejection unhandled.
+    this.#result.promise.catch(() => {});
+  }
+
+  /** Adds a piece, or ends the input on `null`. */
+  add(piece: string | null): void {
+    if (!this.#open) return;
+    if (piece === null) {
+      this.#open = false;
+      this.#result.resolve(this.#pieces.join(""));
+      this.#pieces = [];
+      return;
+    }
+    this.#chars += piece.length;
+    if (this.#chars > MAX_INPUT_CHARS) {
+      this.fail(`The standard input is longer than ${MAX_INPUT_CHARS} characters`);
+      return;
+    }
+    this.#pieces.push(piece);
+  }
+
+  /** Ends the input with an error (unless it already ended); drops what was gathered. */
+  fail(reason: string): void {
+    if (!this.#open) return;
+    this.#open = false;
+    this.#pieces = [];
+    this.#result.reject(new CommandError(reason));
+  }
+
+  /** The whole input, once its end arrived. */
+  read(): Promise<string> {
+    return this.#result.promise;
+  }
+}
+
 /** One client of the admin socket. */
 class AdminConnection {
   #server: Server;
   #conn: Deno.UnixConn;
   #running = new Map<RequestId, AbortController>();
+  /** Input being forwarded, by request id, until its end marker arrives. */
+  #inputs = new Map<RequestId, ForwardedInput>();
   #writing: Promise<void> = Promise.resolve();
   #closed = false;
   #encoder = new TextEncoder();
@@ -262,6 +325,10 @@ class AdminConnection {
     this.#closed = true;
     for (const controller of this.#running.values()) controller.abort();
     this.#running.clear();
+    for (const input of this.#inputs.values()) {
+      input.fail("The client went away before the end of its standard input");
+    }
+    this.#inputs.clear();
     try {
       this.#conn.close();
     } catch {
@@ -286,13 +353,31 @@ class AdminConnection {
   #handleLine(line: string): void {
     let request: AdminRequest;
     try {
-      request = parseRequest(line);
+      const message = parseRequest(line);
+      if (!("cmd" in message)) {
+        this.#handleInput(message);
+        return;
+      }
+      request = message;
     } catch (error) {
       const id = (error as RequestLineError).id ?? null;
       this.#send({ id, ok: false, error: (error as Error).message });
       return;
     }
-    this.#run(request).then(
+    let input: ForwardedInput | undefined;
+    if (request.input) {
+      if (this.#inputs.has(request.id) || this.#running.has(request.id)) {
+        this.#send({
+          id: request.id,
+          ok: false,
+          error: `The id '${request.id}' is already in use`,
+        });
+        return;
+      }
+      input = new ForwardedInput();
+      this.#inputs.set(request.id, input);
+    }
+    this.#run(request, input).finally(() => input?.fail("The command has finished")).then(
       (result) => this.#send({ id: request.id, ok: true, result }),
       (error) => {
         if (error instanceof CommandError) {
@@ -306,7 +391,22 @@ class AdminConnection {
     );
   }
 
-  async #run(request: AdminRequest): Promise<CommandResult> {
+  /** Adds a piece of forwarded input to the request it belongs to. */
+  #handleInput(piece: AdminInput): void {
+    const input = this.#inputs.get(piece.id);
+    if (!input) {
+      this.#send({
+        id: piece.id,
+        ok: false,
+        error: `No request with id '${piece.id}' takes standard input`,
+      });
+      return;
+    }
+    if (piece.input === null) this.#inputs.delete(piece.id);
+    input.add(piece.input);
+  }
+
+  async #run(request: AdminRequest, input?: ForwardedInput): Promise<CommandResult> {
     const server = this.#server;
     const { id, args } = request;
     const words = request.cmd.trim().split(/\s+/);
@@ -345,6 +445,7 @@ class AdminConnection {
         if (!controller.signal.aborted) this.#send({ id, event });
       },
     };
+    if (input) context.readInput = () => input.read();
     try {
       return await spec.run(context, fitArgs(spec, args));
     } finally {
@@ -364,8 +465,8 @@ function tooLong(): string {
   return `Request line longer than ${MAX_LINE_BYTES} bytes: closing the connection`;
 }
 
-/** Parses and checks one request line. */
-function parseRequest(line: string): AdminRequest {
+/** Parses and checks one request line, or one line of forwarded input. */
+function parseRequest(line: string): AdminRequest | AdminInput {
   let value: unknown;
   try {
     value = JSON.parse(line);
@@ -375,10 +476,16 @@ function parseRequest(line: string): AdminRequest {
   if (typeof value !== "object" || value === null || Array.isArray(value)) {
     throw new RequestLineError("Malformed request: expected an object {id, cmd, args}");
   }
-  const { id, cmd, args } = value as Record<string, unknown>;
+  const { id, cmd, args, input } = value as Record<string, unknown>;
   const okId = typeof id === "number" || typeof id === "string" ? id : undefined;
   if (okId === undefined) {
     throw new RequestLineError("Malformed request: 'id' must be a number or a string");
+  }
+  if (cmd === undefined && "input" in (value as object)) {
+    if (input !== null && typeof input !== "string") {
+      throw new RequestLineError("Malformed input: 'input' must be a string or null", okId);
+    }
+    return { id: okId, input };
   }
   if (typeof cmd !== "string" || cmd.trim() === "") {
     throw new RequestLineError("Malformed request: 'cmd' must be a non-empty string", okId);
@@ -387,7 +494,10 @@ function parseRequest(line: string): AdminRequest {
   if (!Array.isArray(list) || !list.every((a) => typeof a === "string")) {
     throw new RequestLineError("Malformed request: 'args' must be an array of strings", okId);
   }
-  return { id: okId, cmd, args: list };
+  if (input !== undefined && typeof input !== "boolean") {
+    throw new RequestLineError("Malformed request: 'input' must be true or false", okId);
+  }
+  return { id: okId, cmd, args: list, input: input === true };
 }
 
 function concat(chunks: Uint8Array[], total: number): Uint8Array {

@@ -1,6 +1,8 @@
 // `lilt shell`: the operator's client of the admin socket. Runs one command and exits (for
-// scripts and cron), or opens a REPL with history, tab completion and password prompts.
+// scripts and cron), or opens a REPL with history, tab completion and password prompts. It
+// does for the server what only the caller can: read its stdin, resolve its relative paths.
 
+import { resolve } from "node:path";
 import process from "node:process";
 import * as readline from "node:readline";
 import type { CommandResult, TableResult } from "../core/admin_commands.ts";
@@ -9,10 +11,11 @@ import {
   type AdminReply,
   type CommandInfo,
   COMPLETABLE_KINDS,
+  INPUT_PIECE_CHARS,
   isEvent,
   type RequestId,
 } from "./protocol.ts";
-import { promptSecret } from "./prompt.ts";
+import { MISMATCH_MESSAGE, promptNewSecret, REPEAT_PROMPT } from "./prompt.ts";
 
 /** How `runShell` connects and what it runs. */
 export interface ShellOptions {
@@ -29,6 +32,14 @@ export interface ShellOptions {
 /** The admin socket cannot be reached (no server, or no permission). */
 export class ConnectError extends Error {}
 
+/** What `AdminClient.stream` does besides sending the request. */
+export interface StreamOptions {
+  /** Receives each event of a streaming command. */
+  onEvent?: (event: unknown) => void;
+  /** Text forwarded to the command as its standard input (the request's `-` argument). */
+  input?: AsyncIterable<string>;
+}
+
 /** A connection to the admin socket: requests with ids, replies and streamed events. */
 export class AdminClient {
   #conn: Deno.UnixConn;
@@ -38,6 +49,8 @@ export class AdminClient {
     onEvent?: (event: unknown) => void;
   }>();
   #encoder = new TextEncoder();
+  /** Writes go out one after the other: a large input piece must not interleave a cancel. */
+  #writing: Promise<void> = Promise.resolve();
   #closedResolve!: () => void;
   /** Resolves when the server closes the connection (or `close` is called). */
   readonly closed: Promise<void> = new Promise((resolve) => this.#closedResolve = resolve);
@@ -66,19 +79,35 @@ export class AdminClient {
     return this.stream(cmd, args).done;
   }
 
-  /** Sends a request whose events go to `onEvent`; `done` resolves with the final reply. */
+  /**
+   * Sends a request whose events go to `options.onEvent`, followed by `options.input` when
+   * given; `done` resolves with the final reply.
+   */
   stream(
     cmd: string,
     args: string[],
-    onEvent?: (event: unknown) => void,
+    options: StreamOptions = {},
   ): { id: RequestId; done: Promise<AdminReply> } {
     const id = this.#nextId++;
     const done = new Promise<AdminReply>((resolve) => {
-      this.#waiting.set(id, { resolve, onEvent });
+      this.#waiting.set(id, { resolve, onEvent: options.onEvent });
     });
-    const line = JSON.stringify({ id, cmd, args }) + "\n";
-    this.#write(line).catch(() => this.#finish());
+    const request = options.input ? { id, cmd, args, input: true } : { id, cmd, args };
+    this.#write(JSON.stringify(request) + "\n").catch(() => this.#finish());
+    if (options.input) this.#forward(id, options.input).catch(() => this.#finish());
     return { id, done };
+  }
+
+  /** Sends `input` as pieces for request `id`, then its end; stops once the reply is in. */
+  async #forward(id: RequestId, input: AsyncIterable<string>): Promise<void> {
+    for await (const text of input) {
+      for (let start = 0; start < text.length; start += INPUT_PIECE_CHARS) {
+        if (!this.#waiting.has(id)) return;
+        const piece = text.slice(start, start + INPUT_PIECE_CHARS);
+        await this.#write(JSON.stringify({ id, input: piece }) + "\n");
+      }
+    }
+    if (this.#waiting.has(id)) await this.#write(JSON.stringify({ id, input: null }) + "\n");
   }
 
   /** Asks the server to stop the streaming request `id`. */
@@ -102,10 +131,15 @@ export class AdminClient {
     this.#finish();
   }
 
-  async #write(text: string): Promise<void> {
+  #write(text: string): Promise<void> {
     const bytes = this.#encoder.encode(text);
-    let written = 0;
-    while (written < bytes.length) written += await this.#conn.write(bytes.subarray(written));
+    const write = async () => {
+      let written = 0;
+      while (written < bytes.length) written += await this.#conn.write(bytes.subarray(written));
+    };
+    const next = this.#writing.then(write);
+    this.#writing = next.catch(() => {});
+    return next;
   }
 
   async #readLoop(): Promise<void> {
@@ -225,15 +259,77 @@ export function formatResult(result: CommandResult): string {
   return parts.join("\n");
 }
 
-/** One streamed event as a line of text. */
-function formatEvent(event: unknown, json: boolean): string {
-  if (!json && typeof event === "string") return event;
+/**
+ * One streamed event as a line: JSON with `json`, else readable text. A watched stanza reads
+ * `TIME DIRECTION FROM -> TO XML`, a log record is its log line.
+ */
+export function formatEvent(event: unknown, json: boolean): string {
+  if (json) return JSON.stringify(event);
+  if (typeof event === "string") return event;
+  if (typeof event === "object" && event !== null) {
+    const { time, direction, from, to, xml, line } = event as Record<string, unknown>;
+    if (typeof xml === "string" && typeof direction === "string") {
+      return `${time ?? ""} ${direction.padEnd(3)} ${from ?? "-"} -> ${to ?? "-"}  ${xml}`
+        .trimStart();
+    }
+    if (typeof line === "string") return line;
+  }
   return JSON.stringify(event);
 }
 
 /**
- * Inserts the command's `password` arguments by asking `ask` (a hidden prompt, or stdin when
- * it is not a terminal). Passwords are never taken from the command line, where they would
+ * Makes `file` arguments absolute against the caller's directory `cwd` (the server's own
+ * working directory means nothing to the caller); `~/` is the caller's home. `-` stays for
+ * arguments that take standard input.
+ */
+export function absolutePaths(
+  info: CommandInfo | undefined,
+  args: string[],
+  cwd: string,
+): string[] {
+  if (!info) return args;
+  const home = Deno.env.get("HOME");
+  return args.map((arg, i) => {
+    const spec = info.args[i];
+    if (spec?.kind !== "file" || arg === "" || (spec.stdin && arg === "-")) return arg;
+    if (home && arg.startsWith("~/")) return resolve(home, arg.slice(2));
+    return resolve(cwd, arg);
+  });
+}
+
+/** True when the command takes an argument `-` meaning standard input, and got one. */
+function readsStdin(info: CommandInfo | undefined, args: string[]): boolean {
+  return info?.args.some((spec, i) => spec.stdin && args[i] === "-") ?? false;
+}
+
+/** The process's standard input as text pieces, until its end. */
+async function* stdinText(): AsyncIterable<string> {
+  const decoder = new TextDecoder();
+  const buffer = new Uint8Array(64 * 1024);
+  while (true) {
+    const n = await Deno.stdin.read(buffer);
+    if (n === null) break;
+    yield decoder.decode(buffer.subarray(0, n), { stream: true });
+  }
+  const rest = decoder.decode();
+  if (rest) yield rest;
+}
+
+/**
+ * Takes `--json` out of a REPL line's words (`--` ends the options and is dropped, words
+ * after it are kept as typed).
+ */
+function takeJsonFlag(words: string[]): { words: string[]; json: boolean } {
+  const end = words.indexOf("--");
+  const head = end < 0 ? words : words.slice(0, end);
+  const tail = end < 0 ? [] : words.slice(end + 1);
+  const kept = head.filter((w) => w !== "--json");
+  return { words: [...kept, ...tail], json: kept.length !== head.length };
+}
+
+/**
+ * Inserts the command's `password` arguments by asking `ask` (a hidden prompt asked twice, or
+ * stdin when it is not a terminal). Passwords are never taken from the command line, where they would
  * end up in `ps`, shell history and the REPL history: the words typed fill the other
  * arguments in order, so `user create JID ROLE` prompts for the password and keeps ROLE.
  */
@@ -290,31 +386,59 @@ async function oneShot(client: AdminClient, words: string[], json: boolean): Pro
   const info = (await client.commands()).find((c) => c.section === section && c.name === name);
   let args = rest;
   try {
-    args = (await fillPasswords(info, rest, promptSecret)).args;
+    args = (await fillPasswords(info, rest, promptNewSecret)).args;
   } catch (error) {
     console.error(`lilt: ${(error as Error).message}`);
     return 1;
   }
-  if (!info?.stream) return printReply(await client.request(cmd, args), json);
+  args = absolutePaths(info, args, Deno.cwd());
+  if (!info?.stream) {
+    const input = readsStdin(info, args) ? stdinText() : undefined;
+    return printReply(await client.stream(cmd, args, { input }).done, json);
+  }
+  return await follow(client, cmd, args, json);
+}
+
+/**
+ * Runs a streaming command until SIGINT or SIGTERM (exit 0) or until the server goes away
+ * (exit 1). Standard input is not read: under nohup, cron or systemd it is /dev/null or closed.
+ */
+async function follow(
+  client: AdminClient,
+  cmd: string,
+  args: string[],
+  json: boolean,
+): Promise<number> {
   const encoder = new TextEncoder();
-  const running = client.stream(cmd, args, (event) => {
-    Deno.stdout.writeSync(encoder.encode(formatEvent(event, json) + "\n"));
+  let stopRequested = false;
+  let outputError: Error | undefined;
+  const running = client.stream(cmd, args, {
+    onEvent: (event) => {
+      if (outputError) return;
+      try {
+        Deno.stdout.writeSync(encoder.encode(formatEvent(event, json) + "\n"));
+      } catch (error) {
+        // Nobody reads the output any more (`| head`), or the disk is full: stop.
+        outputError = error as Error;
+        client.cancel(running.id).catch(() => {});
+      }
+    },
   });
-  const stop = () => client.cancel(running.id).catch(() => {});
+  const stop = () => {
+    // A second signal does not wait for the server's answer to the first.
+    if (stopRequested) client.close();
+    stopRequested = true;
+    client.cancel(running.id).catch(() => {});
+  };
   const signals = ["SIGINT", "SIGTERM"] as const;
   for (const signal of signals) Deno.addSignalListener(signal, stop);
-  // End of standard input (Ctrl-D on a terminal, a closed pipe) stops the stream too.
-  (async () => {
-    const buffer = new Uint8Array(256);
-    try {
-      while (await Deno.stdin.read(buffer) !== null) { /* ignore input */ }
-    } catch {
-      // no stdin
-    }
-    stop();
-  })();
   const reply = await running.done;
   for (const signal of signals) Deno.removeSignalListener(signal, stop);
+  if (outputError && !(outputError instanceof Deno.errors.BrokenPipe)) {
+    console.error(`lilt: cannot write the output: ${outputError.message}`);
+    return 1;
+  }
+  if (stopRequested || outputError) return 0;
   if (!reply.ok) {
     console.error(`lilt: ${reply.error}`);
     return 1;
@@ -401,6 +525,13 @@ async function repl(client: AdminClient, options: ShellOptions): Promise<number>
         resolve(answer);
       });
     });
+  // A new password typed on a terminal is asked twice; lines piped into the REPL are used once.
+  const askNewSecret = async (prompt: string) => {
+    const secret = await askSecret(prompt);
+    if (process.stdin.isTTY !== true) return secret;
+    if (await askSecret(REPEAT_PROMPT) !== secret) throw new Error(MISMATCH_MESSAGE);
+    return secret;
+  };
   let streaming: RequestId | undefined;
   rl.on("SIGINT", () => {
     if (streaming !== undefined) {
@@ -434,10 +565,15 @@ async function repl(client: AdminClient, options: ShellOptions): Promise<number>
     if (saved[0] !== text) saved.unshift(text);
     await saveHistory(options.historyPath, saved);
     let words: string[];
+    let json: boolean;
     try {
-      words = splitLine(text);
+      ({ words, json } = takeJsonFlag(splitLine(text)));
     } catch (error) {
       console.error(`Error: ${(error as Error).message}`);
+      rl.prompt();
+      continue;
+    }
+    if (words.length === 0) {
       rl.prompt();
       continue;
     }
@@ -453,10 +589,21 @@ async function repl(client: AdminClient, options: ShellOptions): Promise<number>
         info = commands.find((c) => c.section === section && c.name === name);
       }
       const cmd = name === undefined ? section : `${section} ${name}`;
-      const { args } = await fillPasswords(info, rest, askSecret);
+      let args: string[];
+      try {
+        args = absolutePaths(
+          info,
+          (await fillPasswords(info, rest, askNewSecret)).args,
+          Deno.cwd(),
+        );
+      } catch (error) {
+        console.error(`Error: ${(error as Error).message}`);
+        rl.prompt();
+        continue;
+      }
       if (info?.stream) {
-        const running = client.stream(cmd, args, (event) => {
-          process.stdout.write(formatEvent(event, false) + "\n");
+        const running = client.stream(cmd, args, {
+          onEvent: (event) => process.stdout.write(formatEvent(event, json) + "\n"),
         });
         streaming = running.id;
         process.stdout.write("(streaming: press Ctrl-C to stop)\n");
@@ -467,7 +614,8 @@ async function repl(client: AdminClient, options: ShellOptions): Promise<number>
       }
     }
     if (lost) break;
-    if (reply.ok) {
+    if (reply.ok && json) console.log(JSON.stringify(jsonOf(reply.result), null, 2));
+    else if (reply.ok) {
       const out = formatResult(reply.result);
       if (out) console.log(out);
     } else {

@@ -1,5 +1,6 @@
 // Reading secrets for the command line: a password prompt without echo on a terminal, or the
-// first line of standard input when it is not a terminal (scripts, cron, pipes).
+// first line of standard input when it is not a terminal (scripts, cron, pipes). New passwords
+// are asked twice on a terminal.
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
@@ -56,4 +57,21 @@ export async function promptSecret(prompt: string): Promise<string> {
     await Deno.stderr.write(encoder.encode("\n"));
   }
   return decoder.decode(new Uint8Array(bytes));
+}
+
+/** The second prompt of `promptNewSecret`. */
+export const REPEAT_PROMPT = "Repeat the password: ";
+
+/** Two typed secrets differ: nothing was changed. */
+export const MISMATCH_MESSAGE = "The passwords differ; nothing was changed";
+
+/**
+ * Asks for a new secret. On a terminal it is asked twice without echo (a typo cannot lock the
+ * account) and a mismatch throws; otherwise the first line of stdin is used.
+ */
+export async function promptNewSecret(prompt: string): Promise<string> {
+  const secret = await promptSecret(prompt);
+  if (!Deno.stdin.isTerminal()) return secret;
+  if (await promptSecret(REPEAT_PROMPT) !== secret) throw new Error(MISMATCH_MESSAGE);
+  return secret;
 }

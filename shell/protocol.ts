@@ -14,6 +14,20 @@ export interface AdminRequest {
   id: RequestId;
   cmd: string;
   args: string[];
+  /**
+   * The client forwards its standard input for this request (an argument `-` of a command
+   * that reads input): `AdminInput` lines with the same id follow, the last with `input: null`.
+   */
+  input?: boolean;
+}
+
+/**
+ * A piece of the client's standard input for the request `id`, sent after that request;
+ * `input: null` marks the end. The server cannot read the caller's stdin itself.
+ */
+export interface AdminInput {
+  id: RequestId;
+  input: string | null;
 }
 
 /** The final answer to a request that succeeded. */
@@ -57,6 +71,12 @@ export const COMPLETABLE_KINDS = ["jid", "host", "role", "module", "level"] as c
 
 /** Longest request line the server accepts; a longer one gets an error and the connection closes. */
 export const MAX_LINE_BYTES = 1024 * 1024;
+
+/** Most standard input one request may forward, in characters (all its pieces together). */
+export const MAX_INPUT_CHARS = 32 * 1024 * 1024;
+
+/** Longest piece of input a client puts in one `AdminInput` line (in UTF-16 code units). */
+export const INPUT_PIECE_CHARS = 64 * 1024;
 
 /** True when a server line is an event rather than a final reply. */
 export function isEvent(message: AdminMessage): message is AdminEvent {

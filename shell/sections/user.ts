@@ -173,16 +173,22 @@ function parseImport(
 
 async function importAccounts(ctx: CommandContext, file: string): Promise<CommandResult> {
   const { server } = ctx;
-  if (file === "-") {
-    throw new CommandError(
-      "Reading accounts from standard input is not supported; give a file path the server can read",
-    );
-  }
   let text: string;
-  try {
-    text = await Deno.readTextFile(file);
-  } catch (error) {
-    throw new CommandError(`Cannot read '${file}': ${(error as Error).message}`);
+  if (file === "-") {
+    // The server cannot read the caller's stdin: `lilt shell` forwards it over the socket.
+    if (!ctx.readInput) {
+      throw new CommandError(
+        "'-' means the caller's standard input, and none was sent: " +
+          "run 'lilt shell user import - < FILE' from a shell, or give a file path",
+      );
+    }
+    text = await ctx.readInput();
+  } else {
+    try {
+      text = await Deno.readTextFile(file);
+    } catch (error) {
+      throw new CommandError(`Cannot read '${file}': ${(error as Error).message}`);
+    }
   }
   const { lines, failed } = parseImport(server, text);
   const byHost = new Map<string, ImportLine[]>();
@@ -363,8 +369,8 @@ export function userCommands(): CommandSpec[] {
     {
       section: "user",
       name: "import",
-      summary: "Create accounts from a file of 'jid password [role]' lines (read by the server)",
-      args: [{ name: "file", kind: "file" }],
+      summary: "Create accounts from 'jid password [role]' lines in FILE, or '-' for stdin",
+      args: [{ name: "file", kind: "file", stdin: true }],
       run: (ctx, [file]) => {
         if (!file) throw new CommandError("Expected a file of 'jid password [role]' lines");
         return importAccounts(ctx, file);

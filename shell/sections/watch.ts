@@ -114,6 +114,7 @@ export function watchCommands(): CommandSpec[] {
           if (!outgoing && !incoming) return;
           if (peer && !(outgoing && covers(peer, to)) && !(incoming && covers(peer, from))) return;
           ctx.emit({
+            time: new Date().toISOString(),
             direction: outgoing ? "out" : "in",
             from: from?.toString() ?? null,
             to: to?.toString() ?? null,

@@ -1,10 +1,11 @@
 // The admin socket as `lilt shell` and scripts see it: file mode, stale and live sockets,
-// request/reply lines, error replies for bad input, and streaming commands with cancel.
+// request/reply lines, error replies for bad input, streaming commands with cancel, and the
+// standard input a client forwards.
 
 import assert from "node:assert/strict";
 import { CommandError, type CommandSpec } from "../../core/admin_commands.ts";
 import { startAdminSocket } from "../../shell/admin_socket.ts";
-import { MAX_LINE_BYTES } from "../../shell/protocol.ts";
+import { INPUT_PIECE_CHARS, MAX_LINE_BYTES } from "../../shell/protocol.ts";
 import { startTestServer, type TestServer } from "../helpers/test_server.ts";
 
 /** A raw admin connection: writes lines, reads parsed reply lines. */
@@ -64,8 +65,36 @@ class LineConn {
   }
 }
 
-function testCommands(state: { aborted: boolean; ticks: number }): CommandSpec[] {
+/** What the test commands saw. */
+interface TestState {
+  aborted: boolean;
+  ticks: number;
+  /** The error `test input` got while reading its input. */
+  inputError?: string;
+}
+
+function testCommands(state: TestState): CommandSpec[] {
   return [
+    {
+      section: "test",
+      name: "input",
+      summary: "Counts the lines of FILE, or of the forwarded standard input for '-'",
+      args: [{ name: "file", kind: "file", stdin: true }],
+      run: async (ctx, [file]) => {
+        let text: string;
+        if (file !== "-") text = await Deno.readTextFile(file);
+        else if (!ctx.readInput) throw new CommandError("No input was forwarded");
+        else {
+          try {
+            text = await ctx.readInput();
+          } catch (error) {
+            state.inputError = (error as Error).message;
+            throw error;
+          }
+        }
+        return { data: { lines: text.split("\n").length - 1, chars: text.length, text } };
+      },
+    },
     {
       section: "test",
       name: "echo",
@@ -118,10 +147,10 @@ function testCommands(state: { aborted: boolean; ticks: number }): CommandSpec[]
 }
 
 async function withSocket(
-  fn: (t: TestServer, path: string, state: { aborted: boolean; ticks: number }) => Promise<void>,
+  fn: (t: TestServer, path: string, state: TestState) => Promise<void>,
 ): Promise<void> {
   const t = await startTestServer({ modules: [], users: { alice: "pw", bob: "pw" } });
-  const state = { aborted: false, ticks: 0 };
+  const state: TestState = { aborted: false, ticks: 0 };
   t.server.commands.add(testCommands(state));
   const path = `${t.dataDir}/run/lilt.sock`;
   const admin = await startAdminSocket(t.server, path);
@@ -236,7 +265,13 @@ Deno.test("commands, help and complete serve the shell's help and tab completion
   await withSocket(async (_t, path) => {
     const conn = await LineConn.open(path);
     const commands = (await conn.call(1, "commands")).result as { data: { name: string }[] };
-    assert.deepEqual(commands.data.map((c) => c.name), ["crash", "echo", "fail", "ticks"]);
+    assert.deepEqual(commands.data.map((c) => c.name), [
+      "crash",
+      "echo",
+      "fail",
+      "input",
+      "ticks",
+    ]);
     assert.equal(JSON.stringify(commands.data).includes("run"), false);
     const help = (await conn.call(2, "help", ["test"])).result as { message: string };
     assert.match(help.message, /test echo <first> \[text\.\.\.\]\s+Echoes its arguments/);
@@ -281,6 +316,91 @@ Deno.test("a streaming command streams events and stops on cancel", async () => 
       result: { message: "x", data: ["x"] },
     });
     conn.close();
+  });
+});
+
+Deno.test("standard input forwarded in pieces reaches the command whole", async () => {
+  await withSocket(async (_t, path) => {
+    const conn = await LineConn.open(path);
+    // More than one request line can hold, as the client sends it: pieces, then null.
+    const line = "someone@localhost a-password member\n";
+    const text = line.repeat(Math.ceil((2 * MAX_LINE_BYTES) / line.length));
+    await conn.send({ id: 1, cmd: "test input", args: ["-"], input: true });
+    for (let start = 0; start < text.length; start += INPUT_PIECE_CHARS) {
+      await conn.send({ id: 1, input: text.slice(start, start + INPUT_PIECE_CHARS) });
+    }
+    await conn.send({ id: 1, input: null });
+    const reply = await conn.next();
+    assert.equal(reply?.ok, true, JSON.stringify(reply).slice(0, 300));
+    const data = (reply!.result as { data: { lines: number; chars: number; text: string } }).data;
+    assert.equal(data.lines, text.length / line.length);
+    assert.equal(data.text, text);
+
+    // Pieces arriving before the request's own line was handled are not lost either.
+    await conn.sendRaw(
+      [
+        { id: 2, cmd: "test input", args: ["-"], input: true },
+        { id: 2, input: "a\n" },
+        { id: 2, input: "b\n" },
+        { id: 2, input: null },
+      ].map((m) => JSON.stringify(m) + "\n").join(""),
+    );
+    const second = await conn.next();
+    assert.deepEqual((second?.result as { data: unknown }).data, {
+      lines: 2,
+      chars: 4,
+      text: "a\nb\n",
+    });
+    conn.close();
+  });
+});
+
+Deno.test("input for no request, bad input lines and relative paths are error replies", async () => {
+  await withSocket(async (t, path) => {
+    const conn = await LineConn.open(path);
+    await conn.send({ id: 9, input: "stray" });
+    assert.deepEqual(await conn.next(), {
+      id: 9,
+      ok: false,
+      error: "No request with id '9' takes standard input",
+    });
+    await conn.send({ id: 10, input: 5 });
+    assert.deepEqual(await conn.next(), {
+      id: 10,
+      ok: false,
+      error: "Malformed input: 'input' must be a string or null",
+    });
+    assert.deepEqual(await conn.call(11, "test input", ["-"]), {
+      id: 11,
+      ok: false,
+      error: "No input was forwarded",
+    });
+    // The server's working directory means nothing to the caller: relative paths are refused.
+    assert.deepEqual(await conn.call(12, "test input", ["accounts.txt"]), {
+      id: 12,
+      ok: false,
+      error: "Expected an absolute path for 'file', found 'accounts.txt' " +
+        "(lilt shell makes relative paths absolute against the caller's directory)",
+    });
+    await Deno.writeTextFile(`${t.dataDir}/accounts.txt`, "x\ny\n");
+    const absolute = await conn.call(13, "test input", [`${t.dataDir}/accounts.txt`]);
+    assert.equal((absolute.result as { data: { lines: number } }).data.lines, 2);
+    conn.close();
+  });
+});
+
+Deno.test("a client going away before the end of its input fails the command's read", async () => {
+  await withSocket(async (_t, path, state) => {
+    const conn = await LineConn.open(path);
+    await conn.send({ id: 1, cmd: "test input", args: ["-"], input: true });
+    await conn.send({ id: 1, input: "half of it\n" });
+    conn.close();
+    const probe = await LineConn.open(path);
+    while (state.inputError === undefined) {
+      assert.equal((await probe.call(1, "help")).ok, true);
+    }
+    assert.equal(state.inputError, "The client went away before the end of its standard input");
+    probe.close();
   });
 });
 

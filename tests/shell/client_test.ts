@@ -1,5 +1,6 @@
 // `lilt shell` as scripts and cron use it: one command per run, exit status, --json output,
-// human tables, password prompts read from stdin, streaming, and no server running.
+// human tables, password prompts read from stdin, standard input forwarded, relative paths,
+// streaming that outlives stdin, and no server running.
 
 import assert from "node:assert/strict";
 import { fileURLToPath } from "node:url";
@@ -10,18 +11,18 @@ import { startTestServer, testConfigText } from "../helpers/test_server.ts";
 
 const ROOT = fileURLToPath(new URL("../../", import.meta.url));
 
-function spawnLilt(args: string[], stdin: "null" | "piped" = "null") {
+function spawnLilt(args: string[], stdin: "null" | "piped" = "null", cwd = ROOT) {
   return new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", "main.ts", ...args],
-    cwd: ROOT,
+    args: ["run", "-A", `${ROOT}main.ts`, ...args],
+    cwd,
     stdin,
     stdout: "piped",
     stderr: "piped",
   }).spawn();
 }
 
-async function lilt(args: string[], input?: string) {
-  const child = spawnLilt(args, input === undefined ? "null" : "piped");
+async function lilt(args: string[], input?: string, cwd = ROOT) {
+  const child = spawnLilt(args, input === undefined ? "null" : "piped", cwd);
   if (input !== undefined) {
     const writer = child.stdin.getWriter();
     await writer.write(new TextEncoder().encode(input));
@@ -70,6 +71,16 @@ function testCommands(passwords: Map<string, string>): CommandSpec[] {
       run: (_ctx, [jid, password]) => {
         passwords.set(jid, password);
         return { message: `Changed the password of ${jid}`, data: { jid } };
+      },
+    },
+    {
+      section: "test",
+      name: "lines",
+      summary: "Counts the lines of FILE, or of standard input for '-'",
+      args: [{ name: "file", kind: "file", stdin: true }],
+      run: async (ctx, [file]) => {
+        const text = file === "-" ? await ctx.readInput!() : await Deno.readTextFile(file);
+        return { data: { file, lines: text.split("\n").length - 1, last: text.slice(-20) } };
       },
     },
     {
@@ -133,35 +144,112 @@ Deno.test("one-shot commands print JSON, tables and messages with exit codes", a
     assert.deepEqual(JSON.parse(changed.stdout), { jid: "alice@localhost" });
     assert.equal(passwords.get("alice@localhost"), "s3cret pass");
     assert.equal(changed.stdout.includes("s3cret"), false);
+
+    // '-' sends the caller's standard input over the socket, however long (many lines).
+    const many = Array.from({ length: 60_000 }, (_, i) => `user${i}@localhost pw${i}\n`).join("");
+    const counted = await lilt(["shell", "-c", file, "test", "lines", "-", "--json"], many);
+    assert.equal(counted.code, 0, counted.stderr);
+    assert.deepEqual(JSON.parse(counted.stdout), {
+      file: "-",
+      lines: 60_000,
+      last: many.slice(-20),
+    });
+    // A relative path is the caller's, wherever the server runs.
+    const callerDir = await Deno.makeTempDir({ prefix: "lilt-caller-" });
+    try {
+      await Deno.writeTextFile(`${callerDir}/accounts.txt`, "a\nb\nc\n");
+      const relative = await lilt(
+        ["shell", "-c", file, "test", "lines", "accounts.txt", "--json"],
+        undefined,
+        callerDir,
+      );
+      assert.equal(relative.code, 0, relative.stderr);
+      assert.deepEqual(JSON.parse(relative.stdout), {
+        file: `${callerDir}/accounts.txt`,
+        lines: 3,
+        last: "a\nb\nc\n",
+      });
+    } finally {
+      await Deno.remove(callerDir, { recursive: true });
+    }
   } finally {
     await admin.close();
     await t.stop();
   }
 });
 
-Deno.test("a streaming command prints JSON lines until stdin ends", async () => {
+/** Reads a child's stdout line by line. */
+function lineReader(child: Deno.ChildProcess) {
+  const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
+  let buffer = "";
+  return {
+    /** The next line; throws when stdout ends first. */
+    async next(): Promise<string> {
+      while (!buffer.includes("\n")) {
+        const { value, done } = await reader.read();
+        if (done) throw new Error(`stdout ended; left: ${buffer}`);
+        buffer += value;
+      }
+      const line = buffer.slice(0, buffer.indexOf("\n"));
+      buffer = buffer.slice(line.length + 1);
+      return line;
+    },
+    async drain(): Promise<void> {
+      while (!(await reader.read()).done) { /* drain */ }
+    },
+  };
+}
+
+Deno.test("a streaming command outlives stdin; a signal stops it with 0, a lost server with 1", async () => {
   const t = await startTestServer({ modules: [] });
   t.server.commands.add(testCommands(new Map()));
-  const admin = await startAdminSocket(t.server, `${t.dataDir}/lilt.sock`);
+  let admin = await startAdminSocket(t.server, `${t.dataDir}/lilt.sock`);
   const file = `${t.dataDir}/client.toml`;
   await Deno.writeTextFile(file, testConfigText(t.dataDir, { modules: [] }));
+  const args = ["shell", "-c", file, "test", "ticks", "--json"];
   try {
-    const child = spawnLilt(["shell", "-c", file, "test", "ticks", "--json"], "piped");
-    const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
-    let text = "";
-    while (text.split("\n").length < 3) {
-      const { value, done } = await reader.read();
-      if (done) break;
-      text += value;
+    // stdin is /dev/null (nohup, a systemd unit), closed at once (a finished pipe), or closed
+    // outright (`<&-`): the stream goes on well past the end of input, until a signal.
+    const cases: [string, Deno.ChildProcess, Deno.Signal][] = [
+      ["/dev/null", spawnLilt(args, "null"), "SIGTERM"],
+      ["a closed pipe", spawnLilt(args, "piped"), "SIGINT"],
+      [
+        "a closed descriptor",
+        new Deno.Command("sh", {
+          args: ["-c", `exec "$0" run -A main.ts "$@" <&-`, Deno.execPath(), ...args],
+          cwd: ROOT,
+          stdout: "piped",
+          stderr: "piped",
+        }).spawn(),
+        "SIGTERM",
+      ],
+    ];
+    for (const [stdin, child, signal] of cases) {
+      if (stdin === "a closed pipe") await child.stdin.close();
+      const lines = lineReader(child);
+      for (let n = 1; n <= 30; n++) {
+        assert.deepEqual(JSON.parse(await lines.next()), { tick: n }, `stdin ${stdin}`);
+      }
+      child.kill(signal);
+      await lines.drain();
+      const { code } = await child.status;
+      const stderr = await new Response(child.stderr).text();
+      assert.equal(code, 0, `stdin ${stdin}, ${signal}: ${stderr}`);
+      assert.equal(stderr, "");
     }
-    const lines = text.split("\n");
-    assert.deepEqual(JSON.parse(lines[0]), { tick: 1 });
-    assert.deepEqual(JSON.parse(lines[1]), { tick: 2 });
-    await child.stdin.close();
-    while (!(await reader.read()).done) { /* drain */ }
-    const status = await child.status;
-    assert.equal(status.code, 0);
-    await child.stderr.cancel();
+
+    // Readable lines without --json; the server going away ends the command with status 1.
+    const child = spawnLilt(["shell", "-c", file, "test", "ticks"]);
+    const lines = lineReader(child);
+    assert.equal(await lines.next(), JSON.stringify({ tick: 1 }));
+    await admin.close();
+    await lines.drain();
+    assert.equal((await child.status).code, 1);
+    assert.equal(
+      await new Response(child.stderr).text(),
+      "lilt: The server closed the admin connection\n",
+    );
+    admin = await startAdminSocket(t.server, `${t.dataDir}/lilt.sock`);
   } finally {
     await admin.close();
     await t.stop();

@@ -1,10 +1,13 @@
 // The `lilt shell` REPL in a real terminal (tmux): tab completion of sections, commands and
-// JIDs, command output, and a password typed at the prompt never shown nor kept in history.
+// JIDs, command output, a password typed twice at the prompt never shown nor kept in history,
+// watched stanzas as readable lines; and the one-shot commands' password prompts.
 
 import assert from "node:assert/strict";
 import { fileURLToPath } from "node:url";
 import type { CommandSpec } from "../../core/admin_commands.ts";
 import { startAdminSocket } from "../../shell/admin_socket.ts";
+import { watchCommands } from "../../shell/sections/watch.ts";
+import { RawClient } from "../helpers/raw_client.ts";
 import { startTestServer, testConfigText } from "../helpers/test_server.ts";
 
 const ROOT = fileURLToPath(new URL("../../", import.meta.url));
@@ -132,7 +135,7 @@ Deno.test("the REPL completes, runs commands and never shows or keeps a password
   await ensureTmux();
   const t = await startTestServer({ modules: [], users: { alice: "old", bob: "old" } });
   const passwords = new Map<string, string>();
-  t.server.commands.add(userCommands(passwords));
+  t.server.commands.add([...userCommands(passwords), ...watchCommands()]);
   const admin = await startAdminSocket(t.server, `${t.dataDir}/lilt.sock`);
   const file = `${t.dataDir}/client.toml`;
   await Deno.writeTextFile(file, testConfigText(t.dataDir, { modules: [] }));
@@ -156,8 +159,22 @@ Deno.test("the REPL completes, runs commands and never shows or keeps a password
     await term.waitFor(/Password for alice@localhost: /);
     await term.type(secret);
     await term.press("Enter");
+    await term.waitFor(/Repeat the password: /);
+    await term.type(secret);
+    await term.press("Enter");
     await term.waitFor(/Changed the password of alice@localhost/);
     assert.equal(passwords.get("alice@localhost"), secret);
+    // A mismatch changes nothing (like prosodyctl adduser).
+    await term.type("user password bob@localhost");
+    await term.press("Enter");
+    await term.waitFor(/Password for bob@localhost: /);
+    await term.type(secret);
+    await term.press("Enter");
+    await term.waitFor(/(Repeat the password: [^]*){2}/);
+    await term.type("Hunter3-typo");
+    await term.press("Enter");
+    await term.waitFor(/Error: The passwords differ; nothing was changed\n/);
+    assert.equal(passwords.has("bob@localhost"), false);
 
     // A table, and help for a section.
     await term.type("user list localhost");
@@ -174,6 +191,33 @@ Deno.test("the REPL completes, runs commands and never shows or keeps a password
     await term.press("Enter");
     await term.waitFor(/Error: Unknown command 'server nosuch'/);
 
+    // Watched stanzas print as readable lines, as JSON lines with --json; Ctrl-C stops.
+    const { client } = await RawClient.login(t.port, "alice", "old", "desk");
+    try {
+      const cases = [
+        ["", "watched", /\dZ out alice@localhost\/desk -> bob@localhost {2}<message /],
+        [" --json", "json", /\{"time":"[^"]+","direction":"out","from":"alice@localhost\/desk"/],
+      ] as const;
+      for (const [flag, word, line] of cases) {
+        await term.type(`watch stanzas alice@localhost${flag}`);
+        await term.press("Enter");
+        // The watch is in place once it shows one: until then, keep sending.
+        for (let i = 0;; i++) {
+          client.send(`<message to='bob@localhost'><body>${word} ${i}</body></message>`);
+          const screen = await term.screen();
+          if (line.test(screen)) break;
+          if (i >= 200) throw new Error(`No watched line:\n${screen}`);
+          await new Promise((resolve) => setTimeout(resolve, 50));
+        }
+        await term.press("C-c");
+        await term.type(`server version${flag}`);
+        await term.press("Enter");
+        await term.waitFor(flag ? /"message": "Lilt test"/ : /^Lilt test$/m);
+      }
+    } finally {
+      client.close();
+    }
+
     const screen = await term.screen();
     assert.equal(screen.includes(secret), false, screen);
 
@@ -187,8 +231,54 @@ Deno.test("the REPL completes, runs commands and never shows or keeps a password
     const historyPath = `${t.dataDir}/.shell_history`;
     assert.equal((await Deno.stat(historyPath)).mode! & 0o777, 0o600);
     const history = await Deno.readTextFile(historyPath);
-    assert.match(history, /^user password alice@localhost\nuser list localhost\nhelp user\n/);
+    assert.match(
+      history,
+      /^user password alice@localhost\nuser password bob@localhost\nuser list localhost\n/,
+    );
     assert.equal(history.includes(secret), false);
+  } finally {
+    await term.stop();
+    await admin.close();
+    await t.stop();
+  }
+});
+
+Deno.test("one-shot password prompts on a terminal ask twice and refuse a mismatch", async () => {
+  await ensureTmux();
+  const t = await startTestServer({ modules: [], users: { alice: "old" } });
+  const passwords = new Map<string, string>();
+  t.server.commands.add(userCommands(passwords));
+  const admin = await startAdminSocket(t.server, `${t.dataDir}/lilt.sock`);
+  const file = `${t.dataDir}/client.toml`;
+  await Deno.writeTextFile(file, testConfigText(t.dataDir, { modules: [] }));
+  const term = new Terminal();
+  try {
+    // `lilt shell user password` and `lilt user passwd` (through the running server's shell).
+    const lilt = `"${Deno.execPath()}" run -A main.ts`;
+    await term.start([
+      "sh",
+      "-c",
+      `${lilt} shell -c "${file}" user password alice@localhost; echo "first=$?"; ` +
+      `${lilt} user passwd alice@localhost -c "${file}"; echo "second=$?"; sleep 60`,
+    ]);
+    await term.waitFor(/Password for alice@localhost: /);
+    await term.type("typed-once");
+    await term.press("Enter");
+    await term.waitFor(/Repeat the password: /);
+    await term.type("typed-otherwise");
+    await term.press("Enter");
+    await term.waitFor(/lilt: The passwords differ; nothing was changed\nfirst=1\n/);
+    assert.equal(passwords.has("alice@localhost"), false);
+
+    await term.waitFor(/first=1\n.*Password for alice@localhost: /);
+    await term.type("typed-twice");
+    await term.press("Enter");
+    await term.waitFor(/(Repeat the password: [^]*){2}/);
+    await term.type("typed-twice");
+    await term.press("Enter");
+    await term.waitFor(/Changed the password of alice@localhost\nsecond=0\n/);
+    assert.equal(passwords.get("alice@localhost"), "typed-twice");
+    assert.equal((await term.screen()).includes("typed-"), false);
   } finally {
     await term.stop();
     await admin.close();

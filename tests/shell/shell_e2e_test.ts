@@ -1,5 +1,6 @@
 // Acceptance of the admin shell (issue 4, point 1): a real `lilt start` process driven only
-// through `lilt shell SECTION COMMAND ... --json` processes, with real XMPP clients watching.
+// through `lilt shell SECTION COMMAND ... --json` processes, with real XMPP clients watching;
+// and as scripts and cron drive it (issue 10): stdin, background watches, the caller's paths.
 
 import assert from "node:assert/strict";
 import { DatabaseSync } from "node:sqlite";
@@ -74,10 +75,14 @@ class Lines {
   }
 }
 
-function spawnLilt(args: string[], stdin: "null" | "piped" = "null"): Deno.ChildProcess {
+function spawnLilt(
+  args: string[],
+  stdin: "null" | "piped" = "null",
+  cwd = ROOT,
+): Deno.ChildProcess {
   return new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", "main.ts", ...args],
-    cwd: ROOT,
+    args: ["run", "-A", `${ROOT}main.ts`, ...args],
+    cwd,
     stdin,
     stdout: "piped",
     stderr: "piped",
@@ -96,12 +101,12 @@ interface Lilt {
   dir: string;
   config: string;
   port: number;
-  /** `lilt shell ARGS... --json -c CONFIG`, with `input` on stdin when given. */
-  run(args: string[], input?: string): Promise<ShellRun>;
+  /** `lilt shell ARGS... --json -c CONFIG`, with `input` on stdin when given, run in `cwd`. */
+  run(args: string[], input?: string, cwd?: string): Promise<ShellRun>;
   /** Like `run`, but asserts exit 0 and returns the parsed JSON. */
   // deno-lint-ignore no-explicit-any
   json(args: string[], input?: string): Promise<any>;
-  /** Starts a streaming `lilt shell` (stdin piped: closing it stops the command). */
+  /** Starts a streaming `lilt shell` (stdin /dev/null; SIGINT or SIGTERM stops it). */
   stream(args: string[]): Deno.ChildProcess;
 }
 
@@ -120,8 +125,8 @@ async function startLilt(dir: string): Promise<{ lilt: Lilt; process: Deno.Child
   }
   log.drain();
   new Lines(process.stdout).drain();
-  const run = async (args: string[], input?: string): Promise<ShellRun> => {
-    const child = spawnLilt(shellArgs(config, args), input === undefined ? "null" : "piped");
+  const run = async (args: string[], input?: string, cwd?: string): Promise<ShellRun> => {
+    const child = spawnLilt(shellArgs(config, args), input === undefined ? "null" : "piped", cwd);
     if (input !== undefined) {
       const writer = child.stdin.getWriter();
       await writer.write(new TextEncoder().encode(input));
@@ -146,7 +151,7 @@ async function startLilt(dir: string): Promise<{ lilt: Lilt; process: Deno.Child
       assert.equal(result.stderr, "", `lilt shell ${args.join(" ")} wrote to stderr`);
       return JSON.parse(result.stdout);
     },
-    stream: (args) => spawnLilt(shellArgs(config, args), "piped"),
+    stream: (args) => spawnLilt(shellArgs(config, args)),
   };
   return { lilt, process };
 }
@@ -434,8 +439,9 @@ Deno.test("every admin shell command works end to end through lilt shell --json"
           );
           assert.match(line.line, /imp02@localhost authenticated/);
         } finally {
-          await stanzas.stdin.close();
-          await logs.stdin.close();
+          // Their stdin is /dev/null: only a signal stops them, and that is a clean exit.
+          stanzas.kill("SIGTERM");
+          logs.kill("SIGINT");
           const [stanzaOut, logOut] = await Promise.all([
             finish(stanzas, stanzaLines),
             finish(logs, logLines),
@@ -714,5 +720,144 @@ Deno.test("every admin shell command works end to end through lilt shell --json"
     }
     await server.status;
     await Deno.remove(dir, { recursive: true });
+  }
+});
+
+/** Runs a /bin/sh command line in ROOT, as a crontab or a script would. */
+async function sh(script: string): Promise<ShellRun> {
+  const out = await new Deno.Command("sh", { args: ["-c", script], cwd: ROOT, stdin: "null" })
+    .output();
+  const decoder = new TextDecoder();
+  return { code: out.code, stdout: decoder.decode(out.stdout), stderr: decoder.decode(out.stderr) };
+}
+
+/** Waits until the file's text matches `pattern`; fails after 20 s showing the text. */
+async function fileMatches(path: string, pattern: RegExp, timeoutMs = 20_000): Promise<string> {
+  const deadline = Date.now() + timeoutMs;
+  while (true) {
+    const text = await Deno.readTextFile(path).catch(() => "");
+    if (pattern.test(text)) return text;
+    if (Date.now() > deadline) throw new Error(`${path} never matched ${pattern}:\n${text}`);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+}
+
+Deno.test("scripts and cron: import from stdin, a background watch, the caller's paths", async (t) => {
+  const dir = await Deno.makeTempDir({ prefix: "lilt-shell-scripts-" });
+  const callerDir = await Deno.makeTempDir({ prefix: "lilt-shell-caller-" });
+  const { lilt, process: server } = await startLilt(dir);
+  const lilt_ = `"${Deno.execPath()}" run -A "${ROOT}main.ts"`;
+  const clients: RawClient[] = [];
+  try {
+    await t.step("user import - reads the accounts from the shell's standard input", async () => {
+      const piped = await sh(
+        `printf 'a@localhost pw\\n' | ${lilt_} shell user import - -c "${lilt.config}"`,
+      );
+      assert.equal(piped.code, 0, piped.stderr);
+      assert.equal(piped.stdout, "Created 1 account(s)\n");
+      await assertLoginWorks(lilt.port, "a", "pw");
+
+      const lines = Array.from(
+        { length: 3000 },
+        (_, i) => `bulk${i}@localhost pw-${i}${i === 1000 ? " member" : ""}`,
+      );
+      const bulk = await lilt.json(["user", "import", "-"], [...lines, "broken", ""].join("\n"));
+      assert.equal(bulk.created, 3000);
+      assert.deepEqual(bulk.failed.map((f: { line: number }) => f.line), [3001]);
+      await assertLoginWorks(lilt.port, "bulk2999", "pw-2999");
+      assert.equal((await lilt.json(["user", "role", "bulk1000@localhost"])).role, "member");
+    });
+
+    await t.step("a background watch with stdin /dev/null records what comes later", async () => {
+      const a = await online(lilt.port, "a", "pw");
+      const sender = await online(lilt.port, "bulk0", "pw-0");
+      clients.push(a.client, sender.client);
+      const record = `${dir}/watch.txt`;
+      const job = new Deno.Command("sh", {
+        args: [
+          "-c",
+          `${lilt_} shell watch stanzas a@localhost -c "${lilt.config}" > "${record}" 2>&1 ` +
+          `< /dev/null & echo $!; wait $!`,
+        ],
+        cwd: ROOT,
+        stdin: "null",
+        stdout: "piped",
+        stderr: "piped",
+      }).spawn();
+      const jobOut = new Lines(job.stdout);
+      const pid = Number(await jobOut.next(10_000));
+      jobOut.drain();
+      new Lines(job.stderr).drain();
+      const say = (body: string) =>
+        sender.client.send(`<message to='a@localhost' type='chat'><body>${body}</body></message>`);
+      // The watch is in place once it records anything: until then, keep sending.
+      for (let i = 0;; i++) {
+        say(`warm-up ${i}`);
+        try {
+          await fileMatches(record, /warm-up/, 250);
+          break;
+        } catch (error) {
+          if (i >= 80) throw error;
+        }
+      }
+      // A second later, standard input long gone, the watch still records.
+      await new Promise((resolve) => setTimeout(resolve, 1000));
+      say("a second later");
+      const text = await fileMatches(record, /a second later/);
+      const line = text.split("\n").find((l) => l.includes("a second later"))!;
+      assert.match(
+        line,
+        /^\d{4}-\d\d-\d\dT[\d:.]+Z in {2}bulk0@localhost\/e2e -> a@localhost {2}<message /,
+      );
+      Deno.kill(pid, "SIGTERM");
+      assert.equal((await job.status).code, 0, await Deno.readTextFile(record));
+      assert.ok(!(await Deno.readTextFile(record)).includes("lilt:"), "nothing on stderr");
+    });
+
+    await t.step("paths are the caller's; a missing directory is an error", async () => {
+      const made = await lilt.run(["server", "backup", "nightly.sqlite"], undefined, callerDir);
+      assert.equal(made.code, 0, made.stderr);
+      assert.equal(JSON.parse(made.stdout).file, `${callerDir}/nightly.sqlite`);
+      assert.ok((await Deno.stat(`${callerDir}/nightly.sqlite`)).size > 0);
+      const missing = await lilt.run(["server", "backup", "gone/x.sqlite"], undefined, callerDir);
+      assert.equal(missing.code, 1);
+      assert.equal(missing.stderr, `lilt: The directory '${callerDir}/gone' does not exist\n`);
+      await assert.rejects(Deno.stat(`${callerDir}/gone`), Deno.errors.NotFound);
+
+      await Deno.writeTextFile(`${callerDir}/more.txt`, "fromfile@localhost pw\n");
+      const fromFile = await lilt.run(["user", "import", "more.txt"], undefined, callerDir);
+      assert.equal(fromFile.code, 0, fromFile.stderr);
+      assert.deepEqual(JSON.parse(fromFile.stdout), { created: 1, failed: [] });
+    });
+
+    await t.step("a watch ends with status 1 when the server goes away", async () => {
+      const watch = lilt.stream(["watch", "log", "info"]);
+      const lines = new Lines(watch.stdout);
+      // The watch is in place once it reports a login.
+      for (let i = 0;; i++) {
+        await assertLoginWorks(lilt.port, "a", "pw");
+        try {
+          await lines.next(500);
+          break;
+        } catch (error) {
+          if (i >= 40) throw error;
+        }
+      }
+      server.kill("SIGTERM");
+      assert.equal((await server.status).code, 0);
+      const out = await finish(watch, lines);
+      assert.equal(out.code, 1);
+      assert.equal(out.stderr, "lilt: The server closed the admin connection\n");
+    });
+  } finally {
+    for (const client of clients) client.close();
+    try {
+      server.kill("SIGKILL");
+    } catch {
+      // already exited
+    }
+    await server.status;
+    await Deno.remove(dir, { recursive: true });
+    await Deno.remove(callerDir, { recursive: true });
   }
 });
