@@ -1,12 +1,14 @@
 // The `lilt` command line: start the server, check the configuration, manage accounts,
 // print the version. Each command has --help.
 
-import { resolve } from "node:path";
+import { dirname, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import { AccountStore } from "./core/auth/accounts.ts";
 import { checkRoleConfig } from "./core/auth/roles.ts";
 import { type Config, formatProblem, loadConfig } from "./core/config.ts";
 import type { OptionSpec } from "./core/config_schema.ts";
+import { findConfigFile } from "./core/config_search.ts";
 import { JidError, parseJid } from "./core/jid.ts";
 import { loadTrustStore } from "./core/net/peer_certificate.ts";
 import { checkHostCertificate } from "./core/net/certificate_check.ts";
@@ -43,8 +45,11 @@ Commands:
   restore FILE [-c FILE]          replace the store with a backup (server stopped)
   version                         print the version
 
-Every command accepts --help. Without -c, the configuration is read from $LILT_CONFIG,
-./lilt.toml, /etc/lilt/lilt.toml or ./conf.example.toml, the first that exists.`,
+Every command accepts --help. Without -c, every command reads the first that exists of
+$LILT_CONFIG, ./lilt.toml, <lilt>/lilt.toml, /etc/lilt/lilt.toml, ./conf.example.toml and
+<lilt>/conf.example.toml, where <lilt> is the directory of main.ts (so a cron job, run from
+another directory, finds what 'lilt start' found there); when none exists it says which
+were tried.`,
   start: `Usage: lilt start [-c FILE]
 
 Runs the server in the foreground. SIGHUP reloads the configuration (as 'lilt shell config
@@ -113,23 +118,23 @@ function moduleOptions(): Record<string, OptionSpec> {
   return all;
 }
 
-async function exists(path: string): Promise<boolean> {
-  try {
-    await Deno.stat(path);
-    return true;
-  } catch {
-    return false;
-  }
-}
+/** The directory of this file: Lilt's own directory when it runs from source. */
+const INSTALL_DIR = import.meta.url.startsWith("file:")
+  ? dirname(fileURLToPath(import.meta.url))
+  : undefined;
 
-/** Picks the configuration file when -c was not given. */
+/** Picks the configuration file when -c was not given; throws naming the paths tried. */
 async function defaultConfigPath(): Promise<string> {
-  const fromEnv = Deno.env.get("LILT_CONFIG");
-  if (fromEnv) return fromEnv;
-  for (const candidate of ["lilt.toml", "/etc/lilt/lilt.toml", "conf.example.toml"]) {
-    if (await exists(candidate)) return candidate;
-  }
-  return "lilt.toml";
+  const result = await findConfigFile({
+    env: Deno.env.get("LILT_CONFIG"),
+    cwd: Deno.cwd(),
+    installDir: INSTALL_DIR,
+  });
+  if (result.found) return result.path;
+  throw new Error(
+    `No configuration file found (tried ${result.tried.join(", ")}): ` +
+      "give one with -c FILE or $LILT_CONFIG",
+  );
 }
 
 /** Loads and validates the configuration, printing problems; undefined on errors. */

@@ -8,10 +8,14 @@ import { testConfigText } from "./helpers/test_server.ts";
 
 const ROOT = fileURLToPath(new URL("../", import.meta.url));
 
-async function lilt(args: string[], stdin?: string) {
+async function lilt(args: string[], stdin?: string, options: { cwd?: string } = {}) {
+  const env = { ...Deno.env.toObject() };
+  delete env.LILT_CONFIG;
   const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", "main.ts", ...args],
-    cwd: ROOT,
+    args: ["run", "-A", `${ROOT}main.ts`, ...args],
+    cwd: options.cwd ?? ROOT,
+    env,
+    clearEnv: true,
     stdin: stdin === undefined ? "null" : "piped",
     stdout: "piped",
     stderr: "piped",
@@ -191,6 +195,44 @@ Deno.test("start, user add while running, login, SIGHUP reload, SIGTERM stop", a
     await reader.cancel().catch(() => {});
     await Deno.remove(dir, { recursive: true });
   }
+});
+
+Deno.test("lilt backup into a directory that does not exist fails with one line", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "lilt-cli-" });
+  try {
+    const file = `${dir}/lilt.toml`;
+    await Deno.writeTextFile(file, testConfigText(dir));
+    const added = await lilt(["user", "add", "dora@localhost", "-c", file], "dora-pw\n");
+    assert.equal(added.code, 0, added.stderr);
+    const missing = await lilt(["backup", `${dir}/backups/tonight.sqlite`, "-c", file]);
+    assert.equal(missing.code, 1);
+    assert.equal(
+      missing.stderr,
+      `lilt: backup failed: The directory '${dir}/backups' does not exist\n`,
+    );
+    assert.equal(missing.stdout, "");
+    await assert.rejects(Deno.stat(`${dir}/backups`), Deno.errors.NotFound);
+    // A relative FILE is the caller's, and success is silent (cron mails only failures).
+    const made = await lilt(["backup", "tonight.sqlite", "-c", file], undefined, { cwd: dir });
+    assert.deepEqual([made.code, made.stdout, made.stderr], [0, "", ""]);
+    assert.ok((await Deno.stat(`${dir}/tonight.sqlite`)).size > 0);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("without -c, a command run from / finds the configuration next to main.ts", async () => {
+  // Jobs run from elsewhere (cron: the user's home; systemd: /) still reach Lilt's directory.
+  const expected = await Deno.stat(`${ROOT}lilt.toml`).then(
+    () => `${ROOT}lilt.toml`,
+    () => `${ROOT}conf.example.toml`,
+  );
+  const checked = await lilt(["check", "config"], undefined, { cwd: "/" });
+  assert.ok(
+    `${checked.stdout}${checked.stderr}`.includes(expected),
+    `expected ${expected} in:\n${checked.stdout}${checked.stderr}`,
+  );
+  assert.doesNotMatch(checked.stderr, /No configuration file found/);
 });
 
 Deno.test("version and help", async () => {
