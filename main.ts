@@ -13,6 +13,7 @@ import { JidError, parseJid } from "./core/jid.ts";
 import { loadTrustStore } from "./core/net/peer_certificate.ts";
 import { checkHostCertificate } from "./core/net/certificate_check.ts";
 import type { OptionChange } from "./core/config_changes.ts";
+import { federationConfigured, s2sTrustOptions } from "./core/s2s/policy.ts";
 import { configureLogging, getLogger } from "./core/log.ts";
 import { Server } from "./core/server.ts";
 import { LILT_VERSION } from "./core/version.ts";
@@ -281,6 +282,13 @@ async function cmdCheck(args: string[]): Promise<number> {
     }
   }
   // Trust anchors for remote servers are read at start; a bad file would stop the server.
+  if (federationConfigured(config)) {
+    try {
+      s2sTrustOptions(config);
+    } catch (error) {
+      report(config.lineOf(undefined, "s2s_ca_files_only"), (error as Error).message);
+    }
+  }
   for (const caFile of config.get<string[]>("s2s_ca_files")) {
     try {
       await loadTrustStore({ caFiles: [caFile], system: false });

@@ -219,6 +219,14 @@ export const GLOBAL_OPTIONS = {
     description: "PEM files of extra authorities (or pinned certificates) trusted for remote " +
       "servers, on top of the system store",
   },
+  s2s_ca_files_only: {
+    type: "boolean",
+    default: false,
+    scope: "global",
+    reload: "live",
+    description: "Trust only s2s_ca_files for remote servers' certificates, not the public " +
+      "roots (a closed federation)",
+  },
   s2s_dialback_secret: {
     type: "string",
     default: "",
@@ -407,6 +415,14 @@ export const HOST_OPTIONS = {
     scope: "host",
     reload: "live",
     description: "Require a valid certificate from remote servers (no dialback-only peers)",
+  },
+  s2s_dialback: {
+    type: "boolean",
+    default: true,
+    scope: "host",
+    reload: "live",
+    description: "Server Dialback (XEP-0220) both ways; false = certificates only, " +
+      "s2s_insecure_domains included",
   },
   s2s_insecure_domains: {
     type: "string[]",

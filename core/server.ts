@@ -22,7 +22,7 @@ import { type ListenAddress, parseListenAddress } from "./config_schema.ts";
 import { TlsContexts, type TlsHostEntry } from "./net/tls.ts";
 import { loadTrustStore } from "./net/peer_certificate.ts";
 import { S2SManager } from "./s2s/manager.ts";
-import { federationConfigured } from "./s2s/policy.ts";
+import { federationConfigured, s2sTrustOptions } from "./s2s/policy.ts";
 import { Router } from "./router.ts";
 import { type Session, SessionManager } from "./sessions.ts";
 import { Database } from "./storage/database.ts";
@@ -212,10 +212,7 @@ export class Server implements ServerContext {
    */
   async #setUpFederation(config: Config, certificates: TlsHostEntry[]): Promise<void> {
     if (!federationConfigured(config)) return;
-    const trust = await loadTrustStore({
-      caFiles: config.get<string[]>("s2s_ca_files"),
-      system: true,
-    });
+    const trust = await loadTrustStore(s2sTrustOptions(config));
     this.s2sTls = new TlsContexts(certificates, { alpn: ["xmpp-server"], requestCert: true });
     this.remote = new S2SManager({
       server: this,
@@ -386,9 +383,7 @@ export class Server implements ServerContext {
       this.s2sTls!.update(certificates);
       this.remote.reconfigure(config);
       try {
-        this.remote.setTrust(
-          await loadTrustStore({ caFiles: config.get<string[]>("s2s_ca_files"), system: true }),
-        );
+        this.remote.setTrust(await loadTrustStore(s2sTrustOptions(config)));
       } catch (error) {
         log.error("Keeping the previous s2s trust store: {error}", {
           error: (error as Error).message,

@@ -106,6 +106,26 @@ Deno.test("check config reads the s2s CA files and names a bad one with its line
   }
 });
 
+Deno.test("check config refuses s2s_ca_files_only without s2s_ca_files, naming its line", async () => {
+  const dir = await Deno.makeTempDir();
+  const file = `${dir}/closed.toml`;
+  await Deno.writeTextFile(
+    file,
+    'data_dir = "./data"\ns2s_interfaces = ["127.0.0.1:5269"]\ns2s_ca_files_only = true\n' +
+      '[[host]]\ndomain = "localhost"\n',
+  );
+  try {
+    const result = await lilt(["check", "config", "-c", file]);
+    assert.equal(result.code, 1);
+    assert.match(
+      result.stderr,
+      new RegExp(`${file}:3: error: s2s_ca_files_only is on but s2s_ca_files is empty`),
+    );
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
 Deno.test("check config reports a TOML syntax error with its line", async () => {
   const dir = await Deno.makeTempDir();
   const file = `${dir}/syntax.toml`;

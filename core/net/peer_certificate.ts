@@ -54,6 +54,11 @@ export interface TrustStoreOptions {
   caFiles: string[];
   /** Also trust the operating system's bundle (Debian's `/etc/ssl/certs/ca-certificates.crt`). */
   system: boolean;
+  /**
+   * Also trust the Mozilla roots bundled with Deno (`tls.rootCertificates`); default true.
+   * False with `system` false leaves only `caFiles` (a closed federation).
+   */
+  bundled?: boolean;
 }
 
 /** The operating system CA bundle read by {@link loadTrustStore} when `system` is set. */
@@ -147,8 +152,9 @@ export class TrustStore {
 }
 
 /**
- * Builds the trust store for s2s: the Mozilla roots bundled with Deno (`tls.rootCertificates`),
- * the system bundle when `system` is set and it is readable (skipped silently otherwise), and
+ * Builds the trust store for s2s: the Mozilla roots bundled with Deno (`tls.rootCertificates`)
+ * unless `bundled` is false, the system bundle when `system` is set and it is readable (skipped
+ * silently otherwise), and
  * every certificate of every `caFiles` PEM file. Throws when a CA file cannot be read, holds no
  * PEM certificate, or holds one that cannot be parsed; the message names the file.
  *
@@ -159,7 +165,9 @@ export class TrustStore {
  */
 export async function loadTrustStore(options: TrustStoreOptions): Promise<TrustStore> {
   const store = new TrustStore();
-  for (const certificate of bundledRoots()) addParsedAnchor(store, certificate);
+  if (options.bundled ?? true) {
+    for (const certificate of bundledRoots()) addParsedAnchor(store, certificate);
+  }
   if (options.system) {
     let bundle = "";
     try {

@@ -66,6 +66,7 @@ export class StreamWriter {
   #queue: string[] = [];
   #scheduled = false;
   #ended = false;
+  #peerClosed: (() => void) | undefined;
 
   constructor(socket: Socket) {
     this.#socket = socket;
@@ -101,10 +102,36 @@ export class StreamWriter {
     if (closing) this.write(closing);
     this.flush();
     this.#ended = true;
+    endSocket(this.#socket);
+  }
+
+  /**
+   * Writes `closing` and ends the socket once the peer has closed its stream too, or after
+   * `waitMs` (RFC 6120 §4.4: the sender of the closing tag waits for the other side's). A peer
+   * that reads our stream error while the connection is already going down may log only the
+   * lost connection (ejabberd does), not the error's reason.
+   */
+  endAfterPeer(closing: string, waitMs: number): void {
+    if (this.#ended) return;
+    if (!closing) return this.end("");
+    this.write(closing);
+    this.flush();
+    this.#ended = true;
     const socket = this.#socket;
-    socket.end();
-    const timer = setTimeout(() => socket.destroy(), 3000);
+    const finish = () => {
+      clearTimeout(timer);
+      this.#peerClosed = undefined;
+      endSocket(socket);
+    };
+    const timer = setTimeout(finish, waitMs);
+    this.#peerClosed = finish;
+    socket.once("end", finish);
     socket.once("close", () => clearTimeout(timer));
+  }
+
+  /** The peer closed its stream: a pending {@link StreamWriter.endAfterPeer} ends now. */
+  peerClosed(): void {
+    this.#peerClosed?.();
   }
 
   /** Forgets queued output (the connection is gone). */
@@ -118,4 +145,12 @@ export class StreamWriter {
     this.drop();
     this.#socket.destroy();
   }
+}
+
+/** Ends a socket politely, and destroys it if the peer has not closed it within 3 s. */
+function endSocket(socket: Socket): void {
+  if (socket.destroyed) return;
+  socket.end();
+  const timer = setTimeout(() => socket.destroy(), 3000);
+  socket.once("close", () => clearTimeout(timer));
 }

@@ -52,7 +52,11 @@ export interface S2SLinkInfo {
   remote: string;
   /** "ready", "authenticating", or an outbound link's setup state. */
   state: string;
-  /** "certificate", "dialback", or "" before authentication. */
+  /**
+   * How the remote domain (inbound) or we (outbound) authenticated: "sasl-external",
+   * "dialback-certificate" (inbound dialback accepted on a valid certificate without calling
+   * back, XEP-0344), "dialback", or "" before authentication.
+   */
   auth: string;
   /** TLS version, or "" without TLS. */
   tls: string;
@@ -62,7 +66,7 @@ export interface S2SLinkInfo {
   certificateReason: string;
   /** Seconds since the last traffic. */
   idle: number;
-  /** Remote address, or the SRV target for outbound links. */
+  /** The peer's address and port for inbound streams, or the SRV target for outbound links. */
   address: string;
   /** Stanzas waiting (outbound links being set up). */
   queued: number;
@@ -170,9 +174,11 @@ export class S2SManager implements RemoteDelivery {
 
   /**
    * A ready stream of another local domain to `remote` that `local` may join by dialback:
-   * the remote offered dialback, and `local`'s policy accepts the remote's certificate.
+   * dialback is on for `local`, the remote offered it, and `local`'s policy accepts the
+   * remote's certificate.
    */
   #shareableStream(local: string, remote: string): S2SOut | undefined {
+    if (!this.policy.dialbackEnabled(local)) return undefined;
     const certificateNeeded = this.policy.authRequirement(local, remote) === "certificate";
     for (const link of this.#links.values()) {
       const stream = link.stream;
@@ -205,7 +211,7 @@ export class S2SManager implements RemoteDelivery {
         direction: "in" as const,
         tls: session.tlsVersion ?? "",
         idle: Math.round((now - session.lastActivity) / 1000),
-        address: session.ip,
+        address: addressWithPort(session.ip, session.port),
         queued: 0,
       };
       if (session.pairs.length === 0) {
@@ -325,4 +331,10 @@ export class S2SManager implements RemoteDelivery {
       }
     }
   }
+}
+
+/** "192.0.2.1:40312" or "[2001:db8::1]:40312"; the address alone when the port is unknown. */
+function addressWithPort(ip: string, port: number | undefined): string {
+  if (port === undefined) return ip;
+  return ip.includes(":") ? `[${ip}]:${port}` : `${ip}:${port}`;
 }

@@ -3,6 +3,7 @@
 
 import type { Config } from "../config.ts";
 import type { HostOptionName } from "../config_schema.ts";
+import type { TrustStoreOptions } from "../net/peer_certificate.ts";
 
 /** How a remote server must authenticate to (or be authenticated by) a local host. */
 export type S2SAuthRequirement = "certificate" | "certificate-or-dialback";
@@ -53,16 +54,52 @@ export class S2SPolicy {
     return this.#option<boolean>(local, "s2s_require_encryption");
   }
 
+  /** Whether `local` authenticates and accepts remote servers by dialback (`s2s_dialback`). */
+  dialbackEnabled(local: string): boolean {
+    return this.#option<boolean>(local, "s2s_dialback");
+  }
+
   /**
    * What `remote` needs to be trusted by `local`: a valid certificate when s2s_secure_auth is
-   * on (unless `remote` is in s2s_insecure_domains) or when `remote` is in s2s_secure_domains;
-   * otherwise dialback is enough when the certificate is missing or invalid.
+   * on (unless `remote` is in s2s_insecure_domains), when `remote` is in s2s_secure_domains, or
+   * when dialback is off; otherwise dialback is enough when the certificate is missing or invalid.
    */
   authRequirement(local: string, remote: string): S2SAuthRequirement {
-    if (this.#option<string[]>(local, "s2s_secure_domains").includes(remote)) return "certificate";
-    if (!this.#option<boolean>(local, "s2s_secure_auth")) return "certificate-or-dialback";
-    return this.#option<string[]>(local, "s2s_insecure_domains").includes(remote)
+    return this.certificateRequiredBy(local, remote) === undefined
       ? "certificate-or-dialback"
       : "certificate";
   }
+
+  /**
+   * The setting that makes `local` require a valid certificate from `remote`, as an operator
+   * writes it (for refusal reasons), or undefined when dialback is enough.
+   */
+  certificateRequiredBy(local: string, remote: string): string | undefined {
+    if (!this.dialbackEnabled(local)) return "s2s_dialback = false";
+    if (this.#option<string[]>(local, "s2s_secure_domains").includes(remote)) {
+      return "s2s_secure_domains";
+    }
+    if (!this.#option<boolean>(local, "s2s_secure_auth")) return undefined;
+    return this.#option<string[]>(local, "s2s_insecure_domains").includes(remote)
+      ? undefined
+      : "s2s_secure_auth";
+  }
+}
+
+/**
+ * The trust anchors for remote servers' certificates: `s2s_ca_files`, on top of the public
+ * roots (Deno's bundled Mozilla roots and the system bundle) unless `s2s_ca_files_only` is on.
+ * Throws when `s2s_ca_files_only` is on and `s2s_ca_files` is empty: no remote certificate could
+ * ever be valid.
+ */
+export function s2sTrustOptions(config: Config): TrustStoreOptions {
+  const caFiles = config.get<string[]>("s2s_ca_files");
+  const only = config.get<boolean>("s2s_ca_files_only");
+  if (only && caFiles.length === 0) {
+    throw new Error(
+      "s2s_ca_files_only is on but s2s_ca_files is empty: no remote server's certificate " +
+        "could be trusted",
+    );
+  }
+  return { caFiles, system: !only, bundled: !only };
 }

@@ -91,6 +91,14 @@ export class S2SIn extends S2SStream {
 
   protected onGone(): void {}
 
+  protected sendHeaderBeforeError(): void {
+    this.sendHeader({
+      id: crypto.randomUUID(),
+      from: this.local || undefined,
+      to: this.from || undefined,
+    });
+  }
+
   /** The certificate's verdict for a remote domain (computed once per domain). */
   verdictFor(remote: string): PeerCertificateVerdict | undefined {
     if (!this.secure) return undefined;
@@ -147,6 +155,10 @@ export class S2SIn extends S2SStream {
       if (this.ctx.policy.requireEncryption(this.local)) {
         this.#refuse(this.from, this.local, "The remote server does not support TLS (no version)");
         this.close("unsupported-version", "This server requires XMPP 1.0 streams with TLS");
+      } else if (!this.ctx.policy.dialbackEnabled(this.local)) {
+        // Such a server can only authenticate by dialback.
+        this.#refuse(this.from, this.local, "The remote server can only use dialback (no version)");
+        this.close("unsupported-version", "This server requires XMPP 1.0 streams (no dialback)");
       }
       return; // dialback without features (XEP-0220 §2.1.1 legacy servers)
     }
@@ -166,7 +178,7 @@ export class S2SIn extends S2SStream {
         features.c("mechanisms", { xmlns: NS_SASL }).c("mechanism").t("EXTERNAL");
       }
     }
-    if (this.secure || !requireTls) {
+    if ((this.secure || !requireTls) && this.ctx.policy.dialbackEnabled(this.local)) {
       features.c("dialback", { xmlns: NS_DIALBACK_FEATURE }).c("errors");
     }
     this.sendFeatures(features);
@@ -272,16 +284,16 @@ export class S2SIn extends S2SStream {
       this.#saslFailure("not-authorized", reason);
       return;
     }
-    this.pairs.push({ remote: authzid, local: this.local, method: "certificate" });
+    this.pairs.push({ remote: authzid, local: this.local, method: "sasl-external" });
     this.authenticated = true;
-    log.info("{remote} authenticated to {local} by certificate (inbound {id}, {tls})", {
+    log.info("{remote} authenticated to {local} by SASL EXTERNAL (inbound {id}, {tls})", {
       remote: authzid,
       local: this.local,
       id: this.id,
       tls: this.tlsVersion,
     });
     this.write(`<success xmlns='${NS_SASL}'/>`);
-    this.parser.reset();
+    this.restartStream();
   }
 
   // ---------- dialback (XEP-0220) ----------
@@ -324,14 +336,17 @@ export class S2SIn extends S2SStream {
     }
     if (!this.secure && this.ctx.policy.requireEncryption(local)) {
       const reason = "Dialback before TLS, and s2s_require_encryption is on";
-      this.#refuse(remote, local, reason);
-      this.#dialbackError("result", el, "policy-violation", "cancel", reason);
+      this.#refuseDialback(el, "policy-violation", reason);
       return;
     }
     const refusal = this.ctx.policy.refusal(local, remote);
     if (refusal) {
-      this.#refuse(remote, local, refusal);
-      this.#dialbackError("result", el, "not-allowed", "cancel", refusal);
+      this.#refuseDialback(el, "not-allowed", refusal);
+      return;
+    }
+    if (!this.ctx.policy.dialbackEnabled(local)) {
+      const reason = `Dialback is off for '${local}' (s2s_dialback = false)`;
+      this.#refuseDialback(el, "policy-violation", reason);
       return;
     }
     const verdict = this.verdictFor(remote);
@@ -353,14 +368,14 @@ export class S2SIn extends S2SStream {
     };
     if (verdict?.status === "valid") {
       // The certificate already proves the identity (XEP-0344): no need to call back.
-      answer("valid", "certificate");
+      answer("valid", "dialback-certificate");
       return;
     }
-    if (this.ctx.policy.authRequirement(local, remote) === "certificate") {
+    const rule = this.ctx.policy.certificateRequiredBy(local, remote);
+    if (rule !== undefined) {
       const why = verdict ? verdict.reason : "The remote server presented no certificate";
-      const reason = `${why}; a valid certificate is required (s2s_secure_auth)`;
-      this.#refuse(remote, local, reason);
-      this.#dialbackError("result", el, "not-authorized", "auth", reason);
+      const reason = `${why}; a valid certificate is required (${rule})`;
+      this.#refuseDialback(el, "not-authorized", reason);
       return;
     }
     if (this.#verifying >= MAX_PENDING_DIALBACK) {
@@ -390,6 +405,27 @@ export class S2SIn extends S2SStream {
     answer("valid", "dialback");
   }
 
+  /**
+   * Refuses a dialback request by policy, logged and listed. When nothing else is authenticated
+   * or being verified on this stream, the stream ends with a stream error carrying the reason
+   * (as Prosody does: ejabberd logs that reason, where it only reports a dialback error as
+   * "unrecognized"): `not-authorized` for a missing or invalid certificate, `policy-violation`
+   * otherwise. Else the other pairs stay, and only this one gets a dialback error (XEP-0220 §2.4).
+   */
+  #refuseDialback(
+    request: Element,
+    condition: "policy-violation" | "not-authorized" | "not-allowed",
+    reason: string,
+  ): void {
+    this.#refuse(domainOf(request.attrs.from) ?? "", domainOf(request.attrs.to) ?? "", reason);
+    if (this.pairs.length === 0 && this.#verifying === 0) {
+      this.close(condition === "not-authorized" ? condition : "policy-violation", reason);
+      return;
+    }
+    const type = condition === "not-authorized" ? "auth" : "cancel";
+    this.#dialbackError("result", request, condition, type, reason);
+  }
+
   /** We are the authoritative server: is `key` the one we sent as `local` on stream `id`? */
   #onDialbackVerify(el: Element): void {
     const receiving = domainOf(el.attrs.from);
@@ -401,6 +437,12 @@ export class S2SIn extends S2SStream {
     }
     if (!this.ctx.server.hosts.has(originating)) {
       this.#dialbackError("verify", el, "item-not-found", "cancel", `Unknown '${originating}'`);
+      return;
+    }
+    if (!this.ctx.policy.dialbackEnabled(originating)) {
+      // We never send dialback keys for this domain, so none can be ours.
+      const reason = `Dialback is off for '${originating}' (s2s_dialback = false)`;
+      this.#dialbackError("verify", el, "policy-violation", "cancel", reason);
       return;
     }
     const expected = dialbackKey(this.ctx.secret, receiving, originating, id);

@@ -8,7 +8,13 @@ import * as tls from "node:tls";
 import { getLogger } from "../log.ts";
 import { peerChain, verifyPeerCertificate } from "../net/peer_certificate.ts";
 import { Element, NS_SERVER } from "../xml/element.ts";
-import { conditionName, NS_SASL, NS_STREAM, NS_TLS } from "../xml/stanza.ts";
+import {
+  conditionName,
+  NS_SASL,
+  NS_STREAM,
+  NS_TLS,
+  type StreamErrorCondition,
+} from "../xml/stanza.ts";
 import type { S2SContext } from "./context.ts";
 import { dialbackKey, NS_DIALBACK, NS_DIALBACK_FEATURE } from "./dialback.ts";
 import { describeStreamError, type S2SAuthMethod, S2SStream } from "./s2s_stream.ts";
@@ -97,6 +103,10 @@ export class S2SOut extends S2SStream {
     this.sendHeader({ id: "", from: this.local, to: this.#remote });
   }
 
+  protected sendHeaderBeforeError(): void {
+    this.#open();
+  }
+
   /** Sends a stanza (only once ready: the link queues before that). */
   send(stanza: Element): void {
     if (this.closed) return;
@@ -143,8 +153,11 @@ export class S2SOut extends S2SStream {
     this.#goneListeners.add(listener);
   }
 
-  /** Marks the stream failed: the link bounces its queue, then the stream closes. */
-  fail(condition: S2SFailure, reason: string): void {
+  /**
+   * Marks the stream failed: the link bounces its queue, then the stream closes, with a stream
+   * error carrying `reason` when `streamError` is given (we refuse the remote server by policy).
+   */
+  fail(condition: S2SFailure, reason: string, streamError?: StreamErrorCondition): void {
     if (this.#failed) return;
     this.#failed = true;
     this.closeReason = reason;
@@ -155,7 +168,8 @@ export class S2SOut extends S2SStream {
     });
     this.ctx.refused({ direction: "out", local: this.local, remote: this.#remote, reason });
     this.#events.failed(this, condition, reason);
-    this.close();
+    if (streamError) this.close(streamError, reason);
+    else this.close();
   }
 
   protected onGone(): void {
@@ -186,10 +200,12 @@ export class S2SOut extends S2SStream {
         this.fail(
           "remote-server-timeout",
           `'${this.#remote}' does not support TLS, and s2s_require_encryption is on`,
+          "policy-violation",
         );
         return;
       }
       if (this.#certificateRequired()) return;
+      if (this.#dialbackOff("does not support SASL EXTERNAL (no XMPP 1.0 stream)")) return;
       this.#dialback();
     }
   }
@@ -208,7 +224,7 @@ export class S2SOut extends S2SStream {
     if (el.ns === NS_TLS) {
       if (el.name === "proceed") {
         const raw = this.detach();
-        this.parser.reset();
+        this.restartStream();
         this.#startTls(raw).then((ok) => ok && this.#open());
         return;
       }
@@ -248,6 +264,7 @@ export class S2SOut extends S2SStream {
         this.fail(
           "remote-server-timeout",
           `'${this.#remote}' does not offer STARTTLS, and s2s_require_encryption is on`,
+          "policy-violation",
         );
         return;
       }
@@ -264,6 +281,9 @@ export class S2SOut extends S2SStream {
       this.writeElement(auth);
       return;
     }
+    if (this.#dialbackOff(this.secure ? "does not offer SASL EXTERNAL" : "offers no TLS")) {
+      return;
+    }
     if (this.#dialbackOffered) {
       this.#dialback();
       return;
@@ -274,15 +294,31 @@ export class S2SOut extends S2SStream {
     );
   }
 
+  /**
+   * Fails the stream when dialback is the only way left and it is off for our domain;
+   * `why` says why certificates cannot be used.
+   */
+  #dialbackOff(why: string): boolean {
+    if (this.ctx.policy.dialbackEnabled(this.local)) return false;
+    this.fail(
+      "remote-server-timeout",
+      `'${this.#remote}' ${why}, and dialback is off for '${this.local}' (s2s_dialback = false)`,
+      "policy-violation",
+    );
+    return true;
+  }
+
   /** Fails the stream when policy wants a valid certificate and the remote has none. */
   #certificateRequired(): boolean {
-    if (this.ctx.policy.authRequirement(this.local, this.#remote) !== "certificate") return false;
+    const rule = this.ctx.policy.certificateRequiredBy(this.local, this.#remote);
+    if (rule === undefined) return false;
     const verdict = this.certificate;
     if (verdict?.status === "valid") return false;
     const why = verdict?.reason ?? `'${this.#remote}' presented no certificate (no TLS)`;
     this.fail(
       "remote-server-timeout",
-      `${why}; a valid certificate is required (s2s_secure_auth)`,
+      `${why}; a valid certificate is required (${rule})`,
+      "policy-violation",
     );
     return true;
   }
@@ -328,8 +364,8 @@ export class S2SOut extends S2SStream {
   #onSasl(el: Element): void {
     if (el.name === "success") {
       this.authenticated = true;
-      this.authMethod = "certificate";
-      this.parser.reset();
+      this.authMethod = "sasl-external";
+      this.restartStream();
       this.#open();
       return;
     }
@@ -339,7 +375,7 @@ export class S2SOut extends S2SStream {
       const why = `'${this.#remote}' refused our certificate (SASL EXTERNAL ${condition}${
         text ? `: ${text}` : ""
       })`;
-      if (this.#dialbackOffered) {
+      if (this.#dialbackOffered && this.ctx.policy.dialbackEnabled(this.local)) {
         log.info("{why}; trying dialback", { why });
         this.#dialback();
         return;

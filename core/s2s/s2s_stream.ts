@@ -18,14 +18,23 @@ const log = getLogger("s2s");
 
 let streamCounter = 0;
 
-/** How a remote domain proved its identity on a stream. */
-export type S2SAuthMethod = "certificate" | "dialback";
+/** How long a closed stream waits for the peer to close its side before ending the socket. */
+const PEER_CLOSE_WAIT_MS = 2000;
+
+/**
+ * How a remote domain proved its identity on a stream: SASL EXTERNAL with its certificate
+ * (XEP-0178), dialback accepted on a valid certificate without calling back (XEP-0344, inbound
+ * only), or dialback verified by the authoritative server (XEP-0220).
+ */
+export type S2SAuthMethod = "sasl-external" | "dialback-certificate" | "dialback";
 
 /** The base of {@link S2SIn} and {@link S2SOut}: one TCP connection with a remote server. */
 export abstract class S2SStream implements Session {
   readonly id: string;
   abstract readonly kind: "s2sin" | "s2sout";
   readonly ip: string;
+  /** The remote TCP port (for inbound streams, the peer's ephemeral port). */
+  readonly port: number | undefined;
   readonly connectedAt = Date.now();
   /** Remote streams belong to no local host as a sender (no `pre-` events for them). */
   readonly host = "";
@@ -68,6 +77,7 @@ export abstract class S2SStream implements Session {
     this.socket = socket;
     this.out = new StreamWriter(socket);
     this.ip = socket.remoteAddress ?? "unknown";
+    this.port = socket.remotePort;
     socket.setNoDelay?.(true);
     this.parser = new StreamParser({
       streamOpen: (header) => this.onStreamOpen(header, this.parser.contentNamespace),
@@ -75,9 +85,12 @@ export abstract class S2SStream implements Session {
         if (!this.#closed) this.onElement(el);
       },
       streamClose: () => {
-        log.debug("Remote closed stream {id}", { id: this.id });
-        this.closeReason ??= "Closed by the remote server";
-        this.close();
+        if (!this.#closed) {
+          log.debug("Remote closed stream {id}", { id: this.id });
+          this.closeReason ??= "Closed by the remote server";
+          this.close();
+        }
+        this.out.peerClosed(); // both streams are closed: the connection can go
       },
       error: (error) => this.#onParseError(error),
     }, { maxStanzaBytes: ctx.config().get<number>("s2s_stanza_size_limit") });
@@ -126,13 +139,23 @@ export abstract class S2SStream implements Session {
     return raw;
   }
 
+  /**
+   * Forgets the current stream on both sides (after `<proceed/>` and SASL success, RFC 6120
+   * §5.4.3.3 and §6.4.6): the parser expects a new header, and until we send our new header,
+   * closing writes one first rather than a bare `</stream:stream>` the peer cannot parse.
+   */
+  protected restartStream(): void {
+    this.parser.reset();
+    this.headerSent = false;
+  }
+
   /** Reads from a TLS socket from now on, with a fresh parser (a new stream follows). */
   protected useTls(secure: TLSSocket): void {
     this.socket = secure;
     this.out.socket = secure;
     this.secure = true;
     this.tlsVersion = secure.getProtocol() ?? undefined;
-    this.parser.reset();
+    this.restartStream();
     this.attach(secure);
   }
 
@@ -153,6 +176,9 @@ export abstract class S2SStream implements Session {
     this.headerSent = true;
   }
 
+  /** Opens our side of the stream so that a stream error can follow (RFC 6120 §4.9.1.2). */
+  protected abstract sendHeaderBeforeError(): void;
+
   /** Writes `<stream:features>`. */
   protected sendFeatures(features: Element): void {
     this.write(serializeStreamLevel(features));
@@ -163,12 +189,13 @@ export abstract class S2SStream implements Session {
 
   /**
    * Closes the stream: a stream error first when a condition is given, then the closing tag;
-   * the socket is ended and destroyed if the peer does not close within 3 s.
+   * the socket is ended once the peer closes its stream too (or after 2 s), and destroyed if
+   * the peer does not close the connection within 3 s more.
    */
   close(condition?: StreamErrorCondition, text?: string): void {
     if (this.#closed) return;
     if (condition) {
-      if (!this.headerSent) this.sendHeader({ id: crypto.randomUUID() });
+      if (!this.headerSent) this.sendHeaderBeforeError();
       log.info("Closing {id} ({remote}) with {condition}{text}", {
         id: this.id,
         remote: this.remote || this.ip,
@@ -179,7 +206,7 @@ export abstract class S2SStream implements Session {
     }
     this.#closed = true;
     this.#forget();
-    this.out.end(closingTags(this.headerSent, condition, text));
+    this.out.endAfterPeer(closingTags(this.headerSent, condition, text), PEER_CLOSE_WAIT_MS);
   }
 
   /** Drops the connection at once. */

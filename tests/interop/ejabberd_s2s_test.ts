@@ -1,6 +1,7 @@
 // Federation with a real Debian ejabberd 23.01 started by the test: certificates (SASL EXTERNAL
-// both ways), the dialback fallback when ejabberd refuses Lilt's serverAuth-only certificate, and
-// dialback to a self-signed ejabberd listed in s2s_insecure_domains.
+// both ways), the dialback fallback when ejabberd refuses Lilt's serverAuth-only certificate,
+// dialback to a self-signed ejabberd listed in s2s_insecure_domains, and the refusal of one that
+// is not, with Lilt's reason in ejabberd's log.
 
 import assert from "node:assert/strict";
 import { type DnsResponder, startDnsResponder } from "../helpers/dns_responder.ts";
@@ -126,7 +127,7 @@ Deno.test("Lilt and ejabberd federate with CA certificates (SASL EXTERNAL both w
     const { inbound, outbound, all } = links(pair.lilt);
     for (const link of [inbound, outbound]) {
       assert.equal(link.state, "ready", JSON.stringify(all));
-      assert.equal(link.auth, "certificate", JSON.stringify(all));
+      assert.equal(link.auth, "sasl-external", JSON.stringify(all));
       assert.equal(link.certificate, "valid");
     }
     await pair.ejabberd.waitForLog(
@@ -157,7 +158,7 @@ Deno.test("ejabberd refuses Lilt's serverAuth-only certificate and Lilt falls ba
     assert.equal(outbound.auth, "dialback", JSON.stringify(all));
     assert.equal(outbound.certificate, "valid");
     // ejabberd's own certificate is fine for Lilt, so that direction stays on certificates.
-    assert.equal(inbound.auth, "certificate", JSON.stringify(all));
+    assert.equal(inbound.auth, "sasl-external", JSON.stringify(all));
   }));
 
 Deno.test("a self-signed ejabberd listed in s2s_insecure_domains federates by dialback", () =>
@@ -180,3 +181,23 @@ Deno.test("a self-signed ejabberd listed in s2s_insecure_domains federates by di
       assert.equal(outbound.certificate, "self-signed");
     },
   ));
+
+Deno.test("a self-signed ejabberd without an exception is refused, and ejabberd logs Lilt's reason", () =>
+  withPair({ ejabberdSelfSigned: true, liltClientAuth: true }, async (pair) => {
+    pair.alice.send(`<message to='eve@${EJABBERD}' type='chat' id='no'><body>x</body></message>`);
+    const bounced = await pair.alice.next((el) => el.attrs.id === "no", 15_000);
+    assert.equal(bounced.attrs.type, "error");
+    assert.match(
+      bounced.getChild("error")!.getChildText("text") ?? "",
+      /self-signed.*s2s_secure_auth/,
+    );
+    // After STARTTLS, Lilt opens the stream on the TLS layer before its error: ejabberd logs
+    // Lilt's reason, not "not well-formed".
+    await pair.ejabberd.waitForLog(
+      /Closing inbound s2s connection lilt\.test -> ejabberd\.test: Stream closed by peer: .*self-signed.*valid certificate is required \(s2s_secure_auth\) \(policy-violation\)/,
+    );
+    pair.eve.send(`<message to='alice@${LILT}' type='chat' id='in'><body>x</body></message>`);
+    await pair.eve.next((el) => el.attrs.id === "in" && el.attrs.type === "error", 30_000);
+    await pair.ejabberd.waitForLog(/ejabberd\.test -> lilt\.test.*valid certificate is required/);
+    assert.ok(!/not[- ]well[- ]formed/i.test(await pair.ejabberd.log()));
+  }));

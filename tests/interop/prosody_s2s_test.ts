@@ -1,6 +1,6 @@
 // Federation with a real Debian Prosody started by the test: certificates (SASL EXTERNAL both
 // ways), dialback to a self-signed Prosody listed in s2s_insecure_domains, and the refusal, with
-// its reason logged, when s2s_secure_auth is on and no exception applies.
+// its reason logged by both servers, when s2s_secure_auth is on and no exception applies.
 
 import assert from "node:assert/strict";
 import { type DnsResponder, startDnsResponder } from "../helpers/dns_responder.ts";
@@ -82,7 +82,7 @@ Deno.test("Lilt and Prosody federate with CA certificates (SASL EXTERNAL both wa
     assert.deepEqual(links.map((l) => l.direction).sort(), ["in", "out"]);
     for (const link of links) {
       assert.equal(link.state, "ready");
-      assert.equal(link.auth, "certificate", JSON.stringify(link));
+      assert.equal(link.auth, "sasl-external", JSON.stringify(link));
       assert.equal(link.certificate, "valid");
     }
     await pair.prosody.waitForLog(/Incoming s2s connection lilt\.test->prosody\.test complete/);
@@ -108,7 +108,7 @@ Deno.test("a self-signed Prosody listed in s2s_insecure_domains federates by dia
   ));
 
 Deno.test("with s2s_secure_auth and no exception, a self-signed Prosody is refused and the reason logged", () =>
-  withPair({ prosodySelfSigned: true }, async ({ lilt, alice, pat }) => {
+  withPair({ prosodySelfSigned: true }, async ({ lilt, alice, pat, prosody }) => {
     alice.send(`<message to='pat@${PROSODY}' type='chat' id='no'><body>x</body></message>`);
     const bounced = await alice.next((el) => el.attrs.id === "no", 10_000);
     assert.equal(bounced.attrs.type, "error");
@@ -126,5 +126,12 @@ Deno.test("with s2s_secure_auth and no exception, a self-signed Prosody is refus
     assert.ok(
       refusals.some((r) => r.direction === "in" && /valid certificate is required/.test(r.reason)),
       JSON.stringify(refusals),
+    );
+    // Prosody logs Lilt's reasons, both ways: the stream errors parse on the TLS layer.
+    await prosody.waitForLog(
+      /Incoming s2s stream lilt\.test->prosody\.test closed: policy-violation \(.*self-signed.*s2s_secure_auth\)/,
+    );
+    await prosody.waitForLog(
+      /Outgoing s2s stream prosody\.test->lilt\.test closed: not-authorized \(.*self-signed.*s2s_secure_auth\)/,
     );
   }));

@@ -51,7 +51,7 @@ Deno.test("s2s show, close, closeall and xmpp ping on federating servers", async
     const c = await startFederatingServer({ domain: "c.test", dns, ca, modules });
     try {
       const pong = await run(a.server, "xmpp ping", "a.test", "c.test");
-      assert.match(pong.message!, /^Pong from c\.test in \d+\.\d ms \(certificate, TLSv1\.3\)$/);
+      assert.match(pong.message!, /^Pong from c\.test in \d+\.\d ms \(sasl-external, TLSv1\.3\)$/);
       const shown = await run(a.server, "s2s show", "c.test");
       assert.deepEqual(shown.table!.columns, [
         "local",
@@ -66,8 +66,8 @@ Deno.test("s2s show, close, closeall and xmpp ping on federating servers", async
       ]);
       const rows = shown.table!.rows.map((r) => r.slice(0, 7));
       assert.deepEqual(rows.sort(), [
-        ["a.test", "c.test", "in", "ready", "certificate", "TLSv1.3", "valid"],
-        ["a.test", "c.test", "out", "ready", "certificate", "TLSv1.3", "valid"],
+        ["a.test", "c.test", "in", "ready", "sasl-external", "TLSv1.3", "valid"],
+        ["a.test", "c.test", "out", "ready", "sasl-external", "TLSv1.3", "valid"],
       ]);
       // Filtering by the other domain hides these links.
       assert.deepEqual((await run(a.server, "s2s show", "b.test")).table!.rows, []);

@@ -387,6 +387,24 @@ Deno.test("the trust store holds the bundled roots, the system bundle and every 
   });
 });
 
+Deno.test("without the bundled roots and the system bundle, the trust store holds only the CA files", async () => {
+  await withTempDir(async (dir) => {
+    const { ca } = await testCa();
+    await Deno.writeTextFile(`${dir}/ca.pem`, ca.caPem);
+    const trust = await loadTrustStore({
+      caFiles: [`${dir}/ca.pem`],
+      system: false,
+      bundled: false,
+    });
+    assert.equal(trust.size, 1);
+    assert.ok(trust.has(ca.caDer));
+    const root = tls.rootCertificates[0].replace(/-----[^-]+-----|\s+/g, "");
+    assert.ok(!trust.has(Uint8Array.from(atob(root), (c) => c.charCodeAt(0))));
+    const peer = await ca.issue({ names: ["b.example"] });
+    assert.equal(verifyPeerCertificate(peer.chain, "b.example", trust).status, "valid");
+  });
+});
+
 Deno.test("a CA file that is missing, empty or damaged is an error naming the file", async () => {
   await withTempDir(async (dir) => {
     const { ca } = await testCa();

@@ -70,13 +70,13 @@ Deno.test("two Lilt servers federate with certificates: messages and subscriptio
   withPair({}, async ({ a, b, alice, bob }) => {
     await exchange({ client: alice, bare: "alice@a.test" }, { client: bob, bare: "bob@b.test" });
 
-    // Both directions authenticated by certificate.
+    // Both directions authenticated by certificate, with SASL EXTERNAL.
     for (const server of [a, b]) {
       const links = server.server.remote!.links();
       assert.ok(links.length >= 2, JSON.stringify(links));
       for (const link of links) {
         assert.equal(link.state, "ready", JSON.stringify(link));
-        assert.equal(link.auth, "certificate", JSON.stringify(link));
+        assert.equal(link.auth, "sasl-external", JSON.stringify(link));
         assert.equal(link.certificate, "valid", JSON.stringify(link));
         assert.match(link.tls, /^TLSv1\.[23]$/);
       }
@@ -127,7 +127,7 @@ Deno.test("a self-signed peer is accepted by dialback only where s2s_insecure_do
     assert.equal(inbound.auth, "dialback");
     assert.equal(inbound.certificate, "self-signed");
     // Outbound, a.test's certificate is valid for b.test: SASL EXTERNAL.
-    assert.equal(outbound.auth, "certificate");
+    assert.equal(outbound.auth, "sasl-external");
     assert.equal(outbound.certificate, "self-signed");
 
     // a.test refuses c.test both ways, and says why.
@@ -142,7 +142,10 @@ Deno.test("a self-signed peer is accepted by dialback only where s2s_insecure_do
     carol.send("<message to='alice@a.test' type='chat' id='ca'><body>x</body></message>");
     const refused = await carol.next((el) => el.attrs.id === "ca");
     assert.equal(refused.attrs.type, "error");
-    assert.match(refused.getChild("error")!.getChildText("text") ?? "", /refused dialback/);
+    assert.match(
+      refused.getChild("error")!.getChildText("text") ?? "",
+      /Stream error from 'a\.test': not-authorized \(.*self-signed.*s2s_secure_auth\)/,
+    );
     const reasons = a.server.remote!.refusals().filter((r) => r.remote === "c.test");
     assert.ok(reasons.some((r) => r.direction === "out" && /self-signed/.test(r.reason)));
     assert.ok(
@@ -251,7 +254,7 @@ Deno.test("direct TLS (XEP-0368) is preferred when published, and idle links clo
     alice.send("<message to='bob@b.test' type='chat' id='d1'><body>direct</body></message>");
     await bob.next((el) => el.attrs.id === "d1");
     const out = a.server.remote!.links().find((l) => l.direction === "out")!;
-    assert.equal(out.auth, "certificate");
+    assert.equal(out.auth, "sasl-external");
     assert.match(out.address, new RegExp(`:${b.server.port("s2s_direct_tls")} `));
     // Idle for more than a second: both sides close their links.
     const deadline = Date.now() + 10_000;
@@ -281,7 +284,7 @@ Deno.test("a second local domain joins an existing link to the same server by di
       assert.equal(two.attrs.from, "carol@chat.a.test/r");
       const out = a.server.remote!.links().filter((l) => l.direction === "out");
       assert.deepEqual(out.map((l) => [l.local, l.auth, l.state]).sort(), [
-        ["a.test", "certificate", "ready"],
+        ["a.test", "sasl-external", "ready"],
         ["chat.a.test", "dialback", "ready"],
       ]);
       assert.equal(new Set(out.map((l) => l.address)).size, 1, "one connection");
@@ -291,6 +294,50 @@ Deno.test("a second local domain joins an existing link to the same server by di
       // b.test answers both domains over its own links.
       bob.send("<message to='carol@chat.a.test/r' type='chat' id='x3'><body>back</body></message>");
       await carol.next((el) => el.attrs.id === "x3");
+    } finally {
+      carol.close();
+    }
+  }));
+
+Deno.test("with s2s_ca_files_only the CA file alone anchors certificates, and federation works on it", () =>
+  withPair({
+    a: { globalToml: "s2s_ca_files_only = true" },
+    b: { globalToml: "s2s_ca_files_only = true" },
+  }, async ({ a, b, alice, bob }) => {
+    await exchange({ client: alice, bare: "alice@a.test" }, { client: bob, bare: "bob@b.test" });
+    for (const server of [a, b]) {
+      for (const link of server.server.remote!.links()) {
+        assert.equal(link.auth, "sasl-external", JSON.stringify(link));
+        assert.equal(link.certificate, "valid", JSON.stringify(link));
+      }
+    }
+  }));
+
+Deno.test("a local domain with s2s_dialback = false opens its own link with SASL EXTERNAL instead of joining one", () =>
+  withPair({
+    a: {
+      extraNames: ["chat.a.test"],
+      extraToml: `[[host]]\ndomain = "chat.a.test"\ns2s_dialback = false\n`,
+    },
+  }, async ({ dns, a, b, alice, bob }) => {
+    await a.server.accounts.create("chat.a.test", "carol", "pw");
+    dns.set("_xmpp-server._tcp.chat.a.test", {
+      srv: [{ priority: 0, weight: 0, port: a.server.port("s2s"), target: "a.test" }],
+    });
+    const carol = await online(a.port, "carol", "chat.a.test");
+    try {
+      alice.send("<message to='bob@b.test' type='chat' id='x1'><body>one</body></message>");
+      await bob.next((el) => el.attrs.id === "x1");
+      carol.send("<message to='bob@b.test' type='chat' id='x2'><body>two</body></message>");
+      await bob.next((el) => el.attrs.id === "x2");
+      const out = a.server.remote!.links().filter((l) => l.direction === "out");
+      assert.deepEqual(out.map((l) => [l.local, l.auth, l.state]).sort(), [
+        ["a.test", "sasl-external", "ready"],
+        ["chat.a.test", "sasl-external", "ready"],
+      ]);
+      assert.equal(new Set(out.map((l) => l.id)).size, 2, "two connections");
+      const inbound = b.server.remote!.links().filter((l) => l.direction === "in");
+      assert.deepEqual(inbound.map((l) => l.auth), ["sasl-external", "sasl-external"]);
     } finally {
       carol.close();
     }

@@ -3,7 +3,7 @@
 
 import assert from "node:assert/strict";
 import { parseConfigText } from "../../../core/config.ts";
-import { S2SPolicy } from "../../../core/s2s/policy.ts";
+import { S2SPolicy, s2sTrustOptions } from "../../../core/s2s/policy.ts";
 
 function policy(toml: string): S2SPolicy {
   const { config, problems } = parseConfigText(toml, "test.toml");
@@ -65,4 +65,43 @@ Deno.test("domain lists refuse JIDs that are not bare domains, with file and lin
   assert.equal(config, undefined);
   assert.match(problems[0].message, /invalid domain 'user@evil.test'/);
   assert.equal(problems[0].line, 1);
+});
+
+Deno.test("s2s_dialback = false requires a certificate from every remote domain, and says so", () => {
+  const p = policy(`s2s_interfaces = ["127.0.0.1:0"]
+s2s_insecure_domains = ["old.test"]
+[[host]]
+domain = "a.test"
+[[host]]
+domain = "closed.test"
+s2s_dialback = false
+`);
+  assert.equal(p.dialbackEnabled("a.test"), true);
+  assert.equal(p.certificateRequiredBy("a.test", "old.test"), undefined);
+  assert.equal(p.certificateRequiredBy("a.test", "b.test"), "s2s_secure_auth");
+  assert.equal(p.dialbackEnabled("closed.test"), false);
+  assert.equal(p.certificateRequiredBy("closed.test", "old.test"), "s2s_dialback = false");
+  assert.equal(p.authRequirement("closed.test", "old.test"), "certificate");
+});
+
+Deno.test("s2s_ca_files_only trusts the CA files alone, and is refused without any", () => {
+  const host = `[[host]]\ndomain = "a.test"\n`;
+  const open = parseConfigText(`s2s_ca_files = ["/etc/lilt/peers.pem"]\n${host}`, "test.toml")
+    .config!;
+  assert.deepEqual(s2sTrustOptions(open), {
+    caFiles: ["/etc/lilt/peers.pem"],
+    system: true,
+    bundled: true,
+  });
+  const closed = parseConfigText(
+    `s2s_ca_files = ["/etc/lilt/peers.pem"]\ns2s_ca_files_only = true\n${host}`,
+    "test.toml",
+  ).config!;
+  assert.deepEqual(s2sTrustOptions(closed), {
+    caFiles: ["/etc/lilt/peers.pem"],
+    system: false,
+    bundled: false,
+  });
+  const empty = parseConfigText(`s2s_ca_files_only = true\n${host}`, "test.toml").config!;
+  assert.throws(() => s2sTrustOptions(empty), /s2s_ca_files_only is on but s2s_ca_files is empty/);
 });

@@ -3,7 +3,11 @@
 // from an authenticated domain to the domain it authenticated for.
 
 import assert from "node:assert/strict";
+import { connect as netConnect } from "node:net";
+import { connect as tlsConnect } from "node:tls";
 import { dialbackKey } from "../../../core/s2s/dialback.ts";
+import type { Element } from "../../../core/xml/element.ts";
+import { StreamParser } from "../../../core/xml/parser.ts";
 import { conditionName } from "../../../core/xml/stanza.ts";
 import { startDnsResponder } from "../../helpers/dns_responder.ts";
 import { startFederatingServer } from "../../helpers/federation.ts";
@@ -15,6 +19,8 @@ const SERVER = { ns: "jabber:server" };
 const NS_SASL = "urn:ietf:params:xml:ns:xmpp-sasl";
 const NS_DB = "jabber:server:dialback";
 const SECRET = "s3cr3t-for-tests";
+const NS_STREAM = "http://etherx.jabber.org/streams";
+const NS_STREAMS_ERRORS = "urn:ietf:params:xml:ns:xmpp-streams";
 
 async function withServer(run: (t: TestServer, ca: TestCa) => Promise<void>): Promise<void> {
   const dns = await startDnsResponder();
@@ -51,12 +57,18 @@ Deno.test("inbound: TLS comes first; unknown hosts and client namespaces are ref
     assert.equal(features.getChild("dialback"), undefined);
     assert.equal(plain.headers[0].attrs.from, "a.test");
     assert.ok(plain.headers[0].attrs.id);
-    plain.send(`<db:result from='x.test' to='a.test'>abc</db:result>`);
-    const refused = await plain.next((el) => el.name === "result" && el.ns === NS_DB);
-    assert.equal(refused.attrs.type, "error");
-    assert.ok(refused.getChild("error")?.getChild("policy-violation"));
+    // A domain this server does not serve: a dialback error, the stream stays.
+    plain.send(`<db:result from='x.test' to='nope.test'>abc</db:result>`);
+    const unserved = await plain.next((el) => el.name === "result" && el.ns === NS_DB);
+    assert.equal(unserved.attrs.type, "error");
+    assert.ok(unserved.getChild("error")?.getChild("item-not-found"));
     // Written with the db prefix the header declares (ejabberd matches the literal name).
-    assert.match(plain.text, /<db:result from='a\.test' to='x\.test' type='error'><error /);
+    assert.match(plain.text, /<db:result from='nope\.test' to='x\.test' type='error'><error /);
+    // Dialback before TLS is refused by policy: the stream ends with the reason.
+    plain.send(`<db:result from='x.test' to='a.test'>abc</db:result>`);
+    const refused = await plain.next((el) => el.name === "error" && el.ns === NS_STREAM);
+    assert.equal(conditionName(refused), "policy-violation");
+    assert.match(refused.getChildText("text", NS_STREAMS_ERRORS) ?? "", /before TLS/);
     plain.close();
 
     const unknown = await RawClient.connect(port);
@@ -131,7 +143,7 @@ Deno.test("inbound: EXTERNAL only for a certificate valid for 'from', then stanz
     assert.equal(got.ns, "jabber:client");
     assert.match(alice.text, /<message [^>]*id='in1'[^>]*><body>hi<\/body><\/message>/);
     const link = t.server.remote!.links().find((l) => l.remote === "x.test")!;
-    assert.equal(link.auth, "certificate");
+    assert.equal(link.auth, "sasl-external");
     assert.equal(link.direction, "in");
     peer.send("<message from='evil@z.test' to='alice@a.test'><body>spoof</body></message>");
     assert.equal(await streamErrorOf(peer), "invalid-from");
@@ -183,6 +195,141 @@ Deno.test("inbound: a peer cannot pile up dialback requests waiting for verifica
     assert.match(peer.text, /Too many dialback requests/);
     peer.close();
   } finally {
+    await t.stop();
+    await dns.close();
+  }
+});
+
+Deno.test("inbound: a dialback request refused by s2s_secure_auth ends the stream with not-authorized and the reason", () =>
+  withServer(async (t, ca) => {
+    const issued = await ca.selfSigned(["x.test"]);
+    const peer = await RawClient.connect(t.server.port("s2s"));
+    await peer.open("a.test", { ...SERVER, from: "x.test" });
+    const features = await peer.starttls("a.test", {
+      ...SERVER,
+      from: "x.test",
+      certificate: { cert: issued.chainPem, key: issued.keyPem },
+    });
+    assert.equal(features.getChild("mechanisms", NS_SASL), undefined);
+    peer.send(`<db:result from='x.test' to='a.test'>some-key</db:result>`);
+    // Nothing else is authenticated on this stream: it ends with the reason, as Prosody does.
+    const error = await peer.next((el) => el.name === "error" && el.ns === NS_STREAM);
+    assert.equal(conditionName(error), "not-authorized");
+    assert.match(
+      error.getChildText("text", NS_STREAMS_ERRORS) ?? "",
+      /self-signed.*valid certificate is required \(s2s_secure_auth\)/,
+    );
+    await peer.waitClosed();
+    assert.ok(peer.closedByServer, peer.text);
+    peer.close();
+  }));
+
+Deno.test("inbound: with s2s_dialback = false dialback is neither offered nor accepted, even with a valid certificate", async () => {
+  const dns = await startDnsResponder();
+  const ca = await createTestCa();
+  const t = await startFederatingServer({
+    domain: "a.test",
+    dns,
+    ca,
+    modules: [],
+    hostToml: "s2s_dialback = false",
+  });
+  try {
+    const issued = await ca.issue({ names: ["x.test"] });
+    const peer = await RawClient.connect(t.server.port("s2s"));
+    await peer.open("a.test", { ...SERVER, from: "x.test" });
+    const features = await peer.starttls("a.test", {
+      ...SERVER,
+      from: "x.test",
+      certificate: { cert: issued.chainPem, key: issued.keyPem },
+    });
+    assert.equal(features.getChild("dialback", "urn:xmpp:features:dialback"), undefined);
+    assert.ok(features.getChild("mechanisms", NS_SASL), "SASL EXTERNAL is still offered");
+    // Asked to verify a key as the authoritative server: we never send any.
+    const key = dialbackKey("any", "x.test", "a.test", "s1");
+    peer.send(`<db:verify from='x.test' to='a.test' id='s1'>${key}</db:verify>`);
+    const verify = await peer.next((el) => el.name === "verify" && el.ns === NS_DB);
+    assert.equal(verify.attrs.type, "error");
+    assert.ok(verify.getChild("error")?.getChild("policy-violation"));
+    // A dialback request is refused although the certificate is valid (no XEP-0344 shortcut).
+    peer.send(`<db:result from='x.test' to='a.test'>some-key</db:result>`);
+    const error = await peer.next((el) => el.name === "error" && el.ns === NS_STREAM);
+    assert.equal(conditionName(error), "policy-violation");
+    assert.match(
+      error.getChildText("text", NS_STREAMS_ERRORS) ?? "",
+      /Dialback is off for 'a\.test' \(s2s_dialback = false\)/,
+    );
+    await peer.waitClosed();
+    assert.equal(t.server.remote!.links().length, 0);
+    peer.close();
+  } finally {
+    await t.stop();
+    await dns.close();
+  }
+});
+
+Deno.test("inbound: a stream closed after STARTTLS, before the peer's new header, still opens with a header", async () => {
+  const dns = await startDnsResponder();
+  const ca = await createTestCa();
+  const t = await startFederatingServer({
+    domain: "a.test",
+    dns,
+    ca,
+    modules: [],
+    globalToml: "s2s_auth_timeout = 1",
+  });
+  const socket = netConnect({ host: "127.0.0.1", port: t.server.port("s2s") });
+  try {
+    await new Promise((resolve, reject) => {
+      socket.once("connect", resolve);
+      socket.once("error", reject);
+    });
+    let plain = "";
+    const proceed = new Promise<void>((resolve) => {
+      socket.on("data", (chunk: Uint8Array) => {
+        plain += new TextDecoder().decode(chunk);
+        if (plain.includes("<proceed")) resolve();
+      });
+    });
+    socket.write(
+      `<?xml version='1.0'?><stream:stream to='a.test' from='x.test' version='1.0' ` +
+        `xmlns='jabber:server' xmlns:stream='${NS_STREAM}'>`,
+    );
+    socket.write(`<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>`);
+    await proceed;
+    socket.removeAllListeners("data");
+    const secure = tlsConnect({ socket, servername: "a.test", rejectUnauthorized: false });
+    // Everything a.test sends on the TLS layer, through our stream parser.
+    const layer = { headers: [] as Element[], elements: [] as Element[], errors: [] as string[] };
+    let text = "";
+    let streamClosed!: () => void;
+    const closed = new Promise<void>((resolve) => streamClosed = resolve);
+    const parser = new StreamParser({
+      streamOpen: (header) => layer.headers.push(header),
+      stanza: (el) => layer.elements.push(el),
+      streamClose: () => streamClosed(),
+      error: (error) => {
+        layer.errors.push(error.message);
+        streamClosed();
+      },
+    }, { maxStanzaBytes: 100_000 });
+    secure.on("data", (chunk: Uint8Array) => {
+      text += new TextDecoder().decode(chunk);
+      parser.feed(chunk);
+    });
+    secure.on("error", () => {});
+    secure.on("close", () => streamClosed());
+    // We never open the new stream: the server gives up after s2s_auth_timeout.
+    await closed;
+    secure.destroy();
+    assert.deepEqual(layer.errors, [], `not well-formed: ${text}`);
+    assert.equal(layer.headers.length, 1, text);
+    assert.equal(layer.headers[0].attrs.from, "a.test");
+    const error = layer.elements.find((el) => el.name === "error" && el.ns === NS_STREAM);
+    assert.ok(error, text);
+    assert.equal(conditionName(error), "connection-timeout");
+  } finally {
+    socket.destroy();
     await t.stop();
     await dns.close();
   }
