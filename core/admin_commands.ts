@@ -37,6 +37,11 @@ export interface ArgSpec {
 export interface TableResult {
   columns: string[];
   rows: (string | number | boolean | null)[][];
+  /**
+   * Text too long for a column, by row index: printed indented on its own line under that row
+   * (not part of the `--json` row objects; put it in `data` too).
+   */
+  details?: (string | null)[];
 }
 
 /**

@@ -225,17 +225,19 @@ export function splitLine(line: string, lenient = false): string[] {
   return words;
 }
 
-/** Formats a table as aligned columns with a header line. */
+/** Formats a table as aligned columns with a header line, each row's detail line under it. */
 export function formatTable(table: TableResult): string {
   const cells = [
     table.columns,
     ...table.rows.map((r) => r.map((v) => v === null ? "" : String(v))),
   ];
   const widths = table.columns.map((_, i) => Math.max(...cells.map((r) => (r[i] ?? "").length)));
-  return cells.map((row) =>
-    row.map((cell, i) => i === row.length - 1 ? cell : cell.padEnd(widths[i])).join("  ")
-      .trimEnd()
-  ).join("\n");
+  return cells.map((row, index) => {
+    const line = row.map((cell, i) => i === row.length - 1 ? cell : cell.padEnd(widths[i]))
+      .join("  ").trimEnd();
+    const detail = index > 0 ? table.details?.[index - 1] : undefined;
+    return detail ? `${line}\n    ${detail}` : line;
+  }).join("\n");
 }
 
 /** What `--json` prints for a result: `data`, else the table as row objects, else {message}. */

@@ -120,21 +120,21 @@ export function s2sCommands(): CommandSpec[] {
           l.queued > 0 ? `${l.state} (${l.queued} queued)` : l.state,
           l.auth || "-",
           l.tls || "none",
-          l.certificate === ""
-            ? "-"
-            : l.certificateReason
-            ? `${l.certificate}: ${l.certificateReason}`
-            : l.certificate,
+          l.certificate || "-",
           `${l.idle} s`,
           l.address,
         ]);
+        // Why a certificate is not valid can be a long sentence: a line of its own.
+        const details = links.map((l) =>
+          l.certificateReason ? `certificate: ${l.certificateReason}` : null
+        );
         const lines = refusals.map((r) =>
           `  ${ago(r.at)} ${r.direction === "in" ? "from" : "to"} ${r.remote || "?"} ` +
           `(${r.local}): ${r.reason}`
         );
         return {
           message: lines.length > 0 ? `Recent refusals and failures:\n${lines.join("\n")}` : "",
-          table: { columns, rows },
+          table: { columns, rows, details },
           data: { links, refusals },
         };
       },

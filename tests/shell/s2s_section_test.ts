@@ -4,9 +4,11 @@
 import assert from "node:assert/strict";
 import type { CommandContext, CommandResult } from "../../core/admin_commands.ts";
 import type { Server } from "../../core/server.ts";
+import { formatResult } from "../../shell/client.ts";
 import { s2sCommands } from "../../shell/sections/s2s.ts";
 import { startDnsResponder } from "../helpers/dns_responder.ts";
-import { startFederatingServer } from "../helpers/federation.ts";
+import { online, startFederatingServer } from "../helpers/federation.ts";
+import { RawClient } from "../helpers/raw_client.ts";
 import { createTestCa } from "../helpers/test_ca.ts";
 
 async function run(server: Server, command: string, ...args: string[]): Promise<CommandResult> {
@@ -85,6 +87,86 @@ Deno.test("s2s show, close, closeall and xmpp ping on federating servers", async
       await c.stop();
     }
   } finally {
+    await a.stop();
+    await b.stop();
+    await dns.close();
+  }
+});
+
+Deno.test("s2s show tells SASL EXTERNAL from dialback on a valid certificate, puts certificate problems on a detail line, and shows inbound ports", async () => {
+  const dns = await startDnsResponder();
+  const ca = await createTestCa();
+  const modules = ["roster", "presence"];
+  const a = await startFederatingServer({
+    domain: "a.test",
+    dns,
+    ca,
+    modules,
+    users: { alice: "pw" },
+    hostToml: `s2s_insecure_domains = ["b.test"]`,
+  });
+  const b = await startFederatingServer({
+    domain: "b.test",
+    dns,
+    ca,
+    modules,
+    users: { bob: "pw" },
+    selfSigned: true,
+  });
+  const alice = await online(a.port, "alice", "a.test");
+  const bob = await online(b.port, "bob", "b.test");
+  const peer = await RawClient.connect(a.server.port("s2s"));
+  try {
+    // b.test (self-signed, allowed dialback) reaches a.test: dialback with a call back.
+    bob.send("<message to='alice@a.test' type='chat' id='b1'><body>hi</body></message>");
+    await alice.next((el) => el.attrs.id === "b1", 10_000);
+    // x.test has a valid certificate but uses dialback: accepted without a call back.
+    const issued = await ca.issue({ names: ["x.test"] });
+    const server = { ns: "jabber:server", from: "x.test" };
+    await peer.open("a.test", server);
+    await peer.starttls("a.test", {
+      ...server,
+      certificate: { cert: issued.chainPem, key: issued.keyPem },
+    });
+    peer.send("<db:result from='x.test' to='a.test'>any-key</db:result>");
+    const answer = await peer.next((el) => el.name === "result");
+    assert.equal(answer.attrs.type, "valid");
+
+    const shown = await run(a.server, "s2s show");
+    const rows = shown.table!.rows;
+    const row = (remote: string, direction: string) => {
+      const index = rows.findIndex((r) => r[1] === remote && r[2] === direction);
+      assert.ok(index >= 0, `no ${direction} row for ${remote}: ${JSON.stringify(rows)}`);
+      return { cells: rows[index], detail: shown.table!.details?.[index] ?? null };
+    };
+    const fromB = row("b.test", "in");
+    assert.deepEqual(fromB.cells.slice(3, 7), ["ready", "dialback", "TLSv1.3", "self-signed"]);
+    assert.match(fromB.detail ?? "", /^certificate: .*self-signed/);
+    const toB = row("b.test", "out");
+    assert.deepEqual(toB.cells.slice(3, 7), ["ready", "sasl-external", "TLSv1.3", "self-signed"]);
+    assert.match(toB.detail ?? "", /^certificate: .*self-signed/);
+    const fromX = row("x.test", "in");
+    assert.deepEqual(fromX.cells.slice(3, 7), [
+      "ready",
+      "dialback-certificate",
+      "TLSv1.3",
+      "valid",
+    ]);
+    assert.equal(fromX.detail, null);
+    // Inbound rows name the peer's port: the one this test's socket connected from.
+    assert.equal(fromX.cells[8], `127.0.0.1:${peer.socket.localPort}`);
+    assert.match(String(fromB.cells[8]), /^127\.0\.0\.1:\d+$/);
+
+    // As printed: the reason sits on its own indented line under its row, not in a column.
+    const lines = formatResult(shown).split("\n");
+    const at = lines.findIndex((line) => /^a\.test\s+b\.test\s+in\s/.test(line));
+    assert.ok(at >= 0, lines.join("\n"));
+    assert.ok(!lines[at].includes("certificate:"), lines[at]);
+    assert.match(lines[at + 1], /^ {4}certificate: .*self-signed/);
+  } finally {
+    peer.close();
+    alice.close();
+    bob.close();
     await a.stop();
     await b.stop();
     await dns.close();
