@@ -84,11 +84,12 @@ export function configChanges(
         add(name, spec.reload, next.lineOf(domain, name), domain);
       }
     }
-    // Module options as written (modules apply their defaults themselves).
-    for (const [name, spec] of Object.entries(moduleOptions)) {
+    // Module options as written (modules apply their defaults themselves). They are always
+    // live: the module is told, or loaded again (ModuleManager.applyConfig).
+    for (const name of Object.keys(moduleOptions)) {
       if (isGlobalOption(name) || isHostOption(name)) continue;
       if (!same(running.hostRaw(domain, name), next.hostRaw(domain, name))) {
-        add(name, spec.reload ?? "live", next.lineOf(domain, name), domain);
+        add(name, "live", next.lineOf(domain, name), domain);
       }
     }
   }

@@ -34,9 +34,9 @@ export interface OptionSpec {
   scope: "global" | "host";
   /**
    * What `config reload` (and SIGHUP) does with a changed value: "live" applies it from the
-   * reload on; "restart" keeps the running value and reports that a restart is needed. Module
-   * options are live when not said otherwise: a module that read one while loading is told
-   * (`config-reloaded`) or reloaded.
+   * reload on; "restart" keeps the running value and reports that a restart is needed.
+   * Required for core options ({@link CoreOptionSpec}); module options are always live (a
+   * module that read one while loading is told through `config-reloaded`, or loaded again).
    */
   reload?: OptionReload;
   /** One line for documentation and error messages. */
