@@ -4,6 +4,7 @@
 
 import assert from "node:assert/strict";
 import { fileURLToPath } from "node:url";
+import { startLiltProcess } from "./helpers/lilt_process.ts";
 import { testConfigText } from "./helpers/test_server.ts";
 import { createTestCa } from "./helpers/test_ca.ts";
 
@@ -139,21 +140,8 @@ Deno.test("check config names the options a running server applies only on resta
     const text = testConfigText(dir).replace('level = "warning"', 'level = "info"')
       .replace("console = false", "console = true");
     await Deno.writeTextFile(file, text);
-    const server = new Deno.Command(Deno.execPath(), {
-      args: ["run", "-A", `${ROOT}main.ts`, "start", "-c", file],
-      cwd: ROOT,
-      stdin: "null",
-      stdout: "null",
-      stderr: "piped",
-    }).spawn();
-    const reader = server.stderr.pipeThrough(new TextDecoderStream()).getReader();
+    const server = await startLiltProcess(file);
     try {
-      let log = "";
-      while (!/lilt: serving/.test(log)) {
-        const { value, done } = await reader.read();
-        if (done) throw new Error(`The server exited:\n${log}`);
-        log += value;
-      }
       // Unchanged: nothing to say.
       const same = await lilt(["check", "config", "-c", file]);
       assert.equal(same.code, 0, same.stderr);
@@ -175,8 +163,6 @@ Deno.test("check config names the options a running server applies only on resta
           "takes effect only when it restarts (config reload keeps the running value)\n",
       );
     } finally {
-      server.kill("SIGTERM");
-      await server.status;
-      await reader.cancel().catch(() => {});
+      await server.stop();
     }
   }));

@@ -3,6 +3,7 @@
 
 import assert from "node:assert/strict";
 import { fileURLToPath } from "node:url";
+import { type LiltProcess, startLiltProcess } from "./helpers/lilt_process.ts";
 import { RawClient } from "./helpers/raw_client.ts";
 import { testConfigText } from "./helpers/test_server.ts";
 
@@ -149,37 +150,10 @@ Deno.test("start, user add while running, login, SIGHUP reload, SIGTERM stop", a
       "console = true",
     ),
   );
-  const server = new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", "main.ts", "start", "-c", file],
-    cwd: ROOT,
-    stdin: "null",
-    stdout: "null",
-    stderr: "piped",
-  }).spawn();
-  const reader = server.stderr.pipeThrough(new TextDecoderStream()).getReader();
-  let log = "";
-  const waitFor = async (pattern: RegExp) => {
-    const deadline = Date.now() + 20_000;
-    while (!pattern.test(log)) {
-      const left = deadline - Date.now();
-      let timer: ReturnType<typeof setTimeout> | undefined;
-      const timeout = new Promise<never>((_, reject) => {
-        timer = setTimeout(
-          () => reject(new Error(`Timed out waiting for ${pattern}:\n${log}`)),
-          Math.max(left, 0),
-        );
-      });
-      const { value, done } = await Promise.race([reader.read(), timeout]).finally(() =>
-        clearTimeout(timer)
-      );
-      if (done) throw new Error(`Server exited early:\n${log}`);
-      log += value;
-    }
-    return pattern.exec(log)!;
-  };
+  let started: LiltProcess | undefined;
   try {
-    const match = await waitFor(/c2s 127\.0\.0\.1:(\d+)/);
-    const port = Number(match[1]);
+    started = await startLiltProcess(file);
+    const { process: server, port } = started;
     const added = await lilt(["user", "add", "carol@localhost", "-c", file], "carol-pw\n");
     assert.equal(added.code, 0, added.stderr);
     const again = await lilt(["user", "add", "carol@localhost", "-c", file], "x\n");
@@ -195,7 +169,7 @@ Deno.test("start, user add while running, login, SIGHUP reload, SIGTERM stop", a
     second.close();
 
     server.kill("SIGHUP");
-    await waitFor(/Configuration reloaded/);
+    await started.waitFor(/Configuration reloaded/);
 
     const closing = client.next((el) => el.name === "error");
     server.kill("SIGTERM");
@@ -207,12 +181,7 @@ Deno.test("start, user add while running, login, SIGHUP reload, SIGTERM stop", a
     const deleted = await lilt(["user", "del", "carol@localhost", "-c", file]);
     assert.equal(deleted.code, 0, deleted.stderr);
   } finally {
-    try {
-      server.kill("SIGKILL");
-    } catch {
-      // already exited
-    }
-    await reader.cancel().catch(() => {});
+    await started?.stop();
     await Deno.remove(dir, { recursive: true });
   }
 });

@@ -96,20 +96,16 @@ Deno.test("s2s show, close, closeall and xmpp ping on federating servers", async
 Deno.test("s2s show tells SASL EXTERNAL from dialback on a valid certificate, puts certificate problems on a detail line, and shows inbound ports", async () => {
   const dns = await startDnsResponder();
   const ca = await createTestCa();
-  const modules = ["roster", "presence"];
+  const common = { dns, ca, modules: ["roster", "presence"] };
   const a = await startFederatingServer({
+    ...common,
     domain: "a.test",
-    dns,
-    ca,
-    modules,
     users: { alice: "pw" },
     hostToml: `s2s_insecure_domains = ["b.test"]`,
   });
   const b = await startFederatingServer({
+    ...common,
     domain: "b.test",
-    dns,
-    ca,
-    modules,
     users: { bob: "pw" },
     selfSigned: true,
   });

@@ -156,6 +156,25 @@ async function startLilt(dir: string): Promise<{ lilt: Lilt; process: Deno.Child
   return { lilt, process };
 }
 
+/**
+ * Ends a test's `lilt start`: closes the clients it kept, kills the process unless it has
+ * already exited (a step may have stopped it), waits for it and removes its directory.
+ */
+async function stopLilt(
+  server: Deno.ChildProcess,
+  dir: string,
+  clients: RawClient[],
+): Promise<void> {
+  for (const client of clients) client.close();
+  try {
+    server.kill("SIGKILL");
+  } catch {
+    // already exited
+  }
+  await server.status;
+  await Deno.remove(dir, { recursive: true });
+}
+
 /** The stream error a client received: its condition and text. */
 async function streamError(client: RawClient): Promise<{ condition?: string; text?: string }> {
   const error = await client.next((el) => el.name === "error" && el.ns === NS_STREAM);
@@ -712,14 +731,7 @@ Deno.test("every admin shell command works end to end through lilt shell --json"
       await assert.rejects(Deno.stat(`${dir}/lilt.sock`), Deno.errors.NotFound);
     });
   } finally {
-    for (const client of clients) client.close();
-    try {
-      server.kill("SIGKILL");
-    } catch {
-      // already exited
-    }
-    await server.status;
-    await Deno.remove(dir, { recursive: true });
+    await stopLilt(server, dir, clients);
   }
 });
 
@@ -850,14 +862,7 @@ Deno.test("scripts and cron: import from stdin, a background watch, the caller's
       assert.equal(out.stderr, "lilt: The server closed the admin connection\n");
     });
   } finally {
-    for (const client of clients) client.close();
-    try {
-      server.kill("SIGKILL");
-    } catch {
-      // already exited
-    }
-    await server.status;
-    await Deno.remove(dir, { recursive: true });
+    await stopLilt(server, dir, clients);
     await Deno.remove(callerDir, { recursive: true });
   }
 });

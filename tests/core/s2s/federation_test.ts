@@ -4,6 +4,7 @@
 
 import assert from "node:assert/strict";
 import { type AddressInfo, createServer } from "node:net";
+import type { Element } from "../../../core/xml/element.ts";
 import { type DnsResponder, startDnsResponder } from "../../helpers/dns_responder.ts";
 import {
   exchange,
@@ -267,10 +268,29 @@ Deno.test("direct TLS (XEP-0368) is preferred when published, and idle links clo
   });
 });
 
-Deno.test("a second local domain joins an existing link to the same server by dialback", () =>
-  withPair({
-    a: { extraNames: ["chat.a.test"], extraToml: `[[host]]\ndomain = "chat.a.test"\n` },
-  }, async ({ dns, a, b, alice, bob }) => {
+/** A pair in which a.test also serves chat.a.test, with carol online there. */
+interface ChatPair extends Pair {
+  carol: RawClient;
+  /** The message bob got from carol, after the one from alice. */
+  two: Element;
+}
+
+/**
+ * Runs `test` with a pair in which a.test also serves chat.a.test (its [[host]] table holds
+ * `chatToml`) and carol is online there; alice and then carol have each sent bob a message,
+ * so a.test has links out for both of its domains.
+ */
+function withChatDomain(
+  chatToml: string,
+  test: (pair: ChatPair) => void | Promise<void>,
+): Promise<void> {
+  return withPair({
+    a: {
+      extraNames: ["chat.a.test"],
+      extraToml: `[[host]]\ndomain = "chat.a.test"\n${chatToml}`,
+    },
+  }, async (pair) => {
+    const { dns, a, alice, bob } = pair;
     await a.server.accounts.create("chat.a.test", "carol", "pw");
     dns.set("_xmpp-server._tcp.chat.a.test", {
       srv: [{ priority: 0, weight: 0, port: a.server.port("s2s"), target: "a.test" }],
@@ -281,22 +301,28 @@ Deno.test("a second local domain joins an existing link to the same server by di
       await bob.next((el) => el.attrs.id === "x1");
       carol.send("<message to='bob@b.test' type='chat' id='x2'><body>two</body></message>");
       const two = await bob.next((el) => el.attrs.id === "x2");
-      assert.equal(two.attrs.from, "carol@chat.a.test/r");
-      const out = a.server.remote!.links().filter((l) => l.direction === "out");
-      assert.deepEqual(out.map((l) => [l.local, l.auth, l.state]).sort(), [
-        ["a.test", "sasl-external", "ready"],
-        ["chat.a.test", "dialback", "ready"],
-      ]);
-      assert.equal(new Set(out.map((l) => l.address)).size, 1, "one connection");
-      const inbound = b.server.remote!.links().filter((l) => l.direction === "in");
-      assert.equal(new Set(inbound.map((l) => l.id)).size, 1, JSON.stringify(inbound));
-      assert.deepEqual(inbound.map((l) => l.remote).sort(), ["a.test", "chat.a.test"]);
-      // b.test answers both domains over its own links.
-      bob.send("<message to='carol@chat.a.test/r' type='chat' id='x3'><body>back</body></message>");
-      await carol.next((el) => el.attrs.id === "x3");
+      await test({ ...pair, carol, two });
     } finally {
       carol.close();
     }
+  });
+}
+
+Deno.test("a second local domain joins an existing link to the same server by dialback", () =>
+  withChatDomain("", async ({ a, b, bob, carol, two }) => {
+    assert.equal(two.attrs.from, "carol@chat.a.test/r");
+    const out = a.server.remote!.links().filter((l) => l.direction === "out");
+    assert.deepEqual(out.map((l) => [l.local, l.auth, l.state]).sort(), [
+      ["a.test", "sasl-external", "ready"],
+      ["chat.a.test", "dialback", "ready"],
+    ]);
+    assert.equal(new Set(out.map((l) => l.address)).size, 1, "one connection");
+    const inbound = b.server.remote!.links().filter((l) => l.direction === "in");
+    assert.equal(new Set(inbound.map((l) => l.id)).size, 1, JSON.stringify(inbound));
+    assert.deepEqual(inbound.map((l) => l.remote).sort(), ["a.test", "chat.a.test"]);
+    // b.test answers both domains over its own links.
+    bob.send("<message to='carol@chat.a.test/r' type='chat' id='x3'><body>back</body></message>");
+    await carol.next((el) => el.attrs.id === "x3");
   }));
 
 Deno.test("with s2s_ca_files_only the CA file alone anchors certificates, and federation works on it", () =>
@@ -314,31 +340,13 @@ Deno.test("with s2s_ca_files_only the CA file alone anchors certificates, and fe
   }));
 
 Deno.test("a local domain with s2s_dialback = false opens its own link with SASL EXTERNAL instead of joining one", () =>
-  withPair({
-    a: {
-      extraNames: ["chat.a.test"],
-      extraToml: `[[host]]\ndomain = "chat.a.test"\ns2s_dialback = false\n`,
-    },
-  }, async ({ dns, a, b, alice, bob }) => {
-    await a.server.accounts.create("chat.a.test", "carol", "pw");
-    dns.set("_xmpp-server._tcp.chat.a.test", {
-      srv: [{ priority: 0, weight: 0, port: a.server.port("s2s"), target: "a.test" }],
-    });
-    const carol = await online(a.port, "carol", "chat.a.test");
-    try {
-      alice.send("<message to='bob@b.test' type='chat' id='x1'><body>one</body></message>");
-      await bob.next((el) => el.attrs.id === "x1");
-      carol.send("<message to='bob@b.test' type='chat' id='x2'><body>two</body></message>");
-      await bob.next((el) => el.attrs.id === "x2");
-      const out = a.server.remote!.links().filter((l) => l.direction === "out");
-      assert.deepEqual(out.map((l) => [l.local, l.auth, l.state]).sort(), [
-        ["a.test", "sasl-external", "ready"],
-        ["chat.a.test", "sasl-external", "ready"],
-      ]);
-      assert.equal(new Set(out.map((l) => l.id)).size, 2, "two connections");
-      const inbound = b.server.remote!.links().filter((l) => l.direction === "in");
-      assert.deepEqual(inbound.map((l) => l.auth), ["sasl-external", "sasl-external"]);
-    } finally {
-      carol.close();
-    }
+  withChatDomain("s2s_dialback = false\n", ({ a, b }) => {
+    const out = a.server.remote!.links().filter((l) => l.direction === "out");
+    assert.deepEqual(out.map((l) => [l.local, l.auth, l.state]).sort(), [
+      ["a.test", "sasl-external", "ready"],
+      ["chat.a.test", "sasl-external", "ready"],
+    ]);
+    assert.equal(new Set(out.map((l) => l.id)).size, 2, "two connections");
+    const inbound = b.server.remote!.links().filter((l) => l.direction === "in");
+    assert.deepEqual(inbound.map((l) => l.auth), ["sasl-external", "sasl-external"]);
   }));

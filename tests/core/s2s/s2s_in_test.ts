@@ -9,10 +9,10 @@ import { dialbackKey } from "../../../core/s2s/dialback.ts";
 import type { Element } from "../../../core/xml/element.ts";
 import { StreamParser } from "../../../core/xml/parser.ts";
 import { conditionName } from "../../../core/xml/stanza.ts";
-import { startDnsResponder } from "../../helpers/dns_responder.ts";
-import { startFederatingServer } from "../../helpers/federation.ts";
+import { type DnsResponder, startDnsResponder } from "../../helpers/dns_responder.ts";
+import { type FederatingServerOptions, startFederatingServer } from "../../helpers/federation.ts";
 import { RawClient } from "../../helpers/raw_client.ts";
-import { createTestCa, type TestCa } from "../../helpers/test_ca.ts";
+import { createTestCa, type IssuedCertificate, type TestCa } from "../../helpers/test_ca.ts";
 import type { TestServer } from "../../helpers/test_server.ts";
 
 const SERVER = { ns: "jabber:server" };
@@ -22,7 +22,17 @@ const SECRET = "s3cr3t-for-tests";
 const NS_STREAM = "http://etherx.jabber.org/streams";
 const NS_STREAMS_ERRORS = "urn:ietf:params:xml:ns:xmpp-streams";
 
-async function withServer(run: (t: TestServer, ca: TestCa) => Promise<void>): Promise<void> {
+type ServerOptions = Partial<Omit<FederatingServerOptions, "dns" | "ca">>;
+
+/**
+ * Runs `run` against a.test (alice, the modules her session needs, a known dialback secret),
+ * with `options` in place of any of these (a `hostToml`, say); stopped afterwards, whatever
+ * happens.
+ */
+async function withServer(
+  options: ServerOptions,
+  run: (t: TestServer, ca: TestCa, dns: DnsResponder) => Promise<void>,
+): Promise<void> {
   const dns = await startDnsResponder();
   const ca = await createTestCa();
   const t = await startFederatingServer({
@@ -32,13 +42,30 @@ async function withServer(run: (t: TestServer, ca: TestCa) => Promise<void>): Pr
     users: { alice: "pw" },
     modules: ["disco", "roster", "presence"],
     globalToml: `s2s_dialback_secret = "${SECRET}"`,
+    ...options,
   });
   try {
-    await run(t, ca);
+    await run(t, ca, dns);
   } finally {
     await t.stop();
     await dns.close();
   }
+}
+
+/**
+ * An s2s stream from `from` to a.test, secured with STARTTLS (presenting `issued` when given):
+ * the peer and the features offered after TLS.
+ */
+async function secured(
+  t: TestServer,
+  from: string,
+  issued?: IssuedCertificate,
+): Promise<{ peer: RawClient; features: Element }> {
+  const peer = await RawClient.connect(t.server.port("s2s"));
+  await peer.open("a.test", { ...SERVER, from });
+  const certificate = issued && { cert: issued.chainPem, key: issued.keyPem };
+  const features = await peer.starttls("a.test", { ...SERVER, from, certificate });
+  return { peer, features };
 }
 
 /** The condition of the stream error the server closed with. */
@@ -48,7 +75,7 @@ async function streamErrorOf(client: RawClient): Promise<string | undefined> {
 }
 
 Deno.test("inbound: TLS comes first; unknown hosts and client namespaces are refused", () =>
-  withServer(async (t) => {
+  withServer({}, async (t) => {
     const port = t.server.port("s2s");
     const plain = await RawClient.connect(port);
     const features = await plain.open("a.test", { ...SERVER, from: "x.test" });
@@ -89,20 +116,12 @@ Deno.test("inbound: TLS comes first; unknown hosts and client namespaces are ref
   }));
 
 Deno.test("inbound: EXTERNAL only for a certificate valid for 'from', then stanzas flow", () =>
-  withServer(async (t, ca) => {
-    const port = t.server.port("s2s");
+  withServer({}, async (t, ca) => {
     const issued = await ca.issue({ names: ["x.test"] });
-    const certificate = { cert: issued.chainPem, key: issued.keyPem };
     const { client: alice } = await RawClient.login(t.port, "alice", "pw", "r", "a.test");
 
     // A stanza before authentication ends the stream.
-    const early = await RawClient.connect(port);
-    await early.open("a.test", { ...SERVER, from: "x.test" });
-    const secureFeatures = await early.starttls("a.test", {
-      ...SERVER,
-      from: "x.test",
-      certificate,
-    });
+    const { peer: early, features: secureFeatures } = await secured(t, "x.test", issued);
     const mechanisms = secureFeatures.getChild("mechanisms", NS_SASL)!.getChildren("mechanism");
     assert.deepEqual(mechanisms.map((m) => m.text()), ["EXTERNAL"]);
     assert.ok(secureFeatures.getChild("dialback", "urn:xmpp:features:dialback"));
@@ -111,13 +130,7 @@ Deno.test("inbound: EXTERNAL only for a certificate valid for 'from', then stanz
     early.close();
 
     // The certificate names x.test, not y.test: no EXTERNAL, and a forced attempt fails.
-    const other = await RawClient.connect(port);
-    await other.open("a.test", { ...SERVER, from: "y.test" });
-    const otherFeatures = await other.starttls("a.test", {
-      ...SERVER,
-      from: "y.test",
-      certificate,
-    });
+    const { peer: other, features: otherFeatures } = await secured(t, "y.test", issued);
     assert.equal(otherFeatures.getChild("mechanisms", NS_SASL), undefined);
     other.send(`<auth xmlns='${NS_SASL}' mechanism='EXTERNAL'>=</auth>`);
     const failure = await other.next((el) => el.name === "failure");
@@ -129,9 +142,7 @@ Deno.test("inbound: EXTERNAL only for a certificate valid for 'from', then stanz
     other.close();
 
     // The right domain authenticates and may send stanzas from x.test to a.test only.
-    const peer = await RawClient.connect(port);
-    await peer.open("a.test", { ...SERVER, from: "x.test" });
-    await peer.starttls("a.test", { ...SERVER, from: "x.test", certificate });
+    const { peer } = await secured(t, "x.test", issued);
     peer.send(`<auth xmlns='${NS_SASL}' mechanism='EXTERNAL'>${btoa("x.test")}</auth>`);
     await peer.next((el) => el.name === "success");
     peer.restart();
@@ -153,10 +164,8 @@ Deno.test("inbound: EXTERNAL only for a certificate valid for 'from', then stanz
   }));
 
 Deno.test("inbound: db:verify is valid only for keys this server generated", () =>
-  withServer(async (t) => {
-    const peer = await RawClient.connect(t.server.port("s2s"));
-    await peer.open("a.test", { ...SERVER, from: "x.test" });
-    const features = await peer.starttls("a.test", { ...SERVER, from: "x.test" });
+  withServer({}, async (t) => {
+    const { peer, features } = await secured(t, "x.test");
     assert.ok(features.getChild("dialback", "urn:xmpp:features:dialback"));
     const good = dialbackKey(SECRET, "x.test", "a.test", "stream-1");
     peer.send(`<db:verify from='x.test' to='a.test' id='stream-1'>${good}</db:verify>`);
@@ -171,45 +180,24 @@ Deno.test("inbound: db:verify is valid only for keys this server generated", () 
     peer.close();
   }));
 
-Deno.test("inbound: a peer cannot pile up dialback requests waiting for verification", async () => {
-  const dns = await startDnsResponder();
-  const ca = await createTestCa();
-  const t = await startFederatingServer({
-    domain: "a.test",
-    dns,
-    ca,
-    modules: [],
-    hostToml: `s2s_secure_auth = false`,
-  });
-  try {
+Deno.test("inbound: a peer cannot pile up dialback requests waiting for verification", () =>
+  withServer({ hostToml: "s2s_secure_auth = false" }, async (t, _ca, dns) => {
     // Names that never answer in DNS keep each verification pending.
     for (let i = 0; i < 20; i++) dns.set(`_xmpp-server._tcp.slow${i}.test`, { silent: true });
     for (let i = 0; i < 20; i++) dns.set(`_xmpps-server._tcp.slow${i}.test`, { silent: true });
-    const peer = await RawClient.connect(t.server.port("s2s"));
-    await peer.open("a.test", { ...SERVER, from: "slow0.test" });
-    await peer.starttls("a.test", { ...SERVER, from: "slow0.test" });
+    const { peer } = await secured(t, "slow0.test");
     for (let i = 0; i < 20; i++) {
       peer.send(`<db:result from='slow${i}.test' to='a.test'>key${i}</db:result>`);
     }
     assert.equal(await streamErrorOf(peer), "policy-violation");
     assert.match(peer.text, /Too many dialback requests/);
     peer.close();
-  } finally {
-    await t.stop();
-    await dns.close();
-  }
-});
+  }));
 
 Deno.test("inbound: a dialback request refused by s2s_secure_auth ends the stream with not-authorized and the reason", () =>
-  withServer(async (t, ca) => {
+  withServer({}, async (t, ca) => {
     const issued = await ca.selfSigned(["x.test"]);
-    const peer = await RawClient.connect(t.server.port("s2s"));
-    await peer.open("a.test", { ...SERVER, from: "x.test" });
-    const features = await peer.starttls("a.test", {
-      ...SERVER,
-      from: "x.test",
-      certificate: { cert: issued.chainPem, key: issued.keyPem },
-    });
+    const { peer, features } = await secured(t, "x.test", issued);
     assert.equal(features.getChild("mechanisms", NS_SASL), undefined);
     peer.send(`<db:result from='x.test' to='a.test'>some-key</db:result>`);
     // Nothing else is authenticated on this stream: it ends with the reason, as Prosody does.
@@ -224,25 +212,10 @@ Deno.test("inbound: a dialback request refused by s2s_secure_auth ends the strea
     peer.close();
   }));
 
-Deno.test("inbound: with s2s_dialback = false dialback is neither offered nor accepted, even with a valid certificate", async () => {
-  const dns = await startDnsResponder();
-  const ca = await createTestCa();
-  const t = await startFederatingServer({
-    domain: "a.test",
-    dns,
-    ca,
-    modules: [],
-    hostToml: "s2s_dialback = false",
-  });
-  try {
+Deno.test("inbound: with s2s_dialback = false dialback is neither offered nor accepted, even with a valid certificate", () =>
+  withServer({ hostToml: "s2s_dialback = false" }, async (t, ca) => {
     const issued = await ca.issue({ names: ["x.test"] });
-    const peer = await RawClient.connect(t.server.port("s2s"));
-    await peer.open("a.test", { ...SERVER, from: "x.test" });
-    const features = await peer.starttls("a.test", {
-      ...SERVER,
-      from: "x.test",
-      certificate: { cert: issued.chainPem, key: issued.keyPem },
-    });
+    const { peer, features } = await secured(t, "x.test", issued);
     assert.equal(features.getChild("dialback", "urn:xmpp:features:dialback"), undefined);
     assert.ok(features.getChild("mechanisms", NS_SASL), "SASL EXTERNAL is still offered");
     // Asked to verify a key as the authoritative server: we never send any.
@@ -262,75 +235,61 @@ Deno.test("inbound: with s2s_dialback = false dialback is neither offered nor ac
     await peer.waitClosed();
     assert.equal(t.server.remote!.links().length, 0);
     peer.close();
-  } finally {
-    await t.stop();
-    await dns.close();
-  }
-});
+  }));
 
-Deno.test("inbound: a stream closed after STARTTLS, before the peer's new header, still opens with a header", async () => {
-  const dns = await startDnsResponder();
-  const ca = await createTestCa();
-  const t = await startFederatingServer({
-    domain: "a.test",
-    dns,
-    ca,
-    modules: [],
-    globalToml: "s2s_auth_timeout = 1",
-  });
-  const socket = netConnect({ host: "127.0.0.1", port: t.server.port("s2s") });
-  try {
-    await new Promise((resolve, reject) => {
-      socket.once("connect", resolve);
-      socket.once("error", reject);
-    });
-    let plain = "";
-    const proceed = new Promise<void>((resolve) => {
-      socket.on("data", (chunk: Uint8Array) => {
-        plain += new TextDecoder().decode(chunk);
-        if (plain.includes("<proceed")) resolve();
+Deno.test("inbound: a stream closed after STARTTLS, before the peer's new header, still opens with a header", () =>
+  withServer({ globalToml: "s2s_auth_timeout = 1" }, async (t) => {
+    const socket = netConnect({ host: "127.0.0.1", port: t.server.port("s2s") });
+    try {
+      await new Promise((resolve, reject) => {
+        socket.once("connect", resolve);
+        socket.once("error", reject);
       });
-    });
-    socket.write(
-      `<?xml version='1.0'?><stream:stream to='a.test' from='x.test' version='1.0' ` +
-        `xmlns='jabber:server' xmlns:stream='${NS_STREAM}'>`,
-    );
-    socket.write(`<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>`);
-    await proceed;
-    socket.removeAllListeners("data");
-    const secure = tlsConnect({ socket, servername: "a.test", rejectUnauthorized: false });
-    // Everything a.test sends on the TLS layer, through our stream parser.
-    const layer = { headers: [] as Element[], elements: [] as Element[], errors: [] as string[] };
-    let text = "";
-    let streamClosed!: () => void;
-    const closed = new Promise<void>((resolve) => streamClosed = resolve);
-    const parser = new StreamParser({
-      streamOpen: (header) => layer.headers.push(header),
-      stanza: (el) => layer.elements.push(el),
-      streamClose: () => streamClosed(),
-      error: (error) => {
-        layer.errors.push(error.message);
-        streamClosed();
-      },
-    }, { maxStanzaBytes: 100_000 });
-    secure.on("data", (chunk: Uint8Array) => {
-      text += new TextDecoder().decode(chunk);
-      parser.feed(chunk);
-    });
-    secure.on("error", () => {});
-    secure.on("close", () => streamClosed());
-    // We never open the new stream: the server gives up after s2s_auth_timeout.
-    await closed;
-    secure.destroy();
-    assert.deepEqual(layer.errors, [], `not well-formed: ${text}`);
-    assert.equal(layer.headers.length, 1, text);
-    assert.equal(layer.headers[0].attrs.from, "a.test");
-    const error = layer.elements.find((el) => el.name === "error" && el.ns === NS_STREAM);
-    assert.ok(error, text);
-    assert.equal(conditionName(error), "connection-timeout");
-  } finally {
-    socket.destroy();
-    await t.stop();
-    await dns.close();
-  }
-});
+      let plain = "";
+      const proceed = new Promise<void>((resolve) => {
+        socket.on("data", (chunk: Uint8Array) => {
+          plain += new TextDecoder().decode(chunk);
+          if (plain.includes("<proceed")) resolve();
+        });
+      });
+      socket.write(
+        `<?xml version='1.0'?><stream:stream to='a.test' from='x.test' version='1.0' ` +
+          `xmlns='jabber:server' xmlns:stream='${NS_STREAM}'>`,
+      );
+      socket.write(`<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>`);
+      await proceed;
+      socket.removeAllListeners("data");
+      const secure = tlsConnect({ socket, servername: "a.test", rejectUnauthorized: false });
+      // Everything a.test sends on the TLS layer, through our stream parser.
+      const layer = { headers: [] as Element[], elements: [] as Element[], errors: [] as string[] };
+      let text = "";
+      let streamClosed!: () => void;
+      const closed = new Promise<void>((resolve) => streamClosed = resolve);
+      const parser = new StreamParser({
+        streamOpen: (header) => layer.headers.push(header),
+        stanza: (el) => layer.elements.push(el),
+        streamClose: () => streamClosed(),
+        error: (error) => {
+          layer.errors.push(error.message);
+          streamClosed();
+        },
+      }, { maxStanzaBytes: 100_000 });
+      secure.on("data", (chunk: Uint8Array) => {
+        text += new TextDecoder().decode(chunk);
+        parser.feed(chunk);
+      });
+      secure.on("error", () => {});
+      secure.on("close", () => streamClosed());
+      // We never open the new stream: the server gives up after s2s_auth_timeout.
+      await closed;
+      secure.destroy();
+      assert.deepEqual(layer.errors, [], `not well-formed: ${text}`);
+      assert.equal(layer.headers.length, 1, text);
+      assert.equal(layer.headers[0].attrs.from, "a.test");
+      const error = layer.elements.find((el) => el.name === "error" && el.ns === NS_STREAM);
+      assert.ok(error, text);
+      assert.equal(conditionName(error), "connection-timeout");
+    } finally {
+      socket.destroy();
+    }
+  }));
