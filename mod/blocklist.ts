@@ -43,10 +43,20 @@ function matches(blocked: ReadonlySet<string>, jid: JID): boolean {
     blocked.has(jid.domain);
 }
 
-/** The account blocklists of one host: stored as JSON arrays, cached as sets. */
+/** A cached blocklist and whether it was looked up since the cache last passed over it. */
+interface CachedList {
+  jids: Set<string>;
+  used: boolean;
+}
+
+/**
+ * The account blocklists of one host: stored as JSON arrays, cached as sets. Every stanza looks
+ * a list up (most are empty), so a hit only marks the entry; eviction gives marked entries a
+ * second chance instead of reordering the cache on every lookup.
+ */
 class Blocklists {
   #store: KeyValueStore<string[]>;
-  #cache = new Map<string, Set<string>>();
+  #cache = new Map<string, CachedList>();
 
   constructor(store: KeyValueStore<string[]>) {
     this.#store = store;
@@ -54,16 +64,15 @@ class Blocklists {
 
   /** The blocked JIDs of an account (do not modify the returned set). */
   get(user: string): ReadonlySet<string> {
-    let list = this.#cache.get(user);
-    if (list) {
-      // Re-inserted below, so the map stays ordered least recently used first.
-      this.#cache.delete(user);
-    } else {
-      const stored = this.#store.get(user);
-      list = new Set(Array.isArray(stored) ? stored : []);
+    const cached = this.#cache.get(user);
+    if (cached) {
+      cached.used = true;
+      return cached.jids;
     }
-    this.#remember(user, list);
-    return list;
+    const stored = this.#store.get(user);
+    const jids = new Set(Array.isArray(stored) ? stored : []);
+    this.#remember(user, jids);
+    return jids;
   }
 
   /** Replaces an account's blocklist. */
@@ -78,9 +87,17 @@ class Blocklists {
     this.#cache.delete(user);
   }
 
-  #remember(user: string, list: Set<string>): void {
-    this.#cache.set(user, list);
-    if (this.#cache.size > CACHED_LISTS) this.#cache.delete(this.#cache.keys().next().value!);
+  #remember(user: string, jids: Set<string>): void {
+    this.#cache.set(user, { jids, used: false });
+    while (this.#cache.size > CACHED_LISTS) {
+      // The oldest entry goes, unless it was used since: then it moves to the back, unmarked.
+      const [oldest, entry] = this.#cache.entries().next().value!;
+      this.#cache.delete(oldest);
+      if (entry.used) {
+        entry.used = false;
+        this.#cache.set(oldest, entry);
+      }
+    }
   }
 }
 
@@ -290,9 +307,9 @@ export default function blocklist(m: ModuleAPI): void {
   // Inbound: stanzas from a blocked JID to a local account (XEP-0191 §3.3).
   const inbound = ({ stanza, origin }: StanzaEvent) => {
     const to = tryParseJid(stanza.attrs.to ?? "");
+    if (!to?.local || to.domain !== m.domain || lists.get(to.local).size === 0) return false;
     const from = tryParseJid(stanza.attrs.from ?? "");
-    if (!to?.local || to.domain !== m.domain || !from) return false;
-    if (!blockedBetween(to.local, from)) return false;
+    if (!from || !blockedBetween(to.local, from)) return false;
     if (isError(stanza)) return true;
     if (stanza.name === "message") {
       if (bounceMessages) {
@@ -317,7 +334,7 @@ export default function blocklist(m: ModuleAPI): void {
       const from = tryParseJid(stanza.attrs.from ?? "");
       if (from?.domain === m.domain) user = from.local;
     }
-    if (!user) return false;
+    if (!user || lists.get(user).size === 0) return false;
     const to = tryParseJid(stanza.attrs.to ?? "");
     if (!to || !blockedBetween(user, to)) return false;
     if (origin.kind !== "c2s" || isError(stanza) || stanza.name === "presence") return true;

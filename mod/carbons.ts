@@ -31,10 +31,13 @@ type Direction = "sent" | "received";
 
 /**
  * Recently copied messages by (account, peer, id), so an error sent in response to one of them
- * is eligible too (XEP-0280 §6). Oldest entries are forgotten first.
+ * is eligible too (XEP-0280 §6). A ring of the last `REMEMBERED_MESSAGES` keys with a count per
+ * key: remembering and forgetting the oldest are constant time.
  */
 class CopiedMessages {
-  #keys = new Set<string>();
+  #ring: (string | undefined)[] = new Array(REMEMBERED_MESSAGES);
+  #next = 0;
+  #counts = new Map<string, number>();
 
   #key(account: string, peer: string, id: string): string {
     return `${account}\n${peer}\n${id}`;
@@ -42,15 +45,19 @@ class CopiedMessages {
 
   remember(account: string, peer: string, id: string): void {
     const key = this.#key(account, peer, id);
-    this.#keys.delete(key);
-    this.#keys.add(key);
-    if (this.#keys.size > REMEMBERED_MESSAGES) {
-      this.#keys.delete(this.#keys.values().next().value!);
+    const oldest = this.#ring[this.#next];
+    if (oldest !== undefined) {
+      const n = this.#counts.get(oldest)!;
+      if (n === 1) this.#counts.delete(oldest);
+      else this.#counts.set(oldest, n - 1);
     }
+    this.#ring[this.#next] = key;
+    this.#next = (this.#next + 1) % REMEMBERED_MESSAGES;
+    this.#counts.set(key, (this.#counts.get(key) ?? 0) + 1);
   }
 
   has(account: string, peer: string, id: string): boolean {
-    return this.#keys.has(this.#key(account, peer, id));
+    return this.#counts.has(this.#key(account, peer, id));
   }
 }
 
@@ -98,19 +105,36 @@ function carbon(stanza: Element, direction: Direction, account: JID, to: Session
 /** Loads message carbons on a host. */
 export default function carbons(m: ModuleAPI): void {
   const enabled = new WeakSet<Session>();
+  // Carbons-enabled resources per account (localpart): most accounts have none, and their
+  // messages are then passed over without any further work.
+  const enabledPerUser = new Map<string, number>();
   const copied = new CopiedMessages();
+
+  const enable = (session: Session, local: string) => {
+    if (enabled.has(session)) return;
+    enabled.add(session);
+    enabledPerUser.set(local, (enabledPerUser.get(local) ?? 0) + 1);
+  };
+  const disable = (session: Session) => {
+    const local = session.jid?.local;
+    if (!enabled.delete(session) || local === undefined) return;
+    const n = enabledPerUser.get(local) ?? 1;
+    if (n <= 1) enabledPerUser.delete(local);
+    else enabledPerUser.set(local, n - 1);
+  };
   // Messages whose <private/> this host stripped before delivery: never copied.
   const markedPrivate = new WeakSet<Element>();
 
   m.addFeature(NS_CARBONS);
 
   const toggle = (on: boolean) => ({ stanza, origin }: StanzaEvent) => {
-    if (origin.kind !== "c2s" || origin.host !== m.domain || !origin.jid) {
+    const local = origin.jid?.local;
+    if (origin.kind !== "c2s" || origin.host !== m.domain || local === undefined) {
       origin.send(errorReply(stanza, "not-allowed"));
       return true;
     }
-    if (on) enabled.add(origin);
-    else enabled.delete(origin);
+    if (on) enable(origin, local);
+    else disable(origin);
     const answer = reply(stanza);
     delete answer.attrs.from;
     origin.send(answer);
@@ -121,7 +145,7 @@ export default function carbons(m: ModuleAPI): void {
     m.hook(`iq-set/${toType}/${NS_CARBONS}:disable`, toggle(false));
   }
   m.hook("resource-unbind", ({ session }: SessionEvent) => {
-    enabled.delete(session);
+    disable(session);
   });
 
   /** True when the message should be copied for `account`, exchanged with `peer`. */
@@ -149,6 +173,7 @@ export default function carbons(m: ModuleAPI): void {
   // Sent carbons: a local client's message, before routing (XEP-0280 §8).
   const sent = ({ stanza, origin }: StanzaEvent) => {
     if (origin.kind !== "c2s" || origin.host !== m.domain || !origin.jid?.local) return false;
+    if (!enabledPerUser.has(origin.jid.local)) return false;
     const to = tryParseJid(stanza.attrs.to ?? "");
     if (!to) return false;
     const account = origin.jid.bare;
@@ -173,6 +198,9 @@ export default function carbons(m: ModuleAPI): void {
 
   // Received carbons: after the router delivered a message to local resources (XEP-0280 §7).
   m.hook("message-delivered", ({ stanza, recipients }: MessageDeliveredEvent) => {
+    // The recipients are resources of the account the message is for.
+    const local = recipients[0]?.jid?.local;
+    if (local === undefined || !enabledPerUser.has(local)) return;
     if (markedPrivate.has(stanza)) return;
     const to = tryParseJid(stanza.attrs.to ?? "");
     const from = tryParseJid(stanza.attrs.from ?? "");

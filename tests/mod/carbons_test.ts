@@ -227,6 +227,41 @@ Deno.test("a resource that disabled carbons, or never enabled them, gets no copi
   }
 });
 
+Deno.test("copies follow the account's enabled resources as they enable, disable and leave", async () => {
+  const { t, one, two, bob, close } = await party();
+  const { client: three } = await RawClient.login(t.port, "alice", "pw", "three");
+  const { client: bob2 } = await RawClient.login(t.port, "bob", "pw", "b2");
+  try {
+    // bob's account has no carbons-enabled resource: his other resource gets no copies.
+    one.send("<message to='bob@localhost/b' type='chat' id='n1'><body>x</body></message>");
+    await bob.next((el) => el.attrs.id === "n1");
+    bob.send("<message to='alice@localhost/one' type='chat' id='n2'><body>x</body></message>");
+    await one.next((el) => el.attrs.id === "n2");
+    await roundTrip(bob2);
+    assert.deepEqual(carbonsOf(bob2), []);
+
+    // one and two enabled; two leaves, one disables: nobody is left to copy to.
+    two.close();
+    await setCarbons(one, false);
+    await setCarbons(three, true);
+    await setCarbons(three, false);
+    bob.send("<message to='alice@localhost/one' type='chat' id='n3'><body>x</body></message>");
+    await one.next((el) => el.attrs.id === "n3");
+    await roundTrip(three);
+    assert.deepEqual(carbonsOf(three), []);
+
+    // The last one to enable gets copies, whatever the others did before.
+    await setCarbons(three, true);
+    bob.send("<message to='alice@localhost/one' type='chat' id='n4'><body>x</body></message>");
+    const carbon = await three.next((el) => el.name === "message");
+    assert.equal(unwrap(carbon, "received", "alice@localhost/three").attrs.id, "n4");
+  } finally {
+    three.close();
+    bob2.close();
+    await close();
+  }
+});
+
 Deno.test("the server advertises urn:xmpp:carbons:2", async () => {
   const t = await startTestServer({ modules: MODULES, users: { alice: "pw" } });
   try {
