@@ -474,6 +474,7 @@ export class Server implements ServerContext {
     for (const host of this.hosts.values()) this.modules.unloadAll(host);
     this.#stopMaintenance?.();
     this.#trimmer.stop();
+    this.accounts.flushActivity();
     this.database.close();
     log.info("Server stopped");
   }

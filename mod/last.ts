@@ -13,11 +13,15 @@ const NS_LAST = "jabber:iq:last";
 /** One line for module listings. */
 export const description = "XEP-0012: server uptime and accounts' last logout time and status";
 
-/** What is stored per account in the "lastlog" key-value store. */
+/**
+ * What is stored per account in the "lastlog" key-value store: only a logout that left a status
+ * text. The logout time itself is the account's (`AccountStore.touchLogout`), so a plain logout
+ * writes nothing here.
+ */
 export interface LastLogout {
   /** When the account's last resource went away (ms since the epoch). */
   when: number;
-  /** The status text of its last unavailable presence ("" when it sent none). */
+  /** The status text of its last unavailable presence. */
   status: string;
 }
 
@@ -71,12 +75,15 @@ export default function last(m: ModuleAPI): void {
       return true;
     }
     const record = store.get(username);
-    if (!record) {
+    // The account's logout time is that of its last session (recorded by core).
+    const loggedOut = m.server.accounts.info(m.domain, username)?.lastLogout ?? 0;
+    const when = Math.max(loggedOut, record?.when ?? 0);
+    if (when === 0) {
       origin.send(errorReply(stanza, "item-not-found", { text: "No logout is recorded" }));
       return true;
     }
-    answer.c("query", { xmlns: NS_LAST, seconds: String(secondsBetween(record.when, Date.now())) })
-      .t(record.status);
+    answer.c("query", { xmlns: NS_LAST, seconds: String(secondsBetween(when, Date.now())) })
+      .t(record?.status ?? "");
     origin.send(answer);
     return true;
   };
@@ -98,6 +105,8 @@ export default function last(m: ModuleAPI): void {
     if (session.kind !== "c2s" || username === undefined || session.host !== m.domain) return;
     // Only the account's last resource logging out counts (unbind precedes this event).
     if (m.server.sessions.userSessions(m.domain, username).length > 0) return;
-    store.set(username, { when: Date.now(), status: leavingStatus.get(session) ?? "" });
+    const status = leavingStatus.get(session) ?? "";
+    if (status !== "") store.set(username, { when: Date.now(), status });
+    else if (store.get(username) !== undefined) store.set(username, undefined); // status is stale
   });
 }

@@ -2,6 +2,7 @@
 // keys for SHA-1 and SHA-256, and nothing is cached: another process (`lilt user create`) may
 // change accounts while the server runs.
 
+import { getLogger } from "../log.ts";
 import type { Database } from "../storage/database.ts";
 import { preparePassword } from "./saslprep.ts";
 import {
@@ -26,6 +27,10 @@ export const DEFAULT_ITERATIONS = 10_000;
 export const MIN_ITERATIONS = 4096;
 /** Largest accepted iteration count (keeps a typo from stalling every login). */
 export const MAX_ITERATIONS = 10_000_000;
+/** How long login and logout times wait in memory before they are written together. */
+export const ACTIVITY_FLUSH_MS = 1000;
+
+const log = getLogger(["auth", "accounts"]);
 
 /** Options for `AccountStore`. */
 export interface AccountStoreOptions {
@@ -79,6 +84,14 @@ export interface CreateManyOptions {
   batchSize?: number;
 }
 
+/** Login and logout times of one account, waiting to be written. */
+interface PendingActivity {
+  host: string;
+  user: string;
+  login?: number;
+  logout?: number;
+}
+
 interface AccountRow {
   user: string;
   created_ms: number;
@@ -110,6 +123,9 @@ export class AccountStore {
   #database: Database;
   #iterations = DEFAULT_ITERATIONS;
   #hostIterations: ((host: string) => number) | undefined;
+  /** Login and logout times not written yet, by host NUL user (see `touchLogin`). */
+  #activity = new Map<string, PendingActivity>();
+  #activityTimer: ReturnType<typeof setTimeout> | undefined;
 
   /** Uses the accounts tables of `db`. */
   constructor(db: Database, options: AccountStoreOptions = {}) {
@@ -354,20 +370,67 @@ export class AccountStore {
     );
   }
 
-  /** Records a successful login (for `user activity` and `list_inactive`). */
+  /**
+   * Records a successful login (for `user activity` and `list_inactive`). Kept in memory and
+   * written with the other logins and logouts of the moment in one transaction, within
+   * `ACTIVITY_FLUSH_MS` (or at `flushActivity`): a login pays no write of its own.
+   */
   touchLogin(host: string, username: string, when: number = Date.now()): void {
-    this.#database.prepare("UPDATE accounts SET last_login_ms = ? WHERE host = ? AND user = ?")
-      .run(when, host, username);
+    this.#pendingActivity(host, username).login = when;
   }
 
-  /** Records the end of a session. */
+  /** Records the end of an account's last session, written like `touchLogin`'s. */
   touchLogout(host: string, username: string, when: number = Date.now()): void {
-    this.#database.prepare("UPDATE accounts SET last_logout_ms = ? WHERE host = ? AND user = ?")
-      .run(when, host, username);
+    this.#pendingActivity(host, username).logout = when;
+  }
+
+  #pendingActivity(host: string, user: string): PendingActivity {
+    const key = `${host}\0${user}`;
+    let entry = this.#activity.get(key);
+    if (!entry) {
+      entry = { host, user };
+      this.#activity.set(key, entry);
+    }
+    if (this.#activityTimer === undefined) {
+      const timer = setTimeout(() => this.flushActivity(), ACTIVITY_FLUSH_MS);
+      Deno.unrefTimer(timer);
+      this.#activityTimer = timer;
+    }
+    return entry;
+  }
+
+  /**
+   * Writes the login and logout times recorded since the last write, in one transaction. The
+   * server calls it before closing the database; reads of those times call it first.
+   */
+  flushActivity(): void {
+    clearTimeout(this.#activityTimer);
+    this.#activityTimer = undefined;
+    if (this.#activity.size === 0) return;
+    const pending = [...this.#activity.values()];
+    this.#activity.clear();
+    try {
+      this.#database.transaction(() => {
+        const update = this.#database.prepare(
+          "UPDATE accounts SET last_login_ms = COALESCE(?, last_login_ms), " +
+            "last_logout_ms = COALESCE(?, last_logout_ms) WHERE host = ? AND user = ?",
+        );
+        for (const { host, user, login, logout } of pending) {
+          update.run(login ?? null, logout ?? null, host, user);
+        }
+      });
+    } catch (error) {
+      // Only activity times are lost; the accounts themselves are untouched.
+      log.warn("Could not record {count} login/logout time(s): {error}", {
+        count: pending.length,
+        error,
+      });
+    }
   }
 
   /** One account with its lifecycle state, or undefined. */
   info(host: string, username: string): AccountInfo | undefined {
+    this.flushActivity();
     const row = this.#database
       .prepare(
         "SELECT user, created_ms, disabled, deleted_ms, last_login_ms, last_logout_ms " +
@@ -379,6 +442,7 @@ export class AccountStore {
 
   /** Every account of `host` with its lifecycle state, sorted by username. */
   listInfo(host: string): AccountInfo[] {
+    this.flushActivity();
     const rows = this.#database
       .prepare(
         "SELECT user, created_ms, disabled, deleted_ms, last_login_ms, last_logout_ms " +

@@ -213,7 +213,11 @@ export class C2SSession implements Session {
     if (wasBound) {
       const host = server.hosts.get(this.host);
       if (host) host.events.fire("resource-unbind", { session: this, host });
-      server.accounts.touchLogout(this.host, this.jid!.local!);
+      // The account's logout is when its last session ends (last activity, list_inactive).
+      const user = this.jid!.local!;
+      if (server.sessions.userSessions(this.host, user).length === 0) {
+        server.accounts.touchLogout(this.host, user);
+      }
       log.info("Session {id} for {jid} ended", { id: this.id, jid: this.jid!.toString() });
     }
   }

@@ -6,6 +6,7 @@ import {
   AccountExistsError,
   AccountNotFoundError,
   AccountStore,
+  ACTIVITY_FLUSH_MS,
   DEFAULT_ITERATIONS,
 } from "../../../core/auth/accounts.ts";
 import { PasswordPrepError, preparePassword } from "../../../core/auth/saslprep.ts";
@@ -216,3 +217,31 @@ function indexOf(haystack: Uint8Array, needle: Uint8Array): number {
   }
   return -1;
 }
+
+Deno.test("login and logout times are written together later, and read back at once", async () => {
+  const { database, accounts } = memoryAccounts();
+  await accounts.create("a.example", "alice", "pw");
+  await accounts.create("a.example", "bob", "pw");
+  const stored = (user: string) => {
+    const row = database.prepare(
+      "SELECT last_login_ms, last_logout_ms FROM accounts WHERE user = ?",
+    ).get(user) as { last_login_ms: number | null; last_logout_ms: number | null };
+    return { last_login_ms: row.last_login_ms, last_logout_ms: row.last_logout_ms };
+  };
+
+  accounts.touchLogin("a.example", "alice", 1000);
+  accounts.touchLogin("a.example", "bob", 2000);
+  accounts.touchLogout("a.example", "alice", 3000);
+  // Nothing written yet: a login costs no write of its own.
+  assert.deepEqual(stored("alice"), { last_login_ms: null, last_logout_ms: null });
+  // A read of the times sees them (it writes what is pending first).
+  assert.equal(accounts.info("a.example", "alice")!.lastLogout, 3000);
+  assert.deepEqual(stored("alice"), { last_login_ms: 1000, last_logout_ms: 3000 });
+  assert.deepEqual(stored("bob"), { last_login_ms: 2000, last_logout_ms: null });
+
+  // A later login keeps the logout written before; the timer writes it without a read.
+  accounts.touchLogin("a.example", "alice", 4000);
+  await new Promise((resolve) => setTimeout(resolve, ACTIVITY_FLUSH_MS + 200));
+  assert.deepEqual(stored("alice"), { last_login_ms: 4000, last_logout_ms: 3000 });
+  database.close();
+});
