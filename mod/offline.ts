@@ -55,7 +55,8 @@ export default function offline(m: ModuleAPI): void {
     if (!to?.local) return false;
     if (stanza.getChild("no-store", NS_HINTS)) return false; // the router answers for us
     if (isStandaloneChatState(stanza)) return true;
-    if (store.count(to.local) >= maxMessages()) {
+    const max = maxMessages();
+    if (store.countUpTo(to.local, max) >= max) {
       if (!isError(stanza)) {
         origin.send(errorReply(stanza, "resource-constraint", {
           includeOriginal: true,

@@ -133,7 +133,7 @@ export default function presence(m: ModuleAPI): void {
     contact: string,
     item: RosterItem | undefined,
   ): boolean {
-    if ((!item || item.hidden) && rosters.visible(user).length >= maxRosterSize) {
+    if ((!item || item.hidden) && rosters.visibleAtLeast(user, maxRosterSize)) {
       const error = errorReply(stanza, "policy-violation", {
         text: `A roster holds at most ${maxRosterSize} items`,
       });
@@ -170,7 +170,7 @@ export default function presence(m: ModuleAPI): void {
     }
     if (item && hasFrom(item.subscription)) return true; // already approved: nothing to do
     // §3.4 pre-approval of a request the contact has not sent yet.
-    if (!item && rosters.visible(user).length >= maxRosterSize) return true;
+    if (!item && rosters.visibleAtLeast(user, maxRosterSize)) return true;
     if (item?.approved) return true;
     rosters.update(user, contact, {
       ...(item ?? { subscription: "none", groups: [] }),
@@ -314,7 +314,7 @@ export default function presence(m: ModuleAPI): void {
       sendPresenceOf(user, contact);
       return;
     }
-    if (!item && rosters.entries(user).size >= maxRosterSize) return; // no room to remember it
+    if (!item && rosters.count(user) >= maxRosterSize) return; // no room to remember it
     // The request is now waiting for the user: acknowledged with the contact's unavailable
     // presence (what Prosody does), which tells the sender it arrived and reveals nothing.
     route(new Element("presence", { type: "unavailable", from: userJid, to: contact }));

@@ -134,7 +134,7 @@ export default function roster(m: ModuleAPI): void {
       removeItem(user, contact, existing);
       return true;
     }
-    if ((!existing || existing.hidden) && rosters.visible(user).length >= maxRosterSize) {
+    if ((!existing || existing.hidden) && rosters.visibleAtLeast(user, maxRosterSize)) {
       origin.send(
         errorReply(stanza, "policy-violation", {
           text: `A roster holds at most ${maxRosterSize} items`,

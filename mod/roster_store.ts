@@ -145,6 +145,21 @@ export class Rosters {
     return this.#items.getAll(user);
   }
 
+  /**
+   * True when `user`'s roster has `limit` or more visible entries. Counting the stored rows
+   * answers most checks without reading any item; only a roster near the limit is read to
+   * leave out the hidden entries.
+   */
+  visibleAtLeast(user: string, limit: number): boolean {
+    if (this.#items.count(user) < limit) return false;
+    return this.visible(user).length >= limit;
+  }
+
+  /** How many entries `user`'s roster stores, hidden ones included. */
+  count(user: string): number {
+    return this.#items.count(user);
+  }
+
   /** The entries a client sees (RFC 6121 §2.1.4: no bare pending requests). */
   visible(user: string): [string, RosterItem][] {
     return [...this.entries(user)].filter(([, item]) => !item.hidden);

@@ -4,7 +4,10 @@
 
 import { backup, DatabaseSync, type StatementSync } from "node:sqlite";
 import { dirname } from "node:path";
+import { getLogger } from "../log.ts";
 import { migrate, type Migration } from "./migrations.ts";
+
+const log = getLogger("storage");
 
 /** Options for `Database.open`. */
 export interface OpenDatabaseOptions {
@@ -34,6 +37,8 @@ export class Database {
   readonly path: string;
   #statements = new Map<string, StatementSync>();
   #depth = 0;
+  /** True while the current task's writes share one transaction (see `batchWrites`). */
+  #batching = false;
 
   private constructor(db: DatabaseSync, path: string) {
     this.db = db;
@@ -121,6 +126,34 @@ export class Database {
     return result;
   }
 
+  /**
+   * Puts the writes that follow, until the current task ends, into one transaction: stores
+   * call it before each write, so the stanzas of one socket read (or one timer) commit together
+   * instead of paying a commit each. The commit runs as a microtask, before the event loop
+   * handles any other I/O, so nothing waits on it longer than the task that wrote. Inside an
+   * explicit `transaction` the writes simply join it.
+   */
+  batchWrites(): void {
+    if (this.#depth > 0) return;
+    this.db.exec("BEGIN IMMEDIATE");
+    this.#batching = true;
+    this.#depth = 1;
+    queueMicrotask(() => this.#commitBatch());
+  }
+
+  #commitBatch(): void {
+    if (!this.#batching) return;
+    this.#batching = false;
+    this.#depth = 0;
+    if (!this.db.isOpen || !this.db.isTransaction) return;
+    try {
+      this.db.exec("COMMIT");
+    } catch (error) {
+      log.error("Could not commit the writes of this moment: {error}", { error: reason(error) });
+      if (this.db.isTransaction) this.db.exec("ROLLBACK");
+    }
+  }
+
   #undo(depth: number, savepoint: string): void {
     // SQLite may already have rolled back on its own (e.g. disk full); do not mask the cause.
     if (!this.db.isTransaction) return;
@@ -137,6 +170,7 @@ export class Database {
    * stopping writers.
    */
   async backup(destPath: string): Promise<void> {
+    this.#commitBatch();
     Deno.mkdirSync(dirname(destPath), { recursive: true, mode: 0o700 });
     Deno.openSync(destPath, { create: true, write: true, mode: 0o600 }).close();
     await backup(this.db, destPath);
@@ -145,6 +179,7 @@ export class Database {
   /** Closes the connection; further use throws. Calling it twice is harmless. */
   close(): void {
     if (!this.db.isOpen) return;
+    this.#commitBatch();
     this.#statements.clear();
     this.db.close();
   }

@@ -20,6 +20,8 @@ export interface MapStore<T = unknown> {
   set(user: string, key: string, value: T | undefined): void;
   /** Every key and value of `user`, ordered by key. */
   getAll(user: string): Map<string, T>;
+  /** How many keys `user` has (without reading their values). */
+  count(user: string): number;
   /** Removes every key of `user`. */
   deleteAll(user: string): void;
 }
@@ -72,6 +74,11 @@ export interface ArchiveStore {
   find(user: string, query?: ArchiveQuery): ArchiveItem[];
   /** How many items match, ignoring `limit` and `reverse`. */
   count(user: string, query?: ArchiveQuery): number;
+  /**
+   * How many items match, counting no further than `max`: a quota check that costs at most
+   * `max` steps however large the archive is.
+   */
+  countUpTo(user: string, max: number, query?: ArchiveQuery): number;
   /** Deletes the matching items (the oldest `limit`, or newest with `reverse`); returns how many. */
   delete(user: string, query?: ArchiveQuery): number;
 }
@@ -158,7 +165,9 @@ class SqlKeyValueStore<T> extends ScopedStore implements KeyValueStore<T> {
   }
 
   set(user: string, value: T | undefined): void {
-    if (value === undefined) {
+    const encoded = value === undefined ? undefined : encode(value, `store '${this.store}'`);
+    this.database.batchWrites();
+    if (encoded === undefined) {
       this.database
         .prepare("DELETE FROM kv WHERE host = ? AND user = ? AND store = ?")
         .run(this.host, user, this.store);
@@ -169,7 +178,7 @@ class SqlKeyValueStore<T> extends ScopedStore implements KeyValueStore<T> {
         "INSERT INTO kv (host, user, store, value) VALUES (?, ?, ?, ?) " +
           "ON CONFLICT (host, user, store) DO UPDATE SET value = excluded.value",
       )
-      .run(this.host, user, this.store, encode(value, `store '${this.store}'`));
+      .run(this.host, user, this.store, encoded);
   }
 }
 
@@ -182,7 +191,9 @@ class SqlMapStore<T> extends ScopedStore implements MapStore<T> {
   }
 
   set(user: string, key: string, value: T | undefined): void {
-    if (value === undefined) {
+    const encoded = value === undefined ? undefined : encode(value, `key '${key}'`);
+    this.database.batchWrites();
+    if (encoded === undefined) {
       this.database
         .prepare("DELETE FROM map WHERE host = ? AND user = ? AND store = ? AND key = ?")
         .run(this.host, user, this.store, key);
@@ -193,7 +204,7 @@ class SqlMapStore<T> extends ScopedStore implements MapStore<T> {
         "INSERT INTO map (host, user, store, key, value) VALUES (?, ?, ?, ?, ?) " +
           "ON CONFLICT (host, user, store, key) DO UPDATE SET value = excluded.value",
       )
-      .run(this.host, user, this.store, key, encode(value, `key '${key}'`));
+      .run(this.host, user, this.store, key, encoded);
   }
 
   getAll(user: string): Map<string, T> {
@@ -203,7 +214,15 @@ class SqlMapStore<T> extends ScopedStore implements MapStore<T> {
     return new Map(rows.map((row) => [row.key, JSON.parse(row.value) as T]));
   }
 
+  count(user: string): number {
+    const row = this.database
+      .prepare("SELECT count(*) AS n FROM map WHERE host = ? AND user = ? AND store = ?")
+      .get(this.host, user, this.store) as { n: number };
+    return row.n;
+  }
+
   deleteAll(user: string): void {
+    this.database.batchWrites();
     this.database
       .prepare("DELETE FROM map WHERE host = ? AND user = ? AND store = ?")
       .run(this.host, user, this.store);
@@ -238,6 +257,7 @@ class SqlArchiveStore extends ScopedStore implements ArchiveStore {
       throw new TypeError(`Expected an archive time in integer ms, found ${when}`);
     }
     const params = [when, item.with ?? "", item.type ?? "", item.payload];
+    this.database.batchWrites();
     if (item.id !== undefined) {
       if (item.id === "") throw new TypeError("Expected a non-empty archive item id, found ''");
       this.database
@@ -275,6 +295,14 @@ class SqlArchiveStore extends ScopedStore implements ArchiveStore {
     }));
   }
 
+  countUpTo(user: string, max: number, query: ArchiveQuery = {}): number {
+    const { where, params } = this.#select(user, query);
+    const row = this.database
+      .prepare("SELECT count(*) AS n FROM (SELECT 1 FROM archive WHERE " + where + " LIMIT ?)")
+      .get(...params, Math.max(0, Math.floor(max))) as { n: number };
+    return row.n;
+  }
+
   count(user: string, query: ArchiveQuery = {}): number {
     const { where, params } = this.#select(user, query);
     const row = this.database.prepare("SELECT count(*) AS n FROM archive WHERE " + where)
@@ -284,6 +312,7 @@ class SqlArchiveStore extends ScopedStore implements ArchiveStore {
 
   delete(user: string, query: ArchiveQuery = {}): number {
     const { where, params } = this.#select(user, query);
+    this.database.batchWrites();
     let sql = "DELETE FROM archive WHERE " + where;
     if (query.limit !== undefined) {
       sql = "DELETE FROM archive WHERE id IN (SELECT id FROM archive WHERE " + where +

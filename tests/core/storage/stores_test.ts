@@ -301,6 +301,11 @@ Deno.test("archive queries filter by time, with and ids", () => {
   assert.deepEqual(idsOf({ ids: [] }), []);
   assert.equal(archive.count("juliet", { with: "nurse@example.com" }), 5);
   assert.equal(archive.count("juliet", { start: 1090 }), 1);
+  // A quota check stops counting at its limit.
+  assert.equal(archive.countUpTo("juliet", 3), 3);
+  assert.equal(archive.countUpTo("juliet", 100), 10);
+  assert.equal(archive.countUpTo("juliet", 3, { with: "nurse@example.com" }), 3);
+  assert.equal(archive.countUpTo("juliet", 0), 0);
   database.close();
 });
 
@@ -401,14 +406,46 @@ Deno.test("deleteUser removes a user's data from every store and nothing else", 
   database.close();
 });
 
-Deno.test("a second connection to the same file sees writes at once", async () => {
-  await withTempDir((dir) => {
+Deno.test("a second connection to the same file sees writes once the writer's task ends", async () => {
+  await withTempDir(async (dir) => {
     const path = `${dir}/shared.sqlite`;
     const server = Database.open({ path });
     const tool = Database.open({ path });
     new Storage(tool).keyval<number>("example.com", "x").set("", 1);
+    // The writer's own connection sees it at once; the commit follows as a microtask.
+    assert.equal(new Storage(tool).keyval<number>("example.com", "x").get(""), 1);
+    await Promise.resolve();
     assert.equal(new Storage(server).keyval<number>("example.com", "x").get(""), 1);
     tool.close();
     server.close();
+  });
+});
+
+Deno.test("one task's writes commit together, and explicit transactions nest inside them", async () => {
+  await withTempDir(async (dir) => {
+    const path = `${dir}/batch.sqlite`;
+    const server = Database.open({ path });
+    const reader = Database.open({ path });
+    const written = new Storage(server).keyval<number>("example.com", "n");
+    const seen = new Storage(reader).keyval<number>("example.com", "n");
+    written.set("a", 1);
+    written.set("b", 2);
+    // An explicit transaction inside the batch that fails undoes only its own work.
+    assert.throws(() =>
+      server.transaction(() => {
+        written.set("c", 3);
+        throw new Error("undo c");
+      }), /undo c/);
+    server.transaction(() => written.set("d", 4));
+    assert.equal(server.db.isTransaction, true);
+    assert.equal(seen.get("a"), undefined, "not committed before the task ends");
+    await Promise.resolve();
+    assert.equal(server.db.isTransaction, false);
+    assert.deepEqual(["a", "b", "c", "d"].map((k) => seen.get(k)), [1, 2, undefined, 4]);
+    // Closing commits what the current task wrote.
+    written.set("e", 5);
+    server.close();
+    assert.equal(seen.get("e"), 5);
+    reader.close();
   });
 });
