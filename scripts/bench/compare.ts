@@ -1,44 +1,77 @@
 // Runs the same workloads against Lilt, Debian's Prosody and Debian's ejabberd on loopback, one
-// server at a time, and prints absolute figures with Lilt/peer ratios (see scripts/bench/README.md).
+// freshly started server per workload, and prints absolute figures with Lilt/peer ratios (see
+// scripts/bench/README.md).
 
 import { parseArgs } from "node:util";
 import { dirname, join } from "node:path";
 import { writeProsodyAccount } from "../../tests/helpers/prosody.ts";
-import { benchEjabberd } from "./ejabberd.ts";
+import { ejabberd } from "./ejabberd.ts";
 import {
   benchDir,
   type BenchSetup,
+  copyDir,
   domain,
   type Figures,
   freePort,
   inBatches,
   iterations,
+  KeyCacheWriter,
   log,
   password,
+  plannedWorkloads,
   prefix,
+  type PreparedServer,
   root,
   run,
   runLoad,
+  type RunningServer,
   scramSha1,
+  type ServerKind,
   type Sizes,
   startServer,
   stopServer,
   waitForPort,
+  warmupAccounts,
+  type Workload,
+  workloads,
 } from "./harness.ts";
 
-const fullSizes: Sizes = { logins: 2000, pairs: 200, idle: 5000, seconds: 8, parserMb: 10 };
-const quickSizes: Sizes = { logins: 300, pairs: 50, idle: 1000, seconds: 4, parserMb: 2 };
+const fullSizes: Sizes = {
+  logins: 2000,
+  pairs: 50,
+  idle: 5000,
+  seconds: 8,
+  offline: 1000,
+  rosterItems: 1000,
+  rosterLogins: 20,
+  parserMb: 10,
+};
+const quickSizes: Sizes = {
+  logins: 300,
+  pairs: 50,
+  idle: 1000,
+  seconds: 4,
+  offline: 1000,
+  rosterItems: 1000,
+  rosterLogins: 10,
+  parserMb: 2,
+};
 
 /**
  * Writes `count` accounts straight into Prosody's internal storage (prosodyctl is too slow), in
- * the format of the test harness's writeProsodyAccount.
+ * the format of the test harness's writeProsodyAccount, and their keys into `keys`.
  */
-async function writeProsodyAccounts(dataDir: string, count: number): Promise<void> {
-  await inBatches(count, {
+async function writeProsodyAccounts(
+  dataDir: string,
+  options: { count: number; keys: KeyCacheWriter },
+): Promise<void> {
+  await inBatches(options.count, {
     batch: 64,
     make: async (j) => {
       const salt = crypto.randomUUID();
-      const keys = await scramSha1(new TextEncoder().encode(salt));
+      const saltBytes = new TextEncoder().encode(salt);
+      const keys = await scramSha1(saltBytes);
+      options.keys.add(prefix + j, saltBytes, keys);
       await writeProsodyAccount(dataDir, domain, prefix + j, {
         salt,
         iterations,
@@ -53,15 +86,14 @@ function luaString(text: string): string {
   return JSON.stringify(text);
 }
 
-/** Runs every workload against Prosody; returns the load client's figures. */
-async function benchProsody({ work, cert, key, sizes, accounts }: BenchSetup): Promise<Figures> {
-  const dir = join(work, "prosody");
-  const dataDir = join(dir, "data");
-  await Deno.mkdir(dataDir, { recursive: true });
+/** Starts Prosody on data directory `dataDir` with its config and logs in `dir`. */
+async function startProsody(
+  setup: BenchSetup,
+  options: { dir: string; dataDir: string },
+): Promise<RunningServer> {
+  const { dir, dataDir } = options;
+  const { cert, key } = setup;
   const port = await freePort();
-  const t0 = performance.now();
-  await writeProsodyAccounts(dataDir, accounts);
-  log(`prosody: ${accounts} accounts written in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
   const config = join(dir, "prosody.cfg.lua");
   await Deno.writeTextFile(
     config,
@@ -99,33 +131,64 @@ VirtualHost "${domain}"
   });
   try {
     await waitForPort(port, { ms: 30000, child });
-    log(`prosody: PID ${child.pid} on port ${port}`);
-    return await runLoad(port, { pid: child.pid, sizes });
-  } finally {
+  } catch (error) {
     await stopServer(child, "prosody");
+    throw error;
   }
+  return { port, pid: child.pid, stop: () => stopServer(child, "prosody") };
 }
 
-/** Runs every workload against Lilt; returns the load client's figures. */
-async function benchLilt(
-  { work, cert, key, sizes, accounts }: BenchSetup,
-): Promise<Figures> {
-  const dir = join(work, "lilt");
-  await Deno.mkdir(join(dir, "data"), { recursive: true });
+/**
+ * Prosody: the accounts are files written once into a prepared data directory (no server runs
+ * for that); each workload's server starts on a copy of it.
+ */
+const prosody: ServerKind = {
+  async prepare(setup: BenchSetup): Promise<PreparedServer> {
+    const template = join(setup.work, "prosody", "prepared-data");
+    await Deno.mkdir(template, { recursive: true });
+    const keys = join(setup.work, "prosody", "keys.jsonl");
+    const t0 = performance.now();
+    const writer = new KeyCacheWriter();
+    await writeProsodyAccounts(template, { count: setup.accounts, keys: writer });
+    await writer.write(keys);
+    log(
+      `prosody: ${setup.accounts} accounts written in ${
+        ((performance.now() - t0) / 1000).toFixed(1)
+      } s`,
+    );
+    return {
+      keys,
+      start: async (dir) => {
+        const dataDir = join(dir, "data");
+        await copyDir(template, dataDir);
+        return await startProsody(setup, { dir, dataDir });
+      },
+    };
+  },
+};
+
+/** Starts Lilt on data directory `dataDir` with its config and log in `dir`. */
+async function startLilt(
+  setup: BenchSetup,
+  options: { dir: string; dataDir: string },
+): Promise<RunningServer & { config: string }> {
+  const { dir, dataDir } = options;
   const port = await freePort();
   const config = join(dir, "lilt.toml");
   await Deno.writeTextFile(
     config,
     `# generated by scripts/bench/compare.ts
-data_dir = ${JSON.stringify(join(dir, "data"))}
+data_dir = ${JSON.stringify(dataDir)}
 modules = ["disco", "ping", "roster", "presence", "offline", "carbons", "blocklist", "private",
   "last", "time", "version"]
 c2s_interfaces = ["127.0.0.1:${port}"]
 c2s_direct_tls_interfaces = []
 c2s_require_encryption = true
 scram_iterations = ${iterations}
-certificate = ${JSON.stringify(cert)}
-key = ${JSON.stringify(key)}
+# Prosody and ejabberd keep every offline message by default; Lilt's default cap is 100
+offline_max_messages = ${Math.max(100, setup.sizes.offline * 2)}
+certificate = ${JSON.stringify(setup.cert)}
+key = ${JSON.stringify(setup.key)}
 [log]
 level = "warning"
 console = true
@@ -139,27 +202,65 @@ domain = "${domain}"
   );
   try {
     await waitForPort(port, { ms: 60000, child });
-    log(`lilt: PID ${child.pid} on port ${port}`);
-    const importFile = join(dir, "accounts.txt");
-    const lines = [];
-    for (let i = 0; i < accounts; i++) lines.push(`${prefix}${i}@${domain} ${password}`);
-    await Deno.writeTextFile(importFile, lines.join("\n") + "\n");
-    const t0 = performance.now();
-    const out = await run([
-      join(root, "scripts/lilt"),
-      "shell",
-      "-c",
-      config,
-      "user",
-      "import",
-      importFile,
-    ]);
-    log(`lilt: ${out.trim()} in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
-    return await runLoad(port, { pid: child.pid, sizes });
-  } finally {
+  } catch (error) {
     await stopServer(child, "lilt");
+    throw error;
   }
+  return { port, pid: child.pid, config, stop: () => stopServer(child, "lilt") };
 }
+
+/**
+ * Lilt: a server started once on the prepared data directory imports the accounts through the
+ * admin shell and answers the priming pass that fills the key cache, then stops; each
+ * workload's server starts on a copy of that directory.
+ */
+const lilt: ServerKind = {
+  async prepare(setup: BenchSetup): Promise<PreparedServer> {
+    const dir = join(setup.work, "lilt", "prepare");
+    const template = join(setup.work, "lilt", "prepared-data");
+    await Deno.mkdir(dir, { recursive: true });
+    await Deno.mkdir(template, { recursive: true });
+    const keys = join(setup.work, "lilt", "keys.jsonl");
+    const server = await startLilt(setup, { dir, dataDir: template });
+    try {
+      const importFile = join(dir, "accounts.txt");
+      const lines = [];
+      for (let i = 0; i < setup.accounts; i++) lines.push(`${prefix}${i}@${domain} ${password}`);
+      await Deno.writeTextFile(importFile, lines.join("\n") + "\n");
+      const t0 = performance.now();
+      const out = await run([
+        join(root, "scripts/lilt"),
+        "shell",
+        "-c",
+        server.config,
+        "user",
+        "import",
+        importFile,
+      ]);
+      log(`lilt: ${out.trim()} in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
+      const primed = await runLoad(server.port, {
+        pid: server.pid,
+        sizes: setup.sizes,
+        accounts: setup.accounts,
+        workload: "prime",
+        keys,
+      });
+      log(`lilt: key cache ${JSON.stringify(primed.prime)}`);
+    } finally {
+      await server.stop();
+    }
+    // the admin socket of the stopped server, if it left one, is not data
+    await Deno.remove(join(template, "lilt.sock")).catch(() => {});
+    return {
+      keys,
+      start: async (dir) => {
+        const dataDir = join(dir, "data");
+        await copyDir(template, dataDir);
+        return await startLilt(setup, { dir, dataDir });
+      },
+    };
+  },
+};
 
 /** Runs scripts/bench/xml_parser.ts and returns its JSON line. */
 async function benchParser(sizes: Sizes): Promise<Figures> {
@@ -205,36 +306,232 @@ const servers = [
 /** A server's id. */
 type ServerId = (typeof servers)[number]["id"];
 
-/** The table's metrics: label, workload, field in the load client's JSON, which way is better. */
-const metrics: [string, string, string, string][] = [
-  ["login: sessions/s", "login", "sessions_per_s", "higher"],
-  ["login: time to bound p50 (ms)", "login", "bound_p50_ms", "lower"],
-  ["login: time to bound p99 (ms)", "login", "bound_p99_ms", "lower"],
-  ["login: server CPU per login (ms)", "login", "cpu_ms_per_login", "lower"],
-  ["login: load client busy (% of CPU1)", "login", "client_busy_pct", "–"],
-  ["messages: delivered msgs/s at saturation", "messages", "saturation_msgs_per_s", "higher"],
-  [
-    "messages: server CPU per msg, saturated (µs)",
-    "messages",
-    "saturation_cpu_us_per_msg",
-    "lower",
-  ],
-  ["messages: load client's own max (msgs/s)", "messages", "client_max_msgs_per_s", "–"],
-  ["messages: open loop, offered (msgs/s)", "messages", "open_offered_msgs_per_s", "–"],
-  ["messages: open loop, achieved (msgs/s)", "messages", "open_achieved_msgs_per_s", "–"],
-  ["messages: server busy in open loop (% of CPU0)", "messages", "open_server_busy_pct", "–"],
-  ["messages: open-loop latency p50 (ms)", "messages", "latency_p50_ms", "lower"],
-  ["messages: open-loop latency p99 (ms)", "messages", "latency_p99_ms", "lower"],
-  ["messages: server CPU per msg, open loop (µs)", "messages", "open_cpu_us_per_msg", "lower"],
-  ["memory: RSS per idle session (KiB)", "memory", "kib_per_session", "lower"],
-  ["memory: RSS with all idle sessions (KiB)", "memory", "rss_after_kib", "lower"],
+/** One row of the table: where its value is in a server's figures, and how to show it. */
+interface Metric {
+  label: string;
+  workload: Workload;
+  /** The field in the load client's JSON for that workload. */
+  field: string;
+  better: "higher" | "lower" | "–";
+  /** Divides the value (1024 turns KiB into MiB, 0.001 seconds into ms). */
+  divisor?: number;
+  digits?: number;
+}
+
+/** The table's rows, grouped by workload. */
+const metrics: Metric[] = [
+  {
+    label: "idle server RSS before any session (MiB)",
+    workload: "memory",
+    field: "rss_idle_kib",
+    better: "lower",
+    divisor: 1024,
+  },
+  { label: "login: sessions/s", workload: "login", field: "sessions_per_s", better: "higher" },
+  {
+    label: "login: time to bound p50 (ms)",
+    workload: "login",
+    field: "bound_p50_ms",
+    better: "lower",
+  },
+  {
+    label: "login: time to bound p99 (ms)",
+    workload: "login",
+    field: "bound_p99_ms",
+    better: "lower",
+  },
+  {
+    label: "login: server CPU per login (ms)",
+    workload: "login",
+    field: "cpu_ms_per_login",
+    better: "lower",
+    digits: 2,
+  },
+  {
+    label: "login: load client busy (% of CPU1)",
+    workload: "login",
+    field: "client_busy_pct",
+    better: "–",
+  },
+  {
+    label: "messages: delivered msgs/s at saturation",
+    workload: "messages",
+    field: "saturation_msgs_per_s",
+    better: "higher",
+    digits: 0,
+  },
+  {
+    label: "messages: server CPU per msg, saturated (µs)",
+    workload: "messages",
+    field: "saturation_cpu_us_per_msg",
+    better: "lower",
+  },
+  {
+    label: "messages: load client busy, saturated (% of CPU1)",
+    workload: "messages",
+    field: "saturation_client_busy_pct",
+    better: "–",
+  },
+  {
+    label: "messages: open loop, offered (msgs/s)",
+    workload: "messages",
+    field: "open_offered_msgs_per_s",
+    better: "–",
+    digits: 0,
+  },
+  {
+    label: "messages: open loop, achieved (msgs/s)",
+    workload: "messages",
+    field: "open_achieved_msgs_per_s",
+    better: "–",
+    digits: 0,
+  },
+  {
+    label: "messages: server busy in open loop (% of CPU0)",
+    workload: "messages",
+    field: "open_server_busy_pct",
+    better: "–",
+  },
+  {
+    label: "messages: open-loop latency p50 (ms)",
+    workload: "messages",
+    field: "latency_p50_ms",
+    better: "lower",
+  },
+  {
+    label: "messages: open-loop latency p99 (ms)",
+    workload: "messages",
+    field: "latency_p99_ms",
+    better: "lower",
+  },
+  {
+    label: "messages: server CPU per msg, open loop (µs)",
+    workload: "messages",
+    field: "open_cpu_us_per_msg",
+    better: "lower",
+  },
+  {
+    label: "carbons: relayed msgs/s at saturation",
+    workload: "carbons",
+    field: "relayed_msgs_per_s",
+    better: "higher",
+    digits: 0,
+  },
+  {
+    label: "carbons: server CPU per relayed msg (µs)",
+    workload: "carbons",
+    field: "cpu_us_per_msg",
+    better: "lower",
+  },
+  {
+    label: "carbons: carbon copies per relayed msg",
+    workload: "carbons",
+    field: "carbons_per_msg",
+    better: "–",
+    digits: 2,
+  },
+  {
+    label: "carbons: load client busy (% of CPU1)",
+    workload: "carbons",
+    field: "client_busy_pct",
+    better: "–",
+  },
+  {
+    label: "offline: server CPU per stored msg (µs)",
+    workload: "offline",
+    field: "store_cpu_us_per_msg",
+    better: "lower",
+  },
+  {
+    label: "offline: server CPU per delivered msg (µs)",
+    workload: "offline",
+    field: "deliver_cpu_us_per_msg",
+    better: "lower",
+  },
+  {
+    label: "offline: delivery of all stored msgs (ms)",
+    workload: "offline",
+    field: "deliver_seconds",
+    better: "lower",
+    divisor: 0.001,
+    digits: 0,
+  },
+  {
+    label: "roster: server CPU per item add (ms)",
+    workload: "roster",
+    field: "add_cpu_ms_per_item",
+    better: "lower",
+    digits: 2,
+  },
+  {
+    label: "roster: server CPU per login, big roster (ms)",
+    workload: "roster",
+    field: "login_cpu_ms_big_roster",
+    better: "lower",
+    digits: 2,
+  },
+  {
+    label: "roster: server CPU per login, empty roster (ms)",
+    workload: "roster",
+    field: "login_cpu_ms_empty_roster",
+    better: "lower",
+    digits: 2,
+  },
+  {
+    label: "roster: time to whole big roster p50 (ms)",
+    workload: "roster",
+    field: "login_ready_p50_ms_big_roster",
+    better: "lower",
+  },
+  {
+    label: "memory: RSS per idle session, from idle (KiB)",
+    workload: "memory",
+    field: "kib_per_session",
+    better: "lower",
+  },
+  {
+    label: "memory: RSS per idle session, second half (KiB)",
+    workload: "memory",
+    field: "kib_per_session_second_half",
+    better: "lower",
+  },
+  {
+    label: "memory: RSS with all idle sessions (MiB)",
+    workload: "memory",
+    field: "rss_all_kib",
+    better: "lower",
+    divisor: 1024,
+  },
+  {
+    label: "memory: RSS 5 s after they closed (MiB)",
+    workload: "memory",
+    field: "rss_closed_kib",
+    better: "lower",
+    divisor: 1024,
+  },
+  {
+    label: "memory: server CPU per login, cold server (ms)",
+    workload: "memory",
+    field: "cpu_ms_per_login_cold",
+    better: "lower",
+    digits: 2,
+  },
 ];
+
+/** A metric's value for one server, divided as the row says; undefined when not measured. */
+function metricValue(figures: Figures | undefined, metric: Metric): number | undefined {
+  const value = field(figures, metric.workload, metric.field);
+  return typeof value === "number" ? value / (metric.divisor ?? 1) : undefined;
+}
 
 /**
  * The Markdown table: one column per server that ran, then Lilt/peer ratios when Lilt ran, then
- * the parser's own small table when it ran.
+ * the parser's own small table when it ran. Rows of workloads that did not run are left out.
  */
-function printTables(results: Map<ServerId, Figures>, parser: Figures | undefined): void {
+function printTables(
+  results: Map<ServerId, Figures>,
+  options: { parser: Figures | undefined; ran: Set<Workload> },
+): void {
   const ran = servers.filter((s) => results.has(s.id));
   const peers = results.has("lilt") ? ran.filter((s) => s.id !== "lilt") : [];
   if (ran.length) {
@@ -244,16 +541,18 @@ function printTables(results: Map<ServerId, Figures>, parser: Figures | undefine
       }better |`,
       `|---|${ran.map(() => "---:|").join("")}${peers.map(() => "---:|").join("")}---|`,
     ];
-    for (const [label, workload, name, better] of metrics) {
-      const value = (id: ServerId) => field(results.get(id), workload, name);
+    for (const metric of metrics) {
+      if (!options.ran.has(metric.workload)) continue;
+      const value = (id: ServerId) => metricValue(results.get(id), metric);
       lines.push(
-        `| ${label} | ${ran.map((s) => fmt(value(s.id))).join(" | ")} | ${
+        `| ${metric.label} | ${ran.map((s) => fmt(value(s.id), metric.digits)).join(" | ")} | ${
           peers.map((s) => `${fmt(ratio(value("lilt"), value(s.id)), 2)} | `).join("")
-        }${better} |`,
+        }${metric.better} |`,
       );
     }
     console.log(lines.join("\n"));
   }
+  const parser = options.parser;
   if (parser) {
     console.log(
       [
@@ -266,6 +565,11 @@ function printTables(results: Map<ServerId, Figures>, parser: Figures | undefine
       ].join("\n"),
     );
   }
+  console.log(
+    `\nnot measured yet: ${
+      plannedWorkloads.map((p) => `${p.what} (waits for ${p.waitsFor})`).join("; ")
+    }`,
+  );
 }
 
 async function ensureTools(only: Set<string>): Promise<void> {
@@ -287,12 +591,65 @@ async function packageVersion(name: string): Promise<string> {
   return (await run(["dpkg-query", "-W", "-f=${Version}", name]).catch(() => "?")).trim();
 }
 
+/** What `benchServer` needs besides the server kind. */
+interface ServerRun {
+  id: ServerId;
+  setup: BenchSetup;
+  chosen: Workload[];
+  /** Where failures are reported (one line each). */
+  errors: string[];
+}
+
+/**
+ * Prepares one server's accounts once, then for each workload starts it fresh on a copy of the
+ * prepared data, runs the load client for that workload alone and stops it. Returns the
+ * figures by workload, and `seconds` by phase.
+ */
+async function benchServer(kind: ServerKind, options: ServerRun): Promise<Figures> {
+  const { id, setup, errors } = options;
+  const figures: Figures = {};
+  const seconds: Record<string, number> = {};
+  figures.seconds = seconds;
+  let t0 = performance.now();
+  const prepared = await kind.prepare(setup);
+  seconds.prepare = (performance.now() - t0) / 1000;
+  for (const workload of options.chosen) {
+    t0 = performance.now();
+    const dir = join(setup.work, id, workload);
+    await Deno.mkdir(dir, { recursive: true });
+    try {
+      const server = await prepared.start(dir);
+      try {
+        log(`${id} ${workload}: fresh server, PID ${server.pid} on port ${server.port}`);
+        const out = await runLoad(server.port, {
+          pid: server.pid,
+          sizes: setup.sizes,
+          accounts: setup.accounts,
+          workload,
+          keys: prepared.keys,
+        });
+        figures[workload] = out[workload];
+      } finally {
+        await server.stop();
+      }
+    } catch (error) {
+      errors.push(`${id} ${workload}: ${(error as Error).message}`);
+      log(errors.at(-1)!);
+    }
+    seconds[workload] = (performance.now() - t0) / 1000;
+    log(`${id} ${workload}: done in ${seconds[workload].toFixed(0)} s`);
+    if (!setup.keep) await Deno.remove(dir, { recursive: true }).catch(() => {});
+  }
+  return figures;
+}
+
 async function main(): Promise<void> {
   const { values } = parseArgs({
     args: Deno.args,
     options: {
       quick: { type: "boolean", default: false },
       only: { type: "string", default: "lilt,prosody,ejabberd,parser" },
+      workloads: { type: "string", default: workloads.join(",") },
       keep: { type: "boolean", default: false },
     },
   });
@@ -303,6 +660,13 @@ async function main(): Promise<void> {
       throw new Error(`Unknown --only entry '${name}' (expected lilt, prosody, ejabberd, parser)`);
     }
   }
+  const asked = new Set(values.workloads!.split(","));
+  for (const name of asked) {
+    if (!workloads.includes(name as Workload)) {
+      throw new Error(`Unknown --workloads entry '${name}' (expected ${workloads.join(", ")})`);
+    }
+  }
+  const chosen = workloads.filter((w) => asked.has(w));
   await ensureTools(only);
   const work = await Deno.makeTempDir({ prefix: "lilt-bench-" });
   const started = new Date();
@@ -334,13 +698,11 @@ async function main(): Promise<void> {
     cert,
     key,
     sizes,
-    accounts: Math.max(sizes.logins, sizes.pairs * 2, sizes.idle),
+    // the warm-up logs in the last accounts, the workloads the first ones
+    accounts: Math.max(sizes.logins, sizes.pairs * 2, sizes.idle) + warmupAccounts,
+    keep: values.keep!,
   };
-  const runners: Record<ServerId, (setup: BenchSetup) => Promise<Figures>> = {
-    lilt: benchLilt,
-    prosody: benchProsody,
-    ejabberd: benchEjabberd,
-  };
+  const kinds: Record<ServerId, ServerKind> = { lilt, prosody, ejabberd };
   const errors: string[] = [];
   const results = new Map<ServerId, Figures>();
   let parser: Figures | undefined;
@@ -349,7 +711,7 @@ async function main(): Promise<void> {
       if (!only.has(id)) continue;
       const t0 = performance.now();
       try {
-        results.set(id, await runners[id](setup));
+        results.set(id, await benchServer(kinds[id], { id, setup, chosen, errors }));
       } catch (error) {
         results.set(id, {});
         errors.push(`${id}: ${(error as Error).message}`);
@@ -386,22 +748,29 @@ async function main(): Promise<void> {
       `${navigator.hardwareConcurrency} CPUs, servers on CPU0, load on CPU1, TLS 1.3 ECDSA P-256, SCRAM-SHA-1 (${iterations} it.)`,
   );
   console.log(
-    `sizes: ${sizes.logins} logins, ${sizes.pairs} pairs × ${sizes.seconds} s, ${sizes.idle} idle sessions, ${sizes.parserMb} MB parser corpus\n`,
+    `sizes: ${sizes.logins} logins, ${sizes.pairs} pairs × ${sizes.seconds} s, ` +
+      `${sizes.offline} offline messages, ${sizes.rosterItems} roster items, ` +
+      `${sizes.idle} idle sessions, ${sizes.parserMb} MB parser corpus; ` +
+      `a fresh server per workload\n`,
   );
-  printTables(results, parser);
-  for (const [name, r] of results) {
-    for (const w of ["login", "messages", "memory"]) {
-      const count = field(r, w, "errors", "count");
-      const first = field(r, w, "errors", "first") as string[] | undefined;
-      if (count) {
-        errors.push(`${name} ${w}: ${count} failed logins, e.g. ${first?.join("; ")}`);
-      }
-    }
-  }
+  printTables(results, { parser, ran: new Set(chosen) });
   const notes: string[] = [];
   for (const [name, r] of results) {
-    for (const note of (field(r, "messages", "notes") as string[] | undefined) ?? []) {
-      notes.push(`${name} messages: ${note}`);
+    for (const w of chosen) {
+      for (const part of [[w], [w, "warmup"]]) {
+        const count = field(r, ...part, "errors", "count");
+        const first = field(r, ...part, "errors", "first") as string[] | undefined;
+        if (count) {
+          errors.push(`${name} ${part.join(" ")}: ${count} errors, e.g. ${first?.join("; ")}`);
+        }
+      }
+      for (const note of (field(r, w, "notes") as string[] | undefined) ?? []) {
+        notes.push(`${name} ${w}: ${note}`);
+      }
+      const misses = field(r, w, "key_misses");
+      if (typeof misses === "number" && misses > 0) {
+        notes.push(`${name} ${w}: ${misses} logins derived their SCRAM keys (key cache misses)`);
+      }
     }
   }
   if (notes.length) console.log(`\nnotes:\n- ${notes.join("\n- ")}`);
@@ -412,6 +781,8 @@ async function main(): Promise<void> {
     seconds,
     quick: values.quick,
     sizes,
+    workloads: chosen,
+    planned_workloads: plannedWorkloads,
     prosody_version: versions.prosody,
     ejabberd_version: versions.ejabberd,
     lilt: results.get("lilt"),

@@ -1,20 +1,23 @@
-// Runs the benchmark workloads against Debian's ejabberd with its own config, Mnesia spool, node
+// Prepares and starts Debian's ejabberd for the benchmark with its own config, Mnesia spool, node
 // name and cookie in the run's directory, never /etc/ejabberd or /var/lib/ejabberd (README.md).
 
 import { join } from "node:path";
 import { ejabberdLibs } from "../../tests/helpers/ejabberd.ts";
 import {
   type BenchSetup,
+  copyDir,
   domain,
-  type Figures,
   freePort,
   inBatches,
   iterations,
+  KeyCacheWriter,
   log,
   prefix,
+  type PreparedServer,
   run,
-  runLoad,
+  type RunningServer,
   scramSha1,
+  type ServerKind,
   startServer,
   stopServer,
   waitForPort,
@@ -73,15 +76,20 @@ modules:
 
 /**
  * Writes one Erlang term per account, `{User, StoredKey, ServerKey, Salt}`, all base64 as
- * ejabberd keeps them in its `#scram{}` password records (16 random salt bytes each).
+ * ejabberd keeps them in its `#scram{}` password records (16 random salt bytes each), and
+ * records the load client's keys in `keys`.
  */
-async function writeAccountTerms(file: string, count: number): Promise<void> {
-  const lines: string[] = new Array(count);
-  await inBatches(count, {
+async function writeAccountTerms(
+  file: string,
+  options: { count: number; keys: KeyCacheWriter },
+): Promise<void> {
+  const lines: string[] = new Array(options.count);
+  await inBatches(options.count, {
     batch: 64,
     make: async (i) => {
       const salt = crypto.getRandomValues(new Uint8Array(16));
-      const { stored, server } = await scramSha1(salt);
+      const { stored, server, client } = await scramSha1(salt);
+      options.keys.add(`${prefix}${i}`, salt, { client, stored });
       lines[i] = `{<<"${prefix}${i}">>,<<"${base64(stored)}">>,<<"${base64(server)}">>,<<"${
         base64(salt)
       }">>}.`;
@@ -147,38 +155,29 @@ halt(0).`;
 }
 
 /**
- * Runs every workload against ejabberd started as its own Erlang node pinned to CPU0, and
- * returns the load client's figures. The PID measured is the node's beam.smp.
+ * Starts ejabberd as node `dist.node` pinned to CPU0 on Mnesia spool `spool`, with its config
+ * and logs in `dir`; resolves once its c2s port listens. The PID is the node's beam.smp; `dist`
+ * is the distribution the node runs with (its own port) for a control node.
  */
-export async function benchEjabberd(setup: BenchSetup): Promise<Figures> {
-  const dir = join(setup.work, "ejabberd");
-  const spool = join(dir, "spool");
-  const home = join(dir, "home");
-  await Deno.mkdir(spool, { recursive: true });
-  await Deno.mkdir(home, { recursive: true });
+async function startNode(
+  setup: BenchSetup,
+  options: { dir: string; spool: string; dist: Dist },
+): Promise<RunningServer & { dist: Dist }> {
+  const { dir, spool } = options;
   const port = await freePort();
   const config = join(dir, "ejabberd.yml");
   await Deno.writeTextFile(config, ejabberdConfig({ port, cert: setup.cert, key: setup.key }));
   const logFile = join(dir, "ejabberd.log");
-  const suffix = hex(crypto.getRandomValues(new Uint8Array(4)));
-  const dist: Dist = {
-    node: `liltbench_${suffix}@localhost`,
-    cookie: hex(crypto.getRandomValues(new Uint8Array(16))),
+  // a fresh distribution port per start; the node name (kept in the spool's schema) stays
+  const dist = {
+    ...options.dist,
     port: await freePort(),
     env: {
-      HOME: home,
-      ERL_LIBS: await ejabberdLibs(),
-      // as Debian's ejabberdctl starts it
-      ERL_MAX_PORTS: "32000",
-      ERL_MAX_ETS_TABLES: "1400",
+      ...options.dist.env,
       ERL_CRASH_DUMP: join(dir, "erl_crash.dump"),
-      ERL_CRASH_DUMP_BYTES: "0",
       EJABBERD_LOG_PATH: logFile,
     },
   };
-  const accountsFile = join(dir, "accounts.eterm");
-  const t0 = performance.now();
-  await writeAccountTerms(accountsFile, setup.accounts);
   const erlPath = (path: string) => JSON.stringify(path);
   const child = await startServer([
     "erl",
@@ -209,21 +208,77 @@ export async function benchEjabberd(setup: BenchSetup): Promise<Figures> {
     "-s",
     "ejabberd",
   ], { logFile: join(dir, "stdout.log"), env: dist.env });
+  const server: RunningServer & { dist: Dist } = {
+    port,
+    pid: child.pid,
+    dist,
+    stop: () => stopServer(child, "ejabberd"),
+  };
   try {
     await waitForPort(port, { ms: 60000, child });
     const comm = (await Deno.readTextFile(`/proc/${child.pid}/comm`)).trim();
     if (comm !== "beam.smp") {
       throw new Error(`Expected PID ${child.pid} to be ejabberd's beam.smp, found '${comm}'`);
     }
-    log(`ejabberd: beam.smp PID ${child.pid} on port ${port}, node ${dist.node}`);
-    await registerAccounts(dist, { file: accountsFile, count: setup.accounts });
+  } catch (error) {
+    await server.stop();
+    throw error;
+  }
+  return server;
+}
+
+/**
+ * ejabberd: one node registers the accounts in a prepared Mnesia spool, then stops; each
+ * workload's node, under the same node name (Mnesia's schema holds it), starts on a copy.
+ */
+export const ejabberd: ServerKind = {
+  async prepare(setup: BenchSetup): Promise<PreparedServer> {
+    const base = join(setup.work, "ejabberd");
+    const dir = join(base, "prepare");
+    const template = join(base, "prepared-spool");
+    const home = join(base, "home");
+    await Deno.mkdir(dir, { recursive: true });
+    await Deno.mkdir(template, { recursive: true });
+    await Deno.mkdir(home, { recursive: true });
+    const suffix = hex(crypto.getRandomValues(new Uint8Array(4)));
+    const dist: Dist = {
+      node: `liltbench_${suffix}@localhost`,
+      cookie: hex(crypto.getRandomValues(new Uint8Array(16))),
+      port: 0,
+      env: {
+        HOME: home,
+        ERL_LIBS: await ejabberdLibs(),
+        // as Debian's ejabberdctl starts it
+        ERL_MAX_PORTS: "32000",
+        ERL_MAX_ETS_TABLES: "1400",
+        ERL_CRASH_DUMP_BYTES: "0",
+      },
+    };
+    const accountsFile = join(dir, "accounts.eterm");
+    const keys = join(base, "keys.jsonl");
+    const t0 = performance.now();
+    const writer = new KeyCacheWriter();
+    await writeAccountTerms(accountsFile, { count: setup.accounts, keys: writer });
+    await writer.write(keys);
+    const server = await startNode(setup, { dir, spool: template, dist });
+    try {
+      log(`ejabberd: preparing on beam.smp PID ${server.pid}, node ${dist.node}`);
+      await registerAccounts(server.dist, { file: accountsFile, count: setup.accounts });
+    } finally {
+      await server.stop();
+    }
     log(
       `ejabberd: ${setup.accounts} accounts computed and registered in ${
         ((performance.now() - t0) / 1000).toFixed(1)
       } s`,
     );
-    return await runLoad(port, { pid: child.pid, sizes: setup.sizes });
-  } finally {
-    await stopServer(child, "ejabberd");
-  }
-}
+    return {
+      keys,
+      start: async (workDir) => {
+        const spool = join(workDir, "spool");
+        await copyDir(template, spool);
+        return await startNode(setup, { dir: workDir, spool, dist });
+      },
+    };
+  },
+};

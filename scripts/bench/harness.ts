@@ -1,10 +1,12 @@
-// Process plumbing shared by the benchmark runners (compare.ts, ejabberd.ts): starting a server
-// pinned to CPU0, waiting for its port, running the load client on CPU1, SCRAM credentials.
+// Process plumbing shared by the benchmark runners (compare.ts, ejabberd.ts): the workloads,
+// starting a fresh server pinned to CPU0 per workload, running the load client on CPU1, SCRAM
+// credentials and the load client's key cache.
 
 import net from "node:net";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
-import { deriveCredentials } from "../../core/auth/scram.ts";
+import { digest, hmac, saltPassword, utf8 } from "../../core/auth/scram.ts";
+import { formatKeyRecord } from "./load_client.ts";
 
 /** The repository root. */
 export const root = resolve(dirname(fileURLToPath(import.meta.url)), "../..");
@@ -21,12 +23,45 @@ export const iterations = 4096;
 
 /** Workload sizes; --quick shrinks them. */
 export interface Sizes {
+  /** Logins of the login workload. */
   logins: number;
+  /** Pairs of accounts exchanging messages (messages and carbons workloads). */
   pairs: number;
+  /** Idle sessions of the memory workload. */
   idle: number;
+  /** Seconds of each measured message loop. */
   seconds: number;
+  /** Messages stored for, then delivered to, one offline account. */
+  offline: number;
+  /** Roster items added one by one, then fetched at login. */
+  rosterItems: number;
+  /** Sequential logins with the big roster (and as many with an empty one). */
+  rosterLogins: number;
+  /** Size of the XML parser corpus in MB. */
   parserMb: number;
 }
+
+/**
+ * The measured workloads in run order; each gets a freshly started server (the load client's
+ * `--workload` values, see load_client.ts).
+ */
+export const workloads = ["login", "messages", "carbons", "offline", "roster", "memory"] as const;
+
+/** One measured workload. */
+export type Workload = (typeof workloads)[number];
+
+/**
+ * Workloads issue 11 asks for that cannot be measured yet because Lilt has no such feature:
+ * each becomes a load-client workload (and a runner entry above) once the module exists.
+ */
+export const plannedWorkloads: readonly { id: string; what: string; waitsFor: string }[] = [
+  { id: "mam", what: "MAM archiving", waitsFor: "a XEP-0313 message archive module in Lilt" },
+  { id: "pep", what: "PEP fan-out", waitsFor: "a XEP-0163 personal eventing module in Lilt" },
+  { id: "muc", what: "MUC fan-out", waitsFor: "a XEP-0045 multi-user chat module in Lilt" },
+];
+
+/** Accounts the same warm-up uses on every server before a workload: the last ones. */
+export const warmupAccounts = 64;
 
 /** What every server runner gets: the run's directory, the shared certificate, the sizes. */
 export interface BenchSetup {
@@ -39,6 +74,35 @@ export interface BenchSetup {
   sizes: Sizes;
   /** Accounts to create: `${prefix}0` … `${prefix}${accounts - 1}`. */
   accounts: number;
+  /** Keep every directory (configs, data, logs) after the run. */
+  keep: boolean;
+}
+
+/** A server started fresh for one workload. */
+export interface RunningServer {
+  /** Its c2s port (STARTTLS required). */
+  port: number;
+  /** The PID whose CPU time and RSS are measured. */
+  pid: number;
+  /** Stops it (SIGTERM, SIGKILL after 10 s). */
+  stop(): Promise<void>;
+}
+
+/**
+ * A server whose accounts exist in a prepared data directory (made once per run), ready to be
+ * started fresh from a copy of that directory for each workload.
+ */
+export interface PreparedServer {
+  /** The load client's SCRAM key cache for the prepared accounts (see load_client.ts). */
+  keys: string;
+  /** Copies the prepared data into `dir` and starts a server on it; resolves once it listens. */
+  start(dir: string): Promise<RunningServer>;
+}
+
+/** How the runner prepares one kind of server. */
+export interface ServerKind {
+  /** Makes the accounts and the key cache once per run. */
+  prepare(setup: BenchSetup): Promise<PreparedServer>;
 }
 
 /** Parsed JSON figures: workload -> metric -> value for a server, or the parser's flat record. */
@@ -150,10 +214,26 @@ export async function stopServer(child: Deno.ChildProcess, name: string): Promis
   }
 }
 
-/** Runs load_client.ts pinned to CPU1 against `port`, measuring process `pid`; returns its JSON. */
-export async function runLoad(port: number, options: { pid: number; sizes: Sizes }): Promise<
-  Figures
-> {
+/** Copies directory `from` to `to` with `cp -a` (modes kept; `to` must not exist yet). */
+export async function copyDir(from: string, to: string): Promise<void> {
+  await run(["cp", "-a", from, to]);
+}
+
+/** Options of `runLoad`. */
+export interface LoadRun {
+  /** The server's PID, measured through /proc. */
+  pid: number;
+  sizes: Sizes;
+  /** Accounts that exist on the server. */
+  accounts: number;
+  /** One load-client workload: a measured one, or "prime" to fill the key cache. */
+  workload: Workload | "prime";
+  /** The SCRAM key cache file (read; written back by "prime"). */
+  keys: string;
+}
+
+/** Runs load_client.ts pinned to CPU1 against `port` for one workload; returns its JSON. */
+export async function runLoad(port: number, options: LoadRun): Promise<Figures> {
   const { pid, sizes } = options;
   const child = new Deno.Command("taskset", {
     args: [
@@ -172,6 +252,13 @@ export async function runLoad(port: number, options: { pid: number; sizes: Sizes
       `--pairs=${sizes.pairs}`,
       `--idle=${sizes.idle}`,
       `--seconds=${sizes.seconds}`,
+      `--offline=${sizes.offline}`,
+      `--roster-items=${sizes.rosterItems}`,
+      `--roster-logins=${sizes.rosterLogins}`,
+      `--accounts=${options.accounts}`,
+      `--warmup=${warmupAccounts}`,
+      `--workload=${options.workload}`,
+      `--keys=${options.keys}`,
     ],
     cwd: root,
     stdout: "piped",
@@ -193,13 +280,40 @@ export async function runLoad(port: number, options: { pid: number; sizes: Sizes
   return JSON.parse(last);
 }
 
-/** SCRAM-SHA-1 StoredKey and ServerKey of the benchmark password for one salt (RFC 5802). */
+/**
+ * SCRAM-SHA-1 keys of the benchmark password for one salt (RFC 5802): StoredKey and ServerKey
+ * for the server's store, ClientKey for the load client's key cache.
+ */
 export async function scramSha1(salt: Uint8Array): Promise<{
   stored: Uint8Array;
   server: Uint8Array;
+  client: Uint8Array;
 }> {
-  const keys = await deriveCredentials(password, { hash: "SHA-1", salt, iterations });
-  return { stored: keys.storedKey, server: keys.serverKey };
+  const salted = await saltPassword(password, { hash: "SHA-1", salt, iterations });
+  const client = hmac("SHA-1", salted, utf8("Client Key"));
+  return {
+    stored: digest("SHA-1", client),
+    server: hmac("SHA-1", salted, utf8("Server Key")),
+    client,
+  };
+}
+
+/**
+ * Collects the load client's key cache lines for accounts whose salt the runner chose itself
+ * (Prosody, ejabberd), so the client never runs PBKDF2 during a measurement.
+ */
+export class KeyCacheWriter {
+  #lines: string[] = [];
+
+  /** Records account `user`'s keys for `salt` (as the server will send it in its challenge). */
+  add(user: string, salt: Uint8Array, keys: { client: Uint8Array; stored: Uint8Array }): void {
+    this.#lines.push(formatKeyRecord({ user, salt, iterations, ...keys }));
+  }
+
+  /** Writes every recorded line to `file`. */
+  async write(file: string): Promise<void> {
+    await Deno.writeTextFile(file, this.#lines.join("\n") + "\n");
+  }
 }
 
 /** Runs `make(i)` for i in 0..count-1, at most `batch` at a time. */
