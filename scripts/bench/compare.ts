@@ -572,6 +572,47 @@ function printTables(
   );
 }
 
+/**
+ * Prints runs saved in scripts/bench/results side by side, as the top-level README shows them:
+ * per run one column "Lilt / Prosody / ejabberd" and one of Lilt/Prosody and Lilt/ejabberd
+ * ratios, for every row that has a figure in some run.
+ */
+async function printCombined(files: string[]): Promise<void> {
+  const runs = [];
+  for (const file of files) {
+    runs.push(JSON.parse(await Deno.readTextFile(file)) as Record<string, Figures | undefined>);
+  }
+  const peers = servers.filter((s) => s.id !== "lilt");
+  const header = ["workload"];
+  runs.forEach((_, i) => {
+    header.push(`run ${i + 1}: ${servers.map((s) => s.title).join(" / ")}`, "ratios");
+  });
+  const lines = [`| ${header.join(" | ")} |`, `|${header.map(() => "---").join("|")}|`];
+  for (const metric of metrics) {
+    const cells = [metric.label];
+    let any = false;
+    for (const record of runs) {
+      const values = servers.map((s) => metricValue(record[s.id], metric));
+      any ||= values.some((v) => v !== undefined);
+      cells.push(
+        values.map((v) => fmt(v, metric.digits)).join(" / "),
+        metric.better === "–"
+          ? "–"
+          : peers.map((_, i) => fmt(ratio(values[0], values[i + 1]), 2)).join(" / "),
+      );
+    }
+    if (any) lines.push(`| ${cells.join(" | ")} |`);
+  }
+  console.log(
+    runs.map((r, i) =>
+      `run ${i + 1}: ${r.date}, ${r.quick ? "--quick" : "full"}, ${fmt(r.seconds, 0)} s, Prosody ${
+        r.prosody_version ?? "–"
+      }, ejabberd ${r.ejabberd_version ?? "–"}`
+    ).join("\n") + "\n",
+  );
+  console.log(lines.join("\n"));
+}
+
 async function ensureTools(only: Set<string>): Promise<void> {
   const tools = ["taskset", "openssl"];
   if (only.has("prosody")) tools.push("prosody");
@@ -651,8 +692,13 @@ async function main(): Promise<void> {
       only: { type: "string", default: "lilt,prosody,ejabberd,parser" },
       workloads: { type: "string", default: workloads.join(",") },
       keep: { type: "boolean", default: false },
+      combine: { type: "string" },
     },
   });
+  if (values.combine) {
+    await printCombined(values.combine.split(","));
+    return;
+  }
   const sizes = values.quick ? quickSizes : fullSizes;
   const only = new Set(values.only!.split(","));
   for (const name of only) {
