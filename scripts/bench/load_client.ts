@@ -360,11 +360,23 @@ class Client {
 
   /**
    * Sends `text` (ending with an iq whose id is `id`) and resolves with the stanza answering
-   * that id; other stanzas meanwhile go to `onStanza` when set, else are dropped.
+   * that id; other stanzas meanwhile go to `onStanza` when set, else are dropped. Rejects when
+   * no answer came within 60 s.
    */
   iq(text: string, id: string): Promise<string> {
-    return new Promise((resolve) => {
-      this.#stanzaWaiter = { id, resolve };
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        if (this.#stanzaWaiter?.id !== id) return;
+        this.#stanzaWaiter = undefined;
+        reject(new Error(`No answer to iq '${id}' of ${this.user} within 60 s`));
+      }, 60000);
+      this.#stanzaWaiter = {
+        id,
+        resolve: (stanza) => {
+          clearTimeout(timer);
+          resolve(stanza);
+        },
+      };
       this.#send(text);
     });
   }
@@ -1266,7 +1278,14 @@ async function main(): Promise<void> {
     log(`${workload}: measuring`);
     const ticks0 = tickCpuSeconds(opts.pid);
     const precise0 = cpuSeconds(opts.pid);
-    const figures = await measured[workload](opts);
+    let figures: Record<string, unknown>;
+    try {
+      figures = await measured[workload](opts);
+    } catch (error) {
+      // reported in the runner's errors; the figures of this workload are missing
+      const message = (error as Error).message;
+      figures = { error: message, errors: summarizeErrors([message]) };
+    }
     const ticks = tickCpuSeconds(opts.pid) - ticks0;
     const precise = cpuSeconds(opts.pid) - precise0;
     const notes = (figures.notes ?? []) as string[];
