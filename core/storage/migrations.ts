@@ -100,6 +100,37 @@ export const MIGRATIONS: readonly Migration[] = [
       `);
     },
   },
+  {
+    version: 3,
+    description: "archive item counts per user and store, kept by triggers",
+    up(db) {
+      // Quotas (offline storage) and RSM totals read one row instead of walking an index
+      // whose length grows with the archive. Triggers keep the counts right for every writer.
+      db.exec(`
+        CREATE TABLE archive_counts (
+          host TEXT NOT NULL,
+          user TEXT NOT NULL,
+          store TEXT NOT NULL,
+          n INTEGER NOT NULL,
+          PRIMARY KEY (host, user, store)
+        ) WITHOUT ROWID;
+
+        INSERT INTO archive_counts (host, user, store, n)
+          SELECT host, user, store, count(*) FROM archive GROUP BY host, user, store;
+
+        CREATE TRIGGER archive_counted_insert AFTER INSERT ON archive BEGIN
+          INSERT INTO archive_counts (host, user, store, n)
+            VALUES (NEW.host, NEW.user, NEW.store, 1)
+            ON CONFLICT (host, user, store) DO UPDATE SET n = n + 1;
+        END;
+
+        CREATE TRIGGER archive_counted_delete AFTER DELETE ON archive BEGIN
+          UPDATE archive_counts SET n = n - 1
+            WHERE host = OLD.host AND user = OLD.user AND store = OLD.store;
+        END;
+      `);
+    },
+  },
 ];
 
 /** The schema version this code writes and understands. */

@@ -6,6 +6,7 @@ import { DatabaseSync } from "node:sqlite";
 import { Database } from "../../../core/storage/database.ts";
 import {
   type Migration,
+  MIGRATIONS,
   readVersion,
   SCHEMA_VERSION,
   SchemaTooNewError,
@@ -447,5 +448,34 @@ Deno.test("one task's writes commit together, and explicit transactions nest ins
     server.close();
     assert.equal(seen.get("e"), 5);
     reader.close();
+  });
+});
+
+Deno.test("archive counts follow appends, deletes and account removal, and old files get them", async () => {
+  await withTempDir(async (dir) => {
+    const path = `${dir}/counts.sqlite`;
+    // A file from before the counts existed, with items in it.
+    const old = Database.open({ path, migrations: MIGRATIONS.filter((m) => m.version <= 2) });
+    const before = new Storage(old).archive("example.com", "offline");
+    for (let i = 0; i < 5; i++) before.append("juliet", { payload: `<m${i}/>` });
+    old.close();
+
+    const database = Database.open({ path });
+    const storage = new Storage(database);
+    const archive = storage.archive("example.com", "offline");
+    assert.equal(archive.count("juliet"), 5, "counted when the file was migrated");
+    const id = archive.append("juliet", { payload: "<m5/>" });
+    archive.append("juliet", { id, payload: "<m5 replaced=''/>" }); // a replacement adds nothing
+    archive.append("romeo", { payload: "<r/>" });
+    assert.equal(archive.count("juliet"), 6);
+    assert.equal(archive.countUpTo("juliet", 4), 4);
+    assert.equal(storage.archive("example.com", "other").count("juliet"), 0);
+    archive.delete("juliet", { limit: 2 });
+    assert.equal(archive.count("juliet"), 4);
+    assert.equal(archive.count("juliet"), archive.find("juliet").length);
+    storage.deleteUser("example.com", "juliet");
+    assert.equal(archive.count("juliet"), 0);
+    assert.equal(archive.count("romeo"), 1);
+    database.close();
   });
 });
