@@ -393,18 +393,20 @@ export default function presence(m: ModuleAPI): void {
       if (initial && other.presence) origin.send(addressed(other.presence, full));
     }
     origin.send(addressed(broadcast, full));
-    for (const [contact, item] of rosters.visible(user)) {
+    // One read of the roster serves the broadcast, the probes and the pending requests.
+    const pending: string[] = [];
+    for (const [contact, item] of rosters.entries(user)) {
+      // §3.1.3: subscription requests still waiting for an answer, again at each login.
+      if (initial && item.pendingIn && item.pendingStanza) pending.push(item.pendingStanza);
+      if (item.hidden) continue;
       if (hasFrom(item.subscription)) route(addressed(broadcast, contact));
       if (initial && hasTo(item.subscription)) {
         route(new Element("presence", { type: "probe", from: full, to: contact }));
       }
     }
-    if (!initial) return;
-    // §3.1.3: subscription requests still waiting for an answer, again at each login.
-    for (const item of rosters.entries(user).values()) {
-      if (!item.pendingIn || !item.pendingStanza) continue;
+    for (const text of pending) {
       try {
-        origin.send(parseElement(item.pendingStanza));
+        origin.send(parseElement(text));
       } catch (error) {
         m.log.warn("Dropping an unreadable stored subscription request: {error}", { error });
       }
