@@ -50,3 +50,22 @@ Deno.test("closed sessions leave no session, binding or host handler behind", as
     await t.stop();
   }
 });
+
+Deno.test("closed sessions leave nothing behind: every session object is collected", async () => {
+  // A separate process, so that garbage collection can be forced (--expose-gc).
+  const output = await new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "-A",
+      "--v8-flags=--expose-gc",
+      new URL("../helpers/retention_probe.ts", import.meta.url).pathname,
+      "40",
+    ],
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const stdout = new TextDecoder().decode(output.stdout).trim();
+  assert.equal(output.code, 0, new TextDecoder().decode(output.stderr));
+  const result = JSON.parse(stdout.split("\n").at(-1)!);
+  assert.deepEqual(result, { sessions: 40, collected: 40, alive: [] });
+});
