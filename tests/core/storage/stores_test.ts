@@ -452,7 +452,7 @@ Deno.test("one task's writes commit together, and explicit transactions nest ins
 });
 
 Deno.test("archive counts follow appends, deletes and account removal, and old files get them", async () => {
-  await withTempDir(async (dir) => {
+  await withTempDir((dir) => {
     const path = `${dir}/counts.sqlite`;
     // A file from before the counts existed, with items in it.
     const old = Database.open({ path, migrations: MIGRATIONS.filter((m) => m.version <= 2) });
