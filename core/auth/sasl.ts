@@ -174,10 +174,15 @@ export function initialUsername(
     return parts.length === 3 && parts[1] !== "" ? parts[1] : undefined;
   }
   if (!mechanism.startsWith("SCRAM-")) return undefined;
-  // gs2-cbind-flag "," [authzid] "," then n=username
+  // gs2-cbind-flag "," [authzid] "," then client-first-message-bare
   const headerEnd = message.indexOf(",", message.indexOf(",") + 1);
-  const field = headerEnd < 0 ? undefined : message.slice(headerEnd + 1).split(",")[0];
-  return field?.startsWith("n=") ? decodeSaslName(field.slice(2)) : undefined;
+  return headerEnd < 0 ? undefined : scramUsername(message.slice(headerEnd + 1));
+}
+
+/** The decoded `n=` username of a SCRAM client-first-message-bare; undefined when absent. */
+function scramUsername(clientFirstBare: string): string | undefined {
+  const field = clientFirstBare.split(",")[0];
+  return field.startsWith("n=") ? decodeSaslName(field.slice(2)) : undefined;
 }
 
 /**
@@ -279,11 +284,9 @@ export class ScramMechanism implements SaslMechanism {
     this.#gs2Header = message.slice(0, headerEnd + 1);
     this.#clientFirstBare = message.slice(headerEnd + 1);
     // Known early so that every failure below can be logged with it.
-    const nameField = this.#clientFirstBare.split(",")[0];
-    if (nameField.startsWith("n=")) {
-      const raw = decodeSaslName(nameField.slice(2));
-      this.username = raw === undefined ? undefined : this.#ctx.prepUsername(raw) ?? raw;
-    }
+    const rawUsername = scramUsername(this.#clientFirstBare);
+    const username = rawUsername === undefined ? undefined : this.#ctx.prepUsername(rawUsername);
+    this.username = username ?? rawUsername;
 
     if (flag === "n" || flag === "y") {
       if (this.#plus) return malformed(`Expected channel binding with ${this.name}`);
@@ -328,7 +331,6 @@ export class ScramMechanism implements SaslMechanism {
     if (fields.length < 2 || !fields[0].startsWith("n=") || !fields[1].startsWith("r=")) {
       return malformed("Expected n=username,r=nonce");
     }
-    const rawUsername = decodeSaslName(fields[0].slice(2));
     if (rawUsername === undefined) return malformed("Expected a valid username");
     const clientNonce = fields[1].slice(2);
     if (!NONCE.test(clientNonce)) return malformed("Expected a printable nonce");
@@ -336,7 +338,6 @@ export class ScramMechanism implements SaslMechanism {
       return malformed("Expected attribute=value extensions");
     }
 
-    const username = this.#ctx.prepUsername(rawUsername);
     if (username === undefined) return fail("invalid-username", "not-authorized");
     if (authzid !== undefined && !authzidMatches(authzid, username, this.#ctx)) {
       return fail("invalid-authzid", "invalid-authzid");
