@@ -38,14 +38,18 @@ function isStandaloneChatState(stanza: Element): boolean {
 
 /** Loads offline storage on a host. */
 export default function offline(m: ModuleAPI): void {
-  // Read for each message, so `config reload` applies a new limit at once.
-  const maxMessages = () =>
+  const readMaxMessages = () =>
     m.optionInteger(
       "offline_max_messages",
       options.offline_max_messages.default as number,
       0,
       100000,
     );
+  let maxMessages = readMaxMessages();
+  // A reload applies a new limit at once, without reading the option for every message.
+  m.hook("config-reloaded", () => {
+    maxMessages = readMaxMessages();
+  });
   const store = m.openStore("offline", "archive");
 
   m.addFeature("msgoffline");
@@ -55,8 +59,7 @@ export default function offline(m: ModuleAPI): void {
     if (!to?.local) return false;
     if (stanza.getChild("no-store", NS_HINTS)) return false; // the router answers for us
     if (isStandaloneChatState(stanza)) return true;
-    const max = maxMessages();
-    if (store.countUpTo(to.local, max) >= max) {
+    if (store.countUpTo(to.local, maxMessages) >= maxMessages) {
       if (!isError(stanza)) {
         origin.send(errorReply(stanza, "resource-constraint", {
           includeOriginal: true,
