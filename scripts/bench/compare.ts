@@ -9,7 +9,6 @@ import { ejabberd } from "./ejabberd.ts";
 import {
   benchDir,
   type BenchSetup,
-  copyDir,
   domain,
   type Figures,
   freePort,
@@ -29,6 +28,7 @@ import {
   type ServerKind,
   type Sizes,
   startServer,
+  startsFromCopy,
   stopServer,
   waitForPort,
   warmupAccounts,
@@ -156,14 +156,12 @@ const prosody: ServerKind = {
         ((performance.now() - t0) / 1000).toFixed(1)
       } s`,
     );
-    return {
+    return startsFromCopy(
       keys,
-      start: async (dir) => {
-        const dataDir = join(dir, "data");
-        await copyDir(template, dataDir);
-        return await startProsody(setup, { dir, dataDir });
-      },
-    };
+      template,
+      "data",
+      (dir, dataDir) => startProsody(setup, { dir, dataDir }),
+    );
   },
 };
 
@@ -251,14 +249,12 @@ const lilt: ServerKind = {
     }
     // the admin socket of the stopped server, if it left one, is not data
     await Deno.remove(join(template, "lilt.sock")).catch(() => {});
-    return {
+    return startsFromCopy(
       keys,
-      start: async (dir) => {
-        const dataDir = join(dir, "data");
-        await copyDir(template, dataDir);
-        return await startLilt(setup, { dir, dataDir });
-      },
-    };
+      template,
+      "data",
+      (dir, dataDir) => startLilt(setup, { dir, dataDir }),
+    );
   },
 };
 

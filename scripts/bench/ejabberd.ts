@@ -5,7 +5,6 @@ import { join } from "node:path";
 import { ejabberdLibs } from "../../tests/helpers/ejabberd.ts";
 import {
   type BenchSetup,
-  copyDir,
   domain,
   freePort,
   inBatches,
@@ -19,6 +18,7 @@ import {
   scramSha1,
   type ServerKind,
   startServer,
+  startsFromCopy,
   stopServer,
   waitForPort,
 } from "./harness.ts";
@@ -272,13 +272,11 @@ export const ejabberd: ServerKind = {
         ((performance.now() - t0) / 1000).toFixed(1)
       } s`,
     );
-    return {
+    return startsFromCopy(
       keys,
-      start: async (workDir) => {
-        const spool = join(workDir, "spool");
-        await copyDir(template, spool);
-        return await startNode(setup, { dir: workDir, spool, dist });
-      },
-    };
+      template,
+      "spool",
+      (dir, spool) => startNode(setup, { dir, spool, dist }),
+    );
   },
 };

@@ -99,6 +99,26 @@ export interface PreparedServer {
   start(dir: string): Promise<RunningServer>;
 }
 
+/**
+ * A prepared server whose every start copies `template` to `<dir>/<dataName>` and starts the
+ * server on that copy, so no workload sees what an earlier one left.
+ */
+export function startsFromCopy(
+  keys: string,
+  template: string,
+  dataName: string,
+  start: (dir: string, dataDir: string) => Promise<RunningServer>,
+): PreparedServer {
+  return {
+    keys,
+    start: async (dir) => {
+      const dataDir = join(dir, dataName);
+      await copyDir(template, dataDir);
+      return await start(dir, dataDir);
+    },
+  };
+}
+
 /** How the runner prepares one kind of server. */
 export interface ServerKind {
   /** Makes the accounts and the key cache once per run. */
