@@ -77,6 +77,8 @@ export class TlsContexts {
   #presented = new WeakMap<tls.TLSSocket, LoadedCertificate>();
   #pending = new Map<net.Socket, PendingUpgrade>();
   #sharedSni: SniCallback;
+  /** Every host presents the same certificate (the server's default one). */
+  #oneCertificate = false;
 
   /** Creates the context for `entries` (at least one); the first is the default host. */
   constructor(entries: TlsHostEntry[], options: TlsContextsOptions = {}) {
@@ -144,10 +146,15 @@ export class TlsContexts {
       // Deno's server reads its `_SNICallback` while it wraps the socket during this emit, so a
       // per-upgrade callback knows which handshake it serves. Where that property is not used
       // (Node), the shared callback runs instead and #onSecure re-derives the choice.
+      // With one certificate for every host there is nothing to choose, and leaving the SNI
+      // callback out saves about 22 KiB per connection: Deno builds a TLS configuration of its
+      // own (session cache included) for each connection whose SNI callback ran.
       const server = this.#server as unknown as { _SNICallback?: SniCallback };
       const perSocket = server._SNICallback === this.#sharedSni;
       if (perSocket) {
-        server._SNICallback = (name, callback) => this.#answerSni(name, pending, callback);
+        server._SNICallback = this.#oneCertificate
+          ? undefined
+          : (name, callback) => this.#answerSni(name, pending, callback);
       }
       try {
         this.#server.emit("connection", raw);
@@ -199,6 +206,10 @@ export class TlsContexts {
       domain: normalizeName(entry.domain),
       cert: entry.cert,
     }));
+    const first = this.#entries[0].cert;
+    this.#oneCertificate = this.#entries.every(({ cert }) =>
+      cert === first || (cert.certPem === first.certPem && cert.keyPem === first.keyPem)
+    );
   }
 
   #answerSni(
