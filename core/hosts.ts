@@ -29,7 +29,7 @@ export interface StreamFeaturesEvent {
   host: Host;
 }
 
-/** Payload of `stream-element`: a non-stanza top-level element on a bound c2s stream. */
+/** Payload of `stream-element`: a non-stanza top-level element on an authenticated c2s stream. */
 export interface StreamElementEvent {
   session: Session;
   element: Element;
@@ -67,7 +67,11 @@ export interface ConfigReloadedEvent {
  * - `resource-bind` / `resource-unbind`: a full JID was bound / went away.
  * - `resource-available`: a session sent its initial presence (fired by the presence module).
  * - `stream-features`: before and after authentication (check `session.authenticated`).
- * - `stream-element`: a non-stanza element on a bound stream (e.g. stream management).
+ * - `stream-element`: a non-stanza element on an authenticated client stream, bound or not
+ *   (stream management enables and resumes before binding).
+ * - `transport-lost`: a bound client session's connection went away without a closing tag; a
+ *   handler returning true keeps the session (stream management hibernation) and must end it
+ *   later, otherwise it ends now.
  * - `unauthenticated-stanza`: a stanza before authentication (e.g. in-band registration);
  *   unhandled ones close the stream with `not-authorized`.
  * - `message-delivered`: after the router delivered a message to local sessions (carbons).
@@ -81,6 +85,7 @@ export interface NamedHostEvents {
   "resource-available": SessionEvent;
   "stream-features": StreamFeaturesEvent;
   "stream-element": StreamElementEvent;
+  "transport-lost": SessionEvent;
   "unauthenticated-stanza": UnauthenticatedStanzaEvent;
   "message-delivered": MessageDeliveredEvent;
   "config-reloaded": ConfigReloadedEvent;

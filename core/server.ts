@@ -14,7 +14,7 @@ import { configureLogging, getLogger } from "./log.ts";
 import { MemoryTrimmer } from "./memory.ts";
 import { Metrics } from "./metrics.ts";
 import { ModuleManager, type ModuleReloadOutcome, type ModuleTable } from "./modules.ts";
-import { C2SSession } from "./net/c2s.ts";
+import { acceptC2S, C2SSession } from "./net/c2s.ts";
 import { ComponentSession } from "./net/component.ts";
 import { loadOrCreateCertificate } from "./net/certificates.ts";
 import { listen, type Listener } from "./net/listener.ts";
@@ -278,14 +278,7 @@ export class Server implements ServerContext {
       socket.destroy();
       return;
     }
-    const session = new C2SSession(socket, {
-      server: this,
-      tls: this.tls,
-      throttle: this.throttle,
-    });
-    session.start(directTls).catch((error) => {
-      log.error("Session {id} failed to start: {error}", { id: session.id, error });
-    });
+    acceptC2S(socket, directTls, { server: this, tls: this.tls, throttle: this.throttle });
   }
 
   #acceptServer(socket: Socket, directTls: boolean): void {
@@ -331,7 +324,8 @@ export class Server implements ServerContext {
         }
         continue;
       }
-      if (!(session instanceof C2SSession)) continue;
+      // A detached session (waiting for stream management resumption) has its own expiry.
+      if (!(session instanceof C2SSession) || !session.transport) continue;
       if (!session.authenticated) {
         const limit = this.config.get<number>("c2s_auth_timeout") * 1000;
         if (now - session.connectedAt > limit) {

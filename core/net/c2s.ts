@@ -2,7 +2,6 @@
 // resource binding, then stanzas handed to the router. One instance per client connection.
 
 import type { Socket } from "node:net";
-import type { TLSSocket } from "node:tls";
 import type { AuthThrottle } from "../auth/throttle.ts";
 import {
   advertisedMechanisms,
@@ -20,8 +19,7 @@ import { type JID, JidError, parseJid, prepLocal, tryParseJid } from "../jid.ts"
 import { getLogger } from "../log.ts";
 import { generateResource, type Session } from "../sessions.ts";
 import { Element, NS_CLIENT } from "../xml/element.ts";
-import { StreamParser, type XmlStreamError } from "../xml/parser.ts";
-import { serialize } from "../xml/serializer.ts";
+import type { XmlStreamError } from "../xml/parser.ts";
 import {
   errorReply,
   isStanza,
@@ -33,8 +31,9 @@ import {
   reply,
   type StreamErrorCondition,
 } from "../xml/stanza.ts";
-import { closingTags, serializeStreamLevel, streamHeader, StreamWriter } from "./stream.ts";
+import { SocketTransport } from "./socket_transport.ts";
 import type { TlsContexts } from "./tls.ts";
+import type { StreamReceiver, Transport, TransportKind } from "./transport.ts";
 
 const log = getLogger("c2s");
 
@@ -71,79 +70,103 @@ export interface C2SDeps {
 
 let sessionCounter = 0;
 
+/** Filters every stanza a client session sends, before it reaches the transport. */
+export type SendFilter = (stanza: Element) => void;
+
 /**
- * One client connection. Created for each accepted socket by the c2s listener; registers
- * itself with the session manager and removes itself when the connection ends.
+ * One client session: the stream negotiation (features, STARTTLS, SASL, binding) on whatever
+ * transport the client came in on, then the bound resource the router delivers to. Created for
+ * each accepted connection; registers itself with the session manager and removes itself when
+ * it ends. A module may keep a bound session when its transport is lost (`transport-lost`) and
+ * later attach it to another transport (stream management resumption); stanzas sent meanwhile
+ * pass the send filters and are not written anywhere.
  */
-export class C2SSession implements Session {
+export class C2SSession implements Session, StreamReceiver {
   readonly id: string;
   readonly kind = "c2s" as const;
-  readonly ip: string;
   readonly connectedAt = Date.now();
   host = "";
   jid: JID | undefined;
-  secure = false;
   authenticated = false;
   available = false;
   interested = false;
   priority = 0;
   presence: Element | undefined;
-  /** Last time any bytes arrived (ms epoch), for idle timeouts. */
-  lastActivity = Date.now();
-  /** The TLS protocol version once encrypted (for the admin shell). */
-  tlsVersion: string | undefined;
 
   #deps: C2SDeps;
-  #socket: Socket;
-  #out: StreamWriter;
-  #parser: StreamParser;
-  #headerSent = false;
+  #transport: Transport | undefined;
+  /** The last transport's address and activity, kept while detached. */
+  #ip: string;
+  #lastActivity = Date.now();
+  #secure = false;
+  #tlsVersion: string | undefined;
+  #transportKind: TransportKind;
+  #filters: SendFilter[] | undefined;
+  /** Stanzas received from the client (stream management counts from here). */
+  stanzasReceived = 0;
+  /** Lines modules add to `c2s show` (stream management, client state), computed when shown. */
+  readonly info = new Map<string, () => string>();
   #bound = false;
   #closed = false;
   #streamId = "";
   #username: string | undefined;
   #sasl: SaslMechanism | undefined;
   #saslChain: Promise<void> = Promise.resolve();
-  #onData = (chunk: Uint8Array) => {
-    this.lastActivity = Date.now();
-    try {
-      this.#parser.feed(chunk);
-    } catch (error) {
-      // A bug while handling this client's input must not take the server down.
-      log.error("Internal error on {id}: {error}", { id: this.id, error });
-      this.close("internal-server-error");
-    }
-  };
 
-  constructor(socket: Socket, deps: C2SDeps) {
+  /** A session on a transport that is about to start (see {@link acceptC2S}). */
+  constructor(transport: Transport, deps: C2SDeps) {
     this.id = `c2s${++sessionCounter}`;
     this.#deps = deps;
-    this.#socket = socket;
-    this.#out = new StreamWriter(socket);
-    this.ip = socket.remoteAddress ?? "unknown";
-    socket.setNoDelay(true);
-    // The top-level limit until the stream header names the host (`applyConfig`).
-    this.#parser = new StreamParser({
-      streamOpen: (header) => this.#onStreamOpen(header, this.#parser.contentNamespace),
-      stanza: (el) => this.#onElement(el),
-      streamClose: () => this.#onStreamClose(),
-      error: (err) => this.#onParseError(err),
-    }, { maxStanzaBytes: deps.server.config.hostDefault("c2s_stanza_size_limit") });
+    this.#transport = transport;
+    this.#ip = transport.ip;
+    this.#transportKind = transport.kind;
+    transport.receiver = this;
     deps.server.sessions.add(this);
   }
 
-  /** Starts reading: immediately for STARTTLS ports, after the handshake for direct TLS. */
-  async start(directTls: boolean): Promise<void> {
-    this.#attach(this.#socket);
-    if (directTls) await this.#startTls();
+  /** The peer's address (the last transport's while detached). */
+  get ip(): string {
+    return this.#ip;
   }
 
-  #attach(socket: Socket): void {
-    socket.on("data", this.#onData);
-    socket.on("error", (error: Error) => {
-      log.debug("Socket error on {id}: {error}", { id: this.id, error: error.message });
-    });
-    socket.on("close", () => this.#cleanup());
+  /** When input last arrived, on this or an earlier transport (ms epoch). */
+  get lastActivity(): number {
+    return this.#transport ? this.#transport.lastActivity : this.#lastActivity;
+  }
+
+  /** The transport is (or the last one was) encrypted. */
+  get secure(): boolean {
+    return this.#transport ? this.#transport.secure : this.#secure;
+  }
+
+  /** The TLS protocol version once encrypted (for the admin shell). */
+  get tlsVersion(): string | undefined {
+    return this.#transport ? this.#transport.tlsVersion : this.#tlsVersion;
+  }
+
+  /** How the client is (or was last) connected. */
+  get transportKind(): TransportKind {
+    return this.#transport?.kind ?? this.#transportKind;
+  }
+
+  /** The transport the session is on; undefined while detached. */
+  get transport(): Transport | undefined {
+    return this.#transport;
+  }
+
+  /** The stream id the client got in our stream header (SM resumption ids are separate). */
+  get streamId(): string {
+    return this.#streamId;
+  }
+
+  /** The authenticated username (before and after binding). */
+  get username(): string | undefined {
+    return this.#username;
+  }
+
+  /** True once the resource is bound (and until the session ends). */
+  get bound(): boolean {
+    return this.#bound;
   }
 
   // ---------- output ----------
@@ -151,29 +174,53 @@ export class C2SSession implements Session {
   /** Queues a stanza; output is flushed with one write per event-loop turn. */
   send(stanza: Element): void {
     if (this.#closed) return;
-    this.#out.write(serialize(stanza, NS_CLIENT));
+    const filters = this.#filters;
+    if (filters !== undefined) { for (const filter of filters) filter(stanza); }
+    this.#transport?.send(stanza);
+  }
+
+  /**
+   * Writes an element without the send filters: a nonza (stream management `<r/>`, `<a/>`),
+   * or a stanza sent again after resumption.
+   */
+  sendNonza(el: Element): void {
+    if (this.#closed) return;
+    this.#transport?.send(el);
+  }
+
+  /** Adds a filter every stanza sent passes (stream management counting); returns its removal. */
+  addSendFilter(filter: SendFilter): () => void {
+    (this.#filters ??= []).push(filter);
+    return () => {
+      const filters = this.#filters;
+      if (!filters) return;
+      const at = filters.indexOf(filter);
+      if (at !== -1) filters.splice(at, 1);
+      if (filters.length === 0) this.#filters = undefined;
+    };
   }
 
   #sendHeader(to: string | undefined): void {
     this.#streamId = crypto.randomUUID();
-    this.#out.write(streamHeader({
+    this.#transport?.openStream({
       ns: NS_CLIENT,
       id: this.#streamId,
       from: this.host || undefined,
       to,
       version: true,
-    }));
-    this.#headerSent = true;
+    });
   }
 
   /**
    * Closes the stream: a stream error first when a condition is given, then the closing
-   * tag; the socket is ended and destroyed if the peer does not close within 3 s.
+   * tag; the connection is ended and destroyed if the peer does not close within 3 s. A
+   * detached session just ends.
    */
   close(condition?: StreamErrorCondition, text?: string): void {
     if (this.#closed) return;
+    const transport = this.#transport;
     if (condition) {
-      if (!this.#headerSent) this.#sendHeader(undefined);
+      if (transport && !transport.headerSent) this.#sendHeader(undefined);
       log.info("Closing {id} ({jid}) with {condition}{text}", {
         id: this.id,
         jid: this.jid?.toString() ?? this.ip,
@@ -183,13 +230,14 @@ export class C2SSession implements Session {
     }
     this.#closed = true;
     this.#unbindAndForget();
-    this.#out.end(closingTags(this.#headerSent, condition, text));
+    transport?.close(condition, text);
   }
 
   /** Drops the connection at once (after `close`, when the server stops). */
   destroy(): void {
     this.#closed = true;
-    this.#out.destroy();
+    this.#unbindAndForget();
+    this.#transport?.destroy();
   }
 
   /** True once the stream is closing or closed. */
@@ -197,9 +245,62 @@ export class C2SSession implements Session {
     return this.#closed;
   }
 
-  #cleanup(): void {
+  /**
+   * Leaves the transport without closing it, for another session that takes it over (the
+   * client resumed that one on this connection). This session ends quietly: it was never bound.
+   */
+  handOver(): Transport | undefined {
+    const transport = this.#transport;
+    if (this.#bound || !transport) return undefined;
+    this.#transport = undefined;
     this.#closed = true;
-    this.#out.drop();
+    this.#deps.server.sessions.remove(this);
+    return transport;
+  }
+
+  /**
+   * Moves the session onto `transport` (resumption). The transport the session was on, if any,
+   * is dropped without a closing tag: the client has left it.
+   */
+  attach(transport: Transport): void {
+    const old = this.#transport;
+    if (old && old !== transport) {
+      this.#rememberTransport(old);
+      this.#transport = undefined;
+      old.receiver = NO_RECEIVER; // its close must not end this session
+      old.destroy();
+    }
+    this.#transport = transport;
+    this.#transportKind = transport.kind;
+    this.#ip = transport.ip;
+    transport.receiver = this;
+  }
+
+  #rememberTransport(transport: Transport): void {
+    this.#lastActivity = transport.lastActivity;
+    this.#secure = transport.secure;
+    this.#tlsVersion = transport.tlsVersion;
+    this.#transportKind = transport.kind;
+  }
+
+  /** The transport is gone: a bound session may be kept by a module, otherwise it ends. */
+  transportClosed(): void {
+    const transport = this.#transport;
+    if (!transport) return;
+    this.#rememberTransport(transport);
+    this.#transport = undefined;
+    if (this.#closed) return;
+    if (this.#bound) {
+      const host = this.#deps.server.hosts.get(this.host);
+      if (host?.events.fire("transport-lost", { session: this, host })) {
+        log.info("Session {id} for {jid} lost its connection and waits to be resumed", {
+          id: this.id,
+          jid: this.jid!.toString(),
+        });
+        return;
+      }
+    }
+    this.#closed = true;
     this.#unbindAndForget();
   }
 
@@ -224,12 +325,12 @@ export class C2SSession implements Session {
 
   // ---------- input ----------
 
-  #onParseError(error: XmlStreamError): void {
+  inputError(error: XmlStreamError): void {
     log.info("XML error from {ip}: {message}", { ip: this.ip, message: error.message });
     this.close(error.condition, error.message);
   }
 
-  #onStreamOpen(header: Element, defaultNs: string | undefined): void {
+  streamOpen(header: Element, defaultNs: string | undefined): void {
     const server = this.#deps.server;
     const toAttr = header.attrs.to;
     const fromAttr = header.attrs.from;
@@ -277,14 +378,18 @@ export class C2SSession implements Session {
   /** Takes up the host's options that the stream holds (its stanza size limit), after a reload. */
   applyConfig(): void {
     if (this.host === "") return;
-    this.#parser.setLimits({ maxStanzaBytes: this.#option<number>("c2s_stanza_size_limit") });
+    this.#transport?.setLimits({
+      maxStanzaBytes: this.#option<number>("c2s_stanza_size_limit"),
+    });
   }
 
   #sendFeatures(): void {
+    const transport = this.#transport;
+    if (!transport) return;
     const features = new Element("features", { xmlns: NS_STREAM });
     const requireTls = this.#option<boolean>("c2s_require_encryption");
     if (!this.authenticated) {
-      if (!this.secure) {
+      if (transport.canStartTls) {
         const starttls = features.c("starttls", { xmlns: NS_TLS });
         if (requireTls) starttls.c("required");
       }
@@ -305,18 +410,18 @@ export class C2SSession implements Session {
     const host = this.#deps.server.hosts.get(this.host);
     if (host) host.events.fire("stream-features", { session: this, features, host });
     const limits = features.c("limits", { xmlns: NS_STREAM_LIMITS });
-    limits.c("max-bytes").t(String(this.#parser.limits.maxStanzaBytes));
+    limits.c("max-bytes").t(String(transport.limits.maxStanzaBytes));
     const idle = this.authenticated ? this.#option<number>("c2s_idle_timeout") : 0;
     if (idle > 0) limits.c("idle-seconds").t(String(idle));
-    this.#out.write(serializeStreamLevel(features));
+    transport.sendStreamLevel(features);
   }
 
-  #onStreamClose(): void {
+  streamClose(): void {
     log.debug("Client closed stream {id}", { id: this.id });
     this.close();
   }
 
-  #onElement(el: Element): void {
+  element(el: Element): void {
     if (this.#closed) return;
     if (el.ns === NS_TLS && el.name === "starttls") return this.#onStartTls();
     if (el.ns === NS_SASL) return this.#onSasl(el);
@@ -335,13 +440,13 @@ export class C2SSession implements Session {
       return;
     }
     if (!isStanza(el) || (el.ns !== NS_CLIENT)) {
-      if (this.jid) {
-        const host = this.#deps.server.hosts.get(this.host)!;
-        if (host.events.fire("stream-element", { session: this, element: el, host })) return;
-      }
+      // Stream management (enable before or after binding, resume before it) and the like.
+      const host = this.#deps.server.hosts.get(this.host)!;
+      if (host.events.fire("stream-element", { session: this, element: el, host })) return;
       this.close("unsupported-stanza-type", `Unexpected element <${el.name}> in '${el.ns}'`);
       return;
     }
+    this.stanzasReceived++;
     if (!this.jid) {
       if (el.name === "iq" && el.attrs.type === "set") {
         const bind = el.getChild("bind", NS_BIND);
@@ -356,50 +461,16 @@ export class C2SSession implements Session {
   // ---------- STARTTLS ----------
 
   #onStartTls(): void {
-    if (this.secure || this.authenticated) {
+    const transport = this.#transport!;
+    if (!transport.canStartTls || this.authenticated) {
       // RFC 6120 §5.4.2.2: answer <failure/> and close the stream.
-      this.#out.write(`<failure xmlns='${NS_TLS}'/>`);
+      transport.sendRaw(`<failure xmlns='${NS_TLS}'/>`);
       this.close();
       return;
     }
-    this.#out.write(`<proceed xmlns='${NS_TLS}'/>`);
-    this.#out.flush();
-    // From here the bytes are TLS records: stop feeding the XML parser from the raw socket,
-    // and drop whatever followed <starttls/> in this chunk.
-    this.#socket.off("data", this.#onData);
-    this.#parser.reset();
-    this.#startTls().catch(() => {});
-  }
-
-  async #startTls(): Promise<void> {
-    const raw = this.#socket;
-    raw.off("data", this.#onData);
-    raw.removeAllListeners("close");
-    raw.removeAllListeners("error");
-    raw.on("error", () => {});
-    let secure: TLSSocket;
-    try {
-      secure = await this.#deps.tls.upgrade(raw, { expectedServername: this.host || undefined });
-    } catch (error) {
-      log.info("TLS handshake with {ip} failed: {error}", {
-        ip: this.ip,
-        error: (error as Error).message,
-      });
-      this.#closed = true;
-      this.#unbindAndForget();
-      raw.destroy();
-      return;
-    }
-    if (this.#closed) {
-      secure.destroy();
-      return;
-    }
-    this.#socket = secure;
-    this.#out.socket = secure;
-    this.secure = true;
-    this.tlsVersion = secure.getProtocol() ?? undefined;
-    this.#parser.reset();
-    this.#attach(secure);
+    transport.startTls(this.#deps.tls, this.host || undefined).catch((error) => {
+      log.error("STARTTLS failed on {id}: {error}", { id: this.id, error });
+    });
   }
 
   // ---------- SASL ----------
@@ -409,7 +480,7 @@ export class C2SSession implements Session {
     // -PLUS only where the operator says the clients read XEP-0440: the others assume
     // tls-unique, which TLS 1.3 lacks and this server cannot compute, and fail.
     const binding = this.secure && this.#option<boolean>("sasl_offer_channel_binding")
-      ? this.#deps.tls.endpointBinding(this.#socket as TLSSocket)
+      ? this.#transport?.endpointBinding(this.#deps.tls)
       : undefined;
     return {
       host: this.host,
@@ -463,7 +534,7 @@ export class C2SSession implements Session {
     const failure = new Element("failure", { xmlns: NS_SASL });
     failure.c(condition);
     if (text) failure.c("text", { "xml:lang": "en" }).t(text);
-    this.#out.write(serialize(failure, NS_CLIENT));
+    this.#transport?.send(failure);
   }
 
   async #handleSasl(el: Element): Promise<void> {
@@ -539,7 +610,7 @@ export class C2SSession implements Session {
     if (step.kind === "challenge") {
       const challenge = new Element("challenge", { xmlns: NS_SASL });
       if (step.data.length > 0) challenge.t(encodeBase64(step.data));
-      this.#out.write(serialize(challenge, NS_CLIENT));
+      this.#transport?.send(challenge);
       return;
     }
     this.#sasl = undefined;
@@ -570,13 +641,13 @@ export class C2SSession implements Session {
     this.#deps.server.accounts.touchLogin(this.host, step.username);
     const success = new Element("success", { xmlns: NS_SASL });
     if (step.data && step.data.length > 0) success.t(encodeBase64(step.data));
-    this.#out.write(serialize(success, NS_CLIENT));
+    this.#transport?.send(success);
     log.info("{user}@{host} authenticated from {ip}", {
       user: step.username,
       host: this.host,
       ip: this.ip,
     });
-    this.#parser.reset();
+    this.#transport?.restart();
   }
 
   // ---------- binding and stanzas ----------
@@ -658,3 +729,30 @@ export class C2SSession implements Session {
     this.#deps.server.route(stanza, this);
   }
 }
+
+/**
+ * Starts a client session on an accepted TCP connection: reading at once on a STARTTLS port,
+ * after the TLS handshake on a direct TLS port.
+ */
+export function acceptC2S(socket: Socket, directTls: boolean, deps: C2SDeps): C2SSession {
+  const transport = new SocketTransport(socket, NO_RECEIVER, {
+    namespace: NS_CLIENT,
+    // The top-level limit until the stream header names the host (`applyConfig`).
+    maxStanzaBytes: deps.server.config.hostDefault("c2s_stanza_size_limit"),
+    directTls,
+  });
+  const session = new C2SSession(transport, deps);
+  transport.start(deps.tls).catch((error) => {
+    log.error("Session {id} failed to start: {error}", { id: session.id, error });
+  });
+  return session;
+}
+
+/** The receiver a transport has until its session takes it (never called). */
+const NO_RECEIVER: StreamReceiver = {
+  streamOpen() {},
+  element() {},
+  streamClose() {},
+  inputError() {},
+  transportClosed() {},
+};

@@ -8,8 +8,8 @@ import { type JID, parseJid, tryParseJid } from "../jid.ts";
 import { getLogger } from "../log.ts";
 import type { Session } from "../sessions.ts";
 import { type Element, NS_CLIENT } from "../xml/element.ts";
-import { StreamParser, type XmlStreamError } from "../xml/parser.ts";
-import { NS_COMPONENT, serialize } from "../xml/serializer.ts";
+import type { XmlStreamError } from "../xml/parser.ts";
+import { NS_COMPONENT } from "../xml/serializer.ts";
 import {
   errorReply,
   isStanza,
@@ -17,7 +17,8 @@ import {
   type StreamErrorCondition,
   toClientNamespace,
 } from "../xml/stanza.ts";
-import { closingTags, streamHeader, StreamWriter } from "./stream.ts";
+import { SocketTransport } from "./socket_transport.ts";
+import type { StreamReceiver } from "./transport.ts";
 
 const log = getLogger("component");
 
@@ -45,7 +46,7 @@ function sameSecret(a: string, b: string): boolean {
  * completed the handshake, a second one with the right secret is refused with `conflict`
  * (the first keeps the domain, so a stray duplicate cannot take over a working component).
  */
-export class ComponentSession implements Session {
+export class ComponentSession implements Session, StreamReceiver {
   readonly id: string;
   readonly kind = "component" as const;
   readonly ip: string;
@@ -60,14 +61,9 @@ export class ComponentSession implements Session {
   interested = false;
   priority = 0;
   presence: Element | undefined;
-  /** Last time any bytes arrived (ms epoch). */
-  lastActivity = Date.now();
 
   #deps: ComponentDeps;
-  #socket: Socket;
-  #out: StreamWriter;
-  #parser: StreamParser;
-  #headerSent = false;
+  #transport: SocketTransport;
   #closed = false;
   #attached = false;
   #streamId = "";
@@ -75,30 +71,17 @@ export class ComponentSession implements Session {
   constructor(socket: Socket, deps: ComponentDeps) {
     this.id = `component${++sessionCounter}`;
     this.#deps = deps;
-    this.#socket = socket;
-    this.#out = new StreamWriter(socket);
-    this.ip = socket.remoteAddress ?? "unknown";
-    socket.setNoDelay(true);
-    this.#parser = new StreamParser({
-      streamOpen: (header) => this.#onStreamOpen(header, this.#parser.contentNamespace),
-      stanza: (el) => this.#onElement(el),
-      streamClose: () => this.close(),
-      error: (err) => this.#onParseError(err),
+    this.#transport = new SocketTransport(socket, this, {
+      namespace: NS_COMPONENT,
     });
+    this.ip = this.#transport.ip;
     deps.server.sessions.add(this);
-    socket.on("data", (chunk: Uint8Array) => {
-      this.lastActivity = Date.now();
-      try {
-        this.#parser.feed(chunk);
-      } catch (error) {
-        log.error("Internal error on {id}: {error}", { id: this.id, error });
-        this.close("internal-server-error");
-      }
-    });
-    socket.on("error", (error: Error) => {
-      log.debug("Socket error on {id}: {error}", { id: this.id, error: error.message });
-    });
-    socket.on("close", () => this.#cleanup());
+    this.#transport.start(undefined);
+  }
+
+  /** Last time any bytes arrived (ms epoch). */
+  get lastActivity(): number {
+    return this.#transport.lastActivity;
   }
 
   // ---------- output ----------
@@ -106,17 +89,16 @@ export class ComponentSession implements Session {
   /** Queues a stanza for the component, in its stream's namespace. */
   send(stanza: Element): void {
     if (this.#closed) return;
-    this.#out.write(serialize(stanza, NS_COMPONENT));
+    this.#transport.send(stanza);
   }
-
-  /** Output is coalesced into one write per event-loop turn, as on client streams. */
 
   #sendHeader(): void {
     this.#streamId = crypto.randomUUID();
-    this.#out.write(
-      streamHeader({ ns: NS_COMPONENT, id: this.#streamId, from: this.host || undefined }),
-    );
-    this.#headerSent = true;
+    this.#transport.openStream({
+      ns: NS_COMPONENT,
+      id: this.#streamId,
+      from: this.host || undefined,
+    });
   }
 
   /**
@@ -126,7 +108,7 @@ export class ComponentSession implements Session {
   close(condition?: StreamErrorCondition, text?: string): void {
     if (this.#closed) return;
     if (condition) {
-      if (!this.#headerSent) this.#sendHeader();
+      if (!this.#transport.headerSent) this.#sendHeader();
       log.info("Closing component stream {id} ({host}) with {condition}{text}", {
         id: this.id,
         host: this.host || this.ip,
@@ -136,13 +118,13 @@ export class ComponentSession implements Session {
     }
     this.#closed = true;
     this.#detachAndForget();
-    this.#out.end(closingTags(this.#headerSent, condition, text));
+    this.#transport.close(condition, text);
   }
 
   /** Drops the connection at once (end of shutdown). */
   destroy(): void {
     this.#closed = true;
-    this.#out.destroy();
+    this.#transport.destroy();
   }
 
   /** True once the stream is closing or closed. */
@@ -150,9 +132,9 @@ export class ComponentSession implements Session {
     return this.#closed;
   }
 
-  #cleanup(): void {
+  /** The connection is gone. */
+  transportClosed(): void {
     this.#closed = true;
-    this.#out.drop();
     this.#detachAndForget();
   }
 
@@ -167,7 +149,12 @@ export class ComponentSession implements Session {
 
   // ---------- input ----------
 
-  #onParseError(error: XmlStreamError): void {
+  /** The component closed its stream. */
+  streamClose(): void {
+    this.close();
+  }
+
+  inputError(error: XmlStreamError): void {
     log.info("XML error from component {ip}: {message}", { ip: this.ip, message: error.message });
     this.close(error.condition, error.message);
   }
@@ -178,7 +165,7 @@ export class ComponentSession implements Session {
     return component?.secret || undefined;
   }
 
-  #onStreamOpen(header: Element, defaultNs: string | undefined): void {
+  streamOpen(header: Element, defaultNs: string | undefined): void {
     const toAttr = header.attrs.to;
     const to = toAttr ? tryParseJid(toAttr) : undefined;
     const host = to?.isDomain() ? this.#deps.server.hosts.get(to.domain) : undefined;
@@ -199,7 +186,7 @@ export class ComponentSession implements Session {
     }
   }
 
-  #onElement(el: Element): void {
+  element(el: Element): void {
     if (this.#closed) return;
     if (!this.authenticated) {
       if (el.name === "handshake" && el.ns === NS_COMPONENT) return this.#onHandshake(el);
@@ -234,7 +221,7 @@ export class ComponentSession implements Session {
     this.#attached = true;
     this.authenticated = true;
     this.jid = parseJid(this.host);
-    this.#out.write(`<handshake/>`);
+    this.#transport.sendRaw(`<handshake/>`);
     log.info("Component {host} connected from {ip} ({id})", {
       host: this.host,
       ip: this.ip,

@@ -4,15 +4,17 @@
 import { CommandError, type CommandSpec } from "../../core/admin_commands.ts";
 import { type JID, JidError, parseJid } from "../../core/jid.ts";
 import type { Server } from "../../core/server.ts";
+import { C2SSession } from "../../core/net/c2s.ts";
 import type { Session } from "../../core/sessions.ts";
 import { serialize } from "../../core/xml/serializer.ts";
 
 /**
- * Rough fixed cost of one client connection: the socket and stream parser objects (about
- * 8 KiB) and, with TLS, OpenSSL's per-connection state and record buffers (about 40 KiB).
+ * Rough fixed cost of one client connection, measured after a forced GC with 2,000 idle
+ * sessions: the socket, stream and session objects (about 8 KiB) and, with TLS, the runtime's
+ * per-connection TLS state and buffers (about 22 KiB more).
  */
 const BASE_BYTES = 8 * 1024;
-const TLS_BYTES = 40 * 1024;
+const TLS_BYTES = 22 * 1024;
 
 /**
  * A rough estimate of a session's memory: the fixed cost above plus the strings it keeps
@@ -56,6 +58,12 @@ function secureColumn(session: Session): string {
   return version ?? "yes";
 }
 
+/** What a module reports about a session (stream management, client state), or "-". */
+function moduleInfo(session: Session, name: string): string {
+  const describe = session instanceof C2SSession ? session.info.get(name) : undefined;
+  return describe ? describe() : "-";
+}
+
 /** The condition used when the operator closes sessions (RFC 6120 §4.9.3.14). */
 const CLOSE_CONDITION = "policy-violation";
 const DEFAULT_CLOSE_TEXT = "Closed by the server administrator";
@@ -88,14 +96,20 @@ export function c2sCommands(): CommandSpec[] {
         const rows = clientSessions(server, target).map((s) => [
           s.jid?.toString() ?? `(${s.authenticated ? "unbound" : "unauthenticated"})`,
           s.ip,
+          s instanceof C2SSession
+            ? (s.transport ? s.transportKind : `${s.transportKind} (detached)`)
+            : "-",
           secureColumn(s),
-          "-", // stream management does not exist yet
-          "-", // nor client state indication
+          moduleInfo(s, "sm"),
+          moduleInfo(s, "csi"),
           Math.max(0, Math.round((now - s.lastActivity) / 1000)),
           estimateSessionBytes(s),
         ]);
         return {
-          table: { columns: ["jid", "ip", "secure", "sm", "csi", "idle", "memory"], rows },
+          table: {
+            columns: ["jid", "ip", "transport", "secure", "sm", "csi", "idle", "memory"],
+            rows,
+          },
         };
       },
     },

@@ -104,15 +104,25 @@ Deno.test("c2s show lists a connected client and c2s close closes it with the re
     const count = await run(t, "c2s count");
     assert.deepEqual(count.data, { total: 1, bound: 1 });
     const shown = await run(t, "c2s show", "alice@localhost");
-    assert.deepEqual(shown.table!.columns, ["jid", "ip", "secure", "sm", "csi", "idle", "memory"]);
+    assert.deepEqual(shown.table!.columns, [
+      "jid",
+      "ip",
+      "transport",
+      "secure",
+      "sm",
+      "csi",
+      "idle",
+      "memory",
+    ]);
     assert.equal(shown.table!.rows.length, 1);
     const [row] = shown.table!.rows;
     assert.equal(row[0], jid);
     assert.equal(row[1], "127.0.0.1");
-    assert.match(String(row[2]), /^TLSv1\.[23]$/);
-    assert.deepEqual(row.slice(3, 5), ["-", "-"]);
-    assert.equal(typeof row[5], "number");
-    assert.ok((row[6] as number) > 40 * 1024);
+    assert.equal(row[2], "tcp");
+    assert.match(String(row[3]), /^TLSv1\.[23]$/);
+    assert.deepEqual(row.slice(4, 6), ["-", "-"]);
+    assert.equal(typeof row[6], "number");
+    assert.ok((row[7] as number) > 25 * 1024);
     assert.equal((await run(t, "c2s show", "bob@localhost")).table!.rows.length, 0);
 
     const closed = await run(t, "c2s close", "alice@localhost", "Maintenance", "window");

@@ -1,0 +1,223 @@
+// The TCP transport: an XML stream over a node:net socket, in the clear until STARTTLS or
+// encrypted from the first byte (direct TLS, XEP-0368). It owns the socket, the streaming parser
+// and the coalescing output queue, so client and component streams share one implementation of
+// reading, writing, upgrading and closing.
+
+import type { Socket } from "node:net";
+import type { TLSSocket } from "node:tls";
+import { getLogger } from "../log.ts";
+import type { Element } from "../xml/element.ts";
+import { StreamParser, type XmlLimits } from "../xml/parser.ts";
+import { serialize } from "../xml/serializer.ts";
+import { NS_TLS, type StreamErrorCondition } from "../xml/stanza.ts";
+import {
+  closingTags,
+  serializeStreamLevel,
+  streamHeader,
+  type StreamHeaderOptions,
+  StreamWriter,
+} from "./stream.ts";
+import type { TlsContexts } from "./tls.ts";
+import type { StreamReceiver, Transport } from "./transport.ts";
+
+const log = getLogger("net");
+
+/** How a {@link SocketTransport} starts. */
+export interface SocketTransportOptions {
+  /** The stream's content namespace (`jabber:client`, `jabber:component:accept`). */
+  namespace: string;
+  /** Largest stanza accepted until the stream says otherwise (default: the parser's). */
+  maxStanzaBytes?: number;
+  /** The connection came in on a direct TLS port: handshake before any XML. */
+  directTls?: boolean;
+}
+
+/** An XML stream over a TCP socket, with STARTTLS or direct TLS. */
+export class SocketTransport implements Transport {
+  readonly ip: string;
+  readonly port: number | undefined;
+  readonly kind: "tcp" | "direct-tls";
+  secure = false;
+  tlsVersion: string | undefined;
+  lastActivity = Date.now();
+  headerSent = false;
+  receiver: StreamReceiver;
+
+  #socket: Socket;
+  #namespace: string;
+  #out: StreamWriter;
+  #parser: StreamParser;
+  #closed = false;
+  #gone = false;
+  #onData = (chunk: Uint8Array) => {
+    this.lastActivity = Date.now();
+    try {
+      this.#parser.feed(chunk);
+    } catch (error) {
+      // A bug while handling this peer's input must not take the server down.
+      log.error("Internal error on a stream from {ip}: {error}", { ip: this.ip, error });
+      this.close("internal-server-error");
+    }
+  };
+
+  constructor(socket: Socket, receiver: StreamReceiver, options: SocketTransportOptions) {
+    this.#socket = socket;
+    this.receiver = receiver;
+    this.#namespace = options.namespace;
+    this.kind = options.directTls ? "direct-tls" : "tcp";
+    this.ip = socket.remoteAddress ?? "unknown";
+    this.port = socket.remotePort;
+    this.#out = new StreamWriter(socket);
+    socket.setNoDelay?.(true);
+    this.#parser = new StreamParser({
+      streamOpen: (header) => this.receiver.streamOpen(header, this.#parser.contentNamespace),
+      stanza: (el) => this.receiver.element(el),
+      streamClose: () => {
+        this.receiver.streamClose();
+        this.#out.peerClosed(); // both streams are closed: the connection can go
+      },
+      error: (error) => this.receiver.inputError(error),
+    }, options.maxStanzaBytes === undefined ? {} : { maxStanzaBytes: options.maxStanzaBytes });
+  }
+
+  /**
+   * Starts reading: at once on a plain port, after the handshake on a direct TLS port. Resolves
+   * false when that handshake failed (the connection is then gone and the receiver told).
+   */
+  start(tls: TlsContexts | undefined): Promise<boolean> {
+    this.#attach(this.#socket);
+    if (this.kind === "direct-tls" && tls) return this.#upgrade(tls, undefined);
+    return Promise.resolve(true);
+  }
+
+  get closed(): boolean {
+    return this.#closed;
+  }
+
+  get limits(): XmlLimits {
+    return this.#parser.limits;
+  }
+
+  setLimits(limits: Partial<XmlLimits>): void {
+    this.#parser.setLimits(limits);
+  }
+
+  get canStartTls(): boolean {
+    return !this.secure && !this.#closed;
+  }
+
+  /** The socket the stream is on now (the TLS socket once encrypted). */
+  get socket(): Socket {
+    return this.#socket;
+  }
+
+  #attach(socket: Socket): void {
+    socket.on("data", this.#onData);
+    socket.on("error", (error: Error) => {
+      log.debug("Socket error from {ip}: {error}", { ip: this.ip, error: error.message });
+    });
+    socket.on("close", () => this.#lost());
+  }
+
+  #detach(): Socket {
+    const raw = this.#socket;
+    raw.off("data", this.#onData);
+    raw.removeAllListeners("close");
+    raw.removeAllListeners("error");
+    raw.on("error", () => {});
+    return raw;
+  }
+
+  #lost(): void {
+    this.#closed = true;
+    this.#out.drop();
+    if (this.#gone) return;
+    this.#gone = true;
+    this.receiver.transportClosed();
+  }
+
+  // ---------- output ----------
+
+  openStream(options: StreamHeaderOptions): void {
+    this.#out.write(streamHeader(options));
+    this.headerSent = true;
+  }
+
+  send(el: Element): void {
+    if (this.#closed) return;
+    this.#out.write(serialize(el, this.#namespace));
+  }
+
+  sendStreamLevel(el: Element): void {
+    this.#out.write(serializeStreamLevel(el));
+  }
+
+  sendRaw(text: string): void {
+    this.#out.write(text);
+  }
+
+  flush(): void {
+    this.#out.flush();
+  }
+
+  restart(): void {
+    this.#parser.reset();
+  }
+
+  close(condition?: StreamErrorCondition, text?: string, waitForPeerMs?: number): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    const closing = closingTags(this.headerSent, condition, text);
+    if (waitForPeerMs !== undefined) this.#out.endAfterPeer(closing, waitForPeerMs);
+    else this.#out.end(closing);
+  }
+
+  destroy(): void {
+    this.#closed = true;
+    this.#out.destroy();
+  }
+
+  // ---------- TLS ----------
+
+  startTls(tls: TlsContexts, expectedServername: string | undefined): Promise<boolean> {
+    this.#out.write(`<proceed xmlns='${NS_TLS}'/>`);
+    this.#out.flush();
+    // From here the bytes are TLS records: stop feeding the XML parser from the raw socket,
+    // and drop whatever followed <starttls/> in this chunk.
+    this.#socket.off("data", this.#onData);
+    this.#parser.reset();
+    return this.#upgrade(tls, expectedServername);
+  }
+
+  async #upgrade(tls: TlsContexts, expectedServername: string | undefined): Promise<boolean> {
+    const raw = this.#detach();
+    let secure: TLSSocket;
+    try {
+      secure = await tls.upgrade(raw, { expectedServername });
+    } catch (error) {
+      log.info("TLS handshake with {ip} failed: {error}", {
+        ip: this.ip,
+        error: (error as Error).message,
+      });
+      raw.destroy();
+      this.#lost();
+      return false;
+    }
+    if (this.#closed) {
+      secure.destroy();
+      this.#lost();
+      return false;
+    }
+    this.#socket = secure;
+    this.#out.socket = secure;
+    this.secure = true;
+    this.tlsVersion = secure.getProtocol() ?? undefined;
+    this.#parser.reset();
+    this.#attach(secure);
+    return true;
+  }
+
+  endpointBinding(tls: TlsContexts): Uint8Array | undefined {
+    return this.secure ? tls.endpointBinding(this.#socket as TLSSocket) : undefined;
+  }
+}
