@@ -13,6 +13,7 @@ import * as presence from "./presence.ts";
 import * as private_xml from "./private.ts";
 import * as register from "./register.ts";
 import * as roster from "./roster.ts";
+import * as smacks from "./smacks.ts";
 import * as time from "./time.ts";
 import * as vcard from "./vcard.ts";
 import * as version from "./version.ts";
@@ -31,6 +32,7 @@ export const builtinModules: ModuleTable = {
   private: private_xml,
   register,
   roster,
+  smacks,
   time,
   vcard,
   version,

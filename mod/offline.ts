@@ -70,11 +70,15 @@ export default function offline(m: ModuleAPI): void {
     }
     const when = Date.now();
     const copy = stanza.clone();
-    copy.c("delay", {
-      xmlns: NS_DELAY,
-      from: m.domain,
-      stamp: new Date(when).toISOString(),
-    }).t("Offline Storage");
+    // A message delivered again (stream management) already says since when this host held it.
+    const held = copy.getChildren("delay", NS_DELAY).some((d) => d.attrs.from === m.domain);
+    if (!held) {
+      copy.c("delay", {
+        xmlns: NS_DELAY,
+        from: m.domain,
+        stamp: new Date(when).toISOString(),
+      }).t("Offline Storage");
+    }
     store.append(to.local, {
       when,
       with: tryParseJid(stanza.attrs.from ?? "")?.bareString() ?? "",

@@ -174,9 +174,10 @@ export class C2SSession implements Session, StreamReceiver {
   /** Queues a stanza; output is flushed with one write per event-loop turn. */
   send(stanza: Element): void {
     if (this.#closed) return;
+    this.#transport?.send(stanza);
+    // After the write, so that a filter's own output (an ack request) follows the stanza.
     const filters = this.#filters;
     if (filters !== undefined) { for (const filter of filters) filter(stanza); }
-    this.#transport?.send(stanza);
   }
 
   /**

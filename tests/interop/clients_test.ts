@@ -138,6 +138,19 @@ Deno.test("slixmpp subscribes both ways and gets an offline message with a delay
   });
 });
 
+Deno.test("slixmpp resumes its session after the connection is cut and gets the message once", async () => {
+  await requireSlixmpp();
+  const result = await withClient(({ tlsPort, caFile }) => [
+    PYTHON,
+    ["tests/interop/slixmpp_resume_client.py", String(tlsPort), caFile],
+  ]);
+  assert.equal(result.error, undefined, result.error);
+  assert.equal(result.enabled, true, "slixmpp enabled stream management");
+  assert.equal(result.resumed, true, `resumed (events: ${result.events})`);
+  assert.equal(result.session_starts, 1, "no second login");
+  assert.deepEqual(result.bodies, ["before the cut", "while you were away"]);
+});
+
 /** slixmpp with its default SASL settings over "starttls" or "direct-tls". */
 function slixmppDefaults(transport: "starttls" | "direct-tls") {
   return ({ port, tlsPort, caFile }: ClientTarget): [string, string[]] => [

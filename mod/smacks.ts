@@ -1,0 +1,523 @@
+// XEP-0198 stream management: acknowledgements both ways, and sessions that outlive their
+// connection. A resumable session whose connection drops hibernates (stays bound, its presence
+// stays available, stanzas for it are queued) until the client resumes it on a new connection
+// or the hibernation time runs out; then whatever the client never acknowledged is delivered
+// again as RFC 6121 says (other resources or offline storage), never silently dropped.
+
+import type { OptionSpec } from "../core/config_schema.ts";
+import type { Host, SessionEvent, StreamElementEvent } from "../core/hosts.ts";
+import type { ModuleAPI } from "../core/modules.ts";
+import { C2SSession } from "../core/net/c2s.ts";
+import type { Session } from "../core/sessions.ts";
+import { Element } from "../core/xml/element.ts";
+import { errorReply, NS_STANZAS } from "../core/xml/stanza.ts";
+
+const NS_SM = "urn:xmpp:sm:3";
+const NS_CARBONS = "urn:xmpp:carbons:2";
+const NS_DELAY = "urn:xmpp:delay";
+/** Counters wrap at 2^32 (XEP-0198 §4). */
+const WRAP = 2 ** 32;
+/** `<r/>` a client may send without a stanza between them before it is cut off. */
+const MAX_REQUESTS_WITHOUT_STANZA = 100;
+/** Expired sessions whose handled count is still answered in `<failed h='…'/>`. */
+const MAX_TOMBSTONES = 1000;
+
+/** One line for module listings. */
+export const description =
+  "XEP-0198: acknowledgements and resumption of sessions after a lost connection";
+
+function option(
+  fallback: number,
+  min: number,
+  max: number,
+  description: string,
+): OptionSpec {
+  return { type: "integer", default: fallback, min, max, scope: "host", description };
+}
+
+/** Options the module reads (all applied at once by a reload). */
+export const options: Record<string, OptionSpec> = {
+  smacks_hibernation_time: option(
+    600,
+    0,
+    86400,
+    "Seconds a session whose connection dropped waits to be resumed (0: no resumption)",
+  ),
+  smacks_max_unacked_stanzas: option(
+    5,
+    1,
+    10000,
+    "Unacknowledged stanzas after which the server asks the client for an ack",
+  ),
+  smacks_max_ack_delay: option(
+    30,
+    1,
+    3600,
+    "Seconds the server waits before asking for an ack of fewer stanzas",
+  ),
+  smacks_max_queue_size: option(
+    500,
+    10,
+    100000,
+    "Unacknowledged stanzas a session may hold; beyond, it ends with resource-constraint",
+  ),
+  smacks_max_hibernated_sessions: option(
+    10,
+    1,
+    1000,
+    "Hibernating sessions per account; the oldest ends when one more hibernates",
+  ),
+  smacks_max_hibernated_sessions_total: option(
+    10000,
+    1,
+    1000000,
+    "Hibernating sessions on the host; the oldest ends when one more hibernates",
+  ),
+};
+
+interface Settings {
+  hibernationMax: number;
+  ackThreshold: number;
+  ackDelayMs: number;
+  maxQueue: number;
+  maxPerAccount: number;
+  maxTotal: number;
+}
+
+function readSettings(m: ModuleAPI): Settings {
+  const get = (name: string) => {
+    const spec = options[name];
+    return m.optionInteger(name, spec.default as number, spec.min, spec.max);
+  };
+  return {
+    hibernationMax: get("smacks_hibernation_time"),
+    ackThreshold: get("smacks_max_unacked_stanzas"),
+    ackDelayMs: get("smacks_max_ack_delay") * 1000,
+    maxQueue: get("smacks_max_queue_size"),
+    maxPerAccount: get("smacks_max_hibernated_sessions"),
+    maxTotal: get("smacks_max_hibernated_sessions_total"),
+  };
+}
+
+/** Stream management state of one client session. */
+interface SmState {
+  session: C2SSession;
+  /** The resumption id (only when resumable). */
+  id: string | undefined;
+  /** Longest hibernation the client gets, in seconds (0: not resumable). */
+  maxSeconds: number;
+  /** The session's stanza count when SM was enabled (inbound `h` counts from there). */
+  inboundBase: number;
+  /** Stanzas sent and not acknowledged, oldest first, with when each was queued. */
+  queue: Element[];
+  queuedAt: number[];
+  /** Outbound stanzas the client acknowledged (mod 2^32): the `h` of the oldest queued one. */
+  acked: number;
+  /** An `<r/>` is outstanding (sent, no `<a/>` yet). */
+  requested: boolean;
+  /** Cancels the pending delayed `<r/>`. */
+  requestTimer: (() => void) | undefined;
+  /** `<r/>` received since the last stanza (flood guard). */
+  requestsWithoutStanza: number;
+  /** The inbound count at the last `<r/>`. */
+  lastInboundAtRequest: number;
+  /** When the connection was lost (ms epoch), while hibernating. */
+  hibernatingSince: number | undefined;
+  /** Ends the hibernation at its deadline. */
+  expiry: (() => void) | undefined;
+  removeFilter: () => void;
+}
+
+/** The `h` a `<failed/>` reports for a session that ended, kept for a while. */
+interface Tombstone {
+  account: string;
+  handled: number;
+  until: number;
+}
+
+function smElement(name: string, attrs: Record<string, string> = {}): Element {
+  return new Element(name, { xmlns: NS_SM, ...attrs });
+}
+
+function failed(condition: string, h?: number, text?: string): Element {
+  const el = smElement("failed", h === undefined ? {} : { h: String(h) });
+  el.c(condition, { xmlns: NS_STANZAS });
+  if (text) el.c("text", { xmlns: NS_STANZAS }).t(text);
+  return el;
+}
+
+/** Parses an `h` attribute: an unsigned 32-bit integer, else undefined. */
+function parseH(value: string | undefined): number | undefined {
+  if (value === undefined || !/^\d{1,10}$/.test(value)) return undefined;
+  const h = Number(value);
+  return h < WRAP ? h : undefined;
+}
+
+/**
+ * How many queued stanzas an `h` acknowledges, counting modulo 2^32 from `acked` (the `h` of
+ * the oldest queued stanza); undefined when `h` claims more than the `queued` ones.
+ */
+export function newlyAcknowledged(acked: number, h: number, queued: number): number | undefined {
+  const newly = (h - acked + WRAP) % WRAP;
+  return newly > queued ? undefined : newly;
+}
+
+/** Loads stream management on a host. */
+export default function smacks(m: ModuleAPI) {
+  // Read again on reload: loading the module again would end every hibernating session.
+  let settings = readSettings(m);
+  m.hook("config-reloaded", () => {
+    settings = readSettings(m);
+  });
+
+  const states = new WeakMap<Session, SmState>();
+  const byId = new Map<string, SmState>();
+  /** Hibernating sessions, oldest first (Map keeps insertion order). */
+  const hibernating = new Map<SmState, string>();
+  const tombstones = new Map<string, Tombstone>();
+
+  m.hook("stream-features", ({ session, features }) => {
+    if (session.authenticated) features.c("sm", { xmlns: NS_SM });
+  });
+
+  m.hook("stream-element", (event: StreamElementEvent) => {
+    const { element, session, host } = event;
+    if (element.ns !== NS_SM || !(session instanceof C2SSession)) return false;
+    switch (element.name) {
+      case "enable":
+        enable(session, element);
+        return true;
+      case "resume":
+        resume(session, element, host);
+        return true;
+      case "r":
+        return request(session);
+      case "a":
+        return acknowledge(session, element);
+      default:
+        session.close("unsupported-stanza-type", `Unexpected element <${element.name}>`);
+        return true;
+    }
+  });
+
+  m.hook("transport-lost", ({ session }: SessionEvent) => {
+    const state = states.get(session);
+    if (!state || state.id === undefined || state.maxSeconds === 0) return false;
+    hibernate(state);
+    return true;
+  });
+
+  m.hook("resource-unbind", ({ session }: SessionEvent) => {
+    const state = states.get(session);
+    if (!state) return;
+    finish(state);
+  });
+
+  m.onUnload(() => {
+    for (const state of [...hibernating.keys()]) state.session.close();
+  });
+
+  function enable(session: C2SSession, el: Element): void {
+    if (!session.bound) {
+      session.sendNonza(failed("unexpected-request", undefined, "Bind a resource first"));
+      return;
+    }
+    if (states.has(session)) {
+      session.sendNonza(failed("unexpected-request", undefined, "Already enabled"));
+      return;
+    }
+    const wantsResume = el.attrs.resume === "true" || el.attrs.resume === "1";
+    const asked = parseH(el.attrs.max);
+    const maxSeconds = wantsResume
+      ? Math.min(settings.hibernationMax, asked && asked > 0 ? asked : settings.hibernationMax)
+      : 0;
+    const state: SmState = {
+      session,
+      id: maxSeconds > 0 ? crypto.randomUUID() : undefined,
+      maxSeconds,
+      inboundBase: session.stanzasReceived,
+      queue: [],
+      queuedAt: [],
+      acked: 0,
+      requested: false,
+      requestTimer: undefined,
+      requestsWithoutStanza: 0,
+      lastInboundAtRequest: -1,
+      hibernatingSince: undefined,
+      expiry: undefined,
+      removeFilter: () => {},
+    };
+    states.set(session, state);
+    if (state.id) byId.set(state.id, state);
+    const enabled = smElement("enabled");
+    if (state.id) {
+      enabled.attrs.id = state.id;
+      enabled.attrs.resume = "true";
+      enabled.attrs.max = String(maxSeconds);
+    }
+    session.sendNonza(enabled);
+    // Stanzas sent from now on are counted (the <enabled/> itself is a nonza).
+    state.removeFilter = session.addSendFilter((stanza) => queued(state, stanza));
+    session.info.set("sm", () => describe(state));
+  }
+
+  function inboundH(state: SmState): number {
+    return (state.session.stanzasReceived - state.inboundBase + WRAP) % WRAP;
+  }
+
+  function request(session: C2SSession): boolean {
+    const state = states.get(session);
+    if (!state) {
+      session.sendNonza(failed("unexpected-request", undefined, "Stream management is off"));
+      return true;
+    }
+    const received = inboundH(state);
+    if (received === state.lastInboundAtRequest) {
+      state.requestsWithoutStanza++;
+      if (state.requestsWithoutStanza > MAX_REQUESTS_WITHOUT_STANZA) {
+        session.close("policy-violation", "Too many <r/> without stanzas");
+        return true;
+      }
+    } else {
+      state.requestsWithoutStanza = 0;
+      state.lastInboundAtRequest = received;
+    }
+    session.sendNonza(smElement("a", { h: String(received) }));
+    return true;
+  }
+
+  function acknowledge(session: C2SSession, el: Element): boolean {
+    const state = states.get(session);
+    if (!state) {
+      session.sendNonza(failed("unexpected-request", undefined, "Stream management is off"));
+      return true;
+    }
+    const h = parseH(el.attrs.h);
+    if (h === undefined) {
+      session.close("invalid-xml", "<a/> needs an 'h' between 0 and 4294967295");
+      return true;
+    }
+    if (!applyAck(state, h)) {
+      const sent = (state.acked + state.queue.length) % WRAP;
+      session.close(
+        "undefined-condition",
+        `You acknowledged ${h} stanzas but only ${sent} were sent`,
+      );
+      return true;
+    }
+    state.requested = false;
+    if (state.queue.length >= settings.ackThreshold) sendRequest(state);
+    return true;
+  }
+
+  /** Drops the stanzas up to `h` from the queue; false when `h` is beyond what was sent. */
+  function applyAck(state: SmState, h: number): boolean {
+    const newly = newlyAcknowledged(state.acked, h, state.queue.length);
+    if (newly === undefined) return false;
+    if (newly > 0) {
+      state.queue.splice(0, newly);
+      state.queuedAt.splice(0, newly);
+      state.acked = h;
+    }
+    return true;
+  }
+
+  function queued(state: SmState, stanza: Element): void {
+    state.queue.push(stanza);
+    state.queuedAt.push(Date.now());
+    if (state.queue.length > settings.maxQueue) {
+      state.session.close("resource-constraint", "Too many unacknowledged stanzas");
+      return;
+    }
+    if (state.hibernatingSince !== undefined || state.requested) return;
+    if (state.queue.length >= settings.ackThreshold) sendRequest(state);
+    else if (!state.requestTimer) {
+      state.requestTimer = m.addTimer(settings.ackDelayMs, () => {
+        state.requestTimer = undefined;
+        if (state.queue.length > 0 && !state.requested) sendRequest(state);
+      });
+    }
+  }
+
+  function sendRequest(state: SmState): void {
+    if (state.hibernatingSince !== undefined) return;
+    state.requestTimer?.();
+    state.requestTimer = undefined;
+    state.requested = true;
+    state.session.sendNonza(smElement("r"));
+  }
+
+  function hibernate(state: SmState): void {
+    state.requestTimer?.();
+    state.requestTimer = undefined;
+    state.requested = false;
+    state.hibernatingSince = Date.now();
+    hibernating.set(state, state.session.jid!.bare.toString());
+    state.expiry = m.addTimer(state.maxSeconds * 1000, () => {
+      state.expiry = undefined;
+      m.log.info("Hibernation of {jid} ({id}) ran out", {
+        jid: state.session.jid?.toString(),
+        id: state.session.id,
+      });
+      state.session.close();
+    });
+    // Bounded: the oldest hibernating sessions of this account, then of everyone, end first.
+    const account = hibernating.get(state)!;
+    let mine = 0;
+    for (const owner of hibernating.values()) if (owner === account) mine++;
+    for (const [other, owner] of hibernating) {
+      if (mine <= settings.maxPerAccount) break;
+      if (owner === account && other !== state) {
+        mine--;
+        other.session.close();
+      }
+    }
+    for (const other of hibernating.keys()) {
+      if (hibernating.size <= settings.maxTotal) break;
+      other.session.close();
+    }
+  }
+
+  function resume(session: C2SSession, el: Element, host: Host): void {
+    const previd = el.attrs.previd ?? "";
+    const h = parseH(el.attrs.h);
+    const account = `${session.username}@${host.domain}`;
+    if (session.bound) {
+      session.sendNonza(failed("unexpected-request", undefined, "Resume before binding"));
+      return;
+    }
+    if (h === undefined) {
+      session.sendNonza(failed("bad-request", undefined, "<resume/> needs a valid 'h'"));
+      return;
+    }
+    const state = byId.get(previd);
+    if (!state || state.session.closed || state.session.jid?.bare.toString() !== account) {
+      // Only the account that owned a session learns what was handled in it.
+      const tomb = tombstones.get(previd);
+      const known = tomb && tomb.account === account && tomb.until > Date.now();
+      session.sendNonza(
+        failed("item-not-found", known ? tomb.handled : undefined, "No such session to resume"),
+      );
+      return;
+    }
+    if (!applyAck(state, h)) {
+      session.sendNonza(
+        failed("undefined-condition", inboundH(state), "The 'h' is beyond what was sent"),
+      );
+      state.session.close();
+      return;
+    }
+    const transport = session.handOver();
+    if (!transport) {
+      session.sendNonza(failed("unexpected-request"));
+      return;
+    }
+    const old = state.session;
+    state.expiry?.();
+    state.expiry = undefined;
+    state.hibernatingSince = undefined;
+    hibernating.delete(state);
+    old.attach(transport);
+    old.sendNonza(smElement("resumed", { h: String(inboundH(state)), previd }));
+    // Everything the client has not acknowledged goes out again, in order.
+    for (const stanza of state.queue) old.sendNonza(stanza);
+    state.requested = false;
+    if (state.queue.length > 0) sendRequest(state);
+    m.log.info("Session {id} for {jid} resumed from {ip}", {
+      id: old.id,
+      jid: old.jid?.toString(),
+      ip: transport.ip,
+    });
+  }
+
+  /** The session ended: forget it, and deliver again what the client never acknowledged. */
+  function finish(state: SmState): void {
+    const session = state.session;
+    states.delete(session);
+    state.requestTimer?.();
+    state.expiry?.();
+    hibernating.delete(state);
+    state.removeFilter();
+    session.info.delete("sm");
+    if (state.id) {
+      byId.delete(state.id);
+      tombstones.set(state.id, {
+        account: session.jid!.bare.toString(),
+        handled: inboundH(state),
+        until: Date.now() + settings.hibernationMax * 1000,
+      });
+      for (const key of tombstones.keys()) {
+        if (tombstones.size <= MAX_TOMBSTONES) break;
+        tombstones.delete(key);
+      }
+    }
+    const queue = state.queue.splice(0);
+    const times = state.queuedAt.splice(0);
+    for (let i = 0; i < queue.length; i++) redeliver(queue[i], times[i]);
+  }
+
+  /**
+   * A stanza the client never acknowledged: messages go to the account again (its other
+   * resources or offline storage, RFC 6121 §8.5.3.2.1, the resource being gone now), stamped
+   * with when they first arrived; an iq request gets an error; presence and copies of messages
+   * (carbons) are dropped, since the account's presence and the originals live elsewhere.
+   */
+  function redeliver(stanza: Element, queuedAt: number): void {
+    const type = stanza.attrs.type;
+    if (stanza.name === "iq") {
+      if (type === "get" || type === "set") {
+        m.server.route(errorReply(stanza, "recipient-unavailable"), internalOrigin);
+      }
+      return;
+    }
+    if (stanza.name !== "message" || type === "error" || type === "groupchat") return;
+    if (type === "headline") return;
+    for (const child of stanza.children) {
+      if (typeof child !== "string" && child.ns === NS_CARBONS) return;
+    }
+    const again = stanza.clone();
+    if (!again.getChild("delay", NS_DELAY)) {
+      again.c("delay", {
+        xmlns: NS_DELAY,
+        from: m.domain,
+        stamp: new Date(queuedAt).toISOString().replace(/\.\d+Z$/, "Z"),
+      });
+    }
+    m.server.route(again, internalOrigin);
+  }
+
+  function describe(state: SmState): string {
+    const parts = ["enabled"];
+    if (state.id) parts.push(`resumable for ${state.maxSeconds} s`);
+    parts.push(`${state.queue.length} unacked`);
+    if (state.hibernatingSince !== undefined) {
+      parts.push(`hibernating since ${new Date(state.hibernatingSince).toISOString()}`);
+    }
+    return parts.join(", ");
+  }
+
+  /**
+   * The origin of stanzas delivered again: no local host as sender (so the sender's `pre-`
+   * hooks, carbons among them, do not run twice) and nowhere to bounce to.
+   */
+  const internalOrigin: Session = {
+    id: `smacks:${m.domain}`,
+    kind: "internal",
+    host: "",
+    jid: undefined,
+    ip: "",
+    secure: true,
+    authenticated: true,
+    available: false,
+    interested: false,
+    priority: 0,
+    presence: undefined,
+    connectedAt: Date.now(),
+    lastActivity: Date.now(),
+    // An error about a stanza delivered again (offline storage full) goes to its sender.
+    send(stanza: Element) {
+      m.server.route(stanza, internalOrigin);
+    },
+    close() {},
+  };
+}
