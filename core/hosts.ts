@@ -36,6 +36,42 @@ export interface StreamElementEvent {
   host: Host;
 }
 
+/**
+ * Payload of `sasl2-inline-features` and `bind2-inline-features`: the `<inline/>` list offered
+ * with SASL2 (XEP-0388) or Bind2 (XEP-0386); modules add what they can do inline (for Bind2,
+ * `<feature var='NAMESPACE'/>`; for SASL2, their own elements such as `<sm/>` or `<fast/>`).
+ */
+export interface InlineFeaturesEvent {
+  session: Session;
+  inline: Element;
+  host: Host;
+}
+
+/**
+ * Payload of `sasl2-inline`: a SASL2 `<authenticate/>` that succeeded, and the `<success/>`
+ * being built. A module acts on its own children of `request` and adds its answer to
+ * `success`; one that returns true took the session over (stream management resumption), so
+ * no resource is bound.
+ */
+export interface Sasl2InlineEvent {
+  session: Session;
+  request: Element;
+  success: Element;
+  host: Host;
+}
+
+/**
+ * Payload of `bind2-bound`: a Bind2 `<bind/>` request whose resource is now bound, and the
+ * `<bound/>` answer; a module acts on its own children of `request` (carbons `<enable/>`, stream
+ * management `<enable/>`, client state `<inactive/>`) and adds its answer to `bound`.
+ */
+export interface Bind2Event {
+  session: Session;
+  request: Element;
+  bound: Element;
+  host: Host;
+}
+
 /** Payload of `message-delivered`: a message the router handed to local sessions. */
 export interface MessageDeliveredEvent {
   stanza: Element;
@@ -72,6 +108,10 @@ export interface ConfigReloadedEvent {
  * - `transport-lost`: a bound client session's connection went away without a closing tag; a
  *   handler returning true keeps the session (stream management hibernation) and must end it
  *   later, otherwise it ends now.
+ * - `sasl2-inline-features`, `bind2-inline-features`: the inline features offered with SASL2
+ *   and Bind2; `sasl2-inline`: a SASL2 authentication succeeded (stream management resumes
+ *   here); `bind2-bound`: a Bind2 request bound its resource (carbons, stream management and
+ *   client state are enabled inline here).
  * - `unauthenticated-stanza`: a stanza before authentication (e.g. in-band registration);
  *   unhandled ones close the stream with `not-authorized`.
  * - `message-delivered`: after the router delivered a message to local sessions (carbons).
@@ -86,6 +126,10 @@ export interface NamedHostEvents {
   "stream-features": StreamFeaturesEvent;
   "stream-element": StreamElementEvent;
   "transport-lost": SessionEvent;
+  "sasl2-inline-features": InlineFeaturesEvent;
+  "sasl2-inline": Sasl2InlineEvent;
+  "bind2-inline-features": InlineFeaturesEvent;
+  "bind2-bound": Bind2Event;
   "unauthenticated-stanza": UnauthenticatedStanzaEvent;
   "message-delivered": MessageDeliveredEvent;
   "config-reloaded": ConfigReloadedEvent;

@@ -73,6 +73,20 @@ let sessionCounter = 0;
 /** Filters every stanza a client session sends, before it reaches the transport. */
 export type SendFilter = (stanza: Element) => void;
 
+/** Decides whether a stanza is written now (true) or held by its owner for later (false). */
+export type SendGate = (stanza: Element) => boolean;
+
+/** Adds `item` to `list`; the returned function removes it and calls `empty` when none is left. */
+function addTo<T>(list: T[], item: T, empty: () => void): () => void {
+  list.push(item);
+  return () => {
+    const at = list.indexOf(item);
+    if (at === -1) return;
+    list.splice(at, 1);
+    if (list.length === 0) empty();
+  };
+}
+
 /**
  * One client session: the stream negotiation (features, STARTTLS, SASL, binding) on whatever
  * transport the client came in on, then the bound resource the router delivers to. Created for
@@ -102,6 +116,7 @@ export class C2SSession implements Session, StreamReceiver {
   #tlsVersion: string | undefined;
   #transportKind: TransportKind;
   #filters: SendFilter[] | undefined;
+  #gates: SendGate[] | undefined;
   /** Stanzas received from the client (stream management counts from here). */
   stanzasReceived = 0;
   /** Lines modules add to `c2s show` (stream management, client state), computed when shown. */
@@ -171,8 +186,20 @@ export class C2SSession implements Session, StreamReceiver {
 
   // ---------- output ----------
 
-  /** Queues a stanza; output is flushed with one write per event-loop turn. */
+  /**
+   * Queues a stanza; output is flushed with one write per event-loop turn. Send gates see it
+   * first and may hold it (client state indication); then it is written and the send filters
+   * see it (stream management counting).
+   */
   send(stanza: Element): void {
+    if (this.#closed) return;
+    const gates = this.#gates;
+    if (gates !== undefined) { for (const gate of gates) if (!gate(stanza)) return; }
+    this.release(stanza);
+  }
+
+  /** Writes a stanza past the send gates (one a gate held and now lets go), then filters it. */
+  release(stanza: Element): void {
     if (this.#closed) return;
     this.#transport?.send(stanza);
     // After the write, so that a filter's own output (an ack request) follows the stanza.
@@ -181,7 +208,7 @@ export class C2SSession implements Session, StreamReceiver {
   }
 
   /**
-   * Writes an element without the send filters: a nonza (stream management `<r/>`, `<a/>`),
+   * Writes an element without gates or filters: a nonza (stream management `<r/>`, `<a/>`),
    * or a stanza sent again after resumption.
    */
   sendNonza(el: Element): void {
@@ -189,16 +216,17 @@ export class C2SSession implements Session, StreamReceiver {
     this.#transport?.send(el);
   }
 
-  /** Adds a filter every stanza sent passes (stream management counting); returns its removal. */
+  /** Adds a filter every stanza written passes (stream management counting); returns its removal. */
   addSendFilter(filter: SendFilter): () => void {
-    (this.#filters ??= []).push(filter);
-    return () => {
-      const filters = this.#filters;
-      if (!filters) return;
-      const at = filters.indexOf(filter);
-      if (at !== -1) filters.splice(at, 1);
-      if (filters.length === 0) this.#filters = undefined;
-    };
+    return addTo(this.#filters ??= [], filter, () => this.#filters = undefined);
+  }
+
+  /**
+   * Adds a gate every stanza sent passes before it is written: returning false holds it (the
+   * gate then owns it and passes it to {@link release} later). Returns the gate's removal.
+   */
+  addSendGate(gate: SendGate): () => void {
+    return addTo(this.#gates ??= [], gate, () => this.#gates = undefined);
   }
 
   #sendHeader(to: string | undefined): void {
