@@ -509,6 +509,16 @@ export const HOST_OPTIONS = {
     description:
       "Fail SCRAM logins whose client says it supports channel binding but saw none (RFC 5802 'y' flag) while -PLUS is offered (sasl_offer_channel_binding)",
   },
+  sasl_fast_token_lifetime: {
+    type: "integer",
+    default: 1814400,
+    min: 0,
+    max: 31536000,
+    scope: "host",
+    reload: "live",
+    description:
+      "Seconds a XEP-0484 FAST login token is valid (0 turns FAST off); a password change or disabling the account ends every token",
+  },
   scram_iterations: {
     type: "integer",
     default: 10000,

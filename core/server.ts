@@ -5,6 +5,7 @@ import type { Socket } from "node:net";
 import { CommandRegistry } from "./admin_commands.ts";
 import { startAccountMaintenance } from "./auth/account_lifecycle.ts";
 import { AccountStore } from "./auth/accounts.ts";
+import { FastTokens } from "./auth/fast.ts";
 import { AuthThrottle } from "./auth/throttle.ts";
 import type { Config } from "./config.ts";
 import { configChanges, describeChange, type OptionChange } from "./config_changes.ts";
@@ -104,6 +105,8 @@ export class Server implements ServerContext {
   readonly router: Router;
   readonly modules: ModuleManager;
   readonly throttle: AuthThrottle;
+  /** XEP-0484 FAST tokens. */
+  readonly fastTokens: FastTokens;
   readonly startedAt = Date.now();
   /** Admin shell commands (built-in sections and those modules add). */
   readonly commands: CommandRegistry = new CommandRegistry();
@@ -139,6 +142,7 @@ export class Server implements ServerContext {
     this.router.observe((stanza) => byKind[stanza.name]?.inc());
     this.modules = new ModuleManager(this, options.modules);
     this.throttle = new AuthThrottle(this.#throttleOptions(config));
+    this.fastTokens = new FastTokens(database);
   }
 
   /** Opens storage, prepares hosts and certificates, loads modules and starts listening. */
@@ -278,7 +282,12 @@ export class Server implements ServerContext {
       socket.destroy();
       return;
     }
-    acceptC2S(socket, directTls, { server: this, tls: this.tls, throttle: this.throttle });
+    acceptC2S(socket, directTls, {
+      server: this,
+      tls: this.tls,
+      throttle: this.throttle,
+      fast: this.fastTokens,
+    });
   }
 
   #acceptServer(socket: Socket, directTls: boolean): void {

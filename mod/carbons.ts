@@ -1,7 +1,13 @@
 // XEP-0280 message carbons: every carbons-enabled resource of an account sees both sides of its
 // conversations, as <received/> copies of incoming messages and <sent/> copies of outgoing ones.
 
-import type { MessageDeliveredEvent, SessionEvent, StanzaEvent } from "../core/hosts.ts";
+import type {
+  Bind2Event,
+  InlineFeaturesEvent,
+  MessageDeliveredEvent,
+  SessionEvent,
+  StanzaEvent,
+} from "../core/hosts.ts";
 import { type JID, tryParseJid } from "../core/jid.ts";
 import type { ModuleAPI } from "../core/modules.ts";
 import type { Session } from "../core/sessions.ts";
@@ -144,6 +150,15 @@ export default function carbons(m: ModuleAPI): void {
     m.hook(`iq-set/${toType}/${NS_CARBONS}:enable`, toggle(true));
     m.hook(`iq-set/${toType}/${NS_CARBONS}:disable`, toggle(false));
   }
+  // XEP-0386: a client binding with Bind2 may turn carbons on in the same round trip.
+  m.hook("bind2-inline-features", ({ inline }: InlineFeaturesEvent) => {
+    inline.c("feature", { var: NS_CARBONS });
+  });
+  m.hook("bind2-bound", ({ session, request }: Bind2Event) => {
+    const local = session.jid?.local;
+    if (local !== undefined && request.getChild("enable", NS_CARBONS)) enable(session, local);
+  });
+
   m.hook("resource-unbind", ({ session }: SessionEvent) => {
     disable(session);
   });

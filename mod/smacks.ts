@@ -5,7 +5,14 @@
 // again as RFC 6121 says (other resources or offline storage), never silently dropped.
 
 import type { OptionSpec } from "../core/config_schema.ts";
-import type { Host, SessionEvent, StreamElementEvent } from "../core/hosts.ts";
+import type {
+  Bind2Event,
+  Host,
+  InlineFeaturesEvent,
+  Sasl2InlineEvent,
+  SessionEvent,
+  StreamElementEvent,
+} from "../core/hosts.ts";
 import type { ModuleAPI } from "../core/modules.ts";
 import { C2SSession } from "../core/net/c2s.ts";
 import type { Session } from "../core/sessions.ts";
@@ -200,6 +207,25 @@ export default function smacks(m: ModuleAPI) {
     }
   });
 
+  // SASL2 and Bind2 (XEP-0388, XEP-0386): resumption inside <authenticate/>, enabling inside
+  // <bind/>, each answered inside the <success/>.
+  m.hook("sasl2-inline-features", ({ inline }: InlineFeaturesEvent) => {
+    inline.c("sm", { xmlns: NS_SM });
+  });
+  m.hook("bind2-inline-features", ({ inline }: InlineFeaturesEvent) => {
+    inline.c("feature", { var: NS_SM });
+  });
+  m.hook("sasl2-inline", ({ session, request, success, host }: Sasl2InlineEvent) => {
+    const el = request.getChild("resume", NS_SM);
+    if (!el || !(session instanceof C2SSession)) return false;
+    return resume(session, el, host, success);
+  });
+  m.hook("bind2-bound", ({ session, request, bound }: Bind2Event) => {
+    const el = request.getChild("enable", NS_SM);
+    if (!el || !(session instanceof C2SSession)) return;
+    enable(session, el, (answer) => bound.children.push(answer));
+  });
+
   m.hook("transport-lost", ({ session }: SessionEvent) => {
     const state = states.get(session);
     if (!state || state.id === undefined || state.maxSeconds === 0) return false;
@@ -217,13 +243,18 @@ export default function smacks(m: ModuleAPI) {
     for (const state of [...hibernating.keys()]) state.session.close();
   });
 
-  function enable(session: C2SSession, el: Element): void {
+  /** Enables SM; the answer goes to `answer` (the stream, or a Bind2 `<bound/>`). */
+  function enable(
+    session: C2SSession,
+    el: Element,
+    answer: (el: Element) => void = (reply) => session.sendNonza(reply),
+  ): void {
     if (!session.bound) {
-      session.sendNonza(failed("unexpected-request", undefined, "Bind a resource first"));
+      answer(failed("unexpected-request", undefined, "Bind a resource first"));
       return;
     }
     if (states.has(session)) {
-      session.sendNonza(failed("unexpected-request", undefined, "Already enabled"));
+      answer(failed("unexpected-request", undefined, "Already enabled"));
       return;
     }
     const wantsResume = el.attrs.resume === "true" || el.attrs.resume === "1";
@@ -255,7 +286,7 @@ export default function smacks(m: ModuleAPI) {
       enabled.attrs.resume = "true";
       enabled.attrs.max = String(maxSeconds);
     }
-    session.sendNonza(enabled);
+    answer(enabled);
     // Stanzas sent from now on are counted (the <enabled/> itself is a nonza).
     state.removeFilter = session.addSendFilter((stanza) => queued(state, stanza));
     session.info.set("sm", () => describe(state));
@@ -378,47 +409,59 @@ export default function smacks(m: ModuleAPI) {
     }
   }
 
-  function resume(session: C2SSession, el: Element, host: Host): void {
+  /**
+   * Resumes a hibernating (or still attached) session on this stream's transport. Inside a
+   * SASL2 `<authenticate/>`, `sasl2` is the `<success/>` being built: a failure is added to it
+   * (the caller then binds as usual), a resumption adds `<resumed/>` and sends it from the
+   * resumed session. Returns true when the session was resumed.
+   */
+  function resume(session: C2SSession, el: Element, host: Host, sasl2?: Element): boolean {
     const previd = el.attrs.previd ?? "";
     const h = parseH(el.attrs.h);
     const account = `${session.username}@${host.domain}`;
+    const answer = (reply: Element) => {
+      if (sasl2) sasl2.children.push(reply);
+      else session.sendNonza(reply);
+      return false;
+    };
     if (session.bound) {
-      session.sendNonza(failed("unexpected-request", undefined, "Resume before binding"));
-      return;
+      return answer(failed("unexpected-request", undefined, "Resume before binding"));
     }
     if (h === undefined) {
-      session.sendNonza(failed("bad-request", undefined, "<resume/> needs a valid 'h'"));
-      return;
+      return answer(failed("bad-request", undefined, "<resume/> needs a valid 'h'"));
     }
     const state = byId.get(previd);
     if (!state || state.session.closed || state.session.jid?.bare.toString() !== account) {
       // Only the account that owned a session learns what was handled in it.
       const tomb = tombstones.get(previd);
       const known = tomb && tomb.account === account && tomb.until > Date.now();
-      session.sendNonza(
+      return answer(
         failed("item-not-found", known ? tomb.handled : undefined, "No such session to resume"),
       );
-      return;
     }
     if (!applyAck(state, h)) {
-      session.sendNonza(
-        failed("undefined-condition", inboundH(state), "The 'h' is beyond what was sent"),
-      );
+      answer(failed("undefined-condition", inboundH(state), "The 'h' is beyond what was sent"));
       state.session.close();
-      return;
+      return false;
     }
     const transport = session.handOver();
-    if (!transport) {
-      session.sendNonza(failed("unexpected-request"));
-      return;
-    }
+    if (!transport) return answer(failed("unexpected-request"));
     const old = state.session;
     state.expiry?.();
     state.expiry = undefined;
     state.hibernatingSince = undefined;
     hibernating.delete(state);
     old.attach(transport);
-    old.sendNonza(smElement("resumed", { h: String(inboundH(state)), previd }));
+    const resumed = smElement("resumed", { h: String(inboundH(state)), previd });
+    if (sasl2) {
+      // The client is now the resumed session's full JID.
+      const identifier = sasl2.getChild("authorization-identifier");
+      if (identifier) identifier.children = [old.jid!.toString()];
+      sasl2.children.push(resumed);
+      old.sendNonza(sasl2);
+    } else {
+      old.sendNonza(resumed);
+    }
     // Everything the client has not acknowledged goes out again, in order.
     for (const stanza of state.queue) old.sendNonza(stanza);
     state.requested = false;
@@ -428,6 +471,7 @@ export default function smacks(m: ModuleAPI) {
       jid: old.jid?.toString(),
       ip: transport.ip,
     });
+    return true;
   }
 
   /** The session ended: forget it, and deliver again what the client never acknowledged. */

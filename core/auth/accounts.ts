@@ -271,14 +271,24 @@ export class AccountStore {
     return database.transaction(() => {
       database.prepare("DELETE FROM account_credentials WHERE host = ? AND user = ?")
         .run(host, username);
+      this.#dropFastTokens(host, username);
       return database.prepare("DELETE FROM accounts WHERE host = ? AND user = ?")
         .run(host, username).changes > 0;
     });
   }
 
-  /** Refuses login to an account (its state is kept); throws `AccountNotFoundError`. */
+  /**
+   * Refuses login to an account (its state is kept) and ends its FAST tokens; throws
+   * `AccountNotFoundError`.
+   */
   disable(host: string, username: string): void {
     this.#update(host, username, "disabled = 1");
+    this.#dropFastTokens(host, username);
+  }
+
+  #dropFastTokens(host: string, username: string): void {
+    this.#database.prepare("DELETE FROM fast_tokens WHERE host = ? AND user = ?")
+      .run(host, username);
   }
 
   /** Allows login again; throws `AccountNotFoundError`. A pending deletion stays pending. */
@@ -300,6 +310,7 @@ export class AccountStore {
    */
   markDeleted(host: string, username: string, when: number = Date.now()): void {
     this.#update(host, username, "disabled = 1, deleted_ms = ?", when);
+    this.#dropFastTokens(host, username);
   }
 
   /** Cancels a pending deletion and enables the account; false when none was pending. */
@@ -552,6 +563,8 @@ export class AccountStore {
     username: string,
     credentials: Partial<Record<ScramHash, ScramCredentials>>,
   ): void {
+    // A new password ends every FAST token (XEP-0484): whoever had the old one is out.
+    this.#dropFastTokens(host, username);
     const database = this.#database;
     database.prepare("DELETE FROM account_credentials WHERE host = ? AND user = ?")
       .run(host, username);

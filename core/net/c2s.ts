@@ -1,7 +1,15 @@
 // A client-to-server stream (RFC 6120): stream headers and features, STARTTLS, SASL,
 // resource binding, then stanzas handed to the router. One instance per client connection.
 
+import { createHash } from "node:crypto";
 import type { Socket } from "node:net";
+import {
+  FAST_MECHANISMS,
+  type FastMechanismName,
+  fastMechanisms,
+  type FastTokens,
+  HtMechanism,
+} from "../auth/fast.ts";
 import type { AuthThrottle } from "../auth/throttle.ts";
 import {
   advertisedMechanisms,
@@ -10,9 +18,10 @@ import {
   type SaslContext,
   type SaslFailureReason,
   type SaslMechanism,
+  saslOffer,
   startMechanism,
 } from "../auth/sasl.ts";
-import { decodeBase64, encodeBase64 } from "../auth/scram.ts";
+import { decodeBase64, encodeBase64, type SaslOffer } from "../auth/scram.ts";
 import type { HostOptionName } from "../config_schema.ts";
 import type { ServerContext } from "../context.ts";
 import { type JID, JidError, parseJid, prepLocal, tryParseJid } from "../jid.ts";
@@ -39,6 +48,10 @@ const log = getLogger("c2s");
 
 /** XEP-0440 channel binding type capability namespace. */
 const NS_SASL_CB = "urn:xmpp:sasl-cb:0";
+/** XEP-0388 SASL2, XEP-0386 Bind2 and XEP-0484 FAST namespaces. */
+const NS_SASL2 = "urn:xmpp:sasl:2";
+const NS_BIND2 = "urn:xmpp:bind:0";
+const NS_FAST = "urn:xmpp:fast:0";
 /** XEP-0478 stream limits namespace. */
 const NS_STREAM_LIMITS = "urn:xmpp:stream-limits:0";
 
@@ -66,6 +79,14 @@ export interface C2SDeps {
   server: ServerContext;
   tls: TlsContexts;
   throttle: AuthThrottle;
+  /** XEP-0484 tokens. */
+  fast: FastTokens;
+}
+
+/** The SASL2 user-agent id of an `<authenticate/>` (at most 128 characters), if any. */
+function userAgentId(authenticate: Element): string | undefined {
+  const id = authenticate.getChild("user-agent", NS_SASL2)?.attrs.id?.trim();
+  return id && id.length <= 128 ? id : undefined;
 }
 
 let sessionCounter = 0;
@@ -127,6 +148,10 @@ export class C2SSession implements Session, StreamReceiver {
   #username: string | undefined;
   #sasl: SaslMechanism | undefined;
   #saslChain: Promise<void> = Promise.resolve();
+  /** What the last features advertised for SASL, which SCRAM's XEP-0474 hash covers. */
+  #saslOffer: SaslOffer | undefined;
+  /** The SASL2 `<authenticate/>` of the exchange running, for its inline requests. */
+  #sasl2Request: Element | undefined;
 
   /** A session on a transport that is about to start (see {@link acceptC2S}). */
   constructor(transport: Transport, deps: C2SDeps) {
@@ -422,15 +447,20 @@ export class C2SSession implements Session, StreamReceiver {
         const starttls = features.c("starttls", { xmlns: NS_TLS });
         if (requireTls) starttls.c("required");
       }
+      this.#saslOffer = undefined;
       if (this.secure || !requireTls) {
         const ctx = this.#saslContext();
         const mechanisms = features.c("mechanisms", { xmlns: NS_SASL });
-        for (const name of advertisedMechanisms(ctx)) mechanisms.c("mechanism").t(name);
+        const names = advertisedMechanisms(ctx);
+        for (const name of names) mechanisms.c("mechanism").t(name);
+        this.#sasl2Feature(features, names, ctx);
         if (ctx.channelBinding) {
           // XEP-0440: say which channel binding type the -PLUS mechanisms use.
           features.c("sasl-channel-binding", { xmlns: NS_SASL_CB })
             .c("channel-binding", { type: ctx.channelBinding.type });
         }
+        // SASL and SASL2 list the same mechanisms, so one offer serves XEP-0474 for both.
+        this.#saslOffer = saslOffer(ctx);
       }
     } else {
       features.c("bind", { xmlns: NS_BIND });
@@ -445,6 +475,25 @@ export class C2SSession implements Session, StreamReceiver {
     transport.sendStreamLevel(features);
   }
 
+  /**
+   * XEP-0388 `<authentication/>`: the same mechanisms, and what can be done inline: Bind2 with
+   * the modules' inline features, FAST tokens, and whatever modules add (stream management).
+   */
+  #sasl2Feature(features: Element, names: string[], ctx: SaslContext): void {
+    const host = this.#deps.server.hosts.get(this.host);
+    if (!host) return;
+    const authentication = features.c("authentication", { xmlns: NS_SASL2 });
+    for (const name of names) authentication.c("mechanism").t(name);
+    const inline = authentication.c("inline");
+    const bindInline = inline.c("bind", { xmlns: NS_BIND2 }).c("inline");
+    host.events.fire("bind2-inline-features", { session: this, inline: bindInline, host });
+    if (this.#fastLifetimeMs() > 0) {
+      const fast = inline.c("fast", { xmlns: NS_FAST });
+      for (const name of fastMechanisms(ctx)) fast.c("mechanism").t(name);
+    }
+    host.events.fire("sasl2-inline-features", { session: this, inline, host });
+  }
+
   streamClose(): void {
     log.debug("Client closed stream {id}", { id: this.id });
     this.close();
@@ -453,7 +502,7 @@ export class C2SSession implements Session, StreamReceiver {
   element(el: Element): void {
     if (this.#closed) return;
     if (el.ns === NS_TLS && el.name === "starttls") return this.#onStartTls();
-    if (el.ns === NS_SASL) return this.#onSasl(el);
+    if (el.ns === NS_SASL || el.ns === NS_SASL2) return this.#onSasl(el);
     if (!this.authenticated) {
       // Modules may serve some stanzas before login (in-band registration), never in the
       // clear when encryption is required.
@@ -519,6 +568,7 @@ export class C2SSession implements Session, StreamReceiver {
       isDisabled: (username) => server.accounts.isDisabled(this.host, username),
       channelBinding: binding ? { type: "tls-server-end-point", data: binding } : undefined,
       rejectChannelBindingDowngrade: this.#option<boolean>("sasl_reject_channel_binding_downgrade"),
+      offer: this.#saslOffer,
       prepUsername: (raw) => {
         try {
           return prepLocal(raw);
@@ -559,41 +609,59 @@ export class C2SSession implements Session, StreamReceiver {
     });
   }
 
-  #saslFailure(condition: string, text?: string): void {
-    const failure = new Element("failure", { xmlns: NS_SASL });
-    failure.c(condition);
-    if (text) failure.c("text", { "xml:lang": "en" }).t(text);
+  /** Sends a SASL failure in the profile the exchange uses (RFC 6120 or SASL2). */
+  #saslFailure(condition: string, text?: string, sasl2 = false): void {
+    const failure = new Element("failure", { xmlns: sasl2 ? NS_SASL2 : NS_SASL });
+    failure.c(condition, sasl2 ? { xmlns: NS_SASL } : {});
+    if (text) failure.c("text", sasl2 ? {} : { "xml:lang": "en" }).t(text);
     this.#transport?.send(failure);
   }
 
+  /** The mechanisms a start element may name: SASL's, and FAST's on SASL2 when enabled. */
+  #mechanismsFor(ctx: SaslContext, sasl2: boolean): string[] {
+    const names = advertisedMechanisms(ctx);
+    return sasl2 && this.#fastLifetimeMs() > 0 ? [...names, ...fastMechanisms(ctx)] : names;
+  }
+
+  #fastLifetimeMs(): number {
+    return this.#option<number>("sasl_fast_token_lifetime") * 1000;
+  }
+
+  /**
+   * One SASL element, in the RFC 6120 profile (`<auth/>`, `<response/>`, `<abort/>`) or the
+   * SASL2 one (`<authenticate/>` with its inline requests, `<response/>`, `<abort/>`).
+   */
   async #handleSasl(el: Element): Promise<void> {
     if (this.#closed) return;
+    const sasl2 = el.ns === NS_SASL2;
     if (this.authenticated) {
       this.close("policy-violation", "Already authenticated");
       return;
     }
     if (el.name === "abort") {
       this.#sasl = undefined;
-      this.#saslFailure("aborted");
+      this.#saslFailure("aborted", undefined, sasl2);
       return;
     }
+    const starting = el.name === (sasl2 ? "authenticate" : "auth");
     let input: Uint8Array | undefined;
-    const text = el.text().trim();
-    if (text === "=") input = new Uint8Array(0);
+    const data = sasl2 && starting ? el.getChild("initial-response", NS_SASL2) : el;
+    const text = data === undefined ? "" : data.text().trim();
+    if (text === "=" || (sasl2 && data !== undefined && text === "")) input = new Uint8Array(0);
     else if (text !== "") {
       input = decodeBase64(text.replace(/\s+/g, ""));
       if (!input) {
-        const running = el.name === "auth" ? undefined : this.#sasl;
+        const running = starting ? undefined : this.#sasl;
         const mechanism = running?.name ?? el.attrs.mechanism ?? "";
         this.#logFailedLogin(mechanism, running?.username, "incorrect base64 encoding");
         this.#sasl = undefined;
-        this.#saslFailure("incorrect-encoding");
+        this.#saslFailure("incorrect-encoding", undefined, sasl2);
         return;
       }
     }
-    if (el.name === "auth") {
+    if (starting) {
       if (!this.secure && this.#option<boolean>("c2s_require_encryption")) {
-        this.#saslFailure("encryption-required", "Use STARTTLS before authenticating");
+        this.#saslFailure("encryption-required", "Use STARTTLS before authenticating", sasl2);
         return;
       }
       const name = el.attrs.mechanism ?? "";
@@ -602,11 +670,12 @@ export class C2SSession implements Session, StreamReceiver {
         this.#saslFailure(
           "temporary-auth-failure",
           "Too many failed logins from your address; try again later",
+          sasl2,
         );
         return;
       }
       const ctx = this.#saslContext();
-      if (!advertisedMechanisms(ctx).includes(name)) {
+      if (!this.#mechanismsFor(ctx, sasl2).includes(name)) {
         const plainRefused = name === "PLAIN" && !this.secure;
         this.#logFailedLogin(
           name,
@@ -616,17 +685,32 @@ export class C2SSession implements Session, StreamReceiver {
         this.#saslFailure(
           plainRefused ? "encryption-required" : "invalid-mechanism",
           plainRefused ? "PLAIN is only offered over TLS" : undefined,
+          sasl2,
         );
         return;
       }
-      this.#sasl = startMechanism(name, ctx);
+      this.#sasl2Request = sasl2 ? el : undefined;
+      if (name.startsWith("HT-")) {
+        const agent = userAgentId(el);
+        if (agent === undefined) {
+          this.#logFailedLogin(name, undefined, "no user-agent id for a FAST token");
+          this.#saslFailure("malformed-request", "A FAST token needs the user-agent id", true);
+          return;
+        }
+        this.#sasl = new HtMechanism(name as FastMechanismName, ctx, {
+          tokens: this.#deps.fast,
+          agent,
+        });
+      } else {
+        this.#sasl = startMechanism(name, ctx);
+      }
       if (!this.#sasl) {
-        this.#saslFailure("invalid-mechanism");
+        this.#saslFailure("invalid-mechanism", undefined, sasl2);
         return;
       }
     } else if (el.name === "response") {
-      if (!this.#sasl) {
-        this.#saslFailure("malformed-request", "No authentication in progress");
+      if (!this.#sasl || (this.#sasl2Request !== undefined) !== sasl2) {
+        this.#saslFailure("malformed-request", "No authentication in progress", sasl2);
         return;
       }
     } else {
@@ -637,7 +721,7 @@ export class C2SSession implements Session, StreamReceiver {
     const step = await mechanism.step(input);
     if (this.#closed) return;
     if (step.kind === "challenge") {
-      const challenge = new Element("challenge", { xmlns: NS_SASL });
+      const challenge = new Element("challenge", { xmlns: sasl2 ? NS_SASL2 : NS_SASL });
       if (step.data.length > 0) challenge.t(encodeBase64(step.data));
       this.#transport?.send(challenge);
       return;
@@ -660,7 +744,7 @@ export class C2SSession implements Session, StreamReceiver {
         if (delay > 0) await new Promise((resolve) => setTimeout(resolve, delay));
         if (this.#closed) return;
       }
-      this.#saslFailure(step.condition, step.text);
+      this.#saslFailure(step.condition, step.text, sasl2);
       return;
     }
     this.#deps.throttle.recordSuccess(this.ip);
@@ -668,15 +752,113 @@ export class C2SSession implements Session, StreamReceiver {
     this.#username = step.username;
     this.authenticated = true;
     this.#deps.server.accounts.touchLogin(this.host, step.username);
-    const success = new Element("success", { xmlns: NS_SASL });
-    if (step.data && step.data.length > 0) success.t(encodeBase64(step.data));
-    this.#transport?.send(success);
-    log.info("{user}@{host} authenticated from {ip}", {
+    log.info("{user}@{host} authenticated from {ip} with {mechanism}", {
       user: step.username,
       host: this.host,
       ip: this.ip,
+      mechanism: mechanism.name,
     });
+    if (sasl2) {
+      this.#sasl2Succeeded(step.data, mechanism);
+      return;
+    }
+    const success = new Element("success", { xmlns: NS_SASL });
+    if (step.data && step.data.length > 0) success.t(encodeBase64(step.data));
+    this.#transport?.send(success);
     this.#transport?.restart();
+  }
+
+  /**
+   * A SASL2 authentication succeeded (XEP-0388): FAST tokens, then the inline requests
+   * (stream management resumption, Bind2 with its inline features), then one `<success/>`
+   * naming who the client now is. The stream is not restarted.
+   */
+  #sasl2Succeeded(data: Uint8Array | undefined, mechanism: SaslMechanism): void {
+    const request = this.#sasl2Request!;
+    this.#sasl2Request = undefined;
+    const server = this.#deps.server;
+    const host = server.hosts.get(this.host)!;
+    const success = new Element("success", { xmlns: NS_SASL2 });
+    if (data && data.length > 0) success.c("additional-data").t(encodeBase64(data));
+    const identifier = success.c("authorization-identifier").t(`${this.#username}@${this.host}`);
+    this.#fastInline(request, success, mechanism);
+    // A handler that returns true resumed another session on this transport and has sent the
+    // success itself (stream management); this session is over.
+    if (host.events.fire("sasl2-inline", { session: this, request, success, host })) return;
+    const bind = request.getChild("bind", NS_BIND2);
+    if (bind) {
+      const bound = this.#bind2(bind, request);
+      if (bound) {
+        identifier.children = [this.jid!.toString()];
+        success.children.push(bound);
+      }
+    }
+    this.#transport?.send(success);
+  }
+
+  /** XEP-0484: a token requested, invalidated or rotated inside `<authenticate/>`. */
+  #fastInline(request: Element, success: Element, mechanism: SaslMechanism): void {
+    const lifetime = this.#fastLifetimeMs();
+    const agent = userAgentId(request);
+    if (lifetime <= 0 || agent === undefined) return;
+    const tokens = this.#deps.fast;
+    const user = this.#username!;
+    const fast = request.getChild("fast", NS_FAST);
+    if (mechanism instanceof HtMechanism && fast?.attrs.invalidate === "true") {
+      tokens.invalidate(this.host, user, agent);
+      return;
+    }
+    const wanted = request.getChild("request-token", NS_FAST)?.attrs.mechanism;
+    let issue: FastMechanismName | undefined;
+    if (wanted !== undefined && (FAST_MECHANISMS as readonly string[]).includes(wanted)) {
+      issue = wanted as FastMechanismName;
+    } else if (mechanism instanceof HtMechanism && mechanism.matched === "previous") {
+      // The client logged in with the token it had before the last rotation: it never got
+      // the new one, so it gets one now.
+      issue = mechanism.name;
+    }
+    if (issue === "HT-SHA-256-ENDP" && !fastMechanisms(this.#saslContext()).includes(issue)) {
+      issue = undefined;
+    }
+    if (!issue) return;
+    const { token, expiresAt } = tokens.issue(this.host, user, agent, issue, lifetime);
+    success.c("token", {
+      xmlns: NS_FAST,
+      token,
+      expiry: new Date(expiresAt).toISOString().replace(/\.\d+Z$/, "Z"),
+    });
+  }
+
+  /**
+   * XEP-0386: binds a resource chosen by the server (the client's tag and a suffix stable for
+   * its user-agent id), then lets modules act on the inline requests. Returns the `<bound/>`
+   * answer, or undefined when binding failed (the client may bind the RFC 6120 way).
+   */
+  #bind2(bind: Element, request: Element): Element | undefined {
+    const server = this.#deps.server;
+    const tag = (bind.getChildText("tag") ?? "").trim().replace(/[^\p{L}\p{N}._-]+/gu, "")
+      .slice(0, 32);
+    const agent = userAgentId(request);
+    const suffix = agent === undefined
+      ? generateResource().slice("lilt-".length, "lilt-".length + 8)
+      : createHash("sha256").update(`${this.host}\0${this.#username}\0${agent}`).digest("hex")
+        .slice(0, 8);
+    let jid: JID;
+    try {
+      jid = parseJid(`${this.#username}@${this.host}`).withResource(`${tag || "lilt"}.${suffix}`);
+    } catch {
+      return undefined;
+    }
+    if (server.accounts.isDisabled(this.host, this.#username!)) return undefined;
+    if (!server.sessions.bind(this, jid).ok) return undefined;
+    this.jid = jid;
+    this.#bound = true;
+    log.info("Bound {jid} ({id}) with Bind2", { jid: jid.toString(), id: this.id });
+    const host = server.hosts.get(this.host)!;
+    host.events.fire("resource-bind", { session: this, host });
+    const bound = new Element("bound", { xmlns: NS_BIND2 });
+    host.events.fire("bind2-bound", { session: this, request: bind, bound, host });
+    return bound;
   }
 
   // ---------- binding and stanzas ----------

@@ -131,6 +131,25 @@ export const MIGRATIONS: readonly Migration[] = [
       `);
     },
   },
+  {
+    version: 4,
+    description: "XEP-0484 FAST tokens per account and client installation",
+    up(db) {
+      db.exec(`
+        CREATE TABLE fast_tokens (
+          host TEXT NOT NULL,
+          user TEXT NOT NULL,
+          agent TEXT NOT NULL,
+          mechanism TEXT NOT NULL,
+          token TEXT NOT NULL,
+          expires_ms INTEGER NOT NULL,
+          prev_token TEXT,
+          prev_expires_ms INTEGER,
+          PRIMARY KEY (host, user, agent)
+        ) WITHOUT ROWID;
+      `);
+    },
+  },
 ];
 
 /** The schema version this code writes and understands. */
