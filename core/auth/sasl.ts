@@ -1,6 +1,7 @@
 // Server-side SASL for c2s (RFC 6120 §6): which mechanisms a stream may offer, and the SCRAM
-// (RFC 5802, RFC 7677, with tls-server-end-point channel binding from RFC 5929) and PLAIN
-// exchanges, each a small state machine fed the decoded bytes of <auth/> and <response/>.
+// (RFC 5802, RFC 7677, with tls-server-end-point channel binding from RFC 5929 and XEP-0474
+// downgrade protection) and PLAIN exchanges, each a small state machine fed the decoded bytes of
+// <auth/> and <response/>.
 // A failure also carries its reason for the log and the login throttle, never for the client.
 
 import type { AccountStore } from "./accounts.ts";
@@ -9,10 +10,12 @@ import {
   decodeSaslName,
   decodeUtf8,
   digest,
+  downgradeProtectionHash,
   encodeBase64,
   fakeSalt,
   HASH_BYTES,
   hmac,
+  type SaslOffer,
   type ScramCredentials,
   type ScramHash,
   timingSafeEqual,
@@ -105,6 +108,13 @@ export interface SaslContext {
    * "y" is the right answer and always accepted.
    */
   rejectChannelBindingDowngrade?: boolean;
+  /**
+   * What the stream advertised when it sent its features (the mechanisms of the SASL profile
+   * in use, and the XEP-0440 types), which SCRAM's XEP-0474 hash covers. A stream remembers it
+   * because a reload may change what `advertisedMechanisms` would say before the client
+   * authenticates; when absent, `saslOffer(ctx)` is used.
+   */
+  offer?: SaslOffer;
   /** Prepares a username as a JID localpart; undefined when it is not a valid one. */
   prepUsername(raw: string): string | undefined;
   /** Whether an (existing, prepared) account may not log in. */
@@ -134,6 +144,17 @@ export function advertisedMechanisms(ctx: SaslContext): string[] {
   names.push("SCRAM-SHA-256", "SCRAM-SHA-1");
   if (ctx.secure || ctx.allowPlainInsecure) names.push("PLAIN");
   return names;
+}
+
+/**
+ * What a stream with this context advertises: `advertisedMechanisms` in order, and the XEP-0440
+ * channel-binding type exactly when -PLUS is offered.
+ */
+export function saslOffer(ctx: SaslContext): SaslOffer {
+  const mechanisms = advertisedMechanisms(ctx);
+  return ctx.channelBinding === undefined
+    ? { mechanisms }
+    : { mechanisms, channelBindings: [ctx.channelBinding.type] };
 }
 
 /** Starts the mechanism `name` if it may be used on this stream; undefined = invalid-mechanism. */
@@ -205,6 +226,11 @@ export interface ScramMechanismOptions {
   plus: boolean;
   /** Fixed server nonce part, for test vectors only; random otherwise. */
   serverNonce?: string;
+  /**
+   * Send XEP-0474's `h` attribute (default true). False only to reproduce the RFC 5802 and
+   * RFC 7677 examples, which predate it.
+   */
+  downgradeProtection?: boolean;
 }
 
 const NONCE = /^[\x21-\x2B\x2D-\x7E]+$/;
@@ -224,6 +250,7 @@ export class ScramMechanism implements SaslMechanism {
   #hash: ScramHash;
   #plus: boolean;
   #serverNonce: string | undefined;
+  #downgradeProtection: boolean;
   #state: "initial" | "asked" | "first-sent" | "finished" = "initial";
   // Filled by the first message:
   #gs2Header = "";
@@ -239,6 +266,7 @@ export class ScramMechanism implements SaslMechanism {
     this.#hash = options.hash;
     this.#plus = options.plus;
     this.#serverNonce = options.serverNonce;
+    this.#downgradeProtection = options.downgradeProtection ?? true;
     this.name = `SCRAM-${options.hash}${options.plus ? "-PLUS" : ""}`;
   }
 
@@ -353,7 +381,13 @@ export class ScramMechanism implements SaslMechanism {
     const serverNonce = this.#serverNonce ??
       encodeBase64(crypto.getRandomValues(new Uint8Array(SERVER_NONCE_BYTES)));
     this.#nonce = clientNonce + serverNonce;
+    // XEP-0474: "h" goes where RFC 5802 §7 allows extensions in server-first-message (after
+    // the iteration count), so a client that does not know it skips it; the client proof signs
+    // it, so a man in the middle cannot change it.
     this.#serverFirst = `r=${this.#nonce},s=${encodeBase64(salt)},i=${iterations}`;
+    if (this.#downgradeProtection) {
+      this.#serverFirst += `,h=${downgradeProtectionHash(this.#hash, ctx.offer ?? saslOffer(ctx))}`;
+    }
     return { kind: "challenge", data: utf8(this.#serverFirst) };
   }
 

@@ -1,6 +1,6 @@
 // SCRAM building blocks (RFC 5802, RFC 7677): credential derivation with PBKDF2 through
 // WebCrypto, HMAC and hash helpers (node:crypto), and the attribute encodings both the account store and the
-// SASL mechanisms need.
+// SASL mechanisms need, including XEP-0474's downgrade-protection hash.
 
 import { createHash, createHmac } from "node:crypto";
 
@@ -162,6 +162,59 @@ export function decodeBase64(text: string): Uint8Array<ArrayBuffer> | undefined 
   const out = new Uint8Array(binary.length);
   for (let i = 0; i < binary.length; i++) out[i] = binary.charCodeAt(i);
   return out;
+}
+
+/**
+ * What a stream advertised for SASL: the mechanisms of the SASL profile the client
+ * authenticates with, and the channel-binding types announced per XEP-0440 (absent when the
+ * stream announced none). The input of the XEP-0474 downgrade-protection hash.
+ */
+export interface SaslOffer {
+  /** The mechanism names as advertised. */
+  mechanisms: readonly string[];
+  /** The XEP-0440 channel-binding types; undefined when `<sasl-channel-binding/>` was not sent. */
+  channelBindings?: readonly string[];
+}
+
+// XEP-0474's delimiters: characters XML 1.0 cannot carry, so no advertised name holds them.
+const SSDP_VALUE_DELIMITER = "\x1E";
+const SSDP_LIST_DELIMITER = "\x1F";
+
+/** Sorts strings by their UTF-8 bytes: the "i;octet" collation of RFC 4790 §9.3. */
+function sortOctets(names: readonly string[]): string[] {
+  return names.map((name) => ({ name, bytes: utf8(name) }))
+    .sort((a, b) => compareBytes(a.bytes, b.bytes))
+    .map((entry) => entry.name);
+}
+
+function compareBytes(a: Uint8Array, b: Uint8Array): number {
+  const length = Math.min(a.length, b.length);
+  for (let i = 0; i < length; i++) {
+    if (a[i] !== b[i]) return a[i] - b[i];
+  }
+  return a.length - b.length;
+}
+
+/**
+ * The XEP-0474 (SASL SCRAM Downgrade Protection) value for the `h` attribute of a
+ * server-first-message: the base64 digest, with the SCRAM mechanism's own hash, of the
+ * advertised mechanisms sorted by octets and joined by U+001E, followed (only when XEP-0440
+ * types were announced) by U+001F and the sorted channel-binding types joined by U+001E.
+ *
+ * @example
+ * ```ts
+ * downgradeProtectionHash("SHA-1", {
+ *   mechanisms: ["SCRAM-SHA-1", "SCRAM-SHA-1-PLUS"],
+ *   channelBindings: ["tls-server-end-point", "tls-exporter"],
+ * }); // "G6k/rBLDqgOhRRaCuuatSDFkJ08=" (the XEP's example)
+ * ```
+ */
+export function downgradeProtectionHash(hash: ScramHash, offer: SaslOffer): string {
+  let text = sortOctets(offer.mechanisms).join(SSDP_VALUE_DELIMITER);
+  if (offer.channelBindings !== undefined) {
+    text += SSDP_LIST_DELIMITER + sortOctets(offer.channelBindings).join(SSDP_VALUE_DELIMITER);
+  }
+  return encodeBase64(digest(hash, utf8(text)));
 }
 
 /** Escapes a name for SCRAM's `n=`/`a=` attributes ("," to "=2C", "=" to "=3D"). */

@@ -5,7 +5,7 @@ import { connect as netConnect, type Socket } from "node:net";
 import { connect as tlsConnect, type TLSSocket } from "node:tls";
 import type { Element } from "../../core/xml/element.ts";
 import { StreamParser } from "../../core/xml/parser.ts";
-import { ScramClient } from "./scram_client.ts";
+import { type DowngradeCheck, ScramClient, ScramDowngradeError } from "./scram_client.ts";
 
 /** Namespace of stream-level elements. */
 export const NS_STREAM = "http://etherx.jabber.org/streams";
@@ -241,16 +241,32 @@ export class RawClient {
     return bound.getChild("bind")!.getChildText("jid")!;
   }
 
+  /** The mechanisms and XEP-0440 channel-binding types of the last stream features received. */
+  advertisedSasl(): { mechanisms: string[]; channelBindings?: string[] } {
+    const features = this.received.findLast((el) => el.name === "features" && el.ns === NS_STREAM);
+    const mechanisms = features?.getChild("mechanisms", "urn:ietf:params:xml:ns:xmpp-sasl")
+      ?.getChildren("mechanism").map((el) => el.text()) ?? [];
+    const cb = features?.getChild("sasl-channel-binding", "urn:xmpp:sasl-cb:0");
+    if (cb === undefined) return { mechanisms };
+    return {
+      mechanisms,
+      channelBindings: cb.getChildren("channel-binding").map((el) => el.attrs.type ?? ""),
+    };
+  }
+
   /**
    * SCRAM login (optionally -PLUS with tls-server-end-point computed from the certificate
    * the server presented, or with another GS2 header such as "y,,"); resolves with the
-   * outcome element and whether the server signature verified. Does not restart the stream.
+   * outcome element, whether the server signature verified and what came of XEP-0474's hash
+   * checked against the last features received. When that hash differs the client aborts,
+   * as the XEP requires, and the outcome is the server's answer to `<abort/>`. Does not
+   * restart the stream.
    */
   async scram(
     user: string,
     password: string,
     options: { hash?: "SHA-1" | "SHA-256"; plus?: boolean; cbData?: Uint8Array; gs2?: string } = {},
-  ): Promise<{ outcome: Element; verified: boolean }> {
+  ): Promise<{ outcome: Element; verified: boolean; downgradeCheck: DowngradeCheck }> {
     const hash = options.hash ?? "SHA-256";
     let cbData = options.cbData;
     if (options.plus && !cbData) {
@@ -263,6 +279,7 @@ export class RawClient {
       password,
       gs2: options.gs2 ?? (options.plus ? "p=tls-server-end-point,," : "n,,"),
       cbData,
+      advertised: this.advertisedSasl(),
     });
     const mechanism = `SCRAM-${hash}${options.plus ? "-PLUS" : ""}`;
     const b64 = (bytes: Uint8Array) => btoa(String.fromCharCode(...bytes));
@@ -273,12 +290,21 @@ export class RawClient {
     );
     let step = await this.next((el) => ["challenge", "success", "failure"].includes(el.name));
     if (step.name === "challenge") {
-      const final = await client.final(atob(step.text()));
-      this.send(`<response xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>${b64(final)}</response>`);
+      let final: Uint8Array | undefined;
+      try {
+        final = await client.final(atob(step.text()));
+      } catch (error) {
+        if (!(error instanceof ScramDowngradeError)) throw error;
+      }
+      this.send(
+        final === undefined
+          ? "<abort xmlns='urn:ietf:params:xml:ns:xmpp-sasl'/>"
+          : `<response xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>${b64(final)}</response>`,
+      );
       step = await this.next((el) => el.name === "success" || el.name === "failure");
     }
     const verified = step.name === "success" && client.verify(atob(step.text()));
-    return { outcome: step, verified };
+    return { outcome: step, verified, downgradeCheck: client.downgradeCheck ?? "absent" };
   }
 
   /** Connects, STARTTLS, PLAIN login and bind in one go. */

@@ -3,6 +3,7 @@
 // failure a client or an attacker can provoke.
 
 import assert from "node:assert/strict";
+import { createHash } from "node:crypto";
 import { AccountStore } from "../../../core/auth/accounts.ts";
 import {
   advertisedMechanisms,
@@ -10,6 +11,7 @@ import {
   isCredentialFailure,
   type SaslContext,
   type SaslFailureReason,
+  saslOffer,
   type SaslStep,
   ScramMechanism,
   startMechanism,
@@ -17,12 +19,13 @@ import {
 import {
   decodeBase64,
   deriveCredentials,
+  downgradeProtectionHash,
   encodeBase64,
   HASH_BYTES,
   utf8,
 } from "../../../core/auth/scram.ts";
 import { Database } from "../../../core/storage/database.ts";
-import { ScramClient } from "../../helpers/scram_client.ts";
+import { ScramClient, ScramDowngradeError } from "../../helpers/scram_client.ts";
 
 const HOST = "example.com";
 const text = (bytes: Uint8Array | undefined) => new TextDecoder().decode(bytes);
@@ -114,6 +117,7 @@ Deno.test("SCRAM-SHA-1 reproduces the RFC 5802 section 5 example", async () => {
     hash: "SHA-1",
     plus: false,
     serverNonce: "3rfcNHYJY1ZVvWVs7j",
+    downgradeProtection: false,
   });
   assert.equal(
     expectChallenge(await server.step(utf8("n,,n=user,r=fyko+d2lbbFgONRv9qkxdawL"))),
@@ -141,6 +145,7 @@ Deno.test("SCRAM-SHA-256 reproduces the RFC 7677 section 3 example", async () =>
     hash: "SHA-256",
     plus: false,
     serverNonce: "%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0",
+    downgradeProtection: false,
   });
   assert.equal(
     expectChallenge(await server.step(utf8("n,,n=user,r=rOprNGfwEbeRWgbNEkqO"))),
@@ -176,6 +181,142 @@ Deno.test("SCRAM round trips succeed for both hashes, with and without channel b
     const yes = new ScramClient({ hash, username: "juliet", password: "r0m30", gs2: "y,," });
     assert.equal((await runScram(noCb, `SCRAM-${hash}`, yes)).kind, "success");
   }
+  database.close();
+});
+
+/** Base64 of a digest of `text`, with node:crypto (independent of the code under test). */
+function base64Digest(hash: "sha1" | "sha256", text: string): string {
+  return createHash(hash).update(text, "utf8").digest("base64");
+}
+
+/** The attributes of a server-first-message, in order. */
+function attributesOf(serverFirst: string): [string, string][] {
+  return serverFirst.split(",").map((field) => [field.slice(0, 1), field.slice(2)]);
+}
+
+Deno.test("the XEP-0474 hash reproduces the XEP's example", () => {
+  // XEP-0474 §6.3: SHA-1 over "SCRAM-SHA-1 RS SCRAM-SHA-1-PLUS US tls-exporter RS
+  // tls-server-end-point", whatever order the server listed them in.
+  const offer = {
+    mechanisms: ["SCRAM-SHA-1-PLUS", "SCRAM-SHA-1"],
+    channelBindings: ["tls-server-end-point", "tls-exporter"],
+  };
+  assert.equal(downgradeProtectionHash("SHA-1", offer), "G6k/rBLDqgOhRRaCuuatSDFkJ08=");
+  // Without XEP-0440 types there is no unit separator at all.
+  assert.equal(
+    downgradeProtectionHash("SHA-256", { mechanisms: ["SCRAM-SHA-256", "SCRAM-SHA-1", "PLAIN"] }),
+    base64Digest("sha256", "PLAIN\x1ESCRAM-SHA-1\x1ESCRAM-SHA-256"),
+  );
+  // Sorting is by octets: upper case before lower case, a prefix before its extensions.
+  assert.equal(
+    downgradeProtectionHash("SHA-1", {
+      mechanisms: ["b", "B", "A-PLUS", "A"],
+      channelBindings: [],
+    }),
+    base64Digest("sha1", "A\x1EA-PLUS\x1EB\x1Eb\x1F"),
+  );
+});
+
+Deno.test("SCRAM's server-first-message ends with XEP-0474's h over what the stream offers", async () => {
+  const { ctx, database } = await setup();
+  // Written out by hand from the XEP's rules: sorted mechanisms joined by U+001E, then U+001F
+  // and the XEP-0440 types only when they were announced.
+  const withCb = "PLAIN\x1ESCRAM-SHA-1\x1ESCRAM-SHA-1-PLUS\x1ESCRAM-SHA-256\x1E" +
+    "SCRAM-SHA-256-PLUS\x1Ftls-server-end-point";
+  const withoutCb = "PLAIN\x1ESCRAM-SHA-1\x1ESCRAM-SHA-256";
+  const cases = [
+    { ctx, mechanism: "SCRAM-SHA-256-PLUS", gs2: "p=tls-server-end-point,,", s: withCb },
+    { ctx, mechanism: "SCRAM-SHA-1-PLUS", gs2: "p=tls-server-end-point,,", s: withCb },
+    { ctx, mechanism: "SCRAM-SHA-256", gs2: "n,,", s: withCb },
+    {
+      ctx: { ...ctx, channelBinding: undefined },
+      mechanism: "SCRAM-SHA-1",
+      gs2: "y,,",
+      s: withoutCb,
+    },
+    {
+      ctx: { ...ctx, secure: false, channelBinding: undefined },
+      mechanism: "SCRAM-SHA-256",
+      gs2: "n,,",
+      s: "SCRAM-SHA-1\x1ESCRAM-SHA-256",
+    },
+  ];
+  for (const c of cases) {
+    const hash = c.mechanism.startsWith("SCRAM-SHA-256") ? "SHA-256" : "SHA-1";
+    const client = new ScramClient({
+      hash,
+      username: "juliet",
+      password: "r0m30",
+      gs2: c.gs2,
+      cbData: c.gs2.startsWith("p=") ? CB_DATA : undefined,
+      advertised: saslOffer(c.ctx),
+    });
+    const server = startMechanism(c.mechanism, c.ctx)!;
+    const serverFirst = expectChallenge(await server.step(client.first()));
+    // RFC 5802 §7: extensions come after the iteration count, where other clients skip them.
+    assert.deepEqual(attributesOf(serverFirst).map(([name]) => name), ["r", "s", "i", "h"]);
+    const h = attributesOf(serverFirst)[3][1];
+    assert.equal(h, base64Digest(hash === "SHA-256" ? "sha256" : "sha1", c.s), c.mechanism);
+    const result = await server.step(await client.final(serverFirst));
+    assert.equal(result.kind, "success", c.mechanism);
+    assert.equal(client.downgradeCheck, "matched");
+  }
+  // An unknown user's exchange carries the same h, so it does not stand out.
+  const tybalt = startMechanism("SCRAM-SHA-256", ctx)!;
+  const first = expectChallenge(await tybalt.step(utf8("n,,n=tybalt,r=abcdef")));
+  assert.equal(attributesOf(first)[3][1], base64Digest("sha256", withCb));
+  database.close();
+});
+
+Deno.test("XEP-0474's h covers the offer the stream remembered, not today's configuration", async () => {
+  const { ctx, database } = await setup();
+  // The stream advertised no -PLUS; a reload since then turned channel binding on.
+  const offer = { mechanisms: ["SCRAM-SHA-256", "SCRAM-SHA-1", "PLAIN"] };
+  const client = new ScramClient({
+    hash: "SHA-256",
+    username: "juliet",
+    password: "r0m30",
+    advertised: offer,
+  });
+  assert.equal((await runScram({ ...ctx, offer }, "SCRAM-SHA-256", client)).kind, "success");
+  assert.equal(client.downgradeCheck, "matched");
+  database.close();
+});
+
+Deno.test("a client that saw other lists than the server sent stops at XEP-0474's h", async () => {
+  const { ctx, database } = await setup();
+  // A man in the middle removed the -PLUS mechanisms and the XEP-0440 types.
+  for (
+    const advertised of [
+      { mechanisms: ["SCRAM-SHA-256", "SCRAM-SHA-1", "PLAIN"] },
+      { mechanisms: advertisedMechanisms(ctx), channelBindings: ["tls-exporter"] },
+      { mechanisms: advertisedMechanisms(ctx) }, // the types alone removed
+    ]
+  ) {
+    const client = new ScramClient({
+      hash: "SHA-256",
+      username: "juliet",
+      password: "r0m30",
+      advertised,
+    });
+    const server = startMechanism("SCRAM-SHA-256", ctx)!;
+    const serverFirst = expectChallenge(await server.step(client.first()));
+    await assert.rejects(client.final(serverFirst), ScramDowngradeError);
+    assert.equal(client.downgradeCheck, "mismatch");
+  }
+  database.close();
+});
+
+Deno.test("the client proof signs XEP-0474's h, so removing it on the way fails the login", async () => {
+  const { ctx, database } = await setup();
+  const client = new ScramClient({ hash: "SHA-256", username: "juliet", password: "r0m30" });
+  const server = startMechanism("SCRAM-SHA-256", ctx)!;
+  const serverFirst = expectChallenge(await server.step(client.first()));
+  // The client got the message without "h" (a man in the middle stripped it to hide a
+  // downgrade); its proof then covers a different auth message than the server's.
+  const stripped = serverFirst.replace(/,h=[^,]*$/, "");
+  assert.notEqual(stripped, serverFirst);
+  expectFailure(await server.step(await client.final(stripped)), "not-authorized");
   database.close();
 });
 

@@ -3,10 +3,12 @@
 // serving everyone else).
 
 import assert from "node:assert/strict";
+import { connect as netConnect, createServer, type Socket } from "node:net";
 import { NS_STREAM, RawClient } from "../../helpers/raw_client.ts";
-import { startTestServer, type TestServer } from "../../helpers/test_server.ts";
+import { startTestServer, testConfigText, type TestServer } from "../../helpers/test_server.ts";
 import type { Element } from "../../../core/xml/element.ts";
 import { addLogWatcher, formatLogRecord } from "../../../core/log.ts";
+import { parseConfigText } from "../../../core/config.ts";
 
 const NS_SASL = "urn:ietf:params:xml:ns:xmpp-sasl";
 const NS_STREAMS_ERRORS = "urn:ietf:params:xml:ns:xmpp-streams";
@@ -507,6 +509,127 @@ Deno.test("SCRAM-SHA-1 over direct TLS, then a server-generated resource", () =>
     assert.match(jid, /^bob@localhost\/.{8,}$/);
     c.close();
   }));
+
+Deno.test("SCRAM carries XEP-0474's hash of exactly the lists the client saw in the features", () =>
+  withServer(async (t) => {
+    const logins = [
+      { tls: false, hash: "SHA-256", plus: false },
+      { tls: false, hash: "SHA-1", plus: true },
+      { tls: true, hash: "SHA-256", plus: true },
+    ] as const;
+    for (const { tls, hash, plus } of logins) {
+      const c = await RawClient.connect(tls ? t.tlsPort : t.port, { tls });
+      const features = tls ? await c.open() : (await c.open(), await c.starttls());
+      assert.ok(features.getChild("sasl-channel-binding", NS_SASL_CB));
+      const { outcome, verified, downgradeCheck } = await c.scram("alice", "alice-pw", {
+        hash,
+        plus,
+      });
+      assert.equal(outcome.name, "success");
+      assert.ok(verified);
+      assert.equal(
+        downgradeCheck,
+        "matched",
+        `${hash}${plus ? "-PLUS" : ""} over ${tls ? "direct TLS" : "STARTTLS"}`,
+      );
+      c.close();
+    }
+    // Without -PLUS on offer the hash covers the mechanisms alone.
+    await t.server.reload(
+      parseConfigText(testConfigText(t.dataDir, {}), t.config.file).config!,
+    );
+    const c = await RawClient.connect(t.port);
+    await c.open();
+    assert.equal((await c.starttls()).getChild("sasl-channel-binding", NS_SASL_CB), undefined);
+    const { outcome, downgradeCheck } = await c.scram("alice", "alice-pw");
+    assert.equal(outcome.name, "success");
+    assert.equal(downgradeCheck, "matched");
+    c.close();
+  }, { hostToml: "sasl_offer_channel_binding = true" }));
+
+Deno.test("XEP-0474's hash covers what the stream advertised even after a reload", () =>
+  withServer(async (t) => {
+    const c = await RawClient.connect(t.port);
+    await c.open();
+    const features = await c.starttls();
+    assert.equal(mechanisms(features)[0], "SCRAM-SHA-256-PLUS");
+    // Channel binding is turned off between the features and the login.
+    const { config } = parseConfigText(testConfigText(t.dataDir, {}), t.config.file);
+    await t.server.reload(config!);
+    const { outcome, downgradeCheck } = await c.scram("alice", "alice-pw");
+    assert.equal(outcome.name, "success");
+    assert.equal(downgradeCheck, "matched");
+    c.close();
+  }, { hostToml: "sasl_offer_channel_binding = true" }));
+
+/** A relay between a client and the server, able to rewrite what the server sends. */
+interface Relay {
+  port: number;
+  close(): Promise<void>;
+}
+
+/**
+ * A man in the middle on a cleartext stream: relays bytes both ways, and applies `rewrite` to
+ * the server's text up to and including its first stream features.
+ */
+async function startRelay(serverPort: number, rewrite: (text: string) => string): Promise<Relay> {
+  const sockets = new Set<Socket>();
+  const relay = createServer((client) => {
+    const upstream = netConnect(serverPort, "127.0.0.1");
+    sockets.add(client).add(upstream);
+    let head: string | undefined = "";
+    upstream.on("data", (chunk: Uint8Array) => {
+      if (head === undefined) return void client.write(chunk);
+      head += new TextDecoder().decode(chunk);
+      if (!head.includes("</stream:features>")) return;
+      client.write(rewrite(head));
+      head = undefined;
+    });
+    client.on("data", (chunk: Uint8Array) => upstream.write(chunk));
+    for (const [from, to] of [[client, upstream], [upstream, client]]) {
+      from.on("close", () => to.destroy());
+      from.on("error", () => to.destroy());
+    }
+  });
+  await new Promise<void>((resolve) => relay.listen(0, "127.0.0.1", resolve));
+  return {
+    port: (relay.address() as { port: number }).port,
+    close() {
+      for (const socket of sockets) socket.destroy();
+      return new Promise((resolve) => relay.close(() => resolve()));
+    },
+  };
+}
+
+Deno.test("a man in the middle who removes a mechanism is caught by XEP-0474's hash", () =>
+  withServer(async (t) => {
+    // The honest relay changes nothing: the hash matches and the login succeeds.
+    const honest = await startRelay(t.port, (text) => text);
+    const c = await RawClient.connect(honest.port);
+    assert.deepEqual(mechanisms(await c.open()), ["SCRAM-SHA-256", "SCRAM-SHA-1"]);
+    const ok = await c.scram("alice", "alice-pw", { hash: "SHA-1" });
+    assert.equal(ok.outcome.name, "success");
+    assert.equal(ok.downgradeCheck, "matched");
+    c.close();
+    await honest.close();
+
+    // This one hides SCRAM-SHA-256 so that the client settles for SCRAM-SHA-1.
+    const mitm = await startRelay(
+      t.port,
+      (text) => text.replaceAll("<mechanism>SCRAM-SHA-256</mechanism>", ""),
+    );
+    const d = await RawClient.connect(mitm.port);
+    assert.deepEqual(mechanisms(await d.open()), ["SCRAM-SHA-1"]);
+    const caught = await d.scram("alice", "alice-pw", { hash: "SHA-1" });
+    assert.equal(caught.downgradeCheck, "mismatch");
+    // The client aborted before sending a proof; the server answers the abort, and no
+    // password guess was counted.
+    assert.equal(caught.outcome.name, "failure");
+    assert.ok(caught.outcome.getChild("aborted"), caught.outcome.toString());
+    assert.equal(t.server.metrics.counter("c2s.auth_failures").value, 0);
+    d.close();
+    await mitm.close();
+  }, { globalToml: "c2s_require_encryption = false" }));
 
 Deno.test("a connection that does not authenticate in time gets connection-timeout", () =>
   withServer(async (t) => {
