@@ -5,6 +5,7 @@ import * as announce from "./announce.ts";
 import * as blocklist from "./blocklist.ts";
 import * as carbons from "./carbons.ts";
 import * as contact_info from "./contact_info.ts";
+import * as csi from "./csi.ts";
 import * as disco from "./disco.ts";
 import * as last from "./last.ts";
 import * as offline from "./offline.ts";
@@ -24,6 +25,7 @@ export const builtinModules: ModuleTable = {
   blocklist,
   carbons,
   contact_info,
+  csi,
   disco,
   last,
   offline,
