@@ -8,6 +8,7 @@ import { getLogger } from "./log.ts";
 import type { Session } from "./sessions.ts";
 import type { Element } from "./xml/element.ts";
 import { errorReply, isError, type StanzaErrorCondition } from "./xml/stanza.ts";
+import { presenceOf } from "./presence_state.ts";
 
 const log = getLogger("router");
 
@@ -203,17 +204,23 @@ export class Router {
       bounce(stanza, origin, "service-unavailable");
       return;
     }
-    const available = sessions.userSessions(to.domain, to.local!).filter((s) =>
-      s.available && s.priority >= 0
-    );
+    const available = sessions.userSessions(to.domain, to.local!).filter((s) => {
+      const p = presenceOf(s);
+      return p.available && p.priority >= 0;
+    });
     if (available.length > 0) {
       if (type === "headline") {
         this.#deliverTo(available, stanza, origin, to);
         return;
       }
       // chat/normal: every resource sharing the highest non-negative priority.
-      const top = Math.max(...available.map((s) => s.priority));
-      this.#deliverTo(available.filter((s) => s.priority === top), stanza, origin, to);
+      const top = Math.max(...available.map((s) => presenceOf(s).priority));
+      this.#deliverTo(
+        available.filter((s) => presenceOf(s).priority === top),
+        stanza,
+        origin,
+        to,
+      );
       return;
     }
     if (type === "headline") return;
@@ -239,7 +246,7 @@ export class Router {
     const type = stanza.attrs.type;
     if (type === "probe") return; // answered by the presence module when loaded
     for (const s of sessions.userSessions(to.domain, to.local!)) {
-      if (s.available) s.send(stanza);
+      if (presenceOf(s).available) s.send(stanza);
     }
   }
 }

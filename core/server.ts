@@ -74,10 +74,6 @@ class HostSession implements Session {
   readonly authenticated = true;
   readonly connectedAt = Date.now();
   readonly lastActivity = Date.now();
-  available = false;
-  interested = false;
-  priority = 0;
-  presence: Element | undefined;
   readonly host: string;
   #route: (stanza: Element, origin: Session) => void;
 

@@ -23,14 +23,6 @@ export interface Session {
   readonly secure: boolean;
   /** Authenticated (SASL success). */
   readonly authenticated: boolean;
-  /** Sent initial presence and not yet unavailable (RFC 6121 "available resource"). */
-  available: boolean;
-  /** Requested the roster (RFC 6121 "interested resource"). */
-  interested: boolean;
-  /** Priority from the last available presence (-128..127). */
-  priority: number;
-  /** The last available presence the client sent (broadcast copy), if any. */
-  presence: Element | undefined;
   /** When the session connected (ms epoch). */
   readonly connectedAt: number;
   /** When bytes last arrived from the peer (ms epoch), for idle checks and keepalive pings. */

@@ -13,6 +13,7 @@ import type { ServerContext } from "../core/context.ts";
 import { Element } from "../core/xml/element.ts";
 import { serialize } from "../core/xml/serializer.ts";
 import { errorReply, isError } from "../core/xml/stanza.ts";
+import { presenceOf } from "../core/presence_state.ts";
 
 const NS_DELAY = "urn:xmpp:delay";
 const ANNOUNCE_ONLINE = "announce/online";
@@ -33,7 +34,7 @@ interface Announcement {
 /** The available client sessions of a host (RFC 6121 "available resources"). */
 function availableSessions(server: ServerContext, host: string): Session[] {
   return server.sessions.all().filter((s) =>
-    s.kind === "c2s" && s.host === host && s.jid?.local !== undefined && s.available
+    s.kind === "c2s" && s.host === host && s.jid?.local !== undefined && presenceOf(s).available
   );
 }
 

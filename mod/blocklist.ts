@@ -10,6 +10,7 @@ import type { KeyValueStore } from "../core/storage/stores.ts";
 import { Element } from "../core/xml/element.ts";
 import { errorReply, iq, isError, reply } from "../core/xml/stanza.ts";
 import { hasFrom, hasTo, Rosters, type Subscription, subscriptionOf } from "./roster_store.ts";
+import { presenceOf } from "../core/presence_state.ts";
 
 const NS_BLOCKING = "urn:xmpp:blocking";
 const NS_BLOCKING_ERRORS = "urn:xmpp:blocking:errors";
@@ -253,7 +254,7 @@ export default function blocklist(m: ModuleAPI): void {
   function announceBlock(user: string, jid: JID): void {
     for (const { target, subscription } of covered(user, jid)) {
       for (const session of sessionsOf(user)) {
-        if (!session.available || !session.jid) continue;
+        if (!presenceOf(session).available || !session.jid) continue;
         const own = session.jid.toString();
         if (hasFrom(subscription)) {
           m.send(new Element("presence", { type: "unavailable", from: own, to: target }));
@@ -275,8 +276,9 @@ export default function blocklist(m: ModuleAPI): void {
       if (!targetJid || blockedBetween(user, targetJid)) continue; // another item still applies
       if (hasFrom(subscription)) {
         for (const session of sessionsOf(user)) {
-          if (!session.available || !session.jid || !session.presence) continue;
-          const presence = session.presence.clone();
+          const own = presenceOf(session);
+          if (!own.available || !session.jid || !own.presence) continue;
+          const presence = own.presence.clone();
           presence.attrs.from = session.jid.toString();
           presence.attrs.to = target;
           m.send(presence);

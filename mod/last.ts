@@ -7,6 +7,7 @@ import type { ModuleAPI } from "../core/modules.ts";
 import type { Session } from "../core/sessions.ts";
 import { errorReply, reply } from "../core/xml/stanza.ts";
 import { hasFrom, subscriptionOf } from "./roster_store.ts";
+import { presenceOf } from "../core/presence_state.ts";
 
 const NS_LAST = "jabber:iq:last";
 
@@ -67,7 +68,9 @@ export default function last(m: ModuleAPI): void {
       return true;
     }
     const answer = reply(stanza);
-    const online = m.server.sessions.userSessions(m.domain, username).some((s) => s.available);
+    const online = m.server.sessions.userSessions(m.domain, username).some((s) =>
+      presenceOf(s).available
+    );
     if (online) {
       // XEP-0012 §3: an account with an available resource answers 0.
       answer.c("query", { xmlns: NS_LAST, seconds: "0" });

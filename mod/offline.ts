@@ -10,6 +10,7 @@ import type { Element } from "../core/xml/element.ts";
 import { parseElement } from "../core/xml/parser.ts";
 import { serialize } from "../core/xml/serializer.ts";
 import { errorReply, isError } from "../core/xml/stanza.ts";
+import { presenceOf } from "../core/presence_state.ts";
 
 const NS_DELAY = "urn:xmpp:delay";
 const NS_CHATSTATES = "http://jabber.org/protocol/chatstates";
@@ -91,7 +92,7 @@ export default function offline(m: ModuleAPI): void {
   m.hook("resource-available", ({ session }: SessionEvent) => {
     // RFC 6121 §8.5.2.1.1: negative-priority resources never get messages for the bare JID.
     // Delivered messages are deleted, so a second firing for a session finds nothing.
-    if (session.priority < 0) return;
+    if (presenceOf(session).priority < 0) return;
     const user = session.jid?.local;
     if (!user) return;
     const items = store.find(user);

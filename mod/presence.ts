@@ -20,6 +20,7 @@ import {
   withFrom,
   withTo,
 } from "./roster_store.ts";
+import { presenceOf, updatePresence } from "../core/presence_state.ts";
 
 const NS_PRE_APPROVAL = "urn:xmpp:features:pre-approval";
 
@@ -65,7 +66,7 @@ export default function presence(m: ModuleAPI): void {
 
   const bareOf = (session: Session) => session.jid!.bare.toString();
   const sessionsOf = (user: string) => m.server.sessions.userSessions(m.domain, user);
-  const availableOf = (user: string) => sessionsOf(user).filter((s) => s.available);
+  const availableOf = (user: string) => sessionsOf(user).filter((s) => presenceOf(s).available);
   /** Routes a stanza the server generates (presence on a user's behalf, replies). */
   const route = (stanza: Element) => m.server.route(stanza, m.server.hostSession(m.domain));
 
@@ -73,8 +74,9 @@ export default function presence(m: ModuleAPI): void {
   function sendPresenceOf(user: string, to: string, only?: string): number {
     let sent = 0;
     for (const session of availableOf(user)) {
-      if (!session.presence || (only !== undefined && session.jid!.resource !== only)) continue;
-      const copy = addressed(session.presence, to);
+      const own = presenceOf(session).presence;
+      if (!own || (only !== undefined && session.jid!.resource !== only)) continue;
+      const copy = addressed(own, to);
       copy.attrs.from = session.jid!.toString();
       route(copy);
       sent++;
@@ -379,18 +381,17 @@ export default function presence(m: ModuleAPI): void {
   function available(stanza: Element, origin: Session): void {
     const user = origin.jid!.local!;
     const full = origin.jid!.toString();
-    const initial = !origin.available;
-    origin.available = true;
-    origin.priority = priorityOf(stanza);
+    const initial = !presenceOf(origin).available;
     const broadcast = stanza.clone();
     delete broadcast.attrs.to;
     broadcast.attrs.from = full;
-    origin.presence = broadcast;
+    updatePresence(origin, { available: true, priority: priorityOf(stanza), presence: broadcast });
     // The account's own resources, this one included (§4.2.2, §4.4.2).
     for (const other of availableOf(user)) {
       if (other === origin) continue;
       other.send(addressed(broadcast, other.jid!.toString()));
-      if (initial && other.presence) origin.send(addressed(other.presence, full));
+      const theirs = presenceOf(other).presence;
+      if (initial && theirs) origin.send(addressed(theirs, full));
     }
     origin.send(addressed(broadcast, full));
     // One read of the roster serves the broadcast, the probes and the pending requests.
@@ -417,9 +418,8 @@ export default function presence(m: ModuleAPI): void {
   function unavailable(session: Session, stanza?: Element): void {
     const user = session.jid!.local!;
     const full = session.jid!.toString();
-    const wasAvailable = session.available;
-    session.available = false;
-    session.presence = undefined;
+    const wasAvailable = presenceOf(session).available;
+    updatePresence(session, { available: false, presence: undefined });
     const goodbye = stanza ? stanza.clone() : new Element("presence", { type: "unavailable" });
     delete goodbye.attrs.to;
     goodbye.attrs.from = full;

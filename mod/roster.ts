@@ -18,6 +18,7 @@ import {
   type RosterItem,
   Rosters,
 } from "./roster_store.ts";
+import { presenceOf, updatePresence } from "../core/presence_state.ts";
 
 const NS_ROSTER_VER = "urn:xmpp:features:rosterver";
 
@@ -99,7 +100,7 @@ export default function roster(m: ModuleAPI): void {
   m.hook(`iq-get/self/${NS_ROSTER}:query`, ({ stanza, origin }: StanzaEvent) => {
     const user = origin.jid?.local;
     if (!user) return false;
-    origin.interested = true;
+    updatePresence(origin, { interested: true });
     const requested = stanza.firstElement()!.attrs.ver;
     const current = rosters.version(user);
     const answer = reply(stanza);
@@ -184,7 +185,7 @@ export default function roster(m: ModuleAPI): void {
       send({ type: "unsubscribed" });
       if (hasFrom(item.subscription)) {
         for (const session of m.server.sessions.userSessions(m.domain, user)) {
-          if (session.available) {
+          if (presenceOf(session).available) {
             m.send(
               new Element("presence", {
                 type: "unavailable",

@@ -6,6 +6,7 @@ import type { ModuleAPI } from "../core/modules.ts";
 import type { Session } from "../core/sessions.ts";
 import type { KeyValueStore, MapStore } from "../core/storage/stores.ts";
 import { Element } from "../core/xml/element.ts";
+import { presenceOf } from "../core/presence_state.ts";
 
 /** The roster namespace (RFC 6121 §2). */
 export const NS_ROSTER = "jabber:iq:roster";
@@ -215,7 +216,9 @@ export class Rosters {
   }
 
   #interested(user: string): Session[] {
-    return this.#m.server.sessions.userSessions(this.#m.domain, user).filter((s) => s.interested);
+    return this.#m.server.sessions.userSessions(this.#m.domain, user).filter((s) =>
+      presenceOf(s).interested
+    );
   }
 }
 

@@ -552,10 +552,6 @@ export default function smacks(m: ModuleAPI) {
     ip: "",
     secure: true,
     authenticated: true,
-    available: false,
-    interested: false,
-    priority: 0,
-    presence: undefined,
     connectedAt: Date.now(),
     lastActivity: Date.now(),
     // An error about a stanza delivered again (offline storage full) goes to its sender.

@@ -123,10 +123,6 @@ export class C2SSession implements Session, StreamReceiver {
   host = "";
   jid: JID | undefined;
   authenticated = false;
-  available = false;
-  interested = false;
-  priority = 0;
-  presence: Element | undefined;
 
   #deps: C2SDeps;
   #transport: Transport | undefined;

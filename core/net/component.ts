@@ -57,10 +57,6 @@ export class ComponentSession implements Session, StreamReceiver {
   jid: JID | undefined;
   readonly secure = false;
   authenticated = false;
-  available = false;
-  interested = false;
-  priority = 0;
-  presence: Element | undefined;
 
   #deps: ComponentDeps;
   #transport: SocketTransport;

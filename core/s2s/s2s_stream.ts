@@ -41,10 +41,6 @@ export abstract class S2SStream implements Session {
   readonly jid = undefined;
   secure = false;
   authenticated = false;
-  available = false;
-  interested = false;
-  priority = 0;
-  presence: Element | undefined;
   /** Last time bytes went either way (ms epoch), for the idle timeout. */
   lastActivity = Date.now();
   /** The TLS protocol version once encrypted. */

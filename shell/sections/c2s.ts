@@ -7,6 +7,7 @@ import type { Server } from "../../core/server.ts";
 import { C2SSession } from "../../core/net/c2s.ts";
 import type { Session } from "../../core/sessions.ts";
 import { serialize } from "../../core/xml/serializer.ts";
+import { presenceOf } from "../../core/presence_state.ts";
 
 /**
  * Rough fixed cost of one client connection, measured after a forced GC with 2,000 idle
@@ -23,7 +24,8 @@ const TLS_BYTES = 22 * 1024;
  */
 export function estimateSessionBytes(session: Session): number {
   let chars = (session.jid?.toString().length ?? 0) + session.ip.length + session.id.length;
-  if (session.presence) chars += serialize(session.presence).length;
+  const presence = presenceOf(session).presence;
+  if (presence) chars += serialize(presence).length;
   return BASE_BYTES + (session.secure ? TLS_BYTES : 0) + chars * 2;
 }
 

@@ -62,10 +62,6 @@ class OnBehalfOf implements Session {
   readonly authenticated = true;
   readonly connectedAt = Date.now();
   readonly lastActivity = Date.now();
-  available = false;
-  interested = false;
-  priority = 0;
-  presence: Element | undefined;
   errors: Element[] = [];
 
   constructor(user: JID) {

@@ -3,6 +3,7 @@
 
 import type { CommandSpec } from "../../core/admin_commands.ts";
 import type { Server } from "../../core/server.ts";
+import { presenceOf } from "../../core/presence_state.ts";
 
 /** A `*` glob (anchored), or a plain substring when the pattern has no `*`. */
 function matcher(pattern: string | undefined): (name: string) => boolean {
@@ -29,7 +30,7 @@ export function collectStats(server: Server): Record<string, number> {
     ...server.metrics.snapshot(),
     "sessions.c2s": sessions.filter((s) => s.kind === "c2s").length,
     "sessions.authenticated": sessions.filter((s) => s.authenticated).length,
-    "sessions.available": sessions.filter((s) => s.available).length,
+    "sessions.available": sessions.filter((s) => presenceOf(s).available).length,
     "storage.latency_ms": storageLatencyMs(server),
   };
   return Object.fromEntries(Object.entries(values).sort(([a], [b]) => a.localeCompare(b)));

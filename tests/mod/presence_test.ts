@@ -8,6 +8,7 @@ import type { Element } from "../../core/xml/element.ts";
 import type { RosterItem, Subscription } from "../../mod/roster_store.ts";
 import { RawClient, roundTrip } from "../helpers/raw_client.ts";
 import { startTestServer, type TestServer } from "../helpers/test_server.ts";
+import { presenceOf } from "../../core/presence_state.ts";
 
 const MODULES = ["disco", "ping", "roster", "presence"];
 const USERS = { alice: "pw", bob: "pw", carol: "pw", dave: "pw", eve: "pw" };
@@ -234,8 +235,8 @@ Deno.test("resource-available fires once per session, after priority is known", 
         m.hook("resource-available", ({ session }: SessionEvent) => {
           seen.push({
             resource: session.jid!.resource!,
-            priority: session.priority,
-            available: session.available,
+            priority: presenceOf(session).priority,
+            available: presenceOf(session).available,
           });
         });
       },

@@ -8,6 +8,7 @@ import type { Element } from "../../core/xml/element.ts";
 import { newlyAcknowledged } from "../../mod/smacks.ts";
 import { RawClient } from "../helpers/raw_client.ts";
 import { startTestServer, type TestServer } from "../helpers/test_server.ts";
+import { presenceOf } from "../../core/presence_state.ts";
 
 const NS_SM = "urn:xmpp:sm:3";
 const NS_STANZAS = "urn:ietf:params:xml:ns:xmpp-stanzas";
@@ -401,7 +402,7 @@ Deno.test("a resumed session keeps its carbons setting and its presence", async 
     const session = t.server.sessions.userSessions("localhost", "alice").find((s) =>
       s.jid?.resource === "phone"
     );
-    assert.equal(session?.available, true);
+    assert.equal(session && presenceOf(session).available, true);
     again.close();
     desk.close();
     bob.close();
