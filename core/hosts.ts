@@ -107,7 +107,8 @@ export interface ConfigReloadedEvent {
  *   (stream management enables and resumes before binding).
  * - `transport-lost`: a bound client session's connection went away without a closing tag; a
  *   handler returning true keeps the session (stream management hibernation) and must end it
- *   later, otherwise it ends now.
+ *   later, otherwise it ends now. `transport-attached`: such a session was moved onto a new
+ *   connection (after the resumption's own answer went out).
  * - `sasl2-inline-features`, `bind2-inline-features`: the inline features offered with SASL2
  *   and Bind2; `sasl2-inline`: a SASL2 authentication succeeded (stream management resumes
  *   here); `bind2-bound`: a Bind2 request bound its resource (carbons, stream management and
@@ -126,6 +127,7 @@ export interface NamedHostEvents {
   "stream-features": StreamFeaturesEvent;
   "stream-element": StreamElementEvent;
   "transport-lost": SessionEvent;
+  "transport-attached": SessionEvent;
   "sasl2-inline-features": InlineFeaturesEvent;
   "sasl2-inline": Sasl2InlineEvent;
   "bind2-inline-features": InlineFeaturesEvent;

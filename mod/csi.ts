@@ -174,6 +174,12 @@ export default function csi(m: ModuleAPI) {
     return false;
   }, 10);
 
+  // Resumed (possibly before the old connection was noticed as lost): a stream begins active.
+  m.hook("transport-attached", ({ session }: SessionEvent) => {
+    const state = bySession.get(session);
+    if (state) goActive(state);
+  });
+
   m.hook("resource-unbind", ({ session }: SessionEvent) => {
     const state = bySession.get(session);
     if (!state) return;

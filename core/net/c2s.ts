@@ -324,6 +324,13 @@ export class C2SSession implements Session, StreamReceiver {
     this.#transportKind = transport.kind;
     this.#ip = transport.ip;
     transport.receiver = this;
+    // After the caller's own output (a resumption's <resumed/> and the stanzas sent again).
+    queueMicrotask(() => {
+      const host = this.#deps.server.hosts.get(this.host);
+      if (host && this.#transport === transport && !this.#closed) {
+        host.events.fire("transport-attached", { session: this, host });
+      }
+    });
   }
 
   #rememberTransport(transport: Transport): void {
