@@ -35,6 +35,8 @@ interface Client {
   // deno-lint-ignore no-explicit-any
   xmpp: any;
   bare: string;
+  /** The bound full JID (with Bind2 the server completes the resource asked for). */
+  full: string;
   pushes: Push[];
   stanzas: Stanza[];
 }
@@ -48,7 +50,7 @@ async function connect(port: number, username: string, resource: string): Promis
     resource,
   });
   const bare = `${username}@localhost`;
-  const c: Client = { xmpp, bare, pushes: [], stanzas: [] };
+  const c: Client = { xmpp, bare, full: "", pushes: [], stanzas: [] };
   xmpp.on("error", () => {});
   xmpp.on("stanza", (stanza: Stanza) => c.stanzas.push(stanza));
   xmpp.iqCallee.set(NS_ROSTER, "query", (ctx: { stanza: Stanza; element: Stanza }) => {
@@ -66,7 +68,7 @@ async function connect(port: number, username: string, resource: string): Promis
   // Blocklist pushes (XEP-0191 §3.3, §3.4) just get acknowledged.
   xmpp.iqCallee.set(NS_BLOCKING, "block", () => true);
   xmpp.iqCallee.set(NS_BLOCKING, "unblock", () => true);
-  await xmpp.start();
+  c.full = (await xmpp.start()).toString();
   await roster(c);
   await xmpp.send(xml("presence"));
   return c;
@@ -158,7 +160,7 @@ async function scenario(port: number): Promise<unknown> {
   // 2. Carbons: a message to /one is copied to /two.
   await set(one, xml("enable", { xmlns: NS_CARBONS }));
   await set(two, xml("enable", { xmlns: NS_CARBONS }));
-  await bob.xmpp.send(chat("alice@localhost/one", "carbon check"));
+  await bob.xmpp.send(chat(one.full, "carbon check"));
   await waitFor(() => direct(one, "carbon check").length > 0, "the message on /one");
   await ping(bob);
   await ping(two);
@@ -200,12 +202,11 @@ async function scenario(port: number): Promise<unknown> {
   await one.xmpp.stop();
   await two.xmpp.stop();
   // Bob hears the unavailable presence of both resources once their sessions are gone.
-  const gone = (resource: string) =>
+  const gone = (c: Client) =>
     bob.stanzas.slice(seen).some((s) =>
-      s.is("presence") && s.attrs.type === "unavailable" &&
-      s.attrs.from === `alice@localhost/${resource}`
+      s.is("presence") && s.attrs.type === "unavailable" && s.attrs.from === c.full
     );
-  await waitFor(() => gone("one") && gone("two"), "alice's unavailable presences");
+  await waitFor(() => gone(one) && gone(two), "alice's unavailable presences");
   await bob.xmpp.send(chat("alice@localhost", "while you were away"));
   await ping(bob);
   const three = await connect(port, "alice", "three");

@@ -122,8 +122,16 @@ Deno.test("SASL2 with Bind2 binds, enables carbons and SM and issues a token in 
 Deno.test("SASL2 with SCRAM: challenge, response, success with the server signature; no Bind2 means the client binds", async () => {
   const t = await server();
   try {
-    const { client } = await secured(t);
-    const scram = new ScramClient({ hash: "SHA-256", username: "alice", password: "pw" });
+    const { client, features } = await secured(t);
+    // XEP-0474: the server's h must cover what <authentication/> listed.
+    const listed = features.getChild("authentication", NS_SASL2)!.getChildren("mechanism")
+      .map((m) => m.text());
+    const scram = new ScramClient({
+      hash: "SHA-256",
+      username: "alice",
+      password: "pw",
+      advertised: { mechanisms: listed },
+    });
     client.send(
       `<authenticate xmlns='${NS_SASL2}' mechanism='SCRAM-SHA-256'>` +
         `<initial-response>${b64(scram.first())}</initial-response></authenticate>`,
@@ -131,6 +139,7 @@ Deno.test("SASL2 with SCRAM: challenge, response, success with the server signat
     const challenge = await client.next(isSasl2);
     assert.equal(challenge.name, "challenge");
     const final = await scram.final(atob(challenge.text()));
+    assert.equal(scram.downgradeCheck, "matched");
     client.send(`<response xmlns='${NS_SASL2}'>${b64(final)}</response>`);
     const success = await client.next(isSasl2);
     assert.equal(success.name, "success");
