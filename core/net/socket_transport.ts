@@ -115,6 +115,7 @@ export class SocketTransport implements Transport {
     socket.on("data", this.#onData);
     socket.on("error", (error: Error) => {
       log.debug("Socket error from {ip}: {error}", { ip: this.ip, error: error.message });
+      this.receiver.transportError?.(error);
     });
     socket.on("close", () => this.#lost());
   }
@@ -162,6 +163,7 @@ export class SocketTransport implements Transport {
 
   restart(): void {
     this.#parser.reset();
+    this.headerSent = false;
   }
 
   close(condition?: StreamErrorCondition, text?: string, waitForPeerMs?: number): void {
@@ -185,8 +187,23 @@ export class SocketTransport implements Transport {
     // From here the bytes are TLS records: stop feeding the XML parser from the raw socket,
     // and drop whatever followed <starttls/> in this chunk.
     this.#socket.off("data", this.#onData);
-    this.#parser.reset();
+    this.restart();
     return this.#upgrade(tls, expectedServername);
+  }
+
+  /**
+   * Stops reading and hands the raw socket out, for a TLS handshake the caller runs as the
+   * client (outbound s2s); {@link useTlsSocket} then takes the encrypted socket back. A new
+   * stream follows.
+   */
+  takeSocket(): Socket {
+    this.restart();
+    return this.#detach();
+  }
+
+  /** Reads and writes through `secure` from now on (after {@link takeSocket}). */
+  useTlsSocket(secure: TLSSocket): void {
+    this.#useSecure(secure);
   }
 
   async #upgrade(tls: TlsContexts, expectedServername: string | undefined): Promise<boolean> {
@@ -208,13 +225,17 @@ export class SocketTransport implements Transport {
       this.#lost();
       return false;
     }
+    this.#useSecure(secure);
+    return true;
+  }
+
+  #useSecure(secure: TLSSocket): void {
     this.#socket = secure;
     this.#out.socket = secure;
     this.secure = true;
     this.tlsVersion = secure.getProtocol() ?? undefined;
-    this.#parser.reset();
+    this.restart();
     this.#attach(secure);
-    return true;
   }
 
   endpointBinding(tls: TlsContexts): Uint8Array | undefined {

@@ -26,6 +26,8 @@ export interface StreamReceiver {
   inputError(error: XmlStreamError): void;
   /** The connection is gone (closed by either side, or failed). Called once. */
   transportClosed(): void;
+  /** The connection failed (before `transportClosed`), for logs and close reasons. */
+  transportError?(error: Error): void;
 }
 
 /** A connection carrying one XML stream at a time (a new one after STARTTLS and SASL). */
@@ -62,7 +64,10 @@ export interface Transport {
   sendRaw(text: string): void;
   /** Writes what is queued now instead of at the end of this event-loop turn. */
   flush(): void;
-  /** The peer will open a new stream (after STARTTLS or SASL success): forget the old one. */
+  /**
+   * The peer will open a new stream (after STARTTLS or SASL success): forget the old one on
+   * both sides (until our new header goes out, a stream error is preceded by one).
+   */
   restart(): void;
   /**
    * Ends the stream: a stream error first when a condition is given, then the closing tag,

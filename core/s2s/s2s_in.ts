@@ -57,7 +57,7 @@ export class S2SIn extends S2SStream {
 
   /** Starts reading: at once for STARTTLS ports, after the handshake for direct TLS. */
   async start(directTls: boolean): Promise<void> {
-    this.attach(this.socket);
+    await this.transport.start(undefined);
     if (directTls) await this.#startTls();
   }
 
@@ -207,13 +207,12 @@ export class S2SIn extends S2SStream {
       return;
     }
     this.write(`<proceed xmlns='${NS_TLS}'/>`);
-    this.out.flush();
+    this.transport.flush();
     this.#startTls().catch(() => {});
   }
 
   async #startTls(): Promise<void> {
-    const raw = this.detach();
-    this.parser.reset();
+    const raw = this.transport.takeSocket();
     let secure: TLSSocket;
     try {
       secure = await this.ctx.tls.upgrade(raw, { expectedServername: this.local || undefined });
@@ -229,7 +228,7 @@ export class S2SIn extends S2SStream {
       return;
     }
     this.#chain = peerChain(secure);
-    this.useTls(secure);
+    this.transport.useTlsSocket(secure);
   }
 
   // ---------- SASL EXTERNAL (XEP-0178) ----------
@@ -293,7 +292,7 @@ export class S2SIn extends S2SStream {
       tls: this.tlsVersion,
     });
     this.write(`<success xmlns='${NS_SASL}'/>`);
-    this.restartStream();
+    this.transport.restart();
   }
 
   // ---------- dialback (XEP-0220) ----------

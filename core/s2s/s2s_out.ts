@@ -92,9 +92,9 @@ export class S2SOut extends S2SStream {
   /** Starts the stream (after TLS first for a direct TLS target). */
   async start(): Promise<void> {
     if (this.directTls) {
-      if (!await this.#startTls(this.socket)) return;
+      if (!await this.#startTls(this.transport.takeSocket())) return;
     } else {
-      this.attach(this.socket);
+      await this.transport.start(undefined);
     }
     this.#open();
   }
@@ -223,8 +223,7 @@ export class S2SOut extends S2SStream {
     }
     if (el.ns === NS_TLS) {
       if (el.name === "proceed") {
-        const raw = this.detach();
-        this.restartStream();
+        const raw = this.transport.takeSocket();
         this.#startTls(raw).then((ok) => ok && this.#open());
         return;
       }
@@ -355,7 +354,7 @@ export class S2SOut extends S2SStream {
       secure.destroy();
       return false;
     }
-    this.useTls(secure);
+    this.transport.useTlsSocket(secure);
     this.certificate = verifyPeerCertificate(peerChain(secure), this.#remote, this.ctx.trust());
     if (this.#certificateRequired()) return false;
     return true;
@@ -365,7 +364,7 @@ export class S2SOut extends S2SStream {
     if (el.name === "success") {
       this.authenticated = true;
       this.authMethod = "sasl-external";
-      this.restartStream();
+      this.transport.restart();
       this.#open();
       return;
     }

@@ -2,13 +2,14 @@
 // the XML parser, TLS state and the remote certificate's verdict, and closing with a stream error.
 
 import type { Socket } from "node:net";
-import type { TLSSocket } from "node:tls";
 import { getLogger } from "../log.ts";
 import type { PeerCertificateVerdict } from "../net/peer_certificate.ts";
-import { closingTags, serializeStreamLevel, streamHeader, StreamWriter } from "../net/stream.ts";
+import { SocketTransport } from "../net/socket_transport.ts";
+import { serializeStreamLevel } from "../net/stream.ts";
+import type { StreamReceiver } from "../net/transport.ts";
 import type { Session } from "../sessions.ts";
 import { type Element, NS_SERVER } from "../xml/element.ts";
-import { StreamParser, type XmlStreamError } from "../xml/parser.ts";
+import type { XmlStreamError } from "../xml/parser.ts";
 import { escapeAttr, escapeText, serialize } from "../xml/serializer.ts";
 import { conditionName, type StreamErrorCondition } from "../xml/stanza.ts";
 import type { S2SContext } from "./context.ts";
@@ -28,8 +29,11 @@ const PEER_CLOSE_WAIT_MS = 2000;
  */
 export type S2SAuthMethod = "sasl-external" | "dialback-certificate" | "dialback";
 
-/** The base of {@link S2SIn} and {@link S2SOut}: one TCP connection with a remote server. */
-export abstract class S2SStream implements Session {
+/**
+ * The base of {@link S2SIn} and {@link S2SOut}: one TCP connection with a remote server, read
+ * and written through the same TCP transport client and component streams use.
+ */
+export abstract class S2SStream implements Session, StreamReceiver {
   readonly id: string;
   abstract readonly kind: "s2sin" | "s2sout";
   readonly ip: string;
@@ -39,63 +43,47 @@ export abstract class S2SStream implements Session {
   /** Remote streams belong to no local host as a sender (no `pre-` events for them). */
   readonly host = "";
   readonly jid = undefined;
-  secure = false;
   authenticated = false;
-  /** Last time bytes went either way (ms epoch), for the idle timeout. */
-  lastActivity = Date.now();
-  /** The TLS protocol version once encrypted. */
-  tlsVersion: string | undefined;
   /** The remote certificate checked against the remote domain, once TLS is up. */
   certificate: PeerCertificateVerdict | undefined;
   /** Why the stream ended (or failed), for logs and the admin shell. */
   closeReason: string | undefined;
 
   protected readonly ctx: S2SContext;
-  protected socket: Socket;
-  protected readonly out: StreamWriter;
-  protected readonly parser: StreamParser;
-  protected headerSent = false;
+  protected readonly transport: SocketTransport;
+  #lastWrite = Date.now();
   #closed = false;
-  #onData = (chunk: Uint8Array) => {
-    this.lastActivity = Date.now();
-    try {
-      this.parser.feed(chunk);
-    } catch (error) {
-      // A bug while handling one peer's input must not take the server down.
-      log.error("Internal error on {id}: {error}", { id: this.id, error });
-      this.close("internal-server-error");
-    }
-  };
 
   constructor(socket: Socket, ctx: S2SContext, prefix: string) {
     this.id = `${prefix}${++streamCounter}`;
     this.ctx = ctx;
-    this.socket = socket;
-    this.out = new StreamWriter(socket);
-    this.ip = socket.remoteAddress ?? "unknown";
-    this.port = socket.remotePort;
-    socket.setNoDelay?.(true);
-    this.parser = new StreamParser({
-      streamOpen: (header) => this.onStreamOpen(header, this.parser.contentNamespace),
-      stanza: (el) => {
-        if (!this.#closed) this.onElement(el);
-      },
-      streamClose: () => {
-        if (!this.#closed) {
-          log.debug("Remote closed stream {id}", { id: this.id });
-          this.closeReason ??= "Closed by the remote server";
-          this.close();
-        }
-        this.out.peerClosed(); // both streams are closed: the connection can go
-      },
-      error: (error) => this.#onParseError(error),
-    }, { maxStanzaBytes: ctx.config().get<number>("s2s_stanza_size_limit") });
+    this.transport = new SocketTransport(socket, this, {
+      namespace: NS_SERVER,
+      maxStanzaBytes: ctx.config().get<number>("s2s_stanza_size_limit"),
+    });
+    this.ip = this.transport.ip;
+    this.port = this.transport.port;
     ctx.server.sessions.add(this);
+  }
+
+  /** TLS is active. */
+  get secure(): boolean {
+    return this.transport.secure;
+  }
+
+  /** The TLS protocol version once encrypted. */
+  get tlsVersion(): string | undefined {
+    return this.transport.tlsVersion;
+  }
+
+  /** Last time bytes went either way (ms epoch), for the idle timeout. */
+  get lastActivity(): number {
+    return Math.max(this.#lastWrite, this.transport.lastActivity);
   }
 
   /** Takes up a changed `s2s_stanza_size_limit` after a reload (from the next stanza on). */
   applyConfig(): void {
-    this.parser.setLimits({ maxStanzaBytes: this.ctx.config().get("s2s_stanza_size_limit") });
+    this.transport.setLimits({ maxStanzaBytes: this.ctx.config().get("s2s_stanza_size_limit") });
   }
 
   /** The remote domain (the first one authenticated, or the one the stream is for). */
@@ -115,50 +103,46 @@ export abstract class S2SStream implements Session {
     return this.#closed;
   }
 
-  /** Starts reading from the (current) socket. */
-  protected attach(socket: Socket): void {
-    socket.on("data", this.#onData);
-    socket.on("error", (error: Error) => {
-      log.debug("Socket error on {id}: {error}", { id: this.id, error: error.message });
-      this.closeReason ??= `Connection error: ${error.message}`;
+  // ---------- what the transport reports ----------
+
+  streamOpen(header: Element, contentNamespace: string | undefined): void {
+    this.onStreamOpen(header, contentNamespace);
+  }
+
+  element(el: Element): void {
+    if (!this.#closed) this.onElement(el);
+  }
+
+  streamClose(): void {
+    if (this.#closed) return;
+    log.debug("Remote closed stream {id}", { id: this.id });
+    this.closeReason ??= "Closed by the remote server";
+    this.close();
+  }
+
+  inputError(error: XmlStreamError): void {
+    log.info("XML error from {remote}: {message}", {
+      remote: this.remote || this.ip,
+      message: error.message,
     });
-    socket.on("close", () => this.#cleanup());
+    this.close(error.condition, error.message);
   }
 
-  /** Stops reading from the socket and forgets its listeners (before a TLS upgrade). */
-  protected detach(): Socket {
-    const raw = this.socket;
-    raw.off("data", this.#onData);
-    raw.removeAllListeners("close");
-    raw.removeAllListeners("error");
-    raw.on("error", () => {});
-    return raw;
+  transportError(error: Error): void {
+    this.closeReason ??= `Connection error: ${error.message}`;
   }
 
-  /**
-   * Forgets the current stream on both sides (after `<proceed/>` and SASL success, RFC 6120
-   * §5.4.3.3 and §6.4.6): the parser expects a new header, and until we send our new header,
-   * closing writes one first rather than a bare `</stream:stream>` the peer cannot parse.
-   */
-  protected restartStream(): void {
-    this.parser.reset();
-    this.headerSent = false;
+  transportClosed(): void {
+    this.#closed = true;
+    this.#forget();
   }
 
-  /** Reads from a TLS socket from now on, with a fresh parser (a new stream follows). */
-  protected useTls(secure: TLSSocket): void {
-    this.socket = secure;
-    this.out.socket = secure;
-    this.secure = true;
-    this.tlsVersion = secure.getProtocol() ?? undefined;
-    this.restartStream();
-    this.attach(secure);
-  }
+  // ---------- output ----------
 
   /** Writes raw text (stream-level elements, dialback). */
   protected write(text: string): void {
-    this.lastActivity = Date.now();
-    this.out.write(text);
+    this.#lastWrite = Date.now();
+    this.transport.sendRaw(text);
   }
 
   /** Writes an element in the `jabber:server` stream namespace (dialback ones prefixed). */
@@ -168,8 +152,13 @@ export abstract class S2SStream implements Session {
 
   /** Sends a stream header in the jabber:server namespace with the dialback prefix. */
   protected sendHeader(options: { id: string; from?: string; to?: string }): void {
-    this.write(streamHeader({ ns: NS_SERVER, version: true, dialback: true, ...options }));
-    this.headerSent = true;
+    this.#lastWrite = Date.now();
+    this.transport.openStream({ ns: NS_SERVER, version: true, dialback: true, ...options });
+  }
+
+  /** True once our side of the current stream is open (a stream error can follow). */
+  protected get headerSent(): boolean {
+    return this.transport.headerSent;
   }
 
   /** Opens our side of the stream so that a stream error can follow (RFC 6120 §4.9.1.2). */
@@ -202,28 +191,14 @@ export abstract class S2SStream implements Session {
     }
     this.#closed = true;
     this.#forget();
-    this.out.endAfterPeer(closingTags(this.headerSent, condition, text), PEER_CLOSE_WAIT_MS);
+    this.transport.close(condition, text, PEER_CLOSE_WAIT_MS);
   }
 
   /** Drops the connection at once. */
   destroy(): void {
     this.#closed = true;
     this.#forget();
-    this.out.destroy();
-  }
-
-  #onParseError(error: XmlStreamError): void {
-    log.info("XML error from {remote}: {message}", {
-      remote: this.remote || this.ip,
-      message: error.message,
-    });
-    this.close(error.condition, error.message);
-  }
-
-  #cleanup(): void {
-    this.#closed = true;
-    this.out.drop();
-    this.#forget();
+    this.transport.destroy();
   }
 
   #gone = false;
