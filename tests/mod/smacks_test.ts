@@ -6,6 +6,7 @@ import assert from "node:assert/strict";
 import { C2SSession } from "../../core/net/c2s.ts";
 import type { Element } from "../../core/xml/element.ts";
 import { newlyAcknowledged } from "../../mod/smacks.ts";
+import { c2sCommands } from "../../shell/sections/c2s.ts";
 import { RawClient } from "../helpers/raw_client.ts";
 import { startTestServer, type TestServer } from "../helpers/test_server.ts";
 import { presenceOf } from "../../core/presence_state.ts";
@@ -432,6 +433,37 @@ Deno.test("the server's h wraps to 0 after 2^32 - 1 over the wire", async () => 
     client.send("<r xmlns='urn:xmpp:sm:3'/>");
     assert.equal((await client.next(isSm("a"))).attrs.h, "1");
     client.close();
+  } finally {
+    await t.stop();
+  }
+});
+
+Deno.test("c2s show reports stream management state, detached sessions included", async () => {
+  const t = await server();
+  try {
+    const show = c2sCommands().find((c) => c.name === "show")!;
+    const row = async () => {
+      const result = await show.run(
+        { server: t.server, emit: () => {}, signal: new AbortController().signal },
+        ["alice@localhost"],
+      );
+      const columns = result.table!.columns;
+      const [values] = result.table!.rows;
+      return Object.fromEntries(columns.map((c, i) => [c, values[i]]));
+    };
+    const { client } = await managed(t, "alice", "phone");
+    const { client: bob } = await RawClient.login(t.port, "bob", "pw", "b");
+    bob.send(chat("alice@localhost/phone", "one"));
+    await client.next((el) => el.getChildText("body") === "one");
+    let shown = await row();
+    assert.equal(shown.transport, "tcp");
+    assert.match(String(shown.sm), /^enabled, resumable for 600 s, 1 unacked$/);
+    cut(client);
+    await hibernating(t, "alice@localhost/phone");
+    shown = await row();
+    assert.equal(shown.transport, "tcp (detached)");
+    assert.match(String(shown.sm), /, 1 unacked, hibernating since \d{4}-\d\d-\d\dT/);
+    bob.close();
   } finally {
     await t.stop();
   }
