@@ -468,3 +468,24 @@ Deno.test("c2s show reports stream management state, detached sessions included"
     await t.stop();
   }
 });
+
+Deno.test("a second <resume/> on a stream that already resumed fails and the stream goes on", async () => {
+  const t = await server();
+  try {
+    const { client, id } = await managed(t, "alice", "phone");
+    cut(client);
+    await hibernating(t, "alice@localhost/phone");
+    const { client: again } = await authenticated(t, "alice");
+    again.send(`<resume xmlns='urn:xmpp:sm:3' previd='${id}' h='0'/>`);
+    await again.next(isSm("resumed"));
+    again.send(`<resume xmlns='urn:xmpp:sm:3' previd='${id}' h='0'/>`);
+    const failed = await again.next(isSm("failed"));
+    assert.ok(failed.getChild("unexpected-request", NS_STANZAS));
+    again.send("<iq type='get' id='r'><query xmlns='jabber:iq:roster'/></iq>");
+    assert.equal((await again.next((el) => el.attrs.id === "r")).attrs.type, "result");
+    assert.equal(t.server.sessions.userSessions("localhost", "alice").length, 1);
+    again.close();
+  } finally {
+    await t.stop();
+  }
+});

@@ -15,6 +15,7 @@ const NS_BIND2 = "urn:xmpp:bind:0";
 const NS_FAST = "urn:xmpp:fast:0";
 const NS_SM = "urn:xmpp:sm:3";
 const NS_CARBONS = "urn:xmpp:carbons:2";
+const NS_CSI = "urn:xmpp:csi:0";
 const NS_SASL = "urn:ietf:params:xml:ns:xmpp-sasl";
 const AGENT = "d4565fa7-4d72-4749-b3d3-740edbf87770";
 
@@ -23,7 +24,7 @@ const text = (s: string) => btoa(unescape(encodeURIComponent(s)));
 
 function server(): Promise<TestServer> {
   return startTestServer({
-    modules: ["disco", "roster", "presence", "carbons", "smacks"],
+    modules: ["disco", "roster", "presence", "carbons", "smacks", "csi"],
     users: { alice: "pw", bob: "pw" },
   });
 }
@@ -72,7 +73,7 @@ Deno.test("SASL2 is offered with Bind2, FAST and SM inline", async () => {
     const inline = authentication.getChild("inline")!;
     const bindFeatures = inline.getChild("bind", NS_BIND2)!.getChild("inline")!
       .getChildren("feature").map((f) => f.attrs.var).sort();
-    assert.deepEqual(bindFeatures, [NS_CARBONS, NS_SM]);
+    assert.deepEqual(bindFeatures, [NS_CARBONS, NS_CSI, NS_SM]);
     assert.deepEqual(
       inline.getChild("fast", NS_FAST)!.getChildren("mechanism").map((m) => m.text()),
       ["HT-SHA-256-NONE"],
@@ -272,6 +273,39 @@ Deno.test("SM resumption inside SASL2 authenticate", async () => {
     assert.equal(t.server.sessions.userSessions("localhost", "alice").length, 1);
     again.close();
     bob.close();
+  } finally {
+    await t.stop();
+  }
+});
+
+Deno.test("Bind2 can start a session inactive (CSI): presence waits until <active/>", async () => {
+  const t = await server();
+  try {
+    const { client } = await secured(t);
+    client.send(
+      plainAuthenticate(
+        "alice",
+        "pw",
+        `<bind xmlns='${NS_BIND2}'><tag>Tests</tag><inactive xmlns='${NS_CSI}'/></bind>`,
+      ),
+    );
+    const success = await client.next(isSasl2);
+    const jid = success.getChildText("authorization-identifier")!;
+    client.send("<presence/>"); // its own echo is held too: the client is inactive
+    const { client: other } = await RawClient.login(t.port, "alice", "pw", "other");
+    other.send("<presence/>");
+    await other.next((el) => el.name === "presence" && el.attrs.from === jid);
+    // The other resource's presence is held for the inactive one.
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    const seen = () =>
+      client.received.filter((el) =>
+        el.name === "presence" && el.attrs.from === "alice@localhost/other"
+      ).length;
+    assert.equal(seen(), 0, `presence held for ${jid}`);
+    client.send(`<active xmlns='${NS_CSI}'/>`);
+    await client.next((el) => el.name === "presence" && el.attrs.from === "alice@localhost/other");
+    client.close();
+    other.close();
   } finally {
     await t.stop();
   }
