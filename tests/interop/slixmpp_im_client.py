@@ -11,6 +11,7 @@ import logging
 import sys
 
 import slixmpp
+from slixmpp_common import wait_for
 
 logging.basicConfig(level=logging.CRITICAL)
 
@@ -40,14 +41,6 @@ class Client(slixmpp.ClientXMPP):
     def subscription(self, contact):
         roster = self.client_roster
         return roster[contact]["subscription"] if contact in roster else "none"
-
-
-async def wait_for(check, seconds=10):
-    for _ in range(int(seconds * 20)):
-        if check():
-            return True
-        await asyncio.sleep(0.05)
-    return False
 
 
 async def scenario():

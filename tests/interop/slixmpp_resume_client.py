@@ -11,6 +11,7 @@ import logging
 import sys
 
 import slixmpp
+from slixmpp_common import wait_for
 
 logging.basicConfig(level=logging.CRITICAL)
 
@@ -43,14 +44,6 @@ class Client(slixmpp.ClientXMPP):
 
     def start(self):
         self.connect(("127.0.0.1", PORT), use_ssl=True, disable_starttls=True)
-
-
-async def wait_for(check, seconds=10):
-    for _ in range(int(seconds * 20)):
-        if check():
-            return True
-        await asyncio.sleep(0.05)
-    return False
 
 
 async def scenario():

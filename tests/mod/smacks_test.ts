@@ -81,6 +81,23 @@ async function hibernating(t: TestServer, jid: string): Promise<void> {
   throw new Error(`${jid} did not hibernate`);
 }
 
+/** Cuts alice/phone's connection and waits until its session hibernates. */
+async function drop(t: TestServer, client: RawClient): Promise<void> {
+  cut(client);
+  await hibernating(t, "alice@localhost/phone");
+}
+
+/** A new connection authenticated as alice that sends `<resume/>` for `id` with `h`. */
+async function resumeAs(t: TestServer, id: string | undefined, h: number | string) {
+  const { client } = await authenticated(t, "alice");
+  client.send(resumeElement(id, h));
+  return client;
+}
+
+function resumeElement(id: string | undefined, h: number | string): string {
+  return `<resume xmlns='urn:xmpp:sm:3' previd='${id}' h='${h}'/>`;
+}
+
 function chat(to: string, body: string, id = crypto.randomUUID()): string {
   return `<message to='${to}' type='chat' id='${id}'><body>${body}</body></message>`;
 }
@@ -148,13 +165,11 @@ Deno.test("a cut connection is resumed and a message sent meanwhile arrives exac
     await client.next((el) => el.getChildText("body") === "before");
     const h = handled(client);
     client.send(`<a xmlns='urn:xmpp:sm:3' h='${h}'/>`);
-    cut(client);
-    await hibernating(t, "alice@localhost/phone");
+    await drop(t, client);
     bob.send(chat("alice@localhost/phone", "while away"));
     bob.send(chat("alice@localhost", "to the bare JID"));
 
-    const { client: again } = await authenticated(t, "alice");
-    again.send(`<resume xmlns='urn:xmpp:sm:3' previd='${id}' h='${h}'/>`);
+    const again = await resumeAs(t, id, h);
     const resumed = await again.next((el) => el.ns === NS_SM);
     assert.equal(resumed.name, "resumed");
     assert.equal(resumed.attrs.previd, id);
@@ -188,11 +203,9 @@ Deno.test("the unacknowledged stanzas are sent again after resumption, in order"
     const { client: bob } = await RawClient.login(t.port, "bob", "pw", "b");
     for (let i = 1; i <= 4; i++) bob.send(chat("alice@localhost/phone", `m${i}`));
     await client.next((el) => el.getChildText("body") === "m4");
-    cut(client); // nothing acknowledged
-    await hibernating(t, "alice@localhost/phone");
-    const { client: again } = await authenticated(t, "alice");
+    await drop(t, client); // nothing acknowledged
     // The client says it handled the first two.
-    again.send(`<resume xmlns='urn:xmpp:sm:3' previd='${id}' h='2'/>`);
+    const again = await resumeAs(t, id, 2);
     await again.next(isSm("resumed"));
     await again.next((el) => el.getChildText("body") === "m4");
     const bodies = again.received.filter((el) => el.name === "message").map((el) =>
@@ -210,8 +223,7 @@ Deno.test("resumption before the server noticed the cut moves the session to the
   const t = await server();
   try {
     const { client: old, id } = await managed(t, "alice", "phone");
-    const { client: again } = await authenticated(t, "alice");
-    again.send(`<resume xmlns='urn:xmpp:sm:3' previd='${id}' h='0'/>`);
+    const again = await resumeAs(t, id, 0);
     await again.next(isSm("resumed"));
     await old.waitClosed(); // the old connection is dropped
     const { client: bob } = await RawClient.login(t.port, "bob", "pw", "b");
@@ -228,10 +240,9 @@ Deno.test("another account cannot resume a session, and a wrong id fails with th
   const t = await server();
   try {
     const { client, id } = await managed(t, "alice", "phone");
-    cut(client);
-    await hibernating(t, "alice@localhost/phone");
+    await drop(t, client);
     const { client: eve } = await authenticated(t, "eve");
-    eve.send(`<resume xmlns='urn:xmpp:sm:3' previd='${id}' h='0'/>`);
+    eve.send(resumeElement(id, 0));
     const failed = await eve.next((el) => el.ns === NS_SM);
     assert.equal(failed.name, "failed");
     assert.ok(failed.getChild("item-not-found", NS_STANZAS));
@@ -242,10 +253,9 @@ Deno.test("another account cannot resume a session, and a wrong id fails with th
     );
     assert.equal((await eve.next((el) => el.attrs.id === "b")).attrs.type, "result");
     // alice still can.
-    const { client: again } = await authenticated(t, "alice");
-    again.send(`<resume xmlns='urn:xmpp:sm:3' previd='not-an-id' h='0'/>`);
+    const again = await resumeAs(t, "not-an-id", 0);
     assert.equal((await again.next((el) => el.ns === NS_SM)).name, "failed");
-    again.send(`<resume xmlns='urn:xmpp:sm:3' previd='${id}' h='0'/>`);
+    again.send(resumeElement(id, 0));
     assert.equal(
       (await again.next((el) => el.ns === NS_SM && el.name !== "failed")).name,
       "resumed",
@@ -268,8 +278,7 @@ Deno.test("on expiry, unacknowledged messages go to offline storage and h is kep
     await client.next((el) => el.attrs.id === "r1");
     bob.send(chat("alice@localhost/phone", "never acked"));
     await client.next((el) => el.getChildText("body") === "never acked");
-    cut(client);
-    await hibernating(t, "alice@localhost/phone");
+    await drop(t, client);
     bob.send(chat("alice@localhost/phone", "while hibernating"));
     // The hibernation runs out after 1 s.
     for (let i = 0; i < 300; i++) {
@@ -278,8 +287,7 @@ Deno.test("on expiry, unacknowledged messages go to offline storage and h is kep
     }
     assert.equal(t.server.sessions.userSessions("localhost", "alice").length, 0);
     // Resuming now fails, with the count of what the server had handled (presence + roster).
-    const { client: late } = await authenticated(t, "alice");
-    late.send(`<resume xmlns='urn:xmpp:sm:3' previd='${id}' h='0'/>`);
+    const late = await resumeAs(t, id, 0);
     const failed = await late.next((el) => el.ns === NS_SM);
     assert.equal(failed.name, "failed");
     assert.equal(failed.attrs.h, "2");
@@ -311,8 +319,7 @@ Deno.test("a session ended with a closing tag cannot be resumed", async () => {
       if (t.server.sessions.userSessions("localhost", "alice").length === 0) break;
       await new Promise((resolve) => setTimeout(resolve, 10));
     }
-    const { client: again } = await authenticated(t, "alice");
-    again.send(`<resume xmlns='urn:xmpp:sm:3' previd='${id}' h='0'/>`);
+    const again = await resumeAs(t, id, 0);
     const failed = await again.next((el) => el.ns === NS_SM);
     assert.equal(failed.name, "failed");
     assert.ok(failed.getChild("item-not-found", NS_STANZAS));
@@ -326,10 +333,8 @@ Deno.test("resuming with an h beyond what was sent fails and ends the old sessio
   const t = await server();
   try {
     const { client, id } = await managed(t, "alice", "phone");
-    cut(client);
-    await hibernating(t, "alice@localhost/phone");
-    const { client: again } = await authenticated(t, "alice");
-    again.send(`<resume xmlns='urn:xmpp:sm:3' previd='${id}' h='5'/>`);
+    await drop(t, client);
+    const again = await resumeAs(t, id, 5);
     const failed = await again.next((el) => el.ns === NS_SM);
     assert.equal(failed.name, "failed");
     assert.equal(t.server.sessions.userSessions("localhost", "alice").length, 0);
@@ -365,10 +370,9 @@ Deno.test("hibernating sessions are bounded per account: the oldest ends first",
       s.jid?.resource
     );
     assert.deepEqual(resources, ["two"]);
-    const { client: again } = await authenticated(t, "alice");
-    again.send(`<resume xmlns='urn:xmpp:sm:3' previd='${firstId}' h='0'/>`);
+    const again = await resumeAs(t, firstId, 0);
     assert.equal((await again.next((el) => el.ns === NS_SM)).name, "failed");
-    again.send(`<resume xmlns='urn:xmpp:sm:3' previd='${secondId}' h='0'/>`);
+    again.send(resumeElement(secondId, 0));
     assert.equal(
       (await again.next((el) => el.ns === NS_SM && el.name !== "failed")).name,
       "resumed",
@@ -391,10 +395,8 @@ Deno.test("a resumed session keeps its carbons setting and its presence", async 
     const { client: bob } = await RawClient.login(t.port, "bob", "pw", "b");
     await new Promise((resolve) => setTimeout(resolve, 100));
     const h = handled(client);
-    cut(client);
-    await hibernating(t, "alice@localhost/phone");
-    const { client: again } = await authenticated(t, "alice");
-    again.send(`<resume xmlns='urn:xmpp:sm:3' previd='${id}' h='${h}'/>`);
+    await drop(t, client);
+    const again = await resumeAs(t, id, h);
     await again.next(isSm("resumed"));
     bob.send(chat("alice@localhost/desk", "to the desk"));
     await desk.next((el) => el.getChildText("body") === "to the desk");
@@ -458,8 +460,7 @@ Deno.test("c2s show reports stream management state, detached sessions included"
     let shown = await row();
     assert.equal(shown.transport, "tcp");
     assert.match(String(shown.sm), /^enabled, resumable for 600 s, 1 unacked$/);
-    cut(client);
-    await hibernating(t, "alice@localhost/phone");
+    await drop(t, client);
     shown = await row();
     assert.equal(shown.transport, "tcp (detached)");
     assert.match(String(shown.sm), /, 1 unacked, hibernating since \d{4}-\d\d-\d\dT/);
@@ -473,12 +474,10 @@ Deno.test("a second <resume/> on a stream that already resumed fails and the str
   const t = await server();
   try {
     const { client, id } = await managed(t, "alice", "phone");
-    cut(client);
-    await hibernating(t, "alice@localhost/phone");
-    const { client: again } = await authenticated(t, "alice");
-    again.send(`<resume xmlns='urn:xmpp:sm:3' previd='${id}' h='0'/>`);
+    await drop(t, client);
+    const again = await resumeAs(t, id, 0);
     await again.next(isSm("resumed"));
-    again.send(`<resume xmlns='urn:xmpp:sm:3' previd='${id}' h='0'/>`);
+    again.send(resumeElement(id, 0));
     const failed = await again.next(isSm("failed"));
     assert.ok(failed.getChild("unexpected-request", NS_STANZAS));
     again.send("<iq type='get' id='r'><query xmlns='jabber:iq:roster'/></iq>");
