@@ -240,17 +240,23 @@ Deno.test("<inactive/> before binding applies from the bind on", async () => {
         "<resource>phone</resource></bind></iq>",
     );
     assert.equal((await client.next((el) => el.attrs.id === "b")).attrs.type, "result");
-    assert.equal(csiInfo(t, "alice@localhost/phone"), "inactive, 0 held");
-    const { client: bob } = await RawClient.login(t.port, "bob", "pw", "b");
-    bob.send(presence("alice@localhost/phone", "away"));
-    await roundTrip(bob);
-    assert.equal(csiInfo(t, "alice@localhost/phone"), "inactive, 1 held");
+    const bob = await heldPresenceFromBob(t);
     client.close();
     bob.close();
   } finally {
     await t.stop();
   }
 });
+
+/** alice/phone is inactive with nothing held; bob's presence to it is then held. */
+async function heldPresenceFromBob(t: TestServer): Promise<RawClient> {
+  assert.equal(csiInfo(t, "alice@localhost/phone"), "inactive, 0 held");
+  const { client: bob } = await RawClient.login(t.port, "bob", "pw", "b");
+  bob.send(presence("alice@localhost/phone", "away"));
+  await roundTrip(bob);
+  assert.equal(csiInfo(t, "alice@localhost/phone"), "inactive, 1 held");
+  return bob;
+}
 
 Deno.test("an unknown element in the csi namespace ends the stream", async () => {
   const t = await server();
@@ -278,11 +284,7 @@ Deno.test("Bind2: csi is an inline feature, and an inline <inactive/> starts the
     const request = parseElement(`<bind xmlns='urn:xmpp:bind:0'>${INACTIVE}</bind>`);
     const bound = new Element("bound", { xmlns: "urn:xmpp:bind:0" });
     host.events.fire("bind2-bound", { session, request, bound, host });
-    assert.equal(csiInfo(t, "alice@localhost/phone"), "inactive, 0 held");
-    const { client: bob } = await RawClient.login(t.port, "bob", "pw", "b");
-    bob.send(presence("alice@localhost/phone", "away"));
-    await roundTrip(bob);
-    assert.equal(csiInfo(t, "alice@localhost/phone"), "inactive, 1 held");
+    const bob = await heldPresenceFromBob(t);
     client.close();
     bob.close();
   } finally {
