@@ -488,3 +488,49 @@ Deno.test("a second <resume/> on a stream that already resumed fails and the str
     await t.stop();
   }
 });
+
+Deno.test("hibernating sessions are bounded per host too: the oldest account's session ends", async () => {
+  const t = await server("smacks_max_hibernated_sessions_total = 1");
+  try {
+    const { client: alice } = await managed(t, "alice", "phone");
+    const { client: bob, id: bobId } = await managed(t, "bob", "phone");
+    await drop(t, alice);
+    cut(bob);
+    await hibernating(t, "bob@localhost/phone");
+    assert.equal(t.server.sessions.userSessions("localhost", "alice").length, 0);
+    assert.equal(t.server.sessions.userSessions("localhost", "bob").length, 1);
+    const { client: again } = await authenticated(t, "bob");
+    again.send(resumeElement(bobId, 0));
+    assert.equal((await again.next((el) => el.ns === NS_SM)).name, "resumed");
+    again.close();
+  } finally {
+    await t.stop();
+  }
+});
+
+Deno.test("a queue past smacks_max_queue_size ends the session and nothing is lost", async () => {
+  const t = await server("smacks_max_queue_size = 10\nsmacks_max_unacked_stanzas = 100");
+  try {
+    const { client } = await managed(t, "alice", "phone");
+    await drop(t, client);
+    const { client: bob } = await RawClient.login(t.port, "bob", "pw", "b");
+    for (let i = 1; i <= 12; i++) bob.send(chat("alice@localhost/phone", `m${i}`));
+    for (let i = 0; i < 300; i++) {
+      if (t.server.sessions.userSessions("localhost", "alice").length === 0) break;
+      await new Promise((resolve) => setTimeout(resolve, 10));
+    }
+    assert.equal(t.server.sessions.userSessions("localhost", "alice").length, 0);
+    // Every message waits in offline storage for alice's next login.
+    const { client: back } = await RawClient.login(t.port, "alice", "pw", "back");
+    back.send("<presence/>");
+    await back.next((el) => el.getChildText("body") === "m12");
+    const bodies = back.received.filter((el) => el.name === "message").map((el) =>
+      el.getChildText("body")
+    );
+    assert.deepEqual(bodies, Array.from({ length: 12 }, (_, i) => `m${i + 1}`));
+    back.close();
+    bob.close();
+  } finally {
+    await t.stop();
+  }
+});
