@@ -178,6 +178,8 @@ export default function smacks(m: ModuleAPI) {
   });
 
   const states = new WeakMap<Session, SmState>();
+  /** Every session with stream management on, for unloading. */
+  const managed = new Set<SmState>();
   const byId = new Map<string, SmState>();
   /** Hibernating sessions, oldest first (Map keeps insertion order). */
   const hibernating = new Map<SmState, string>();
@@ -239,8 +241,17 @@ export default function smacks(m: ModuleAPI) {
     finish(state);
   });
 
+  // Unloading ends the sessions only stream management kept alive; the others stop being
+  // counted (their client's next <r/> or <a/> is then an unsupported element).
   m.onUnload(() => {
     for (const state of [...hibernating.keys()]) state.session.close();
+    for (const state of [...managed]) {
+      managed.delete(state);
+      states.delete(state.session);
+      state.requestTimer?.();
+      state.removeFilter();
+      state.session.info.delete("sm");
+    }
   });
 
   /** Enables SM; the answer goes to `answer` (the stream, or a Bind2 `<bound/>`). */
@@ -279,6 +290,7 @@ export default function smacks(m: ModuleAPI) {
       removeFilter: () => {},
     };
     states.set(session, state);
+    managed.add(state);
     if (state.id) byId.set(state.id, state);
     const enabled = smElement("enabled");
     if (state.id) {
@@ -478,6 +490,7 @@ export default function smacks(m: ModuleAPI) {
   function finish(state: SmState): void {
     const session = state.session;
     states.delete(session);
+    managed.delete(state);
     state.requestTimer?.();
     state.expiry?.();
     hibernating.delete(state);

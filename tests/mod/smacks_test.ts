@@ -534,3 +534,23 @@ Deno.test("a queue past smacks_max_queue_size ends the session and nothing is lo
     await t.stop();
   }
 });
+
+Deno.test("unloading the module ends hibernating sessions and stops counting the others", async () => {
+  const t = await server();
+  try {
+    const { client: phone } = await managed(t, "alice", "phone");
+    const { client: desk } = await managed(t, "bob", "desk");
+    await drop(t, phone);
+    const host = t.server.hosts.get("localhost")!;
+    assert.equal(t.server.modules.unload(host, "smacks"), true);
+    assert.equal(t.server.sessions.userSessions("localhost", "alice").length, 0);
+    const [session] = t.server.sessions.userSessions("localhost", "bob") as C2SSession[];
+    assert.equal(session.info.has("sm"), false);
+    // bob's stream goes on without stream management.
+    desk.send("<iq type='get' id='r'><query xmlns='jabber:iq:roster'/></iq>");
+    assert.equal((await desk.next((el) => el.attrs.id === "r")).attrs.type, "result");
+    desk.close();
+  } finally {
+    await t.stop();
+  }
+});
