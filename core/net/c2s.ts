@@ -382,6 +382,10 @@ export class C2SSession implements Session, StreamReceiver {
 
   // ---------- input ----------
 
+  internalError(): void {
+    this.close("internal-server-error");
+  }
+
   inputError(error: XmlStreamError): void {
     log.info("XML error from {ip}: {message}", { ip: this.ip, message: error.message });
     this.close(error.condition, error.message);
@@ -968,5 +972,6 @@ const NO_RECEIVER: StreamReceiver = {
   element() {},
   streamClose() {},
   inputError() {},
+  internalError() {},
   transportClosed() {},
 };

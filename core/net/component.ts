@@ -150,6 +150,10 @@ export class ComponentSession implements Session, StreamReceiver {
     this.close();
   }
 
+  internalError(): void {
+    this.close("internal-server-error");
+  }
+
   inputError(error: XmlStreamError): void {
     log.info("XML error from component {ip}: {message}", { ip: this.ip, message: error.message });
     this.close(error.condition, error.message);

@@ -56,7 +56,8 @@ export class SocketTransport implements Transport {
     } catch (error) {
       // A bug while handling this peer's input must not take the server down.
       log.error("Internal error on a stream from {ip}: {error}", { ip: this.ip, error });
-      this.close("internal-server-error");
+      this.receiver.internalError(error);
+      this.close("internal-server-error"); // when the receiver did not close it already
     }
   };
 

@@ -28,6 +28,11 @@ export interface StreamReceiver {
   transportClosed(): void;
   /** The connection failed (before `transportClosed`), for logs and close reasons. */
   transportError?(error: Error): void;
+  /**
+   * Handling the peer's input threw (a bug of ours): the stream must end with
+   * `internal-server-error`, and the server go on.
+   */
+  internalError(error: unknown): void;
 }
 
 /** A connection carrying one XML stream at a time (a new one after STARTTLS and SASL). */

@@ -120,6 +120,10 @@ export abstract class S2SStream implements Session, StreamReceiver {
     this.close();
   }
 
+  internalError(): void {
+    this.close("internal-server-error");
+  }
+
   inputError(error: XmlStreamError): void {
     log.info("XML error from {remote}: {message}", {
       remote: this.remote || this.ip,
