@@ -554,3 +554,19 @@ Deno.test("unloading the module ends hibernating sessions and stops counting the
     await t.stop();
   }
 });
+
+Deno.test("fewer unacked stanzas than the threshold get an <r/> after smacks_max_ack_delay", async () => {
+  const t = await server("smacks_max_ack_delay = 1\nsmacks_max_unacked_stanzas = 100");
+  try {
+    const { client } = await managed(t, "alice", "phone");
+    const { client: bob } = await RawClient.login(t.port, "bob", "pw", "b");
+    bob.send(chat("alice@localhost/phone", "one"));
+    await client.next((el) => el.getChildText("body") === "one");
+    await client.next(isSm("r"), 3000);
+    client.send("<a xmlns='urn:xmpp:sm:3' h='1'/>");
+    client.close();
+    bob.close();
+  } finally {
+    await t.stop();
+  }
+});
