@@ -73,11 +73,20 @@ export class ModuleAPI {
   #loading = true;
   #followsReloads = false;
 
-  constructor(name: string, host: Host, server: ServerContext) {
+  /** The options the module declares (its `options` export). */
+  #declared: Record<string, OptionSpec>;
+
+  constructor(
+    name: string,
+    host: Host,
+    server: ServerContext,
+    declared: Record<string, OptionSpec> = {},
+  ) {
     this.name = name;
     this.host = host;
     this.server = server;
     this.log = getLogger(["mod", name]);
+    this.#declared = declared;
   }
 
   /** The host's domain. */
@@ -165,6 +174,35 @@ export class ModuleAPI {
         JSON.stringify(value)
       }`,
     );
+  }
+
+  /**
+   * One of the options the module declares in its `options` export, read with the type,
+   * default and bounds declared there (one place for them, not repeated where it is read).
+   * Reading an option the module does not declare is a programming error and throws.
+   */
+  option<T = unknown>(name: string): T {
+    const spec = this.#declared[name];
+    if (!spec) {
+      throw new Error(`Module '${this.name}' reads option '${name}' that it does not declare`);
+    }
+    const fallback = spec.default;
+    switch (spec.type) {
+      case "string":
+        return this.optionString(name, fallback as string) as T;
+      case "boolean":
+        return this.optionBoolean(name, fallback as boolean) as T;
+      case "integer":
+        return this.optionInteger(name, fallback as number, spec.min, spec.max) as T;
+      case "number":
+        return this.optionNumber(name, fallback as number, spec.min, spec.max) as T;
+      case "string[]":
+        return this.optionStrings(name, fallback as string[]) as T;
+      case "enum":
+        return this.optionEnum(name, fallback as string, spec.values ?? []) as T;
+      default:
+        return (this.optionRaw(name) ?? fallback) as T;
+    }
   }
 
   /** A string option (host value, then global, then the default). */
@@ -384,7 +422,7 @@ export class ModuleManager {
     if (modules.has(name)) {
       throw new Error(`Module '${name}' is already loaded on '${host.domain}'`);
     }
-    const api = new ModuleAPI(name, host, this.#server);
+    const api = new ModuleAPI(name, host, this.#server, file.options);
     try {
       await file.default(api);
     } catch (error) {

@@ -123,7 +123,7 @@ function commandItems(
 
 /** Loads blocking on a host. */
 export default function blocklist(m: ModuleAPI): void {
-  const bounceMessages = m.optionBoolean("bounce_blocked_messages", false);
+  const bounceMessages = m.option<boolean>("bounce_blocked_messages");
   const lists = new Blocklists(m.openStore<string[]>("blocklist", "keyval"));
   // Resources that fetched the blocklist get pushes (XEP-0191 §3.3, §3.4).
   const interested = new WeakSet<Session>();

@@ -108,9 +108,7 @@ interface CsiState {
 
 /** Loads client state indication on a host. */
 export default function csi(m: ModuleAPI) {
-  const spec = options.csi_max_held_stanzas;
-  const readMax = () =>
-    m.optionInteger("csi_max_held_stanzas", spec.default as number, spec.min, spec.max);
+  const readMax = () => m.option<number>("csi_max_held_stanzas");
   let maxHeld = readMax();
   m.hook("config-reloaded", () => {
     maxHeld = readMax();

@@ -129,7 +129,7 @@ export default function disco(m: ModuleAPI): void {
   m.addFeature(NS_INFO);
   m.addFeature(NS_ITEMS);
   m.addFeature(NS_CAPS);
-  m.addIdentity("server", "im", m.optionString("server_name", "Lilt"));
+  m.addIdentity("server", "im", m.option<string>("server_name"));
 
   // Modules come and go at runtime, so the hash follows the registry; the verification
   // string is cheap to build, and the SHA-1 is only redone when it changes.

@@ -39,13 +39,7 @@ function isStandaloneChatState(stanza: Element): boolean {
 
 /** Loads offline storage on a host. */
 export default function offline(m: ModuleAPI): void {
-  const readMaxMessages = () =>
-    m.optionInteger(
-      "offline_max_messages",
-      options.offline_max_messages.default as number,
-      0,
-      100000,
-    );
+  const readMaxMessages = () => m.option<number>("offline_max_messages");
   let maxMessages = readMaxMessages();
   // A reload applies a new limit at once, without reading the option for every message.
   m.hook("config-reloaded", () => {

@@ -45,8 +45,8 @@ export default function ping(m: ModuleAPI): void {
   m.hook(`iq-get/host/${NS_PING}:ping`, answerPing);
   m.hook(`iq-get/self/${NS_PING}:ping`, answerPing);
 
-  const intervalMs = m.optionInteger("c2s_ping_interval", 300, 0, 86400) * 1000;
-  const timeoutMs = m.optionInteger("c2s_ping_timeout", 60, 1, 3600) * 1000;
+  const intervalMs = m.option<number>("c2s_ping_interval") * 1000;
+  const timeoutMs = m.option<number>("c2s_ping_timeout") * 1000;
   if (intervalMs === 0) return;
 
   // Sessions with a ping in flight: never ping one twice at once.

@@ -171,7 +171,7 @@ interface Policy {
 
 function addressList(m: ModuleAPI, name: string): BlockList {
   const list = new BlockList();
-  for (const item of m.optionStrings(name, [])) {
+  for (const item of m.option<string[]>(name)) {
     const range = parseAddressRange(item);
     if (!range) {
       const line = m.server.config.lineOf(m.domain, name);
@@ -188,8 +188,8 @@ function addressList(m: ModuleAPI, name: string): BlockList {
 
 function readPolicy(m: ModuleAPI): Policy {
   return {
-    allowRegistration: m.optionBoolean("allow_registration", false),
-    intervalMs: m.optionInteger("min_seconds_between_registrations", 300, 0, 604800) * 1000,
+    allowRegistration: m.option<boolean>("allow_registration"),
+    intervalMs: m.option<number>("min_seconds_between_registrations") * 1000,
     blocklist: addressList(m, "registration_blocklist"),
     allowlist: addressList(m, "registration_allowlist"),
     allowPlainInsecure: m.hostOption("allow_unencrypted_plain_auth"),

@@ -50,7 +50,7 @@ export const MAX_ROSTER_SIZE_OPTION: OptionSpec = {
 
 /** The host's `max_roster_size`. */
 export function maxRosterSize(m: ModuleAPI): number {
-  return m.optionInteger("max_roster_size", 1000, 1, 1_000_000);
+  return m.option<number>("max_roster_size");
 }
 
 /** What the "roster_version" key-value store holds per account. */

@@ -92,10 +92,7 @@ interface Settings {
 }
 
 function readSettings(m: ModuleAPI): Settings {
-  const get = (name: string) => {
-    const spec = options[name];
-    return m.optionInteger(name, spec.default as number, spec.min, spec.max);
-  };
+  const get = (name: string) => m.option<number>(name);
   return {
     hibernationMax: get("smacks_hibernation_time"),
     ackThreshold: get("smacks_max_unacked_stanzas"),

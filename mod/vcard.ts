@@ -29,7 +29,7 @@ export const options: Record<string, OptionSpec> = {
 
 /** Loads vCard storage on a host. */
 export default function vcard(m: ModuleAPI): void {
-  const maxBytes = m.optionInteger("vcard_max_size", 32768, 1024, 16777216);
+  const maxBytes = m.option<number>("vcard_max_size");
   const store = m.openStore<string>("vcard", "keyval");
   const encoder = new TextEncoder();
 

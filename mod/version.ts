@@ -24,7 +24,7 @@ export const options: Record<string, OptionSpec> = {
 
 /** Loads the software version responder on a host. */
 export default function version(m: ModuleAPI): void {
-  const hideOs = m.optionBoolean("hide_os_type", false);
+  const hideOs = m.option<boolean>("hide_os_type");
   m.addFeature(NS_VERSION);
   m.hook(`iq-get/host/${NS_VERSION}:query`, ({ stanza, origin }: StanzaEvent) => {
     const answer = reply(stanza);

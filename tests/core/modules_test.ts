@@ -152,3 +152,29 @@ Deno.test("after a reload, modules see changed options: told by config-reloaded 
     await t.stop();
   }
 });
+
+Deno.test("m.option reads a declared option with its declared default and bounds", async () => {
+  const t = await startTestServer({ hostToml: "example_limit = 7\nexample_too_big = 500" });
+  try {
+    const host = t.server.hosts.get("localhost")!;
+    const seen: unknown[] = [];
+    const spec = { type: "integer", min: 1, max: 100, scope: "host", description: "" } as const;
+    t.server.modules.register("declaring", {
+      options: {
+        example_limit: { ...spec, default: 10 },
+        example_unset: { ...spec, default: 10 },
+        example_too_big: { ...spec, default: 10 },
+        example_flag: { type: "boolean", default: true, scope: "host", description: "" },
+      },
+      default(m: ModuleAPI) {
+        seen.push(m.option("example_limit"), m.option("example_unset"), m.option("example_flag"));
+        assert.throws(() => m.option("example_undeclared"), /does not declare/);
+        assert.throws(() => m.option("example_too_big"), /expected a number from 1 to 100/);
+      },
+    });
+    await t.server.modules.load(host, "declaring");
+    assert.deepEqual(seen, [7, 10, true]);
+  } finally {
+    await t.stop();
+  }
+});
