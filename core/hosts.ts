@@ -137,8 +137,44 @@ export interface NamedHostEvents {
   "config-reloaded": ConfigReloadedEvent;
 }
 
-/** The full event map of a host bus: named events plus `kind/to-type[...]` stanza events. */
-export type HostEvents = NamedHostEvents & Record<`${string}/${string}`, StanzaEvent>;
+/**
+ * Events modules declare for each other (a MUC module's `muc-occupant-joined`, say), by
+ * augmenting this interface from their own file:
+ *
+ * ```ts
+ * declare module "../core/hosts.ts" {
+ *   interface ModuleEvents {
+ *     "muc-occupant-joined": OccupantEvent;
+ *   }
+ * }
+ * ```
+ */
+// deno-lint-ignore no-empty-interface
+export interface ModuleEvents {}
+
+/** How a stanza's `to` relates to the server (see router.ts). */
+export type ToType = "host" | "bare" | "full" | "self";
+
+/**
+ * Stanza event names, as the router fires them: `pre-<kind>/<to-type>` on the sender's host,
+ * then `message/<to-type>` and `presence/<to-type>`, or for iqs `iq/<to-type>` and
+ * `iq-get|set/<to-type>/<payload-ns>:<payload-name>` or `iq-result|error/<to-type>/<id>`;
+ * `message/offline` when a message finds no resource. A name outside these (a typo such as
+ * `iq-get/hots/…`) does not type-check.
+ */
+export type StanzaEventName =
+  | `pre-${"message" | "presence" | "iq"}/${ToType}`
+  | `${"message" | "presence"}/${ToType}`
+  | "message/offline"
+  | `iq/${ToType}`
+  | `iq-${"get" | "set"}/${ToType}/${string}:${string}`
+  | `iq-${"result" | "error"}/${ToType}/${string}`;
+
+/** The full event map of a host bus: named events, modules' own events and stanza events. */
+export type HostEvents =
+  & NamedHostEvents
+  & ModuleEvents
+  & { [K in StanzaEventName]: StanzaEvent };
 
 /** A disco#info identity (XEP-0030). */
 export interface DiscoIdentity {

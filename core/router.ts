@@ -2,7 +2,7 @@
 // modules hook, and applies RFC 6121 §8 delivery rules for local JIDs when nobody handled it.
 
 import type { ServerContext } from "./context.ts";
-import type { Host, StanzaEvent } from "./hosts.ts";
+import type { Host, StanzaEvent, ToType } from "./hosts.ts";
 import { type JID, tryParseJid } from "./jid.ts";
 import { getLogger } from "./log.ts";
 import type { Session } from "./sessions.ts";
@@ -12,8 +12,7 @@ import { presenceOf } from "./presence_state.ts";
 
 const log = getLogger("router");
 
-/** How the destination address relates to the server: drives event names. */
-export type ToType = "host" | "bare" | "full" | "self";
+export type { ToType } from "./hosts.ts";
 
 /** A hook into routing for observers (admin shell `watch stanzas`, counters). */
 export type RouteObserver = (stanza: Element, origin: Session) => void;
@@ -55,7 +54,8 @@ export class Router {
       stanza.attrs.to = to.toString();
     }
     const toType = this.#toType(stanza, to, origin);
-    const kind = stanza.name;
+    // Only stanzas reach the router (the streams check), so the name is one of the three.
+    const kind = stanza.name as "message" | "presence" | "iq";
     // The sender's host sees every stanza first, local or remote destination alike.
     const originHost = origin.host ? this.#server.hosts.get(origin.host) : undefined;
     if (

@@ -323,10 +323,12 @@ export default function blocklist(m: ModuleAPI): void {
     }
     return true; // presence: dropped without an answer
   };
-  for (const kind of ["message", "presence", "iq"]) {
-    m.hook(`${kind}/bare`, inbound, FILTER_PRIORITY);
-    m.hook(`${kind}/full`, inbound, FILTER_PRIORITY);
-  }
+  m.hook("message/bare", inbound, FILTER_PRIORITY);
+  m.hook("message/full", inbound, FILTER_PRIORITY);
+  m.hook("presence/bare", inbound, FILTER_PRIORITY);
+  m.hook("presence/full", inbound, FILTER_PRIORITY);
+  m.hook("iq/bare", inbound, FILTER_PRIORITY);
+  m.hook("iq/full", inbound, FILTER_PRIORITY);
 
   // Outbound: a stanza from a local account to a JID it blocked. Modules sending on an
   // account's behalf (presence broadcasts) are covered too; their stanzas are dropped silently.
@@ -348,9 +350,13 @@ export default function blocklist(m: ModuleAPI): void {
     origin.send(error);
     return true;
   };
-  for (const kind of ["message", "presence", "iq"]) {
-    for (const toType of ["host", "bare", "full"]) {
-      m.hook(`pre-${kind}/${toType}`, outbound, FILTER_PRIORITY);
-    }
-  }
+  m.hook("pre-message/host", outbound, FILTER_PRIORITY);
+  m.hook("pre-message/bare", outbound, FILTER_PRIORITY);
+  m.hook("pre-message/full", outbound, FILTER_PRIORITY);
+  m.hook("pre-presence/host", outbound, FILTER_PRIORITY);
+  m.hook("pre-presence/bare", outbound, FILTER_PRIORITY);
+  m.hook("pre-presence/full", outbound, FILTER_PRIORITY);
+  m.hook("pre-iq/host", outbound, FILTER_PRIORITY);
+  m.hook("pre-iq/bare", outbound, FILTER_PRIORITY);
+  m.hook("pre-iq/full", outbound, FILTER_PRIORITY);
 }

@@ -146,10 +146,10 @@ export default function carbons(m: ModuleAPI): void {
     origin.send(answer);
     return true;
   };
-  for (const toType of ["self", "host"]) {
-    m.hook(`iq-set/${toType}/${NS_CARBONS}:enable`, toggle(true));
-    m.hook(`iq-set/${toType}/${NS_CARBONS}:disable`, toggle(false));
-  }
+  m.hook(`iq-set/self/${NS_CARBONS}:enable`, toggle(true));
+  m.hook(`iq-set/host/${NS_CARBONS}:enable`, toggle(true));
+  m.hook(`iq-set/self/${NS_CARBONS}:disable`, toggle(false));
+  m.hook(`iq-set/host/${NS_CARBONS}:disable`, toggle(false));
   // XEP-0386: a client binding with Bind2 may turn carbons on in the same round trip.
   m.hook("bind2-inline-features", ({ inline }: InlineFeaturesEvent) => {
     inline.c("feature", { var: NS_CARBONS });
@@ -198,7 +198,9 @@ export default function carbons(m: ModuleAPI): void {
     copyTo(account, stanza, "sent", [origin]);
     return false;
   };
-  for (const toType of ["bare", "full", "host"]) m.hook(`pre-message/${toType}`, sent);
+  m.hook("pre-message/bare", sent);
+  m.hook("pre-message/full", sent);
+  m.hook("pre-message/host", sent);
 
   // The receiving server removes <private/> before delivery (XEP-0280 §9) and remembers it.
   const stripPrivate = ({ stanza }: StanzaEvent) => {
