@@ -1,16 +1,33 @@
 // The prioritised event bus every host owns: the router fires stanza events on it, modules
-// hook them, and a handler that returns true (handled) stops the rest from running.
+// hook them, and a handler that returns true (handled) stops the rest from running. A handler
+// may finish later: its promise is awaited, and only when it resolves true is the event taken.
 
 import { getLogger } from "./log.ts";
 
 const log = getLogger("events");
 
 /**
- * What a handler returns: true means "handled, stop propagation". A promise also stops
- * propagation: the async handler has taken the event, and if the promise rejects the bus
- * reports the failure (see {@link HandlerFailure}) instead of treating it as handled.
+ * What a handler returns: true means "handled, stop propagation". A promise is awaited before
+ * the next handler runs: resolving true means handled, anything else lets the event go on to
+ * the next handler (and the caller's default). A rejection is reported (see
+ * {@link HandlerFailure}) and counts as handled, like a throw.
  */
 export type HandlerResult = boolean | void | undefined | Promise<unknown>;
+
+/**
+ * What `fire` returns: whether a handler took the event, or, once a handler answered with a
+ * promise, a promise of that. Use {@link whenUnhandled} to go on only when nobody took it.
+ */
+export type FireResult = boolean | Promise<boolean>;
+
+/**
+ * Runs `next` when the event was not handled: at once for a synchronous answer, or after the
+ * asynchronous handlers declined. The synchronous path allocates nothing.
+ */
+export function whenUnhandled(result: FireResult, next: () => void): void {
+  if (result === false) next();
+  else if (result !== true) result.then((handled) => handled || next());
+}
 
 /** An event handler. */
 export type EventHandler<P> = (payload: P) => HandlerResult;
@@ -54,10 +71,11 @@ interface Registration {
 }
 
 /**
- * A prioritised, synchronous event emitter. Handlers with higher priority run first; equal
- * priorities run in registration order. `fire` returns true when a handler returned true,
- * returned a promise, or threw; a throw or a rejection is logged with the handler's owner and
- * passed to `onHandlerFailure`.
+ * A prioritised event emitter. Handlers with higher priority run first; equal priorities run in
+ * registration order. `fire` returns true when a handler returned true or threw, false when none
+ * took the event, and a promise of that when a handler returned a promise: the remaining
+ * handlers then run after it resolved (not true). A throw or a rejection is logged with the
+ * handler's owner and passed to `onHandlerFailure`.
  *
  * @example
  * ```ts
@@ -114,12 +132,25 @@ export class EventBus<Events extends object = Record<string, unknown>> {
     if (list.length === 0) this.#handlers.delete(name);
   }
 
-  /** Runs the handlers of an event in priority order; true when one handled it. */
-  fire<K extends keyof Events & string>(name: K, payload: Events[K]): boolean {
+  /**
+   * Runs the handlers of an event in priority order: true when one handled it, or a promise of
+   * that once a handler answered with a promise (see {@link whenUnhandled}).
+   */
+  fire<K extends keyof Events & string>(name: K, payload: Events[K]): FireResult {
     const list = this.#handlers.get(name);
     if (!list) return false;
     // Copy: handlers may unhook themselves while running.
-    for (const registration of list.length === 1 ? list : list.slice()) {
+    return this.#run(list.length === 1 ? list : list.slice(), 0, name, payload);
+  }
+
+  #run<K extends keyof Events & string>(
+    list: Registration[],
+    from: number,
+    name: K,
+    payload: Events[K],
+  ): FireResult {
+    for (let i = from; i < list.length; i++) {
+      const registration = list[i];
       let result: HandlerResult;
       try {
         result = (registration.handler as EventHandler<Events[K]>)(payload);
@@ -128,13 +159,26 @@ export class EventBus<Events extends object = Record<string, unknown>> {
         return true;
       }
       if (result === true) return true;
-      if (result instanceof Promise) {
-        const owner = registration.owner;
-        result.catch((error) => this.#failed({ event: name, owner, payload, error, async: true }));
-        return true;
-      }
+      if (result instanceof Promise) return this.#await(result, list, i, name, payload);
     }
     return false;
+  }
+
+  async #await<K extends keyof Events & string>(
+    pending: Promise<unknown>,
+    list: Registration[],
+    at: number,
+    name: K,
+    payload: Events[K],
+  ): Promise<boolean> {
+    try {
+      if (await pending === true) return true;
+    } catch (error) {
+      const owner = list[at].owner;
+      this.#failed({ event: name, owner, payload, error, async: true });
+      return true;
+    }
+    return await this.#run(list, at + 1, name, payload);
   }
 
   #failed(failure: HandlerFailure): void {

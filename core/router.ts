@@ -2,6 +2,7 @@
 // modules hook, and applies RFC 6121 §8 delivery rules for local JIDs when nobody handled it.
 
 import type { ServerContext } from "./context.ts";
+import { type FireResult, whenUnhandled } from "./events.ts";
 import type { Host, StanzaEvent, ToType } from "./hosts.ts";
 import { type JID, tryParseJid } from "./jid.ts";
 import { getLogger } from "./log.ts";
@@ -58,15 +59,30 @@ export class Router {
     const kind = stanza.name as "message" | "presence" | "iq";
     // The sender's host sees every stanza first, local or remote destination alike.
     const originHost = origin.host ? this.#server.hosts.get(origin.host) : undefined;
-    if (
-      originHost && originHost.events.fire(`pre-${kind}/${toType}`, {
+    if (originHost) {
+      const pre = originHost.events.fire(`pre-${kind}/${toType}`, {
         stanza,
         origin,
         host: originHost,
-      })
-    ) {
-      return;
+      });
+      if (pre === true) return;
+      if (pre !== false) {
+        // An asynchronous handler decides: routing goes on only if it declines.
+        whenUnhandled(pre, () => this.#toDestination(stanza, origin, to, toType, kind));
+        return;
+      }
     }
+    this.#toDestination(stanza, origin, to, toType, kind);
+  }
+
+  /** After the sender's host: the destination host's events, then RFC 6121 §8.5 delivery. */
+  #toDestination(
+    stanza: Element,
+    origin: Session,
+    to: JID | undefined,
+    toType: ToType,
+    kind: "message" | "presence" | "iq",
+  ): void {
     const host = this.#server.hosts.get(to ? to.domain : origin.host);
     if (!host) {
       this.#routeRemote(stanza, origin, to?.domain ?? "");
@@ -77,26 +93,37 @@ export class Router {
       return;
     }
     const event: StanzaEvent = { stanza, origin, host };
-    if (kind === "iq") {
-      // Filters (blocking, privacy) see every iq before the namespaced handlers do.
-      if (host.events.fire(`iq/${toType}`, event)) return;
-      const type = stanza.attrs.type;
-      if (type === "get" || type === "set") {
-        const payload = stanza.firstElement();
-        if (
-          payload && host.events.fire(`iq-${type}/${toType}/${payload.ns}:${payload.name}`, event)
-        ) {
-          return;
-        }
-      } else if (
-        (type === "result" || type === "error") && stanza.attrs.id !== undefined &&
-        host.events.fire(`iq-${type}/${toType}/${stanza.attrs.id}`, event)
-      ) {
-        return;
+    if (kind !== "iq") {
+      const handled = host.events.fire(`${kind}/${toType}`, event);
+      if (handled === false) this.#deliverDefault(event, to, toType);
+      else if (handled !== true) {
+        whenUnhandled(handled, () => this.#deliverDefault(event, to, toType));
       }
+      return;
     }
-    if (kind !== "iq" && host.events.fire(`${kind}/${toType}`, event)) return;
-    this.#deliverDefault(event, to, toType);
+    // Filters (blocking, privacy) see every iq before the namespaced handlers do.
+    const filtered = host.events.fire(`iq/${toType}`, event);
+    if (filtered === false) this.#iqHandlers(event, to, toType);
+    else if (filtered !== true) whenUnhandled(filtered, () => this.#iqHandlers(event, to, toType));
+  }
+
+  /** The handler of an iq's payload (get/set) or of its id (result/error), else the default. */
+  #iqHandlers(event: StanzaEvent, to: JID | undefined, toType: ToType): void {
+    const { stanza, host } = event;
+    const type = stanza.attrs.type;
+    let handled: FireResult = false;
+    if (type === "get" || type === "set") {
+      const payload = stanza.firstElement();
+      if (payload) {
+        handled = host.events.fire(`iq-${type}/${toType}/${payload.ns}:${payload.name}`, event);
+      }
+    } else if ((type === "result" || type === "error") && stanza.attrs.id !== undefined) {
+      handled = host.events.fire(`iq-${type}/${toType}/${stanza.attrs.id}`, event);
+    }
+    if (handled === false) this.#deliverDefault(event, to, toType);
+    else if (handled !== true) {
+      whenUnhandled(handled, () => this.#deliverDefault(event, to, toType));
+    }
   }
 
   #toType(stanza: Element, to: JID | undefined, origin: Session): ToType {
@@ -227,13 +254,14 @@ export class Router {
     // Offline storage (a module) may take a message for an existing account; otherwise the
     // answer is the same whether or not the account exists (RFC 6121 §8.5.1, §8.5.2.2.1).
     const host = this.#server.hosts.get(to.domain)!;
-    if (
-      this.#server.accounts.exists(to.domain, to.local!) &&
-      host.events.fire("message/offline", { stanza, origin, host })
-    ) {
+    if (!this.#server.accounts.exists(to.domain, to.local!)) {
+      bounce(stanza, origin, "service-unavailable");
       return;
     }
-    bounce(stanza, origin, "service-unavailable");
+    whenUnhandled(
+      host.events.fire("message/offline", { stanza, origin, host }),
+      () => bounce(stanza, origin, "service-unavailable"),
+    );
   }
 
   #deliverPresence(stanza: Element, to: JID, toType: ToType): void {

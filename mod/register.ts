@@ -295,7 +295,8 @@ export default function register(m: ModuleAPI): void {
       fail("unexpected-request", { text: "Log in before removing your account" });
       return true;
     }
-    return createAccount(session, stanza, query, p, fail);
+    // The iq is answered (success or error) whatever happens: taken once the work is done.
+    return createAccount(session, stanza, query, p, fail).then(() => true);
   });
 
   async function createAccount(
@@ -387,7 +388,7 @@ export default function register(m: ModuleAPI): void {
     return true;
   }
 
-  function onSet({ stanza, origin }: StanzaEvent): boolean | Promise<void> {
+  function onSet({ stanza, origin }: StanzaEvent): boolean | Promise<boolean> {
     const username = accountOf(origin);
     if (username === undefined) return false;
     const query = stanza.getChild("query", NS_REGISTER)!;
@@ -401,7 +402,7 @@ export default function register(m: ModuleAPI): void {
       removeAccount(stanza, origin, username);
       return true;
     }
-    return changePassword(stanza, origin, username, query);
+    return changePassword(stanza, origin, username, query).then(() => true);
   }
 
   /**

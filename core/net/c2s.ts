@@ -23,6 +23,7 @@ import {
 } from "../auth/sasl.ts";
 import { decodeBase64, encodeBase64, type SaslOffer } from "../auth/scram.ts";
 import type { HostOptionName } from "../config_schema.ts";
+import { whenUnhandled } from "../events.ts";
 import type { ServerContext } from "../context.ts";
 import { type JID, JidError, parseJid, prepLocal, tryParseJid } from "../jid.ts";
 import { getLogger } from "../log.ts";
@@ -347,18 +348,19 @@ export class C2SSession implements Session, StreamReceiver {
     this.#rememberTransport(transport);
     this.#transport = undefined;
     if (this.#closed) return;
-    if (this.#bound) {
-      const host = this.#deps.server.hosts.get(this.host);
-      if (host?.events.fire("transport-lost", { session: this, host })) {
-        log.info("Session {id} for {jid} lost its connection and waits to be resumed", {
-          id: this.id,
-          jid: this.jid!.toString(),
-        });
-        return;
-      }
+    const host = this.#bound ? this.#deps.server.hosts.get(this.host) : undefined;
+    const kept = host ? host.events.fire("transport-lost", { session: this, host }) : false;
+    if (kept !== false) {
+      log.info("Session {id} for {jid} lost its connection and waits to be resumed", {
+        id: this.id,
+        jid: this.jid!.toString(),
+      });
     }
-    this.#closed = true;
-    this.#unbindAndForget();
+    whenUnhandled(kept, () => {
+      if (this.#closed || this.#transport) return;
+      this.#closed = true;
+      this.#unbindAndForget();
+    });
   }
 
   #unbindAndForget(): void {
@@ -515,20 +517,23 @@ export class C2SSession implements Session, StreamReceiver {
       // clear when encryption is required.
       const host = this.#deps.server.hosts.get(this.host);
       const allowed = this.secure || !this.#option<boolean>("c2s_require_encryption");
-      if (
-        host && allowed && isStanza(el) &&
-        host.events.fire("unauthenticated-stanza", { session: this, stanza: el, host })
-      ) {
-        return;
-      }
-      this.close("not-authorized", "Authenticate before sending stanzas");
+      const served = host && allowed && isStanza(el)
+        ? host.events.fire("unauthenticated-stanza", { session: this, stanza: el, host })
+        : false;
+      whenUnhandled(
+        served,
+        () => this.close("not-authorized", "Authenticate before sending stanzas"),
+      );
       return;
     }
     if (!isStanza(el) || (el.ns !== NS_CLIENT)) {
       // Stream management (enable before or after binding, resume before it) and the like.
       const host = this.#deps.server.hosts.get(this.host)!;
-      if (host.events.fire("stream-element", { session: this, element: el, host })) return;
-      this.close("unsupported-stanza-type", `Unexpected element <${el.name}> in '${el.ns}'`);
+      whenUnhandled(
+        host.events.fire("stream-element", { session: this, element: el, host }),
+        () =>
+          this.close("unsupported-stanza-type", `Unexpected element <${el.name}> in '${el.ns}'`),
+      );
       return;
     }
     this.stanzasReceived++;
@@ -791,7 +796,15 @@ export class C2SSession implements Session, StreamReceiver {
     this.#fastInline(request, success, mechanism);
     // A handler that returns true resumed another session on this transport and has sent the
     // success itself (stream management); this session is over.
-    if (host.events.fire("sasl2-inline", { session: this, request, success, host })) return;
+    whenUnhandled(
+      host.events.fire("sasl2-inline", { session: this, request, success, host }),
+      () => this.#sasl2Bind(request, success, identifier),
+    );
+  }
+
+  /** The rest of a SASL2 success when no module took the session over: Bind2, then `<success/>`. */
+  #sasl2Bind(request: Element, success: Element, identifier: Element): void {
+    if (this.#closed) return;
     const bind = request.getChild("bind", NS_BIND2);
     if (bind) {
       const bound = this.#bind2(bind, request);

@@ -1,8 +1,8 @@
-// The event bus: priority order, stop-on-true, async handlers counted as handled, failures
-// reported with their owner, and removal leaving nothing behind.
+// The event bus: priority order, stop-on-true, async handlers awaited (only resolving true takes
+// the event), failures reported with their owner, and removal leaving nothing behind.
 
 import assert from "node:assert/strict";
-import { EventBus, type HandlerFailure } from "../../core/events.ts";
+import { EventBus, type HandlerFailure, whenUnhandled } from "../../core/events.ts";
 
 type Events = { ping: { seen: string[] } };
 
@@ -34,8 +34,7 @@ Deno.test("an async handler's rejection is reported with its owner, not swallowe
   const bus = new EventBus<Events>({ onHandlerFailure: (f) => failures.push(f) });
   bus.on("ping", () => Promise.reject(new Error("async failure")), { owner: "mod_x" });
   const payload = { seen: [] };
-  assert.equal(bus.fire("ping", payload), true);
-  await new Promise((r) => setTimeout(r, 0));
+  assert.equal(await bus.fire("ping", payload), true);
   assert.equal(failures.length, 1);
   assert.equal(failures[0].owner, "mod_x");
   assert.equal(failures[0].event, "ping");
@@ -93,4 +92,38 @@ Deno.test("a handler may unhook itself while the event runs", () => {
   bus.fire("ping", { seen });
   bus.fire("ping", { seen });
   assert.deepEqual(seen, ["once", "always", "always"]);
+});
+
+Deno.test("an async handler that resolves false lets the next handlers and the default run", async () => {
+  const bus = new EventBus<Events>();
+  bus.on("ping", async ({ seen }) => {
+    await new Promise((r) => setTimeout(r, 5));
+    seen.push("async declined");
+    return false;
+  }, 10);
+  bus.on("ping", ({ seen }) => void seen.push("sync after"));
+  const seen: string[] = [];
+  const result = bus.fire("ping", { seen });
+  assert.ok(result instanceof Promise);
+  assert.deepEqual(seen, [], "nothing after the async handler runs before it answered");
+  let defaulted = false;
+  whenUnhandled(result, () => defaulted = true);
+  assert.equal(await result, false);
+  await Promise.resolve();
+  assert.deepEqual(seen, ["async declined", "sync after"]);
+  assert.equal(defaulted, true);
+});
+
+Deno.test("an async handler that resolves true takes the event", async () => {
+  const bus = new EventBus<Events>();
+  bus.on("ping", () => Promise.resolve(true), 10);
+  bus.on("ping", ({ seen }) => void seen.push("never"));
+  const seen: string[] = [];
+  const result = bus.fire("ping", { seen });
+  let defaulted = false;
+  whenUnhandled(result, () => defaulted = true);
+  assert.equal(await result, true);
+  await Promise.resolve();
+  assert.deepEqual(seen, []);
+  assert.equal(defaulted, false);
 });

@@ -3,6 +3,8 @@
 // of resources that are gone fall back to the bare JID for chat.
 
 import assert from "node:assert/strict";
+import type { ModuleAPI } from "../../core/modules.ts";
+import { reply } from "../../core/xml/stanza.ts";
 import { conditionOf, RawClient, roundTrip } from "../helpers/raw_client.ts";
 import { startTestServer } from "../helpers/test_server.ts";
 
@@ -106,6 +108,47 @@ Deno.test("whitespace keepalives keep an idle session open", async () => {
     assert.equal((await client.next((el) => el.attrs.id === "alive")).attrs.type, "result");
     assert.equal(client.received.some((el) => el.name === "error"), false);
     client.close();
+  } finally {
+    await t.stop();
+  }
+});
+
+Deno.test("an async handler that declines lets routing go on; one that takes the stanza stops it", async () => {
+  const t = await startTestServer({ users: { alice: "pw", bob: "pw" } });
+  try {
+    const host = t.server.hosts.get("localhost")!;
+    t.server.modules.register("async_probe", {
+      default(m: ModuleAPI) {
+        // Declines after a store-like wait: the default answer must still come.
+        m.hook("iq-get/host/urn:example:async:query", async () => {
+          await new Promise((resolve) => setTimeout(resolve, 5));
+          return false;
+        });
+        // Takes the stanza after a wait and answers it itself.
+        m.hook("iq-get/host/urn:example:async:taken", async ({ stanza, origin }) => {
+          await new Promise((resolve) => setTimeout(resolve, 5));
+          origin.send(reply(stanza));
+          return true;
+        });
+        // A message filter that declines asynchronously: the message is still delivered.
+        m.hook("message/full", () => Promise.resolve(false));
+      },
+    });
+    await t.server.modules.load(host, "async_probe");
+    const { client: alice } = await RawClient.login(t.port, "alice", "pw", "a");
+    const { client: bob } = await RawClient.login(t.port, "bob", "pw", "b");
+    alice.send("<iq type='get' id='q1' to='localhost'><query xmlns='urn:example:async'/></iq>");
+    const declined = await alice.next((el) => el.attrs.id === "q1");
+    assert.equal(declined.attrs.type, "error");
+    assert.equal(conditionOf(declined), "service-unavailable");
+    alice.send("<iq type='get' id='q2' to='localhost'><taken xmlns='urn:example:async'/></iq>");
+    await alice.next((el) => el.attrs.id === "q2" && el.attrs.type === "result");
+    await roundTrip(alice);
+    assert.equal(alice.received.filter((el) => el.attrs.id === "q2").length, 1, "answered once");
+    bob.send("<message to='alice@localhost/a' type='chat' id='m1'><body>hi</body></message>");
+    assert.ok(await gotMessage(alice, "m1"));
+    alice.close();
+    bob.close();
   } finally {
     await t.stop();
   }
