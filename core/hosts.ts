@@ -183,14 +183,37 @@ export interface DiscoIdentity {
   name?: string;
 }
 
+/** A disco#items entry (XEP-0030 §4). */
+export interface DiscoItem {
+  jid: string;
+  node?: string;
+  name?: string;
+}
+
 /**
- * Disco#info contents contributed by modules, reference counted so that unloading a module
+ * What disco#info and disco#items report for one kind of entity (the host itself, or every
+ * account's bare JID), as modules contributed it: reference counted, so that unloading a module
  * removes exactly what it added.
  */
 export class DiscoRegistry {
   #features = new Map<string, number>();
   #identities: DiscoIdentity[] = [];
   #extensions: Element[] = [];
+  #items: DiscoItem[] = [];
+
+  /** Adds a disco#items entry; returns a function removing it. */
+  addItem(item: DiscoItem): () => void {
+    this.#items.push(item);
+    return () => {
+      const i = this.#items.indexOf(item);
+      if (i >= 0) this.#items.splice(i, 1);
+    };
+  }
+
+  /** Items in the order added. */
+  items(): DiscoItem[] {
+    return [...this.#items];
+  }
 
   /** Adds a feature var; returns a function removing this contribution. */
   addFeature(feature: string): () => void {
@@ -261,8 +284,13 @@ export class Host {
   readonly events: EventBus<HostEvents> = new EventBus<HostEvents>({
     onHandlerFailure: answerFailedIq,
   });
-  /** What disco#info on the host reports. */
+  /** What disco#info and disco#items on the host report. */
   readonly disco: DiscoRegistry = new DiscoRegistry();
+  /**
+   * What disco#info and disco#items on an account's bare JID report, for every account of the
+   * host (XEP-0030 §3.1: the server answers for the account); PEP and MAM add theirs here.
+   */
+  readonly accountDisco: DiscoRegistry = new DiscoRegistry();
 
   /**
    * True for an external component (XEP-0114, a `[[component]]` with a `secret`): the router

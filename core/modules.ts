@@ -7,7 +7,7 @@ import { isHostOption } from "./config.ts";
 import type { HostOptionName, HostOptionValues, OptionSpec } from "./config_schema.ts";
 import type { ServerContext } from "./context.ts";
 import type { EventHandler } from "./events.ts";
-import type { DiscoIdentity, Host, HostEvents } from "./hosts.ts";
+import type { DiscoIdentity, DiscoItem, Host, HostEvents } from "./hosts.ts";
 import type { JID } from "./jid.ts";
 import { requestIq } from "./iq.ts";
 import { getLogger } from "./log.ts";
@@ -123,6 +123,21 @@ export class ModuleAPI {
   /** Adds a XEP-0128 extension form to the host's disco#info. */
   addExtension(form: Element): void {
     this.#cleanups.push(this.host.disco.addExtension(form));
+  }
+
+  /** Adds a disco#items entry on the host (a service it offers). */
+  addItem(item: DiscoItem): void {
+    this.#cleanups.push(this.host.disco.addItem(item));
+  }
+
+  /** Advertises a feature on every account's bare JID (PEP, MAM). */
+  addAccountFeature(feature: string): void {
+    this.#cleanups.push(this.host.accountDisco.addFeature(feature));
+  }
+
+  /** Advertises an identity on every account's bare JID (`pubsub/pep`). */
+  addAccountIdentity(category: string, type: string, name?: string): void {
+    this.#cleanups.push(this.host.accountDisco.addIdentity({ category, type, name }));
   }
 
   #raw(name: string): unknown {

@@ -130,6 +130,9 @@ export default function disco(m: ModuleAPI): void {
   m.addFeature(NS_ITEMS);
   m.addFeature(NS_CAPS);
   m.addIdentity("server", "im", m.option<string>("server_name"));
+  m.addAccountIdentity("account", "registered");
+  m.addAccountFeature(NS_INFO);
+  m.addAccountFeature(NS_ITEMS);
 
   // Modules come and go at runtime, so the hash follows the registry; the verification
   // string is cheap to build, and the SHA-1 is only redone when it changes.
@@ -178,6 +181,7 @@ export default function disco(m: ModuleAPI): void {
         query.c("item", { jid: component.domain });
       }
     }
+    for (const item of m.host.disco.items()) query.c("item", { ...item });
     origin.send(answer);
     return true;
   });
@@ -201,16 +205,20 @@ export default function disco(m: ModuleAPI): void {
     }
     const answer = reply(stanza);
     const query = answer.c("query", { xmlns: NS_INFO });
-    query.c("identity", { category: "account", type: "registered" });
-    query.c("feature", { var: NS_INFO });
-    query.c("feature", { var: NS_ITEMS });
+    const registry = m.host.accountDisco;
+    for (const { category, type, name } of registry.identities()) {
+      query.c("identity", { category, type, name });
+    }
+    for (const feature of registry.features()) query.c("feature", { var: feature });
+    for (const form of registry.extensions()) query.append(form.clone());
     origin.send(answer);
     return true;
   };
   const accountItems = ({ stanza, origin }: StanzaEvent) => {
     if (!accountExists(stanza)) return false;
     const answer = reply(stanza);
-    answer.c("query", { xmlns: NS_ITEMS });
+    const query = answer.c("query", { xmlns: NS_ITEMS });
+    for (const item of m.host.accountDisco.items()) query.c("item", { ...item });
     origin.send(answer);
     return true;
   };

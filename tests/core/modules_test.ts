@@ -19,6 +19,8 @@ Deno.test("unloading every built-in module leaves no hooks or disco entries behi
     assert.equal(host.events.size, 0, `left: ${host.events.eventNames().join(", ")}`);
     assert.deepEqual(host.disco.features(), []);
     assert.deepEqual(host.disco.identities(), []);
+    assert.deepEqual(host.accountDisco.features(), []);
+    assert.deepEqual(host.accountDisco.identities(), []);
     for (const name of loaded) await t.server.modules.load(host, name);
     assert.deepEqual(t.server.modules.loaded("localhost"), loaded);
     // And the reloaded modules work on the wire.

@@ -3,6 +3,7 @@
 // equals the plain disco#info, and the hash follows modules being unloaded.
 
 import assert from "node:assert/strict";
+import type { ModuleAPI } from "../../core/modules.ts";
 import { Element } from "../../core/xml/element.ts";
 import { serialize } from "../../core/xml/serializer.ts";
 import { CAPS_NODE, capsHash, type CapsIdentity, capsVerificationString } from "../../mod/disco.ts";
@@ -180,6 +181,48 @@ Deno.test("the server answers disco on an account's bare JID, and not for unknow
     const unknown = await client.next((el) => el.attrs.id === "n");
     assert.equal(unknown.attrs.type, "error");
     assert.ok(unknown.getChild("error")!.getChild("service-unavailable"));
+    client.close();
+  } finally {
+    await t.stop();
+  }
+});
+
+Deno.test("modules add to what accounts and the host report, and take it back on unload", async () => {
+  const t = await startTestServer({ users: { alice: "pw", bob: "pw" } });
+  try {
+    const host = t.server.hosts.get("localhost")!;
+    t.server.modules.register("pep_like", {
+      default(m: ModuleAPI) {
+        m.addAccountIdentity("pubsub", "pep");
+        m.addAccountFeature("urn:example:account-feature");
+        m.addItem({ jid: "upload.localhost", name: "File sharing" });
+      },
+    });
+    await t.server.modules.load(host, "pep_like");
+    const { client } = await RawClient.login(t.port, "bob", "pw");
+    const ask = async (to: string, ns: string) => {
+      const id = crypto.randomUUID();
+      client.send(`<iq type='get' id='${id}' to='${to}'><query xmlns='${ns}'/></iq>`);
+      return (await client.next((el) => el.attrs.id === id)).getChild("query")!;
+    };
+    let info = await ask("alice@localhost", NS_INFO);
+    assert.deepEqual(
+      info.getChildren("identity").map((i) => `${i.attrs.category}/${i.attrs.type}`),
+      ["account/registered", "pubsub/pep"],
+    );
+    assert.ok(
+      info.getChildren("feature").some((f) => f.attrs.var === "urn:example:account-feature"),
+    );
+    const items = await ask("localhost", "http://jabber.org/protocol/disco#items");
+    assert.deepEqual(items.getChildren("item").map((i) => i.attrs), [
+      { jid: "upload.localhost", name: "File sharing" },
+    ]);
+    assert.equal(t.server.modules.unload(host, "pep_like"), true);
+    info = await ask("alice@localhost", NS_INFO);
+    assert.deepEqual(info.getChildren("identity").map((i) => i.attrs.type), ["registered"]);
+    assert.ok(
+      !info.getChildren("feature").some((f) => f.attrs.var === "urn:example:account-feature"),
+    );
     client.close();
   } finally {
     await t.stop();
