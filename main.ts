@@ -274,10 +274,11 @@ async function cmdCheck(args: string[]): Promise<number> {
     }
   }
   for (const c of config.components) {
-    if (c.module && !(c.module in builtinModules)) {
+    for (const name of c.modules) {
+      if (name in builtinModules) continue;
       report(
-        c.line,
-        `unknown module '${c.module}' for component '${c.domain}' (available: ${available})`,
+        config.lineOf(c.domain, "modules") ?? config.lineOf(c.domain, "module") ?? c.line,
+        `unknown module '${name}' for component '${c.domain}' (available: ${available})`,
       );
     }
   }

@@ -53,8 +53,8 @@ export interface HostConfig {
 export interface ComponentConfig {
   /** Prepared domain. */
   domain: string;
-  /** Internal component module name, when internal. */
-  module?: string;
+  /** The modules of an internal component (empty for an external one). */
+  modules: string[];
   /** Shared secret, when external. */
   secret?: string;
   /** Other options set in this [[component]] section. */
@@ -423,10 +423,10 @@ class Validator {
     const components: ComponentConfig[] = [];
     for (const section of this.#sections(doc, "component", domainLines)) {
       sections.set(section.domain, section);
-      const { module, secret, ...rest } = Object.fromEntries(section.options);
+      const { module, modules, secret, ...rest } = Object.fromEntries(section.options);
       components.push({
         domain: section.domain,
-        ...(module !== undefined ? { module: module as string } : {}),
+        modules: module ? [module as string] : (modules as string[] | undefined) ?? [],
         ...(secret !== undefined ? { secret: secret as string } : {}),
         options: rest,
         line: this.#line(section.path),
@@ -592,18 +592,25 @@ class Validator {
       this.#keyPair(raw, path, `[[${kind}]] '${domain ?? "?"}'`);
       if (kind === "component") {
         const hasModule = typeof raw.module === "string" && raw.module !== "";
+        const hasModules = Array.isArray(raw.modules) && raw.modules.length > 0;
         const hasSecret = typeof raw.secret === "string" && raw.secret !== "";
-        if (hasModule && hasSecret) {
+        if (hasModule && hasModules) {
+          this.#problem(
+            [...path, "modules"],
+            "error",
+            "a component has either 'module' (one) or 'modules' (a list), not both",
+          );
+        } else if ((hasModule || hasModules) && hasSecret) {
           this.#problem(
             [...path, "secret"],
             "error",
-            "a component has either 'module' (internal) or 'secret' (external), not both",
+            "a component has either 'modules' (internal) or 'secret' (external), not both",
           );
-        } else if (!hasModule && !hasSecret) {
+        } else if (!hasModule && !hasModules && !hasSecret) {
           this.#problem(
             path,
             "error",
-            "a [[component]] needs 'module' (internal component) or 'secret' (external component)",
+            "a [[component]] needs 'modules' (internal component) or 'secret' (external component)",
           );
         }
       }

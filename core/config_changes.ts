@@ -69,7 +69,7 @@ export function configChanges(
   const domains = (c: Config) => c.hosts.map((h) => h.domain);
   if (!same(domains(running), domains(next))) add("host", GLOBAL_OPTIONS.host.reload, undefined);
   const components = (c: Config) =>
-    c.components.map((x) => [x.domain, x.module ?? "", x.secret ?? ""]);
+    c.components.map((x) => [x.domain, x.modules.join(","), x.secret ?? ""]);
   if (!same(components(running), components(next))) {
     add("component", GLOBAL_OPTIONS.component.reload, undefined);
   }

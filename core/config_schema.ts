@@ -672,7 +672,14 @@ export const COMPONENT_OPTIONS: Record<string, CoreOptionSpec> = {
     default: "",
     scope: "host",
     reload: "live",
-    description: "Internal component module, e.g. muc",
+    description: "Internal component with one module, e.g. muc (short for modules = [\"muc\"])",
+  },
+  modules: {
+    type: "string[]",
+    default: [],
+    scope: "host",
+    reload: "live",
+    description: "Modules of an internal component (a service hosted by Lilt under its own domain)",
   },
   secret: {
     type: "string",

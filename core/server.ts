@@ -267,8 +267,7 @@ export class Server implements ServerContext {
 
   #moduleList(domain: string, kind: "local" | "component"): string[] {
     if (kind === "component") {
-      const component = this.config.components.find((c) => c.domain === domain);
-      return component?.module ? [component.module] : [];
+      return this.config.components.find((c) => c.domain === domain)?.modules ?? [];
     }
     return this.config.hosts.find((h) => h.domain === domain)?.modules ?? [];
   }

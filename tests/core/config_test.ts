@@ -127,11 +127,24 @@ Deno.test("a host's module list replaces the global one and disabled modules are
   });
 });
 
-Deno.test("components are listed with their module and line", () => {
+Deno.test("components are listed with their modules and line", () => {
   const config = parseConfigText(VALID, FILE).config!;
   assert.deepEqual(config.components, [
-    { domain: "conference.localhost", module: "muc", options: {}, line: 28 },
+    { domain: "conference.localhost", modules: ["muc"], options: {}, line: 28 },
   ]);
+  const listed = parseConfigText(
+    '[[host]]\ndomain = "localhost"\n[[component]]\ndomain = "svc.localhost"\n' +
+      'modules = ["disco", "ping"]\n',
+    FILE,
+  );
+  assert.deepEqual(messages(listed), []);
+  assert.deepEqual(listed.config!.components[0].modules, ["disco", "ping"]);
+  const both = parseConfigText(
+    '[[host]]\ndomain = "localhost"\n[[component]]\ndomain = "svc.localhost"\n' +
+      'module = "ping"\nmodules = ["disco"]\n',
+    FILE,
+  );
+  assert.match(messages(both)[0], /either 'module' \(one\) or 'modules' \(a list\), not both/);
 });
 
 Deno.test("a minimal file uses the defaults everywhere", () => {
@@ -314,9 +327,9 @@ Deno.test("host and component sections are checked", () => {
     "spaces are not allowed",
     "conf.toml:11: error: option 'data_dir' is global and cannot be set in a [[host]] section",
     "conf.toml:13: error: duplicate domain 'localhost' (already defined at line 2)",
-    "conf.toml:15: error: a [[component]] needs 'module' (internal component) or 'secret' " +
+    "conf.toml:15: error: a [[component]] needs 'modules' (internal component) or 'secret' " +
     "(external component)",
-    "conf.toml:20: error: a component has either 'module' (internal) or 'secret' (external), " +
+    "conf.toml:20: error: a component has either 'modules' (internal) or 'secret' (external), " +
     "not both",
   ]);
 });

@@ -1,0 +1,90 @@
+// A service Lilt hosts itself under its own domain: a [[component]] with a list of modules and
+// its own disco, and a module written only against the module API (an echo bot) loaded on it
+// and unloaded again at run time.
+
+import assert from "node:assert/strict";
+import type { StanzaEvent } from "../../core/hosts.ts";
+import type { ModuleAPI } from "../../core/modules.ts";
+import { Element } from "../../core/xml/element.ts";
+import { RawClient } from "../helpers/raw_client.ts";
+import { startTestServer } from "../helpers/test_server.ts";
+
+const NS_INFO = "http://jabber.org/protocol/disco#info";
+
+/** An echo bot: answers every chat message with the same body, and says what it is in disco. */
+function echoBot(m: ModuleAPI): void {
+  m.addIdentity("automation", "bot", "Echo");
+  m.addFeature("urn:example:echo");
+  m.hook("message/bare", ({ stanza }: StanzaEvent) => {
+    const body = stanza.getChildText("body");
+    if (body === undefined || stanza.attrs.type === "error") return true;
+    m.send(
+      new Element("message", { to: stanza.attrs.from!, from: m.domain, type: "chat" })
+        .c("body").t(`echo: ${body}`).up(),
+    );
+    return true;
+  });
+  // Messages to the bare domain (no local part) reach the host type.
+  m.hook("message/host", ({ stanza }: StanzaEvent) => {
+    const body = stanza.getChildText("body");
+    if (body === undefined || stanza.attrs.type === "error") return true;
+    m.send(
+      new Element("message", { to: stanza.attrs.from!, from: m.domain, type: "chat" })
+        .c("body").t(`echo: ${body}`).up(),
+    );
+    return true;
+  });
+}
+
+async function infoOf(client: RawClient, to: string): Promise<Element> {
+  const id = crypto.randomUUID();
+  client.send(`<iq type='get' id='${id}' to='${to}'><query xmlns='${NS_INFO}'/></iq>`);
+  const answer = await client.next((el) => el.attrs.id === id);
+  assert.equal(answer.attrs.type, "result", `disco#info of ${to}`);
+  return answer.getChild("query")!;
+}
+
+Deno.test("a component with its own modules and disco; an echo bot loads and unloads on it", async () => {
+  const t = await startTestServer({
+    users: { alice: "pw" },
+    extraToml: '[[component]]\ndomain = "echo.localhost"\nmodules = ["disco", "ping", "time"]\n',
+  });
+  try {
+    const component = t.server.hosts.get("echo.localhost")!;
+    assert.deepEqual(t.server.modules.loaded("echo.localhost").sort(), ["disco", "ping", "time"]);
+    const { client } = await RawClient.login(t.port, "alice", "pw", "a");
+    let features = (await infoOf(client, "echo.localhost")).getChildren("feature")
+      .map((f) => f.attrs.var);
+    assert.ok(features.includes("urn:xmpp:ping"));
+    assert.ok(!features.includes("urn:example:echo"));
+
+    t.server.modules.register("echo_bot", { default: echoBot });
+    await t.server.modules.load(component, "echo_bot");
+    const info = await infoOf(client, "echo.localhost");
+    features = info.getChildren("feature").map((f) => f.attrs.var);
+    assert.ok(features.includes("urn:example:echo"));
+    assert.ok(
+      info.getChildren("identity").some((i) =>
+        i.attrs.category === "automation" && i.attrs.type === "bot"
+      ),
+    );
+    // The local host's own disco is not touched.
+    const local = (await infoOf(client, "localhost")).getChildren("feature").map((f) =>
+      f.attrs.var
+    );
+    assert.ok(!local.includes("urn:example:echo"));
+
+    client.send("<message to='echo.localhost' type='chat' id='e1'><body>hello</body></message>");
+    const echoed = await client.next((el) => el.getChildText("body") === "echo: hello");
+    assert.equal(echoed.attrs.from, "echo.localhost");
+
+    assert.equal(t.server.modules.unload(component, "echo_bot"), true);
+    features = (await infoOf(client, "echo.localhost")).getChildren("feature").map((f) =>
+      f.attrs.var
+    );
+    assert.ok(!features.includes("urn:example:echo"));
+    client.close();
+  } finally {
+    await t.stop();
+  }
+});
