@@ -672,7 +672,7 @@ export const COMPONENT_OPTIONS: Record<string, CoreOptionSpec> = {
     default: "",
     scope: "host",
     reload: "live",
-    description: "Internal component with one module, e.g. muc (short for modules = [\"muc\"])",
+    description: 'Internal component with one module, e.g. muc (short for modules = ["muc"])',
   },
   modules: {
     type: "string[]",

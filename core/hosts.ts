@@ -286,6 +286,8 @@ export class Host {
   });
   /** What disco#info and disco#items on the host report. */
   readonly disco: DiscoRegistry = new DiscoRegistry();
+  /** Services modules provide each other on this host (see `ModuleAPI.provide`). */
+  readonly services = new Map<string, { owner: string; service: unknown }>();
   /**
    * What disco#info and disco#items on an account's bare JID report, for every account of the
    * host (XEP-0030 §3.1: the server answers for the account); PEP and MAM add theirs here.

@@ -22,7 +22,30 @@ export interface ModuleFile {
   options?: Record<string, OptionSpec>;
   /** One line for `module list` and docs. */
   description?: string;
+  /**
+   * Modules this one needs on the same host: loaded before it (when the configuration does not
+   * list them), and not unloaded while it is loaded.
+   */
+  depends?: string[];
 }
+
+/**
+ * Services modules offer each other on a host (`m.provide`, `m.service`), typed by augmenting
+ * this interface from the providing module's file:
+ *
+ * ```ts
+ * declare module "../core/modules.ts" {
+ *   interface ModuleServices {
+ *     archive: MessageArchive;
+ *   }
+ * }
+ * ```
+ */
+// deno-lint-ignore no-empty-interface
+export interface ModuleServices {}
+
+/** A module could not be unloaded: others loaded on the host depend on it. */
+export class ModuleInUseError extends Error {}
 
 /** A named table of module files (built-in modules, later plugins). */
 export type ModuleTable = Record<string, ModuleFile>;
@@ -363,6 +386,41 @@ export class ModuleAPI {
     return this.server.metrics.counter(name);
   }
 
+  /**
+   * Offers a service to the other modules of this host (withdrawn on unload). One module
+   * provides each service; a second one providing it is an error.
+   */
+  provide<K extends keyof ModuleServices & string>(name: K, service: ModuleServices[K]): void {
+    const services = this.host.services;
+    const current = services.get(name);
+    if (current) {
+      throw new Error(
+        `Module '${this.name}' cannot provide '${name}' on '${this.domain}': ` +
+          `'${current.owner}' already does`,
+      );
+    }
+    const entry = { owner: this.name, service };
+    services.set(name, entry);
+    this.#cleanups.push(() => {
+      if (services.get(name) === entry) services.delete(name);
+    });
+  }
+
+  /**
+   * A service another module of this host provides. Throws when none does: declare the
+   * providing module in `depends`, so it is loaded first.
+   */
+  service<K extends keyof ModuleServices & string>(name: K): ModuleServices[K] {
+    const entry = this.host.services.get(name);
+    if (!entry) {
+      throw new Error(
+        `Module '${this.name}' needs the service '${name}' on '${this.domain}', ` +
+          "which no loaded module provides",
+      );
+    }
+    return entry.service as ModuleServices[K];
+  }
+
   /** Registers a callback run when the module is unloaded (before hooks are removed). */
   onUnload(fn: () => void): void {
     this.#unloadCallbacks.push(fn);
@@ -422,8 +480,56 @@ export class ModuleManager {
     return this.#available[name];
   }
 
-  /** Loads a module on a host. Throws (after undoing partial registration) on failure. */
+  /**
+   * `names` with the modules they depend on, dependencies first, each once (the order a host
+   * loads them in). Throws on an unknown dependency or a cycle.
+   */
+  withDependencies(names: readonly string[]): string[] {
+    const ordered: string[] = [];
+    const visiting = new Set<string>();
+    const visit = (name: string, path: string[]) => {
+      if (ordered.includes(name)) return;
+      if (visiting.has(name)) {
+        throw new Error(`Module dependency cycle: ${[...path, name].join(" -> ")}`);
+      }
+      visiting.add(name);
+      for (const dep of this.#available[name]?.depends ?? []) visit(dep, [...path, name]);
+      visiting.delete(name);
+      ordered.push(name);
+    };
+    for (const name of names) visit(name, []);
+    return ordered;
+  }
+
+  /** The loaded modules of a host that need `name` (directly or through others). */
+  dependentsOf(domain: string, name: string): string[] {
+    const loaded = this.loaded(domain);
+    const found = new Set<string>();
+    const walk = (target: string) => {
+      for (const other of loaded) {
+        if (found.has(other)) continue;
+        if (this.#available[other]?.depends?.includes(target)) {
+          found.add(other);
+          walk(other);
+        }
+      }
+    };
+    walk(name);
+    return loaded.filter((n) => found.has(n));
+  }
+
+  /**
+   * Loads a module on a host, after the modules it depends on that are not loaded yet. Throws
+   * (after undoing partial registration) on failure.
+   */
   async load(host: Host, name: string): Promise<void> {
+    for (const dep of this.withDependencies([name])) {
+      if (dep !== name && !this.isLoaded(host.domain, dep)) await this.#loadOne(host, dep);
+    }
+    await this.#loadOne(host, name);
+  }
+
+  async #loadOne(host: Host, name: string): Promise<void> {
     const file = this.#available[name];
     if (!file) {
       throw new Error(
@@ -449,20 +555,34 @@ export class ModuleManager {
     this.#log.debug("Loaded module {module} on {host}", { module: name, host: host.domain });
   }
 
-  /** Unloads a module from a host; false when it was not loaded. */
-  unload(host: Host, name: string): boolean {
+  /**
+   * Unloads a module from a host; false when it was not loaded. Throws `ModuleInUseError` while
+   * other loaded modules depend on it, unless `cascade` unloads those first.
+   */
+  unload(host: Host, name: string, options: { cascade?: boolean } = {}): boolean {
     const api = this.#loaded.get(host.domain)?.get(name);
     if (!api) return false;
+    const dependents = this.dependentsOf(host.domain, name);
+    if (dependents.length > 0) {
+      if (!options.cascade) {
+        throw new ModuleInUseError(
+          `Module '${name}' on '${host.domain}' is needed by ${
+            dependents.map((d) => `'${d}'`).join(", ")
+          }; unload those first`,
+        );
+      }
+      for (const dependent of dependents.reverse()) this.unload(host, dependent);
+    }
     api.dispose();
     this.#loaded.get(host.domain)!.delete(name);
     this.#log.debug("Unloaded module {module} from {host}", { module: name, host: host.domain });
     return true;
   }
 
-  /** Unloads every module of a host (in reverse load order). */
+  /** Unloads every module of a host (in reverse load order, so dependents go first). */
   unloadAll(host: Host): void {
     const names = [...(this.#loaded.get(host.domain)?.keys() ?? [])].reverse();
-    for (const name of names) this.unload(host, name);
+    for (const name of names) this.unload(host, name, { cascade: true });
   }
 
   /** The options every loadable module declares (so the configuration checker knows them). */
@@ -484,9 +604,14 @@ export class ModuleManager {
       if (api.followsReloads) continue;
       const options = api.staleOptions();
       if (options.length === 0) continue;
-      this.unload(host, name);
+      // Modules that need this one go down with it and come back after it.
+      const dependents = this.dependentsOf(host.domain, name);
+      this.unload(host, name, { cascade: true });
       try {
         await this.load(host, name);
+        for (const dependent of dependents) {
+          if (!this.isLoaded(host.domain, dependent)) await this.load(host, dependent);
+        }
         this.#log.info("Reloaded module {module} on {host} for changed options {options}", {
           module: name,
           host: host.domain,

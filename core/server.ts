@@ -255,7 +255,7 @@ export class Server implements ServerContext {
     host.external = this.#isExternal(domain, kind);
     this.hosts.set(domain, host);
     for (const name of this.#moduleList(domain, kind)) {
-      await this.modules.load(host, name);
+      if (!this.modules.isLoaded(domain, name)) await this.modules.load(host, name);
     }
   }
 
@@ -265,11 +265,12 @@ export class Server implements ServerContext {
     return !!this.config.components.find((c) => c.domain === domain)?.secret;
   }
 
+  /** The modules a host loads: its configured list and what they depend on. */
   #moduleList(domain: string, kind: "local" | "component"): string[] {
-    if (kind === "component") {
-      return this.config.components.find((c) => c.domain === domain)?.modules ?? [];
-    }
-    return this.config.hosts.find((h) => h.domain === domain)?.modules ?? [];
+    const listed = kind === "component"
+      ? this.config.components.find((c) => c.domain === domain)?.modules ?? []
+      : this.config.hosts.find((h) => h.domain === domain)?.modules ?? [];
+    return this.modules.withDependencies(listed);
   }
 
   #accept(socket: Socket, directTls: boolean): void {
@@ -415,7 +416,7 @@ export class Server implements ServerContext {
       }
       const list = this.#moduleList(domain, kind);
       for (const name of this.modules.loaded(domain)) {
-        if (!list.includes(name)) this.modules.unload(host, name);
+        if (!list.includes(name)) this.modules.unload(host, name, { cascade: true });
       }
       for (const name of list) {
         if (this.modules.isLoaded(domain, name)) continue;

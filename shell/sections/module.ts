@@ -138,12 +138,15 @@ export function moduleCommands(): CommandSpec[] {
       run: async ({ server }, [module, domain]) => {
         const name = requireKnown(server, module);
         const { done, lines } = await perHost(hostsFor(server, domain), async (host) => {
-          if (!server.modules.unload(host, name)) {
+          // Modules that depend on it go down with it and come back after it.
+          const dependents = server.modules.dependentsOf(host.domain, name);
+          if (!server.modules.unload(host, name, { cascade: true })) {
             if (domain !== undefined) throw new Error(`'${name}' is not loaded`);
             return undefined;
           }
           await server.modules.load(host, name);
-          return "reloaded";
+          for (const dependent of dependents) await server.modules.load(host, dependent);
+          return dependents.length > 0 ? `reloaded (with ${dependents.join(", ")})` : "reloaded";
         });
         if (done.length === 0) throw new CommandError(`'${name}' is not loaded on any host`);
         return { message: lines.join("\n"), data: { module: name, hosts: done } };

@@ -180,3 +180,65 @@ Deno.test("m.option reads a declared option with its declared default and bounds
     await t.stop();
   }
 });
+
+/** The payload of the example service this test's modules share. */
+interface Counter {
+  next(): number;
+}
+
+declare module "../../core/modules.ts" {
+  interface ModuleServices {
+    "example-counter": Counter;
+  }
+}
+
+Deno.test("depends loads what a module needs first; provide/service share an object", async () => {
+  const t = await startTestServer({ modules: ["disco"] });
+  try {
+    const host = t.server.hosts.get("localhost")!;
+    const order: string[] = [];
+    t.server.modules.register("counter", {
+      default(m: ModuleAPI) {
+        order.push("counter");
+        let n = 0;
+        m.provide("example-counter", { next: () => ++n });
+      },
+    });
+    t.server.modules.register("user_of_counter", {
+      depends: ["counter"],
+      default(m: ModuleAPI) {
+        order.push("user");
+        const counter = m.service("example-counter");
+        assert.equal(counter.next(), 1);
+        assert.equal(counter.next(), 2);
+      },
+    });
+    t.server.modules.register("second_counter", {
+      default(m: ModuleAPI) {
+        m.provide("example-counter", { next: () => 0 });
+      },
+    });
+    await t.server.modules.load(host, "user_of_counter");
+    assert.deepEqual(order, ["counter", "user"]);
+    assert.deepEqual(t.server.modules.withDependencies(["user_of_counter"]), [
+      "counter",
+      "user_of_counter",
+    ]);
+    // One provider per service.
+    await assert.rejects(() => t.server.modules.load(host, "second_counter"), /already does/);
+    // The provider cannot go while its user is loaded, unless its users go with it.
+    assert.throws(() => t.server.modules.unload(host, "counter"), /needed by 'user_of_counter'/);
+    assert.equal(t.server.modules.unload(host, "counter", { cascade: true }), true);
+    assert.equal(t.server.modules.isLoaded("localhost", "user_of_counter"), false);
+    assert.equal(host.services.size, 0);
+    // A cycle is refused with the path.
+    t.server.modules.register("a_cycle", { depends: ["b_cycle"], default() {} });
+    t.server.modules.register("b_cycle", { depends: ["a_cycle"], default() {} });
+    assert.throws(
+      () => t.server.modules.withDependencies(["a_cycle"]),
+      /a_cycle -> b_cycle -> a_cycle/,
+    );
+  } finally {
+    await t.stop();
+  }
+});
