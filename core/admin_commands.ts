@@ -2,7 +2,32 @@
 // those modules add with `m.shellCommands`) is a typed spec here. The socket server and the
 // `lilt shell` client (shell/) only transport requests to these specs and print results.
 
-import type { Server } from "./server.ts";
+import type { ServerContext } from "./context.ts";
+import type { ModuleManager } from "./modules.ts";
+import type { Listener } from "./net/listener.ts";
+import type { ReloadReport } from "./config_changes.ts";
+import type { RouteObserver } from "./router.ts";
+import type { S2SManager } from "./s2s/manager.ts";
+import type { Database } from "./storage/database.ts";
+import type { StreamErrorCondition } from "./xml/stanza.ts";
+import type { Config } from "./config.ts";
+
+/**
+ * What admin commands may use of the running server: the module-facing context plus the
+ * operator's tools (modules, the database for backups and stats, stanza watching, listeners,
+ * federation, reload and shutdown). Commands depend on this shape, not on the server assembly.
+ */
+export interface AdminServer extends ServerContext {
+  readonly modules: ModuleManager;
+  readonly database: Database;
+  readonly router: { observe(observer: RouteObserver): () => void };
+  readonly listeners: readonly Listener[];
+  readonly remote: S2SManager | undefined;
+  /** Applies a new configuration (SIGHUP, `config reload`). */
+  reload(next: Config): Promise<ReloadReport>;
+  /** Closes every stream and stops the server. */
+  shutdown(reason?: string, condition?: StreamErrorCondition): Promise<void>;
+}
 
 /** What kind of value an argument takes: drives tab completion and password prompts. */
 export type ArgKind =
@@ -56,8 +81,8 @@ export interface CommandResult {
 
 /** What a running command gets. */
 export interface CommandContext {
-  /** The running server (full access: this is the operator's channel). */
-  server: Server;
+  /** The running server, as far as admin commands use it (this is the operator's channel). */
+  server: AdminServer;
   /**
    * For streaming commands (`stream: true`): sends one event to the client. The command
    * keeps running until `signal` aborts (client cancelled or disconnected).

@@ -10,6 +10,7 @@ import {
   type OptionSpec,
   STORAGE_OPTIONS,
 } from "./config_schema.ts";
+import type { ModuleReloadOutcome } from "./modules.ts";
 
 /** One option whose value differs between two configurations. */
 export interface OptionChange {
@@ -103,4 +104,14 @@ export function configChanges(
 export function describeChange(change: OptionChange, file: string): string {
   const where = change.line > 0 ? ` (${file}:${change.line})` : "";
   return `${change.option}${change.host === undefined ? "" : ` on ${change.host}`}${where}`;
+}
+
+/** What `Server.reload` did. */
+export interface ReloadReport {
+  /** Changed options now in force. */
+  applied: OptionChange[];
+  /** Changed options that keep their running value until a restart. */
+  needRestart: OptionChange[];
+  /** Modules started over because options they read while loading changed. */
+  modules: ModuleReloadOutcome[];
 }

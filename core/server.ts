@@ -46,15 +46,8 @@ function addresses(config: Config, option: ListenOption): ListenAddress[] {
   return config.get<string[]>(option).map((text) => parseListenAddress(text)!);
 }
 
-/** What `Server.reload` did. */
-export interface ReloadReport {
-  /** Changed options now in force. */
-  applied: OptionChange[];
-  /** Changed options that keep their running value until a restart. */
-  needRestart: OptionChange[];
-  /** Modules started over because options they read while loading changed. */
-  modules: ModuleReloadOutcome[];
-}
+export type { ReloadReport } from "./config_changes.ts";
+import type { ReloadReport } from "./config_changes.ts";
 
 /** Options for `Server.start`. */
 export interface ServerOptions {

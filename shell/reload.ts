@@ -4,7 +4,7 @@
 import { formatProblem, loadConfig } from "../core/config.ts";
 import { configChanges, describeChange, type OptionChange } from "../core/config_changes.ts";
 import { getLogger } from "../core/log.ts";
-import type { Server } from "../core/server.ts";
+import type { AdminServer } from "../core/admin_commands.ts";
 
 const log = getLogger("config");
 
@@ -59,7 +59,7 @@ export interface PendingChanges {
 }
 
 /** Reads the server's configuration file and compares it with the configuration in force. */
-export function pendingChanges(server: Server): PendingChanges {
+export function pendingChanges(server: AdminServer): PendingChanges {
   const file = server.config.file;
   const declared = server.modules.declaredOptions();
   const { config, problems } = loadConfig(file, { moduleOptions: declared });
@@ -74,13 +74,13 @@ export function pendingChanges(server: Server): PendingChanges {
 }
 
 /** Servers with a reload under way (a second SIGHUP or shell request waits its turn). */
-const reloading = new WeakMap<Server, Promise<ReloadResult>>();
+const reloading = new WeakMap<AdminServer, Promise<ReloadResult>>();
 
 /**
  * Reads the server's configuration file again and applies it (`Server.reload`). A file with
  * errors is not applied: the running configuration stays. Problems are logged and returned.
  */
-export function reloadConfiguration(server: Server): Promise<ReloadResult> {
+export function reloadConfiguration(server: AdminServer): Promise<ReloadResult> {
   const running = reloading.get(server);
   if (running) return running.then(() => reloadConfiguration(server));
   const work = (async (): Promise<ReloadResult> => {

@@ -3,7 +3,7 @@
 
 import { CommandError, type CommandSpec } from "../../core/admin_commands.ts";
 import { type JID, JidError, parseJid } from "../../core/jid.ts";
-import type { Server } from "../../core/server.ts";
+import type { AdminServer } from "../../core/admin_commands.ts";
 import { C2SSession } from "../../core/net/c2s.ts";
 import type { Session } from "../../core/sessions.ts";
 import { serialize } from "../../core/xml/serializer.ts";
@@ -48,7 +48,7 @@ export function sessionMatches(session: Session, target: JID): boolean {
   return target.resource === undefined || jid.resource === target.resource;
 }
 
-function clientSessions(server: Server, target?: JID): Session[] {
+function clientSessions(server: AdminServer, target?: JID): Session[] {
   return server.sessions.all().filter((s) =>
     s.kind === "c2s" && (target === undefined || sessionMatches(s, target))
   );

@@ -3,10 +3,10 @@
 
 import { CommandError, type CommandSpec } from "../../core/admin_commands.ts";
 import type { Host } from "../../core/hosts.ts";
-import type { Server } from "../../core/server.ts";
+import type { AdminServer } from "../../core/admin_commands.ts";
 
 /** The named host, or every host when `domain` is undefined. */
-function hostsFor(server: Server, domain: string | undefined): Host[] {
+function hostsFor(server: AdminServer, domain: string | undefined): Host[] {
   if (domain === undefined) return [...server.hosts.values()];
   const host = server.hosts.get(domain);
   if (!host) {
@@ -15,7 +15,7 @@ function hostsFor(server: Server, domain: string | undefined): Host[] {
   return [host];
 }
 
-function requireKnown(server: Server, name: string | undefined): string {
+function requireKnown(server: AdminServer, name: string | undefined): string {
   if (!name) throw new CommandError("Expected a module name");
   if (!server.modules.file(name)) {
     throw new CommandError(

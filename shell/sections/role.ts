@@ -3,10 +3,10 @@
 
 import { CommandError, type CommandSpec } from "../../core/admin_commands.ts";
 import { RoleConfigError, RoleError, type RoleModel, roleModelFor } from "../../core/auth/roles.ts";
-import type { Server } from "../../core/server.ts";
+import type { AdminServer } from "../../core/admin_commands.ts";
 import { type JID, tryParseJid } from "../../core/jid.ts";
 
-function hostModel(server: Server, host: string | undefined): RoleModel {
+function hostModel(server: AdminServer, host: string | undefined): RoleModel {
   try {
     if (host === undefined) return roleModelFor(server, "");
     if (!server.hosts.has(host) || server.hosts.get(host)!.kind !== "local") {
@@ -21,7 +21,7 @@ function hostModel(server: Server, host: string | undefined): RoleModel {
   }
 }
 
-function accountJid(server: Server, text: string): JID {
+function accountJid(server: AdminServer, text: string): JID {
   const jid = tryParseJid(text);
   if (!jid?.local || jid.resource !== undefined) {
     throw new CommandError(`Expected a bare JID such as 'alice@example.com', found '${text}'`);

@@ -3,14 +3,14 @@
 
 import { CommandError, type CommandSpec } from "../../core/admin_commands.ts";
 import type { JID } from "../../core/jid.ts";
-import type { Server } from "../../core/server.ts";
+import type { AdminServer } from "../../core/admin_commands.ts";
 import type { Session } from "../../core/sessions.ts";
 import { Element } from "../../core/xml/element.ts";
 import { errorCondition } from "../../core/xml/stanza.ts";
 import { jidArg } from "./c2s.ts";
 
 /** The account named by a JID argument: a local host and an existing account. */
-function accountArg(server: Server, text: string | undefined): JID {
+function accountArg(server: AdminServer, text: string | undefined): JID {
   const jid = jidArg(text, "user JID");
   if (!jid.local || jid.resource !== undefined) {
     throw new CommandError(`'${text}' is not an account address (expected user@host)`);
@@ -34,7 +34,7 @@ interface RosterItem {
   hidden?: boolean;
 }
 
-function rosterStore(server: Server, domain: string) {
+function rosterStore(server: AdminServer, domain: string) {
   return server.storage.map<RosterItem>(domain, "roster");
 }
 

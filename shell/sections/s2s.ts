@@ -5,7 +5,7 @@
 import { CommandError, type CommandSpec } from "../../core/admin_commands.ts";
 import { IqError, requestIq } from "../../core/iq.ts";
 import type { S2SManager } from "../../core/s2s/manager.ts";
-import type { Server } from "../../core/server.ts";
+import type { AdminServer } from "../../core/admin_commands.ts";
 import { Element } from "../../core/xml/element.ts";
 import { jidArg } from "./c2s.ts";
 
@@ -13,7 +13,7 @@ const NS_PING = "urn:xmpp:ping";
 const NS_STANZAS = "urn:ietf:params:xml:ns:xmpp-stanzas";
 const PING_TIMEOUT_MS = 30_000;
 
-function federation(server: Server): S2SManager {
+function federation(server: AdminServer): S2SManager {
   if (!server.remote) {
     throw new CommandError("Federation is off on this server (no s2s_interfaces)");
   }
@@ -28,7 +28,7 @@ function domainArg(text: string | undefined, what: string): string {
   return jid.domain;
 }
 
-function localHost(server: Server, text: string | undefined): string {
+function localHost(server: AdminServer, text: string | undefined): string {
   const domain = domainArg(text, "local host");
   if (!server.hosts.has(domain)) {
     throw new CommandError(`'${domain}' is not a host of this server`);
@@ -42,7 +42,7 @@ let pingCounter = 0;
  * Sends an XEP-0199 ping from `local` to `remote` and waits for the answer: the round trip in
  * ms, or a CommandError with the error condition and the reason (e.g. why the link failed).
  */
-async function ping(server: Server, local: string, remote: string): Promise<number> {
+async function ping(server: AdminServer, local: string, remote: string): Promise<number> {
   const iq = new Element("iq", {
     type: "get",
     id: `lilt-shell-ping-${++pingCounter}`,

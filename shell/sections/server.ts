@@ -3,15 +3,18 @@
 
 import type { CommandSpec } from "../../core/admin_commands.ts";
 import { getLogger } from "../../core/log.ts";
-import type { Server } from "../../core/server.ts";
+import type { AdminServer } from "../../core/admin_commands.ts";
 import { LILT_NAME, LILT_VERSION } from "../../core/version.ts";
 
 const log = getLogger("shell");
 
 /** What `server shutdown` calls once its reply is on its way: stop the server, then exit. */
-export type ShutdownHandler = (server: Server, reason: string | undefined) => void | Promise<void>;
+export type ShutdownHandler = (
+  server: AdminServer,
+  reason: string | undefined,
+) => void | Promise<void>;
 
-async function exitAfterShutdown(server: Server, reason: string | undefined): Promise<void> {
+async function exitAfterShutdown(server: AdminServer, reason: string | undefined): Promise<void> {
   await server.shutdown(reason);
   Deno.exit(0);
 }

@@ -2,7 +2,7 @@
 // storage latency probe, filtered by a name pattern.
 
 import type { CommandSpec } from "../../core/admin_commands.ts";
-import type { Server } from "../../core/server.ts";
+import type { AdminServer } from "../../core/admin_commands.ts";
 import { presenceOf } from "../../core/presence_state.ts";
 
 /** A `*` glob (anchored), or a plain substring when the pattern has no `*`. */
@@ -16,7 +16,7 @@ function matcher(pattern: string | undefined): (name: string) => boolean {
 }
 
 /** Milliseconds a trivial read of the accounts table takes (one indexed lookup). */
-function storageLatencyMs(server: Server): number {
+function storageLatencyMs(server: AdminServer): number {
   const start = performance.now();
   server.database.prepare("SELECT 1 FROM accounts WHERE host = ? AND user = ?")
     .get("", "");
@@ -24,7 +24,7 @@ function storageLatencyMs(server: Server): number {
 }
 
 /** Every value `stats show` reports, by name. */
-export function collectStats(server: Server): Record<string, number> {
+export function collectStats(server: AdminServer): Record<string, number> {
   const sessions = server.sessions.all().filter((s) => s.kind !== "internal");
   const values: Record<string, number> = {
     ...server.metrics.snapshot(),

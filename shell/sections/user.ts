@@ -23,7 +23,7 @@ import {
 import { RoleError, RoleModel } from "../../core/auth/roles.ts";
 import { PasswordPrepError } from "../../core/auth/saslprep.ts";
 import { JidError, parseJid } from "../../core/jid.ts";
-import type { Server } from "../../core/server.ts";
+import type { AdminServer } from "../../core/admin_commands.ts";
 
 /** An account address argument, split and checked against the server's local hosts. */
 interface Account {
@@ -32,7 +32,7 @@ interface Account {
   jid: string;
 }
 
-function accountArg(server: Server, text: string | undefined): Account {
+function accountArg(server: AdminServer, text: string | undefined): Account {
   if (!text) throw new CommandError("Expected an account address (user@host)");
   let jid;
   try {
@@ -48,7 +48,7 @@ function accountArg(server: Server, text: string | undefined): Account {
   return { host: jid.domain, user: jid.local, jid: jid.bareString() };
 }
 
-function hostArg(server: Server, text: string | undefined): string {
+function hostArg(server: AdminServer, text: string | undefined): string {
   if (!text) throw new CommandError("Expected a host");
   const host = server.hosts.get(text.toLowerCase());
   if (!host || host.kind !== "local") {
@@ -58,7 +58,7 @@ function hostArg(server: Server, text: string | undefined): string {
   return host.domain;
 }
 
-function requireAccount(server: Server, account: Account): void {
+function requireAccount(server: AdminServer, account: Account): void {
   if (!server.accounts.exists(account.host, account.user)) {
     throw new CommandError(`No account ${account.jid}`);
   }
@@ -80,7 +80,7 @@ async function expected<T>(fn: () => T | Promise<T>): Promise<T> {
   }
 }
 
-function roleModel(server: Server, host: string): RoleModel {
+function roleModel(server: AdminServer, host: string): RoleModel {
   return new RoleModel({
     config: server.config,
     storage: server.storage,
@@ -89,7 +89,11 @@ function roleModel(server: Server, host: string): RoleModel {
   });
 }
 
-function checkRole(server: Server, host: string, role: string | undefined): RoleModel | undefined {
+function checkRole(
+  server: AdminServer,
+  host: string,
+  role: string | undefined,
+): RoleModel | undefined {
   if (role === undefined || role === "") return undefined;
   const model = roleModel(server, host);
   if (!model.has(role)) {
@@ -141,7 +145,7 @@ interface ImportLine {
  * contain whitespace in this format. Problems are collected per line, never echoing passwords.
  */
 function parseImport(
-  server: Server,
+  server: AdminServer,
   text: string,
 ): { lines: ImportLine[]; failed: { line: number; jid: string; reason: string }[] } {
   const lines: ImportLine[] = [];
