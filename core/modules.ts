@@ -482,7 +482,7 @@ export class ModuleManager {
 
   /**
    * `names` with the modules they depend on, dependencies first, each once (the order a host
-   * loads them in). Throws on an unknown dependency or a cycle.
+   * loads them in). Throws on a cycle; an unknown name fails when it is loaded.
    */
   withDependencies(names: readonly string[]): string[] {
     const ordered: string[] = [];
