@@ -8,6 +8,7 @@ import * as contact_info from "./contact_info.ts";
 import * as csi from "./csi.ts";
 import * as disco from "./disco.ts";
 import * as last from "./last.ts";
+import * as mam from "./mam.ts";
 import * as offline from "./offline.ts";
 import * as ping from "./ping.ts";
 import * as presence from "./presence.ts";
@@ -28,6 +29,7 @@ export const builtinModules: ModuleTable = {
   csi,
   disco,
   last,
+  mam,
   offline,
   ping,
   presence,

@@ -1,0 +1,555 @@
+// XEP-0313 message archive management for accounts: each account's chats are kept in its own
+// archive, stamped with a XEP-0359 stanza-id on delivery, and queried page by page (XEP-0059)
+// under the account's preferences (XEP-0441).
+
+import type { OptionSpec } from "../core/config_schema.ts";
+import type { StanzaEvent } from "../core/hosts.ts";
+import { type JID, tryParseJid } from "../core/jid.ts";
+import type { ModuleAPI } from "../core/modules.ts";
+import type { Session } from "../core/sessions.ts";
+import {
+  type ArchiveItem,
+  ArchiveItemNotFoundError,
+  type ArchiveQuery,
+} from "../core/storage/stores.ts";
+import { Element } from "../core/xml/element.ts";
+import { parseElement } from "../core/xml/parser.ts";
+import { serialize } from "../core/xml/serializer.ts";
+import { errorReply, reply, type StanzaErrorCondition } from "../core/xml/stanza.ts";
+import type { RosterItem } from "./roster_store.ts";
+
+/** The MAM namespace (XEP-0313 v2). */
+export const NS_MAM = "urn:xmpp:mam:2";
+/** The feature saying before-id, after-id, ids and flip-page are understood. */
+export const NS_MAM_EXTENDED = "urn:xmpp:mam:2#extended";
+/** XEP-0359 unique and stable stanza ids. */
+export const NS_SID = "urn:xmpp:sid:0";
+const NS_RSM = "http://jabber.org/protocol/rsm";
+const NS_DATA = "jabber:x:data";
+const NS_FORWARD = "urn:xmpp:forward:0";
+const NS_DELAY = "urn:xmpp:delay";
+const NS_HINTS = "urn:xmpp:hints";
+
+/** Payloads a client shows although the message has no body: encryption, retraction, edits. */
+const SHOWN_WITHOUT_BODY = new Set([
+  "eu.siacs.conversations.axolotl", // OMEMO (legacy)
+  "urn:xmpp:omemo:2", // OMEMO 2
+  "jabber:x:encrypted", // XEP-0027 OpenPGP
+  "urn:xmpp:openpgp:0", // XEP-0373 OpenPGP
+  "urn:xmpp:message-retract:1", // XEP-0424
+  "urn:xmpp:message-correct:0", // XEP-0308
+]);
+
+/** XEP-0082 date-time, as the `start` and `end` fields must be written. */
+const DATE_TIME = /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d)$/;
+
+/** How many archive items a full-JID filter reads at a time while it scans. */
+const SCAN_CHUNK = 200;
+
+/** One line for module listings. */
+export const description =
+  "XEP-0313: archives each account's messages (stanza-id, paging, preferences)";
+
+/** Options the module reads. */
+export const options: Record<string, OptionSpec> = {
+  mam_default_max: {
+    type: "integer",
+    default: 50,
+    min: 1,
+    max: 10_000,
+    scope: "host",
+    description: "Results per archive page when a query sets no RSM <max/>",
+  },
+  mam_max_page_size: {
+    type: "integer",
+    default: 250,
+    min: 1,
+    max: 10_000,
+    scope: "host",
+    description: "Most results one archive page returns, whatever <max/> asks",
+  },
+  mam_default_archiving: {
+    type: "enum",
+    default: "always",
+    values: ["always", "never", "roster"],
+    scope: "host",
+    description:
+      "Which conversations an account archives until it sets its own preferences (XEP-0441)",
+  },
+};
+
+/** An account's archiving preferences (XEP-0441), as stored. */
+export interface ArchivePrefs {
+  /** What happens to conversations with JIDs in neither list. */
+  default: "always" | "never" | "roster";
+  /** JIDs whose conversations are always archived. */
+  always: string[];
+  /** JIDs whose conversations are never archived (wins over `always`). */
+  never: string[];
+}
+
+/** An error answer to an archive query or preferences request. */
+class RequestError extends Error {
+  constructor(readonly condition: StanzaErrorCondition, message: string) {
+    super(message);
+  }
+}
+
+/**
+ * True when the message belongs in an archive: chat or normal, with a body or a payload
+ * clients show, and not marked by XEP-0334 hints as not to be stored. Chat states, receipts
+ * and markers on their own carry none of these.
+ */
+export function isArchivable(stanza: Element): boolean {
+  const type = stanza.attrs.type ?? "normal";
+  if (type !== "chat" && type !== "normal") return false;
+  let shown = false;
+  for (const child of stanza.children) {
+    if (typeof child === "string") continue;
+    if (child.ns === NS_HINTS) {
+      if (child.name === "no-store" || child.name === "no-permanent-store") return false;
+    } else if (child.name === "body" && child.ns === stanza.ns) {
+      shown = true;
+    } else if (SHOWN_WITHOUT_BODY.has(child.ns)) {
+      shown = true;
+    }
+  }
+  return shown;
+}
+
+/** Removes stanza-ids claiming to be set by `by`, which only this server may add (XEP-0359 §5). */
+function removeStanzaIdsBy(stanza: Element, by: string): void {
+  const forged = stanza.children.some((child) =>
+    typeof child !== "string" && child.name === "stanza-id" && child.ns === NS_SID &&
+    child.attrs.by === by
+  );
+  if (!forged) return;
+  stanza.children = stanza.children.filter((child) =>
+    typeof child === "string" || child.name !== "stanza-id" || child.ns !== NS_SID ||
+    child.attrs.by !== by
+  );
+}
+
+/** The values of the submitted form's fields, by var. */
+function formFields(form: Element): Map<string, string[]> {
+  const fields = new Map<string, string[]>();
+  for (const field of form.getChildren("field", NS_DATA)) {
+    const name = field.attrs.var;
+    if (name === undefined) throw new RequestError("bad-request", "A form field has no var");
+    fields.set(name, field.getChildren("value", NS_DATA).map((value) => value.text()));
+  }
+  return fields;
+}
+
+function singleValue(fields: Map<string, string[]>, name: string): string | undefined {
+  const values = fields.get(name);
+  if (values === undefined || values.length === 0) return undefined;
+  if (values.length > 1) {
+    throw new RequestError("bad-request", `The field '${name}' takes one value, found several`);
+  }
+  return values[0] === "" ? undefined : values[0];
+}
+
+function parseDate(fields: Map<string, string[]>, name: string): number | undefined {
+  const text = singleValue(fields, name);
+  if (text === undefined) return undefined;
+  const ms = DATE_TIME.test(text) ? Date.parse(text) : NaN;
+  if (Number.isNaN(ms)) {
+    throw new RequestError(
+      "bad-request",
+      `The field '${name}' expected a XEP-0082 date-time such as 2024-01-31T12:00:00Z, found '${text}'`,
+    );
+  }
+  return ms;
+}
+
+/** What a query selects, before paging. */
+interface Filter {
+  start?: number;
+  end?: number;
+  /** The other party: bare matches every resource; full only that one. */
+  with?: JID;
+  afterId?: string;
+  beforeId?: string;
+  ids?: string[];
+}
+
+/** The RSM page a query asks for. */
+interface PageRequest {
+  max: number;
+  after?: string;
+  /** "" asks for the last page. */
+  before?: string;
+  flip: boolean;
+}
+
+const KNOWN_FIELDS = new Set(["FORM_TYPE", "with", "start", "end", "before-id", "after-id", "ids"]);
+
+function parseFilter(query: Element): Filter {
+  const form = query.getChild("x", NS_DATA);
+  if (!form) return {};
+  if (form.attrs.type !== undefined && form.attrs.type !== "submit") {
+    throw new RequestError(
+      "bad-request",
+      `Expected a form of type 'submit', found '${form.attrs.type}'`,
+    );
+  }
+  const fields = formFields(form);
+  const formType = singleValue(fields, "FORM_TYPE");
+  if (formType !== undefined && formType !== NS_MAM) {
+    throw new RequestError("bad-request", `Expected FORM_TYPE '${NS_MAM}', found '${formType}'`);
+  }
+  for (const name of fields.keys()) {
+    if (!KNOWN_FIELDS.has(name)) {
+      throw new RequestError("bad-request", `The archive does not support the field '${name}'`);
+    }
+  }
+  const filter: Filter = {
+    start: parseDate(fields, "start"),
+    end: parseDate(fields, "end"),
+    afterId: singleValue(fields, "after-id"),
+    beforeId: singleValue(fields, "before-id"),
+  };
+  const withText = singleValue(fields, "with");
+  if (withText !== undefined) {
+    filter.with = tryParseJid(withText);
+    if (!filter.with) {
+      throw new RequestError("jid-malformed", `The field 'with' is not a valid JID: '${withText}'`);
+    }
+  }
+  const ids = fields.get("ids");
+  if (ids !== undefined && ids.length > 0) filter.ids = ids;
+  return filter;
+}
+
+function parsePage(query: Element, defaultMax: number, cap: number): PageRequest {
+  const flip = query.getChild("flip-page", NS_MAM) !== undefined;
+  const set = query.getChild("set", NS_RSM);
+  if (!set) return { max: Math.min(defaultMax, cap), flip };
+  let max = defaultMax;
+  const maxText = set.getChildText("max", NS_RSM);
+  if (maxText !== undefined) {
+    if (!/^\d+$/.test(maxText.trim())) {
+      throw new RequestError(
+        "bad-request",
+        `RSM <max/> expected a whole number, found '${maxText}'`,
+      );
+    }
+    max = Number(maxText.trim());
+  }
+  if (set.getChild("index", NS_RSM)) {
+    throw new RequestError("feature-not-implemented", "Paging by RSM <index/> is not supported");
+  }
+  const after = set.getChildText("after", NS_RSM);
+  const beforeEl = set.getChild("before", NS_RSM);
+  if (after === "") throw new RequestError("bad-request", "RSM <after/> needs an archive id");
+  return { max: Math.min(max, cap), after, before: beforeEl?.text(), flip };
+}
+
+/** Loads message archive management on a host. */
+export default function mam(m: ModuleAPI): void {
+  const archive = m.openStore("mam", "archive");
+  const prefsStore = m.openStore<ArchivePrefs>("mam_prefs", "keyval");
+  const roster = m.openStore<RosterItem>("roster", "map");
+  let defaultMax = 0;
+  let pageCap = 0;
+  let defaultArchiving: ArchivePrefs["default"] = "always";
+  const readOptions = () => {
+    defaultMax = m.option<number>("mam_default_max");
+    pageCap = m.option<number>("mam_max_page_size");
+    defaultArchiving = m.option<ArchivePrefs["default"]>("mam_default_archiving");
+  };
+  readOptions();
+  m.hook("config-reloaded", readOptions);
+
+  m.addAccountFeature(NS_MAM);
+  m.addAccountFeature(NS_MAM_EXTENDED);
+  m.addAccountFeature(NS_SID);
+
+  const prefsOf = (user: string): ArchivePrefs =>
+    prefsStore.get(user) ?? { default: defaultArchiving, always: [], never: [] };
+
+  /** XEP-0441: the never list wins, then the always list, then the default. */
+  const wanted = (user: string, peer: JID): boolean => {
+    const prefs = prefsOf(user);
+    const bare = peer.bareString();
+    const full = peer.toString();
+    if (prefs.never.includes(bare) || prefs.never.includes(full)) return false;
+    if (prefs.always.includes(bare) || prefs.always.includes(full)) return true;
+    if (prefs.default === "always") return true;
+    if (prefs.default === "never") return false;
+    const item = roster.get(user, bare);
+    return item !== undefined && !item.hidden;
+  };
+
+  const store = (user: string, peer: JID, stanza: Element): string =>
+    archive.append(user, {
+      with: peer.bareString(),
+      type: stanza.attrs.type ?? "normal",
+      payload: serialize(stanza),
+    });
+
+  // Incoming: archived for the recipient before delivery, so the copy every resource,
+  // offline storage and carbons get carries the archive's id.
+  const incoming = ({ stanza }: StanzaEvent) => {
+    const to = tryParseJid(stanza.attrs.to ?? "");
+    if (!to?.local || to.domain !== m.domain) return false;
+    removeStanzaIdsBy(stanza, to.bareString());
+    if (!isArchivable(stanza)) return false;
+    const from = tryParseJid(stanza.attrs.from ?? "");
+    if (!from || !m.server.accounts.exists(m.domain, to.local)) return false;
+    if (!wanted(to.local, from)) return false;
+    const id = store(to.local, from, stanza);
+    stanza.c("stanza-id", { xmlns: NS_SID, id, by: to.bareString() });
+    return false;
+  };
+  // Below blocking (1000), so blocked messages are not archived; above everything else.
+  m.hook("message/bare", incoming, 500);
+  m.hook("message/full", incoming, 500);
+
+  // Outgoing: a local client's message, archived for the sender wherever it goes.
+  const outgoing = ({ stanza, origin }: StanzaEvent) => {
+    if (origin.kind !== "c2s" || origin.host !== m.domain) return false;
+    const user = origin.jid?.local;
+    if (user === undefined) return false;
+    const to = tryParseJid(stanza.attrs.to ?? "");
+    if (!to) return false;
+    // To the account's own resources: archived once, as incoming.
+    if (to.local === user && to.domain === m.domain) return false;
+    removeStanzaIdsBy(stanza, origin.jid!.bareString());
+    if (!isArchivable(stanza) || !wanted(user, to)) return false;
+    store(user, to, stanza);
+    return false;
+  };
+  m.hook("pre-message/bare", outgoing, 500);
+  m.hook("pre-message/full", outgoing, 500);
+  m.hook("pre-message/host", outgoing, 500);
+
+  /** The user whose archive an iq from a local client addresses, or an error. */
+  const ownerOf = (origin: Session): string => {
+    const user = origin.jid?.local;
+    if (origin.kind !== "c2s" || origin.host !== m.domain || user === undefined) {
+      throw new RequestError("forbidden", "Only the account itself may use its archive");
+    }
+    return user;
+  };
+
+  /** Runs `handle`, answering a RequestError with its condition. */
+  const answering = (handle: (event: StanzaEvent) => void) => (event: StanzaEvent) => {
+    try {
+      handle(event);
+    } catch (error) {
+      if (error instanceof ArchiveItemNotFoundError) {
+        event.origin.send(errorReply(event.stanza, "item-not-found", {
+          text: `No archived message has the id '${error.id}'`,
+        }));
+      } else if (error instanceof RequestError) {
+        event.origin.send(errorReply(event.stanza, error.condition, { text: error.message }));
+      } else {
+        throw error;
+      }
+    }
+    return true;
+  };
+
+  m.hook(
+    `iq-get/self/${NS_MAM}:query`,
+    answering(({ stanza, origin }) => {
+      ownerOf(origin);
+      const answer = reply(stanza);
+      answer.c("query", { xmlns: NS_MAM }).append(queryForm());
+      origin.send(answer);
+    }),
+  );
+
+  /** The later (`last`) or earlier of two archive ids; throws for an unknown one. */
+  const pick = (user: string, a: string | undefined, b: string | undefined, last: boolean) => {
+    if (a === undefined || b === undefined || a === b) return a ?? b;
+    const found = archive.find(user, { ids: [a, b] });
+    for (const id of [a, b]) {
+      if (!found.some((item) => item.id === id)) throw new ArchiveItemNotFoundError(id);
+    }
+    return (last ? found.at(-1) : found[0])!.id;
+  };
+
+  /** True when the stored message was exchanged with exactly this full JID. */
+  const withFull = (jid: string) => (item: ArchiveItem): boolean => {
+    try {
+      const message = parseElement(item.payload);
+      return message.attrs.from === jid || message.attrs.to === jid;
+    } catch {
+      return false;
+    }
+  };
+
+  /** Up to `limit` matching items, reading the archive in chunks (for full-JID filters). */
+  const scan = (
+    user: string,
+    query: ArchiveQuery,
+    limit: number,
+    keep: (item: ArchiveItem) => boolean,
+  ): ArchiveItem[] => {
+    const out: ArchiveItem[] = [];
+    let cursor: ArchiveQuery = query;
+    while (out.length < limit) {
+      const chunk = archive.find(user, { ...cursor, limit: SCAN_CHUNK });
+      for (const item of chunk) {
+        if (keep(item)) out.push(item);
+        if (out.length >= limit) break;
+      }
+      if (chunk.length < SCAN_CHUNK) break;
+      const edge = chunk.at(-1)!.id;
+      cursor = query.reverse ? { ...cursor, before: edge } : { ...cursor, after: edge };
+    }
+    return out;
+  };
+
+  m.hook(
+    `iq-set/self/${NS_MAM}:query`,
+    answering(({ stanza, origin }) => {
+      const user = ownerOf(origin);
+      const query = stanza.firstElement()!;
+      const filter = parseFilter(query);
+      const page = parsePage(query, defaultMax, pageCap);
+      const selection: ArchiveQuery = {
+        start: filter.start,
+        end: filter.end,
+        with: filter.with?.bareString(),
+        ids: filter.ids,
+        after: pick(user, filter.afterId, undefined, true),
+        before: pick(user, filter.beforeId, undefined, false),
+      };
+      const backwards = page.before !== undefined;
+      const paged: ArchiveQuery = {
+        ...selection,
+        after: pick(user, selection.after, page.after, true),
+        before: pick(user, selection.before, page.before || undefined, false),
+        reverse: backwards,
+      };
+      const full = filter.with?.resource !== undefined
+        ? withFull(filter.with.toString())
+        : undefined;
+      let items: ArchiveItem[];
+      let count: number;
+      if (full) {
+        items = page.max === 0 ? [] : scan(user, paged, page.max + 1, full);
+        count = scan(user, selection, Infinity, full).length;
+      } else {
+        items = page.max === 0 ? [] : archive.find(user, { ...paged, limit: page.max + 1 });
+        count = archive.count(user, selection);
+      }
+      const complete = page.max === 0 ? count === 0 : items.length <= page.max;
+      items = items.slice(0, page.max);
+      if (backwards) items.reverse();
+
+      const owner = origin.jid!.bareString();
+      const sent = page.flip ? [...items].reverse() : items;
+      for (const item of sent) {
+        let message: Element;
+        try {
+          message = parseElement(item.payload);
+        } catch (error) {
+          m.log.error("Skipping unreadable archived message {id} of {user}: {error}", {
+            id: item.id,
+            user,
+            error,
+          });
+          continue;
+        }
+        const result = new Element("message", { from: owner, to: origin.jid!.toString() });
+        result.c("result", { xmlns: NS_MAM, queryid: query.attrs.queryid, id: item.id })
+          .c("forwarded", { xmlns: NS_FORWARD })
+          .c("delay", { xmlns: NS_DELAY, stamp: new Date(item.when).toISOString() }).up()
+          .append(message);
+        origin.send(result);
+      }
+      const answer = reply(stanza);
+      const set = answer.c("fin", { xmlns: NS_MAM, complete: complete ? "true" : "false" })
+        .c("set", { xmlns: NS_RSM });
+      if (items.length > 0) {
+        set.c("first").t(items[0].id);
+        set.c("last").t(items.at(-1)!.id);
+      }
+      set.c("count").t(String(count));
+      origin.send(answer);
+    }),
+  );
+
+  m.hook(
+    `iq-get/self/${NS_MAM}:prefs`,
+    answering(({ stanza, origin }) => {
+      const answer = reply(stanza);
+      answer.append(prefsElement(prefsOf(ownerOf(origin))));
+      origin.send(answer);
+    }),
+  );
+
+  m.hook(
+    `iq-set/self/${NS_MAM}:prefs`,
+    answering(({ stanza, origin }) => {
+      const user = ownerOf(origin);
+      const prefs = parsePrefs(stanza.firstElement()!);
+      prefsStore.set(user, prefs);
+      const answer = reply(stanza);
+      answer.append(prefsElement(prefs));
+      origin.send(answer);
+    }),
+  );
+
+  // Another account's archive and preferences are its own.
+  const refuse = answering(() => {
+    throw new RequestError("forbidden", "Only the account itself may use its archive");
+  });
+  m.hook(`iq-get/bare/${NS_MAM}:query`, refuse);
+  m.hook(`iq-set/bare/${NS_MAM}:query`, refuse);
+  m.hook(`iq-get/bare/${NS_MAM}:prefs`, refuse);
+  m.hook(`iq-set/bare/${NS_MAM}:prefs`, refuse);
+}
+
+/** The query form (XEP-0313 §4.1.1 with the #extended fields). */
+function queryForm(): Element {
+  const form = new Element("x", { xmlns: NS_DATA, type: "form" });
+  form.c("field", { var: "FORM_TYPE", type: "hidden" }).c("value").t(NS_MAM);
+  form.c("field", { var: "with", type: "jid-single" });
+  form.c("field", { var: "start", type: "text-single" });
+  form.c("field", { var: "end", type: "text-single" });
+  form.c("field", { var: "before-id", type: "text-single" });
+  form.c("field", { var: "after-id", type: "text-single" });
+  form.c("field", { var: "ids", type: "text-multi" });
+  return form;
+}
+
+/** The `<prefs/>` element for stored preferences. */
+function prefsElement(prefs: ArchivePrefs): Element {
+  const el = new Element("prefs", { xmlns: NS_MAM, default: prefs.default });
+  const always = el.c("always");
+  for (const jid of prefs.always) always.c("jid").t(jid);
+  const never = el.c("never");
+  for (const jid of prefs.never) never.c("jid").t(jid);
+  return el;
+}
+
+/** Reads a `<prefs/>` set request; JIDs are kept in their prepared form. */
+function parsePrefs(el: Element): ArchivePrefs {
+  const mode = el.attrs.default;
+  if (mode !== "always" && mode !== "never" && mode !== "roster") {
+    throw new RequestError(
+      "bad-request",
+      `Expected default='always', 'never' or 'roster', found ${
+        mode === undefined ? "none" : `'${mode}'`
+      }`,
+    );
+  }
+  const list = (name: string): string[] => {
+    const jids: string[] = [];
+    for (const item of el.getChild(name, NS_MAM)?.getChildren("jid", NS_MAM) ?? []) {
+      const jid = tryParseJid(item.text().trim());
+      if (!jid) {
+        throw new RequestError("jid-malformed", `'${item.text()}' in <${name}/> is not a JID`);
+      }
+      if (!jids.includes(jid.toString())) jids.push(jid.toString());
+    }
+    return jids;
+  };
+  return { default: mode, always: list("always"), never: list("never") };
+}
