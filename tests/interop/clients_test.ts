@@ -157,6 +157,35 @@ Deno.test("slixmpp resumes its session after the connection is cut and gets the 
   assert.deepEqual(result.bodies, ["before the cut", "while you were away"]);
 });
 
+Deno.test("slixmpp's XEP-0313 plugin pages through a conversation both ways", async () => {
+  await requireSlixmpp();
+  const result = await withClient(({ tlsPort, caFile }) => [
+    PYTHON,
+    ["tests/interop/slixmpp_mam_client.py", String(tlsPort), caFile],
+  ]);
+  assert.equal(result.error, undefined, result.error);
+  const conversation = [1, 2, 3, 4, 5].flatMap((n) => [`bob ${n}`, `alice ${n}`]);
+  assert.deepEqual(result.delivered, [1, 2, 3, 4, 5].map((n) => `bob ${n}`));
+  // Pages of three, oldest first; then from the newest end, each page still in time order.
+  const bodies = (pages: { bodies: string[] }[]) => pages.map((p) => p.bodies);
+  assert.deepEqual(bodies(result.forward), [
+    conversation.slice(0, 3),
+    conversation.slice(3, 6),
+    conversation.slice(6, 9),
+    conversation.slice(9),
+  ]);
+  assert.deepEqual(bodies(result.backward), [
+    conversation.slice(7),
+    conversation.slice(4, 7),
+    conversation.slice(1, 4),
+    conversation.slice(0, 1),
+  ]);
+  // bob's messages were delivered with the ids the archive pages carry.
+  const ids = result.forward.flatMap((p: { ids: string[] }) => p.ids);
+  assert.equal(new Set(ids).size, 10);
+  assert.deepEqual(result.stanza_ids, ids.filter((_: string, i: number) => i % 2 === 0));
+});
+
 /** slixmpp with its default SASL settings over "starttls" or "direct-tls". */
 function slixmppDefaults(transport: "starttls" | "direct-tls") {
   return ({ port, tlsPort, caFile }: ClientTarget): [string, string[]] => [
