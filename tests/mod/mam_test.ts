@@ -507,3 +507,32 @@ Deno.test("the query form, disco features, and errors for bad queries", async ()
     await t.stop();
   }
 });
+
+Deno.test("preferences: default='roster' archives only conversations with roster contacts", async () => {
+  const t = await start();
+  try {
+    const alice = await online(t, "alice", "a");
+    const bob = await online(t, "bob", "b");
+    const carol = await online(t, "carol", "c");
+    alice.send(
+      "<iq type='set' id='r'><query xmlns='jabber:iq:roster'>" +
+        "<item jid='bob@localhost' name='Bob'/></query></iq>",
+    );
+    assert.equal((await alice.next((el) => el.attrs.id === "r")).attrs.type, "result");
+    await setPrefs(alice, `<prefs xmlns='${NS_MAM}' default='roster'/>`);
+    bob.send("<message to='alice@localhost' type='chat' id='b1'><body>contact</body></message>");
+    const fromContact = await alice.next((el) => el.attrs.id === "b1");
+    assert.ok(stanzaId(fromContact, "alice@localhost"));
+    carol.send("<message to='alice@localhost' type='chat' id='c1'><body>stranger</body></message>");
+    const fromStranger = await alice.next((el) => el.attrs.id === "c1");
+    assert.equal(stanzaId(fromStranger, "alice@localhost"), undefined);
+    alice.send(
+      "<message to='carol@localhost' type='chat' id='c2'><body>to stranger</body></message>",
+    );
+    await carol.next((el) => el.attrs.id === "c2");
+    assert.deepEqual((await query(alice)).bodies, ["contact"]);
+    for (const c of [alice, bob, carol]) c.close();
+  } finally {
+    await t.stop();
+  }
+});
