@@ -282,6 +282,12 @@ export default function mam(m: ModuleAPI): void {
     return item !== undefined && !item.hidden;
   };
 
+  /** True when the message carries a stanza-id of `user`'s archive that the archive holds. */
+  const alreadyArchived = (stanza: Element, user: string, by: string): boolean => {
+    const id = stanza.getChildren("stanza-id", NS_SID).find((el) => el.attrs.by === by)?.attrs.id;
+    return id !== undefined && archive.find(user, { ids: [id] }).length === 1;
+  };
+
   const store = (user: string, peer: JID, stanza: Element): string =>
     archive.append(user, {
       with: peer.bareString(),
@@ -291,9 +297,14 @@ export default function mam(m: ModuleAPI): void {
 
   // Incoming: archived for the recipient before delivery, so the copy every resource,
   // offline storage and carbons get carries the archive's id.
-  const incoming = ({ stanza }: StanzaEvent) => {
+  const incoming = ({ stanza, origin }: StanzaEvent) => {
     const to = tryParseJid(stanza.attrs.to ?? "");
     if (!to?.local || to.domain !== m.domain) return false;
+    // The server routing a message again (stream management's redelivery of what a resource
+    // never acknowledged) keeps the id it was archived under: no second copy, no new id.
+    if (origin.kind === "internal" && alreadyArchived(stanza, to.local, to.bareString())) {
+      return false;
+    }
     removeStanzaIdsBy(stanza, to.bareString());
     if (!isArchivable(stanza)) return false;
     const from = tryParseJid(stanza.attrs.from ?? "");

@@ -536,3 +536,34 @@ Deno.test("preferences: default='roster' archives only conversations with roster
     await t.stop();
   }
 });
+
+Deno.test("a message delivered again by stream management is not archived twice", async () => {
+  const t = await startTestServer({
+    modules: [...MODULES, "smacks"],
+    users: { alice: "pw", bob: "pw" },
+  });
+  try {
+    const { client: phone } = await RawClient.login(t.port, "alice", "pw", "phone");
+    phone.send("<enable xmlns='urn:xmpp:sm:3'/>");
+    await phone.next((el) => el.name === "enabled");
+    phone.send("<presence/>");
+    await phone.next((el) => el.name === "presence");
+    const desk = await online(t, "alice", "desk");
+    const bob = await online(t, "bob", "b");
+    bob.send("<message to='alice@localhost/phone' type='chat' id='sm1'><body>x</body></message>");
+    const first = await phone.next((el) => el.name === "message" && el.attrs.id === "sm1");
+    const id = stanzaId(first, "alice@localhost");
+    assert.ok(id);
+    // The phone leaves without acknowledging it: the message goes to alice's other resource.
+    phone.close();
+    const again = await desk.next((el) => el.name === "message" && el.attrs.id === "sm1");
+    assert.deepEqual(
+      again.getChildren("stanza-id", NS_SID).map((el) => [el.attrs.by, el.attrs.id]),
+      [["alice@localhost", id]],
+    );
+    assert.deepEqual((await query(desk)).ids, [id]);
+    for (const c of [desk, bob]) c.close();
+  } finally {
+    await t.stop();
+  }
+});
