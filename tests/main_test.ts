@@ -74,13 +74,13 @@ Deno.test("check config names unknown modules with the line that lists them", as
   await Deno.writeTextFile(
     file,
     'modules = ["ping", "pong"]\n[[host]]\ndomain = "localhost"\n[[host]]\n' +
-      'domain = "b.localhost"\nmodules = ["disco", "mam"]\n',
+      'domain = "b.localhost"\nmodules = ["disco", "no_such_module"]\n',
   );
   try {
     const result = await lilt(["check", "config", "-c", file]);
     assert.equal(result.code, 1);
     assert.match(result.stderr, new RegExp(`${file}:1: error: unknown module 'pong'`));
-    assert.match(result.stderr, new RegExp(`${file}:6: error: unknown module 'mam'`));
+    assert.match(result.stderr, new RegExp(`${file}:6: error: unknown module 'no_such_module'`));
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
