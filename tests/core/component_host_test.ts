@@ -15,7 +15,7 @@ const NS_INFO = "http://jabber.org/protocol/disco#info";
 function echoBot(m: ModuleAPI): void {
   m.addIdentity("automation", "bot", "Echo");
   m.addFeature("urn:example:echo");
-  m.hook("message/bare", ({ stanza }: StanzaEvent) => {
+  const echo = ({ stanza }: StanzaEvent) => {
     const body = stanza.getChildText("body");
     if (body === undefined || stanza.attrs.type === "error") return true;
     m.send(
@@ -23,17 +23,10 @@ function echoBot(m: ModuleAPI): void {
         .c("body").t(`echo: ${body}`).up(),
     );
     return true;
-  });
-  // Messages to the bare domain (no local part) reach the host type.
-  m.hook("message/host", ({ stanza }: StanzaEvent) => {
-    const body = stanza.getChildText("body");
-    if (body === undefined || stanza.attrs.type === "error") return true;
-    m.send(
-      new Element("message", { to: stanza.attrs.from!, from: m.domain, type: "chat" })
-        .c("body").t(`echo: ${body}`).up(),
-    );
-    return true;
-  });
+  };
+  // To a user at the bot's domain, and to the bare domain itself (the host type).
+  m.hook("message/bare", echo);
+  m.hook("message/host", echo);
 }
 
 async function infoOf(client: RawClient, to: string): Promise<Element> {

@@ -11,3 +11,16 @@ async def wait_for(check, seconds=10):
             return True
         await asyncio.sleep(0.05)
     return False
+
+
+def run_scenario(scenario, seconds=60):
+    """Runs scenario() and prints its result as one JSON line (an error as {"error": ...})."""
+    import json
+
+    try:
+        result = asyncio.get_event_loop().run_until_complete(
+            asyncio.wait_for(scenario(), seconds)
+        )
+    except Exception as error:  # noqa: BLE001 - reported to the test as JSON
+        result = {"error": f"{type(error).__name__}: {error}"}
+    print(json.dumps(result), flush=True)

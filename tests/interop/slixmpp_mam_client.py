@@ -6,12 +6,11 @@
 # Usage: /usr/bin/python3 slixmpp_mam_client.py PORT CA_FILE
 
 import asyncio
-import json
 import logging
 import sys
 
 import slixmpp
-from slixmpp_common import wait_for
+from slixmpp_common import run_scenario, wait_for
 
 logging.basicConfig(level=logging.CRITICAL)
 
@@ -91,12 +90,4 @@ async def scenario():
     return result
 
 
-async def main():
-    try:
-        result = await scenario()
-    except Exception as error:  # report, don't hang
-        result = {"error": repr(error)}
-    print(json.dumps(result), flush=True)
-
-
-asyncio.get_event_loop().run_until_complete(main())
+run_scenario(scenario)

@@ -6,12 +6,11 @@
 # Usage: /usr/bin/python3 slixmpp_resume_client.py PORT CA_FILE
 
 import asyncio
-import json
 import logging
 import sys
 
 import slixmpp
-from slixmpp_common import wait_for
+from slixmpp_common import run_scenario, wait_for
 
 logging.basicConfig(level=logging.CRITICAL)
 
@@ -83,14 +82,4 @@ async def scenario():
     return result
 
 
-def main():
-    try:
-        result = asyncio.get_event_loop().run_until_complete(
-            asyncio.wait_for(scenario(), 60)
-        )
-    except Exception as error:  # noqa: BLE001 - reported to the test as JSON
-        result = {"error": f"{type(error).__name__}: {error}"}
-    print(json.dumps(result))
-
-
-main()
+run_scenario(scenario)
