@@ -2,6 +2,7 @@
 // archive, stamped with a XEP-0359 stanza-id on delivery, and queried page by page (XEP-0059)
 // under the account's preferences (XEP-0441).
 
+import { type AdminServer, CommandError, type CommandSpec } from "../core/admin_commands.ts";
 import type { OptionSpec } from "../core/config_schema.ts";
 import type { StanzaEvent } from "../core/hosts.ts";
 import { type JID, tryParseJid } from "../core/jid.ts";
@@ -11,6 +12,7 @@ import {
   type ArchiveItem,
   ArchiveItemNotFoundError,
   type ArchiveQuery,
+  type ArchiveStore,
 } from "../core/storage/stores.ts";
 import { Element } from "../core/xml/element.ts";
 import { parseElement } from "../core/xml/parser.ts";
@@ -67,6 +69,23 @@ export const options: Record<string, OptionSpec> = {
     max: 10_000,
     scope: "host",
     description: "Most results one archive page returns, whatever <max/> asks",
+  },
+  archive_expires_after: {
+    type: "integer",
+    default: 0,
+    min: 0,
+    max: 315_360_000,
+    scope: "host",
+    description:
+      "Seconds an archived message is kept (0: for ever); a daily job and `archive expire` delete older ones",
+  },
+  archive_max_items: {
+    type: "integer",
+    default: 0,
+    min: 0,
+    max: 100_000_000,
+    scope: "host",
+    description: "Messages kept per account (0: no limit); the oldest go when one more is archived",
   },
   mam_default_archiving: {
     type: "enum",
@@ -246,6 +265,89 @@ function parsePage(query: Element, defaultMax: number, cap: number): PageRequest
   return { max: Math.min(max, cap), after, before: beforeEl?.text(), flip };
 }
 
+/** What the `archive` shell commands reach of each host the module is loaded on. */
+interface LoadedArchive {
+  archive: ArchiveStore;
+  expire(): number;
+  /** archive_expires_after is set. */
+  enabled(): boolean;
+}
+
+/** The hosts this module is loaded on, for the shell commands (shared by every load). */
+const loadedHosts = new Map<string, LoadedArchive>();
+
+/** The host and account a shell argument names, or a CommandError. */
+function archiveOwner(
+  server: AdminServer,
+  text: string | undefined,
+): { loaded: LoadedArchive; user: string; jid: string } {
+  const jid = tryParseJid(text ?? "");
+  const loaded = jid?.local ? loadedHosts.get(jid.domain) : undefined;
+  if (!jid?.local || !loaded) {
+    throw new CommandError(
+      `Expected an account of a host with the mam module, found '${text ?? ""}'`,
+    );
+  }
+  if (!server.accounts.exists(jid.domain, jid.local)) {
+    throw new CommandError(`No account '${jid.bareString()}'`);
+  }
+  return { loaded, user: jid.local, jid: jid.bareString() };
+}
+
+/** The `archive` section of the admin shell. */
+const ARCHIVE_COMMANDS: CommandSpec[] = [
+  {
+    section: "archive",
+    name: "count",
+    summary: "Messages in an account's archive and their stored size",
+    args: [{ name: "jid", kind: "jid" }],
+    run: ({ server }, [text]) => {
+      const { loaded, user, jid } = archiveOwner(server, text);
+      const count = loaded.archive.count(user);
+      const bytes = loaded.archive.bytes(user);
+      return {
+        message: `${jid}: ${count} message(s), ${bytes} bytes`,
+        data: { jid, count, bytes },
+      };
+    },
+  },
+  {
+    section: "archive",
+    name: "delete",
+    summary: "Delete an account's whole archive",
+    args: [{ name: "jid", kind: "jid" }],
+    run: ({ server }, [text]) => {
+      const { loaded, user, jid } = archiveOwner(server, text);
+      const deleted = loaded.archive.delete(user);
+      return { message: `Deleted ${deleted} message(s) of ${jid}`, data: { jid, deleted } };
+    },
+  },
+  {
+    section: "archive",
+    name: "expire",
+    summary:
+      "Delete archived messages older than archive_expires_after now (every host by default)",
+    args: [{ name: "host", kind: "host", optional: true }],
+    run: (_ctx, [host]) => {
+      const hosts = host === undefined ? [...loadedHosts.keys()] : [host];
+      const lines: string[] = [];
+      const data: Record<string, number> = {};
+      for (const domain of hosts) {
+        const loaded = loadedHosts.get(domain);
+        if (!loaded) throw new CommandError(`The mam module is not loaded on '${domain}'`);
+        if (!loaded.enabled()) {
+          lines.push(`${domain}: archive_expires_after is 0, messages are kept`);
+          data[domain] = 0;
+          continue;
+        }
+        data[domain] = loaded.expire();
+        lines.push(`${domain}: deleted ${data[domain]} expired message(s)`);
+      }
+      return { message: lines.join("\n"), data };
+    },
+  },
+];
+
 /** Loads message archive management on a host. */
 export default function mam(m: ModuleAPI): void {
   const archive = m.openStore("mam", "archive");
@@ -254,10 +356,14 @@ export default function mam(m: ModuleAPI): void {
   let defaultMax = 0;
   let pageCap = 0;
   let defaultArchiving: ArchivePrefs["default"] = "always";
+  let expiresAfterMs = 0;
+  let maxItems = 0;
   const readOptions = () => {
     defaultMax = m.option<number>("mam_default_max");
     pageCap = m.option<number>("mam_max_page_size");
     defaultArchiving = m.option<ArchivePrefs["default"]>("mam_default_archiving");
+    expiresAfterMs = m.option<number>("archive_expires_after") * 1000;
+    maxItems = m.option<number>("archive_max_items");
   };
   readOptions();
   m.hook("config-reloaded", readOptions);
@@ -266,8 +372,21 @@ export default function mam(m: ModuleAPI): void {
   m.addAccountFeature(NS_MAM_EXTENDED);
   m.addAccountFeature(NS_SID);
 
-  const prefsOf = (user: string): ArchivePrefs =>
-    prefsStore.get(user) ?? { default: defaultArchiving, always: [], never: [] };
+  // Preferences are read for every archived message: keep the accounts' recent ones in memory
+  // (set below forgets the account's entry), instead of a store read and a JSON parse each time.
+  const prefsCache = new Map<string, ArchivePrefs | null>();
+  const PREFS_CACHE_SIZE = 10_000;
+  const prefsOf = (user: string): ArchivePrefs => {
+    let prefs = prefsCache.get(user);
+    if (prefs === undefined) {
+      prefs = prefsStore.get(user) ?? null;
+      if (prefsCache.size >= PREFS_CACHE_SIZE) {
+        prefsCache.delete(prefsCache.keys().next().value!);
+      }
+      prefsCache.set(user, prefs);
+    }
+    return prefs ?? { default: defaultArchiving, always: [], never: [] };
+  };
 
   /** XEP-0441: the never list wins, then the always list, then the default. */
   const wanted = (user: string, peer: JID): boolean => {
@@ -288,12 +407,36 @@ export default function mam(m: ModuleAPI): void {
     return id !== undefined && archive.find(user, { ids: [id] }).length === 1;
   };
 
-  const store = (user: string, peer: JID, stanza: Element): string =>
-    archive.append(user, {
+  const store = (user: string, peer: JID, stanza: Element): string => {
+    const id = archive.append(user, {
       with: peer.bareString(),
       type: stanza.attrs.type ?? "normal",
       payload: serialize(stanza),
     });
+    // Per-account quota: the oldest messages make room (the count comes from one row).
+    if (maxItems > 0) {
+      const over = archive.countUpTo(user, maxItems + 1) - maxItems;
+      if (over > 0) archive.delete(user, { limit: over });
+    }
+    return id;
+  };
+
+  /** Deletes every account's messages older than `archive_expires_after`; returns how many. */
+  const expire = (now = Date.now()): number => {
+    if (expiresAfterMs <= 0) return 0;
+    let deleted = 0;
+    for (const user of m.server.accounts.list(m.domain)) {
+      deleted += archive.delete(user, { end: now - expiresAfterMs - 1 });
+    }
+    if (deleted > 0) m.log.info("Expired {n} archived messages", { n: deleted });
+    return deleted;
+  };
+  m.addTimer(24 * 3600 * 1000, () => expire(), { repeat: true });
+  m.addTimer(60 * 1000, () => expire()); // and once soon after start
+
+  loadedHosts.set(m.domain, { archive, expire, enabled: () => expiresAfterMs > 0 });
+  m.onUnload(() => loadedHosts.delete(m.domain));
+  m.shellCommands(ARCHIVE_COMMANDS);
 
   // Incoming: archived for the recipient before delivery, so the copy every resource,
   // offline storage and carbons get carries the archive's id.
@@ -501,6 +644,7 @@ export default function mam(m: ModuleAPI): void {
       const user = ownerOf(origin);
       const prefs = parsePrefs(stanza.firstElement()!);
       prefsStore.set(user, prefs);
+      prefsCache.delete(user);
       const answer = reply(stanza);
       answer.append(prefsElement(prefs));
       origin.send(answer);

@@ -81,6 +81,8 @@ export interface ArchiveStore {
   countUpTo(user: string, max: number, query?: ArchiveQuery): number;
   /** Deletes the matching items (the oldest `limit`, or newest with `reverse`); returns how many. */
   delete(user: string, query?: ArchiveQuery): number;
+  /** The stored size of the matching items' payloads, in bytes (UTF-8). */
+  bytes(user: string, query?: ArchiveQuery): number;
 }
 
 /** `before` or `after` named an archive item that does not exist (MAM: item-not-found). */
@@ -327,6 +329,17 @@ class SqlArchiveStore extends ScopedStore implements ArchiveStore {
         orderAndLimit(query, params) + ")";
     }
     return Number(this.database.prepare(sql).run(...params).changes);
+  }
+
+  bytes(user: string, query: ArchiveQuery = {}): number {
+    const { where, params } = this.#select(user, query);
+    const row = this.database
+      .prepare(
+        "SELECT coalesce(sum(length(CAST(payload AS BLOB))), 0) AS n FROM archive WHERE " +
+          where,
+      )
+      .get(...params) as { n: number };
+    return row.n;
   }
 
   /** Every item of `user` in this store, from the count the triggers keep. */

@@ -14,11 +14,21 @@ const NS_DELAY = "urn:xmpp:delay";
 const NS_DATA = "jabber:x:data";
 const MODULES = ["disco", "roster", "presence", "offline", "carbons", "mam"];
 
-async function start(): Promise<TestServer> {
+async function start(hostToml = ""): Promise<TestServer> {
   return await startTestServer({
     modules: MODULES,
     users: { alice: "pw", bob: "pw", carol: "pw" },
+    hostToml,
   });
+}
+
+/** Runs an `archive` shell command the way the admin socket does. */
+async function archiveCommand(t: TestServer, name: string, ...args: string[]) {
+  const spec = t.server.commands.get("archive", name)!;
+  return await spec.run(
+    { server: t.server, emit: () => {}, signal: new AbortController().signal },
+    args,
+  );
 }
 
 async function online(t: TestServer, user: string, resource: string): Promise<RawClient> {
@@ -563,6 +573,53 @@ Deno.test("a message delivered again by stream management is not archived twice"
     );
     assert.deepEqual((await query(desk)).ids, [id]);
     for (const c of [desk, bob]) c.close();
+  } finally {
+    await t.stop();
+  }
+});
+
+Deno.test("archive_max_items keeps the newest messages of an account", async () => {
+  const t = await start("archive_max_items = 3");
+  try {
+    const alice = await online(t, "alice", "a");
+    const bob = await online(t, "bob", "b");
+    for (let i = 1; i <= 5; i++) {
+      bob.send(`<message to='alice@localhost' type='chat'><body>m${i}</body></message>`);
+    }
+    await roundTrip(bob);
+    await alice.next((el) => el.getChildText("body") === "m5");
+    const archive = t.server.storage.archive("localhost", "mam");
+    const kept = archive.find("alice").map((item) => item.payload.match(/<body>(m\d)</)![1]);
+    assert.deepEqual(kept, ["m3", "m4", "m5"]);
+    alice.close();
+    bob.close();
+  } finally {
+    await t.stop();
+  }
+});
+
+Deno.test("the archive shell section counts, deletes and expires", async () => {
+  const t = await start("archive_expires_after = 3600");
+  try {
+    const archive = t.server.storage.archive("localhost", "mam");
+    const now = Date.now();
+    const payload = "<message xmlns='jabber:client' type='chat'><body>old</body></message>";
+    archive.append("alice", { with: "bob@localhost", when: now - 7200_000, payload });
+    archive.append("alice", { with: "bob@localhost", when: now - 60_000, payload });
+    archive.append("bob", { with: "alice@localhost", when: now - 60_000, payload });
+    const counted = await archiveCommand(t, "count", "alice@localhost");
+    assert.deepEqual(counted.data, {
+      jid: "alice@localhost",
+      count: 2,
+      bytes: 2 * new TextEncoder().encode(payload).length,
+    });
+    const expired = await archiveCommand(t, "expire");
+    assert.deepEqual(expired.data, { localhost: 1 });
+    assert.equal(archive.count("alice"), 1);
+    const deleted = await archiveCommand(t, "delete", "bob@localhost");
+    assert.deepEqual(deleted.data, { jid: "bob@localhost", deleted: 1 });
+    await assert.rejects(() => archiveCommand(t, "count", "nobody@localhost"), /No account/);
+    await assert.rejects(() => archiveCommand(t, "count", "alice@elsewhere"), /mam module/);
   } finally {
     await t.stop();
   }
