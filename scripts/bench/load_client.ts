@@ -1204,6 +1204,8 @@ async function memoryWorkload(opts: LoadOptions) {
 const measured: Record<string, (opts: LoadOptions) => Promise<Record<string, unknown>>> = {
   login: loginWorkload,
   messages: messageWorkload,
+  // The same relay on a server that archives every message (XEP-0313), for the cost of it.
+  mam: messageWorkload,
   carbons: carbonsWorkload,
   offline: offlineWorkload,
   roster: rosterWorkload,
