@@ -3,6 +3,7 @@
 
 import type {
   Bind2Event,
+  Host,
   InlineFeaturesEvent,
   MessageDeliveredEvent,
   SessionEvent,
@@ -27,6 +28,25 @@ const IM_PAYLOADS = new Set([
 ]);
 /** How many copied messages are remembered so that errors answering them are copied too. */
 const REMEMBERED_MESSAGES = 4096;
+
+/**
+ * Payload of `carbon-copy`, this module's own event: the message about to be copied to an
+ * account's other resources (`sent` or `received`), and the copy they get, which another module
+ * may annotate (the archive adds the account's stanza-id to sent copies).
+ */
+export interface CarbonCopyEvent {
+  original: Element;
+  copy: Element;
+  direction: "sent" | "received";
+  account: JID;
+  host: Host;
+}
+
+declare module "../core/hosts.ts" {
+  interface ModuleEvents {
+    "carbon-copy": CarbonCopyEvent;
+  }
+}
 
 /** One line for module listings. */
 export const description =
@@ -96,15 +116,15 @@ function eligibleContent(stanza: Element, direction: Direction): boolean {
 }
 
 /** Wraps a message for one resource of the account (XEP-0280 §7, §8). */
-function carbon(stanza: Element, direction: Direction, account: JID, to: Session): Element {
+function carbon(inner: Element, direction: Direction, account: JID, to: Session): Element {
   const wrapper = new Element("message", {
     from: account.toString(),
     to: to.jid!.toString(),
-    type: stanza.attrs.type,
+    type: inner.attrs.type,
   });
   wrapper.c(direction, { xmlns: NS_CARBONS })
     .c("forwarded", { xmlns: NS_FORWARD })
-    .append(stanza.clone());
+    .append(inner);
   return wrapper;
 }
 
@@ -178,9 +198,21 @@ export default function carbons(m: ModuleAPI): void {
 
   /** Sends a copy to each carbons-enabled resource of the account not in `skip`. */
   const copyTo = (account: JID, stanza: Element, direction: Direction, skip: Session[]) => {
+    let inner: Element | undefined;
     for (const session of m.server.sessions.userSessions(account.domain, account.local!)) {
       if (enabled.has(session) && !skip.includes(session)) {
-        session.send(carbon(stanza, direction, account, session));
+        if (!inner) {
+          // One copy for every resource; modules may annotate it (the archive's stanza-id).
+          inner = stanza.clone();
+          m.host.events.fire("carbon-copy", {
+            original: stanza,
+            copy: inner,
+            direction,
+            account,
+            host: m.host,
+          });
+        }
+        session.send(carbon(inner, direction, account, session));
       }
     }
   };

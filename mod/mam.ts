@@ -18,6 +18,7 @@ import { Element } from "../core/xml/element.ts";
 import { parseElement } from "../core/xml/parser.ts";
 import { serialize } from "../core/xml/serializer.ts";
 import { errorReply, reply, type StanzaErrorCondition } from "../core/xml/stanza.ts";
+import type { CarbonCopyEvent } from "./carbons.ts";
 import type { RosterItem } from "./roster_store.ts";
 
 /** The MAM namespace (XEP-0313 v2). */
@@ -472,9 +473,18 @@ export default function mam(m: ModuleAPI): void {
     if (to.local === user && to.domain === m.domain) return false;
     removeStanzaIdsBy(stanza, origin.jid!.bareString());
     if (!isArchivable(stanza) || !wanted(user, to)) return false;
-    store(user, to, stanza);
+    sentIds.set(stanza, store(user, to, stanza));
     return false;
   };
+  // The sender's other resources see the message as a sent carbon: with the id it has in the
+  // sender's archive, as the recipient's copy carries the id of theirs (XEP-0313 §5.1.2).
+  const sentIds = new WeakMap<Element, string>();
+  m.hook("carbon-copy", ({ original, copy, direction, account }: CarbonCopyEvent) => {
+    const id = direction === "sent" ? sentIds.get(original) : undefined;
+    if (id === undefined) return;
+    removeStanzaIdsBy(copy, account.bareString());
+    copy.c("stanza-id", { xmlns: NS_SID, id, by: account.bareString() });
+  });
   m.hook("pre-message/bare", outgoing, 500);
   m.hook("pre-message/full", outgoing, 500);
   m.hook("pre-message/host", outgoing, 500);

@@ -624,3 +624,30 @@ Deno.test("the archive shell section counts, deletes and expires", async () => {
     await t.stop();
   }
 });
+
+Deno.test("a sent carbon carries the message's id in the sender's archive", async () => {
+  const t = await start();
+  try {
+    const one = await online(t, "alice", "one");
+    const two = await online(t, "alice", "two");
+    two.send("<iq type='set' id='c'><enable xmlns='urn:xmpp:carbons:2'/></iq>");
+    await two.next((el) => el.attrs.id === "c");
+    const bob = await online(t, "bob", "b");
+    one.send("<message to='bob@localhost/b' type='chat' id='s1'><body>from one</body></message>");
+    const received = await bob.next((el) => el.name === "message" && el.attrs.id === "s1");
+    const carbon = await two.next((el) =>
+      el.name === "message" && el.getChild("sent", "urn:xmpp:carbons:2") !== undefined
+    );
+    const copy = carbon.getChild("sent", "urn:xmpp:carbons:2")!
+      .getChild("forwarded", NS_FORWARD)!.getChild("message")!;
+    const id = stanzaId(copy, "alice@localhost");
+    assert.ok(id, "the sent carbon has alice's archive id");
+    assert.deepEqual((await query(two)).ids, [id]);
+    // bob's copy carries bob's archive id, not alice's.
+    assert.equal(stanzaId(received, "alice@localhost"), undefined);
+    assert.ok(stanzaId(received, "bob@localhost"));
+    for (const c of [one, two, bob]) c.close();
+  } finally {
+    await t.stop();
+  }
+});
