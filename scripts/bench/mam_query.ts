@@ -115,7 +115,8 @@ try {
     `results/${new Date().toISOString().replaceAll(":", "-").replace(".", "-")}-mam-query.json`,
     import.meta.url,
   );
-  await Deno.writeTextFile(saved, line + "\n");
+  // Indented like scripts/bench/run's saved runs (what deno fmt expects).
+  await Deno.writeTextFile(saved, JSON.stringify(JSON.parse(line), null, 2) + "\n");
 } finally {
   await t.stop();
 }
