@@ -40,6 +40,22 @@ async function online(t: TestServer, user: string, resource: string): Promise<Ra
   return client;
 }
 
+/** alice/one, alice/two with carbons enabled, and bob/b, all online. */
+async function carbonsParty(t: TestServer) {
+  const one = await online(t, "alice", "one");
+  const two = await online(t, "alice", "two");
+  two.send("<iq type='set' id='c'><enable xmlns='urn:xmpp:carbons:2'/></iq>");
+  await two.next((el) => el.attrs.id === "c");
+  const bob = await online(t, "bob", "b");
+  return { one, two, bob };
+}
+
+/** The message inside a carbon of `kind`. */
+function carbonInner(carbon: Element, kind: "sent" | "received"): Element {
+  return carbon.getChild(kind, "urn:xmpp:carbons:2")!.getChild("forwarded", NS_FORWARD)!
+    .getChild("message")!;
+}
+
 /** What an archive query asks for. */
 interface Query {
   fields?: Record<string, string | string[]>;
@@ -173,21 +189,13 @@ Deno.test("both sides are archived, and the recipient's copy carries the archive
 Deno.test("a carbon copy carries the same stanza-id as the delivered message", async () => {
   const t = await start();
   try {
-    const one = await online(t, "alice", "one");
-    const two = await online(t, "alice", "two");
-    two.send("<iq type='set' id='c'><enable xmlns='urn:xmpp:carbons:2'/></iq>");
-    await two.next((el) => el.attrs.id === "c");
-    const bob = await online(t, "bob", "b");
+    const { one, two, bob } = await carbonsParty(t);
     bob.send("<message to='alice@localhost/one' type='chat' id='m1'><body>x</body></message>");
     const delivered = await one.next((el) => el.name === "message" && el.attrs.id === "m1");
     const carbon = await two.next((el) =>
       el.name === "message" && el.getChild("received", "urn:xmpp:carbons:2") !== undefined
     );
-    const copy = carbon.getChild("received", "urn:xmpp:carbons:2")!.getChild(
-      "forwarded",
-      NS_FORWARD,
-    )!
-      .getChild("message")!;
+    const copy = carbonInner(carbon, "received");
     const id = stanzaId(delivered, "alice@localhost");
     assert.ok(id);
     assert.equal(stanzaId(copy, "alice@localhost"), id);
@@ -628,18 +636,13 @@ Deno.test("the archive shell section counts, deletes and expires", async () => {
 Deno.test("a sent carbon carries the message's id in the sender's archive", async () => {
   const t = await start();
   try {
-    const one = await online(t, "alice", "one");
-    const two = await online(t, "alice", "two");
-    two.send("<iq type='set' id='c'><enable xmlns='urn:xmpp:carbons:2'/></iq>");
-    await two.next((el) => el.attrs.id === "c");
-    const bob = await online(t, "bob", "b");
+    const { one, two, bob } = await carbonsParty(t);
     one.send("<message to='bob@localhost/b' type='chat' id='s1'><body>from one</body></message>");
     const received = await bob.next((el) => el.name === "message" && el.attrs.id === "s1");
     const carbon = await two.next((el) =>
       el.name === "message" && el.getChild("sent", "urn:xmpp:carbons:2") !== undefined
     );
-    const copy = carbon.getChild("sent", "urn:xmpp:carbons:2")!
-      .getChild("forwarded", NS_FORWARD)!.getChild("message")!;
+    const copy = carbonInner(carbon, "sent");
     const id = stanzaId(copy, "alice@localhost");
     assert.ok(id, "the sent carbon has alice's archive id");
     assert.deepEqual((await query(two)).ids, [id]);
