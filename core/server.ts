@@ -8,7 +8,7 @@ import { AccountStore } from "./auth/accounts.ts";
 import { FastTokens } from "./auth/fast.ts";
 import { AuthThrottle } from "./auth/throttle.ts";
 import type { Config } from "./config.ts";
-import { configChanges, describeChange, type OptionChange } from "./config_changes.ts";
+import { configChanges, describeChange } from "./config_changes.ts";
 import type { ServerContext } from "./context.ts";
 import { Host } from "./hosts.ts";
 import { configureLogging, getLogger } from "./log.ts";
