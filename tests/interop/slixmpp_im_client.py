@@ -7,35 +7,21 @@
 
 import asyncio
 import logging
-import sys
 
-import slixmpp
-from slixmpp_common import run_scenario, wait_for
+from slixmpp_common import DirectTlsClient, run_scenario, wait_for
 
 logging.basicConfig(level=logging.CRITICAL)
 
-PORT = int(sys.argv[1])
-CA_FILE = sys.argv[2]
 
 
-class Client(slixmpp.ClientXMPP):
+class Client(DirectTlsClient):
     def __init__(self, jid, password):
-        super().__init__(jid, password)
-        self.ca_certs = CA_FILE
-        self.register_plugin("xep_0203")
-        self.ready = asyncio.get_event_loop().create_future()
+        super().__init__(jid, password, plugins=("xep_0203",))
         self.inbox = asyncio.Queue()
-        self.add_event_handler("session_start", self.on_start)
         self.add_event_handler("message", lambda msg: self.inbox.put_nowait(msg))
 
-    async def on_start(self, _event):
+    async def on_session(self):
         await self.get_roster()
-        self.send_presence()
-        if not self.ready.done():
-            self.ready.set_result(True)
-
-    def start(self):
-        self.connect(("127.0.0.1", PORT), use_ssl=True, disable_starttls=True)
 
     def subscription(self, contact):
         roster = self.client_roster

@@ -7,40 +7,24 @@
 
 import asyncio
 import logging
-import sys
 
 import slixmpp
-from slixmpp_common import run_scenario, wait_for
+from slixmpp_common import DirectTlsClient, run_scenario, wait_for
 
 logging.basicConfig(level=logging.CRITICAL)
 
-PORT = int(sys.argv[1])
-CA_FILE = sys.argv[2]
 PAGE = 3
 
 
-class Client(slixmpp.ClientXMPP):
+class Client(DirectTlsClient):
     def __init__(self, jid, password):
-        super().__init__(jid, password)
-        self.ca_certs = CA_FILE
-        for plugin in ("xep_0059", "xep_0313", "xep_0359"):
-            self.register_plugin(plugin)
-        self.ready = asyncio.get_event_loop().create_future()
+        super().__init__(jid, password, plugins=("xep_0059", "xep_0313", "xep_0359"))
         self.inbox = []
-        self.add_event_handler("session_start", self.on_start)
         self.add_event_handler("message", self.on_message)
-
-    async def on_start(self, _event):
-        self.send_presence()
-        if not self.ready.done():
-            self.ready.set_result(True)
 
     def on_message(self, msg):
         if msg["body"]:
             self.inbox.append(msg)
-
-    def start(self):
-        self.connect(("127.0.0.1", PORT), use_ssl=True, disable_starttls=True)
 
 
 async def pages(client, reverse):

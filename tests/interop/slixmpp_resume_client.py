@@ -7,42 +7,27 @@
 
 import asyncio
 import logging
-import sys
 
-import slixmpp
-from slixmpp_common import run_scenario, wait_for
+from slixmpp_common import DirectTlsClient, run_scenario, wait_for
 
 logging.basicConfig(level=logging.CRITICAL)
 
-PORT = int(sys.argv[1])
-CA_FILE = sys.argv[2]
 
 
-class Client(slixmpp.ClientXMPP):
+class Client(DirectTlsClient):
     def __init__(self, jid, password, managed):
-        super().__init__(jid, password)
-        self.ca_certs = CA_FILE
-        if managed:
-            self.register_plugin("xep_0198")
-        self.ready = asyncio.get_event_loop().create_future()
+        super().__init__(jid, password, plugins=("xep_0198",) if managed else ())
         self.events = []
         self.bodies = []
-        self.add_event_handler("session_start", self.on_start)
         self.add_event_handler("sm_enabled", lambda _e: self.events.append("sm_enabled"))
         self.add_event_handler("session_resumed", lambda _e: self.events.append("resumed"))
         self.add_event_handler("sm_failed", lambda _e: self.events.append("sm_failed"))
         self.add_event_handler("disconnected", lambda _e: self.events.append("disconnected"))
         self.add_event_handler("message", lambda msg: self.bodies.append(str(msg["body"])))
 
-    async def on_start(self, _event):
+    async def on_session(self):
         self.events.append("session_start")
         await self.get_roster()
-        self.send_presence()
-        if not self.ready.done():
-            self.ready.set_result(True)
-
-    def start(self):
-        self.connect(("127.0.0.1", PORT), use_ssl=True, disable_starttls=True)
 
 
 async def scenario():
