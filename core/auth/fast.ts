@@ -80,8 +80,9 @@ export class FastTokens {
   }
 
   /**
-   * Checks a client's proof against its live tokens. Returns which one matched: "current" (the
-   * previous one, if any, is then dropped: the client has the new one), "previous", or undefined.
+   * Checks a client's proof against its live tokens. Returns the one that matched and which it
+   * is: "current" (the previous one, if any, is then dropped: the client has the new one) or
+   * "previous"; undefined when none did.
    */
   verify(
     host: string,
@@ -90,7 +91,7 @@ export class FastTokens {
     mechanism: FastMechanismName,
     proof: (token: string) => boolean,
     now = Date.now(),
-  ): { which: "current" | "previous"; expiresAt: number } | undefined {
+  ): { which: "current" | "previous"; token: string; expiresAt: number } | undefined {
     const row = this.#row(host, user, agent);
     if (!row || row.mechanism !== mechanism) return undefined;
     if (row.expires_ms > now && proof(row.token)) {
@@ -99,21 +100,14 @@ export class FastTokens {
           "UPDATE fast_tokens SET prev_token = NULL, prev_expires_ms = NULL WHERE host = ? AND user = ? AND agent = ?",
         ).run(host, user, agent);
       }
-      return { which: "current", expiresAt: row.expires_ms };
+      return { which: "current", token: row.token, expiresAt: row.expires_ms };
     }
     if (
       row.prev_token !== null && (row.prev_expires_ms ?? 0) > now && proof(row.prev_token)
     ) {
-      return { which: "previous", expiresAt: row.prev_expires_ms! };
+      return { which: "previous", token: row.prev_token, expiresAt: row.prev_expires_ms! };
     }
     return undefined;
-  }
-
-  /** The token a proof was checked with (for the server's answer); undefined when none. */
-  tokenFor(host: string, user: string, agent: string, which: "current" | "previous") {
-    const row = this.#row(host, user, agent);
-    if (!row) return undefined;
-    return which === "current" ? row.token : row.prev_token ?? undefined;
   }
 
   /** Drops the tokens of one client (`<fast invalidate='true'/>`). */
@@ -219,8 +213,7 @@ export class HtMechanism implements SaslMechanism {
       };
     }
     this.matched = verified.which;
-    const token = tokens.tokenFor(this.#ctx.host, username, agent, verified.which)!;
-    return { kind: "success", username, data: htProof(token, "Responder", cbData) };
+    return { kind: "success", username, data: htProof(verified.token, "Responder", cbData) };
   }
 }
 

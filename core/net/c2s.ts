@@ -1,5 +1,6 @@
-// A client-to-server stream (RFC 6120): stream headers and features, STARTTLS, SASL,
-// resource binding, then stanzas handed to the router. One instance per client connection.
+// A client session (RFC 6120): the stream negotiation on whatever transport the client came in
+// on (features, STARTTLS, SASL or SASL2, binding or Bind2), then the bound resource the router
+// delivers to. One instance per login; it may outlive its connection (stream management).
 
 import { createHash } from "node:crypto";
 import type { Socket } from "node:net";
@@ -92,7 +93,7 @@ function userAgentId(authenticate: Element): string | undefined {
 
 let sessionCounter = 0;
 
-/** Filters every stanza a client session sends, before it reaches the transport. */
+/** Sees every stanza a client session writes, after it went to the transport (SM counting). */
 export type SendFilter = (stanza: Element) => void;
 
 /** Decides whether a stanza is written now (true) or held by its owner for later (false). */
