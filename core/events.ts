@@ -22,7 +22,7 @@ export type FireResult = boolean | Promise<boolean>;
 
 /**
  * Runs `next` when the event was not handled: at once for a synchronous answer, or after the
- * asynchronous handlers declined. The synchronous path allocates nothing.
+ * asynchronous handlers declined.
  */
 export function whenUnhandled(result: FireResult, next: () => void): void {
   if (result === false) next();

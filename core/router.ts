@@ -59,20 +59,14 @@ export class Router {
     const kind = stanza.name as "message" | "presence" | "iq";
     // The sender's host sees every stanza first, local or remote destination alike.
     const originHost = origin.host ? this.#server.hosts.get(origin.host) : undefined;
-    if (originHost) {
-      const pre = originHost.events.fire(`pre-${kind}/${toType}`, {
-        stanza,
-        origin,
-        host: originHost,
-      });
-      if (pre === true) return;
-      if (pre !== false) {
-        // An asynchronous handler decides: routing goes on only if it declines.
-        whenUnhandled(pre, () => this.#toDestination(stanza, origin, to, toType, kind));
-        return;
-      }
-    }
-    this.#toDestination(stanza, origin, to, toType, kind);
+    // Each stage goes on only if nobody took the stanza (at once, or once an async handler
+    // declined: see whenUnhandled).
+    const next = () => this.#toDestination(stanza, origin, to, toType, kind);
+    if (!originHost) return next();
+    whenUnhandled(
+      originHost.events.fire(`pre-${kind}/${toType}`, { stanza, origin, host: originHost }),
+      next,
+    );
   }
 
   /** After the sender's host: the destination host's events, then RFC 6121 §8.5 delivery. */
@@ -94,17 +88,17 @@ export class Router {
     }
     const event: StanzaEvent = { stanza, origin, host };
     if (kind !== "iq") {
-      const handled = host.events.fire(`${kind}/${toType}`, event);
-      if (handled === false) this.#deliverDefault(event, to, toType);
-      else if (handled !== true) {
-        whenUnhandled(handled, () => this.#deliverDefault(event, to, toType));
-      }
+      whenUnhandled(
+        host.events.fire(`${kind}/${toType}`, event),
+        () => this.#deliverDefault(event, to, toType),
+      );
       return;
     }
     // Filters (blocking, privacy) see every iq before the namespaced handlers do.
-    const filtered = host.events.fire(`iq/${toType}`, event);
-    if (filtered === false) this.#iqHandlers(event, to, toType);
-    else if (filtered !== true) whenUnhandled(filtered, () => this.#iqHandlers(event, to, toType));
+    whenUnhandled(
+      host.events.fire(`iq/${toType}`, event),
+      () => this.#iqHandlers(event, to, toType),
+    );
   }
 
   /** The handler of an iq's payload (get/set) or of its id (result/error), else the default. */
@@ -120,10 +114,7 @@ export class Router {
     } else if ((type === "result" || type === "error") && stanza.attrs.id !== undefined) {
       handled = host.events.fire(`iq-${type}/${toType}/${stanza.attrs.id}`, event);
     }
-    if (handled === false) this.#deliverDefault(event, to, toType);
-    else if (handled !== true) {
-      whenUnhandled(handled, () => this.#deliverDefault(event, to, toType));
-    }
+    whenUnhandled(handled, () => this.#deliverDefault(event, to, toType));
   }
 
   #toType(stanza: Element, to: JID | undefined, origin: Session): ToType {
