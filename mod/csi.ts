@@ -12,7 +12,6 @@ import type {
 } from "../core/hosts.ts";
 import type { ModuleAPI } from "../core/modules.ts";
 import { C2SSession } from "../core/net/c2s.ts";
-import type { Transport } from "../core/net/transport.ts";
 import type { Session } from "../core/sessions.ts";
 import type { Element } from "../core/xml/element.ts";
 
@@ -102,8 +101,6 @@ interface CsiState {
   nextKey: number;
   /** Removes the send gate; set while the client is inactive. */
   removeGate: (() => void) | undefined;
-  /** The transport the client went inactive on (a resumed stream starts active). */
-  transport: Transport | undefined;
 }
 
 /** Loads client state indication on a host. */
@@ -207,7 +204,6 @@ export default function csi(m: ModuleAPI) {
       held: new Map(),
       nextKey: 0,
       removeGate: undefined,
-      transport: undefined,
     };
     bySession.set(session, state);
     states.add(state);
@@ -216,7 +212,6 @@ export default function csi(m: ModuleAPI) {
   }
 
   function goInactive(state: CsiState): void {
-    state.transport = state.session.transport;
     if (state.removeGate) return;
     state.removeGate = state.session.addSendGate((stanza) => gate(state, stanza));
   }
@@ -225,7 +220,6 @@ export default function csi(m: ModuleAPI) {
   function goActive(state: CsiState): void {
     state.removeGate?.();
     state.removeGate = undefined;
-    state.transport = undefined;
     flush(state);
   }
 
@@ -240,11 +234,6 @@ export default function csi(m: ModuleAPI) {
 
   /** Decides a stanza's fate while the client is inactive: true writes it now. */
   function gate(state: CsiState, stanza: Element): boolean {
-    if (state.session.transport !== state.transport) {
-      // Resumed on another connection without the old one being noticed as lost.
-      goActive(state);
-      return true;
-    }
     if (isImportant(stanza)) {
       flush(state); // what was held was sent earlier, so it goes first
       return true;
