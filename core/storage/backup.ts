@@ -1,8 +1,9 @@
 // Online backups and offline restores of the SQLite store, for cron: a snapshot is written to a
 // temporary name, verified, then renamed, so a backup file that exists is always a whole one.
+// An encrypted store's backups are encrypted with the same key.
 
-import { backup, DatabaseSync } from "node:sqlite";
 import { basename, dirname } from "node:path";
+import { backupConnection, openConnection, openLike, type SqlConnection } from "./connection.ts";
 import type { Database } from "./database.ts";
 import { readVersion, SCHEMA_VERSION } from "./migrations.ts";
 
@@ -26,60 +27,73 @@ async function removeQuietly(path: string): Promise<void> {
   }
 }
 
+/** Options for `verifyStore`, `backupDatabase` and `restoreDatabase`. */
+export interface StoreKeyOptions {
+  /** The store's SQLCipher key (`storage.key`/`key_file`); unset for a plain store. */
+  key?: string;
+}
+
 /**
- * Checks that `path` is an intact Lilt store this version can open: `PRAGMA integrity_check`
- * says "ok", the schema version is known, and the core tables exist. Throws `BackupError`.
+ * Checks that `path` is an intact Lilt store this version can open (with `options.key` when it
+ * is encrypted): `PRAGMA integrity_check` says "ok", the schema version is known, and the core
+ * tables exist. Throws `BackupError`.
  */
-export function verifyStore(path: string): void {
-  let db: DatabaseSync;
+export function verifyStore(path: string, options: StoreKeyOptions = {}): void {
+  let db: SqlConnection;
   try {
-    db = new DatabaseSync(path, { readOnly: true });
+    db = openConnection(path, { readOnly: true, key: options.key });
   } catch (error) {
     throw new BackupError(`Cannot open '${path}': ${reason(error)}`);
   }
   try {
-    let problems: string[];
-    try {
-      const rows = db.prepare("PRAGMA integrity_check").all() as { integrity_check: string }[];
-      problems = rows.map((row) => row.integrity_check);
-    } catch (error) {
-      throw new BackupError(`'${path}' is not a usable SQLite database: ${reason(error)}`);
-    }
-    if (problems.length !== 1 || problems[0] !== "ok") {
-      throw new BackupError(
-        `'${path}' failed the integrity check: ${problems.slice(0, 3).join("; ")}`,
-      );
-    }
-    const version = readVersion(db);
-    if (version < 1 || version > SCHEMA_VERSION) {
-      throw new BackupError(
-        `Expected a Lilt store with schema version 1 to ${SCHEMA_VERSION} in '${path}', ` +
-          `found version ${version}`,
-      );
-    }
-    const tables = new Set(
-      (db.prepare("SELECT name FROM sqlite_schema WHERE type = 'table'").all() as {
-        name: string;
-      }[]).map((row) => row.name),
-    );
-    const missing = REQUIRED_TABLES.filter((name) => !tables.has(name));
-    if (missing.length > 0) {
-      throw new BackupError(
-        `Expected Lilt's tables in '${path}', found none of: ${missing.join(", ")}`,
-      );
-    }
+    verifyConnection(db, path);
   } finally {
     db.close();
+  }
+}
+
+/** `verifyStore`'s checks on an open connection. */
+function verifyConnection(db: SqlConnection, path: string): void {
+  let problems: string[];
+  try {
+    const rows = db.prepare("PRAGMA integrity_check").all() as { integrity_check: string }[];
+    problems = rows.map((row) => row.integrity_check);
+  } catch (error) {
+    throw new BackupError(`'${path}' is not a usable SQLite database: ${reason(error)}`);
+  }
+  if (problems.length !== 1 || problems[0] !== "ok") {
+    throw new BackupError(
+      `'${path}' failed the integrity check: ${problems.slice(0, 3).join("; ")}`,
+    );
+  }
+  const version = readVersion(db);
+  if (version < 1 || version > SCHEMA_VERSION) {
+    throw new BackupError(
+      `Expected a Lilt store with schema version 1 to ${SCHEMA_VERSION} in '${path}', ` +
+        `found version ${version}`,
+    );
+  }
+  const tables = new Set(
+    (db.prepare("SELECT name FROM sqlite_schema WHERE type = 'table'").all() as {
+      name: string;
+    }[]).map((row) => row.name),
+  );
+  const missing = REQUIRED_TABLES.filter((name) => !tables.has(name));
+  if (missing.length > 0) {
+    throw new BackupError(
+      `Expected Lilt's tables in '${path}', found none of: ${missing.join(", ")}`,
+    );
   }
 }
 
 /**
  * Takes a consistent snapshot of a live store into `destFile` while writers keep going
  * (SQLite's online backup API). `source` is the server's open `Database`, or the path of a
- * store file (opened read-only; safe while a server runs on it thanks to WAL). The copy is
- * written to `destFile.tmp-<random>` (mode 0600), switched to a self-contained rollback
- * journal, verified with `verifyStore`, and renamed over `destFile`. The directory of `destFile`
- * must exist (it is not created). On failure nothing is left behind and `BackupError` says why.
+ * store file (opened read-only, with `options.key` when encrypted; safe while a server runs on it
+ * thanks to WAL). The copy is written to `destFile.tmp-<random>` (mode 0600; encrypted with the
+ * store's key when the store is encrypted), switched to a self-contained rollback journal,
+ * verified as `verifyStore` does, and renamed over `destFile`. The directory of `destFile` must
+ * exist (it is not created). On failure nothing is left behind and `BackupError` says why.
  *
  * @example
  * ```ts
@@ -87,15 +101,19 @@ export function verifyStore(path: string): void {
  * await backupDatabase("/var/lib/lilt/lilt.sqlite", "/var/backups/lilt.sqlite");
  * ```
  */
-export async function backupDatabase(source: Database | string, destFile: string): Promise<void> {
+export async function backupDatabase(
+  source: Database | string,
+  destFile: string,
+  options: StoreKeyOptions = {},
+): Promise<void> {
   const tmp = `${destFile}.tmp-${randomSuffix()}`;
-  let owned: DatabaseSync | undefined;
+  let owned: SqlConnection | undefined;
   try {
-    let db: DatabaseSync;
+    let db: SqlConnection;
     if (typeof source === "string") {
       try {
         await Deno.stat(source);
-        owned = new DatabaseSync(source, { readOnly: true });
+        owned = openConnection(source, { readOnly: true, key: options.key });
         db = owned;
       } catch (error) {
         throw new BackupError(`Cannot open the store '${source}': ${reason(error)}`);
@@ -119,24 +137,30 @@ export async function backupDatabase(source: Database | string, destFile: string
     try {
       // The snapshot holds credential hashes: create it private before SQLite writes to it.
       (await Deno.open(tmp, { createNew: true, write: true, mode: 0o600 })).close();
-      await backup(db, tmp);
+      await backupConnection(db, tmp);
     } catch (error) {
       throw new BackupError(`Cannot write the backup '${tmp}': ${reason(error)}`);
     }
-    owned?.close();
-    owned = undefined;
     // The snapshot inherits WAL mode; a backup should be one file that needs no -wal/-shm.
+    // The copy is opened as the source was (same driver, same key).
+    let copy: SqlConnection;
     try {
-      const copy = new DatabaseSync(tmp);
-      try {
-        copy.exec("PRAGMA journal_mode = DELETE");
-      } finally {
-        copy.close();
-      }
+      copy = openLike(db, tmp);
     } catch (error) {
       throw new BackupError(`Cannot finish the backup '${tmp}': ${reason(error)}`);
     }
-    verifyStore(tmp);
+    owned?.close();
+    owned = undefined;
+    try {
+      try {
+        copy.exec("PRAGMA journal_mode = DELETE");
+      } catch (error) {
+        throw new BackupError(`Cannot finish the backup '${tmp}': ${reason(error)}`);
+      }
+      verifyConnection(copy, tmp);
+    } finally {
+      copy.close();
+    }
     try {
       await Deno.rename(tmp, destFile);
     } catch (error) {
@@ -158,7 +182,8 @@ export interface RestoreOutcome {
 
 /**
  * Puts the backup `backupFile` in place as the store `storePath`. The server must not be
- * running (the caller checks, see `isServerRunning`). The backup is verified first; the
+ * running (the caller checks, see `isServerRunning`). The backup is verified first (with
+ * `options.key` for an encrypted store: the backup must open with the configured key); the
  * current store and its -wal/-shm files move aside to `<name>.replaced-<timestamp>`; the backup
  * is copied next to the store under a temporary name and renamed into place (mode 0600).
  * Throws `BackupError`.
@@ -166,8 +191,9 @@ export interface RestoreOutcome {
 export async function restoreDatabase(
   backupFile: string,
   storePath: string,
+  options: StoreKeyOptions = {},
 ): Promise<RestoreOutcome> {
-  verifyStore(backupFile);
+  verifyStore(backupFile, options);
   const dir = dirname(storePath);
   await Deno.mkdir(dir, { recursive: true, mode: 0o700 });
   const tmp = `${storePath}.restore-${randomSuffix()}`;

@@ -1,11 +1,18 @@
 // The one SQLite connection a server process writes through: opened with the pragmas Lilt
 // relies on (WAL, foreign keys, busy timeout), migrated, with nestable transactions and a
-// statement cache so hot paths do not re-parse SQL.
+// statement cache so hot paths do not re-parse SQL. Plain stores use node:sqlite; a store with
+// a key is opened through SQLCipher (connection.ts).
 
-import { backup, DatabaseSync, type StatementSync } from "node:sqlite";
 import { dirname } from "node:path";
 import { getLogger } from "../log.ts";
+import {
+  backupConnection,
+  openConnection,
+  type SqlConnection,
+  type SqlStatement,
+} from "./connection.ts";
 import { migrate, type Migration } from "./migrations.ts";
+import { StorageKeyError } from "./sqlcipher.ts";
 
 const log = getLogger("storage");
 
@@ -15,6 +22,12 @@ export interface OpenDatabaseOptions {
   path: string;
   /** Schema steps to apply instead of the built-in ones (tests only). */
   migrations?: readonly Migration[];
+  /**
+   * SQLCipher passphrase (`storage.key` / `storage.key_file`): the file is encrypted with it
+   * (created encrypted when new). A key that does not open the file throws
+   * `StorageKeyError` before anything is written. Empty or unset: a plain SQLite file.
+   */
+  key?: string;
 }
 
 /**
@@ -32,22 +45,24 @@ export interface OpenDatabaseOptions {
  */
 export class Database {
   /** The raw connection, for core code that needs SQLite directly. */
-  readonly db: DatabaseSync;
+  readonly db: SqlConnection;
   /** The path the database was opened from. */
   readonly path: string;
-  #statements = new Map<string, StatementSync>();
+  #statements = new Map<string, SqlStatement>();
   #depth = 0;
   /** True while the current task's writes share one transaction (see `batchWrites`). */
   #batching = false;
 
-  private constructor(db: DatabaseSync, path: string) {
+  private constructor(db: SqlConnection, path: string) {
     this.db = db;
     this.path = path;
   }
 
   /**
    * Opens (creating if needed) and migrates a database. A new file is created with mode 0600
-   * (it holds credential hashes) in a directory created with mode 0700.
+   * (it holds credential hashes) in a directory created with mode 0700. With `key`, the key is
+   * proven (a read of the schema) before the journal mode is set or a migration runs, so a
+   * wrong key leaves the file byte-identical.
    */
   static open(options: OpenDatabaseOptions): Database {
     const { path } = options;
@@ -57,14 +72,16 @@ export class Database {
       // SQLite gives its -wal and -shm files the main file's permissions.
       Deno.openSync(path, { create: true, write: true, mode: 0o600 }).close();
     }
-    let db: DatabaseSync;
+    let db: SqlConnection;
     try {
-      db = new DatabaseSync(path);
+      db = openConnection(path, { key: options.key });
     } catch (error) {
+      if (error instanceof StorageKeyError) throw error;
       throw new Error(`Cannot open database '${path}': ${reason(error)}`, { cause: error });
     }
     try {
       db.exec("PRAGMA busy_timeout = 5000");
+      if (!options.key && !inMemory) expectPlainFile(db, path);
       if (!inMemory) {
         const row = db.prepare("PRAGMA journal_mode = WAL").get() as { journal_mode: string };
         if (row.journal_mode !== "wal") {
@@ -82,7 +99,7 @@ export class Database {
   }
 
   /** A prepared statement for `sql`, cached by its text for the connection's lifetime. */
-  prepare(sql: string): StatementSync {
+  prepare(sql: string): SqlStatement {
     let statement = this.#statements.get(sql);
     if (statement === undefined) {
       statement = this.db.prepare(sql);
@@ -167,13 +184,13 @@ export class Database {
 
   /**
    * Copies the live database to `destPath` (created with mode 0600, or overwritten) without
-   * stopping writers.
+   * stopping writers. An encrypted store gives a copy encrypted with the same key.
    */
   async backup(destPath: string): Promise<void> {
     this.#commitBatch();
     Deno.mkdirSync(dirname(destPath), { recursive: true, mode: 0o700 });
     Deno.openSync(destPath, { create: true, write: true, mode: 0o600 }).close();
-    await backup(this.db, destPath);
+    await backupConnection(this.db, destPath);
   }
 
   /** Closes the connection; further use throws. Calling it twice is harmless. */
@@ -182,6 +199,41 @@ export class Database {
     this.#commitBatch();
     this.#statements.clear();
     this.db.close();
+  }
+}
+
+/**
+ * Reads the schema of a store opened without a key: an encrypted file fails here with
+ * SQLite's "file is not a database", which is turned into what the operator has to do.
+ */
+function expectPlainFile(db: SqlConnection, path: string): void {
+  try {
+    db.prepare("SELECT count(*) AS n FROM sqlite_schema").get();
+  } catch (error) {
+    if ((error as { errcode?: number }).errcode === 26 && !hasPlainHeader(path)) {
+      throw new StorageKeyError(
+        `'${path}' is not a plain SQLite database (it looks encrypted): set storage.key_file ` +
+          "(or storage.key) to the key it was encrypted with",
+      );
+    }
+    throw error;
+  }
+}
+
+/** Whether `path` starts with the plain SQLite header (an encrypted file looks random). */
+export function hasPlainHeader(path: string): boolean {
+  const header = new Uint8Array(16);
+  let file: Deno.FsFile;
+  try {
+    file = Deno.openSync(path, { read: true });
+  } catch {
+    return false;
+  }
+  try {
+    const read = file.readSync(header);
+    return read === 16 && new TextDecoder().decode(header) === "SQLite format 3\0";
+  } finally {
+    file.close();
   }
 }
 

@@ -1,7 +1,7 @@
 // The schema's history as forward-only steps, so every database file, old or new, reaches the
 // layout this code expects; `PRAGMA user_version` records how far a file has come.
 
-import type { DatabaseSync } from "node:sqlite";
+import type { SqlConnection } from "./connection.ts";
 
 /** One forward-only schema step. */
 export interface Migration {
@@ -10,7 +10,7 @@ export interface Migration {
   /** One line for logs and `lilt check`. */
   readonly description: string;
   /** Applies the step; runs inside a transaction. */
-  up(db: DatabaseSync): void;
+  up(db: SqlConnection): void;
 }
 
 /** A database was written by a newer Lilt (its schema version is above the code's). */
@@ -168,7 +168,7 @@ export interface MigrateOptions {
  * Throws `SchemaTooNewError` when the file's version is newer than the code knows, so an old
  * binary never writes into a schema it does not understand.
  */
-export function migrate(db: DatabaseSync, options: MigrateOptions = {}): void {
+export function migrate(db: SqlConnection, options: MigrateOptions = {}): void {
   const migrations = options.migrations ?? MIGRATIONS;
   const label = options.label ?? "database";
   const known = migrations.length === 0 ? 0 : migrations[migrations.length - 1].version;
@@ -215,7 +215,7 @@ export function migrate(db: DatabaseSync, options: MigrateOptions = {}): void {
 }
 
 /** Reads the schema version recorded in the file (0 for a new database). */
-export function readVersion(db: DatabaseSync): number {
+export function readVersion(db: SqlConnection): number {
   const row = db.prepare("PRAGMA user_version").get() as { user_version: number };
   return row.user_version;
 }
