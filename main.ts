@@ -6,7 +6,7 @@ import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import { AccountStore } from "./core/auth/accounts.ts";
 import { checkRoleConfig } from "./core/auth/roles.ts";
-import { type Config, formatProblem, loadConfig } from "./core/config.ts";
+import { type Config, formatProblem, loadConfig, readKeyFile } from "./core/config.ts";
 import type { OptionSpec } from "./core/config_schema.ts";
 import { findConfigFile } from "./core/config_search.ts";
 import { JidError, parseJid } from "./core/jid.ts";
@@ -20,6 +20,7 @@ import { LILT_VERSION } from "./core/version.ts";
 import { Database } from "./core/storage/database.ts";
 import { Storage } from "./core/storage/stores.ts";
 import { backupDatabase, isServerRunning, restoreDatabase } from "./core/storage/backup.ts";
+import { convertStore } from "./core/storage/encryption.ts";
 import { builtinModules } from "./mod/builtin.ts";
 import { type AdminSocket, startAdminSocket } from "./shell/admin_socket.ts";
 import { AdminClient, runShell } from "./shell/client.ts";
@@ -44,6 +45,8 @@ Commands:
                                   manage accounts (works while the server runs)
   backup FILE [-c FILE]           write a verified snapshot of the store (works while it runs)
   restore FILE [-c FILE]          replace the store with a backup (server stopped)
+  storage encrypt|decrypt|rekey [--new-key-file FILE] [-c FILE]
+                                  encrypt the store, decrypt it, change its key (server stopped)
   version                         print the version
 
 Every command accepts --help. Without -c, every command reads the first that exists of
@@ -83,7 +86,8 @@ Besides the options, it loads each configured certificate and key as a start wou
 that is missing, unreadable or unparsable, a key that does not match, a certificate that does
 not cover its host or has expired is an error; expiry within 30 days and a self-signed
 certificate are warnings. Hosts without certificate files get a self-signed one at start.
-A non-empty storage.key is refused: the store cannot be encrypted yet.
+With storage.key_file set, the key file must exist, be readable by its owner only (0600 or
+0400) and not be empty; storage.key and storage.key_file cannot both be set.
 When the server runs on this file, options that differ from its running values but need a
 restart (listeners, data_dir, admin_socket, storage, s2s_dialback_secret) are warnings:
 'config reload' keeps their running values.`,
@@ -107,6 +111,23 @@ line on stderr and exit status 1, so a cron job mails only problems.`,
 Replaces the store with the backup FILE. Refuses while the server runs (its admin socket
 answers). FILE is verified first (integrity check and Lilt schema); the current store and
 its -wal/-shm files are kept aside as <store>.replaced-<timestamp>.`,
+  storage: `Usage: lilt storage encrypt [-c FILE]
+       lilt storage decrypt [-c FILE]
+       lilt storage rekey --new-key-file FILE [-c FILE]
+
+Rewrites the store (storage.path) with SQLCipher 4; refused while the server runs (its admin
+socket answers). The key is the configured one (storage.key_file, or storage.key); it never
+goes on the command line.
+  encrypt  a plain store becomes encrypted with the configured key (set key_file first)
+  decrypt  the encrypted store becomes plain; then remove storage.key_file/key from the config
+  rekey    the store, encrypted with the configured key, is encrypted with the key read from
+           --new-key-file FILE (same rules as key_file: mode 0600, not empty); then point
+           storage.key_file at FILE
+The new file is written next to the store, verified (integrity check, Lilt schema) and synced,
+then renamed over it: a crash midway leaves the old store whole. The old file is not kept (a
+plain or old-key copy would undo the change): take 'lilt backup' first to keep one. Existing
+backups keep the key (or plaintext) they were written with. Needs SQLCipher 4: run
+scripts/sqlcipher/build.`,
   version: `Usage: lilt version
 
 Prints the version of Lilt and of the Deno runtime.`,
@@ -384,7 +405,7 @@ async function cmdUser(args: string[]): Promise<number> {
   }
   await configureLogging({ ...config.log, console: false, file: "" });
   await Deno.mkdir(config.dataDir, { recursive: true, mode: 0o700 });
-  const database = Database.open({ path: config.storage.path });
+  const database = Database.open({ path: config.storage.path, key: config.storage.key });
   try {
     const accounts = new AccountStore(database, {
       hostIterations: (host) => config.hostOption(host, "scram_iterations"),
@@ -433,7 +454,7 @@ async function cmdBackup(args: string[]): Promise<number> {
   const config = await readConfig(values.config);
   if (!config) return 1;
   try {
-    await backupDatabase(config.storage.path, positionals[0]);
+    await backupDatabase(config.storage.path, positionals[0], { key: config.storage.key });
   } catch (error) {
     console.error(`lilt: backup failed: ${(error as Error).message}`);
     return 1;
@@ -456,12 +477,100 @@ async function cmdRestore(args: string[]): Promise<number> {
     return 1;
   }
   try {
-    const { replacedPath } = await restoreDatabase(positionals[0], config.storage.path);
+    const { replacedPath } = await restoreDatabase(positionals[0], config.storage.path, {
+      key: config.storage.key,
+    });
     const kept = replacedPath ? `; the previous store is at ${replacedPath}` : "";
     console.log(`Restored ${positionals[0]} into ${config.storage.path}${kept}`);
   } catch (error) {
     console.error(`lilt: restore failed: ${(error as Error).message}`);
     return 1;
+  }
+  return 0;
+}
+
+async function cmdStorage(args: string[]): Promise<number> {
+  let parsed;
+  try {
+    parsed = parseArgs({
+      args,
+      allowPositionals: true,
+      options: {
+        config: { type: "string", short: "c" },
+        help: { type: "boolean", short: "h" },
+        "new-key-file": { type: "string" },
+      },
+    });
+  } catch (error) {
+    console.error(`lilt: ${(error as Error).message}\n`);
+    return help("storage", true);
+  }
+  const { values, positionals } = parsed;
+  if (values.help) return help("storage");
+  const [action] = positionals;
+  if (positionals.length !== 1 || !["encrypt", "decrypt", "rekey"].includes(action)) {
+    return help("storage", true);
+  }
+  const newKeyFile = values["new-key-file"];
+  if ((action === "rekey") !== (newKeyFile !== undefined)) {
+    console.error(
+      action === "rekey"
+        ? "lilt: storage rekey needs --new-key-file FILE (the new key is never an argument)"
+        : `lilt: --new-key-file is for storage rekey, not storage ${action}`,
+    );
+    return 2;
+  }
+  const config = await readConfig(values.config);
+  if (!config) return 1;
+  const socket = adminSocketPath(config);
+  if (await isServerRunning(socket)) {
+    console.error(
+      `lilt: cannot ${action} the store while the server is running (its admin socket ` +
+        `${socket} answers); stop it first`,
+    );
+    return 1;
+  }
+  const { path, key } = config.storage;
+  const keySetting = config.storage.key_file
+    ? `storage.key_file (${config.storage.key_file})`
+    : "storage.key";
+  if (key === "") {
+    console.error(
+      `lilt: storage ${action} needs the store's key in ${config.file}: set storage.key_file ` +
+        "(a file with mode 0600 holding the passphrase)",
+    );
+    return 1;
+  }
+  let fromKey = key;
+  let toKey = "";
+  if (action === "encrypt") {
+    fromKey = "";
+    toKey = key;
+  } else if (action === "rekey") {
+    const read = readKeyFile(resolve(newKeyFile!));
+    if (!("key" in read)) {
+      console.error(`lilt: ${read.error.replace("storage.key_file", "--new-key-file")}`);
+      return 1;
+    }
+    toKey = read.key;
+  }
+  try {
+    await convertStore(path, { fromKey, toKey });
+  } catch (error) {
+    console.error(`lilt: storage ${action} failed: ${(error as Error).message}`);
+    return 1;
+  }
+  if (action === "encrypt") {
+    console.log(`Encrypted ${path} with the key of ${keySetting}`);
+  } else if (action === "decrypt") {
+    console.log(
+      `Decrypted ${path}; remove ${keySetting} from ${config.file} before starting Lilt`,
+    );
+  } else {
+    console.log(
+      `Changed the key of ${path}; set storage.key_file = "${resolve(newKeyFile!)}" in ` +
+        `${config.file} (or put the new key in the current key file) before starting Lilt`,
+    );
   }
   return 0;
 }
@@ -493,6 +602,8 @@ export async function main(args: string[]): Promise<number> {
       return await cmdBackup(rest);
     case "restore":
       return await cmdRestore(rest);
+    case "storage":
+      return await cmdStorage(rest);
     case "version":
     case "--version":
       return cmdVersion(rest);

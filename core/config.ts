@@ -137,7 +137,7 @@ export class Config {
   /** Logging settings. */
   readonly log: LogConfig;
   /** Storage settings; `path` is absolute. */
-  readonly storage: { path: string; key: string };
+  readonly storage: StorageConfig;
   #globals: Map<string, unknown>;
   #raw: Table;
   #sections: Map<string, SectionState>;
@@ -216,7 +216,7 @@ export class Config {
   }
 
   /**
-   * This configuration with the given global options (and `storage.path`/`storage.key`) held
+   * This configuration with the given global options (and the `storage` options) held
    * at their values in `running`: what a reload applies when those need a restart.
    */
   keeping(running: Config, names: readonly string[]): Config {
@@ -224,7 +224,7 @@ export class Config {
     for (const name of names) {
       if (running.#globals.has(name)) globals.set(name, running.#globals.get(name));
     }
-    const keepsStorage = names.includes("storage.path") || names.includes("storage.key");
+    const keepsStorage = names.some((name) => name.startsWith("storage."));
     return new Config({
       file: this.file,
       dataDir: names.includes("data_dir") ? running.dataDir : this.dataDir,
@@ -284,11 +284,59 @@ interface ConfigInit {
   hosts: HostConfig[];
   components: ComponentConfig[];
   log: LogConfig;
-  storage: { path: string; key: string };
+  storage: StorageConfig;
   globals: Map<string, unknown>;
   raw: Table;
   sections: Map<string, SectionState>;
   index: TomlLineIndex;
+}
+
+/** The `[storage]` table, resolved. */
+export interface StorageConfig {
+  /** The database file (absolute). */
+  path: string;
+  /**
+   * The SQLCipher passphrase: `storage.key`, or the content of `storage.key_file` (one trailing
+   * newline stripped). Empty for a plain store.
+   */
+  key: string;
+  /** The key file (absolute), or "" when the key is not read from a file. */
+  key_file: string;
+}
+
+/**
+ * Reads a `storage.key_file`: it must be a regular file that only its owner can read or write
+ * (mode 0600 or 0400), since it holds the key to every account's data.
+ */
+export function readKeyFile(path: string): { key: string } | { error: string } {
+  let info: Deno.FileInfo;
+  try {
+    info = Deno.statSync(path);
+  } catch (error) {
+    return { error: `cannot read storage.key_file '${path}': ${(error as Error).message}` };
+  }
+  if (!info.isFile) return { error: `storage.key_file '${path}' is not a regular file` };
+  const mode = info.mode ?? 0;
+  if ((mode & 0o077) !== 0) {
+    return {
+      error: `storage.key_file '${path}' can be accessed by group or others (mode ` +
+        `${(mode & 0o777).toString(8).padStart(4, "0")}): run chmod 600 on it`,
+    };
+  }
+  let text: string;
+  try {
+    text = Deno.readTextFileSync(path);
+  } catch (error) {
+    return { error: `cannot read storage.key_file '${path}': ${(error as Error).message}` };
+  }
+  const key = text.endsWith("\r\n")
+    ? text.slice(0, -2)
+    : text.endsWith("\n")
+    ? text.slice(0, -1)
+    : text;
+  if (key === "") return { error: `storage.key_file '${path}' is empty` };
+  if (key.includes("\0")) return { error: `storage.key_file '${path}' contains a NUL character` };
+  return { key };
 }
 
 /**
@@ -502,8 +550,8 @@ class Validator {
     }
   }
 
-  #storage(value: unknown, dataDir: string): { path: string; key: string } {
-    const storage = { path: resolve(dataDir, "lilt.sqlite"), key: "" };
+  #storage(value: unknown, dataDir: string): StorageConfig {
+    const storage = { path: resolve(dataDir, "lilt.sqlite"), key: "", key_file: "" };
     const table = this.#table(value, "storage", ["storage"]);
     if (!table) return storage;
     for (const [key, raw] of Object.entries(table)) {
@@ -518,16 +566,25 @@ class Validator {
       if (key === "path") {
         if (checked === "") this.#problem(path, "error", "option 'storage.path' must not be empty");
         else storage.path = resolve(dataDir, checked as string);
-      } else if (checked !== "") {
-        // A security option that silently does nothing is worse than none: refuse it.
+      } else if (key === "key") {
+        if ((checked as string).includes("\0")) {
+          this.#problem(path, "error", "option 'storage.key' must not contain a NUL character");
+        } else storage.key = checked as string;
+      } else if (key === "key_file") storage.key_file = checked as string;
+    }
+    if (storage.key_file !== "") {
+      const path = ["storage", "key_file"];
+      if (storage.key !== "") {
         this.#problem(
           path,
           "error",
-          "option 'storage.key' is not supported yet: this version cannot encrypt the " +
-            "database and would store it as plain SQLite; remove the option (protect the " +
-            "data directory with file permissions or disk encryption)",
+          "set either 'storage.key' or 'storage.key_file', not both (key_file is recommended)",
         );
-      } else storage.key = "";
+        return { ...storage, key: "" };
+      }
+      const read = readKeyFile(storage.key_file);
+      if ("key" in read) storage.key = read.key;
+      else this.#problem(path, "error", read.error);
     }
     return storage;
   }

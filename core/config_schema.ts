@@ -654,7 +654,16 @@ export const STORAGE_OPTIONS: Record<string, CoreOptionSpec> = {
     default: "",
     scope: "global",
     reload: "restart",
-    description: "Database encryption key: not supported yet, so a non-empty value is refused",
+    description: "Database encryption passphrase (SQLCipher 4); prefer key_file",
+  },
+  key_file: {
+    type: "string",
+    default: "",
+    scope: "global",
+    reload: "restart",
+    path: true,
+    description: "File holding the database encryption passphrase (mode 0600), relative to " +
+      "the configuration file's directory",
   },
 };
 

@@ -138,7 +138,7 @@ export class Server implements ServerContext {
   static async start(config: Config, options: ServerOptions): Promise<Server> {
     if (options.configureLogging !== false) await configureLogging(config.log);
     await Deno.mkdir(config.dataDir, { recursive: true, mode: 0o700 });
-    const database = Database.open({ path: config.storage.path });
+    const database = Database.open({ path: config.storage.path, key: config.storage.key });
     const server = new Server(config, database, options);
     try {
       await server.#setUp();

@@ -1,5 +1,5 @@
 // `lilt check config` and `lilt start` as an operator runs them on configurations that promise
-// more than they do: a database key, certificates that cannot serve their host, and options a
+// more than they do: a database key file others can read, certificates that cannot serve their host, and options a
 // running server applies only when it restarts.
 
 import assert from "node:assert/strict";
@@ -35,17 +35,19 @@ async function withDir(fn: (dir: string) => Promise<void>): Promise<void> {
   }
 }
 
-Deno.test("check config and start refuse a storage.key, which would leave the store plain", () =>
+Deno.test("check config and start refuse a key file others can read, and write nothing", () =>
   withDir(async (dir) => {
     const file = `${dir}/lilt.toml`;
+    await Deno.writeTextFile(`${dir}/store.key`, "correct horse\n");
+    await Deno.chmod(`${dir}/store.key`, 0o644);
     await Deno.writeTextFile(
       file,
-      testConfigText(dir) + '\n[storage]\npath = "lilt.sqlite"\nkey = "correct horse"\n',
+      testConfigText(dir) + '\n[storage]\npath = "lilt.sqlite"\nkey_file = "store.key"\n',
     );
-    const line = (await Deno.readTextFile(file)).split("\n").indexOf('key = "correct horse"') + 1;
+    const line = (await Deno.readTextFile(file)).split("\n").indexOf('key_file = "store.key"') + 1;
     const expected = new RegExp(
-      `${file}:${line}: error: option 'storage.key' is not supported yet: this version cannot ` +
-        "encrypt the database",
+      `${file}:${line}: error: storage.key_file '${dir}/store.key' can be accessed by group or ` +
+        "others \\(mode 0644\\): run chmod 600 on it",
     );
     const checked = await lilt(["check", "config", "-c", file]);
     assert.equal(checked.code, 1);
@@ -53,7 +55,7 @@ Deno.test("check config and start refuse a storage.key, which would leave the st
     const started = await lilt(["start", "-c", file]);
     assert.equal(started.code, 1);
     assert.match(started.stderr, expected);
-    // Nothing was written: no plain database under a name the operator thinks is encrypted.
+    // Nothing was written: no store under a key the operator cannot keep secret.
     await assert.rejects(Deno.stat(`${dir}/lilt.sqlite`), Deno.errors.NotFound);
   }));
 

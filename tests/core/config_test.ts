@@ -60,7 +60,11 @@ Deno.test("a valid file gives values, defaults and resolved paths", () => {
   const config = result.config!;
   assert.equal(config.file, FILE);
   assert.equal(config.dataDir, "/etc/lilt/data");
-  assert.deepEqual(config.storage, { path: "/etc/lilt/data/db/lilt.sqlite", key: "" });
+  assert.deepEqual(config.storage, {
+    path: "/etc/lilt/data/db/lilt.sqlite",
+    key: "",
+    key_file: "",
+  });
   assert.deepEqual(config.log, {
     level: "warning",
     console: true,
@@ -152,7 +156,7 @@ Deno.test("a minimal file uses the defaults everywhere", () => {
   assert.deepEqual(messages(result), []);
   const config = result.config!;
   assert.equal(config.dataDir, "/srv/data");
-  assert.deepEqual(config.storage, { path: "/srv/data/lilt.sqlite", key: "" });
+  assert.deepEqual(config.storage, { path: "/srv/data/lilt.sqlite", key: "", key_file: "" });
   assert.deepEqual(config.log, { level: "info", console: true, file: "", categories: {} });
   assert.deepEqual(config.hosts[0].modules, HOST_OPTIONS.modules.default);
   assert.equal(config.hostDefault("certificate"), "");
@@ -340,17 +344,70 @@ Deno.test("at least one host is required", () => {
   ]);
 });
 
-Deno.test("a storage key is refused: the database would stay unencrypted", () => {
-  const refused = load('[storage]\npath = "x.sqlite"\nkey = "s3cret"\n[[host]]\ndomain = "a"\n');
-  assert.equal(refused.config, undefined);
-  assert.deepEqual(messages(refused), [
-    "conf.toml:3: error: option 'storage.key' is not supported yet: this version cannot " +
-    "encrypt the database and would store it as plain SQLite; remove the option (protect the " +
-    "data directory with file permissions or disk encryption)",
-  ]);
-  // An empty key says "no encryption", which is what happens.
+Deno.test("storage.key is the passphrase; an empty key means a plain store", () => {
+  const keyed = load('[storage]\npath = "x.sqlite"\nkey = "s3cret"\n[[host]]\ndomain = "a"\n');
+  assert.deepEqual(messages(keyed), []);
+  assert.equal(keyed.config?.storage.key, "s3cret");
+  assert.equal(keyed.config?.storage.key_file, "");
   const empty = load('[storage]\nkey = ""\n[[host]]\ndomain = "a"\n');
   assert.deepEqual(messages(empty), []);
+  assert.equal(empty.config?.storage.key, "");
+});
+
+Deno.test("storage.key_file is read relative to the config file, without its last newline", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "lilt-config-key-" });
+  try {
+    const file = join(dir, "lilt.toml");
+    const keyFile = join(dir, "secret.key");
+    await Deno.writeTextFile(keyFile, "correct horse\n\n", { mode: 0o600 });
+    await Deno.chmod(keyFile, 0o600);
+    const text = '[storage]\nkey_file = "secret.key"\n[[host]]\ndomain = "a"\n';
+    await Deno.writeTextFile(file, text);
+    const loaded = loadConfig(file);
+    assert.deepEqual(messages(loaded), []);
+    // One trailing newline is the editor's; a second one is part of the key.
+    assert.equal(loaded.config?.storage.key, "correct horse\n");
+    assert.equal(loaded.config?.storage.key_file, keyFile);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("a key file others can read, an empty or missing one, and key with key_file are refused", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "lilt-config-key-" });
+  try {
+    const file = join(dir, "lilt.toml");
+    const keyFile = join(dir, "secret.key");
+    const write = (storage: string) =>
+      Deno.writeTextFile(file, `[storage]\n${storage}\n[[host]]\ndomain = "a"\n`);
+    await Deno.writeTextFile(keyFile, "correct horse\n");
+    await Deno.chmod(keyFile, 0o640);
+    await write('key_file = "secret.key"');
+    let loaded = loadConfig(file);
+    assert.equal(loaded.config, undefined);
+    assert.deepEqual(messages(loaded), [
+      `${file}:2: error: storage.key_file '${keyFile}' can be accessed by group or others ` +
+      "(mode 0640): run chmod 600 on it",
+    ]);
+    await Deno.chmod(keyFile, 0o600);
+    await write('key = "inline"\nkey_file = "secret.key"');
+    loaded = loadConfig(file);
+    assert.deepEqual(messages(loaded), [
+      `${file}:3: error: set either 'storage.key' or 'storage.key_file', not both ` +
+      "(key_file is recommended)",
+    ]);
+    await Deno.writeTextFile(keyFile, "\n");
+    await write('key_file = "secret.key"');
+    assert.deepEqual(messages(loadConfig(file)), [
+      `${file}:2: error: storage.key_file '${keyFile}' is empty`,
+    ]);
+    await write('key_file = "nowhere.key"');
+    const missing = messages(loadConfig(file));
+    assert.equal(missing.length, 1);
+    assert.match(missing[0], /:2: error: cannot read storage\.key_file '.*nowhere\.key': /);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
 });
 
 Deno.test("[host] written as a plain table is explained", () => {
