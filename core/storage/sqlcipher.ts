@@ -76,6 +76,19 @@ const SYMBOLS = {
 
 type Library = Deno.DynamicLibrary<typeof SYMBOLS>["symbols"];
 
+/** What every SQLite since 3.7 exports: enough to ask an unknown library for its version. */
+const PROBE_SYMBOLS = {
+  sqlite3_libversion: SYMBOLS.sqlite3_libversion,
+  sqlite3_open_v2: SYMBOLS.sqlite3_open_v2,
+  sqlite3_close_v2: SYMBOLS.sqlite3_close_v2,
+  sqlite3_prepare_v2: SYMBOLS.sqlite3_prepare_v2,
+  sqlite3_step: SYMBOLS.sqlite3_step,
+  sqlite3_column_text: SYMBOLS.sqlite3_column_text,
+  sqlite3_finalize: SYMBOLS.sqlite3_finalize,
+} as const satisfies Deno.ForeignLibraryInterface;
+
+type ProbeLibrary = Deno.DynamicLibrary<typeof PROBE_SYMBOLS>["symbols"];
+
 /** SQLCipher could not be loaded, or the library found is not SQLCipher 4. */
 export class SqlCipherUnavailableError extends Error {}
 
@@ -131,9 +144,11 @@ const BUILD_HINT = "run scripts/sqlcipher/build in Lilt's directory (it builds S
 let loaded: { lib: Library; path: string; version: string } | undefined;
 
 /** Opens a library file and checks it is SQLCipher 4; throws SqlCipherUnavailableError. */
-function tryLoad(path: string): { lib: Library; version: string } {
-  const dylib = Deno.dlopen(path, SYMBOLS);
-  const lib = dylib.symbols;
+function tryLoad(path: string): { dylib: Deno.DynamicLibrary<typeof SYMBOLS>; version: string } {
+  // Probe with symbols old libraries have too, so an old one is named by its version rather
+  // than by the first newer function it lacks.
+  const probe = Deno.dlopen(path, PROBE_SYMBOLS);
+  const lib = probe.symbols;
   let version = "";
   const handle = new BigUint64Array(1);
   const rc = lib.sqlite3_open_v2(
@@ -151,24 +166,33 @@ function tryLoad(path: string): { lib: Library; version: string } {
     lib.sqlite3_close_v2(db);
   }
   const sqliteVersion = readCString(lib.sqlite3_libversion());
+  probe.close();
   if (version === "") {
-    dylib.close();
     throw new SqlCipherUnavailableError(
       `'${path}' is SQLite ${sqliteVersion} without SQLCipher (PRAGMA cipher_version is empty)`,
     );
   }
   if (!/^[4-9]\./.test(version)) {
-    dylib.close();
     throw new SqlCipherUnavailableError(
       `'${path}' is SQLCipher ${version}; Lilt needs SQLCipher 4 (SQLCipher 3 cannot read or ` +
         "write SQLCipher 4's file format)",
     );
   }
-  return { lib, version };
+  return { dylib: Deno.dlopen(path, SYMBOLS), version };
+}
+
+/**
+ * The SQLCipher version of the library file `path` (for diagnostics and tests); throws
+ * SqlCipherUnavailableError when it is not SQLCipher 4, naming what it is.
+ */
+export function inspectSqlCipherLibrary(path: string): { version: string } {
+  const { dylib, version } = tryLoad(path);
+  dylib.close();
+  return { version };
 }
 
 /** Runs a one-row, one-column query during loading; "" when it returns nothing. */
-function queryText(lib: Library, db: Deno.PointerValue, sql: string): string {
+function queryText(lib: ProbeLibrary, db: Deno.PointerValue, sql: string): string {
   const out = new BigUint64Array(1);
   const bytes = encoder.encode(sql);
   if (lib.sqlite3_prepare_v2(db, bytes, bytes.length, new Uint8Array(out.buffer), null) !== 0) {
@@ -195,8 +219,8 @@ export function loadSqlCipher(): { path: string; version: string } {
   const problems: string[] = [];
   for (const path of candidates) {
     try {
-      const { lib, version } = tryLoad(path);
-      loaded = { lib, path, version };
+      const { dylib, version } = tryLoad(path);
+      loaded = { lib: dylib.symbols, path, version };
       return { path, version };
     } catch (error) {
       if (error instanceof Deno.errors.NotCapable) {
