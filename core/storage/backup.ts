@@ -3,7 +3,13 @@
 // An encrypted store's backups are encrypted with the same key.
 
 import { basename, dirname } from "node:path";
-import { backupConnection, openConnection, openLike, type SqlConnection } from "./connection.ts";
+import {
+  backupConnection,
+  isEncrypted,
+  openConnection,
+  openLike,
+  type SqlConnection,
+} from "./connection.ts";
 import type { Database } from "./database.ts";
 import { readVersion, SCHEMA_VERSION } from "./migrations.ts";
 
@@ -59,7 +65,10 @@ function verifyConnection(db: SqlConnection, path: string): void {
     const rows = db.prepare("PRAGMA integrity_check").all() as { integrity_check: string }[];
     problems = rows.map((row) => row.integrity_check);
   } catch (error) {
-    throw new BackupError(`'${path}' is not a usable SQLite database: ${reason(error)}`);
+    const hint = (error as { errcode?: number }).errcode === 26 && !isEncrypted(db)
+      ? " (if it is encrypted, set storage.key_file to its key)"
+      : "";
+    throw new BackupError(`'${path}' is not a usable SQLite database: ${reason(error)}${hint}`);
   }
   if (problems.length !== 1 || problems[0] !== "ok") {
     throw new BackupError(
