@@ -100,6 +100,11 @@ Deno.test("accounts and messages written with a key are readable by the sqlciphe
         "<message to='bob@localhost' type='chat' id='m1'><body>meet at the orchard</body></message>",
       );
       await roundTrip(client);
+      // The message is in the WAL now (committed, not yet checkpointed): encrypted there too.
+      const wal = await Deno.readFile(`${store}-wal`);
+      assert.ok(wal.length > 0);
+      const walText = new TextDecoder("latin1").decode(wal);
+      assert.ok(!walText.includes("orchard") && !walText.includes("alice"));
       client.close();
       server.process.kill("SIGTERM");
       assert.equal((await server.process.status).code, 0);
