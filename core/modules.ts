@@ -11,7 +11,7 @@ import type { DiscoIdentity, DiscoItem, Host, HostEvents } from "./hosts.ts";
 import type { JID } from "./jid.ts";
 import { requestIq } from "./iq.ts";
 import { getLogger } from "./log.ts";
-import type { ArchiveStore, KeyValueStore, MapStore } from "./storage/stores.ts";
+import type { ArchiveOptions, ArchiveStore, KeyValueStore, MapStore } from "./storage/stores.ts";
 import { Element } from "./xml/element.ts";
 
 /** The shape of a module file: a default load function and optional option declarations. */
@@ -310,15 +310,16 @@ export class ModuleAPI {
   /** Opens one of this host's stores. */
   openStore<T = unknown>(name: string, kind: "keyval"): KeyValueStore<T>;
   openStore<T = unknown>(name: string, kind: "map"): MapStore<T>;
-  openStore(name: string, kind: "archive"): ArchiveStore;
+  openStore(name: string, kind: "archive", options?: ArchiveOptions): ArchiveStore;
   openStore(
     name: string,
     kind: StoreKind,
+    options?: ArchiveOptions,
   ): KeyValueStore<unknown> | MapStore<unknown> | ArchiveStore {
     const storage = this.server.storage;
     if (kind === "keyval") return storage.keyval(this.domain, name);
     if (kind === "map") return storage.map(this.domain, name);
-    return storage.archive(this.domain, name);
+    return storage.archive(this.domain, name, options);
   }
 
   /** Routes a stanza from this host (use `from` = the host or one of its JIDs). */

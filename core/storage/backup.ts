@@ -16,8 +16,8 @@ import { readVersion, SCHEMA_VERSION } from "./migrations.ts";
 /** A backup or restore failed; the message is one line for an operator or a cron mail. */
 export class BackupError extends Error {}
 
-/** Tables every Lilt store has (schema version 1 and later). */
-const REQUIRED_TABLES = ["kv", "map", "archive", "accounts", "account_credentials"];
+/** Tables every Lilt store has (schema version 1 and later), besides the archive's. */
+const REQUIRED_TABLES = ["kv", "map", "accounts", "account_credentials"];
 
 function reason(error: unknown): string {
   return error instanceof Error ? error.message : String(error);
@@ -87,7 +87,8 @@ function verifyConnection(db: SqlConnection, path: string): void {
       name: string;
     }[]).map((row) => row.name),
   );
-  const missing = REQUIRED_TABLES.filter((name) => !tables.has(name));
+  const archive = version >= 5 ? ["archive_owners", "archive_items"] : ["archive"];
+  const missing = [...REQUIRED_TABLES, ...archive].filter((name) => !tables.has(name));
   if (missing.length > 0) {
     throw new BackupError(
       `Expected Lilt's tables in '${path}', found none of: ${missing.join(", ")}`,
@@ -128,6 +129,7 @@ export async function backupDatabase(
         throw new BackupError(`Cannot open the store '${source}': ${reason(error)}`);
       }
     } else {
+      source.flush(); // rows a writer still holds in memory belong in the snapshot
       db = source.db;
     }
     // A missing directory is a typo or an unmounted disk more often than a wish: say so

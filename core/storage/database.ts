@@ -52,6 +52,8 @@ export class Database {
   #depth = 0;
   /** True while the current task's writes share one transaction (see `batchWrites`). */
   #batching = false;
+  /** Writers that hold rows in memory (the archive's write-behind queue); see `flush`. */
+  #flushers: (() => void)[] = [];
 
   private constructor(db: SqlConnection, path: string) {
     this.db = db;
@@ -183,10 +185,25 @@ export class Database {
   }
 
   /**
+   * Registers a writer that queues rows in memory: `fn` writes them, and runs on `flush`,
+   * before a backup and before the connection closes.
+   */
+  addFlusher(fn: () => void): void {
+    this.#flushers.push(fn);
+  }
+
+  /** Writes every row the registered writers still hold in memory. */
+  flush(): void {
+    if (!this.db.isOpen) return;
+    for (const fn of this.#flushers) fn();
+  }
+
+  /**
    * Copies the live database to `destPath` (created with mode 0600, or overwritten) without
    * stopping writers. An encrypted store gives a copy encrypted with the same key.
    */
   async backup(destPath: string): Promise<void> {
+    this.flush();
     this.#commitBatch();
     Deno.mkdirSync(dirname(destPath), { recursive: true, mode: 0o700 });
     Deno.openSync(destPath, { create: true, write: true, mode: 0o600 }).close();
@@ -196,6 +213,7 @@ export class Database {
   /** Closes the connection; further use throws. Calling it twice is harmless. */
   close(): void {
     if (!this.db.isOpen) return;
+    this.flush();
     this.#commitBatch();
     this.#statements.clear();
     this.db.close();

@@ -150,6 +150,65 @@ export const MIGRATIONS: readonly Migration[] = [
       `);
     },
   },
+  {
+    version: 5,
+    description: "archive v2: items numbered per owner, written in batches; full-JID 'with'",
+    up(db) {
+      // An owner row per (host, user, store) keeps the count and the next sequence number, so
+      // item rows carry a small integer instead of three strings in every index. Items of one
+      // owner are appended at the end of each index, and ids are "<seq>.<tag>": the sequence
+      // finds the row, the random tag keeps ids unguessable and never reused. Existing items
+      // keep their order; their old random key becomes the tag.
+      db.exec(`
+        CREATE TABLE archive_owners (
+          id INTEGER PRIMARY KEY,
+          host TEXT NOT NULL,
+          user TEXT NOT NULL,
+          store TEXT NOT NULL,
+          items INTEGER NOT NULL,
+          next_seq INTEGER NOT NULL,
+          UNIQUE (host, user, store)
+        );
+
+        CREATE TABLE archive_items (
+          id INTEGER PRIMARY KEY,
+          owner INTEGER NOT NULL,
+          seq INTEGER NOT NULL,
+          tag TEXT NOT NULL,
+          when_ms INTEGER NOT NULL,
+          with_jid TEXT NOT NULL,
+          with_resource TEXT NOT NULL,
+          type TEXT NOT NULL,
+          payload TEXT NOT NULL
+        );
+
+        INSERT INTO archive_owners (host, user, store, items, next_seq)
+          SELECT host, user, store, count(*), count(*) + 1 FROM archive
+          GROUP BY host, user, store;
+
+        INSERT INTO archive_items
+            (owner, seq, tag, when_ms, with_jid, with_resource, type, payload)
+          SELECT o.id,
+            row_number() OVER (PARTITION BY a.host, a.user, a.store ORDER BY a.when_ms, a.id),
+            a.key, a.when_ms,
+            CASE WHEN instr(a.with_jid, '/') > 0
+              THEN substr(a.with_jid, 1, instr(a.with_jid, '/') - 1) ELSE a.with_jid END,
+            CASE WHEN instr(a.with_jid, '/') > 0
+              THEN substr(a.with_jid, instr(a.with_jid, '/') + 1) ELSE '' END,
+            a.type, a.payload
+          FROM archive a JOIN archive_owners o
+            ON o.host = a.host AND o.user = a.user AND o.store = a.store
+          ORDER BY a.host, a.user, a.store, a.when_ms, a.id;
+
+        CREATE UNIQUE INDEX archive_items_seq ON archive_items (owner, seq);
+        CREATE INDEX archive_items_when ON archive_items (owner, when_ms);
+        CREATE INDEX archive_items_with ON archive_items (owner, with_jid, when_ms);
+
+        DROP TABLE archive;
+        DROP TABLE archive_counts;
+      `);
+    },
+  },
 ];
 
 /** The schema version this code writes and understands. */

@@ -12,6 +12,7 @@ import {
   SchemaTooNewError,
 } from "../../../core/storage/migrations.ts";
 import { ArchiveItemNotFoundError, Storage } from "../../../core/storage/stores.ts";
+import { ARCHIVE_FLUSH_DELAY_MS } from "../../../core/storage/archive_store.ts";
 
 function memoryStorage(): { database: Database; storage: Storage } {
   const database = Database.open({ path: ":memory:" });
@@ -36,7 +37,7 @@ Deno.test("opening a new database migrates it to the current schema version", as
       .prepare("SELECT name FROM sqlite_schema WHERE type = 'table' ORDER BY name")
       .all()
       .map((row) => row.name);
-    for (const name of ["account_credentials", "accounts", "archive", "kv", "map"]) {
+    for (const name of ["account_credentials", "accounts", "archive_items", "kv", "map"]) {
       assert.ok(tables.includes(name), `table ${name} exists`);
     }
     const pragma = (name: string) => Object.values(database.db.prepare(`PRAGMA ${name}`).get()!)[0];
@@ -263,7 +264,7 @@ Deno.test("archive append generates unique URL-safe ids and finds items in time 
   const { database, storage } = memoryStorage();
   const { archive, ids } = fillArchive(storage);
   assert.equal(new Set(ids).size, 10);
-  for (const id of ids) assert.match(id, /^[A-Za-z0-9_-]{16}$/);
+  for (const id of ids) assert.match(id, /^[1-9][0-9]*\.[A-Za-z0-9_-]{8}$/);
   const all = archive.find("juliet");
   assert.deepEqual(all.map((item) => item.id), ids);
   assert.deepEqual(all[0], {
@@ -360,19 +361,70 @@ Deno.test("archive paging is exact when items share a timestamp", () => {
   database.close();
 });
 
-Deno.test("archive append with a given id replaces that item", () => {
+Deno.test("archive ids are never reused, and a wrong or malformed id finds nothing", () => {
   const { database, storage } = memoryStorage();
   const archive = storage.archive("example.com", "archive");
-  assert.equal(archive.append("juliet", { id: "fixed-1", when: 5, payload: "old" }), "fixed-1");
-  archive.append("juliet", { id: "fixed-1", when: 7, payload: "new", with: "x@y" });
-  assert.deepEqual(archive.find("juliet"), [
-    { id: "fixed-1", when: 7, with: "x@y", type: "", payload: "new" },
-  ]);
-  // The same id under another user is a different item.
-  archive.append("romeo", { id: "fixed-1", payload: "romeo's" });
+  const first = archive.append("juliet", { when: 5, payload: "old" });
+  assert.equal(archive.delete("juliet"), 1);
+  const second = archive.append("juliet", { when: 7, payload: "new" });
+  assert.notEqual(first, second);
+  assert.notEqual(first.split(".")[0], second.split(".")[0], "the sequence goes on after a delete");
+  assert.deepEqual(archive.find("juliet", { ids: [first] }), []);
+  const [seq] = second.split(".");
+  for (const wrong of [`${seq}.AAAAAAAA`, seq, "x.y", "", `0.${second.split(".")[1]}`]) {
+    assert.deepEqual(archive.find("juliet", { ids: [wrong] }), [], wrong);
+    assert.throws(() => archive.find("juliet", { after: wrong }), ArchiveItemNotFoundError);
+  }
+  assert.equal(archive.find("juliet", { ids: [second, "bogus"] }).length, 1);
+  // Another user's archive has its own sequence.
+  assert.match(archive.append("romeo", { payload: "romeo's" }), /^1\./);
   assert.equal(archive.count("juliet"), 1);
   assert.throws(() => archive.append("juliet", { when: 1.5, payload: "x" }), /integer ms/);
   database.close();
+});
+
+Deno.test("archive 'with' as a bare JID matches every resource, as a full JID only that one", () => {
+  const { database, storage } = memoryStorage();
+  const archive = storage.archive("example.com", "archive");
+  archive.append("juliet", { when: 1, with: "romeo@example.net/balcony", payload: "a" });
+  archive.append("juliet", { when: 2, with: "romeo@example.net/orchard", payload: "b" });
+  archive.append("juliet", { when: 3, with: "romeo@example.net", payload: "c" });
+  archive.append("juliet", { when: 4, with: "nurse@example.com/kitchen", payload: "d" });
+  const payloads = (query: { with: string }) =>
+    archive.find("juliet", query).map((item) => item.payload).join("");
+  assert.equal(payloads({ with: "romeo@example.net" }), "abc");
+  assert.equal(payloads({ with: "romeo@example.net/orchard" }), "b");
+  assert.equal(payloads({ with: "nurse@example.com" }), "d");
+  assert.equal(archive.count("juliet", { with: "romeo@example.net/balcony" }), 1);
+  assert.equal(archive.find("juliet")[0].with, "romeo@example.net/balcony");
+  database.close();
+});
+
+Deno.test("archive appends wait in memory and reach the file in one batch", async () => {
+  await withTempDir(async (dir) => {
+    const path = `${dir}/batched.sqlite`;
+    const server = Database.open({ path });
+    const reader = Database.open({ path });
+    const rows = () =>
+      (reader.prepare("SELECT count(*) AS n FROM archive_items").get() as { n: number }).n;
+    const archive = new Storage(server).archive("example.com", "mam", {
+      writeBehindMs: ARCHIVE_FLUSH_DELAY_MS,
+    });
+    const ids = [1, 2, 3].map((i) => archive.append("juliet", { payload: `<m${i}/>` }));
+    await Promise.resolve();
+    assert.equal(rows(), 0, "not written at the end of the task");
+    // The writer's own reads see the items (they write the batch first).
+    assert.deepEqual(archive.find("juliet").map((item) => item.id), ids);
+    await Promise.resolve();
+    assert.equal(rows(), 3);
+    archive.append("juliet", { payload: "<m4/>" });
+    await new Promise((resolve) => setTimeout(resolve, ARCHIVE_FLUSH_DELAY_MS * 3));
+    assert.equal(rows(), 4, "written by the timer");
+    archive.append("juliet", { payload: "<m5/>" });
+    server.close();
+    assert.equal(rows(), 5, "written when the database closes");
+    reader.close();
+  });
 });
 
 Deno.test("archive delete removes matching items and reports how many", () => {
@@ -456,16 +508,26 @@ Deno.test("archive counts follow appends, deletes and account removal, and old f
     const path = `${dir}/counts.sqlite`;
     // A file from before the counts existed, with items in it.
     const old = Database.open({ path, migrations: MIGRATIONS.filter((m) => m.version <= 2) });
-    const before = new Storage(old).archive("example.com", "offline");
-    for (let i = 0; i < 5; i++) before.append("juliet", { payload: `<m${i}/>` });
+    const insert = old.prepare(
+      "INSERT INTO archive (host, user, store, key, when_ms, with_jid, type, payload) " +
+        "VALUES ('example.com', 'juliet', 'offline', ?, ?, 'romeo@example.net/x', '', ?)",
+    );
+    for (let i = 0; i < 5; i++) insert.run(`old-key-${4 - i}`, 100 + i, `<m${i}/>`);
     old.close();
 
     const database = Database.open({ path });
     const storage = new Storage(database);
     const archive = storage.archive("example.com", "offline");
     assert.equal(archive.count("juliet"), 5, "counted when the file was migrated");
-    const id = archive.append("juliet", { payload: "<m5/>" });
-    archive.append("juliet", { id, payload: "<m5 replaced=''/>" }); // a replacement adds nothing
+    const migrated = archive.find("juliet");
+    assert.deepEqual(migrated.map((item) => item.payload), [0, 1, 2, 3, 4].map((i) => `<m${i}/>`));
+    assert.deepEqual(
+      migrated.map((item) => item.id),
+      [4, 3, 2, 1, 0].map((k, i) => `${i + 1}.old-key-${k}`),
+    );
+    assert.equal(migrated[0].with, "romeo@example.net/x");
+    assert.deepEqual(archive.find("juliet", { after: migrated[3].id }), [migrated[4]]);
+    assert.match(archive.append("juliet", { payload: "<m5/>" }), /^6\./);
     archive.append("romeo", { payload: "<r/>" });
     assert.equal(archive.count("juliet"), 6);
     assert.equal(archive.countUpTo("juliet", 4), 4);
