@@ -201,9 +201,15 @@ export class Config {
   /**
    * An option's value by a name known only at run time (the admin shell's `config get`, module
    * options): a global option; a host option for `host` (its top-level value without a host);
-   * a module option's validated value; else the raw TOML value, or undefined.
+   * a module option's validated value; else the raw TOML value, or undefined. `storage` gives the
+   * resolved table with the key replaced by "(set, not shown)".
    */
   valueOf(name: string, host?: string): unknown {
+    // The storage key is a secret: the shell shows whether one is set, never the key.
+    if (name === "storage") {
+      const { path, key, key_file } = this.storage;
+      return { path, key: key === "" ? "" : "(set, not shown)", key_file };
+    }
     if (isGlobalOption(name)) return this.get(name);
     if (isHostOption(name)) {
       return host === undefined ? this.hostDefault(name) : this.hostOption(host, name);

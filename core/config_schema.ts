@@ -334,7 +334,7 @@ export const GLOBAL_OPTIONS = {
     default: {},
     scope: "global",
     reload: "restart",
-    description: "Storage: path (relative to data_dir); key is refused until encryption exists",
+    description: "Storage: path (relative to data_dir); key_file or key for encryption at rest",
   },
   host: {
     type: "table",

@@ -349,6 +349,13 @@ Deno.test("storage.key is the passphrase; an empty key means a plain store", () 
   assert.deepEqual(messages(keyed), []);
   assert.equal(keyed.config?.storage.key, "s3cret");
   assert.equal(keyed.config?.storage.key_file, "");
+  // What the admin shell's `config get storage` shows: that a key is set, not the key.
+  assert.deepEqual(keyed.config?.valueOf("storage"), {
+    path: keyed.config?.storage.path,
+    key: "(set, not shown)",
+    key_file: "",
+  });
+  assert.ok(!JSON.stringify(keyed.config?.valueOf("storage", "a")).includes("s3cret"));
   const empty = load('[storage]\nkey = ""\n[[host]]\ndomain = "a"\n');
   assert.deepEqual(messages(empty), []);
   assert.equal(empty.config?.storage.key, "");
