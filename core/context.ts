@@ -7,6 +7,7 @@ import type { Config } from "./config.ts";
 import type { Host } from "./hosts.ts";
 import type { Metrics } from "./metrics.ts";
 import type { Session, SessionManager } from "./sessions.ts";
+import type { Database } from "./storage/database.ts";
 import type { Storage } from "./storage/stores.ts";
 import type { Element } from "./xml/element.ts";
 
@@ -26,6 +27,8 @@ export interface ServerContext {
   readonly hosts: ReadonlyMap<string, Host>;
   /** Per-host data stores. */
   readonly storage: Storage;
+  /** The database under them, for the tables modules own (see `ModuleFile.migrations`). */
+  readonly database: Database;
   /** Accounts and their SCRAM credentials. */
   readonly accounts: AccountStore;
   /** Admin shell commands. */

@@ -11,6 +11,8 @@ import type { DiscoIdentity, DiscoItem, Host, HostEvents } from "./hosts.ts";
 import type { JID } from "./jid.ts";
 import { requestIq } from "./iq.ts";
 import { getLogger } from "./log.ts";
+import type { Database } from "./storage/database.ts";
+import type { Migration } from "./storage/migrations.ts";
 import type { ArchiveOptions, ArchiveStore, KeyValueStore, MapStore } from "./storage/stores.ts";
 import { Element } from "./xml/element.ts";
 
@@ -27,6 +29,13 @@ export interface ModuleFile {
    * list them), and not unloaded while it is loaded.
    */
   depends?: string[];
+  /**
+   * The schema of the tables this module owns, as forward-only steps numbered 1, 2, 3 … for
+   * this module alone. They run before the module first loads in a process (each step in its
+   * own transaction, recorded in module_schema); append steps, never edit released ones. Name
+   * the tables after the module, and use them through `m.database`.
+   */
+  migrations?: readonly Migration[];
 }
 
 /**
@@ -307,6 +316,14 @@ export class ModuleAPI {
     return value as string[];
   }
 
+  /**
+   * The server's database, for the tables this module owns (created by its `migrations`).
+   * Statements are synchronous; wrap related writes in `database.transaction`.
+   */
+  get database(): Database {
+    return this.server.database;
+  }
+
   /** Opens one of this host's stores. */
   openStore<T = unknown>(name: string, kind: "keyval"): KeyValueStore<T>;
   openStore<T = unknown>(name: string, kind: "map"): MapStore<T>;
@@ -456,6 +473,8 @@ export interface ModuleReloadOutcome {
 /** Loads and unloads modules per host, from a table of available module files. */
 export class ModuleManager {
   #server: ServerContext;
+  /** Modules whose own tables were brought up to date in this process. */
+  #migrated = new Set<string>();
   #available: ModuleTable;
   /** host domain -> module name -> its API instance */
   #loaded = new Map<string, Map<string, ModuleAPI>>();
@@ -543,6 +562,10 @@ export class ModuleManager {
     if (!modules) this.#loaded.set(host.domain, modules = new Map());
     if (modules.has(name)) {
       throw new Error(`Module '${name}' is already loaded on '${host.domain}'`);
+    }
+    if (file.migrations !== undefined && !this.#migrated.has(name)) {
+      this.#server.database.migrateModule(name, file.migrations);
+      this.#migrated.add(name);
     }
     const api = new ModuleAPI(name, host, this.#server, file.options);
     try {

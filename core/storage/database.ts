@@ -11,7 +11,7 @@ import {
   type SqlConnection,
   type SqlStatement,
 } from "./connection.ts";
-import { migrate, type Migration } from "./migrations.ts";
+import { migrate, migrateModule, type Migration } from "./migrations.ts";
 import { StorageKeyError } from "./sqlcipher.ts";
 
 const log = getLogger("storage");
@@ -182,6 +182,19 @@ export class Database {
       this.db.exec(`ROLLBACK TO ${savepoint}`);
       this.db.exec(`RELEASE ${savepoint}`);
     }
+  }
+
+  /**
+   * Brings the tables module `name` owns up to its newest `migrations` step (see
+   * `migrateModule`). The writes of the current moment are committed first, since each step
+   * runs in a transaction of its own; inside an explicit `transaction` this throws.
+   */
+  migrateModule(name: string, migrations: readonly Migration[]): void {
+    this.#commitBatch();
+    if (this.#depth > 0) {
+      throw new Error(`Cannot migrate module '${name}' inside a transaction`);
+    }
+    migrateModule(this.db, name, migrations);
   }
 
   /**

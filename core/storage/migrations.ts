@@ -209,6 +209,18 @@ export const MIGRATIONS: readonly Migration[] = [
       `);
     },
   },
+  {
+    version: 6,
+    description: "module-owned schemas: the version each module's own tables are at",
+    up(db) {
+      db.exec(`
+        CREATE TABLE module_schema (
+          module TEXT PRIMARY KEY,
+          version INTEGER NOT NULL
+        ) WITHOUT ROWID;
+      `);
+    },
+  },
 ];
 
 /** The schema version this code writes and understands. */
@@ -228,8 +240,54 @@ export interface MigrateOptions {
  * binary never writes into a schema it does not understand.
  */
 export function migrate(db: SqlConnection, options: MigrateOptions = {}): void {
-  const migrations = options.migrations ?? MIGRATIONS;
   const label = options.label ?? "database";
+  applySteps(db, options.migrations ?? MIGRATIONS, {
+    read: readVersion,
+    write: (version) => db.exec(`PRAGMA user_version = ${version}`),
+    tooNew: (found, known) =>
+      `Cannot open ${label}: its schema version is ${found} but this Lilt knows up to ` +
+      `${known}; upgrade Lilt or restore a backup made by this version`,
+  });
+}
+
+/**
+ * Brings the tables module `name` owns up to the newest of its `migrations` (versioned per
+ * module, recorded in module_schema, one transaction per step). Throws `SchemaTooNewError`
+ * when the file was written by a newer version of the module.
+ */
+export function migrateModule(
+  db: SqlConnection,
+  name: string,
+  migrations: readonly Migration[],
+): void {
+  const read = () =>
+    (db.prepare("SELECT version FROM module_schema WHERE module = ?").get(name) as
+      | { version: number }
+      | undefined)?.version ?? 0;
+  applySteps(db, migrations, {
+    read,
+    write: (version) =>
+      db.prepare(
+        "INSERT INTO module_schema (module, version) VALUES (?, ?) " +
+          "ON CONFLICT (module) DO UPDATE SET version = excluded.version",
+      ).run(name, version),
+    tooNew: (found, known) =>
+      `Cannot load module '${name}': its tables are at version ${found} but this module knows ` +
+      `up to ${known}; upgrade the module or restore a backup made with this version`,
+    prefix: `Module '${name}': `,
+  });
+}
+
+/** Where a schema's version is kept, and what to say when it is newer than the code. */
+interface VersionSlot {
+  read(db: SqlConnection): number;
+  write(version: number): void;
+  tooNew(found: number, known: number): string;
+  /** Put before a failed step's message. */
+  prefix?: string;
+}
+
+function applySteps(db: SqlConnection, migrations: readonly Migration[], slot: VersionSlot): void {
   const known = migrations.length === 0 ? 0 : migrations[migrations.length - 1].version;
   migrations.forEach((m, i) => {
     if (m.version !== i + 1) {
@@ -237,21 +295,16 @@ export function migrate(db: SqlConnection, options: MigrateOptions = {}): void {
     }
   });
   const check = (found: number) => {
-    if (found > known) {
-      throw new SchemaTooNewError(
-        `Cannot open ${label}: its schema version is ${found} but this Lilt knows up to ` +
-          `${known}; upgrade Lilt or restore a backup made by this version`,
-      );
-    }
+    if (found > known) throw new SchemaTooNewError(slot.tooNew(found, known));
   };
-  check(readVersion(db));
+  check(slot.read(db));
   for (const migration of migrations) {
-    if (readVersion(db) >= migration.version) continue;
+    if (slot.read(db) >= migration.version) continue;
     // BEGIN IMMEDIATE takes the write lock first, so a second process opening the same file
     // waits and then re-reads the version instead of applying the step twice.
     db.exec("BEGIN IMMEDIATE");
     try {
-      const current = readVersion(db);
+      const current = slot.read(db);
       check(current);
       if (current < migration.version) {
         try {
@@ -259,11 +312,12 @@ export function migrate(db: SqlConnection, options: MigrateOptions = {}): void {
         } catch (error) {
           const reason = error instanceof Error ? error.message : String(error);
           throw new Error(
-            `Migration ${migration.version} (${migration.description}) failed: ${reason}`,
+            `${slot.prefix ?? ""}Migration ${migration.version} (${migration.description}) ` +
+              `failed: ${reason}`,
             { cause: error },
           );
         }
-        db.exec(`PRAGMA user_version = ${migration.version}`);
+        slot.write(migration.version);
       }
       db.exec("COMMIT");
     } catch (error) {

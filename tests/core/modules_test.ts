@@ -3,6 +3,7 @@
 
 import assert from "node:assert/strict";
 import type { IqError, ModuleAPI } from "../../core/modules.ts";
+import type { Migration } from "../../core/storage/migrations.ts";
 import { parseConfigText } from "../../core/config.ts";
 import { startTestServer, testConfigText } from "../helpers/test_server.ts";
 import { Element } from "../../core/xml/element.ts";
@@ -237,6 +238,73 @@ Deno.test("depends loads what a module needs first; provide/service share an obj
     assert.throws(
       () => t.server.modules.withDependencies(["a_cycle"]),
       /a_cycle -> b_cycle -> a_cycle/,
+    );
+  } finally {
+    await t.stop();
+  }
+});
+
+Deno.test("a module's own migrations run once, in order, and a failing or too new one stops its load", async () => {
+  const t = await startTestServer({ modules: ["disco"] });
+  try {
+    const host = t.server.hosts.get("localhost")!;
+    const db = t.server.database;
+    const version = (name: string) =>
+      (db.prepare("SELECT version FROM module_schema WHERE module = ?").get(name) as
+        | { version: number }
+        | undefined)?.version;
+    let runs = 0;
+    const steps: Migration[] = [
+      {
+        version: 1,
+        description: "notes",
+        up(c) {
+          runs++;
+          c.exec("CREATE TABLE notes_items (id INTEGER PRIMARY KEY, text TEXT NOT NULL)");
+        },
+      },
+    ];
+    t.server.modules.register("notes", { migrations: steps, default() {} });
+    await t.server.modules.load(host, "notes");
+    assert.equal(version("notes"), 1);
+    t.server.modules.unload(host, "notes");
+    await t.server.modules.load(host, "notes");
+    assert.equal(runs, 1, "applied once per database");
+
+    // A failing step undoes itself, names the module, and the module does not load.
+    t.server.modules.register("broken", {
+      migrations: [
+        {
+          version: 1,
+          description: "half a table",
+          up(c) {
+            c.exec("CREATE TABLE broken_items (id INTEGER PRIMARY KEY)");
+            c.exec("INSERT INTO no_such_table VALUES (1)");
+          },
+        },
+      ],
+      default() {},
+    });
+    await assert.rejects(
+      () => t.server.modules.load(host, "broken"),
+      /Module 'broken': Migration 1 \(half a table\) failed: .*no_such_table/,
+    );
+    assert.equal(t.server.modules.isLoaded("localhost", "broken"), false);
+    assert.equal(version("broken"), undefined);
+    assert.equal(
+      db.prepare("SELECT count(*) AS n FROM sqlite_schema WHERE name = 'broken_items'").get()!.n,
+      0,
+    );
+
+    // Tables written by a newer release of a module are not touched by an older one.
+    db.prepare("INSERT INTO module_schema (module, version) VALUES ('newer', 3)").run();
+    t.server.modules.register("newer", {
+      migrations: [{ version: 1, description: "first", up() {} }],
+      default() {},
+    });
+    await assert.rejects(
+      () => t.server.modules.load(host, "newer"),
+      /module 'newer': its tables are at version 3 but this module knows up to 1/,
     );
   } finally {
     await t.stop();
