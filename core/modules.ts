@@ -53,6 +53,17 @@ export interface ModuleFile {
 // deno-lint-ignore no-empty-interface
 export interface ModuleServices {}
 
+/**
+ * The service `name` a module provides on `host`, or undefined: for code outside the host's
+ * modules (shell commands). Modules use `m.service`, which also checks `depends`.
+ */
+export function hostService<K extends keyof ModuleServices & string>(
+  host: Host,
+  name: K,
+): ModuleServices[K] | undefined {
+  return host.services.get(name)?.service as ModuleServices[K] | undefined;
+}
+
 /** A module could not be unloaded: others loaded on the host depend on it. */
 export class ModuleInUseError extends Error {}
 

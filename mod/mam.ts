@@ -6,7 +6,7 @@ import { type AdminServer, CommandError, type CommandSpec } from "../core/admin_
 import type { OptionSpec } from "../core/config_schema.ts";
 import type { StanzaEvent } from "../core/hosts.ts";
 import { type JID, tryParseJid } from "../core/jid.ts";
-import type { ModuleAPI } from "../core/modules.ts";
+import { hostService, type ModuleAPI } from "../core/modules.ts";
 import type { Session } from "../core/sessions.ts";
 import {
   ARCHIVE_FLUSH_DELAY_MS,
@@ -263,24 +263,44 @@ function parsePage(query: Element, defaultMax: number, cap: number): PageRequest
   return { max: Math.min(max, cap), after, before: beforeEl?.text(), flip };
 }
 
-/** What the `archive` shell commands reach of each host the module is loaded on. */
-interface LoadedArchive {
-  archive: ArchiveStore;
+/**
+ * A host's message archive as a service (`m.service("archive")`): the shell's `archive`
+ * commands use it, and so can other modules (a MUC archive, an export) without reaching into
+ * this one.
+ */
+export interface MessageArchive {
+  /** The accounts' archives. */
+  readonly items: ArchiveStore;
+  /**
+   * Archives `stanza` for local account `user`, exchanged with `peer`, under its preferences
+   * and quota; returns the stanza-id, or undefined when the preferences say no.
+   */
+  archive(user: string, peer: JID, stanza: Element): string | undefined;
+  /** Deletes messages older than `archive_expires_after` now; returns how many. */
   expire(): number;
-  /** archive_expires_after is set. */
-  enabled(): boolean;
+  /** True when `archive_expires_after` is set (else `expire` keeps everything). */
+  expires(): boolean;
 }
 
-/** The hosts this module is loaded on, for the shell commands (shared by every load). */
-const loadedHosts = new Map<string, LoadedArchive>();
+declare module "../core/modules.ts" {
+  interface ModuleServices {
+    archive: MessageArchive;
+  }
+}
+
+/** The archive service of `domain`, when the mam module is loaded there. */
+function archiveOf(server: AdminServer, domain: string): MessageArchive | undefined {
+  const host = server.hosts.get(domain);
+  return host === undefined ? undefined : hostService(host, "archive");
+}
 
 /** The host and account a shell argument names, or a CommandError. */
 function archiveOwner(
   server: AdminServer,
   text: string | undefined,
-): { loaded: LoadedArchive; user: string; jid: string } {
+): { loaded: MessageArchive; user: string; jid: string } {
   const jid = tryParseJid(text ?? "");
-  const loaded = jid?.local ? loadedHosts.get(jid.domain) : undefined;
+  const loaded = jid?.local ? archiveOf(server, jid.domain) : undefined;
   if (!jid?.local || !loaded) {
     throw new CommandError(
       `Expected an account of a host with the mam module, found '${text ?? ""}'`,
@@ -301,8 +321,8 @@ const ARCHIVE_COMMANDS: CommandSpec[] = [
     args: [{ name: "jid", kind: "jid" }],
     run: ({ server }, [text]) => {
       const { loaded, user, jid } = archiveOwner(server, text);
-      const count = loaded.archive.count(user);
-      const bytes = loaded.archive.bytes(user);
+      const count = loaded.items.count(user);
+      const bytes = loaded.items.bytes(user);
       return {
         message: `${jid}: ${count} message(s), ${bytes} bytes`,
         data: { jid, count, bytes },
@@ -316,7 +336,7 @@ const ARCHIVE_COMMANDS: CommandSpec[] = [
     args: [{ name: "jid", kind: "jid" }],
     run: ({ server }, [text]) => {
       const { loaded, user, jid } = archiveOwner(server, text);
-      const deleted = loaded.archive.delete(user);
+      const deleted = loaded.items.delete(user);
       return { message: `Deleted ${deleted} message(s) of ${jid}`, data: { jid, deleted } };
     },
   },
@@ -326,14 +346,16 @@ const ARCHIVE_COMMANDS: CommandSpec[] = [
     summary:
       "Delete archived messages older than archive_expires_after now (every host by default)",
     args: [{ name: "host", kind: "host", optional: true }],
-    run: (_ctx, [host]) => {
-      const hosts = host === undefined ? [...loadedHosts.keys()] : [host];
+    run: ({ server }, [host]) => {
+      const hosts = host === undefined
+        ? [...server.hosts.keys()].filter((domain) => archiveOf(server, domain) !== undefined)
+        : [host];
       const lines: string[] = [];
       const data: Record<string, number> = {};
       for (const domain of hosts) {
-        const loaded = loadedHosts.get(domain);
+        const loaded = archiveOf(server, domain);
         if (!loaded) throw new CommandError(`The mam module is not loaded on '${domain}'`);
-        if (!loaded.enabled()) {
+        if (!loaded.expires()) {
           lines.push(`${domain}: archive_expires_after is 0, messages are kept`);
           data[domain] = 0;
           continue;
@@ -434,8 +456,12 @@ export default function mam(m: ModuleAPI): void {
   m.addTimer(24 * 3600 * 1000, () => expire(), { repeat: true });
   m.addTimer(60 * 1000, () => expire()); // and once soon after start
 
-  loadedHosts.set(m.domain, { archive, expire, enabled: () => expiresAfterMs > 0 });
-  m.onUnload(() => loadedHosts.delete(m.domain));
+  m.provide("archive", {
+    items: archive,
+    archive: (user, peer, stanza) => wanted(user, peer) ? store(user, peer, stanza) : undefined,
+    expire: () => expire(),
+    expires: () => expiresAfterMs > 0,
+  });
   m.shellCommands(ARCHIVE_COMMANDS);
 
   // Incoming: archived for the recipient before delivery, so the copy every resource,

@@ -2,7 +2,11 @@
 // the stanza-id they were delivered with, RSM paging both ways, filters, preferences, errors.
 
 import assert from "node:assert/strict";
+import { parseJid } from "../../core/jid.ts";
+import type { ModuleAPI } from "../../core/modules.ts";
 import type { Element } from "../../core/xml/element.ts";
+import { parseElement } from "../../core/xml/parser.ts";
+import type { MessageArchive } from "../../mod/mam.ts";
 import { conditionOf, RawClient, roundTrip } from "../helpers/raw_client.ts";
 import { startTestServer, type TestServer } from "../helpers/test_server.ts";
 
@@ -628,6 +632,33 @@ Deno.test("the archive shell section counts, deletes and expires", async () => {
     assert.deepEqual(deleted.data, { jid: "bob@localhost", deleted: 1 });
     await assert.rejects(() => archiveCommand(t, "count", "nobody@localhost"), /No account/);
     await assert.rejects(() => archiveCommand(t, "count", "alice@elsewhere"), /mam module/);
+  } finally {
+    await t.stop();
+  }
+});
+
+Deno.test("other modules reach the archive as the 'archive' service mam provides", async () => {
+  const t = await start();
+  try {
+    const host = t.server.hosts.get("localhost")!;
+    let service: MessageArchive | undefined;
+    t.server.modules.register("archive_user", {
+      depends: ["mam"],
+      default(m: ModuleAPI) {
+        service = m.service("archive");
+      },
+    });
+    await t.server.modules.load(host, "archive_user");
+    const message = parseElement(
+      "<message xmlns='jabber:client' from='bob@localhost/b' to='alice@localhost' type='chat'>" +
+        "<body>via the service</body></message>",
+    );
+    const id = service!.archive("alice", parseJid("bob@localhost/b"), message)!;
+    const [item] = service!.items.find("alice", { ids: [id] });
+    assert.equal(item.with, "bob@localhost/b");
+    assert.match(item.payload, /via the service/);
+    // The provider stays while a module that uses it is loaded.
+    assert.throws(() => t.server.modules.unload(host, "mam"), /needed by 'archive_user'/);
   } finally {
     await t.stop();
   }
