@@ -118,6 +118,11 @@ export class SessionManager {
     return resources ? [...resources.values()] : [];
   }
 
+  /** True when the account has at least one bound resource (so it exists). */
+  hasBound(host: string, username: string): boolean {
+    return (this.#bound.get(host)?.get(username)?.size ?? 0) > 0;
+  }
+
   /** The session bound to a full JID, if any. */
   get(jid: JID): Session | undefined {
     if (!jid.local || !jid.resource) return undefined;

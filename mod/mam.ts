@@ -477,7 +477,10 @@ export default function mam(m: ModuleAPI): void {
     removeStanzaIdsBy(stanza, to.bareString());
     if (!isArchivable(stanza)) return false;
     const from = tryParseJid(stanza.attrs.from ?? "");
-    if (!from || !m.server.accounts.exists(m.domain, to.local)) return false;
+    // A bound resource proves the account exists without a database read per message.
+    const exists = m.server.sessions.hasBound(m.domain, to.local) ||
+      m.server.accounts.exists(m.domain, to.local);
+    if (!from || !exists) return false;
     if (!wanted(to.local, from)) return false;
     const id = store(to.local, from, stanza);
     stanza.c("stanza-id", { xmlns: NS_SID, id, by: to.bareString() });

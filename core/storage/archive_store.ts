@@ -10,7 +10,10 @@ const log = getLogger("storage");
 
 /** One archived item (typically a stanza's XML text). */
 export interface ArchiveItem {
-  /** Opaque id, unique and never reused within its archive (`<seq>.<random tag>`). */
+  /**
+   * Opaque id, unique and never reused within its archive: `<when>-<seq>.<tag>`, the time
+   * and per-archive sequence number that find the row, and 48 random bits.
+   */
   id: string;
   /** When it happened, ms since the epoch. */
   when: number;
@@ -195,7 +198,7 @@ class ArchiveWriter {
       Deno.unrefTimer(timer);
       this.#timer = timer;
     }
-    return `${seq}.${tag}`;
+    return `${item.when}-${seq}.${tag}`;
   }
 
   /** Writes every queued item in one transaction. */
@@ -330,14 +333,21 @@ interface Selection {
   params: SQLInputValue[];
 }
 
-/** An item id split into its sequence number and tag, or undefined when malformed. */
-function parseId(id: string): { seq: number; tag: string } | undefined {
-  const dot = id.indexOf(".");
-  if (dot <= 0) return undefined;
-  const digits = id.slice(0, dot);
-  if (!/^[1-9][0-9]{0,15}$/.test(digits)) return undefined;
-  const seq = Number(digits);
-  return Number.isSafeInteger(seq) ? { seq, tag: id.slice(dot + 1) } : undefined;
+const ID = /^(0|[1-9][0-9]{0,15})-([1-9][0-9]{0,15})\.([A-Za-z0-9_-]{1,32})$/;
+
+/** An item id split into its time, sequence number and tag, or undefined when malformed. */
+function parseId(id: string): { when: number; seq: number; tag: string } | undefined {
+  const match = ID.exec(id);
+  if (match === null) return undefined;
+  const when = Number(match[1]);
+  const seq = Number(match[2]);
+  if (!Number.isSafeInteger(when) || !Number.isSafeInteger(seq)) return undefined;
+  return { when, seq, tag: match[3] };
+}
+
+/** The id of a stored row. */
+function idOf(row: { when_ms: number; seq: number; tag: string }): string {
+  return `${row.when_ms}-${row.seq}.${row.tag}`;
 }
 
 /** Splits a JID string into its bare part and resource ("" when none). */
@@ -363,8 +373,8 @@ class SqlArchiveStore implements ArchiveStore {
 
   append(user: string, item: Omit<Partial<ArchiveItem>, "id"> & { payload: string }): string {
     const when = item.when ?? Date.now();
-    if (!Number.isSafeInteger(when)) {
-      throw new TypeError(`Expected an archive time in integer ms, found ${when}`);
+    if (!Number.isSafeInteger(when) || when < 0) {
+      throw new TypeError(`Expected an archive time in integer ms since 1970, found ${when}`);
     }
     const [withJid, withResource] = splitJid(item.with ?? "");
     return this.writer.append(this.writer.owner(this.host, user, this.store), {
@@ -385,7 +395,7 @@ class SqlArchiveStore implements ArchiveStore {
       "WHERE " + where + orderAndLimit(query, params);
     const rows = this.database.prepare(sql).all(...params) as unknown as ItemRow[];
     return rows.map((row) => ({
-      id: `${row.seq}.${row.tag}`,
+      id: idOf(row),
       when: row.when_ms,
       with: row.with_resource === "" ? row.with_jid : `${row.with_jid}/${row.with_resource}`,
       type: row.type,
@@ -492,13 +502,13 @@ class SqlArchiveStore implements ArchiveStore {
     }
     if (query.ids !== undefined) {
       // One parameter whatever the number of ids, so the statement text stays cacheable; the
-      // sequence numbers find the rows, the whole id (with its tag) must then match.
+      // times find the rows through the time index, the whole id (with its tag) must match.
       const ids = query.ids.filter((id) => parseId(id) !== undefined);
       conditions.push(
-        "seq IN (SELECT value FROM json_each(?)) AND " +
-          "(seq || '.' || tag) IN (SELECT value FROM json_each(?))",
+        "when_ms IN (SELECT value FROM json_each(?)) AND " +
+          "(when_ms || '-' || seq || '.' || tag) IN (SELECT value FROM json_each(?))",
       );
-      params.push(JSON.stringify(ids.map((id) => parseId(id)!.seq)), JSON.stringify(ids));
+      params.push(JSON.stringify(ids.map((id) => parseId(id)!.when)), JSON.stringify(ids));
     }
     if (query.after !== undefined) {
       const anchor = this.#anchor(owner.id, query.after);
@@ -516,8 +526,13 @@ class SqlArchiveStore implements ArchiveStore {
   #anchor(owner: number, id: string): { when_ms: number; id: number } {
     const parsed = parseId(id);
     const row = parsed === undefined ? undefined : this.database
-      .prepare("SELECT when_ms, id FROM archive_items WHERE owner = ? AND seq = ? AND tag = ?")
-      .get(owner, parsed.seq, parsed.tag) as { when_ms: number; id: number } | undefined;
+      .prepare(
+        "SELECT when_ms, id FROM archive_items " +
+          "WHERE owner = ? AND when_ms = ? AND seq = ? AND tag = ?",
+      )
+      .get(owner, parsed.when, parsed.seq, parsed.tag) as
+        | { when_ms: number; id: number }
+        | undefined;
     if (row === undefined) throw new ArchiveItemNotFoundError(id);
     return row;
   }

@@ -156,9 +156,10 @@ export const MIGRATIONS: readonly Migration[] = [
     up(db) {
       // An owner row per (host, user, store) keeps the count and the next sequence number, so
       // item rows carry a small integer instead of three strings in every index. Items of one
-      // owner are appended at the end of each index, and ids are "<seq>.<tag>": the sequence
-      // finds the row, the random tag keeps ids unguessable and never reused. Existing items
-      // keep their order; their old random key becomes the tag.
+      // owner are appended at the end of each index, and ids are "<when>-<seq>.<tag>": time
+      // and sequence find the row through the time index (no index of ids to keep), the random
+      // tag keeps ids unguessable. Existing items keep their order; their old random key
+      // becomes the tag.
       db.exec(`
         CREATE TABLE archive_owners (
           id INTEGER PRIMARY KEY,
@@ -200,7 +201,6 @@ export const MIGRATIONS: readonly Migration[] = [
             ON o.host = a.host AND o.user = a.user AND o.store = a.store
           ORDER BY a.host, a.user, a.store, a.when_ms, a.id;
 
-        CREATE UNIQUE INDEX archive_items_seq ON archive_items (owner, seq);
         CREATE INDEX archive_items_when ON archive_items (owner, when_ms);
         CREATE INDEX archive_items_with ON archive_items (owner, with_jid, when_ms);
 

@@ -264,7 +264,7 @@ Deno.test("archive append generates unique URL-safe ids and finds items in time 
   const { database, storage } = memoryStorage();
   const { archive, ids } = fillArchive(storage);
   assert.equal(new Set(ids).size, 10);
-  for (const id of ids) assert.match(id, /^[1-9][0-9]*\.[A-Za-z0-9_-]{8}$/);
+  for (const id of ids) assert.match(id, /^[0-9]+-[1-9][0-9]*\.[A-Za-z0-9_-]{8}$/);
   const all = archive.find("juliet");
   assert.deepEqual(all.map((item) => item.id), ids);
   assert.deepEqual(all[0], {
@@ -368,18 +368,31 @@ Deno.test("archive ids are never reused, and a wrong or malformed id finds nothi
   assert.equal(archive.delete("juliet"), 1);
   const second = archive.append("juliet", { when: 7, payload: "new" });
   assert.notEqual(first, second);
-  assert.notEqual(first.split(".")[0], second.split(".")[0], "the sequence goes on after a delete");
+  assert.equal(first.split(/[-.]/)[1], "1");
+  assert.equal(second.split(/[-.]/)[1], "2", "the sequence goes on after a delete");
   assert.deepEqual(archive.find("juliet", { ids: [first] }), []);
-  const [seq] = second.split(".");
-  for (const wrong of [`${seq}.AAAAAAAA`, seq, "x.y", "", `0.${second.split(".")[1]}`]) {
+  const [when, seq, tag] = second.split(/[-.]/);
+  for (
+    const wrong of [
+      `${when}-${seq}.AAAAAAAA`,
+      `${when}-${seq}`,
+      `${Number(when) + 1}-${seq}.${tag}`,
+      `${when}-0.${tag}`,
+      `${when}-3.${tag}`,
+      "x.y",
+      "",
+      `-${when}-${seq}.${tag}`,
+    ]
+  ) {
     assert.deepEqual(archive.find("juliet", { ids: [wrong] }), [], wrong);
     assert.throws(() => archive.find("juliet", { after: wrong }), ArchiveItemNotFoundError);
   }
   assert.equal(archive.find("juliet", { ids: [second, "bogus"] }).length, 1);
   // Another user's archive has its own sequence.
-  assert.match(archive.append("romeo", { payload: "romeo's" }), /^1\./);
+  assert.match(archive.append("romeo", { payload: "romeo's" }), /^[0-9]+-1\./);
   assert.equal(archive.count("juliet"), 1);
   assert.throws(() => archive.append("juliet", { when: 1.5, payload: "x" }), /integer ms/);
+  assert.throws(() => archive.append("juliet", { when: -1, payload: "x" }), /since 1970/);
   database.close();
 });
 
@@ -523,11 +536,11 @@ Deno.test("archive counts follow appends, deletes and account removal, and old f
     assert.deepEqual(migrated.map((item) => item.payload), [0, 1, 2, 3, 4].map((i) => `<m${i}/>`));
     assert.deepEqual(
       migrated.map((item) => item.id),
-      [4, 3, 2, 1, 0].map((k, i) => `${i + 1}.old-key-${k}`),
+      [4, 3, 2, 1, 0].map((k, i) => `${100 + i}-${i + 1}.old-key-${k}`),
     );
     assert.equal(migrated[0].with, "romeo@example.net/x");
     assert.deepEqual(archive.find("juliet", { after: migrated[3].id }), [migrated[4]]);
-    assert.match(archive.append("juliet", { payload: "<m5/>" }), /^6\./);
+    assert.match(archive.append("juliet", { payload: "<m5/>" }), /^[0-9]+-6\./);
     archive.append("romeo", { payload: "<r/>" });
     assert.equal(archive.count("juliet"), 6);
     assert.equal(archive.countUpTo("juliet", 4), 4);
