@@ -25,6 +25,8 @@ import type { RosterItem } from "./roster_store.ts";
 export const NS_MAM = "urn:xmpp:mam:2";
 /** The feature saying before-id, after-id, ids and flip-page are understood. */
 export const NS_MAM_EXTENDED = "urn:xmpp:mam:2#extended";
+/** The feature saying the 'include-groupchat' field is understood (XEP-0313 §7). */
+export const NS_MAM_GROUPCHAT_FIELD = "urn:xmpp:mam:2#groupchat-field";
 /** XEP-0359 unique and stable stanza ids. */
 export const NS_SID = "urn:xmpp:sid:0";
 const NS_RSM = "http://jabber.org/protocol/rsm";
@@ -200,7 +202,16 @@ interface PageRequest {
   flip: boolean;
 }
 
-const KNOWN_FIELDS = new Set(["FORM_TYPE", "with", "start", "end", "before-id", "after-id", "ids"]);
+const KNOWN_FIELDS = new Set([
+  "FORM_TYPE",
+  "with",
+  "start",
+  "end",
+  "before-id",
+  "after-id",
+  "ids",
+  "include-groupchat",
+]);
 
 function parseFilter(query: Element): Filter {
   const form = query.getChild("x", NS_DATA);
@@ -236,6 +247,15 @@ function parseFilter(query: Element): Filter {
   }
   const ids = fields.get("ids");
   if (ids !== undefined && ids.length > 0) filter.ids = ids;
+  // Understood and checked, but it changes nothing: account archives hold no groupchat
+  // messages (the room's own archive has them).
+  const groupchat = singleValue(fields, "include-groupchat");
+  if (groupchat !== undefined && !["true", "false", "1", "0"].includes(groupchat)) {
+    throw new RequestError(
+      "bad-request",
+      `The field 'include-groupchat' expected a boolean, found '${groupchat}'`,
+    );
+  }
   return filter;
 }
 
@@ -392,6 +412,7 @@ export default function mam(m: ModuleAPI): void {
 
   m.addAccountFeature(NS_MAM);
   m.addAccountFeature(NS_MAM_EXTENDED);
+  m.addAccountFeature(NS_MAM_GROUPCHAT_FIELD);
   m.addAccountFeature(NS_SID);
 
   // Preferences are read for every archived message: keep the accounts' recent ones in memory
@@ -554,6 +575,24 @@ export default function mam(m: ModuleAPI): void {
     }),
   );
 
+  // Archive metadata (required with #extended): the first and last message, or nothing.
+  m.hook(
+    `iq-get/self/${NS_MAM}:metadata`,
+    answering(({ stanza, origin }) => {
+      const user = ownerOf(origin);
+      const answer = reply(stanza);
+      const metadata = answer.c("metadata", { xmlns: NS_MAM });
+      const [first] = archive.find(user, { limit: 1 });
+      const [last] = archive.find(user, { limit: 1, reverse: true });
+      if (first !== undefined && last !== undefined) {
+        for (const [name, item] of [["start", first], ["end", last]] as const) {
+          metadata.c(name, { id: item.id, timestamp: new Date(item.when).toISOString() });
+        }
+      }
+      origin.send(answer);
+    }),
+  );
+
   /** The later (`last`) or earlier of two archive ids; throws for an unknown one. */
   const pick = (user: string, a: string | undefined, b: string | undefined, last: boolean) => {
     if (a === undefined || b === undefined || a === b) return a ?? b;
@@ -655,6 +694,7 @@ export default function mam(m: ModuleAPI): void {
   m.hook(`iq-set/bare/${NS_MAM}:query`, refuse);
   m.hook(`iq-get/bare/${NS_MAM}:prefs`, refuse);
   m.hook(`iq-set/bare/${NS_MAM}:prefs`, refuse);
+  m.hook(`iq-get/bare/${NS_MAM}:metadata`, refuse);
 }
 
 /** The query form (XEP-0313 §4.1.1 with the #extended fields). */
@@ -667,6 +707,7 @@ function queryForm(): Element {
   form.c("field", { var: "before-id", type: "text-single" });
   form.c("field", { var: "after-id", type: "text-single" });
   form.c("field", { var: "ids", type: "text-multi" });
+  form.c("field", { var: "include-groupchat", type: "boolean" });
   return form;
 }
 

@@ -483,6 +483,7 @@ Deno.test("the query form, disco features, and errors for bad queries", async ()
       "before-id",
       "after-id",
       "ids",
+      "include-groupchat",
     ]);
     assert.equal(fields[0].getChildText("value"), NS_MAM);
 
@@ -492,7 +493,7 @@ Deno.test("the query form, disco features, and errors for bad queries", async ()
     );
     const features = (await alice.next((el) => el.attrs.id === "d")).getChild("query")!
       .getChildren("feature").map((f) => f.attrs.var);
-    for (const f of [NS_MAM, `${NS_MAM}#extended`, NS_SID]) {
+    for (const f of [NS_MAM, `${NS_MAM}#extended`, `${NS_MAM}#groupchat-field`, NS_SID]) {
       assert.ok(features.includes(f), `account disco has ${f}`);
     }
 
@@ -506,6 +507,7 @@ Deno.test("the query form, disco features, and errors for bad queries", async ()
       [{ after: "no-such-id" }, "item-not-found"],
       [{ before: "no-such-id" }, "item-not-found"],
       [{ fields: { "after-id": "no-such-id" } }, "item-not-found"],
+      [{ fields: { "include-groupchat": "maybe" } }, "bad-request"],
     ];
     for (const [q, condition] of cases) {
       const answer = await query(alice, q);
@@ -522,8 +524,45 @@ Deno.test("the query form, disco features, and errors for bad queries", async ()
         "<field var='FORM_TYPE'><value>urn:xmpp:mam:1</value></field></x></query></iq>",
     );
     assert.equal(conditionOf(await alice.next((el) => el.attrs.id === "bad-type")), "bad-request");
-    // The server still answers queries after all that.
+    // The server still answers queries after all that; include-groupchat is understood.
     assert.equal((await query(alice)).ids.length, 1);
+    assert.equal((await query(alice, { fields: { "include-groupchat": "true" } })).ids.length, 1);
+    alice.close();
+  } finally {
+    await t.stop();
+  }
+});
+
+Deno.test("archive metadata gives the first and last message, and nothing for an empty archive", async () => {
+  const t = await start();
+  try {
+    const alice = await online(t, "alice", "a");
+    const metadata = async () => {
+      const id = crypto.randomUUID();
+      alice.send(`<iq type='get' id='${id}'><metadata xmlns='${NS_MAM}'/></iq>`);
+      const answer = await alice.next((el) => el.attrs.id === id);
+      assert.equal(answer.attrs.type, "result");
+      return answer.getChild("metadata", NS_MAM)!;
+    };
+    assert.deepEqual((await metadata()).children, [], "an empty archive has no start or end");
+    for (const body of ["first", "middle", "last"]) {
+      alice.send(`<message to='bob@localhost' type='chat'><body>${body}</body></message>`);
+    }
+    await roundTrip(alice);
+    const all = await query(alice);
+    const found = await metadata();
+    const start = found.getChild("start", NS_MAM)!;
+    const end = found.getChild("end", NS_MAM)!;
+    assert.equal(start.attrs.id, all.ids[0]);
+    assert.equal(end.attrs.id, all.ids[2]);
+    for (const [el, result] of [[start, all.results[0]], [end, all.results[2]]]) {
+      const stamp = result.getChild("result", NS_MAM)!.getChild("forwarded", NS_FORWARD)!
+        .getChild("delay", NS_DELAY)!.attrs.stamp;
+      assert.equal(el.attrs.timestamp, stamp);
+    }
+    // Only the account reads its archive's metadata.
+    alice.send(`<iq type='get' id='other' to='bob@localhost'><metadata xmlns='${NS_MAM}'/></iq>`);
+    assert.equal(conditionOf(await alice.next((el) => el.attrs.id === "other")), "forbidden");
     alice.close();
   } finally {
     await t.stop();
