@@ -7,7 +7,7 @@
 import assert from "node:assert/strict";
 import { fileURLToPath } from "node:url";
 import { backupDatabase, verifyStore } from "../core/storage/backup.ts";
-import { startLiltProcess } from "./helpers/lilt_process.ts";
+import { finish, startLiltProcess } from "./helpers/lilt_process.ts";
 import { RawClient, roundTrip } from "./helpers/raw_client.ts";
 import { startTestServer, testConfigText } from "./helpers/test_server.ts";
 
@@ -35,17 +35,7 @@ async function run(command: string, args: string[], stdin?: string) {
     }
     throw error;
   }
-  if (stdin !== undefined) {
-    const writer = child.stdin.getWriter();
-    await writer.write(new TextEncoder().encode(stdin));
-    await writer.close();
-  }
-  const out = await child.output();
-  return {
-    code: out.code,
-    stdout: new TextDecoder().decode(out.stdout),
-    stderr: new TextDecoder().decode(out.stderr),
-  };
+  return await finish(child, stdin);
 }
 
 function lilt(args: string[], stdin?: string) {

@@ -3,7 +3,7 @@
 
 import assert from "node:assert/strict";
 import { fileURLToPath } from "node:url";
-import { type LiltProcess, startLiltProcess } from "./helpers/lilt_process.ts";
+import { finish, type LiltProcess, startLiltProcess } from "./helpers/lilt_process.ts";
 import { RawClient } from "./helpers/raw_client.ts";
 import { testConfigText } from "./helpers/test_server.ts";
 
@@ -21,17 +21,7 @@ async function lilt(args: string[], stdin?: string, options: { cwd?: string } = 
     stdout: "piped",
     stderr: "piped",
   }).spawn();
-  if (stdin !== undefined) {
-    const writer = child.stdin.getWriter();
-    await writer.write(new TextEncoder().encode(stdin));
-    await writer.close();
-  }
-  const out = await child.output();
-  return {
-    code: out.code,
-    stdout: new TextDecoder().decode(out.stdout),
-    stderr: new TextDecoder().decode(out.stderr),
-  };
+  return await finish(child, stdin);
 }
 
 Deno.test("check config accepts the example configuration", async () => {

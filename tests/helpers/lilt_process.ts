@@ -93,3 +93,25 @@ export async function startLiltProcess(
   }
   return lilt;
 }
+
+/** What a finished command printed, decoded, and its exit code. */
+export interface CommandOutput {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+/** Writes `stdin` (when given) to a spawned command, waits for it, and decodes its output. */
+export async function finish(child: Deno.ChildProcess, stdin?: string): Promise<CommandOutput> {
+  if (stdin !== undefined) {
+    const writer = child.stdin.getWriter();
+    await writer.write(new TextEncoder().encode(stdin));
+    await writer.close();
+  }
+  const out = await child.output();
+  return {
+    code: out.code,
+    stdout: new TextDecoder().decode(out.stdout),
+    stderr: new TextDecoder().decode(out.stderr),
+  };
+}
