@@ -126,6 +126,8 @@ interface PendingItem {
   withResource: string;
   type: string;
   payload: string;
+  /** A batch with this item failed once already (the next failure drops it). */
+  retried?: boolean;
 }
 
 interface ItemRow {
@@ -190,18 +192,28 @@ class ArchiveWriter {
         this.#flushQueued = true;
         queueMicrotask(() => this.flush());
       }
-    } else if (this.#timer === undefined) {
-      const timer = setTimeout(() => {
-        this.#timer = undefined;
-        this.flush();
-      }, ARCHIVE_FLUSH_DELAY_MS);
-      Deno.unrefTimer(timer);
-      this.#timer = timer;
+    } else {
+      this.#flushLater();
     }
     return `${item.when}-${seq}.${tag}`;
   }
 
-  /** Writes every queued item in one transaction. */
+  /** Makes sure a flush runs within ARCHIVE_FLUSH_DELAY_MS. */
+  #flushLater(): void {
+    if (this.#timer !== undefined) return;
+    const timer = setTimeout(() => {
+      this.#timer = undefined;
+      this.flush();
+    }, ARCHIVE_FLUSH_DELAY_MS);
+    Deno.unrefTimer(timer);
+    this.#timer = timer;
+  }
+
+  /**
+   * Writes every queued item in one transaction. When that fails (a full disk), the items
+   * stay queued for one more try a moment later; items whose second try fails are dropped,
+   * and both are logged as errors.
+   */
   flush(): void {
     this.#flushQueued = false;
     if (this.#timer !== undefined) {
@@ -213,6 +225,7 @@ class ArchiveWriter {
     this.#pending = [];
     const database = this.#database;
     const touched = new Set<Owner>();
+    const created: Owner[] = [];
     try {
       database.transaction(() => {
         const insert = database.prepare(
@@ -224,7 +237,10 @@ class ArchiveWriter {
           const owner = item.owner;
           if (!touched.has(owner)) {
             touched.add(owner);
-            owner.id ??= this.#createOwner(owner);
+            if (owner.id === undefined) {
+              owner.id = this.#createOwner(owner);
+              created.push(owner);
+            }
           }
           insert.run(
             owner.id!,
@@ -244,11 +260,28 @@ class ArchiveWriter {
       });
       for (const owner of touched) owner.pending = 0;
     } catch (error) {
-      for (const owner of touched) owner.pending = 0;
-      log.error("Could not write {n} archived items: {error}", {
-        n: items.length,
-        error: error instanceof Error ? error.message : String(error),
-      });
+      // The transaction rolled back: owners created in it do not exist.
+      for (const owner of created) owner.id = undefined;
+      const retry: PendingItem[] = [];
+      for (const item of items) {
+        if (item.retried) {
+          item.owner.pending--;
+        } else {
+          item.retried = true;
+          retry.push(item);
+        }
+      }
+      this.#pending = retry.concat(this.#pending);
+      if (retry.length > 0) this.#flushLater();
+      log.error(
+        "Could not write {n} archived items ({dropped} dropped, {kept} kept for one more try): {error}",
+        {
+          n: items.length,
+          dropped: items.length - retry.length,
+          kept: retry.length,
+          error: error instanceof Error ? error.message : String(error),
+        },
+      );
     }
   }
 

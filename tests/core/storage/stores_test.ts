@@ -440,6 +440,39 @@ Deno.test("archive appends wait in memory and reach the file in one batch", asyn
   });
 });
 
+Deno.test("a batch that cannot be written is tried once more, then dropped; the server goes on", async () => {
+  const { database, storage } = memoryStorage();
+  const archive = storage.archive("example.com", "mam", { writeBehindMs: ARCHIVE_FLUSH_DELAY_MS });
+  const first = archive.append("juliet", { payload: "<m1/>" });
+  const second = archive.append("juliet", { payload: "<m2/>" });
+  // The table is away (as good as a full disk): the batch fails and stays queued.
+  database.db.exec("ALTER TABLE archive_items RENAME TO archive_items_away");
+  database.flush();
+  assert.equal(archive.count("juliet"), 2, "still counted while queued");
+  database.db.exec("ALTER TABLE archive_items_away RENAME TO archive_items");
+  // Another archive's owner row takes the id the rolled-back one had.
+  database.prepare(
+    "INSERT INTO archive_owners (host, user, store, items, next_seq) " +
+      "VALUES ('example.com', 'romeo', 'mam', 0, 1)",
+  ).run();
+  // The retry (a timer) writes both, under an owner row created by the successful try.
+  await new Promise((resolve) => setTimeout(resolve, ARCHIVE_FLUSH_DELAY_MS * 3));
+  assert.deepEqual(archive.find("juliet").map((item) => item.id), [first, second]);
+  assert.equal(archive.count("juliet"), 2);
+  assert.deepEqual(archive.find("romeo"), []);
+  // A batch that fails twice is dropped, and the archive's count stays right.
+  archive.append("juliet", { payload: "<m3/>" });
+  database.db.exec("ALTER TABLE archive_items RENAME TO archive_items_away");
+  database.flush();
+  database.flush();
+  database.db.exec("ALTER TABLE archive_items_away RENAME TO archive_items");
+  assert.equal(archive.count("juliet"), 2);
+  assert.equal(archive.find("juliet").length, 2);
+  assert.match(archive.append("juliet", { payload: "<m4/>" }), /^[0-9]+-4\./, "ids go on");
+  assert.equal(archive.find("juliet").length, 3);
+  database.close();
+});
+
 Deno.test("archive delete removes matching items and reports how many", () => {
   const { database, storage } = memoryStorage();
   const { archive, ids } = fillArchive(storage);
