@@ -150,7 +150,6 @@ class ArchiveWriter {
   #owners = new Map<string, Owner>();
   #pending: PendingItem[] = [];
   #timer: ReturnType<typeof setTimeout> | undefined;
-  #flushQueued = false;
   #tags = "";
 
   constructor(database: Database) {
@@ -188,10 +187,9 @@ class ArchiveWriter {
     if (this.#pending.length >= FLUSH_AT_ITEMS) {
       this.flush();
     } else if (writeBehindMs <= 0) {
-      if (!this.#flushQueued) {
-        this.#flushQueued = true;
-        queueMicrotask(() => this.flush());
-      }
+      // Written now, in the transaction the current task's other writes share.
+      this.#database.batchWrites();
+      this.flush();
     } else {
       this.#flushLater();
     }
@@ -215,7 +213,6 @@ class ArchiveWriter {
    * and both are logged as errors.
    */
   flush(): void {
-    this.#flushQueued = false;
     if (this.#timer !== undefined) {
       clearTimeout(this.#timer);
       this.#timer = undefined;
