@@ -223,6 +223,7 @@ class ArchiveWriter {
     const database = this.#database;
     const touched = new Set<Owner>();
     const created: Owner[] = [];
+    const stale: Owner[] = [];
     try {
       database.transaction(() => {
         const insert = database.prepare(
@@ -253,12 +254,19 @@ class ArchiveWriter {
         const update = database.prepare(
           "UPDATE archive_owners SET items = items + ?, next_seq = max(next_seq, ?) WHERE id = ?",
         );
-        for (const owner of touched) update.run(owner.pending, owner.nextSeq, owner.id!);
+        for (const owner of touched) {
+          if (Number(update.run(owner.pending, owner.nextSeq, owner.id!).changes) === 0) {
+            // Its row went away under us (an outer transaction rolled back after it was
+            // made): write the batch again under a new one.
+            stale.push(owner);
+            throw new Error(`the archive owner row of ${owner.user}@${owner.host} is gone`);
+          }
+        }
       });
       for (const owner of touched) owner.pending = 0;
     } catch (error) {
       // The transaction rolled back: owners created in it do not exist.
-      for (const owner of created) owner.id = undefined;
+      for (const owner of [...created, ...stale]) owner.id = undefined;
       const retry: PendingItem[] = [];
       for (const item of items) {
         if (item.retried) {
@@ -302,7 +310,7 @@ class ArchiveWriter {
   /** Drops cached owners that wait for nothing (they are read again when used). */
   #trim(): void {
     for (const [key, owner] of this.#owners) {
-      if (owner.pending === 0 && owner.id !== undefined) this.#owners.delete(key);
+      if (owner.pending === 0) this.#owners.delete(key);
     }
   }
 

@@ -473,6 +473,20 @@ Deno.test("a batch that cannot be written is tried once more, then dropped; the 
   database.close();
 });
 
+Deno.test("an archive first written in a transaction that rolls back is written again later", () => {
+  const { database, storage } = memoryStorage();
+  const archive = storage.archive("example.com", "offline");
+  assert.throws(() =>
+    database.transaction(() => {
+      archive.append("juliet", { payload: "<undone/>" });
+      throw new Error("undo");
+    }), /undo/);
+  archive.append("juliet", { payload: "<kept/>" });
+  assert.deepEqual(archive.find("juliet").map((item) => item.payload), ["<kept/>"]);
+  assert.equal(archive.count("juliet"), 1);
+  database.close();
+});
+
 Deno.test("archive delete removes matching items and reports how many", () => {
   const { database, storage } = memoryStorage();
   const { archive, ids } = fillArchive(storage);
