@@ -370,6 +370,7 @@ export const HOST_OPTIONS = {
       "ping",
       "roster",
       "presence",
+      "caps",
       "offline",
       "carbons",
       "blocklist",
