@@ -185,6 +185,8 @@ export default function caps(m: ModuleAPI): void {
   /** Verification queries in flight, by `HASH VER`: others announcing it wait for them. */
   const pending = new Map<string, Promise<void>>();
   const store = m.openStore<StoredCaps>(STORE, "map");
+  /** The last `stored` stamp written, so two entries stored in one millisecond still have an order. */
+  let lastStored = 0;
 
   const cacheSize = () => m.option<number>("caps_cache_size");
 
@@ -220,7 +222,8 @@ export default function caps(m: ModuleAPI): void {
 
   /** Stores a newly verified hash; a full store loses its oldest tenth. */
   function persist(key: string, features: ReadonlySet<string>): void {
-    store.set("", key, { features: [...features], stored: Date.now() });
+    lastStored = Math.max(Date.now(), lastStored + 1);
+    store.set("", key, { features: [...features], stored: lastStored });
     const limit = cacheSize();
     if (store.count("") <= limit) return;
     const byAge = [...store.getAll("")]

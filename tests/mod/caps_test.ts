@@ -296,6 +296,43 @@ Deno.test("verified caps survive a restart: the second server asks nothing", asy
   }
 });
 
+Deno.test("caps_cache_size bounds the cache in memory and in the database", async () => {
+  const t = await startTestServer({
+    modules: MODULES,
+    users: { alice: "pw", bob: "pw" },
+    globalToml: "caps_cache_size = 1",
+  });
+  const clients: RawClient[] = [];
+  try {
+    const alice = await login(t, "alice", "a");
+    const bob = await login(t, "bob", "b");
+    clients.push(alice, bob);
+    announce(alice, EXODUS_VER);
+    answer(alice, await alice.next(isCapsQuery), EXODUS);
+    await roundTrip(alice);
+    const newer = { identities: EXODUS.identities, features: ["urn:example:newer"] };
+    const newerVer = createHash("sha1")
+      .update(capsVerificationString(newer.identities, newer.features), "utf8").digest("base64");
+    announce(alice, newerVer);
+    answer(alice, await alice.next(isCapsQuery), newer);
+    await roundTrip(alice);
+    assert.deepEqual(featuresOf(t, "alice@localhost/a"), new Set(newer.features));
+
+    // Only the newer ver is left: bob's newer client is known at once, his Exodus is asked.
+    announce(bob, newerVer);
+    await roundTrip(bob);
+    assert.equal(capsQueriesOf(bob).length, 0);
+    assert.deepEqual(featuresOf(t, "bob@localhost/b"), new Set(newer.features));
+    announce(bob, EXODUS_VER);
+    answer(bob, await bob.next(isCapsQuery), EXODUS);
+    await roundTrip(bob);
+    assert.deepEqual(featuresOf(t, "bob@localhost/b"), new Set(EXODUS.features));
+  } finally {
+    for (const c of clients) c.close();
+    await t.stop();
+  }
+});
+
 Deno.test("caps-features fires when a resource's features become known and when they change", async () => {
   const t = await startTestServer({ modules: MODULES, users: { alice: "pw" } });
   const events: CapsFeaturesEvent[] = [];
