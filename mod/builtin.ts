@@ -14,6 +14,7 @@ import * as offline from "./offline.ts";
 import * as ping from "./ping.ts";
 import * as presence from "./presence.ts";
 import * as private_xml from "./private.ts";
+import * as pubsub from "./pubsub.ts";
 import * as register from "./register.ts";
 import * as roster from "./roster.ts";
 import * as smacks from "./smacks.ts";
@@ -36,6 +37,7 @@ export const builtinModules: ModuleTable = {
   ping,
   presence,
   private: private_xml,
+  pubsub,
   register,
   roster,
   smacks,

@@ -1,0 +1,480 @@
+// XEP-0060 on the `pubsub.localhost` component, over real sockets: node lifecycle, items,
+// subscriptions and their notifications, configuration, affiliations, access models,
+// publish-options and limits, each asserted on what a client sees on the wire.
+
+import assert from "node:assert/strict";
+import type { Element } from "../../core/xml/element.ts";
+import { serialize } from "../../core/xml/serializer.ts";
+import { conditionOf, RawClient, roundTrip } from "../helpers/raw_client.ts";
+import { startTestServer, type TestServer } from "../helpers/test_server.ts";
+
+const PS = "http://jabber.org/protocol/pubsub";
+const OWNER = "http://jabber.org/protocol/pubsub#owner";
+const EVENT = "http://jabber.org/protocol/pubsub#event";
+const ERRORS = "http://jabber.org/protocol/pubsub#errors";
+const SERVICE = "pubsub.localhost";
+
+function componentToml(extra = ""): string {
+  return `[[component]]\ndomain = "${SERVICE}"\nmodules = ["disco", "pubsub"]\n${extra}`;
+}
+
+interface World {
+  t: TestServer;
+  alice: RawClient;
+  bob: RawClient;
+  carol: RawClient;
+}
+
+async function world(extra = ""): Promise<World> {
+  const t = await startTestServer({
+    users: { alice: "pw", bob: "pw", carol: "pw" },
+    extraToml: componentToml(extra),
+  });
+  const alice = (await RawClient.login(t.port, "alice", "pw", "a")).client;
+  const bob = (await RawClient.login(t.port, "bob", "pw", "b")).client;
+  const carol = (await RawClient.login(t.port, "carol", "pw", "c")).client;
+  // Available resources: a headline to a bare JID goes to those (RFC 6121 §8.5.2.1.1).
+  for (const client of [alice, bob, carol]) {
+    client.send("<presence/>");
+    await roundTrip(client);
+  }
+  return { t, alice, bob, carol };
+}
+
+async function end(w: World): Promise<void> {
+  for (const c of [w.alice, w.bob, w.carol]) c.close();
+  await w.t.stop();
+}
+
+let counter = 0;
+
+/** Sends an iq to the service and returns the answer (result or error). */
+async function iq(
+  client: RawClient,
+  type: "get" | "set",
+  payload: string,
+  to = SERVICE,
+): Promise<Element> {
+  const id = `q${++counter}`;
+  client.send(`<iq type='${type}' id='${id}' to='${to}'>${payload}</iq>`);
+  return await client.next((el) => el.name === "iq" && el.attrs.id === id);
+}
+
+async function ok(client: RawClient, type: "get" | "set", payload: string): Promise<Element> {
+  const answer = await iq(client, type, payload);
+  if (answer.attrs.type !== "result") assert.fail(`expected a result, got ${serialize(answer)}`);
+  return answer;
+}
+
+/** Asserts an error answer: its condition and pubsub-specific child (or none). */
+function assertError(answer: Element, condition: string, pubsubChild?: string): void {
+  if (answer.attrs.type !== "error") assert.fail(`expected an error, got ${serialize(answer)}`);
+  assert.equal(conditionOf(answer), condition);
+  const error = answer.getChild("error")!;
+  const specific = error.elements().find((el) => el.ns === ERRORS);
+  assert.equal(specific?.name, pubsubChild);
+}
+
+function pubsub(inner: string): string {
+  return `<pubsub xmlns='${PS}'>${inner}</pubsub>`;
+}
+
+function owner(inner: string): string {
+  return `<pubsub xmlns='${OWNER}'>${inner}</pubsub>`;
+}
+
+function configForm(fields: Record<string, string | string[]>, formType = "node_config"): string {
+  let xml = `<x xmlns='jabber:x:data' type='submit'><field var='FORM_TYPE' type='hidden'>` +
+    `<value>${PS}#${formType}</value></field>`;
+  for (const [name, value] of Object.entries(fields)) {
+    const values = Array.isArray(value) ? value : [value];
+    xml += `<field var='${name}'>${values.map((v) => `<value>${v}</value>`).join("")}</field>`;
+  }
+  return xml + "</x>";
+}
+
+function publishXml(node: string, id: string | undefined, body: string): string {
+  const idAttr = id === undefined ? "" : ` id='${id}'`;
+  return pubsub(
+    `<publish node='${node}'><item${idAttr}><entry xmlns='urn:example:news'>${body}</entry></item></publish>`,
+  );
+}
+
+/** The next event notification for `node` that a client receives. */
+function nextEvent(client: RawClient, node: string, name = "items"): Promise<Element> {
+  return client.next((el) =>
+    el.name === "message" &&
+    el.getChild("event", EVENT)?.getChild(name)?.attrs.node === node
+  );
+}
+
+function eventOf(message: Element, name = "items"): Element {
+  return message.getChild("event", EVENT)!.getChild(name)!;
+}
+
+function itemIds(answer: Element): string[] {
+  return answer.getChild("pubsub", PS)!.getChild("items")!.getChildren("item")
+    .map((item) => item.attrs.id);
+}
+
+Deno.test("pubsub: disco shows the service, its features and its nodes", async () => {
+  const w = await world();
+  try {
+    const info = await iq(w.alice, "get", "<query xmlns='http://jabber.org/protocol/disco#info'/>");
+    const query = info.getChild("query")!;
+    assert.ok(
+      query.getChildren("identity").some((i) =>
+        i.attrs.category === "pubsub" && i.attrs.type === "service"
+      ),
+    );
+    const features = query.getChildren("feature").map((f) => f.attrs.var);
+    for (const f of ["", "#publish", "#create-nodes", "#publish-options", "#access-whitelist"]) {
+      assert.ok(features.includes(`${PS}${f}`), `feature ${PS}${f}`);
+    }
+    assert.ok(!features.includes(`${PS}#auto-create`));
+    assert.ok(!features.includes(`${PS}#subscription-options`));
+
+    await ok(w.alice, "set", pubsub("<create node='news'/>"));
+    await ok(w.alice, "set", publishXml("news", "first", "hello"));
+    const items = await iq(
+      w.alice,
+      "get",
+      "<query xmlns='http://jabber.org/protocol/disco#items'/>",
+    );
+    assert.deepEqual(
+      items.getChild("query")!.getChildren("item").map((i) => [i.attrs.jid, i.attrs.node]),
+      [[SERVICE, "news"]],
+    );
+    const nodeItems = await iq(
+      w.alice,
+      "get",
+      "<query xmlns='http://jabber.org/protocol/disco#items' node='news'/>",
+    );
+    assert.deepEqual(nodeItems.getChild("query")!.getChildren("item").map((i) => i.attrs.name), [
+      "first",
+    ]);
+    const nodeInfo = await iq(
+      w.alice,
+      "get",
+      "<query xmlns='http://jabber.org/protocol/disco#info' node='news'/>",
+    );
+    assert.equal(nodeInfo.getChild("query")!.getChild("identity")!.attrs.type, "leaf");
+    const missing = await iq(
+      w.alice,
+      "get",
+      "<query xmlns='http://jabber.org/protocol/disco#info' node='nope'/>",
+    );
+    assertError(missing, "item-not-found");
+  } finally {
+    await end(w);
+  }
+});
+
+Deno.test("pubsub: create named and instant nodes; conflicts and who may create", async () => {
+  const w = await world();
+  try {
+    const named = await ok(w.alice, "set", pubsub("<create node='blog'/>"));
+    assert.equal(named.getChild("pubsub"), undefined);
+    const instant = await ok(w.alice, "set", pubsub("<create/>"));
+    const generated = instant.getChild("pubsub", PS)!.getChild("create")!.attrs.node;
+    assert.ok(generated && generated.length > 0);
+    assertError(await iq(w.bob, "set", pubsub("<create node='blog'/>")), "conflict");
+    // Create and configure in one request (§8.1.3).
+    await ok(
+      w.alice,
+      "set",
+      pubsub(
+        `<create node='configured'/><configure>${
+          configForm({ "pubsub#title": "Configured", "pubsub#max_items": "3" })
+        }</configure>`,
+      ),
+    );
+    const form = await ok(w.alice, "get", owner("<configure node='configured'/>"));
+    const fields = form.getChild("pubsub", OWNER)!.getChild("configure")!.getChild("x")!;
+    const value = (name: string) =>
+      fields.getChildren("field").find((f) => f.attrs.var === name)?.getChildText("value");
+    assert.equal(value("pubsub#title"), "Configured");
+    assert.equal(value("pubsub#max_items"), "3");
+    assertError(
+      await iq(
+        w.alice,
+        "set",
+        pubsub(
+          `<create node='bad'/><configure>${
+            configForm({ "pubsub#max_items": "lots" })
+          }</configure>`,
+        ),
+      ),
+      "not-acceptable",
+    );
+  } finally {
+    await end(w);
+  }
+});
+
+Deno.test("pubsub: only local accounts create nodes by default; 'admins' limits it further", async () => {
+  const t = await startTestServer({
+    users: { alice: "pw", bob: "pw" },
+    hostToml: 'admins = ["alice@localhost"]',
+    extraToml: componentToml('pubsub_create = "admins"\n'),
+  });
+  try {
+    const alice = (await RawClient.login(t.port, "alice", "pw", "a")).client;
+    const bob = (await RawClient.login(t.port, "bob", "pw", "b")).client;
+    assertError(await iq(bob, "set", pubsub("<create node='x'/>")), "forbidden");
+    await ok(alice, "set", pubsub("<create node='x'/>"));
+    alice.close();
+    bob.close();
+  } finally {
+    await t.stop();
+  }
+});
+
+Deno.test("pubsub: publish, replace, and retrieve all, by id and the most recent", async () => {
+  const w = await world();
+  try {
+    await ok(w.alice, "set", pubsub("<create node='news'/>"));
+    const generated = await ok(w.alice, "set", publishXml("news", undefined, "one"));
+    const genId = generated.getChild("pubsub", PS)!.getChild("publish")!.getChild("item")!
+      .attrs.id;
+    assert.ok(genId);
+    await ok(w.alice, "set", publishXml("news", "two", "two"));
+    await ok(w.alice, "set", publishXml("news", "three", "three"));
+    // Publishing an existing id replaces it and makes it the newest.
+    await ok(w.alice, "set", publishXml("news", "two", "two again"));
+    const all = await ok(w.bob, "get", pubsub("<items node='news'/>"));
+    assert.deepEqual(itemIds(all), [genId, "three", "two"]);
+    const two = all.getChild("pubsub", PS)!.getChild("items")!.getChildren("item")[2];
+    assert.equal(two.getChild("entry", "urn:example:news")!.text(), "two again");
+    assert.equal(two.attrs.publisher, "alice@localhost/a");
+    const recent = await ok(w.bob, "get", pubsub("<items node='news' max_items='2'/>"));
+    assert.deepEqual(itemIds(recent), ["three", "two"]);
+    const byId = await ok(w.bob, "get", pubsub(`<items node='news'><item id='${genId}'/></items>`));
+    assert.deepEqual(itemIds(byId), [genId]);
+    assertError(await iq(w.bob, "get", pubsub("<items node='nope'/>")), "item-not-found");
+    assertError(await iq(w.bob, "get", pubsub("<items/>")), "bad-request", "nodeid-required");
+    assertError(
+      await iq(w.bob, "get", pubsub("<items node='news' max_items='-3'/>")),
+      "bad-request",
+    );
+  } finally {
+    await end(w);
+  }
+});
+
+Deno.test("pubsub: publish errors follow XEP-0060 §7.1.3", async () => {
+  const w = await world("pubsub_max_item_size = 200\n");
+  try {
+    await ok(w.alice, "set", pubsub("<create node='news'/>"));
+    assertError(await iq(w.bob, "set", publishXml("news", "x", "hi")), "forbidden");
+    assertError(await iq(w.alice, "set", publishXml("nope", "x", "hi")), "item-not-found");
+    assertError(
+      await iq(w.alice, "set", pubsub("<publish><item><a xmlns='urn:x'/></item></publish>")),
+      "bad-request",
+      "nodeid-required",
+    );
+    assertError(
+      await iq(
+        w.alice,
+        "set",
+        pubsub("<publish node='news'><item><a xmlns='urn:x'/><b xmlns='urn:x'/></item></publish>"),
+      ),
+      "bad-request",
+      "invalid-payload",
+    );
+    assertError(
+      await iq(w.alice, "set", pubsub("<publish node='news'><item id='e'/></publish>")),
+      "bad-request",
+      "payload-required",
+    );
+    assertError(
+      await iq(w.alice, "set", pubsub("<publish node='news'/>")),
+      "bad-request",
+      "item-required",
+    );
+    assertError(
+      await iq(w.alice, "set", publishXml("news", "big", "x".repeat(300))),
+      "not-acceptable",
+      "payload-too-big",
+    );
+    // Nothing of the refused items was stored.
+    assert.deepEqual(itemIds(await ok(w.alice, "get", pubsub("<items node='news'/>"))), []);
+  } finally {
+    await end(w);
+  }
+});
+
+Deno.test("pubsub: subscribers get publish, retract, purge and delete notifications", async () => {
+  const w = await world();
+  try {
+    await ok(w.alice, "set", pubsub("<create node='news'/>"));
+    const sub = await ok(
+      w.bob,
+      "set",
+      pubsub("<subscribe node='news' jid='bob@localhost'/>"),
+    );
+    const subscription = sub.getChild("pubsub", PS)!.getChild("subscription")!;
+    assert.equal(subscription.attrs.subscription, "subscribed");
+    assert.equal(subscription.attrs.jid, "bob@localhost");
+    assert.ok(subscription.attrs.subid);
+    // A full JID subscription is its own.
+    await ok(w.carol, "set", pubsub("<subscribe node='news' jid='carol@localhost/c'/>"));
+
+    await ok(w.alice, "set", publishXml("news", "n1", "breaking"));
+    const published = await nextEvent(w.bob, "news");
+    assert.equal(published.attrs.from, SERVICE);
+    assert.equal(published.attrs.type, "headline");
+    const item = eventOf(published).getChild("item")!;
+    assert.equal(item.attrs.id, "n1");
+    assert.equal(item.getChild("entry", "urn:example:news")!.text(), "breaking");
+    assert.equal((await nextEvent(w.carol, "news")).attrs.to, "carol@localhost/c");
+
+    await ok(
+      w.alice,
+      "set",
+      pubsub("<retract node='news' notify='true'><item id='n1'/></retract>"),
+    );
+    const retracted = await w.bob.next((el) =>
+      el.getChild("event", EVENT)?.getChild("items")?.getChild("retract") !== undefined
+    );
+    assert.equal(eventOf(retracted).getChild("retract")!.attrs.id, "n1");
+    assertError(
+      await iq(w.alice, "set", pubsub("<retract node='news'><item id='n1'/></retract>")),
+      "item-not-found",
+    );
+    assertError(
+      await iq(w.bob, "set", pubsub("<retract node='news'><item id='x'/></retract>")),
+      "forbidden",
+    );
+
+    // Unsubscribed: no more notifications for carol.
+    await ok(w.carol, "set", pubsub("<unsubscribe node='news' jid='carol@localhost/c'/>"));
+    assertError(
+      await iq(w.carol, "set", pubsub("<unsubscribe node='news' jid='carol@localhost/c'/>")),
+      "unexpected-request",
+      "not-subscribed",
+    );
+    await ok(w.alice, "set", publishXml("news", "n2", "more"));
+    await nextEvent(w.bob, "news");
+    assertError(await iq(w.bob, "set", owner("<purge node='news'/>")), "forbidden");
+    await ok(w.alice, "set", owner("<purge node='news'/>"));
+    await nextEvent(w.bob, "news", "purge");
+    assert.deepEqual(itemIds(await ok(w.bob, "get", pubsub("<items node='news'/>"))), []);
+
+    assertError(await iq(w.bob, "set", owner("<delete node='news'/>")), "forbidden");
+    await ok(
+      w.alice,
+      "set",
+      owner("<delete node='news'><redirect uri='xmpp:pubsub.localhost?;node=other'/></delete>"),
+    );
+    const deleted = await nextEvent(w.bob, "news", "delete");
+    assert.equal(
+      eventOf(deleted, "delete").getChild("redirect")!.attrs.uri,
+      "xmpp:pubsub.localhost?;node=other",
+    );
+    assertError(await iq(w.bob, "get", pubsub("<items node='news'/>")), "item-not-found");
+    // Carol, unsubscribed, saw none of the later events.
+    await roundTrip(w.carol);
+    assert.ok(
+      !w.carol.received.some((el) =>
+        el.getChild("event", EVENT)?.getChild("delete") !== undefined ||
+        el.getChild("event", EVENT)?.getChild("purge") !== undefined ||
+        el.getChild("event", EVENT)?.getChild("items")?.getChild("item")?.attrs.id === "n2"
+      ),
+    );
+  } finally {
+    await end(w);
+  }
+});
+
+Deno.test("pubsub: subscribe errors, own subscriptions and affiliations, subscription options", async () => {
+  const w = await world();
+  try {
+    await ok(w.alice, "set", pubsub("<create node='news'/>"));
+    assertError(
+      await iq(w.bob, "set", pubsub("<subscribe node='news' jid='carol@localhost'/>")),
+      "bad-request",
+      "invalid-jid",
+    );
+    assertError(
+      await iq(w.bob, "set", pubsub("<subscribe node='nope' jid='bob@localhost'/>")),
+      "item-not-found",
+    );
+    assertError(
+      await iq(w.bob, "set", pubsub("<subscribe jid='bob@localhost'/>")),
+      "bad-request",
+      "nodeid-required",
+    );
+    await ok(w.bob, "set", pubsub("<subscribe node='news' jid='bob@localhost/b'/>"));
+    const mine = await ok(w.bob, "get", pubsub("<subscriptions/>"));
+    assert.deepEqual(
+      mine.getChild("pubsub", PS)!.getChild("subscriptions")!.getChildren("subscription")
+        .map((s) => [s.attrs.node, s.attrs.jid, s.attrs.subscription]),
+      [["news", "bob@localhost/b", "subscribed"]],
+    );
+    const affs = await ok(w.alice, "get", pubsub("<affiliations/>"));
+    assert.deepEqual(
+      affs.getChild("pubsub", PS)!.getChild("affiliations")!.getChildren("affiliation")
+        .map((a) => [a.attrs.node, a.attrs.affiliation]),
+      [["news", "owner"]],
+    );
+    const options = await iq(
+      w.bob,
+      "get",
+      pubsub("<options node='news' jid='bob@localhost/b'/>"),
+    );
+    assertError(options, "feature-not-implemented", "unsupported");
+    assert.equal(
+      options.getChild("error")!.getChild("unsupported", ERRORS)!.attrs.feature,
+      "subscription-options",
+    );
+    assertError(
+      await iq(
+        w.bob,
+        "set",
+        pubsub("<unsubscribe node='news' jid='bob@localhost/b' subid='wrong'/>"),
+      ),
+      "not-acceptable",
+      "invalid-subid",
+    );
+    assertError(
+      await iq(w.carol, "set", pubsub("<unsubscribe node='news' jid='bob@localhost/b'/>")),
+      "forbidden",
+    );
+  } finally {
+    await end(w);
+  }
+});
+
+Deno.test("pubsub: the last published item reaches a new subscriber when the node says so", async () => {
+  const w = await world();
+  try {
+    await ok(
+      w.alice,
+      "set",
+      pubsub(
+        `<create node='status'/><configure>${
+          configForm({ "pubsub#send_last_published_item": "on_sub" })
+        }</configure>`,
+      ),
+    );
+    await ok(w.alice, "set", publishXml("status", "s1", "old"));
+    await ok(w.alice, "set", publishXml("status", "s2", "latest"));
+    await ok(w.bob, "set", pubsub("<subscribe node='status' jid='bob@localhost'/>"));
+    const last = await nextEvent(w.bob, "status");
+    assert.deepEqual(eventOf(last).getChildren("item").map((i) => i.attrs.id), ["s2"]);
+
+    // Default: never.
+    await ok(w.alice, "set", pubsub("<create node='quiet'/>"));
+    await ok(w.alice, "set", publishXml("quiet", "q1", "x"));
+    await ok(w.bob, "set", pubsub("<subscribe node='quiet' jid='bob@localhost'/>"));
+    await roundTrip(w.bob);
+    assert.ok(
+      !w.bob.received.some((el) =>
+        el.getChild("event", EVENT)?.getChild("items")?.attrs.node === "quiet"
+      ),
+    );
+  } finally {
+    await end(w);
+  }
+});
