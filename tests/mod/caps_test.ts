@@ -150,7 +150,7 @@ Deno.test("a ver whose hash does not match is kept for that resource only, never
   }
 });
 
-Deno.test("legacy caps without a hash are asked for each resource", async () => {
+Deno.test("legacy caps, and hashes the server cannot check, are asked for each resource", async () => {
   const t = await startTestServer({ modules: MODULES, users: { alice: "pw", bob: "pw" } });
   const clients: RawClient[] = [];
   try {
@@ -168,6 +168,15 @@ Deno.test("legacy caps without a hash are asked for each resource", async () => 
     answer(bob, await bob.next(isCapsQuery), EXODUS);
     await roundTrip(bob);
     assert.deepEqual(featuresOf(t, "bob@localhost/b"), new Set(EXODUS.features));
+
+    // A hash function the server does not know counts the same way (§5.4 step 2).
+    for (const client of [alice, bob]) {
+      announce(client, EXODUS_VER, "x-unknown");
+      answer(client, await client.next(isCapsQuery), EXODUS);
+      await roundTrip(client);
+    }
+    assert.equal(capsQueriesOf(alice).length, 2);
+    assert.equal(capsQueriesOf(bob).length, 2);
   } finally {
     for (const c of clients) c.close();
     await t.stop();
