@@ -112,6 +112,11 @@ function eventOf(message: Element, name = "items"): Element {
   return message.getChild("event", EVENT)!.getChild(name)!;
 }
 
+/** The event's child, or undefined for any other stanza (for `next` predicates). */
+function eventChild(el: Element, name = "items"): Element | undefined {
+  return el.getChild("event", EVENT)?.getChild(name);
+}
+
 function itemIds(answer: Element): string[] {
   return answer.getChild("pubsub", PS)!.getChild("items")!.getChildren("item")
     .map((item) => item.attrs.id);
@@ -474,6 +479,445 @@ Deno.test("pubsub: the last published item reaches a new subscriber when the nod
         el.getChild("event", EVENT)?.getChild("items")?.attrs.node === "quiet"
       ),
     );
+  } finally {
+    await end(w);
+  }
+});
+
+function fieldValue(form: Element, name: string): string | undefined {
+  return form.getChildren("field").find((f) => f.attrs.var === name)?.getChildText("value");
+}
+
+async function configOf(client: RawClient, node: string): Promise<Element> {
+  const answer = await ok(client, "get", owner(`<configure node='${node}'/>`));
+  return answer.getChild("pubsub", OWNER)!.getChild("configure")!.getChild("x")!;
+}
+
+async function configure(client: RawClient, node: string, fields: Record<string, string>) {
+  return await iq(
+    client,
+    "set",
+    owner(`<configure node='${node}'>${configForm(fields)}</configure>`),
+  );
+}
+
+Deno.test("pubsub: owners configure nodes; the form, defaults, max_items and notify_config", async () => {
+  const w = await world("pubsub_max_items = 4\n");
+  try {
+    await ok(w.alice, "set", pubsub("<create node='news'/>"));
+    const form = await configOf(w.alice, "news");
+    assert.equal(fieldValue(form, "FORM_TYPE"), `${PS}#node_config`);
+    assert.equal(fieldValue(form, "pubsub#access_model"), "open");
+    assert.equal(fieldValue(form, "pubsub#max_items"), "4");
+    const defaults = await ok(w.alice, "get", owner("<default/>"));
+    assert.equal(
+      fieldValue(
+        defaults.getChild("pubsub", OWNER)!.getChild("default")!.getChild("x")!,
+        "pubsub#persist_items",
+      ),
+      "1",
+    );
+    assertError(await iq(w.bob, "get", owner("<configure node='news'/>")), "forbidden");
+    assertError(await configure(w.bob, "news", { "pubsub#title": "Mine" }), "forbidden");
+    assertError(await iq(w.alice, "get", owner("<configure node='nope'/>")), "item-not-found");
+    assertError(await configure(w.alice, "news", { "pubsub#unknown": "1" }), "not-acceptable");
+    assertError(await configure(w.alice, "news", { "pubsub#max_items": "5" }), "not-acceptable");
+    assertError(
+      await configure(w.alice, "news", { "pubsub#access_model": "everyone" }),
+      "not-acceptable",
+    );
+
+    await ok(w.bob, "set", pubsub("<subscribe node='news' jid='bob@localhost'/>"));
+    assert.equal(
+      (await configure(w.alice, "news", {
+        "pubsub#title": "News",
+        "pubsub#max_items": "2",
+        "pubsub#notify_config": "1",
+      })).attrs.type,
+      "result",
+    );
+    const changed = await nextEvent(w.bob, "news", "configuration");
+    assert.equal(
+      fieldValue(eventOf(changed, "configuration").getChild("x")!, "pubsub#title"),
+      "News",
+    );
+    for (const id of ["a", "b", "c"]) await ok(w.alice, "set", publishXml("news", id, id));
+    assert.deepEqual(itemIds(await ok(w.bob, "get", pubsub("<items node='news'/>"))), ["b", "c"]);
+    // max means the service's cap (pubsub_max_items = 4).
+    await configure(w.alice, "news", { "pubsub#max_items": "max" });
+    for (const id of ["d", "e", "f"]) await ok(w.alice, "set", publishXml("news", id, id));
+    assert.deepEqual(itemIds(await ok(w.bob, "get", pubsub("<items node='news'/>"))), [
+      "c",
+      "d",
+      "e",
+      "f",
+    ]);
+    // Without persistence only the last item is kept (for send_last_published_item).
+    await configure(w.alice, "news", { "pubsub#persist_items": "0" });
+    assert.deepEqual(itemIds(await ok(w.bob, "get", pubsub("<items node='news'/>"))), ["f"]);
+    // notification_type changes the message type.
+    await configure(w.alice, "news", { "pubsub#notification_type": "normal" });
+    await ok(w.alice, "set", publishXml("news", "g", "g"));
+    const normal = await w.bob.next((el) => eventChild(el)?.getChild("item")?.attrs.id === "g");
+    assert.equal(normal.attrs.type, "normal");
+  } finally {
+    await end(w);
+  }
+});
+
+Deno.test("pubsub: owners manage affiliations: publisher, publish-only, member, outcast", async () => {
+  const w = await world();
+  try {
+    await ok(w.alice, "set", pubsub("<create node='news'/>"));
+    assertError(await iq(w.bob, "get", owner("<affiliations node='news'/>")), "forbidden");
+    await ok(
+      w.alice,
+      "set",
+      owner(
+        "<affiliations node='news'><affiliation jid='bob@localhost' affiliation='publisher'/>" +
+          "<affiliation jid='carol@localhost' affiliation='publish-only'/></affiliations>",
+      ),
+    );
+    // Each entity learns its new affiliation (§8.9.4).
+    const told = await w.bob.next((el) =>
+      el.name === "message" && el.getChild("pubsub", PS)?.getChild("affiliations") !== undefined
+    );
+    assert.equal(
+      told.getChild("pubsub", PS)!.getChild("affiliations")!.getChild("affiliation")!.attrs
+        .affiliation,
+      "publisher",
+    );
+    const list = await ok(w.alice, "get", owner("<affiliations node='news'/>"));
+    assert.deepEqual(
+      list.getChild("pubsub", OWNER)!.getChild("affiliations")!.getChildren("affiliation")
+        .map((a) => [a.attrs.jid, a.attrs.affiliation]),
+      [["alice@localhost", "owner"], ["bob@localhost", "publisher"], [
+        "carol@localhost",
+        "publish-only",
+      ]],
+    );
+    await ok(w.bob, "set", publishXml("news", "by-bob", "hi"));
+    await ok(w.carol, "set", publishXml("news", "by-carol", "hi"));
+    // A publisher may retract anyone's item.
+    await ok(w.bob, "set", pubsub("<retract node='news'><item id='by-carol'/></retract>"));
+
+    // An outcast loses its subscription and every access.
+    await ok(w.carol, "set", pubsub("<subscribe node='news' jid='carol@localhost'/>"));
+    await ok(
+      w.alice,
+      "set",
+      owner(
+        "<affiliations node='news'><affiliation jid='carol@localhost' affiliation='outcast'/></affiliations>",
+      ),
+    );
+    assertError(await iq(w.carol, "get", pubsub("<items node='news'/>")), "forbidden");
+    assertError(
+      await iq(w.carol, "set", pubsub("<subscribe node='news' jid='carol@localhost'/>")),
+      "forbidden",
+    );
+    assertError(await iq(w.carol, "set", publishXml("news", "x", "x")), "forbidden");
+    const subs = await ok(w.alice, "get", owner("<subscriptions node='news'/>"));
+    assert.deepEqual(
+      subs.getChild("pubsub", OWNER)!.getChild("subscriptions")!.getChildren("subscription"),
+      [],
+    );
+
+    // The last owner cannot step down; bad values are refused without changing anything.
+    assertError(
+      await iq(
+        w.alice,
+        "set",
+        owner(
+          "<affiliations node='news'><affiliation jid='alice@localhost' affiliation='none'/></affiliations>",
+        ),
+      ),
+      "not-acceptable",
+    );
+    assertError(
+      await iq(
+        w.alice,
+        "set",
+        owner(
+          "<affiliations node='news'><affiliation jid='bob@localhost' affiliation='king'/></affiliations>",
+        ),
+      ),
+      "bad-request",
+    );
+    assertError(
+      await iq(
+        w.alice,
+        "set",
+        owner(
+          "<affiliations node='news'><affiliation jid='@@' affiliation='member'/></affiliations>",
+        ),
+      ),
+      "jid-malformed",
+    );
+    // A second owner may then take over.
+    await ok(
+      w.alice,
+      "set",
+      owner(
+        "<affiliations node='news'><affiliation jid='bob@localhost' affiliation='owner'/></affiliations>",
+      ),
+    );
+    await ok(w.bob, "get", owner("<configure node='news'/>"));
+  } finally {
+    await end(w);
+  }
+});
+
+Deno.test("pubsub: owners manage subscriptions (§8.8)", async () => {
+  const w = await world();
+  try {
+    await ok(w.alice, "set", pubsub("<create node='news'/>"));
+    await ok(w.bob, "set", pubsub("<subscribe node='news' jid='bob@localhost'/>"));
+    assertError(await iq(w.bob, "get", owner("<subscriptions node='news'/>")), "forbidden");
+    await ok(
+      w.alice,
+      "set",
+      owner(
+        "<subscriptions node='news'><subscription jid='carol@localhost' subscription='subscribed'/>" +
+          "<subscription jid='bob@localhost' subscription='none'/></subscriptions>",
+      ),
+    );
+    const told = await w.carol.next((el) =>
+      el.getChild("event", EVENT)?.getChild("subscription") !== undefined
+    );
+    assert.equal(eventOf(told, "subscription").attrs.subscription, "subscribed");
+    const list = await ok(w.alice, "get", owner("<subscriptions node='news'/>"));
+    assert.deepEqual(
+      list.getChild("pubsub", OWNER)!.getChild("subscriptions")!.getChildren("subscription")
+        .map((s) => [s.attrs.jid, s.attrs.subscription]),
+      [["carol@localhost", "subscribed"]],
+    );
+    await ok(w.alice, "set", publishXml("news", "n", "n"));
+    await nextEvent(w.carol, "news");
+    assertError(
+      await iq(
+        w.alice,
+        "set",
+        owner(
+          "<subscriptions node='news'><subscription jid='bob@localhost' subscription='maybe'/></subscriptions>",
+        ),
+      ),
+      "bad-request",
+    );
+  } finally {
+    await end(w);
+  }
+});
+
+Deno.test("pubsub: access models open, presence, roster, whitelist and authorize", async () => {
+  const w = await world();
+  try {
+    for (const model of ["presence", "roster", "whitelist", "authorize"]) {
+      await ok(
+        w.alice,
+        "set",
+        pubsub(
+          `<create node='${model}'/><configure>${
+            configForm({ "pubsub#access_model": model, "pubsub#roster_groups_allowed": "friends" })
+          }</configure>`,
+        ),
+      );
+      await ok(w.alice, "set", publishXml(model, "i", model));
+    }
+    const subscribe = (client: RawClient, node: string, jid: string) =>
+      iq(client, "set", pubsub(`<subscribe node='${node}' jid='${jid}'/>`));
+
+    // presence: only contacts subscribed to the owner's presence.
+    assertError(
+      await iq(w.bob, "get", pubsub("<items node='presence'/>")),
+      "not-authorized",
+      "presence-subscription-required",
+    );
+    assertError(
+      await subscribe(w.bob, "presence", "bob@localhost"),
+      "not-authorized",
+      "presence-subscription-required",
+    );
+    w.bob.send("<presence type='subscribe' to='alice@localhost'/>");
+    await w.alice.next((el) => el.name === "presence" && el.attrs.type === "subscribe");
+    w.alice.send("<presence type='subscribed' to='bob@localhost'/>");
+    await roundTrip(w.alice);
+    assert.deepEqual(itemIds(await ok(w.bob, "get", pubsub("<items node='presence'/>"))), ["i"]);
+    await ok(w.bob, "set", pubsub("<subscribe node='presence' jid='bob@localhost'/>"));
+
+    // roster: only contacts in an allowed roster group.
+    assertError(
+      await subscribe(w.carol, "roster", "carol@localhost"),
+      "not-authorized",
+      "not-in-roster-group",
+    );
+    w.alice.send(
+      "<iq type='set' id='r1'><query xmlns='jabber:iq:roster'><item jid='carol@localhost'>" +
+        "<group>friends</group></item></query></iq>",
+    );
+    await w.alice.next((el) => el.attrs.id === "r1");
+    w.alice.send(
+      "<iq type='set' id='r2'><query xmlns='jabber:iq:roster'><item jid='bob@localhost'>" +
+        "<group>work</group></item></query></iq>",
+    );
+    await w.alice.next((el) => el.attrs.id === "r2");
+    await ok(w.carol, "set", pubsub("<subscribe node='roster' jid='carol@localhost'/>"));
+    assertError(
+      await iq(w.bob, "get", pubsub("<items node='roster'/>")),
+      "not-authorized",
+      "not-in-roster-group",
+    );
+    // Access is checked at delivery: moved out of the group, carol gets nothing more.
+    await ok(w.alice, "set", publishXml("roster", "r-1", "x"));
+    await nextEvent(w.carol, "roster");
+    w.alice.send(
+      "<iq type='set' id='r3'><query xmlns='jabber:iq:roster'><item jid='carol@localhost'>" +
+        "<group>work</group></item></query></iq>",
+    );
+    await w.alice.next((el) => el.attrs.id === "r3");
+    await ok(w.alice, "set", publishXml("roster", "r-2", "x"));
+    await roundTrip(w.carol);
+    assert.ok(!w.carol.received.some((el) => eventChild(el)?.getChild("item")?.attrs.id === "r-2"));
+
+    // whitelist: members only.
+    assertError(await subscribe(w.bob, "whitelist", "bob@localhost"), "not-allowed", "closed-node");
+    assertError(
+      await iq(w.bob, "get", pubsub("<items node='whitelist'/>")),
+      "not-allowed",
+      "closed-node",
+    );
+    await ok(
+      w.alice,
+      "set",
+      owner(
+        "<affiliations node='whitelist'><affiliation jid='bob@localhost' affiliation='member'/></affiliations>",
+      ),
+    );
+    assert.deepEqual(itemIds(await ok(w.bob, "get", pubsub("<items node='whitelist'/>"))), ["i"]);
+    await ok(w.bob, "set", pubsub("<subscribe node='whitelist' jid='bob@localhost'/>"));
+
+    // authorize: the subscription waits for the owner's approval form.
+    const pending = await subscribe(w.carol, "authorize", "carol@localhost");
+    assert.equal(
+      pending.getChild("pubsub", PS)!.getChild("subscription")!.attrs.subscription,
+      "pending",
+    );
+    assertError(
+      await iq(w.carol, "get", pubsub("<items node='authorize'/>")),
+      "not-authorized",
+      "not-subscribed",
+    );
+    const ask = await w.alice.next((el) =>
+      el.name === "message" && el.getChild("x", "jabber:x:data") !== undefined
+    );
+    const askForm = ask.getChild("x", "jabber:x:data")!;
+    assert.equal(fieldValue(askForm, "FORM_TYPE"), `${PS}#subscribe_authorization`);
+    assert.equal(fieldValue(askForm, "pubsub#subscriber_jid"), "carol@localhost");
+    w.alice.send(
+      `<message to='${SERVICE}' id='approve'>${
+        configForm({
+          "pubsub#node": "authorize",
+          "pubsub#subscriber_jid": "carol@localhost",
+          "pubsub#allow": "true",
+        }, "subscribe_authorization")
+      }</message>`,
+    );
+    const approved = await w.carol.next((el) =>
+      el.getChild("event", EVENT)?.getChild("subscription") !== undefined
+    );
+    assert.equal(eventOf(approved, "subscription").attrs.subscription, "subscribed");
+    assert.deepEqual(itemIds(await ok(w.carol, "get", pubsub("<items node='authorize'/>"))), ["i"]);
+    await ok(w.alice, "set", publishXml("authorize", "j", "j"));
+    await nextEvent(w.carol, "authorize");
+  } finally {
+    await end(w);
+  }
+});
+
+Deno.test("pubsub: publish-options preconditions; auto-created nodes take them as config", async () => {
+  const w = await world("pubsub_autocreate_on_publish = true\n");
+  try {
+    const withOptions = (node: string, id: string, fields: Record<string, string>) =>
+      iq(
+        w.alice,
+        "set",
+        pubsub(
+          `<publish node='${node}'><item id='${id}'><e xmlns='urn:x'/></item></publish>` +
+            `<publish-options>${configForm(fields, "publish-options")}</publish-options>`,
+        ),
+      );
+    // Auto-created with the options as its configuration.
+    assert.equal(
+      (await withOptions("private", "1", { "pubsub#access_model": "whitelist" })).attrs.type,
+      "result",
+    );
+    assert.equal(
+      fieldValue(await configOf(w.alice, "private"), "pubsub#access_model"),
+      "whitelist",
+    );
+    assertError(
+      await iq(w.bob, "get", pubsub("<items node='private'/>")),
+      "not-allowed",
+      "closed-node",
+    );
+    // Matching preconditions publish; a mismatch is conflict + precondition-not-met.
+    assert.equal(
+      (await withOptions("private", "2", { "pubsub#access_model": "whitelist" })).attrs.type,
+      "result",
+    );
+    assertError(
+      await withOptions("private", "3", { "pubsub#access_model": "open" }),
+      "conflict",
+      "precondition-not-met",
+    );
+    assertError(
+      await withOptions("private", "4", { "pubsub#persist_items": "0" }),
+      "conflict",
+      "precondition-not-met",
+    );
+    assertError(
+      await withOptions("private", "5", { "pubsub#no_such_field": "x" }),
+      "conflict",
+      "precondition-not-met",
+    );
+    assert.deepEqual(itemIds(await ok(w.alice, "get", pubsub("<items node='private'/>"))), [
+      "1",
+      "2",
+    ]);
+    // Auto-create is offered in disco when enabled.
+    const info = await iq(w.alice, "get", "<query xmlns='http://jabber.org/protocol/disco#info'/>");
+    assert.ok(
+      info.getChild("query")!.getChildren("feature").some((f) =>
+        f.attrs.var === `${PS}#auto-create`
+      ),
+    );
+    // Bob may not auto-create a node named by someone else... but may create his own.
+    await ok(w.bob, "set", publishXml("bobs", "1", "x"));
+    assertError(await iq(w.bob, "set", publishXml("private", "6", "x")), "forbidden");
+  } finally {
+    await end(w);
+  }
+});
+
+Deno.test("pubsub: limits on nodes per service and malformed requests", async () => {
+  const w = await world("pubsub_max_nodes = 2\n");
+  try {
+    await ok(w.alice, "set", pubsub("<create node='a'/>"));
+    await ok(w.alice, "set", pubsub("<create/>"));
+    assertError(
+      await iq(w.alice, "set", pubsub("<create node='c'/>")),
+      "not-allowed",
+      "max-nodes-exceeded",
+    );
+    assertError(
+      await iq(w.alice, "set", pubsub("<subscribe node='a' jid='not a@@jid'/>")),
+      "jid-malformed",
+    );
+    assertError(await iq(w.alice, "set", pubsub("")), "bad-request");
+    const unknown = await iq(w.alice, "set", pubsub("<frobnicate node='a'/>"));
+    assertError(unknown, "feature-not-implemented", "unsupported");
+    assertError(await iq(w.alice, "set", owner("<configure node='a'/>")), "bad-request");
+    // The server is still fine.
+    await ok(w.alice, "get", pubsub("<items node='a'/>"));
   } finally {
     await end(w);
   }
