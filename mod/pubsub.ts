@@ -8,6 +8,7 @@ import { type JID, tryParseJid } from "../core/jid.ts";
 import type { ModuleAPI } from "../core/modules.ts";
 import type { Element } from "../core/xml/element.ts";
 import { errorReply, isError, reply } from "../core/xml/stanza.ts";
+import { CAPS_NODE } from "./disco.ts";
 import type { RosterItem } from "./roster_store.ts";
 import { defaultNodeConfig } from "./pubsub/config.ts";
 import { PubsubError, pubsubErrorReply } from "./pubsub/errors.ts";
@@ -220,6 +221,8 @@ export default function pubsub(m: ModuleAPI): void {
     const name = stanza.firstElement()?.attrs.node;
     if (name === undefined) return false;
     const node = service.findNode(name);
+    // The component's own caps node (XEP-0115) is the disco module's.
+    if (!node && name.startsWith(`${CAPS_NODE}#`)) return false;
     if (!node) {
       origin.send(errorReply(stanza, "item-not-found"));
       return true;

@@ -117,6 +117,11 @@ function nodeRequired(node: string | undefined): string {
   return node;
 }
 
+/** A stored publisher is a full JID; subscribers see only the bare one (no resource leaks). */
+function bareOf(jid: string): string {
+  return jid.split("/")[0];
+}
+
 function payloadText(payload: Element | undefined): string {
   return payload === undefined ? "" : serialize(payload, "");
 }
@@ -387,7 +392,7 @@ export class PubsubService {
   #itemsEvent(node: StoredNode, items: StoredItem[]): Element {
     const event = new Element("items", { node: node.node });
     for (const item of items) {
-      const el = event.c("item", { id: item.itemId, publisher: item.publisher });
+      const el = event.c("item", { id: item.itemId, publisher: bareOf(item.publisher) });
       if (node.config.deliverPayloads && item.payload !== "") el.append(parseElement(item.payload));
     }
     return event;
@@ -400,7 +405,7 @@ export class PubsubService {
     const bare = actor.bareString();
     const item = this.#store.item(this.jid, node.node, id);
     const affiliation = this.affiliation(node.node, bare);
-    const ownItem = item !== undefined && item.publisher.split("/")[0] === bare;
+    const ownItem = item !== undefined && bareOf(item.publisher) === bare;
     if (!PUBLISHING.has(affiliation) && !(ownItem && affiliation !== "outcast")) {
       throw new PubsubError("forbidden");
     }
@@ -428,7 +433,7 @@ export class PubsubService {
       expiredBeforeMs: config.itemExpire > 0 ? this.#now() - config.itemExpire * 1000 : undefined,
     }).map((item) => ({
       id: item.itemId,
-      publisher: item.publisher,
+      publisher: bareOf(item.publisher),
       payload: item.payload === "" ? undefined : parseElement(item.payload),
       publishedMs: item.publishedMs,
     }));
@@ -695,7 +700,7 @@ export class PubsubService {
     let payload: Element | undefined;
     for (const subscription of this.#store.subscriptions(this.jid, node.node)) {
       if (subscription.state !== "subscribed") continue;
-      const bare = subscription.jid.split("/")[0];
+      const bare = bareOf(subscription.jid);
       // A subscription an owner approved (authorize) holds by itself.
       if (node.config.accessModel !== "authorize" && this.accessError(node, bare)) continue;
       payload ??= build();
