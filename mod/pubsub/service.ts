@@ -291,7 +291,7 @@ export class PubsubService {
     const updated = { ...node, config };
     if (config.notifyConfig) {
       this.#broadcast(updated, () => {
-        const event = new Element("configuration", { node: node.node });
+        const event = new Element("configuration", { xmlns: NS_PUBSUB_EVENT, node: node.node });
         if (config.deliverPayloads) event.append(configForm(config, this.limits));
         return event;
       });
@@ -304,7 +304,7 @@ export class PubsubService {
     this.#requireOwner(node, actor);
     if (node.config.notifyDelete) {
       this.#broadcast(node, () => {
-        const event = new Element("delete", { node: node.node });
+        const event = new Element("delete", { xmlns: NS_PUBSUB_EVENT, node: node.node });
         if (redirect !== undefined) event.c("redirect", { uri: redirect });
         return event;
       });
@@ -318,7 +318,10 @@ export class PubsubService {
     this.#requireOwner(node, actor);
     this.#store.purge(this.jid, node.node);
     if (node.config.notifyRetract) {
-      this.#broadcast(node, () => new Element("purge", { node: node.node }));
+      this.#broadcast(
+        node,
+        () => new Element("purge", { xmlns: NS_PUBSUB_EVENT, node: node.node }),
+      );
     }
   }
 
@@ -390,7 +393,7 @@ export class PubsubService {
   }
 
   #itemsEvent(node: StoredNode, items: StoredItem[]): Element {
-    const event = new Element("items", { node: node.node });
+    const event = new Element("items", { xmlns: NS_PUBSUB_EVENT, node: node.node });
     for (const item of items) {
       const el = event.c("item", { id: item.itemId, publisher: bareOf(item.publisher) });
       if (node.config.deliverPayloads && item.payload !== "") el.append(parseElement(item.payload));
@@ -414,7 +417,7 @@ export class PubsubService {
     }
     if (notify || node.config.notifyRetract) {
       this.#broadcast(node, () => {
-        const event = new Element("items", { node: node.node });
+        const event = new Element("items", { xmlns: NS_PUBSUB_EVENT, node: node.node });
         event.c("retract", { id });
         return event;
       });
@@ -532,6 +535,7 @@ export class PubsubService {
     }
     // §8.8.4 / §8.6: the subscriber learns the outcome.
     const event = new Element("subscription", {
+      xmlns: NS_PUBSUB_EVENT,
       node: node.node,
       jid: subscription.jid,
       subscription: state,

@@ -51,6 +51,7 @@ type ClientResult = any;
 async function withClient(
   command: (target: ClientTarget) => [string, string[], Record<string, string>?],
   extraGlobalToml = "",
+  extraToml = "",
 ): Promise<ClientResult> {
   const dir = await Deno.makeTempDir({ prefix: "lilt-ca-" });
   const certs = await makeTestCa(dir, ["localhost"]);
@@ -59,6 +60,7 @@ async function withClient(
       JSON.stringify(certs.keyFile)
     }\n${extraGlobalToml}`,
     users: { alice: "alice-secret", bob: "bob-secret" },
+    extraToml,
   });
   try {
     const [cmd, args, env] = command({ port: t.port, tlsPort: t.tlsPort, caFile: certs.caFile });
@@ -184,6 +186,27 @@ Deno.test("slixmpp's XEP-0313 plugin pages through a conversation both ways", as
   const ids = result.forward.flatMap((p: { ids: string[] }) => p.ids);
   assert.equal(new Set(ids).size, 10);
   assert.deepEqual(result.stanza_ids, ids.filter((_: string, i: number) => i % 2 === 0));
+});
+
+Deno.test("slixmpp's XEP-0060 plugin publishes to pubsub.localhost and a subscriber is notified", async () => {
+  await requireSlixmpp();
+  const result = await withClient(
+    ({ tlsPort, caFile }) => [
+      PYTHON,
+      ["tests/interop/slixmpp_pubsub_client.py", String(tlsPort), caFile],
+    ],
+    "",
+    '[[component]]\ndomain = "pubsub.localhost"\nmodules = ["disco", "pubsub"]\n',
+  );
+  assert.equal(result.error, undefined, result.error);
+  assert.equal(result.subscription, "subscribed");
+  assert.ok(result.generated_id, "the service generated an item id");
+  assert.deepEqual(result.published, [
+    { from: "pubsub.localhost", node: "news", id: "first", text: "hello" },
+    { from: "pubsub.localhost", node: "news", id: result.generated_id, text: "second" },
+  ]);
+  assert.deepEqual(result.retracted, ["first"]);
+  assert.deepEqual(result.items, [result.generated_id]);
 });
 
 /** slixmpp with its default SASL settings over "starttls" or "direct-tls". */

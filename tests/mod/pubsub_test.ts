@@ -104,17 +104,17 @@ function publishXml(node: string, id: string | undefined, body: string): string 
 function nextEvent(client: RawClient, node: string, name = "items"): Promise<Element> {
   return client.next((el) =>
     el.name === "message" &&
-    el.getChild("event", EVENT)?.getChild(name)?.attrs.node === node
+    el.getChild("event", EVENT)?.getChild(name, EVENT)?.attrs.node === node
   );
 }
 
 function eventOf(message: Element, name = "items"): Element {
-  return message.getChild("event", EVENT)!.getChild(name)!;
+  return message.getChild("event", EVENT)!.getChild(name, EVENT)!;
 }
 
 /** The event's child, or undefined for any other stanza (for `next` predicates). */
 function eventChild(el: Element, name = "items"): Element | undefined {
-  return el.getChild("event", EVENT)?.getChild(name);
+  return el.getChild("event", EVENT)?.getChild(name, EVENT);
 }
 
 function itemIds(answer: Element): string[] {
@@ -329,7 +329,7 @@ Deno.test("pubsub: subscribers get publish, retract, purge and delete notificati
     const published = await nextEvent(w.bob, "news");
     assert.equal(published.attrs.from, SERVICE);
     assert.equal(published.attrs.type, "headline");
-    const item = eventOf(published).getChild("item")!;
+    const item = eventOf(published).getChild("item", EVENT)!;
     assert.equal(item.attrs.id, "n1");
     assert.equal(item.getChild("entry", "urn:example:news")!.text(), "breaking");
     assert.equal((await nextEvent(w.carol, "news")).attrs.to, "carol@localhost/c");
@@ -340,7 +340,7 @@ Deno.test("pubsub: subscribers get publish, retract, purge and delete notificati
       pubsub("<retract node='news' notify='true'><item id='n1'/></retract>"),
     );
     const retracted = await w.bob.next((el) =>
-      el.getChild("event", EVENT)?.getChild("items")?.getChild("retract") !== undefined
+      eventChild(el)?.getChild("retract", EVENT) !== undefined
     );
     assert.equal(eventOf(retracted).getChild("retract")!.attrs.id, "n1");
     assertError(
@@ -681,9 +681,7 @@ Deno.test("pubsub: owners manage subscriptions (§8.8)", async () => {
           "<subscription jid='bob@localhost' subscription='none'/></subscriptions>",
       ),
     );
-    const told = await w.carol.next((el) =>
-      el.getChild("event", EVENT)?.getChild("subscription") !== undefined
-    );
+    const told = await w.carol.next((el) => eventChild(el, "subscription") !== undefined);
     assert.equal(eventOf(told, "subscription").attrs.subscription, "subscribed");
     const list = await ok(w.alice, "get", owner("<subscriptions node='news'/>"));
     assert.deepEqual(
@@ -821,9 +819,7 @@ Deno.test("pubsub: access models open, presence, roster, whitelist and authorize
         }, "subscribe_authorization")
       }</message>`,
     );
-    const approved = await w.carol.next((el) =>
-      el.getChild("event", EVENT)?.getChild("subscription") !== undefined
-    );
+    const approved = await w.carol.next((el) => eventChild(el, "subscription") !== undefined);
     assert.equal(eventOf(approved, "subscription").attrs.subscription, "subscribed");
     assert.deepEqual(itemIds(await ok(w.carol, "get", pubsub("<items node='authorize'/>"))), ["i"]);
     await ok(w.alice, "set", publishXml("authorize", "j", "j"));
