@@ -263,8 +263,8 @@ function parseField(
 }
 
 /**
- * `config` with the submitted fields applied (§8.2.4); a field Lilt does not know or a value
- * out of range fails with not-acceptable and changes nothing.
+ * `config` with the submitted fields applied (§8.2.4); a value out of range fails with
+ * not-acceptable and changes nothing. Fields Lilt does not know are ignored.
  */
 export function applyConfigFields(
   config: NodeConfig,
@@ -275,11 +275,9 @@ export function applyConfigFields(
   for (const [name, values] of fields) {
     if (name === "FORM_TYPE") continue;
     const spec = FIELDS[name];
-    if (!spec) {
-      throw new PubsubError("not-acceptable", undefined, {
-        text: `Unknown node configuration field '${name}'`,
-      });
-    }
+    // Fields of options Lilt does not have (pubsub#body_xslt, collections) are ignored, as
+    // forms carry what a client knows, not what this service does.
+    if (!spec) continue;
     (next as unknown as Record<string, unknown>)[spec.key] = parseField(name, spec, values, limits);
   }
   return next;
@@ -287,7 +285,8 @@ export function applyConfigFields(
 
 /**
  * Checks publish-options (§7.1.5) against an existing node's configuration: each field must
- * equal the node's value, else conflict + precondition-not-met. Unknown fields cannot be met.
+ * equal the node's value, else conflict + precondition-not-met. Fields of options Lilt does not
+ * have are ignored, as in a configuration form.
  */
 export function checkPreconditions(
   config: NodeConfig,
@@ -297,8 +296,9 @@ export function checkPreconditions(
   for (const [name, values] of fields) {
     if (name === "FORM_TYPE") continue;
     const spec = FIELDS[name];
+    if (!spec) continue;
     let met = false;
-    if (spec) {
+    {
       try {
         const wanted = parseField(name, spec, values, limits);
         met = JSON.stringify(wanted) === JSON.stringify(config[spec.key]);
