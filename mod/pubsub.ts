@@ -104,6 +104,7 @@ const FEATURES = [
   "retrieve-affiliations",
   "retrieve-default",
   "retrieve-items",
+  "rsm",
   "retrieve-subscriptions",
   "subscribe",
   "subscription-notifications",

@@ -13,6 +13,7 @@ export const NS_PUBSUB = "http://jabber.org/protocol/pubsub";
 /** The owner namespace (XEP-0060 §8). */
 export const NS_PUBSUB_OWNER = "http://jabber.org/protocol/pubsub#owner";
 const NS_DATA = "jabber:x:data";
+const NS_RSM = "http://jabber.org/protocol/rsm";
 
 /** The `jid` attribute parsed, undefined when absent; a malformed one is jid-malformed. */
 function jidAttr(el: Element): JID | undefined {
@@ -130,6 +131,8 @@ export function handlePubsub(service: PubsubService, stanza: Element, actor: JID
         feature: "subscription-options",
       });
     case "get:items": {
+      const rsm = pubsub.getChild("set", NS_RSM);
+      if (rsm) return itemsPageAnswer(service, actor, node, rsm, answer);
       const ids = action.getChildren("item", NS_PUBSUB).map((item) => item.attrs.id)
         .filter((id): id is string => id !== undefined);
       const items = service.items(actor, node, {
@@ -163,6 +166,43 @@ export function handlePubsub(service: PubsubService, stanza: Element, actor: JID
         text: `Unsupported pubsub request '${action.name}' in an iq ${stanza.attrs.type}`,
       });
   }
+}
+
+/** Answers an items request with XEP-0059 paging (`<set/>` beside `<items/>`). */
+function itemsPageAnswer(
+  service: PubsubService,
+  actor: JID,
+  node: string | undefined,
+  rsm: Element,
+  answer: Element,
+): Element {
+  const maxText = rsm.getChildText("max", NS_RSM);
+  if (maxText !== undefined && !/^\d{1,9}$/.test(maxText)) {
+    throw new PubsubError("bad-request", undefined, {
+      text: `RSM max expected a non-negative integer, found '${maxText}'`,
+    });
+  }
+  const max = maxText === undefined ? service.limits.maxItemsPerNode : Number(maxText);
+  const page = service.itemsPage(actor, node, {
+    max,
+    after: rsm.getChildText("after", NS_RSM),
+    before: rsm.getChildText("before", NS_RSM),
+  });
+  const out = answer.c("pubsub", { xmlns: NS_PUBSUB });
+  const items = out.c("items", { node });
+  for (const item of page.items) {
+    const el = items.c("item", { id: item.id, publisher: item.publisher });
+    if (item.payload) el.append(item.payload);
+  }
+  const set = out.c("set", { xmlns: NS_RSM });
+  const first = page.items[0];
+  const last = page.items.at(-1);
+  if (first && last) {
+    set.c("first", { index: String(page.firstIndex ?? 0) }).t(first.id);
+    set.c("last").t(last.id);
+  }
+  set.c("count").t(String(page.count));
+  return answer;
 }
 
 /**

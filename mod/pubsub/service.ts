@@ -17,6 +17,7 @@ import {
 import { PubsubError } from "./errors.ts";
 import type {
   Affiliation,
+  ItemPageQuery,
   PubsubStore,
   StoredItem,
   StoredNode,
@@ -80,6 +81,15 @@ export interface ItemInfo {
   /** The payload element, or undefined for a notification-only item. */
   payload: Element | undefined;
   publishedMs: number;
+}
+
+/** A page of items as returned by {@link PubsubService.itemsPage}. */
+export interface ItemsPage {
+  items: ItemInfo[];
+  /** Items in the whole node. */
+  count: number;
+  /** Position of the first item of the page in the node. */
+  firstIndex: number | undefined;
 }
 
 /** Options for {@link PubsubService.items}. */
@@ -434,12 +444,42 @@ export class PubsubService {
       ids: request.ids,
       max: request.max,
       expiredBeforeMs: config.itemExpire > 0 ? this.#now() - config.itemExpire * 1000 : undefined,
-    }).map((item) => ({
+    }).map((item) => this.#info(item));
+  }
+
+  /**
+   * A page of a node's items the actor may see (XEP-0059 paging, §6.5.4), oldest first; an
+   * `after` or `before` id that is not there is item-not-found (XEP-0059 §2.6).
+   */
+  itemsPage(actor: JID, name: string | undefined, page: ItemPageQuery): ItemsPage {
+    const node = this.#node(name);
+    const denied = this.accessError(node, actor.bareString());
+    if (denied) throw denied;
+    const expire = node.config.itemExpire;
+    const found = this.#store.itemsPage(this.jid, node.node, {
+      ...page,
+      max: Math.min(page.max, this.#policy.maxItemsPerNode),
+      expiredBeforeMs: expire > 0 ? this.#now() - expire * 1000 : undefined,
+    });
+    if (!found) {
+      throw new PubsubError("item-not-found", undefined, {
+        text: "The item named in the result set request is not there",
+      });
+    }
+    return {
+      items: found.items.map((item) => this.#info(item)),
+      count: found.count,
+      firstIndex: found.firstIndex,
+    };
+  }
+
+  #info(item: StoredItem): ItemInfo {
+    return {
       id: item.itemId,
       publisher: bareOf(item.publisher),
       payload: item.payload === "" ? undefined : parseElement(item.payload),
       publishedMs: item.publishedMs,
-    }));
+    };
   }
 
   /**

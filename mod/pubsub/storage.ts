@@ -102,6 +102,27 @@ export interface ItemQuery {
   expiredBeforeMs?: number;
 }
 
+/** A page request for {@link PubsubStore.itemsPage}. */
+export interface ItemPageQuery {
+  /** Items after this item id. */
+  after?: string;
+  /** Items before this item id; "" asks for the last page. */
+  before?: string;
+  /** Most items in the page. */
+  max: number;
+  /** Items published at or before this moment are expired and left out. */
+  expiredBeforeMs?: number;
+}
+
+/** One page of items, with what XEP-0059's `<set/>` reports. */
+export interface ItemPage {
+  items: StoredItem[];
+  /** Items in the whole node. */
+  count: number;
+  /** Position of the page's first item in the node, when the page is not empty. */
+  firstIndex: number | undefined;
+}
+
 /**
  * The stored state of every pubsub service of the server (a component's, and later each
  * account's PEP service), keyed by service JID. Statements are synchronous.
@@ -220,6 +241,54 @@ export class PubsubStore {
         "WHERE service = ? AND node = ? AND published_ms > ? ORDER BY id DESC LIMIT ?",
     ).all(service, node, expired, query.max ?? -1);
     return rows.map(itemOf).reverse();
+  }
+
+  /**
+   * One page of a node's items, oldest first (XEP-0059 over the publication order): after
+   * the item `after`, before the item `before` ("" = the last page), else the first page.
+   * Undefined when `after` or `before` names an item that is not there.
+   */
+  itemsPage(service: string, node: string, page: ItemPageQuery): ItemPage | undefined {
+    const expired = page.expiredBeforeMs ?? -1;
+    const columns = "SELECT id, item_id, publisher, payload, published_ms FROM pubsub_items " +
+      "WHERE service = ? AND node = ? AND published_ms > ?";
+    const anchorId = (itemId: string) =>
+      this.#db.prepare(
+        "SELECT id FROM pubsub_items WHERE service = ? AND node = ? AND item_id = ?",
+      ).get(service, node, itemId)?.id;
+    let rows: Record<string, unknown>[];
+    if (page.after !== undefined) {
+      const anchor = anchorId(page.after);
+      if (anchor === undefined) return undefined;
+      rows = this.#db.prepare(`${columns} AND id > ? ORDER BY id LIMIT ?`)
+        .all(service, node, expired, anchor, page.max);
+    } else if (page.before !== undefined) {
+      let anchor: unknown = Number.MAX_SAFE_INTEGER;
+      if (page.before !== "") {
+        anchor = anchorId(page.before);
+        if (anchor === undefined) return undefined;
+      }
+      rows = this.#db.prepare(`${columns} AND id < ? ORDER BY id DESC LIMIT ?`)
+        .all(service, node, expired, anchor as number, page.max).reverse();
+    } else {
+      rows = this.#db.prepare(`${columns} ORDER BY id LIMIT ?`)
+        .all(service, node, expired, page.max);
+    }
+    const count = Number(
+      this.#db.prepare(
+        "SELECT count(*) AS n FROM pubsub_items WHERE service = ? AND node = ? AND published_ms > ?",
+      ).get(service, node, expired)?.n ?? 0,
+    );
+    let firstIndex: number | undefined;
+    if (rows.length > 0) {
+      firstIndex = Number(
+        this.#db.prepare(
+          "SELECT count(*) AS n FROM pubsub_items WHERE service = ? AND node = ? " +
+            "AND published_ms > ? AND id < ?",
+        ).get(service, node, expired, rows[0].id as number)?.n ?? 0,
+      );
+    }
+    return { items: rows.map(itemOf), count, firstIndex };
   }
 
   /** How many items a node holds. */

@@ -922,3 +922,63 @@ Deno.test("pubsub: limits on nodes per service and malformed requests", async ()
     await end(w);
   }
 });
+
+Deno.test("pubsub: items page through with result set management (XEP-0059)", async () => {
+  const w = await world();
+  try {
+    await ok(w.alice, "set", pubsub("<create node='log'/>"));
+    for (const id of ["a", "b", "c", "d", "e"]) await ok(w.alice, "set", publishXml("log", id, id));
+    const page = async (set: string) => {
+      const answer = await ok(
+        w.bob,
+        "get",
+        pubsub(`<items node='log'/><set xmlns='http://jabber.org/protocol/rsm'>${set}</set>`),
+      );
+      const rsm = answer.getChild("pubsub", PS)!.getChild("set", "http://jabber.org/protocol/rsm")!;
+      return {
+        ids: itemIds(answer),
+        first: rsm.getChildText("first"),
+        index: rsm.getChild("first")?.attrs.index,
+        last: rsm.getChildText("last"),
+        count: rsm.getChildText("count"),
+      };
+    };
+    assert.deepEqual(await page("<max>2</max>"), {
+      ids: ["a", "b"],
+      first: "a",
+      index: "0",
+      last: "b",
+      count: "5",
+    });
+    assert.deepEqual((await page("<max>2</max><after>b</after>")).ids, ["c", "d"]);
+    assert.deepEqual(await page("<max>2</max><before/>"), {
+      ids: ["d", "e"],
+      first: "d",
+      index: "3",
+      last: "e",
+      count: "5",
+    });
+    assert.deepEqual((await page("<max>2</max><before>d</before>")).ids, ["b", "c"]);
+    assert.deepEqual((await page("<max>0</max>")).ids, []);
+    assertError(
+      await iq(
+        w.bob,
+        "get",
+        pubsub(
+          "<items node='log'/><set xmlns='http://jabber.org/protocol/rsm'><after>zz</after></set>",
+        ),
+      ),
+      "item-not-found",
+    );
+    assertError(
+      await iq(
+        w.bob,
+        "get",
+        pubsub("<items node='log'/><set xmlns='http://jabber.org/protocol/rsm'><max>x</max></set>"),
+      ),
+      "bad-request",
+    );
+  } finally {
+    await end(w);
+  }
+});
