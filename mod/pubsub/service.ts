@@ -196,7 +196,10 @@ export class PubsubService {
    */
   accessError(node: StoredNode, bare: string, subscribing = false): PubsubError | undefined {
     const affiliation = this.affiliation(node.node, bare);
-    if (affiliation === "outcast") return new PubsubError("forbidden");
+    // §4.1: outcasts, and publish-only entities, neither subscribe nor retrieve items.
+    if (affiliation === "outcast" || affiliation === "publish-only") {
+      return new PubsubError("forbidden");
+    }
     if (affiliation === "owner" || affiliation === "publisher" || affiliation === "member") {
       return undefined;
     }
@@ -419,7 +422,9 @@ export class PubsubService {
     const item = this.#store.item(this.jid, node.node, id);
     const affiliation = this.affiliation(node.node, bare);
     const ownItem = item !== undefined && bareOf(item.publisher) === bare;
-    if (!PUBLISHING.has(affiliation) && !(ownItem && affiliation !== "outcast")) {
+    // Owners and publishers delete any item; anyone else only what it published (§4.1).
+    const mayDeleteAny = affiliation === "owner" || affiliation === "publisher";
+    if (!mayDeleteAny && !(ownItem && affiliation !== "outcast")) {
       throw new PubsubError("forbidden");
     }
     if (!item || !this.#store.deleteItem(this.jid, node.node, id)) {

@@ -602,8 +602,28 @@ Deno.test("pubsub: owners manage affiliations: publisher, publish-only, member, 
     );
     await ok(w.bob, "set", publishXml("news", "by-bob", "hi"));
     await ok(w.carol, "set", publishXml("news", "by-carol", "hi"));
+    // Publish-only: publishes and deletes its own items, but neither reads nor subscribes.
+    assertError(await iq(w.carol, "get", pubsub("<items node='news'/>")), "forbidden");
+    assertError(
+      await iq(w.carol, "set", pubsub("<subscribe node='news' jid='carol@localhost'/>")),
+      "forbidden",
+    );
+    assertError(
+      await iq(w.carol, "set", pubsub("<retract node='news'><item id='by-bob'/></retract>")),
+      "forbidden",
+    );
+    await ok(w.carol, "set", publishXml("news", "by-carol-2", "hi"));
+    await ok(w.carol, "set", pubsub("<retract node='news'><item id='by-carol-2'/></retract>"));
     // A publisher may retract anyone's item.
     await ok(w.bob, "set", pubsub("<retract node='news'><item id='by-carol'/></retract>"));
+    // Back to no affiliation, carol may subscribe to the open node.
+    await ok(
+      w.alice,
+      "set",
+      owner(
+        "<affiliations node='news'><affiliation jid='carol@localhost' affiliation='none'/></affiliations>",
+      ),
+    );
 
     // An outcast loses its subscription and every access.
     await ok(w.carol, "set", pubsub("<subscribe node='news' jid='carol@localhost'/>"));
