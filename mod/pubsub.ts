@@ -10,7 +10,7 @@ import type { Element } from "../core/xml/element.ts";
 import { errorReply, isError, reply } from "../core/xml/stanza.ts";
 import { CAPS_NODE } from "./disco.ts";
 import type { RosterItem } from "./roster_store.ts";
-import { defaultNodeConfig } from "./pubsub/config.ts";
+import { defaultNodeConfig, metaDataForm } from "./pubsub/config.ts";
 import { PubsubError, pubsubErrorReply } from "./pubsub/errors.ts";
 import {
   authorizationAnswer,
@@ -92,6 +92,7 @@ const FEATURES = [
   "manage-affiliations",
   "manage-subscriptions",
   "member-affiliation",
+  "meta-data",
   "modify-affiliations",
   "outcast-affiliation",
   "persistent-items",
@@ -232,6 +233,9 @@ export default function pubsub(m: ModuleAPI): void {
     const query = result.c("query", { xmlns: NS_INFO, node: name });
     query.c("identity", { category: "pubsub", type: "leaf", name: node.config.title || undefined });
     query.c("feature", { var: NS_PUBSUB });
+    query.append(
+      metaDataForm(node.config, { owners: service.owners(name), createdMs: node.createdMs }),
+    );
     origin.send(result);
     return true;
   }, 10);

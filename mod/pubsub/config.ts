@@ -313,3 +313,31 @@ export function checkPreconditions(
     }
   }
 }
+
+/** FORM_TYPE of a node's disco#info meta-data (XEP-0060 §5.4). */
+export const META_DATA_FORM = "http://jabber.org/protocol/pubsub#meta-data";
+
+/** What a node's meta-data form shows besides its configuration. */
+export interface NodeFacts {
+  /** Bare JIDs of its owners. */
+  owners: string[];
+  /** When it was created (ms). */
+  createdMs: number;
+}
+
+/** The `pubsub#meta-data` form of a node's disco#info (XEP-0060 §5.4, type "result"). */
+export function metaDataForm(config: NodeConfig, facts: NodeFacts): Element {
+  const form = new Element("x", { xmlns: NS_DATA, type: "result" });
+  const field = (name: string, type: string, values: string[]) => {
+    const el = form.c("field", { var: name, type });
+    for (const value of values) el.c("value").t(value);
+  };
+  field("FORM_TYPE", "hidden", [META_DATA_FORM]);
+  field("pubsub#title", "text-single", [config.title]);
+  field("pubsub#type", "text-single", [config.type]);
+  field("pubsub#access_model", "list-single", [config.accessModel]);
+  field("pubsub#publish_model", "list-single", [config.publishModel]);
+  field("pubsub#owner", "jid-multi", facts.owners);
+  field("pubsub#creation_date", "text-single", [new Date(facts.createdMs).toISOString()]);
+  return form;
+}

@@ -255,6 +255,12 @@ export class PubsubService {
     return this.#store.node(this.jid, name);
   }
 
+  /** The bare JIDs of a node's owners (public, as disco#info meta-data shows them). */
+  owners(name: string): string[] {
+    return [...this.#store.affiliations(this.jid, name)]
+      .filter(([, affiliation]) => affiliation === "owner").map(([jid]) => jid);
+  }
+
   /**
    * Creates a node (§8.1): named, or instant with a generated name when `name` is undefined;
    * `fields` is a submitted configuration form. Returns the node's name.

@@ -164,6 +164,10 @@ Deno.test("pubsub: disco shows the service, its features and its nodes", async (
       "<query xmlns='http://jabber.org/protocol/disco#info' node='news'/>",
     );
     assert.equal(nodeInfo.getChild("query")!.getChild("identity")!.attrs.type, "leaf");
+    const meta = nodeInfo.getChild("query")!.getChild("x", "jabber:x:data")!;
+    assert.equal(fieldValue(meta, "FORM_TYPE"), `${PS}#meta-data`);
+    assert.equal(fieldValue(meta, "pubsub#owner"), "alice@localhost");
+    assert.equal(fieldValue(meta, "pubsub#access_model"), "open");
     const missing = await iq(
       w.alice,
       "get",
