@@ -112,6 +112,9 @@ export interface PublishRequest {
   options?: Map<string, string[]>;
 }
 
+/** Longest node name or item id accepted (they are keys in every row and notification). */
+const MAX_NAME_LENGTH = 1024;
+
 const PUBLISHING: ReadonlySet<string> = new Set(["owner", "publisher", "publish-only"]);
 const AFFILIATIONS: ReadonlySet<string> = new Set([
   "owner",
@@ -269,6 +272,11 @@ export class PubsubService {
     if (!this.#policy.mayCreate(actor)) throw new PubsubError("forbidden");
     const node = name ?? crypto.randomUUID();
     if (node === "") throw new PubsubError("not-acceptable", "nodeid-required");
+    if (node.length > MAX_NAME_LENGTH) {
+      throw new PubsubError("not-acceptable", undefined, {
+        text: `A node name may have at most ${MAX_NAME_LENGTH} characters`,
+      });
+    }
     if (this.#store.node(this.jid, node)) throw new PubsubError("conflict");
     if (this.#store.nodeCount(this.jid) >= this.#policy.maxNodes) {
       throw new PubsubError("not-allowed", "max-nodes-exceeded");
@@ -391,6 +399,11 @@ export class PubsubService {
     if (new TextEncoder().encode(text).length > limit) {
       throw new PubsubError("not-acceptable", "payload-too-big", {
         text: `The item is larger than ${limit} bytes`,
+      });
+    }
+    if (request.id !== undefined && request.id.length > MAX_NAME_LENGTH) {
+      throw new PubsubError("bad-request", undefined, {
+        text: `An item id may have at most ${MAX_NAME_LENGTH} characters`,
       });
     }
     const id = request.id || `${this.#now().toString(36)}-${crypto.randomUUID()}`;

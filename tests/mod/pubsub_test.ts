@@ -937,6 +937,10 @@ Deno.test("pubsub: limits on nodes per service and malformed requests", async ()
       "jid-malformed",
     );
     assertError(await iq(w.alice, "set", pubsub("")), "bad-request");
+    assertError(
+      await iq(w.alice, "set", publishXml("a", "i".repeat(1025), "x")),
+      "bad-request",
+    );
     const unknown = await iq(w.alice, "set", pubsub("<frobnicate node='a'/>"));
     assertError(unknown, "feature-not-implemented", "unsupported");
     assertError(await iq(w.alice, "set", owner("<configure node='a'/>")), "bad-request");
