@@ -206,18 +206,18 @@ export class PubsubService {
     if (affiliation === "owner" || affiliation === "publisher" || affiliation === "member") {
       return undefined;
     }
-    const owners = [...this.#store.affiliations(this.jid, node.node)]
-      .filter(([, a]) => a === "owner").map(([jid]) => jid);
     switch (node.config.accessModel) {
       case "open":
         return undefined;
       case "presence":
-        return owners.some((owner) => this.#policy.hasPresenceSubscription(owner, bare))
+        return this.owners(node.node).some((owner) =>
+            this.#policy.hasPresenceSubscription(owner, bare)
+          )
           ? undefined
           : new PubsubError("not-authorized", "presence-subscription-required");
       case "roster": {
         const allowed = node.config.rosterGroupsAllowed;
-        const inGroup = owners.some((owner) => {
+        const inGroup = this.owners(node.node).some((owner) => {
           const groups = this.#policy.rosterGroups(owner, bare);
           if (groups === undefined) return false;
           return allowed.length === 0 || groups.some((g) => allowed.includes(g));
