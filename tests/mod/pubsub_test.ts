@@ -1010,3 +1010,40 @@ Deno.test("pubsub: items page through with result set management (XEP-0059)", as
     await end(w);
   }
 });
+
+Deno.test("pubsub: notifications without payloads, or none at all, when the node says so", async () => {
+  const w = await world();
+  try {
+    await ok(
+      w.alice,
+      "set",
+      pubsub(
+        `<create node='light'/><configure>${
+          configForm({ "pubsub#deliver_payloads": "0" })
+        }</configure>`,
+      ),
+    );
+    await ok(w.bob, "set", pubsub("<subscribe node='light' jid='bob@localhost'/>"));
+    await ok(w.alice, "set", publishXml("light", "l1", "heavy payload"));
+    const light = await nextEvent(w.bob, "light");
+    const item = eventOf(light).getChild("item", EVENT)!;
+    assert.equal(item.attrs.id, "l1");
+    assert.deepEqual(item.elements(), []);
+    // The item itself keeps its payload.
+    const stored = await ok(w.bob, "get", pubsub("<items node='light'/>"));
+    assert.equal(
+      stored.getChild("pubsub", PS)!.getChild("items")!.getChild("item")!
+        .getChildText("entry", "urn:example:news"),
+      "heavy payload",
+    );
+
+    await configure(w.alice, "light", { "pubsub#deliver_notifications": "0" });
+    await ok(w.alice, "set", publishXml("light", "l2", "silent"));
+    await roundTrip(w.bob);
+    assert.ok(
+      !w.bob.received.some((el) => eventChild(el)?.getChild("item", EVENT)?.attrs.id === "l2"),
+    );
+  } finally {
+    await end(w);
+  }
+});
