@@ -20,6 +20,7 @@ import {
   NS_PUBSUB_OWNER,
 } from "./pubsub/protocol.ts";
 import { PubsubService } from "./pubsub/service.ts";
+import { PUBSUB_COMMANDS } from "./pubsub/shell.ts";
 import { PUBSUB_MIGRATIONS, PubsubStore } from "./pubsub/storage.ts";
 
 const NS_INFO = "http://jabber.org/protocol/disco#info";
@@ -167,6 +168,8 @@ export default function pubsub(m: ModuleAPI): void {
     autoCreateOnPublish: autoCreate,
     notify: (message) => m.send(message),
   });
+  m.provide("pubsub", { service });
+  m.shellCommands(PUBSUB_COMMANDS);
 
   m.addIdentity("pubsub", "service", "Publish-Subscribe");
   m.addFeature(NS_PUBSUB);
