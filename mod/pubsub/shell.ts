@@ -164,6 +164,37 @@ export const PUBSUB_COMMANDS: CommandSpec[] = [
   },
   {
     section: "pubsub",
+    name: "set_node_config_option",
+    summary: "Change one option of a node's configuration (a list option takes a,b,c)",
+    args: [SERVICE_ARG, NODE_ARG, { name: "option", kind: "string" }, {
+      name: "value",
+      kind: "text",
+      rest: true,
+    }],
+    run: ({ server }, [address, node, option, value]) =>
+      onNode(server, address, node, (service, actor, name) => {
+        const before = configValues(service, name);
+        const key = option?.startsWith("pubsub#") ? option : `pubsub#${option ?? ""}`;
+        if (option === undefined || !(key in before)) {
+          throw new CommandError(
+            `Unknown node option '${option ?? ""}'; expected one of ` +
+              Object.keys(before).join(", "),
+          );
+        }
+        if (value === undefined) throw new CommandError(`Expected a value for ${key}`);
+        const values = Array.isArray(before[key])
+          ? value.split(",").map((part) => part.trim()).filter((part) => part !== "")
+          : [value];
+        service.configure(actor, name, new Map([[key, values]]));
+        const after = configValues(service, name)[key];
+        return {
+          message: `${key} = ${text(after)} for node '${name}' at ${service.jid}`,
+          data: { service: service.jid, node: name, [key]: after },
+        };
+      }),
+  },
+  {
+    section: "pubsub",
     name: "node_affiliations",
     summary: "Every affiliation with a node",
     args: [SERVICE_ARG, NODE_ARG],

@@ -166,6 +166,29 @@ Deno.test("the pubsub section changes nodes as their operator, and subscribers a
       "alice@localhost": "owner",
     });
 
+    // Configuration changes one option at a time, checked as a submitted form would be.
+    const titled = await pubsubCommand(
+      t,
+      "set_node_config_option",
+      SERVICE,
+      "news",
+      "title",
+      "Daily news",
+    );
+    assert.deepEqual(titled.data, { service: SERVICE, node: "news", "pubsub#title": "Daily news" });
+    const groups = await pubsubCommand(
+      t,
+      "set_node_config_option",
+      SERVICE,
+      "news",
+      "pubsub#roster_groups_allowed",
+      "friends, family",
+    );
+    assert.deepEqual(groups.data["pubsub#roster_groups_allowed"], ["friends", "family"]);
+    const config = (await pubsubCommand(t, "get_node_config", SERVICE, "news")).data;
+    assert.equal(config["pubsub#title"], "Daily news");
+    assert.deepEqual(config["pubsub#roster_groups_allowed"], ["friends", "family"]);
+
     // The new owner publishes; bob subscribes.
     await ok(bob, "<subscribe node='news' jid='bob@localhost'/>");
     for (const id of ["1", "2", "3"]) {
@@ -270,6 +293,29 @@ Deno.test("pubsub commands refuse bad input with clear errors", async () => {
       "member",
     );
     await refuses(/No host or component 'nowhere'/, "list_services", "nowhere");
+    await refuses(
+      /Unknown node option 'colour'; expected one of pubsub#/,
+      "set_node_config_option",
+      SERVICE,
+      "news",
+      "colour",
+      "red",
+    );
+    await refuses(
+      /pubsub.localhost refused: .*pubsub#max_items/,
+      "set_node_config_option",
+      SERVICE,
+      "news",
+      "max_items",
+      "lots",
+    );
+    await refuses(
+      /Expected a value for pubsub#title/,
+      "set_node_config_option",
+      SERVICE,
+      "news",
+      "title",
+    );
     // Nothing changed, and the server still answers.
     assert.deepEqual((await pubsubCommand(t, "node_affiliations", SERVICE, "news")).data, {
       "alice@localhost": "owner",
@@ -351,7 +397,7 @@ Deno.test("an account's bare JID names its PEP service; a second registration is
 
     // Unloading the second registrant leaves the section to the component's module.
     t.server.modules.unload(host, "pep_stand_in");
-    assert.equal(t.server.commands.list().filter((c) => c.section === "pubsub").length, 11);
+    assert.equal(t.server.commands.list().filter((c) => c.section === "pubsub").length, 12);
     await assert.rejects(
       () => pubsubCommand(t, "list_nodes", "alice@localhost"),
       /The pep module is not loaded on 'localhost'/,
