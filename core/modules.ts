@@ -36,6 +36,12 @@ export interface ModuleFile {
    * the tables after the module, and use them through `m.database`.
    */
   migrations?: readonly Migration[];
+  /**
+   * The name `migrations` are recorded under (default: the module's name). Modules that share
+   * tables (the pubsub component and PEP) name the same schema and pass the same steps, so
+   * whichever loads first creates them and the other finds them up to date.
+   */
+  schema?: string;
 }
 
 /**
@@ -484,7 +490,7 @@ export interface ModuleReloadOutcome {
 /** Loads and unloads modules per host, from a table of available module files. */
 export class ModuleManager {
   #server: ServerContext;
-  /** Modules whose own tables were brought up to date in this process. */
+  /** Schemas (module names, or `ModuleFile.schema`) brought up to date in this process. */
   #migrated = new Set<string>();
   #available: ModuleTable;
   /** host domain -> module name -> its API instance */
@@ -574,9 +580,10 @@ export class ModuleManager {
     if (modules.has(name)) {
       throw new Error(`Module '${name}' is already loaded on '${host.domain}'`);
     }
-    if (file.migrations !== undefined && !this.#migrated.has(name)) {
-      this.#server.database.migrateModule(name, file.migrations);
-      this.#migrated.add(name);
+    const schema = file.schema ?? name;
+    if (file.migrations !== undefined && !this.#migrated.has(schema)) {
+      this.#server.database.migrateModule(schema, file.migrations);
+      this.#migrated.add(schema);
     }
     const api = new ModuleAPI(name, host, this.#server, file.options);
     try {

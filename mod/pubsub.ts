@@ -31,6 +31,8 @@ export const description = "XEP-0060 publish-subscribe service (load on a [[comp
 
 /** The module's own tables. */
 export const migrations = PUBSUB_MIGRATIONS;
+/** The tables are shared with PEP (mod/pep.ts), which names the same schema. */
+export const schema = "pubsub";
 
 /** Options the module reads. */
 export const options: Record<string, OptionSpec> = {
@@ -114,11 +116,11 @@ const FEATURES = [
 
 /** Loads the publish-subscribe service on a component. */
 export default function pubsub(m: ModuleAPI): void {
-  // A host's own address answers for the server; accounts get PEP from their bare JIDs. The
-  // service belongs on a component, so on a host the module stays idle (test servers and
-  // configurations listing every module load it there).
+  // A host's own address answers for the server; accounts get PEP from their bare JIDs (the
+  // pep module, which depends on this one for its tables). The service belongs on a
+  // component, so on a host the module stays idle.
   if (m.host.kind === "local") {
-    m.log.warn("Module pubsub serves a [[component]] (e.g. pubsub.{host}); idle on host {host}", {
+    m.log.debug("Module pubsub serves a [[component]] (e.g. pubsub.{host}); idle on host {host}", {
       host: m.domain,
     });
     return;

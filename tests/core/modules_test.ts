@@ -16,7 +16,10 @@ Deno.test("unloading every built-in module leaves no hooks or disco entries behi
     const loaded = t.server.modules.loaded("localhost");
     assert.ok(loaded.length >= 4);
     assert.ok(host.events.size > 0);
-    for (const name of loaded) assert.equal(t.server.modules.unload(host, name), true);
+    // Dependents first (pep needs caps, presence, ...): the reverse of the load order.
+    for (const name of [...loaded].reverse()) {
+      assert.equal(t.server.modules.unload(host, name), true);
+    }
     assert.equal(host.events.size, 0, `left: ${host.events.eventNames().join(", ")}`);
     assert.deepEqual(host.disco.features(), []);
     assert.deepEqual(host.disco.identities(), []);
@@ -270,6 +273,11 @@ Deno.test("a module's own migrations run once, in order, and a failing or too ne
     t.server.modules.unload(host, "notes");
     await t.server.modules.load(host, "notes");
     assert.equal(runs, 1, "applied once per database");
+    // A second module sharing those tables names the same schema and finds them up to date.
+    t.server.modules.register("notes_reader", { schema: "notes", migrations: steps, default() {} });
+    await t.server.modules.load(host, "notes_reader");
+    assert.equal(runs, 1);
+    assert.equal(version("notes_reader"), undefined);
 
     // A failing step undoes itself, names the module, and the module does not load.
     t.server.modules.register("broken", {
