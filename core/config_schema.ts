@@ -371,6 +371,7 @@ export const HOST_OPTIONS = {
       "roster",
       "presence",
       "caps",
+      "pep",
       "offline",
       "carbons",
       "blocklist",

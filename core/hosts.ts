@@ -22,6 +22,12 @@ export interface SessionEvent {
   host: Host;
 }
 
+/** Payload of `account-purged`: an account and its stored data are gone for good. */
+export interface AccountPurgedEvent {
+  user: string;
+  host: Host;
+}
+
 /** Payload of `stream-features`: modules append their post-authentication features. */
 export interface StreamFeaturesEvent {
   session: Session;
@@ -119,6 +125,8 @@ export interface ConfigReloadedEvent {
  * - `config-reloaded`: after `config reload` or SIGHUP applied a new configuration; a module
  *   that keeps values derived from options re-reads them here (return nothing: every module
  *   must see it).
+ * - `account-purged`: an account was purged (its key-value, map and archive data are already
+ *   deleted); a module with tables of its own deletes the account's rows here.
  */
 export interface NamedHostEvents {
   "resource-bind": SessionEvent;
@@ -135,6 +143,7 @@ export interface NamedHostEvents {
   "unauthenticated-stanza": UnauthenticatedStanzaEvent;
   "message-delivered": MessageDeliveredEvent;
   "config-reloaded": ConfigReloadedEvent;
+  "account-purged": AccountPurgedEvent;
 }
 
 /**

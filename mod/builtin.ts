@@ -11,6 +11,7 @@ import * as disco from "./disco.ts";
 import * as last from "./last.ts";
 import * as mam from "./mam.ts";
 import * as offline from "./offline.ts";
+import * as pep from "./pep.ts";
 import * as ping from "./ping.ts";
 import * as presence from "./presence.ts";
 import * as private_xml from "./private.ts";
@@ -34,6 +35,7 @@ export const builtinModules: ModuleTable = {
   last,
   mam,
   offline,
+  pep,
   ping,
   presence,
   private: private_xml,

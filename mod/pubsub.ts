@@ -117,8 +117,8 @@ const FEATURES = [
 /** Loads the publish-subscribe service on a component. */
 export default function pubsub(m: ModuleAPI): void {
   // A host's own address answers for the server; accounts get PEP from their bare JIDs (the
-  // pep module, which depends on this one for its tables). The service belongs on a
-  // component, so on a host the module stays idle.
+  // pep module, sharing these tables). The service belongs on a component, so on a host the
+  // module stays idle.
   if (m.host.kind === "local") {
     m.log.debug("Module pubsub serves a [[component]] (e.g. pubsub.{host}); idle on host {host}", {
       host: m.domain,

@@ -60,6 +60,9 @@ export function purgeAccount(server: ServerContext, host: string, username: stri
     Date.now() + tombstonePeriodMs(server, host),
   );
   if (removed) log.info("Purged account {user}@{host}", { user: username, host });
+  // Modules with tables of their own (PEP nodes) delete the account's rows.
+  const hostObject = server.hosts.get(host);
+  hostObject?.events.fire("account-purged", { user: username, host: hostObject });
   return removed;
 }
 

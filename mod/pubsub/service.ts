@@ -38,6 +38,8 @@ export interface NotifyTarget {
   node: string;
   /** The JID (bare or full) the message is addressed to. */
   recipient: string;
+  /** For a published item's notification, the full JID that published it. */
+  publisher?: string;
 }
 
 /** What differs between services: the component's and, later, each account's PEP. */
@@ -62,6 +64,12 @@ export interface PubsubPolicy {
   autoCreateOnPublish: boolean;
   /** Sends one event notification (a PEP service may filter it by the recipient's caps). */
   notify(message: Element, target: NotifyTarget): void;
+  /**
+   * JIDs that get a node's notifications without a subscription of their own (PEP: the
+   * owner's and contacts' resources that asked for the node with `+notify`). Each still passes
+   * the node's access model; a bare JID subscription is served through them when present.
+   */
+  implicitRecipients?(node: string): Iterable<string>;
   /** The clock (milliseconds); tests and expiry read it. */
   now?(): number;
 }
@@ -442,7 +450,7 @@ export class PubsubService {
       }
       this.#store.putItem(this.jid, node.node, stored, this.#keep(config));
     });
-    this.#broadcast(node, () => this.#itemsEvent(node, [stored]));
+    this.#broadcast(node, () => this.#itemsEvent(node, [stored]), actor.toString());
     return { node: node.node, id };
   }
 
@@ -769,7 +777,7 @@ export class PubsubService {
     return `pubsub-${Date.now().toString(36)}-${++this.#counter}`;
   }
 
-  #send(node: StoredNode, recipient: string, payload: Element): void {
+  #send(node: StoredNode, recipient: string, payload: Element, publisher?: string): Element {
     const message = new Element("message", {
       from: this.jid,
       to: recipient,
@@ -777,7 +785,40 @@ export class PubsubService {
       id: this.#nextId(),
     });
     message.c("event", { xmlns: NS_PUBSUB_EVENT }).append(payload);
-    this.#policy.notify(message, { node: node.node, recipient });
+    this.#policy.notify(message, { node: node.node, recipient, publisher });
+    return message;
+  }
+
+  /**
+   * Sends the last item of a node to a newly available resource (XEP-0163 §4.3.4, the
+   * presence half of `on_sub_and_presence`), with the time it was published (XEP-0203), when
+   * the node says so and the recipient may see it. Returns whether an item was sent.
+   */
+  sendLastPublished(name: string, recipient: JID): boolean {
+    const node = this.#store.node(this.jid, name);
+    if (!node || node.config.sendLastPublishedItem !== "on_sub_and_presence") return false;
+    if (!node.config.deliverNotifications) return false;
+    if (this.accessError(node, recipient.bareString())) return false;
+    const expired = node.config.itemExpire > 0
+      ? this.#now() - node.config.itemExpire * 1000
+      : undefined;
+    const [last] = this.#store.items(this.jid, node.node, { max: 1, expiredBeforeMs: expired });
+    if (!last) return false;
+    const payload = this.#itemsEvent(node, [last]);
+    const message = new Element("message", {
+      from: this.jid,
+      to: recipient.toString(),
+      type: node.config.notificationType,
+      id: this.#nextId(),
+    });
+    message.c("event", { xmlns: NS_PUBSUB_EVENT }).append(payload);
+    message.c("delay", {
+      xmlns: "urn:xmpp:delay",
+      from: this.jid,
+      stamp: new Date(last.publishedMs).toISOString(),
+    });
+    this.#policy.notify(message, { node: node.node, recipient: recipient.toString() });
+    return true;
   }
 
   /**
@@ -785,16 +826,38 @@ export class PubsubService {
    * at delivery, so a subscriber who lost its roster group gets nothing). The payload is built
    * once, when the first recipient is found, and each message gets its own copy.
    */
-  #broadcast(node: StoredNode, build: () => Element): void {
+  #broadcast(node: StoredNode, build: () => Element, publisher?: string): void {
     if (!node.config.deliverNotifications) return;
     let payload: Element | undefined;
+    const sent = new Set<string>();
+    const access = new Map<string, boolean>();
+    const mayReceive = (bare: string) => {
+      let allowed = access.get(bare);
+      if (allowed === undefined) access.set(bare, allowed = !this.accessError(node, bare));
+      return allowed;
+    };
+    const send = (recipient: string) => {
+      if (sent.has(recipient)) return;
+      sent.add(recipient);
+      payload ??= build();
+      this.#send(node, recipient, payload.clone(), publisher);
+    };
+    // XEP-0163 §4.3.2: resources known to want the node are served one by one; a bare JID
+    // subscription with such resources needs no copy of its own.
+    const servedBare = new Set<string>();
+    for (const recipient of this.#policy.implicitRecipients?.(node.node) ?? []) {
+      const bare = bareOf(recipient);
+      if (!mayReceive(bare)) continue;
+      servedBare.add(bare);
+      send(recipient);
+    }
     for (const subscription of this.#store.subscriptions(this.jid, node.node)) {
       if (subscription.state !== "subscribed") continue;
       const bare = bareOf(subscription.jid);
+      if (subscription.jid === bare && servedBare.has(bare)) continue;
       // A subscription an owner approved (authorize) holds by itself.
-      if (node.config.accessModel !== "authorize" && this.accessError(node, bare)) continue;
-      payload ??= build();
-      this.#send(node, subscription.jid, payload.clone());
+      if (node.config.accessModel !== "authorize" && !mayReceive(bare)) continue;
+      send(subscription.jid);
     }
   }
 }

@@ -155,6 +155,29 @@ export class PubsubStore {
     ).all(service).map(nodeOf);
   }
 
+  /** The services with at least one node whose JID ends with `suffix` (e.g. `@host`), sorted. */
+  servicesEndingWith(suffix: string): string[] {
+    return this.#db.prepare(
+      "SELECT DISTINCT service FROM pubsub_nodes WHERE service LIKE ? ESCAPE '\\' ORDER BY service",
+    ).all(`%${likeEscape(suffix)}`).map((row) => String(row.service));
+  }
+
+  /** Deletes every node, item, affiliation and subscription of a service (a deleted account's). */
+  deleteService(service: string): void {
+    this.transaction(() => {
+      for (
+        const table of [
+          "pubsub_items",
+          "pubsub_affiliations",
+          "pubsub_subscriptions",
+          "pubsub_nodes",
+        ]
+      ) {
+        this.#db.prepare(`DELETE FROM ${table} WHERE service = ?`).run(service);
+      }
+    });
+  }
+
   /** How many nodes a service has. */
   nodeCount(service: string): number {
     const row = this.#db.prepare("SELECT count(*) AS n FROM pubsub_nodes WHERE service = ?")

@@ -1,0 +1,433 @@
+// XEP-0163 personal eventing: every account's bare JID is a pubsub service (avatars, nicknames,
+// OMEMO device lists, bookmarks live there). The XEP-0060 engine in mod/pubsub/ does the work on
+// the tables it shares with the pubsub component; this file adds what PEP changes: the account owns every node,
+// nodes appear on first publish, and notifications go to the resources that asked for them in
+// their XEP-0115 caps (`+notify`): the owner's own, and those of contacts sharing presence.
+
+import type { OptionSpec } from "../core/config_schema.ts";
+import type { SessionEvent, StanzaEvent } from "../core/hosts.ts";
+import { type JID, tryParseJid } from "../core/jid.ts";
+import { hostService, type ModuleAPI } from "../core/modules.ts";
+import { presenceOf } from "../core/presence_state.ts";
+import { Element } from "../core/xml/element.ts";
+import { errorReply, isError, reply } from "../core/xml/stanza.ts";
+import type { CapsFeaturesEvent } from "./caps.ts";
+import { hasFrom, type RosterItem } from "./roster_store.ts";
+import { defaultNodeConfig, metaDataForm } from "./pubsub/config.ts";
+import { PubsubError, pubsubErrorReply } from "./pubsub/errors.ts";
+import { handlePubsub, handlePubsubOwner, NS_PUBSUB, NS_PUBSUB_OWNER } from "./pubsub/protocol.ts";
+import { PubsubService } from "./pubsub/service.ts";
+import type { PersonalEventing } from "./pubsub/services.ts";
+import { PUBSUB_MIGRATIONS, PubsubStore } from "./pubsub/storage.ts";
+
+const NS_INFO = "http://jabber.org/protocol/disco#info";
+const NS_ITEMS = "http://jabber.org/protocol/disco#items";
+const NS_ADDRESS = "http://jabber.org/protocol/address";
+
+/** One line for module listings. */
+export const description =
+  "XEP-0163 personal eventing: a pubsub service on every account (OMEMO, avatars, bookmarks)";
+
+/**
+ * Caps tells which resources want which nodes; roster and presence decide who shares presence
+ * with the owner; disco answers for the account.
+ */
+export const depends = ["disco", "roster", "presence", "caps"];
+
+/** The tables, shared with the pubsub component (mod/pubsub.ts) under one schema name. */
+export const migrations = PUBSUB_MIGRATIONS;
+/** See {@link migrations}. */
+export const schema = "pubsub";
+
+/** Options the module reads. */
+export const options: Record<string, OptionSpec> = {
+  pep_max_items: {
+    type: "integer",
+    default: 256,
+    min: 1,
+    max: 100_000,
+    scope: "host",
+    description: "Most items one PEP node keeps (what pubsub#max_items = max means)",
+  },
+  pep_max_nodes: {
+    type: "integer",
+    default: 1000,
+    min: 1,
+    max: 1_000_000,
+    scope: "host",
+    description: "Most PEP nodes one account may have",
+  },
+  pep_max_item_size: {
+    type: "integer",
+    default: 262_144,
+    min: 1,
+    max: 16_777_216,
+    scope: "host",
+    description: "Largest PEP item payload in bytes",
+  },
+};
+
+/** Account disco#info features (XEP-0163 §6.1), without the `pubsub#` prefix. */
+const FEATURES = [
+  "access-authorize",
+  "access-open",
+  "access-presence",
+  "access-roster",
+  "access-whitelist",
+  "auto-create",
+  "auto-subscribe",
+  "config-node",
+  "config-node-max",
+  "create-and-configure",
+  "create-nodes",
+  "delete-items",
+  "delete-nodes",
+  "filtered-notifications",
+  "item-ids",
+  "last-published",
+  "manage-affiliations",
+  "manage-subscriptions",
+  "member-affiliation",
+  "meta-data",
+  "modify-affiliations",
+  "outcast-affiliation",
+  "persistent-items",
+  "presence-notifications",
+  "publish",
+  "publish-options",
+  "purge-nodes",
+  "retract-items",
+  "retrieve-affiliations",
+  "retrieve-default",
+  "retrieve-items",
+  "retrieve-subscriptions",
+  "rsm",
+  "subscribe",
+];
+
+/** Loads personal eventing on an account host. */
+export default function pep(m: ModuleAPI): void {
+  if (m.host.kind !== "local") {
+    m.log.warn("Module pep serves accounts; idle on component {host}", { host: m.domain });
+    return;
+  }
+  const store = new PubsubStore(m.database);
+  const rosters = m.server.storage.map<RosterItem>(m.domain, "roster");
+  const maxItemBytes = m.option<number>("pep_max_item_size");
+  const maxItemsPerNode = m.option<number>("pep_max_items");
+  const maxNodes = m.option<number>("pep_max_nodes");
+  const services = new Map<string, PubsubService>();
+  /**
+   * Per account, the contacts' resources whose available presence reached it (XEP-0163 §4.3.1:
+   * what the service knows of a recipient's presence), full JID -> JID.
+   */
+  const contactResources = new Map<string, Map<string, JID>>();
+  /** Nodes whose last item a resource got since it became available: `owner\nfull` -> nodes. */
+  const lastSent = new Map<string, Set<string>>();
+
+  const rosterItem = (user: string, contact: string): RosterItem | undefined => {
+    const item = rosters.get(user, contact);
+    return item && !item.hidden ? item : undefined;
+  };
+  /** RFC 6121: `contact` is subscribed to `user`'s presence (`from` or `both`). */
+  const sharesPresence = (user: string, contact: string) => {
+    const item = rosterItem(user, contact);
+    return item !== undefined && hasFrom(item.subscription);
+  };
+  const userOf = (bare: string): string | undefined => {
+    const jid = tryParseJid(bare);
+    return jid?.local !== undefined && jid.domain === m.domain ? jid.local : undefined;
+  };
+
+  /** A resource's caps features, from the caps service of its (local) host. */
+  const featuresOf = (jid: JID): ReadonlySet<string> | undefined => {
+    const host = m.server.hosts.get(jid.domain);
+    if (!host || host.kind !== "local") return undefined;
+    return hostService(host, "caps")?.featuresOf(jid);
+  };
+
+  /** The owner's available resources (non-negative priority, XEP-0163 §4.3.2). */
+  const ownResources = (user: string): JID[] =>
+    m.server.sessions.userSessions(m.domain, user).filter((session) => {
+      const presence = presenceOf(session);
+      return session.jid !== undefined && presence.available && presence.priority >= 0;
+    }).map((session) => session.jid!);
+
+  function serviceOf(user: string): PubsubService {
+    let service = services.get(user);
+    if (service) return service;
+    const ownerBare = `${user}@${m.domain}`;
+    service = new PubsubService(ownerBare, store, {
+      // §2.2: the account is the only publisher, and owns every node.
+      mayCreate: (actor) => actor.bareString() === ownerBare,
+      isServiceAdmin: (bare) => bare === ownerBare,
+      defaultConfig: () => ({
+        ...defaultNodeConfig(maxItemBytes),
+        maxItems: 1,
+        accessModel: "presence",
+        sendLastPublishedItem: "on_sub_and_presence",
+      }),
+      rosterGroups: (owner, contact) => {
+        const owning = userOf(owner);
+        return owning === undefined ? undefined : rosterItem(owning, contact)?.groups;
+      },
+      hasPresenceSubscription: (owner, contact) => {
+        const owning = userOf(owner);
+        return owning !== undefined && sharesPresence(owning, contact);
+      },
+      maxItemBytes,
+      maxNodes,
+      maxItemsPerNode,
+      autoCreateOnPublish: true,
+      notify: (message, target) => {
+        // §4.3.1 (3): a contact sharing presence learns which resource published.
+        const to = tryParseJid(target.recipient);
+        if (
+          target.publisher !== undefined && to !== undefined &&
+          to.bareString() !== ownerBare && sharesPresence(user, to.bareString())
+        ) {
+          message.c("addresses", { xmlns: NS_ADDRESS })
+            .c("address", { type: "replyto", jid: target.publisher });
+        }
+        m.send(message);
+      },
+      implicitRecipients: (node) => interestedIn(user, node),
+    });
+    services.set(user, service);
+    return service;
+  }
+
+  /** The resources that asked for `node` with `+notify`: the owner's and its contacts'. */
+  function* interestedIn(user: string, node: string): Iterable<string> {
+    const wanted = `${node}+notify`;
+    for (const jid of ownResources(user)) {
+      if (featuresOf(jid)?.has(wanted)) yield jid.toString();
+    }
+    for (const [full, jid] of contactResources.get(user) ?? []) {
+      if (!sharesPresence(user, jid.bareString())) continue;
+      if (featuresOf(jid)?.has(wanted)) yield full;
+    }
+  }
+
+  /** Sends the last item of each node `resource` asked for and has not had yet (§4.3.4). */
+  function sendLastItems(user: string, resource: JID): void {
+    const features = featuresOf(resource);
+    if (!features) return;
+    const service = serviceOf(user);
+    const key = `${user}\n${resource.toString()}`;
+    let sent = lastSent.get(key);
+    for (const node of store.nodes(service.jid)) {
+      if (!features.has(`${node.node}+notify`) || sent?.has(node.node)) continue;
+      if (service.sendLastPublished(node.node, resource)) {
+        if (!sent) lastSent.set(key, sent = new Set());
+        sent.add(node.node);
+      }
+    }
+  }
+
+  const forgetResource = (user: string, full: string) => {
+    lastSent.delete(`${user}\n${full}`);
+  };
+
+  m.addAccountIdentity("pubsub", "pep");
+  m.addAccountFeature(NS_PUBSUB);
+  for (const feature of FEATURES) m.addAccountFeature(`${NS_PUBSUB}#${feature}`);
+
+  // ---------- iqs: the owner's own (`self`), and anyone's to an account (`bare`) ----------
+
+  /** The account an iq addresses: the sender's own for `self`, else the `to`. */
+  const targetUser = (event: StanzaEvent, self: boolean): string | undefined => {
+    if (self) {
+      const jid = event.origin.jid ?? tryParseJid(event.stanza.attrs.from ?? "");
+      return jid?.domain === m.domain ? jid.local : undefined;
+    }
+    const to = tryParseJid(event.stanza.attrs.to ?? "");
+    if (!to?.local || to.domain !== m.domain) return undefined;
+    return m.server.accounts.exists(m.domain, to.local) ? to.local : undefined;
+  };
+
+  const answer = (
+    event: StanzaEvent,
+    self: boolean,
+    handle: (service: PubsubService, actor: JID) => Element,
+  ): boolean => {
+    const { stanza, origin } = event;
+    const user = targetUser(event, self);
+    if (user === undefined) return false;
+    const actor = tryParseJid(stanza.attrs.from ?? "") ?? origin.jid;
+    if (!actor) {
+      origin.send(errorReply(stanza, "jid-malformed"));
+      return true;
+    }
+    try {
+      const result = handle(serviceOf(user), actor);
+      if (self) delete result.attrs.from;
+      origin.send(result);
+    } catch (error) {
+      if (!(error instanceof PubsubError)) throw error;
+      origin.send(pubsubErrorReply(stanza, error));
+    }
+    return true;
+  };
+  const user = (self: boolean) => (event: StanzaEvent) =>
+    answer(event, self, (service, actor) => handlePubsub(service, event.stanza, actor));
+  const owner = (self: boolean) => (event: StanzaEvent) =>
+    answer(event, self, (service, actor) => handlePubsubOwner(service, event.stanza, actor));
+  m.hook(`iq-get/self/${NS_PUBSUB}:pubsub`, user(true));
+  m.hook(`iq-set/self/${NS_PUBSUB}:pubsub`, user(true));
+  m.hook(`iq-get/self/${NS_PUBSUB_OWNER}:pubsub`, owner(true));
+  m.hook(`iq-set/self/${NS_PUBSUB_OWNER}:pubsub`, owner(true));
+  m.hook(`iq-get/bare/${NS_PUBSUB}:pubsub`, user(false));
+  m.hook(`iq-set/bare/${NS_PUBSUB}:pubsub`, user(false));
+  m.hook(`iq-get/bare/${NS_PUBSUB_OWNER}:pubsub`, owner(false));
+  m.hook(`iq-set/bare/${NS_PUBSUB_OWNER}:pubsub`, owner(false));
+
+  // ---------- disco: a node's info, and the nodes an asker may see (§6.2) ----------
+
+  const nodeInfo = (self: boolean) => (event: StanzaEvent) => {
+    const { stanza, origin } = event;
+    const name = stanza.firstElement()?.attrs.node;
+    if (name === undefined) return false;
+    const user = targetUser(event, self);
+    if (user === undefined) return false;
+    const service = serviceOf(user);
+    const node = service.findNode(name);
+    const asker = tryParseJid(stanza.attrs.from ?? "") ?? origin.jid;
+    if (!node || !asker || service.accessError(node, asker.bareString())) {
+      origin.send(errorReply(stanza, "item-not-found"));
+      return true;
+    }
+    const result = reply(stanza);
+    if (self) delete result.attrs.from;
+    const query = result.c("query", { xmlns: NS_INFO, node: name });
+    query.c("identity", { category: "pubsub", type: "leaf", name: node.config.title || undefined });
+    query.c("feature", { var: NS_PUBSUB });
+    query.append(
+      metaDataForm(node.config, { owners: service.owners(name), createdMs: node.createdMs }),
+    );
+    origin.send(result);
+    return true;
+  };
+  const nodeItems = (self: boolean) => (event: StanzaEvent) => {
+    const { stanza, origin } = event;
+    const user = targetUser(event, self);
+    if (user === undefined) return false;
+    const service = serviceOf(user);
+    const asker = tryParseJid(stanza.attrs.from ?? "") ?? origin.jid;
+    const name = stanza.firstElement()?.attrs.node;
+    const result = reply(stanza);
+    if (self) delete result.attrs.from;
+    const query = result.c("query", { xmlns: NS_ITEMS, node: name });
+    try {
+      if (!asker) throw new PubsubError("jid-malformed");
+      if (name === undefined) {
+        for (const item of m.host.accountDisco.items()) query.c("item", { ...item });
+        for (const node of store.nodes(service.jid)) {
+          if (service.accessError(node, asker.bareString())) continue;
+          query.c("item", {
+            jid: service.jid,
+            node: node.node,
+            name: node.config.title || undefined,
+          });
+        }
+      } else {
+        for (const item of service.items(asker, name)) {
+          query.c("item", { jid: service.jid, name: item.id });
+        }
+      }
+      origin.send(result);
+    } catch (error) {
+      if (!(error instanceof PubsubError)) throw error;
+      origin.send(pubsubErrorReply(stanza, error));
+    }
+    return true;
+  };
+  m.hook(`iq-get/self/${NS_INFO}:query`, nodeInfo(true), 10);
+  m.hook(`iq-get/bare/${NS_INFO}:query`, nodeInfo(false), 10);
+  m.hook(`iq-get/self/${NS_ITEMS}:query`, nodeItems(true), 10);
+  m.hook(`iq-get/bare/${NS_ITEMS}:query`, nodeItems(false), 10);
+
+  // ---------- presence: who gets notifications, and the last items on coming online ----------
+
+  // A contact's presence reaching an account (broadcast to the bare JID, or directed to one of
+  // its resources): only a contact subscribed to the account's presence shares presence with
+  // it (XEP-0163 §4), so only its resources become recipients and get the last items.
+  const contactPresence = ({ stanza }: StanzaEvent) => {
+    const type = stanza.attrs.type;
+    if (type !== undefined && type !== "unavailable") return false;
+    const to = tryParseJid(stanza.attrs.to ?? "");
+    const from = tryParseJid(stanza.attrs.from ?? "");
+    if (!to?.local || to.domain !== m.domain || from?.resource === undefined) return false;
+    const user = to.local;
+    const full = from.toString();
+    if (from.bareString() === to.bareString()) return false;
+    const known = contactResources.get(user);
+    if (type === "unavailable" || isError(stanza)) {
+      if (known?.delete(full) && known.size === 0) contactResources.delete(user);
+      forgetResource(user, full);
+      return false;
+    }
+    if (!sharesPresence(user, from.bareString())) return false;
+    if (!m.server.accounts.exists(m.domain, user)) return false;
+    if (known) known.set(full, from);
+    else contactResources.set(user, new Map([[full, from]]));
+    sendLastItems(user, from);
+    return false;
+  };
+  m.hook("presence/bare", contactPresence, 5);
+  m.hook("presence/full", contactPresence, 5);
+
+  // The owner's own resource coming online gets the last items it asked for.
+  m.hook("resource-available", ({ session }: SessionEvent) => {
+    const jid = session.jid;
+    if (jid?.local === undefined || presenceOf(session).priority < 0) return;
+    sendLastItems(jid.local, jid);
+  });
+  m.hook("resource-unbind", ({ session }: SessionEvent) => {
+    const jid = session.jid;
+    if (jid?.local !== undefined) forgetResource(jid.local, jid.toString());
+  });
+
+  // Features learned after the presence (an unseen caps hash): the last items follow now, for
+  // the resource's own account and for every account it shares presence with here.
+  m.hook("caps-features", ({ jid }: CapsFeaturesEvent) => {
+    if (jid.local !== undefined && jid.domain === m.domain) {
+      const session = m.server.sessions.get(jid);
+      if (session && presenceOf(session).available && presenceOf(session).priority >= 0) {
+        sendLastItems(jid.local, jid);
+      }
+    }
+    const full = jid.toString();
+    for (const [user, resources] of contactResources) {
+      if (resources.has(full) && sharesPresence(user, jid.bareString())) sendLastItems(user, jid);
+    }
+  });
+
+  // ---------- accounts that go ----------
+
+  /** Removes a deleted account's nodes and items. */
+  const purge = (user: string) => {
+    store.deleteService(`${user}@${m.domain}`);
+    services.delete(user);
+    contactResources.delete(user);
+  };
+  m.hook("account-purged", ({ user }) => purge(user));
+  // Accounts deleted while the server was stopped (`lilt user delete`) leave nodes behind.
+  for (const service of store.servicesEndingWith(`@${m.domain}`)) {
+    const owner = userOf(service);
+    if (owner !== undefined && !m.server.accounts.exists(m.domain, owner)) purge(owner);
+  }
+
+  const eventing: PersonalEventing = {
+    serviceOf,
+    users: () =>
+      store.servicesEndingWith(`@${m.domain}`).map(userOf)
+        .filter((u): u is string => u !== undefined),
+  };
+  m.provide("pep", eventing);
+  m.onUnload(() => {
+    services.clear();
+    contactResources.clear();
+    lastSent.clear();
+  });
+}

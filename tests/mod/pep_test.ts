@@ -1,0 +1,360 @@
+// XEP-0163 personal eventing over real sockets: nodes created on first publish, notifications to
+// the owner's and contacts' resources that asked with `+notify` in their caps, access models,
+// last items on coming online, XEP-0223 private storage, OMEMO device lists, limits, and an
+// account's nodes going with it.
+
+import assert from "node:assert/strict";
+import type { Element } from "../../core/xml/element.ts";
+import { capsHash } from "../../mod/disco.ts";
+import type { RosterItem, Subscription } from "../../mod/roster_store.ts";
+import { conditionOf, RawClient, roundTrip } from "../helpers/raw_client.ts";
+import { startTestServer, type TestServer } from "../helpers/test_server.ts";
+
+const NS_CAPS = "http://jabber.org/protocol/caps";
+const NS_INFO = "http://jabber.org/protocol/disco#info";
+const NS_ITEMS = "http://jabber.org/protocol/disco#items";
+const NS_PUBSUB = "http://jabber.org/protocol/pubsub";
+const NS_OWNER = "http://jabber.org/protocol/pubsub#owner";
+const NS_EVENT = "http://jabber.org/protocol/pubsub#event";
+const NS_TUNE = "http://jabber.org/protocol/tune";
+const NS_NICK = "http://jabber.org/protocol/nick";
+const CAPS_NODE = "https://lilt.example/test-client";
+const USERS = { alice: "pw", bob: "pw", carol: "pw", eve: "pw" };
+
+async function start(options: { hostToml?: string } = {}): Promise<TestServer> {
+  return await startTestServer({ users: USERS, hostToml: options.hostToml });
+}
+
+/** Seeds rosters: [user, contact, subscription, groups] from the user's side. */
+function seedRosters(t: TestServer, entries: [string, string, Subscription, string[]?][]): void {
+  const store = t.server.storage.map<RosterItem>("localhost", "roster");
+  for (const [user, contact, subscription, groups = []] of entries) {
+    store.set(user, `${contact}@localhost`, { subscription, groups });
+  }
+}
+
+/**
+ * Logs in and sends available presence; with `notify`, the presence carries caps whose
+ * features ask for those nodes (`NODE+notify`), and the server's disco#info query is answered.
+ */
+async function online(
+  t: TestServer,
+  user: string,
+  resource: string,
+  notify?: string[],
+): Promise<RawClient> {
+  const { client } = await RawClient.login(t.port, user, "pw", resource);
+  if (notify === undefined) {
+    client.send("<presence/>");
+    await roundTrip(client);
+    return client;
+  }
+  const identities = [{ category: "client", type: "pc", name: "Test" }];
+  const features = [NS_INFO, ...notify.map((node) => `${node}+notify`)];
+  const ver = capsHash(identities, features);
+  client.send(
+    `<presence><c xmlns='${NS_CAPS}' hash='sha-1' node='${CAPS_NODE}' ver='${ver}'/></presence>`,
+  );
+  await roundTrip(client);
+  const query = client.received.find((el) =>
+    el.name === "iq" && el.attrs.type === "get" &&
+    el.getChild("query", NS_INFO)?.attrs.node === `${CAPS_NODE}#${ver}`
+  );
+  if (query) {
+    const featureXml = features.map((f) => `<feature var='${f}'/>`).join("");
+    client.send(
+      `<iq type='result' id='${query.attrs.id}' to='${query.attrs.from}'>` +
+        `<query xmlns='${NS_INFO}' node='${CAPS_NODE}#${ver}'>` +
+        `<identity category='client' type='pc' name='Test'/>${featureXml}</query></iq>`,
+    );
+    await roundTrip(client);
+  }
+  return client;
+}
+
+let counter = 0;
+
+/** Sends an iq and waits for its answer. */
+async function iq(client: RawClient, type: "get" | "set", body: string, to?: string) {
+  const id = `iq-${++counter}`;
+  const toAttr = to === undefined ? "" : ` to='${to}'`;
+  client.send(`<iq type='${type}' id='${id}'${toAttr}>${body}</iq>`);
+  return await client.next((el) => el.name === "iq" && el.attrs.id === id);
+}
+
+function publishOptions(fields: Record<string, string>): string {
+  const xml = Object.entries(fields).map(([name, value]) =>
+    `<field var='${name}'><value>${value}</value></field>`
+  ).join("");
+  return `<publish-options><x xmlns='jabber:x:data' type='submit'>` +
+    `<field var='FORM_TYPE' type='hidden'><value>${NS_PUBSUB}#publish-options</value></field>` +
+    `${xml}</x></publish-options>`;
+}
+
+/** Publishes one item; returns the iq answer. */
+function publish(
+  client: RawClient,
+  node: string,
+  payload: string,
+  options: { id?: string; fields?: Record<string, string> } = {},
+): Promise<Element> {
+  const id = options.id === undefined ? "" : ` id='${options.id}'`;
+  const opts = options.fields ? publishOptions(options.fields) : "";
+  return iq(
+    client,
+    "set",
+    `<pubsub xmlns='${NS_PUBSUB}'><publish node='${node}'><item${id}>${payload}</item></publish>` +
+      `${opts}</pubsub>`,
+  );
+}
+
+const tune = (title: string) => `<tune xmlns='${NS_TUNE}'><title>${title}</title></tune>`;
+
+const isEvent = (node: string) => (el: Element) =>
+  el.name === "message" && el.getChild("event", NS_EVENT)?.firstElement()?.attrs.node === node;
+
+function eventsOf(client: RawClient, node: string): Element[] {
+  return client.received.filter(isEvent(node));
+}
+
+/** Waits for pending deliveries to `clients`, then asserts none got an event of `node`. */
+async function assertNoEvent(node: string, ...clients: RawClient[]): Promise<void> {
+  for (const client of clients) {
+    await roundTrip(client);
+    assert.equal(eventsOf(client, node).length, 0, "no notification expected");
+  }
+}
+
+function itemTitle(message: Element): string | undefined {
+  return message.getChild("event", NS_EVENT)?.getChild("items", NS_EVENT)
+    ?.getChild("item", NS_EVENT)?.getChild("tune", NS_TUNE)?.getChildText("title", NS_TUNE);
+}
+
+Deno.test("the first publish creates the node with PEP defaults; the owner's other resource with +notify is notified", async () => {
+  const t = await start();
+  const clients: RawClient[] = [];
+  try {
+    const phone = await online(t, "alice", "phone", [NS_TUNE]);
+    const laptop = await online(t, "alice", "laptop", [NS_TUNE]);
+    const plain = await online(t, "alice", "plain");
+    clients.push(phone, laptop, plain);
+    const result = await publish(phone, NS_TUNE, tune("Song"), { id: "current" });
+    assert.equal(result.attrs.type, "result");
+    assert.equal(
+      result.getChild("pubsub", NS_PUBSUB)?.getChild("publish", NS_PUBSUB)?.attrs.node,
+      NS_TUNE,
+    );
+    const event = await laptop.next(isEvent(NS_TUNE));
+    assert.equal(event.attrs.from, "alice@localhost");
+    assert.equal(event.attrs.to, "alice@localhost/laptop");
+    assert.equal(event.attrs.type, "headline");
+    assert.equal(itemTitle(event), "Song");
+    // The publishing resource asked too; the one without caps did not.
+    await phone.next(isEvent(NS_TUNE));
+    await assertNoEvent(NS_TUNE, plain);
+
+    // The node took PEP's defaults: presence access, last item on subscription and presence.
+    const config = await iq(
+      phone,
+      "get",
+      `<pubsub xmlns='${NS_OWNER}'><configure node='${NS_TUNE}'/></pubsub>`,
+    );
+    const fields = new Map(
+      config.getChild("pubsub", NS_OWNER)!.getChild("configure", NS_OWNER)!
+        .getChild("x", "jabber:x:data")!.getChildren("field", "jabber:x:data")
+        .map((f) => [f.attrs.var, f.getChildText("value", "jabber:x:data")]),
+    );
+    assert.equal(fields.get("pubsub#access_model"), "presence");
+    assert.equal(fields.get("pubsub#send_last_published_item"), "on_sub_and_presence");
+    assert.equal(fields.get("pubsub#max_items"), "1");
+
+    // disco#info of the account shows the PEP identity.
+    const info = await iq(phone, "get", `<query xmlns='${NS_INFO}'/>`, "alice@localhost");
+    const identities = info.getChild("query", NS_INFO)!.getChildren("identity", NS_INFO);
+    assert.ok(identities.some((i) => i.attrs.category === "pubsub" && i.attrs.type === "pep"));
+    const features = info.getChild("query", NS_INFO)!.getChildren("feature", NS_INFO)
+      .map((f) => f.attrs.var);
+    assert.ok(features.includes(`${NS_PUBSUB}#auto-create`));
+    assert.ok(features.includes(`${NS_PUBSUB}#filtered-notifications`));
+  } finally {
+    for (const c of clients) c.close();
+    await t.stop();
+  }
+});
+
+Deno.test("contacts sharing presence are notified when their caps ask; others are not", async () => {
+  const t = await start();
+  const clients: RawClient[] = [];
+  try {
+    seedRosters(t, [
+      ["alice", "bob", "both"],
+      ["bob", "alice", "both"],
+      ["alice", "carol", "both"],
+      ["carol", "alice", "both"],
+      // eve sees alice's presence only by directed presence: no subscription.
+    ]);
+    const bob = await online(t, "bob", "b", [NS_TUNE]);
+    const carol = await online(t, "carol", "c", [NS_NICK]);
+    const eve = await online(t, "eve", "e", [NS_TUNE]);
+    eve.send("<presence to='alice@localhost'/>");
+    await roundTrip(eve);
+    clients.push(bob, carol, eve);
+    const alice = await online(t, "alice", "a", [NS_TUNE]);
+    clients.push(alice);
+    assert.equal((await publish(alice, NS_TUNE, tune("One"))).attrs.type, "result");
+    const event = await bob.next(isEvent(NS_TUNE));
+    assert.equal(event.attrs.from, "alice@localhost");
+    assert.equal(event.attrs.to, "bob@localhost/b");
+    assert.equal(itemTitle(event), "One");
+    // XEP-0163 §4.3.1: a contact with a presence subscription learns the publishing resource.
+    const address = event.getChild("addresses", "http://jabber.org/protocol/address")
+      ?.getChild("address", "http://jabber.org/protocol/address");
+    assert.equal(address?.attrs.type, "replyto");
+    assert.equal(address?.attrs.jid, "alice@localhost/a");
+    // carol shares presence but asked for nicknames only; eve asked but shares no presence.
+    await assertNoEvent(NS_TUNE, carol, eve);
+    // The owner's own notification carries no replyto.
+    const own = await alice.next(isEvent(NS_TUNE));
+    assert.equal(own.getChild("addresses", "http://jabber.org/protocol/address"), undefined);
+
+    // Under the open model eve still gets nothing without a subscription (§4 rule 1), but
+    // may fetch the items and, once subscribed, is notified.
+    const config = `<pubsub xmlns='${NS_OWNER}'><configure node='${NS_TUNE}'>` +
+      `<x xmlns='jabber:x:data' type='submit'>` +
+      `<field var='FORM_TYPE' type='hidden'><value>${NS_PUBSUB}#node_config</value></field>` +
+      `<field var='pubsub#access_model'><value>open</value></field></x></configure></pubsub>`;
+    assert.equal((await iq(alice, "set", config)).attrs.type, "result");
+    await publish(alice, NS_TUNE, tune("Two"));
+    await bob.next((el) => isEvent(NS_TUNE)(el) && itemTitle(el) === "Two");
+    await assertNoEvent(NS_TUNE, eve);
+    const items = await iq(
+      eve,
+      "get",
+      `<pubsub xmlns='${NS_PUBSUB}'><items node='${NS_TUNE}'/></pubsub>`,
+      "alice@localhost",
+    );
+    assert.equal(items.attrs.type, "result");
+    const subscribed = await iq(
+      eve,
+      "set",
+      `<pubsub xmlns='${NS_PUBSUB}'><subscribe node='${NS_TUNE}' jid='eve@localhost/e'/></pubsub>`,
+      "alice@localhost",
+    );
+    assert.equal(subscribed.attrs.type, "result");
+    await publish(alice, NS_TUNE, tune("Three"));
+    const toEve = await eve.next((el) => isEvent(NS_TUNE)(el) && itemTitle(el) === "Three");
+    assert.equal(toEve.attrs.from, "alice@localhost");
+    // No presence subscription: no replyto (§4.3.1).
+    assert.equal(toEve.getChild("addresses", "http://jabber.org/protocol/address"), undefined);
+  } finally {
+    for (const c of clients) c.close();
+    await t.stop();
+  }
+});
+
+Deno.test("the presence model refuses items to a stranger; roster groups and the whitelist filter", async () => {
+  const t = await start();
+  const clients: RawClient[] = [];
+  try {
+    seedRosters(t, [
+      ["alice", "bob", "both", ["Friends"]],
+      ["bob", "alice", "both"],
+      ["alice", "carol", "both", ["Work"]],
+      ["carol", "alice", "both"],
+    ]);
+    const bob = await online(t, "bob", "b", [NS_TUNE]);
+    const carol = await online(t, "carol", "c", [NS_TUNE]);
+    const eve = await online(t, "eve", "e");
+    clients.push(bob, carol, eve);
+    const alice = await online(t, "alice", "a");
+    clients.push(alice);
+    await publish(alice, NS_TUNE, tune("Hello"));
+    await bob.next(isEvent(NS_TUNE));
+    await carol.next(isEvent(NS_TUNE));
+    const refused = await iq(
+      eve,
+      "get",
+      `<pubsub xmlns='${NS_PUBSUB}'><items node='${NS_TUNE}'/></pubsub>`,
+      "alice@localhost",
+    );
+    assert.equal(refused.attrs.type, "error");
+    assert.equal(conditionOf(refused), "not-authorized");
+    // The stranger's disco#items does not list the node; bob's does.
+    const strangerItems = await iq(eve, "get", `<query xmlns='${NS_ITEMS}'/>`, "alice@localhost");
+    assert.ok(
+      !strangerItems.getChild("query", NS_ITEMS)!.getChildren("item", NS_ITEMS)
+        .some((i) => i.attrs.node === NS_TUNE),
+    );
+    const bobItems = await iq(bob, "get", `<query xmlns='${NS_ITEMS}'/>`, "alice@localhost");
+    assert.ok(
+      bobItems.getChild("query", NS_ITEMS)!.getChildren("item", NS_ITEMS)
+        .some((i) => i.attrs.node === NS_TUNE && i.attrs.jid === "alice@localhost"),
+    );
+
+    // Roster model with the Friends group: bob only.
+    const configure = (fields: string) =>
+      `<pubsub xmlns='${NS_OWNER}'><configure node='${NS_TUNE}'>` +
+      `<x xmlns='jabber:x:data' type='submit'>` +
+      `<field var='FORM_TYPE' type='hidden'><value>${NS_PUBSUB}#node_config</value></field>` +
+      `${fields}</x></configure></pubsub>`;
+    assert.equal(
+      (await iq(
+        alice,
+        "set",
+        configure(
+          `<field var='pubsub#access_model'><value>roster</value></field>` +
+            `<field var='pubsub#roster_groups_allowed'><value>Friends</value></field>`,
+        ),
+      )).attrs.type,
+      "result",
+    );
+    await publish(alice, NS_TUNE, tune("Friends only"));
+    await bob.next((el) => isEvent(NS_TUNE)(el) && itemTitle(el) === "Friends only");
+    await roundTrip(carol);
+    assert.ok(!eventsOf(carol, NS_TUNE).some((el) => itemTitle(el) === "Friends only"));
+
+    // Whitelist: only the owner (and affiliated members).
+    await iq(
+      alice,
+      "set",
+      configure(`<field var='pubsub#access_model'><value>whitelist</value></field>`),
+    );
+    await publish(alice, NS_TUNE, tune("Secret"));
+    await roundTrip(bob);
+    assert.ok(!eventsOf(bob, NS_TUNE).some((el) => itemTitle(el) === "Secret"));
+    const closed = await iq(
+      bob,
+      "get",
+      `<pubsub xmlns='${NS_PUBSUB}'><items node='${NS_TUNE}'/></pubsub>`,
+      "alice@localhost",
+    );
+    assert.equal(conditionOf(closed), "not-allowed");
+  } finally {
+    for (const c of clients) c.close();
+    await t.stop();
+  }
+});
+
+Deno.test("only the account publishes to its own service", async () => {
+  const t = await start();
+  const clients: RawClient[] = [];
+  try {
+    seedRosters(t, [["alice", "bob", "both"], ["bob", "alice", "both"]]);
+    const alice = await online(t, "alice", "a");
+    const bob = await online(t, "bob", "b");
+    clients.push(alice, bob);
+    const forbidden = await iq(
+      bob,
+      "set",
+      `<pubsub xmlns='${NS_PUBSUB}'><publish node='${NS_TUNE}'><item>${
+        tune("x")
+      }</item></publish></pubsub>`,
+      "alice@localhost",
+    );
+    assert.equal(forbidden.attrs.type, "error");
+    assert.equal(conditionOf(forbidden), "forbidden");
+  } finally {
+    for (const c of clients) c.close();
+    await t.stop();
+  }
+});
