@@ -49,12 +49,9 @@ async function online(
     await roundTrip(client);
     return client;
   }
-  const identities = [{ category: "client", type: "pc", name: "Test" }];
   const features = [NS_INFO, ...notify.map((node) => `${node}+notify`)];
-  const ver = capsHash(identities, features);
-  client.send(
-    `<presence><c xmlns='${NS_CAPS}' hash='sha-1' node='${CAPS_NODE}' ver='${ver}'/></presence>`,
-  );
+  const ver = capsHash(IDENTITIES, features);
+  client.send(capsPresence(notify));
   await roundTrip(client);
   const query = client.received.find((el) =>
     el.name === "iq" && el.attrs.type === "get" &&
@@ -70,6 +67,14 @@ async function online(
     await roundTrip(client);
   }
   return client;
+}
+
+const IDENTITIES = [{ category: "client", type: "pc", name: "Test" }];
+
+/** Available presence whose caps ask for these nodes' notifications. */
+function capsPresence(notify: string[]): string {
+  const ver = capsHash(IDENTITIES, [NS_INFO, ...notify.map((node) => `${node}+notify`)]);
+  return `<presence><c xmlns='${NS_CAPS}' hash='sha-1' node='${CAPS_NODE}' ver='${ver}'/></presence>`;
 }
 
 let counter = 0;
@@ -353,6 +358,74 @@ Deno.test("only the account publishes to its own service", async () => {
     );
     assert.equal(forbidden.attrs.type, "error");
     assert.equal(conditionOf(forbidden), "forbidden");
+  } finally {
+    for (const c of clients) c.close();
+    await t.stop();
+  }
+});
+
+const lastItemOf = (node: string, title: string) => (el: Element) =>
+  isEvent(node)(el) && itemTitle(el) === title;
+
+Deno.test("a contact's resource coming online gets the last item once per presence session", async () => {
+  const t = await start();
+  const clients: RawClient[] = [];
+  try {
+    seedRosters(t, [["alice", "bob", "both"], ["bob", "alice", "both"]]);
+    const alice = await online(t, "alice", "a");
+    clients.push(alice);
+    await publish(alice, NS_TUNE, tune("Old"));
+    await publish(alice, NS_TUNE, tune("Latest"));
+    // bob's caps hash is new: the last item follows once the server learned his features.
+    const bob = await online(t, "bob", "b", [NS_TUNE]);
+    clients.push(bob);
+    const last = await bob.next(lastItemOf(NS_TUNE, "Latest"));
+    assert.equal(last.attrs.from, "alice@localhost");
+    assert.equal(last.attrs.to, "bob@localhost/b");
+    assert.ok(last.getChild("delay", "urn:xmpp:delay")?.attrs.stamp);
+    // A presence update in the same session sends nothing again.
+    bob.send("<presence><show>away</show></presence>");
+    await roundTrip(bob);
+    await roundTrip(alice);
+    await roundTrip(bob);
+    assert.equal(eventsOf(bob, NS_TUNE).length, 1);
+    // Going unavailable and back is a new presence session: the item comes again.
+    bob.send("<presence type='unavailable'/>");
+    await roundTrip(bob);
+    bob.send(capsPresence([NS_TUNE]));
+    await bob.next((el) => lastItemOf(NS_TUNE, "Latest")(el) && el !== last);
+    // A second resource with the now known caps gets it at once, from its own presence.
+    const bob2 = await online(t, "bob", "b2", [NS_TUNE]);
+    clients.push(bob2);
+    await bob2.next(lastItemOf(NS_TUNE, "Latest"));
+    // A resource without +notify gets nothing; neither does a stranger's presence.
+    const bob3 = await online(t, "bob", "b3");
+    const eve = await online(t, "eve", "e", [NS_TUNE]);
+    clients.push(bob3, eve);
+    eve.send("<presence to='alice@localhost'/>");
+    await assertNoEvent(NS_TUNE, bob3, eve);
+  } finally {
+    for (const c of clients) c.close();
+    await t.stop();
+  }
+});
+
+Deno.test("the owner's own resource coming online gets the last item of the nodes it asked for", async () => {
+  const t = await start();
+  const clients: RawClient[] = [];
+  try {
+    const desk = await online(t, "alice", "desk");
+    clients.push(desk);
+    await publish(desk, NS_TUNE, tune("Mine"));
+    await publish(desk, NS_NICK, `<nick xmlns='${NS_NICK}'>Alice</nick>`);
+    const phone = await online(t, "alice", "phone", [NS_TUNE]);
+    clients.push(phone);
+    const last = await phone.next(lastItemOf(NS_TUNE, "Mine"));
+    assert.equal(last.attrs.from, "alice@localhost");
+    assert.equal(last.attrs.to, "alice@localhost/phone");
+    phone.send("<presence><show>dnd</show></presence>");
+    await assertNoEvent(NS_NICK, phone);
+    assert.equal(eventsOf(phone, NS_TUNE).length, 1);
   } finally {
     for (const c of clients) c.close();
     await t.stop();
