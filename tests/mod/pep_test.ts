@@ -4,6 +4,8 @@
 // account's nodes going with it.
 
 import assert from "node:assert/strict";
+import { purgeAccount } from "../../core/auth/account_lifecycle.ts";
+import { hostService } from "../../core/modules.ts";
 import type { Element } from "../../core/xml/element.ts";
 import { capsHash } from "../../mod/disco.ts";
 import type { RosterItem, Subscription } from "../../mod/roster_store.ts";
@@ -18,6 +20,7 @@ const NS_OWNER = "http://jabber.org/protocol/pubsub#owner";
 const NS_EVENT = "http://jabber.org/protocol/pubsub#event";
 const NS_TUNE = "http://jabber.org/protocol/tune";
 const NS_NICK = "http://jabber.org/protocol/nick";
+const OMEMO_DEVICES = "eu.siacs.conversations.axolotl.devicelist";
 const CAPS_NODE = "https://lilt.example/test-client";
 const USERS = { alice: "pw", bob: "pw", carol: "pw", eve: "pw" };
 
@@ -426,6 +429,211 @@ Deno.test("the owner's own resource coming online gets the last item of the node
     phone.send("<presence><show>dnd</show></presence>");
     await assertNoEvent(NS_NICK, phone);
     assert.equal(eventsOf(phone, NS_TUNE).length, 1);
+  } finally {
+    for (const c of clients) c.close();
+    await t.stop();
+  }
+});
+
+const PRIVATE = {
+  "pubsub#persist_items": "true",
+  "pubsub#access_model": "whitelist",
+};
+
+function itemsRequest(node: string): string {
+  return `<pubsub xmlns='${NS_PUBSUB}'><items node='${node}'/></pubsub>`;
+}
+
+function itemIds(answer: Element): string[] {
+  return answer.getChild("pubsub", NS_PUBSUB)!.getChild("items", NS_PUBSUB)!
+    .getChildren("item", NS_PUBSUB).map((item) => item.attrs.id!);
+}
+
+Deno.test("XEP-0223 private storage: publish-options create a whitelist node, match later, and a mismatch fails", async () => {
+  const t = await start();
+  const clients: RawClient[] = [];
+  try {
+    seedRosters(t, [["alice", "bob", "both"], ["bob", "alice", "both"]]);
+    const bookmarks = "urn:xmpp:bookmarks:1";
+    const bob = await online(t, "bob", "b", [bookmarks]);
+    const alice = await online(t, "alice", "a", [bookmarks]);
+    clients.push(bob, alice);
+    const conference = (name: string) =>
+      `<conference xmlns='${bookmarks}' name='${name}' autojoin='true'/>`;
+    const fields = { ...PRIVATE, "pubsub#max_items": "max" };
+    for (const room of ["one", "two", "three"]) {
+      const answer = await publish(alice, bookmarks, conference(room), {
+        id: `${room}@muc.localhost`,
+        fields,
+      });
+      assert.equal(answer.attrs.type, "result", `publishing ${room}`);
+    }
+    // max_items = max keeps every bookmark.
+    const all = await iq(alice, "get", itemsRequest(bookmarks));
+    assert.deepEqual(itemIds(all), [
+      "one@muc.localhost",
+      "two@muc.localhost",
+      "three@muc.localhost",
+    ]);
+    // The owner's resources are told; bob, a contact who asked, is not: the node is private.
+    await alice.next(isEvent(bookmarks));
+    await assertNoEvent(bookmarks, bob);
+    const refused = await iq(bob, "get", itemsRequest(bookmarks), "alice@localhost");
+    assert.equal(conditionOf(refused), "not-allowed");
+    // Options the node does not have fail the precondition and store nothing.
+    const mismatch = await publish(alice, bookmarks, conference("four"), {
+      id: "four@muc.localhost",
+      fields: { ...PRIVATE, "pubsub#access_model": "open" },
+    });
+    assert.equal(mismatch.attrs.type, "error");
+    assert.equal(conditionOf(mismatch), "conflict");
+    assert.ok(
+      mismatch.getChild("error")!.getChild(
+        "precondition-not-met",
+        "http://jabber.org/protocol/pubsub#errors",
+      ),
+    );
+    assert.equal(itemIds(await iq(alice, "get", itemsRequest(bookmarks))).length, 3);
+  } finally {
+    for (const c of clients) c.close();
+    await t.stop();
+  }
+});
+
+Deno.test("an OMEMO device list under the open model reaches a contact through +notify and any JID may fetch it", async () => {
+  const t = await start();
+  const clients: RawClient[] = [];
+  try {
+    seedRosters(t, [["alice", "bob", "both"], ["bob", "alice", "both"]]);
+    const bob = await online(t, "bob", "b", [OMEMO_DEVICES]);
+    const eve = await online(t, "eve", "e");
+    const alice = await online(t, "alice", "a", [OMEMO_DEVICES]);
+    clients.push(bob, eve, alice);
+    const devices = `<list xmlns='eu.siacs.conversations.axolotl'><device id='12345'/></list>`;
+    const answer = await publish(alice, OMEMO_DEVICES, devices, {
+      id: "current",
+      fields: { "pubsub#access_model": "open" },
+    });
+    assert.equal(answer.attrs.type, "result");
+    const event = await bob.next(isEvent(OMEMO_DEVICES));
+    assert.equal(event.attrs.from, "alice@localhost");
+    const list = event.getChild("event", NS_EVENT)!.getChild("items", NS_EVENT)!
+      .getChild("item", NS_EVENT)!.getChild("list", "eu.siacs.conversations.axolotl")!;
+    assert.equal(list.getChild("device", "eu.siacs.conversations.axolotl")?.attrs.id, "12345");
+    // eve shares no presence with alice: no notification, but the list is hers to fetch.
+    await assertNoEvent(OMEMO_DEVICES, eve);
+    const fetched = await iq(eve, "get", itemsRequest(OMEMO_DEVICES), "alice@localhost");
+    assert.equal(fetched.attrs.type, "result");
+    assert.deepEqual(itemIds(fetched), ["current"]);
+    // The same for the OMEMO 2 node name.
+    const v2 = "urn:xmpp:omemo:2:devices";
+    await publish(alice, v2, `<devices xmlns='urn:xmpp:omemo:2'><device id='1'/></devices>`, {
+      id: "current",
+      fields: { "pubsub#access_model": "open" },
+    });
+    assert.deepEqual(itemIds(await iq(eve, "get", itemsRequest(v2), "alice@localhost")), [
+      "current",
+    ]);
+  } finally {
+    for (const c of clients) c.close();
+    await t.stop();
+  }
+});
+
+Deno.test("retractions and node deletion are notified to the contacts that asked", async () => {
+  const t = await start();
+  const clients: RawClient[] = [];
+  try {
+    seedRosters(t, [["alice", "bob", "both"], ["bob", "alice", "both"]]);
+    const bob = await online(t, "bob", "b", [NS_TUNE]);
+    const alice = await online(t, "alice", "a");
+    clients.push(bob, alice);
+    await publish(alice, NS_TUNE, tune("Gone soon"), { id: "t1" });
+    await bob.next(lastItemOf(NS_TUNE, "Gone soon"));
+    const retracted = await iq(
+      alice,
+      "set",
+      `<pubsub xmlns='${NS_PUBSUB}'><retract node='${NS_TUNE}' notify='true'>` +
+        `<item id='t1'/></retract></pubsub>`,
+    );
+    assert.equal(retracted.attrs.type, "result");
+    const retraction = await bob.next((el) =>
+      isEvent(NS_TUNE)(el) &&
+      el.getChild("event", NS_EVENT)!.getChild("items", NS_EVENT)!.getChild("retract", NS_EVENT)
+          ?.attrs.id === "t1"
+    );
+    assert.equal(retraction.attrs.from, "alice@localhost");
+    const deleted = await iq(
+      alice,
+      "set",
+      `<pubsub xmlns='${NS_OWNER}'><delete node='${NS_TUNE}'/></pubsub>`,
+    );
+    assert.equal(deleted.attrs.type, "result");
+    const deletion = await bob.next((el) =>
+      el.name === "message" &&
+      el.getChild("event", NS_EVENT)?.getChild("delete", NS_EVENT)?.attrs.node === NS_TUNE
+    );
+    assert.equal(deletion.attrs.from, "alice@localhost");
+    const gone = await iq(bob, "get", itemsRequest(NS_TUNE), "alice@localhost");
+    assert.equal(conditionOf(gone), "item-not-found");
+  } finally {
+    for (const c of clients) c.close();
+    await t.stop();
+  }
+});
+
+Deno.test("pep_max_nodes, pep_max_items and pep_max_item_size limit an account", async () => {
+  const t = await start({
+    hostToml: "pep_max_nodes = 2\npep_max_items = 2\npep_max_item_size = 200",
+  });
+  const clients: RawClient[] = [];
+  try {
+    const alice = await online(t, "alice", "a");
+    clients.push(alice);
+    const keepAll = { "pubsub#max_items": "max" };
+    for (const id of ["1", "2", "3"]) {
+      const answer = await publish(alice, NS_TUNE, tune(id), { id, fields: keepAll });
+      assert.equal(answer.attrs.type, "result");
+    }
+    assert.deepEqual(itemIds(await iq(alice, "get", itemsRequest(NS_TUNE))), ["2", "3"]);
+    const tooBig = await publish(alice, NS_TUNE, tune("x".repeat(300)));
+    assert.equal(conditionOf(tooBig), "not-acceptable");
+    assert.equal(
+      (await publish(alice, NS_NICK, `<nick xmlns='${NS_NICK}'>A</nick>`)).attrs.type,
+      "result",
+    );
+    const third = await publish(alice, "urn:example:third", "<x xmlns='urn:example:third'/>");
+    assert.equal(third.attrs.type, "error");
+    assert.equal(conditionOf(third), "not-allowed");
+  } finally {
+    for (const c of clients) c.close();
+    await t.stop();
+  }
+});
+
+Deno.test("deleting an account removes its PEP nodes and items, also when deleted while the module was away", async () => {
+  const t = await start();
+  const clients: RawClient[] = [];
+  try {
+    const alice = await online(t, "alice", "a");
+    const bob = await online(t, "bob", "b");
+    clients.push(alice, bob);
+    await publish(alice, NS_TUNE, tune("Bye"));
+    await publish(bob, NS_TUNE, tune("Still here"));
+    const host = t.server.hosts.get("localhost")!;
+    const pep = hostService(host, "pep")!;
+    assert.deepEqual(pep.users(), ["alice", "bob"]);
+    alice.close();
+    assert.equal(purgeAccount(t.server, "localhost", "alice"), true);
+    assert.deepEqual(pep.users(), ["bob"]);
+    assert.equal(pep.serviceOf("alice").nodes().length, 0);
+    // An account purged behind the module's back (offline `lilt user delete`) is swept on load.
+    bob.close();
+    t.server.storage.deleteUser("localhost", "bob");
+    t.server.accounts.purge("localhost", "bob", Date.now() + 60_000);
+    assert.equal(t.server.modules.unload(host, "pep"), true);
+    await t.server.modules.load(host, "pep");
+    assert.deepEqual(hostService(host, "pep")!.users(), []);
   } finally {
     for (const c of clients) c.close();
     await t.stop();
