@@ -146,9 +146,9 @@ export default function pep(m: ModuleAPI): void {
     return hostService(host, "caps")?.featuresOf(jid);
   };
 
-  /** The owner's available resources (non-negative priority, XEP-0163 §4.3.2). */
-  const ownResources = (user: string): JID[] =>
-    m.server.sessions.userSessions(m.domain, user).filter((session) => {
+  /** An account's available resources (non-negative priority, XEP-0163 §4.3.2). */
+  const availableResources = (domain: string, user: string): JID[] =>
+    m.server.sessions.userSessions(domain, user).filter((session) => {
       const presence = presenceOf(session);
       return session.jid !== undefined && presence.available && presence.priority >= 0;
     }).map((session) => session.jid!);
@@ -197,11 +197,23 @@ export default function pep(m: ModuleAPI): void {
     return service;
   }
 
-  /** The resources that asked for `node` with `+notify`: the owner's and its contacts'. */
+  /**
+   * The resources that asked for `node` with `+notify`: the owner's, those of local contacts
+   * subscribed to the owner's presence (the server knows their presence first hand), and those
+   * of other contacts whose presence reached the owner.
+   */
   function* interestedIn(user: string, node: string): Iterable<string> {
     const wanted = `${node}+notify`;
-    for (const jid of ownResources(user)) {
+    for (const jid of availableResources(m.domain, user)) {
       if (featuresOf(jid)?.has(wanted)) yield jid.toString();
+    }
+    for (const [contact, item] of rosters.getAll(user)) {
+      if (item.hidden || !hasFrom(item.subscription)) continue;
+      const jid = tryParseJid(contact);
+      if (jid?.local === undefined || m.server.hosts.get(jid.domain)?.kind !== "local") continue;
+      for (const resource of availableResources(jid.domain, jid.local)) {
+        if (featuresOf(resource)?.has(wanted)) yield resource.toString();
+      }
     }
     for (const [full, jid] of contactResources.get(user) ?? []) {
       if (!sharesPresence(user, jid.bareString())) continue;

@@ -209,6 +209,18 @@ Deno.test("slixmpp's XEP-0060 plugin publishes to pubsub.localhost and a subscri
   assert.deepEqual(result.items, [result.generated_id]);
 });
 
+Deno.test("slixmpp's XEP-0163 and XEP-0172 plugins: a contact whose caps ask gets the nickname and OMEMO device list", async () => {
+  await requireSlixmpp();
+  const result = await withClient(({ tlsPort, caFile }) => [
+    PYTHON,
+    ["tests/interop/slixmpp_pep_client.py", String(tlsPort), caFile],
+  ]);
+  assert.equal(result.error, undefined, result.error);
+  assert.equal(result.both, true);
+  assert.deepEqual(result.nicks[0], { from: "alice@localhost", nick: "Alice in PEP" });
+  assert.deepEqual(result.device_lists[0], { from: "alice@localhost", ids: ["4242"] });
+});
+
 /** slixmpp with its default SASL settings over "starttls" or "direct-tls". */
 function slixmppDefaults(transport: "starttls" | "direct-tls") {
   return ({ port, tlsPort, caFile }: ClientTarget): [string, string[]] => [
