@@ -639,3 +639,22 @@ Deno.test("deleting an account removes its PEP nodes and items, also when delete
     await t.stop();
   }
 });
+
+Deno.test("a local contact whose presence came before the subscription was mutual is notified", async () => {
+  const t = await start();
+  const clients: RawClient[] = [];
+  try {
+    // bob's presence went out while alice's roster did not yet say he is subscribed to her.
+    const bob = await online(t, "bob", "b", [NS_TUNE]);
+    const alice = await online(t, "alice", "a");
+    clients.push(bob, alice);
+    seedRosters(t, [["alice", "bob", "both"], ["bob", "alice", "both"]]);
+    await publish(alice, NS_TUNE, tune("Now"));
+    const event = await bob.next(lastItemOf(NS_TUNE, "Now"));
+    assert.equal(event.attrs.to, "bob@localhost/b");
+    assert.equal(eventsOf(bob, NS_TUNE).length, 1);
+  } finally {
+    for (const c of clients) c.close();
+    await t.stop();
+  }
+});
