@@ -389,6 +389,26 @@ export default function pep(m: ModuleAPI): void {
   m.hook("presence/bare", contactPresence, 5);
   m.hook("presence/full", contactPresence, 5);
 
+  // The owner approving a contact's subscription makes the contact a new (implicit) subscriber:
+  // its online resources get the last items they asked for (XEP-0163 §4.3.4). The presence
+  // module changes the roster after this hook, so the check waits for the routing to finish.
+  m.hook("pre-presence/bare", ({ stanza, origin }: StanzaEvent) => {
+    if (stanza.attrs.type !== "subscribed" || origin.kind !== "c2s") return false;
+    const user = origin.jid?.domain === m.domain ? origin.jid.local : undefined;
+    const contact = tryParseJid(stanza.attrs.to ?? "");
+    if (user === undefined || contact?.local === undefined) return false;
+    const contactBare = contact.bareString();
+    if (sharesPresence(user, contactBare)) return false;
+    queueMicrotask(() => {
+      if (!sharesPresence(user, contactBare)) return;
+      if (m.server.hosts.get(contact.domain)?.kind !== "local") return;
+      for (const resource of availableResources(contact.domain, contact.local!)) {
+        sendLastItems(user, resource);
+      }
+    });
+    return false;
+  }, 5);
+
   // The owner's own resource coming online gets the last items it asked for.
   m.hook("resource-available", ({ session }: SessionEvent) => {
     const jid = session.jid;

@@ -658,3 +658,33 @@ Deno.test("a local contact whose presence came before the subscription was mutua
     await t.stop();
   }
 });
+
+Deno.test("approving a contact's subscription sends it the last items its caps ask for", async () => {
+  const t = await start();
+  const clients: RawClient[] = [];
+  try {
+    const store = t.server.storage.map<RosterItem>("localhost", "roster");
+    store.set("bob", "alice@localhost", { subscription: "none", groups: [], ask: "subscribe" });
+    store.set("alice", "bob@localhost", {
+      subscription: "none",
+      groups: [],
+      pendingIn: true,
+      hidden: true,
+    });
+    const alice = await online(t, "alice", "a");
+    const bob = await online(t, "bob", "b", [NS_TUNE]);
+    clients.push(alice, bob);
+    await publish(alice, NS_TUNE, tune("Welcome"));
+    await assertNoEvent(NS_TUNE, bob);
+    alice.send("<presence to='bob@localhost' type='subscribed'/>");
+    const event = await bob.next(lastItemOf(NS_TUNE, "Welcome"));
+    assert.equal(event.attrs.from, "alice@localhost");
+    assert.equal(event.attrs.to, "bob@localhost/b");
+    await roundTrip(alice);
+    await roundTrip(bob);
+    assert.equal(eventsOf(bob, NS_TUNE).length, 1);
+  } finally {
+    for (const c of clients) c.close();
+    await t.stop();
+  }
+});
