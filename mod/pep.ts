@@ -273,7 +273,6 @@ export default function pep(m: ModuleAPI): void {
     }
     try {
       const result = handle(serviceOf(user), actor);
-      if (self) delete result.attrs.from;
       origin.send(result);
     } catch (error) {
       if (!(error instanceof PubsubError)) throw error;
@@ -310,7 +309,6 @@ export default function pep(m: ModuleAPI): void {
       return true;
     }
     const result = reply(stanza);
-    if (self) delete result.attrs.from;
     const query = result.c("query", { xmlns: NS_INFO, node: name });
     query.c("identity", { category: "pubsub", type: "leaf", name: node.config.title || undefined });
     query.c("feature", { var: NS_PUBSUB });
@@ -328,7 +326,6 @@ export default function pep(m: ModuleAPI): void {
     const asker = tryParseJid(stanza.attrs.from ?? "") ?? origin.jid;
     const name = stanza.firstElement()?.attrs.node;
     const result = reply(stanza);
-    if (self) delete result.attrs.from;
     const query = result.c("query", { xmlns: NS_ITEMS, node: name });
     try {
       if (!asker) throw new PubsubError("jid-malformed");

@@ -175,6 +175,11 @@ Deno.test("the first publish creates the node with PEP defaults; the owner's oth
     assert.equal(fields.get("pubsub#access_model"), "presence");
     assert.equal(fields.get("pubsub#send_last_published_item"), "on_sub_and_presence");
     assert.equal(fields.get("pubsub#max_items"), "1");
+    // An iq to the own bare JID is the owner's too, answered from that JID.
+    const own = await iq(phone, "get", itemsRequest(NS_TUNE), "alice@localhost");
+    assert.equal(own.attrs.type, "result");
+    assert.equal(own.attrs.from, "alice@localhost");
+    assert.deepEqual(itemIds(own), ["current"]);
 
     // disco#info of the account shows the PEP identity.
     const info = await iq(phone, "get", `<query xmlns='${NS_INFO}'/>`, "alice@localhost");
