@@ -693,3 +693,32 @@ Deno.test("approving a contact's subscription sends it the last items its caps a
     await t.stop();
   }
 });
+
+Deno.test("a contact the owner blocked gets no notifications (XEP-0163 §4.3.3)", async () => {
+  const t = await start();
+  const clients: RawClient[] = [];
+  try {
+    seedRosters(t, [
+      ["alice", "bob", "both"],
+      ["bob", "alice", "both"],
+      ["alice", "carol", "both"],
+      ["carol", "alice", "both"],
+    ]);
+    const bob = await online(t, "bob", "b", [NS_TUNE]);
+    const carol = await online(t, "carol", "c", [NS_TUNE]);
+    const alice = await online(t, "alice", "a");
+    clients.push(bob, carol, alice);
+    const blocked = await iq(
+      alice,
+      "set",
+      "<block xmlns='urn:xmpp:blocking'><item jid='bob@localhost'/></block>",
+    );
+    assert.equal(blocked.attrs.type, "result");
+    await publish(alice, NS_TUNE, tune("Not for bob"));
+    await carol.next(lastItemOf(NS_TUNE, "Not for bob"));
+    await assertNoEvent(NS_TUNE, bob);
+  } finally {
+    for (const c of clients) c.close();
+    await t.stop();
+  }
+});
