@@ -118,8 +118,8 @@ export default function pep(m: ModuleAPI): void {
   const maxNodes = m.option<number>("pep_max_nodes");
   const services = new Map<string, PubsubService>();
   /**
-   * Per account, the contacts' resources whose available presence reached it (XEP-0163 §4.3.1:
-   * what the service knows of a recipient's presence), full JID -> JID.
+   * Per account, the local contacts' resources whose available presence reached it, full JID
+   * -> JID: their caps may become known later (`caps-features`), and the last items follow.
    */
   const contactResources = new Map<string, Map<string, JID>>();
   /** Nodes whose last item a resource got since it became available: `owner\nfull` -> nodes. */
@@ -198,9 +198,9 @@ export default function pep(m: ModuleAPI): void {
   }
 
   /**
-   * The resources that asked for `node` with `+notify`: the owner's, those of local contacts
-   * subscribed to the owner's presence (the server knows their presence first hand), and those
-   * of other contacts whose presence reached the owner.
+   * The resources that asked for `node` with `+notify`: the owner's, and those of local
+   * contacts subscribed to the owner's presence (the server knows their presence and caps first
+   * hand). Remote contacts' caps are not learned here: they get what they subscribe to.
    */
   function* interestedIn(user: string, node: string): Iterable<string> {
     const wanted = `${node}+notify`;
@@ -214,10 +214,6 @@ export default function pep(m: ModuleAPI): void {
       for (const resource of availableResources(jid.domain, jid.local)) {
         if (featuresOf(resource)?.has(wanted)) yield resource.toString();
       }
-    }
-    for (const [full, jid] of contactResources.get(user) ?? []) {
-      if (!sharesPresence(user, jid.bareString())) continue;
-      if (featuresOf(jid)?.has(wanted)) yield full;
     }
   }
 
@@ -367,6 +363,7 @@ export default function pep(m: ModuleAPI): void {
     const to = tryParseJid(stanza.attrs.to ?? "");
     const from = tryParseJid(stanza.attrs.from ?? "");
     if (!to?.local || to.domain !== m.domain || from?.resource === undefined) return false;
+    if (m.server.hosts.get(from.domain)?.kind !== "local") return false;
     const user = to.local;
     const full = from.toString();
     if (from.bareString() === to.bareString()) return false;
