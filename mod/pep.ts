@@ -122,8 +122,11 @@ export default function pep(m: ModuleAPI): void {
    * -> JID: their caps may become known later (`caps-features`), and the last items follow.
    */
   const contactResources = new Map<string, Map<string, JID>>();
-  /** Nodes whose last item a resource got since it became available: `owner\nfull` -> nodes. */
-  const lastSent = new Map<string, Set<string>>();
+  /**
+   * Nodes whose last item a resource got since it became available: full JID -> account ->
+   * nodes, so that one presence (or its caps learned later) does not send an item twice.
+   */
+  const lastSent = new Map<string, Map<string, Set<string>>>();
 
   const rosterItem = (user: string, contact: string): RosterItem | undefined => {
     const item = rosters.get(user, contact);
@@ -222,19 +225,26 @@ export default function pep(m: ModuleAPI): void {
     const features = featuresOf(resource);
     if (!features) return;
     const service = serviceOf(user);
-    const key = `${user}\n${resource.toString()}`;
-    let sent = lastSent.get(key);
+    const full = resource.toString();
+    let sent = lastSent.get(full)?.get(user);
     for (const node of store.nodes(service.jid)) {
       if (!features.has(`${node.node}+notify`) || sent?.has(node.node)) continue;
       if (service.sendLastPublished(node.node, resource)) {
-        if (!sent) lastSent.set(key, sent = new Set());
+        if (!sent) {
+          sent = new Set();
+          const byUser = lastSent.get(full);
+          if (byUser) byUser.set(user, sent);
+          else lastSent.set(full, new Map([[user, sent]]));
+        }
         sent.add(node.node);
       }
     }
   }
 
+  /** The resource's presence session with `user` ended: its next one gets the last items again. */
   const forgetResource = (user: string, full: string) => {
-    lastSent.delete(`${user}\n${full}`);
+    const byUser = lastSent.get(full);
+    if (byUser?.delete(user) && byUser.size === 0) lastSent.delete(full);
   };
 
   m.addAccountIdentity("pubsub", "pep");
@@ -403,15 +413,24 @@ export default function pep(m: ModuleAPI): void {
     return false;
   }, 5);
 
-  // The owner's own resource coming online gets the last items it asked for.
-  m.hook("resource-available", ({ session }: SessionEvent) => {
-    const jid = session.jid;
-    if (jid?.local === undefined || presenceOf(session).priority < 0) return;
-    sendLastItems(jid.local, jid);
-  });
+  // The owner's own resource coming online (its initial presence, also after an unavailable
+  // one) gets the last items it asked for, once the presence module has recorded it: after
+  // the caps module (priority 10) and before the presence module, which takes the stanza.
+  m.hook("presence/self", ({ stanza, origin }: StanzaEvent) => {
+    const jid = origin.jid;
+    if (origin.kind !== "c2s" || jid?.local === undefined || jid.domain !== m.domain) return false;
+    const type = stanza.attrs.type;
+    if (type === "unavailable") forgetResource(jid.local, jid.toString());
+    if (type !== undefined || presenceOf(origin).available) return false;
+    queueMicrotask(() => {
+      const presence = presenceOf(origin);
+      if (presence.available && presence.priority >= 0) sendLastItems(jid.local!, jid);
+    });
+    return false;
+  }, 5);
   m.hook("resource-unbind", ({ session }: SessionEvent) => {
     const jid = session.jid;
-    if (jid?.local !== undefined) forgetResource(jid.local, jid.toString());
+    if (jid !== undefined) lastSent.delete(jid.toString());
   });
 
   // Features learned after the presence (an unseen caps hash): the last items follow now, for

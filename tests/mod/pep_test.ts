@@ -434,6 +434,13 @@ Deno.test("the owner's own resource coming online gets the last item of the node
     phone.send("<presence><show>dnd</show></presence>");
     await assertNoEvent(NS_NICK, phone);
     assert.equal(eventsOf(phone, NS_TUNE).length, 1);
+    // Unavailable, then available again in the same stream: a new presence session.
+    phone.send("<presence type='unavailable'/>");
+    await roundTrip(phone);
+    phone.send(capsPresence([NS_TUNE]));
+    await phone.next((el) => lastItemOf(NS_TUNE, "Mine")(el) && el !== last);
+    await roundTrip(phone);
+    assert.equal(eventsOf(phone, NS_TUNE).length, 2);
   } finally {
     for (const c of clients) c.close();
     await t.stop();
