@@ -369,9 +369,14 @@ export default function pep(m: ModuleAPI): void {
   // it (XEP-0163 §4), so only its resources become recipients and get the last items.
   const contactPresence = ({ stanza }: StanzaEvent) => {
     const type = stanza.attrs.type;
-    if (type !== undefined && type !== "unavailable") return false;
     const to = tryParseJid(stanza.attrs.to ?? "");
     const from = tryParseJid(stanza.attrs.from ?? "");
+    // A contact ending its subscription to the account's presence may lose access (§7.1).
+    if (type === "unsubscribe" && to?.local !== undefined && to.domain === m.domain && from) {
+      recheckLater(to.local, from.bareString());
+      return false;
+    }
+    if (type !== undefined && type !== "unavailable") return false;
     if (!to?.local || to.domain !== m.domain || from?.resource === undefined) return false;
     if (m.server.hosts.get(from.domain)?.kind !== "local") return false;
     const user = to.local;
@@ -410,6 +415,50 @@ export default function pep(m: ModuleAPI): void {
         sendLastItems(user, resource);
       }
     });
+    return false;
+  }, 5);
+
+  /**
+   * XEP-0163 §7.1: when a presence subscription or roster item changes, a contact's explicit
+   * subscriptions to nodes it may no longer see are cancelled.
+   */
+  function recheckSubscriptions(user: string, contactBare: string): void {
+    const contact = tryParseJid(contactBare);
+    if (!contact || store.nodeCount(`${user}@${m.domain}`) === 0) return;
+    const service = serviceOf(user);
+    const owner = tryParseJid(service.jid)!;
+    for (const subscription of service.subscriptionsOf(contact)) {
+      const node = service.findNode(subscription.node);
+      if (!node || !service.accessError(node, contactBare)) continue;
+      const subscriber = tryParseJid(subscription.jid);
+      if (!subscriber) continue;
+      service.unsubscribe(owner, node.node, subscriber);
+      m.log.debug("Cancelled {jid}'s subscription to {node} of {user}: access lost", {
+        jid: subscription.jid,
+        node: node.node,
+        user,
+      });
+    }
+  }
+  /** Rechecks after the stanza's own handling (the presence or roster module) is done. */
+  const recheckLater = (user: string, contactBare: string) =>
+    queueMicrotask(() => recheckSubscriptions(user, contactBare));
+
+  // The owner cancels a contact's subscription, or changes its roster (groups, removal).
+  m.hook("pre-presence/bare", ({ stanza, origin }: StanzaEvent) => {
+    if (stanza.attrs.type !== "unsubscribed" || origin.kind !== "c2s") return false;
+    const to = tryParseJid(stanza.attrs.to ?? "");
+    if (origin.jid?.local !== undefined && origin.jid.domain === m.domain && to) {
+      recheckLater(origin.jid.local, to.bareString());
+    }
+    return false;
+  }, 5);
+  m.hook("iq-set/self/jabber:iq:roster:query", ({ stanza, origin }: StanzaEvent) => {
+    if (origin.jid?.local === undefined || origin.jid.domain !== m.domain) return false;
+    for (const item of stanza.firstElement()?.elements() ?? []) {
+      const jid = tryParseJid(item.attrs.jid ?? "");
+      if (jid) recheckLater(origin.jid.local, jid.bareString());
+    }
     return false;
   }, 5);
 

@@ -28,6 +28,10 @@ async function start(options: { hostToml?: string } = {}): Promise<TestServer> {
   return await startTestServer({ users: USERS, hostToml: options.hostToml });
 }
 
+function store(t: TestServer) {
+  return t.server.storage.map<RosterItem>("localhost", "roster");
+}
+
 /** Seeds rosters: [user, contact, subscription, groups] from the user's side. */
 function seedRosters(t: TestServer, entries: [string, string, Subscription, string[]?][]): void {
   const store = t.server.storage.map<RosterItem>("localhost", "roster");
@@ -724,6 +728,71 @@ Deno.test("a contact the owner blocked gets no notifications (XEP-0163 §4.3.3)"
     await publish(alice, NS_TUNE, tune("Not for bob"));
     await carol.next(lastItemOf(NS_TUNE, "Not for bob"));
     await assertNoEvent(NS_TUNE, bob);
+  } finally {
+    for (const c of clients) c.close();
+    await t.stop();
+  }
+});
+
+Deno.test("explicit subscriptions that lose access with a roster or subscription change are cancelled (XEP-0163 §7.1)", async () => {
+  const t = await start();
+  const clients: RawClient[] = [];
+  try {
+    seedRosters(t, [
+      ["alice", "bob", "both", ["Friends"]],
+      ["bob", "alice", "both"],
+      ["alice", "carol", "both", ["Friends"]],
+      ["carol", "alice", "both"],
+    ]);
+    const alice = await online(t, "alice", "a");
+    const bob = await online(t, "bob", "b");
+    const carol = await online(t, "carol", "c");
+    clients.push(alice, bob, carol);
+    await publish(alice, NS_TUNE, tune("x"), {
+      fields: { "pubsub#access_model": "roster", "pubsub#roster_groups_allowed": "Friends" },
+    });
+    for (const [client, jid] of [[bob, "bob@localhost"], [carol, "carol@localhost"]] as const) {
+      const answer = await iq(
+        client,
+        "set",
+        `<pubsub xmlns='${NS_PUBSUB}'><subscribe node='${NS_TUNE}' jid='${jid}'/></pubsub>`,
+        "alice@localhost",
+      );
+      assert.equal(answer.attrs.type, "result");
+    }
+    const subscribers = async () => {
+      const answer = await iq(
+        alice,
+        "get",
+        `<pubsub xmlns='${NS_OWNER}'><subscriptions node='${NS_TUNE}'/></pubsub>`,
+      );
+      return answer.getChild("pubsub", NS_OWNER)!.getChild("subscriptions", NS_OWNER)!
+        .getChildren("subscription", NS_OWNER).map((s) => s.attrs.jid).sort();
+    };
+    assert.deepEqual(await subscribers(), ["bob@localhost", "carol@localhost"]);
+    // alice moves bob out of Friends.
+    await iq(
+      alice,
+      "set",
+      "<query xmlns='jabber:iq:roster'><item jid='bob@localhost'><group>Work</group></item></query>",
+    );
+    assert.deepEqual(await subscribers(), ["carol@localhost"]);
+    // alice cancels carol's presence subscription: carol is no longer in her roster's
+    // presence-sharing contacts, but still in the group, so roster access holds.
+    alice.send("<presence to='carol@localhost' type='unsubscribed'/>");
+    await roundTrip(alice);
+    assert.deepEqual(await subscribers(), ["carol@localhost"]);
+    // Under the presence model, that cancellation ends carol's access and subscription.
+    const config = `<pubsub xmlns='${NS_OWNER}'><configure node='${NS_TUNE}'>` +
+      `<x xmlns='jabber:x:data' type='submit'>` +
+      `<field var='FORM_TYPE' type='hidden'><value>${NS_PUBSUB}#node_config</value></field>` +
+      `<field var='pubsub#access_model'><value>presence</value></field></x></configure></pubsub>`;
+    assert.equal((await iq(alice, "set", config)).attrs.type, "result");
+    store(t).set("alice", "carol@localhost", { subscription: "both", groups: ["Friends"] });
+    carol.send("<presence to='alice@localhost' type='unsubscribe'/>");
+    await roundTrip(carol);
+    await roundTrip(alice);
+    assert.deepEqual(await subscribers(), []);
   } finally {
     for (const c of clients) c.close();
     await t.stop();
