@@ -10,7 +10,7 @@ import { type JID, tryParseJid } from "../core/jid.ts";
 import { hostService, type ModuleAPI } from "../core/modules.ts";
 import { presenceOf } from "../core/presence_state.ts";
 import { Element } from "../core/xml/element.ts";
-import { errorReply, isError, reply } from "../core/xml/stanza.ts";
+import { errorReply, reply } from "../core/xml/stanza.ts";
 import type { CapsFeaturesEvent } from "./caps.ts";
 import { hasFrom, type RosterItem } from "./roster_store.ts";
 import { defaultNodeConfig, metaDataForm } from "./pubsub/config.ts";
@@ -118,10 +118,10 @@ export default function pep(m: ModuleAPI): void {
   const maxNodes = m.option<number>("pep_max_nodes");
   const services = new Map<string, PubsubService>();
   /**
-   * Per account, the local contacts' resources whose available presence reached it, full JID
-   * -> JID: their caps may become known later (`caps-features`), and the last items follow.
+   * Local contacts' resources whose available presence reached accounts here: full JID -> the
+   * accounts. Their caps may become known later (`caps-features`), and the last items follow.
    */
-  const contactResources = new Map<string, Map<string, JID>>();
+  const presenceSeenBy = new Map<string, Set<string>>();
   /**
    * Nodes whose last item a resource got since it became available: full JID -> account ->
    * nodes, so that one presence (or its caps learned later) does not send an item twice.
@@ -382,16 +382,16 @@ export default function pep(m: ModuleAPI): void {
     const user = to.local;
     const full = from.toString();
     if (from.bareString() === to.bareString()) return false;
-    const known = contactResources.get(user);
-    if (type === "unavailable" || isError(stanza)) {
-      if (known?.delete(full) && known.size === 0) contactResources.delete(user);
+    const seenBy = presenceSeenBy.get(full);
+    if (type === "unavailable") {
+      if (seenBy?.delete(user) && seenBy.size === 0) presenceSeenBy.delete(full);
       forgetResource(user, full);
       return false;
     }
     if (!sharesPresence(user, from.bareString())) return false;
     if (!m.server.accounts.exists(m.domain, user)) return false;
-    if (known) known.set(full, from);
-    else contactResources.set(user, new Map([[full, from]]));
+    if (seenBy) seenBy.add(user);
+    else presenceSeenBy.set(full, new Set([user]));
     sendLastItems(user, from);
     return false;
   };
@@ -479,7 +479,9 @@ export default function pep(m: ModuleAPI): void {
   }, 5);
   m.hook("resource-unbind", ({ session }: SessionEvent) => {
     const jid = session.jid;
-    if (jid !== undefined) lastSent.delete(jid.toString());
+    if (jid === undefined) return;
+    lastSent.delete(jid.toString());
+    presenceSeenBy.delete(jid.toString());
   });
 
   // Features learned after the presence (an unseen caps hash): the last items follow now, for
@@ -491,9 +493,8 @@ export default function pep(m: ModuleAPI): void {
         sendLastItems(jid.local, jid);
       }
     }
-    const full = jid.toString();
-    for (const [user, resources] of contactResources) {
-      if (resources.has(full) && sharesPresence(user, jid.bareString())) sendLastItems(user, jid);
+    for (const user of presenceSeenBy.get(jid.toString()) ?? []) {
+      if (sharesPresence(user, jid.bareString())) sendLastItems(user, jid);
     }
   });
 
@@ -503,7 +504,6 @@ export default function pep(m: ModuleAPI): void {
   const purge = (user: string) => {
     store.deleteService(`${user}@${m.domain}`);
     services.delete(user);
-    contactResources.delete(user);
   };
   m.hook("account-purged", ({ user }) => purge(user));
   // Accounts deleted while the server was stopped (`lilt user delete`) leave nodes behind.
@@ -521,7 +521,7 @@ export default function pep(m: ModuleAPI): void {
   m.provide("pep", eventing);
   m.onUnload(() => {
     services.clear();
-    contactResources.clear();
+    presenceSeenBy.clear();
     lastSent.clear();
   });
 }
