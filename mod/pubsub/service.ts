@@ -777,7 +777,7 @@ export class PubsubService {
     return `pubsub-${Date.now().toString(36)}-${++this.#counter}`;
   }
 
-  #send(node: StoredNode, recipient: string, payload: Element, publisher?: string): Element {
+  #eventMessage(node: StoredNode, recipient: string, payload: Element): Element {
     const message = new Element("message", {
       from: this.jid,
       to: recipient,
@@ -785,8 +785,12 @@ export class PubsubService {
       id: this.#nextId(),
     });
     message.c("event", { xmlns: NS_PUBSUB_EVENT }).append(payload);
-    this.#policy.notify(message, { node: node.node, recipient, publisher });
     return message;
+  }
+
+  #send(node: StoredNode, recipient: string, payload: Element, publisher?: string): void {
+    const message = this.#eventMessage(node, recipient, payload);
+    this.#policy.notify(message, { node: node.node, recipient, publisher });
   }
 
   /**
@@ -804,14 +808,7 @@ export class PubsubService {
       : undefined;
     const [last] = this.#store.items(this.jid, node.node, { max: 1, expiredBeforeMs: expired });
     if (!last) return false;
-    const payload = this.#itemsEvent(node, [last]);
-    const message = new Element("message", {
-      from: this.jid,
-      to: recipient.toString(),
-      type: node.config.notificationType,
-      id: this.#nextId(),
-    });
-    message.c("event", { xmlns: NS_PUBSUB_EVENT }).append(payload);
+    const message = this.#eventMessage(node, recipient.toString(), this.#itemsEvent(node, [last]));
     message.c("delay", {
       xmlns: "urn:xmpp:delay",
       from: this.jid,
