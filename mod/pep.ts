@@ -18,6 +18,7 @@ import { PubsubError, pubsubErrorReply } from "./pubsub/errors.ts";
 import { handlePubsub, handlePubsubOwner, NS_PUBSUB, NS_PUBSUB_OWNER } from "./pubsub/protocol.ts";
 import { PubsubService } from "./pubsub/service.ts";
 import type { PersonalEventing } from "./pubsub/services.ts";
+import { PUBSUB_COMMANDS } from "./pubsub/shell.ts";
 import { PUBSUB_MIGRATIONS, PubsubStore } from "./pubsub/storage.ts";
 
 const NS_INFO = "http://jabber.org/protocol/disco#info";
@@ -519,6 +520,8 @@ export default function pep(m: ModuleAPI): void {
         .filter((u): u is string => u !== undefined),
   };
   m.provide("pep", eventing);
+  // The admin shell's pubsub section reaches accounts' nodes through the service above.
+  m.shellCommands(PUBSUB_COMMANDS);
   m.onUnload(() => {
     services.clear();
     presenceSeenBy.clear();

@@ -193,6 +193,13 @@ Deno.test("the first publish creates the node with PEP defaults; the owner's oth
       .map((f) => f.attrs.var);
     assert.ok(features.includes(`${NS_PUBSUB}#auto-create`));
     assert.ok(features.includes(`${NS_PUBSUB}#filtered-notifications`));
+
+    // The admin shell's pubsub section sees the account's nodes without a pubsub component.
+    const listed = await t.server.commands.get("pubsub", "list_nodes")!.run(
+      { server: t.server, emit: () => {}, signal: new AbortController().signal },
+      ["alice@localhost"],
+    );
+    assert.deepEqual((listed.data as { node: string }[]).map((n) => n.node), [NS_TUNE]);
   } finally {
     for (const c of clients) c.close();
     await t.stop();
