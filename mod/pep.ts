@@ -5,7 +5,7 @@
 // their XEP-0115 caps (`+notify`): the owner's own, and those of contacts sharing presence.
 
 import type { OptionSpec } from "../core/config_schema.ts";
-import type { SessionEvent, StanzaEvent } from "../core/hosts.ts";
+import type { Host, SessionEvent, StanzaEvent } from "../core/hosts.ts";
 import { type JID, tryParseJid } from "../core/jid.ts";
 import { hostService, type ModuleAPI } from "../core/modules.ts";
 import { presenceOf } from "../core/presence_state.ts";
@@ -20,6 +20,41 @@ import { PubsubService } from "./pubsub/service.ts";
 import type { PersonalEventing } from "./pubsub/services.ts";
 import { PUBSUB_COMMANDS } from "./pubsub/shell.ts";
 import { PUBSUB_MIGRATIONS, PubsubStore } from "./pubsub/storage.ts";
+
+/**
+ * Payload of `pep-published`: an item was published to one of an account's PEP nodes (by the
+ * account's client, or by a module on its behalf), after it was stored and notified.
+ */
+export interface PepPublishedEvent {
+  host: Host;
+  /** The account (local part) whose node it is. */
+  user: string;
+  node: string;
+  /** The item id (generated when the publisher gave none). */
+  id: string;
+  /** The item's payload element, if it has one. */
+  payload: Element | undefined;
+  /** The full JID that published it. */
+  publisher: string;
+}
+
+/**
+ * Payload of `pep-items-removed`: items left one of an account's PEP nodes by a retraction
+ * (`ids`), or all of them by a purge or the node's deletion (`ids` undefined).
+ */
+export interface PepItemsRemovedEvent {
+  host: Host;
+  user: string;
+  node: string;
+  ids: string[] | undefined;
+}
+
+declare module "../core/hosts.ts" {
+  interface ModuleEvents {
+    "pep-published": PepPublishedEvent;
+    "pep-items-removed": PepItemsRemovedEvent;
+  }
+}
 
 const NS_INFO = "http://jabber.org/protocol/disco#info";
 const NS_ITEMS = "http://jabber.org/protocol/disco#items";
@@ -196,6 +231,15 @@ export default function pep(m: ModuleAPI): void {
         m.send(message);
       },
       implicitRecipients: (node) => interestedIn(user, node),
+      itemsChanged: (change) => {
+        if (change.kind === "published") {
+          const { node, id, payload, publisher } = change;
+          m.host.events.fire("pep-published", { host: m.host, user, node, id, payload, publisher });
+        } else {
+          const { node, ids } = change;
+          m.host.events.fire("pep-items-removed", { host: m.host, user, node, ids });
+        }
+      },
     });
     services.set(user, service);
     return service;

@@ -70,9 +70,30 @@ export interface PubsubPolicy {
    * the node's access model; a bare JID subscription is served through them when present.
    */
   implicitRecipients?(node: string): Iterable<string>;
+  /**
+   * Told after a node's items changed (a publish, a retraction, a purge, the node's deletion),
+   * once stored and notified: PEP turns this into host events other modules follow.
+   */
+  itemsChanged?(change: ItemsChange): void;
   /** The clock (milliseconds); tests and expiry read it. */
   now?(): number;
 }
+
+/**
+ * What {@link PubsubPolicy.itemsChanged} is told: an item was published (`payload` is its
+ * element, if it has one), or items were removed (`ids` undefined: all of them, by a purge or
+ * the node's deletion).
+ */
+export type ItemsChange =
+  | {
+    kind: "published";
+    node: string;
+    id: string;
+    payload: Element | undefined;
+    /** The full JID that published it. */
+    publisher: string;
+  }
+  | { kind: "removed"; node: string; ids: string[] | undefined };
 
 /** A subscription as the protocol reports it. */
 export interface SubscriptionInfo {
@@ -367,6 +388,7 @@ export class PubsubService {
       });
     }
     this.#store.deleteNode(this.jid, node.node);
+    this.#policy.itemsChanged?.({ kind: "removed", node: node.node, ids: undefined });
   }
 
   /** Removes every item of a node (§8.5) and notifies subscribers. */
@@ -380,6 +402,7 @@ export class PubsubService {
         () => new Element("purge", { xmlns: NS_PUBSUB_EVENT, node: node.node }),
       );
     }
+    this.#policy.itemsChanged?.({ kind: "removed", node: node.node, ids: undefined });
   }
 
   #keep(config: NodeConfig): number {
@@ -451,6 +474,13 @@ export class PubsubService {
       this.#store.putItem(this.jid, node.node, stored, this.#keep(config));
     });
     this.#broadcast(node, () => this.#itemsEvent(node, [stored]), actor.toString());
+    this.#policy.itemsChanged?.({
+      kind: "published",
+      node: node.node,
+      id,
+      payload,
+      publisher: actor.toString(),
+    });
     return { node: node.node, id };
   }
 
@@ -486,6 +516,7 @@ export class PubsubService {
         return event;
       });
     }
+    this.#policy.itemsChanged?.({ kind: "removed", node: node.node, ids: [id] });
   }
 
   /** Items of a node the actor may see (§6.5), oldest first. */
