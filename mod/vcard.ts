@@ -2,7 +2,7 @@
 // by asking the account's bare JID. Stored as XML text, so unknown fields survive unchanged.
 
 import type { OptionSpec } from "../core/config_schema.ts";
-import type { StanzaEvent } from "../core/hosts.ts";
+import type { Host, StanzaEvent } from "../core/hosts.ts";
 import { tryParseJid } from "../core/jid.ts";
 import type { ModuleAPI } from "../core/modules.ts";
 import { Element } from "../core/xml/element.ts";
@@ -11,6 +11,42 @@ import { serialize } from "../core/xml/serializer.ts";
 import { errorReply, reply } from "../core/xml/stanza.ts";
 
 const NS_VCARD = "vcard-temp";
+
+/** What mod/vcard.ts provides on an account host as `vcard`: the stored cards. */
+export interface VcardStore {
+  /** The stored vCard of account `user`, or undefined. */
+  get(user: string): Element | undefined;
+  /**
+   * Stores account `user`'s vCard (undefined or an empty card removes it) without firing
+   * `vcard-updated`: for modules that mirror another source into the card. Returns false, and
+   * stores nothing, for a card larger than `vcard_max_size`.
+   */
+  set(user: string, card: Element | undefined): boolean;
+}
+
+/** Payload of `vcard-updated`: an account's client stored a new vCard (undefined: removed). */
+export interface VcardUpdatedEvent {
+  host: Host;
+  user: string;
+  card: Element | undefined;
+}
+
+declare module "../core/modules.ts" {
+  interface ModuleServices {
+    vcard: VcardStore;
+  }
+}
+
+declare module "../core/hosts.ts" {
+  interface ModuleEvents {
+    "vcard-updated": VcardUpdatedEvent;
+  }
+}
+
+/** True for a card with neither child elements nor text: storing it means removing the card. */
+function isEmptyCard(card: Element): boolean {
+  return card.elements().length === 0 && card.text().trim() === "";
+}
 
 /** One line for module listings. */
 export const description = "XEP-0054: stores each account's vCard and serves it to others";
@@ -86,10 +122,29 @@ export default function vcard(m: ModuleAPI): void {
       return true;
     }
     // Publishing an empty vCard removes it (a get then answers an empty vCard anyway).
-    const empty = card.elements().length === 0 && card.text().trim() === "";
+    const empty = isEmptyCard(card);
     store.set(username, empty ? undefined : text);
     origin.send(reply(stanza));
+    m.host.events.fire("vcard-updated", {
+      host: m.host,
+      user: username,
+      card: empty ? undefined : card,
+    });
     return true;
+  });
+
+  m.provide("vcard", {
+    get: load,
+    set: (user, card) => {
+      if (card === undefined || isEmptyCard(card)) {
+        store.set(user, undefined);
+        return true;
+      }
+      const text = serialize(card, "");
+      if (encoder.encode(text).length > maxBytes) return false;
+      store.set(user, text);
+      return true;
+    },
   });
 
   // §3.2: nobody may change another account's vCard.
