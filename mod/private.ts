@@ -1,12 +1,13 @@
 // XEP-0049 Private XML Storage: an account keeps small XML documents on the server (bookmarks,
 // client preferences), one per element name and namespace, readable only by itself.
 
-import type { StanzaEvent } from "../core/hosts.ts";
+import type { Host, StanzaEvent } from "../core/hosts.ts";
+import type { JID } from "../core/jid.ts";
 import type { ModuleAPI } from "../core/modules.ts";
 import type { Element } from "../core/xml/element.ts";
 import { parseElement } from "../core/xml/parser.ts";
 import { serialize } from "../core/xml/serializer.ts";
-import { errorReply, reply } from "../core/xml/stanza.ts";
+import { errorReply, reply, type StanzaErrorCondition } from "../core/xml/stanza.ts";
 
 const NS_PRIVATE = "jabber:iq:private";
 
@@ -16,6 +17,32 @@ const NS_PRIVATE = "jabber:iq:private";
  * without its own xmlns inherits `jabber:iq:private`, so it is refused too.
  */
 const RESERVED_NAMESPACES = new Set(["jabber:client", "jabber:server", NS_PRIVATE]);
+
+/**
+ * Payload of `private-xml-get` and `private-xml-set`, fired once per fragment so that another
+ * module can keep a fragment somewhere else (bookmarks keeps XEP-0048 conferences in PEP).
+ * Every handler sees the event (return nothing). For a get, `fragment` is what will be
+ * answered (what is stored, or the empty element asked for); for a set, what will be stored
+ * (an empty element clears the key). A handler may replace it. A set handler that refuses the
+ * fragment sets `error`: the iq gets that error and nothing of the set is stored (handlers of
+ * the set's earlier fragments have run by then).
+ */
+export interface PrivateXmlEvent {
+  host: Host;
+  /** The account (local part). */
+  user: string;
+  /** The full JID of the session asking. */
+  from: JID;
+  fragment: Element;
+  error?: { condition: StanzaErrorCondition; text: string };
+}
+
+declare module "../core/hosts.ts" {
+  interface ModuleEvents {
+    "private-xml-get": PrivateXmlEvent;
+    "private-xml-set": PrivateXmlEvent;
+  }
+}
 
 /** One line for module listings. */
 export const description = "XEP-0049: private XML storage for each account";
@@ -58,8 +85,9 @@ export default function privateStorage(m: ModuleAPI): void {
   };
 
   m.hook(`iq-get/self/${NS_PRIVATE}:query`, ({ stanza, origin }: StanzaEvent) => {
-    const username = origin.jid?.local;
-    if (username === undefined) return false;
+    const from = origin.jid;
+    const username = from?.local;
+    if (from === undefined || username === undefined) return false;
     const wanted = fragments(stanza, origin)?.[0];
     if (!wanted) return true;
     let found: Element | undefined;
@@ -75,18 +103,39 @@ export default function privateStorage(m: ModuleAPI): void {
       }
     }
     // Nothing stored: answer with the empty element that was asked for (XEP-0049 usage).
+    const event: PrivateXmlEvent = {
+      host: m.host,
+      user: username,
+      from,
+      fragment: found ?? wanted.clone(),
+    };
+    m.host.events.fire("private-xml-get", event);
     const answer = reply(stanza);
-    answer.c("query", { xmlns: NS_PRIVATE }).append(found ?? wanted.clone());
+    answer.c("query", { xmlns: NS_PRIVATE }).append(event.fragment);
     origin.send(answer);
     return true;
   });
 
   m.hook(`iq-set/self/${NS_PRIVATE}:query`, ({ stanza, origin }: StanzaEvent) => {
-    const username = origin.jid?.local;
-    if (username === undefined) return false;
+    const from = origin.jid;
+    const username = from?.local;
+    if (from === undefined || username === undefined) return false;
     const children = fragments(stanza, origin);
     if (!children) return true;
-    for (const child of children) {
+    const events = children.map((child): PrivateXmlEvent => ({
+      host: m.host,
+      user: username,
+      from,
+      fragment: child,
+    }));
+    for (const event of events) {
+      m.host.events.fire("private-xml-set", event);
+      if (event.error) {
+        origin.send(errorReply(stanza, event.error.condition, { text: event.error.text }));
+        return true;
+      }
+    }
+    for (const { fragment: child } of events) {
       // An element with neither content nor attributes clears what was stored.
       const empty = child.children.length === 0 && Object.keys(child.attrs).length === 0;
       store.set(username, privateKey(child), empty ? undefined : serialize(child, ""));
