@@ -39,6 +39,12 @@ export interface Sizes {
   rosterLogins: number;
   /** Size of the XML parser corpus in MB. */
   parserMb: number;
+  /** Contacts a PEP publish fans out to (pep workload). */
+  pepContacts: number;
+  /** Items published in the pep workload's measured window. */
+  pepItems: number;
+  /** PEP publishes per second in that window. */
+  pepRate: number;
 }
 
 /**
@@ -53,10 +59,17 @@ export const workloads = [
   "offline",
   "roster",
   "memory",
+  "pep",
 ] as const;
 
 /** Workloads only Lilt runs (the others would need their own archive set up to compare). */
 export const liltOnlyWorkloads: readonly Workload[] = ["mam"];
+
+/**
+ * Workloads Lilt and Prosody run but ejabberd does not (its generated config has no
+ * mod_pubsub/mod_caps).
+ */
+export const withoutEjabberdWorkloads: readonly Workload[] = ["pep"];
 
 /** One measured workload. */
 export type Workload = (typeof workloads)[number];
@@ -66,7 +79,6 @@ export type Workload = (typeof workloads)[number];
  * each becomes a load-client workload (and a runner entry above) once the module exists.
  */
 export const plannedWorkloads: readonly { id: string; what: string; waitsFor: string }[] = [
-  { id: "pep", what: "PEP fan-out", waitsFor: "a XEP-0163 personal eventing module in Lilt" },
   { id: "muc", what: "MUC fan-out", waitsFor: "a XEP-0045 multi-user chat module in Lilt" },
 ];
 
@@ -290,6 +302,9 @@ export async function runLoad(port: number, options: LoadRun): Promise<Figures> 
       `--roster-logins=${sizes.rosterLogins}`,
       `--accounts=${options.accounts}`,
       `--warmup=${warmupAccounts}`,
+      `--pep-contacts=${sizes.pepContacts}`,
+      `--pep-items=${sizes.pepItems}`,
+      `--pep-rate=${sizes.pepRate}`,
       `--workload=${options.workload}`,
       `--keys=${options.keys}`,
     ],

@@ -30,6 +30,12 @@ export interface LoadOptions {
   accounts: number;
   /** Accounts of the warm-up (the last ones); 0 skips it. */
   warmup: number;
+  /** Contacts the PEP publisher's items fan out to (accounts 1 … pepContacts). */
+  pepContacts: number;
+  /** Items the PEP publisher publishes in the measured window. */
+  pepItems: number;
+  /** PEP publishes per second in the measured window. */
+  pepRate: number;
 }
 
 const encoder = new TextEncoder();
@@ -545,6 +551,8 @@ interface LoginBatch {
   first: number;
   count: number;
   resource: string;
+  /** Send initial presence at login (default true). */
+  presence?: boolean;
 }
 
 /**
@@ -555,7 +563,7 @@ async function loginMany(
   opts: LoadOptions,
   batch: LoginBatch,
 ): Promise<{ clients: Client[]; bound: number[]; ready: number[]; errors: string[] }> {
-  const { first, count, resource } = batch;
+  const { first, count, resource, presence } = batch;
   const clients: Client[] = [];
   const bound: number[] = [];
   const ready: number[] = [];
@@ -566,7 +574,7 @@ async function loginMany(
       const i = first + next++;
       const client = new Client(opts, `${opts.userPrefix}${i}`, resource);
       try {
-        const t = await client.login();
+        const t = await client.login({ presence });
         bound.push(t.bound);
         ready.push(t.ready);
         clients.push(client);
@@ -1200,6 +1208,299 @@ async function memoryWorkload(opts: LoadOptions) {
   };
 }
 
+const NS_PUBSUB = "http://jabber.org/protocol/pubsub";
+const NS_PUBSUB_EVENT = "http://jabber.org/protocol/pubsub#event";
+const NS_DISCO_INFO = "http://jabber.org/protocol/disco#info";
+const NS_CAPS = "http://jabber.org/protocol/caps";
+/** The PEP node the publisher publishes to and the contacts ask for with `+notify`. */
+const pepNode = "http://jabber.org/protocol/tune";
+/** The XEP-0115 node (software) of the contacts' caps. */
+const capsNode = "https://lilt.invalid/bench";
+/** The contacts' disco#info: one identity and these features (sorted, as XEP-0115 §5.1 hashes). */
+const capsIdentity = { category: "client", type: "pc", name: "LiltBench" };
+const capsFeatures = [NS_CAPS, NS_DISCO_INFO, `${pepNode}+notify`].sort();
+
+/** The XEP-0115 `ver` (SHA-1, base64) of the contacts' identity and features. */
+async function capsVer(): Promise<string> {
+  const { category, type, name } = capsIdentity;
+  const text = `${category}/${type}//${name}<${capsFeatures.map((f) => `${f}<`).join("")}`;
+  return b64(new Uint8Array(await crypto.subtle.digest("SHA-1", encoder.encode(text))));
+}
+
+/** The answer to a server's disco#info query about the contacts' caps node. */
+function discoInfoResult(query: string): string {
+  const id = attribute(query, "id") ?? "";
+  const from = attribute(query, "from");
+  const node = /<query[^>]*\snode=(?:'([^']*)'|"([^"]*)")/.exec(query);
+  const nodeValue = node ? (node[1] ?? node[2]) : undefined;
+  const { category, type, name } = capsIdentity;
+  return `<iq type='result' id='${id}'${
+    from ? ` to='${from}'` : ""
+  }><query xmlns='${NS_DISCO_INFO}'${
+    nodeValue ? ` node='${nodeValue}'` : ""
+  }><identity category='${category}' type='${type}' name='${name}'/>${
+    capsFeatures.map((f) => `<feature var='${f}'/>`).join("")
+  }</query></iq>`;
+}
+
+/** A publish of item `id` (a ~150-byte XEP-0118 tune) to the PEP node. */
+function publishIq(id: string): string {
+  return `<iq type='set' id='pub-${id}'><pubsub xmlns='${NS_PUBSUB}'><publish node='${pepNode}'><item id='${id}'><tune xmlns='${pepNode}'><artist>Bench</artist><title>Track ${id}</title><source>Fan-out</source><length>180</length></tune></item></publish></pubsub></iq>`;
+}
+
+/** The item id of a PEP notification, or undefined when `stanza` is not one. */
+function notifiedItem(stanza: string): string | undefined {
+  if (!stanza.startsWith("<message") || !stanza.includes(NS_PUBSUB_EVENT)) return undefined;
+  const match = /<item\s[^>]*?\bid=(?:'([^']*)'|"([^"]*)")/.exec(stanza);
+  return match ? (match[1] ?? match[2]) : undefined;
+}
+
+/**
+ * PEP fan-out (XEP-0163): account 0 publishes to its tune node, and each of `pepContacts`
+ * contacts (accounts 1 …), online with one resource whose caps include the node's `+notify`,
+ * receives a notification per item. Setup (unmeasured): mutual presence subscriptions made over
+ * the protocol, caps presence, the server's disco#info queries answered; items are published
+ * one by one until one reaches every contact (the server knows their caps), then 20 warm-up
+ * items. Measured: `pepItems` publishes at `pepRate` per second (at most 50 items not yet
+ * delivered to every contact), until every notification has arrived (at most 60 s), then until
+ * the server is quiet.
+ */
+async function pepWorkload(opts: LoadOptions) {
+  const errors: string[] = [];
+  const publisherUser = `${opts.userPrefix}0`;
+  const publisherBare = `${publisherUser}@${opts.domain}`;
+  const publisher = new Client(opts, publisherUser, "publisher");
+  await publisher.login({ presence: false });
+  const logins = await loginMany(opts, {
+    first: 1,
+    count: opts.pepContacts,
+    resource: "pep",
+    presence: false,
+  });
+  const contacts = logins.clients;
+  errors.push(...logins.errors);
+  const all = [publisher, ...contacts];
+  if (contacts.length < opts.pepContacts) {
+    closeAll(all);
+    return { error: "Too few contacts logged in", errors: summarizeErrors(errors) };
+  }
+  const ver = await capsVer();
+  const capsPresence =
+    `<presence><c xmlns='${NS_CAPS}' hash='sha-1' node='${capsNode}' ver='${ver}'/></presence>`;
+
+  // who received what: item id -> contacts notified, and when each item was published
+  const notified = new Map<string, number>();
+  const publishedAt = new Map<string, number>();
+  const latencies: number[] = [];
+  let delivered = 0;
+  let lastDelivery = 0;
+  let publisherNotifications = 0;
+  let discoQueries = 0;
+  let publishResults = 0;
+  let publishErrors = 0;
+  let approvedByContacts = 0;
+  let approvedByPublisher = 0;
+  let onComplete: (id: string) => void = () => {};
+
+  // answers every iq get/set a client must answer: disco#info about its caps, roster pushes
+  const answerIq = (client: Client, stanza: string): boolean => {
+    if (!stanza.startsWith("<iq")) return false;
+    const type = attribute(stanza, "type");
+    if (type === "get" && stanza.includes(NS_DISCO_INFO)) {
+      discoQueries++;
+      client.send(discoInfoResult(stanza));
+    } else if (type === "get" || type === "set") {
+      const from = attribute(stanza, "from");
+      client.send(
+        `<iq type='result' id='${attribute(stanza, "id") ?? ""}'${from ? ` to='${from}'` : ""}/>`,
+      );
+    }
+    return true;
+  };
+  for (const contact of contacts) {
+    contact.onStanza = (stanza) => {
+      const item = notifiedItem(stanza);
+      if (item !== undefined) {
+        delivered++;
+        lastDelivery = performance.now();
+        const count = (notified.get(item) ?? 0) + 1;
+        notified.set(item, count);
+        if (count === contacts.length) {
+          const t = publishedAt.get(item);
+          if (t !== undefined && item.startsWith("m")) latencies.push(performance.now() - t);
+          onComplete(item);
+        }
+        return;
+      }
+      if (answerIq(contact, stanza)) return;
+      if (stanza.startsWith("<presence")) {
+        const type = attribute(stanza, "type");
+        if (type === "subscribe") {
+          contact.send(`<presence type='subscribed' to='${publisherBare}'/>`);
+        } else if (type === "subscribed") approvedByPublisher++;
+      }
+    };
+  }
+  publisher.onStanza = (stanza) => {
+    if (notifiedItem(stanza) !== undefined) {
+      publisherNotifications++;
+      return;
+    }
+    if (stanza.startsWith("<iq") && (attribute(stanza, "id") ?? "").startsWith("pub-")) {
+      const type = attribute(stanza, "type");
+      if (type === "result") publishResults++;
+      else if (type === "error" && ++publishErrors <= 3) errors.push(stanza.slice(0, 300));
+      return;
+    }
+    if (answerIq(publisher, stanza)) return;
+    if (stanza.startsWith("<presence")) {
+      const type = attribute(stanza, "type");
+      const from = (attribute(stanza, "from") ?? "").split("/")[0];
+      if (type === "subscribe") {
+        publisher.send(
+          `<presence type='subscribed' to='${from}'/><presence type='subscribe' to='${from}'/>`,
+        );
+      } else if (type === "subscribed") approvedByContacts++;
+    }
+  };
+
+  // setup: presence, then mutual subscriptions, then the caps presence again so the
+  // publisher's server sees it from a contact with a subscription in place
+  const setupT0 = performance.now();
+  publisher.send("<presence/>");
+  for (const contact of contacts) {
+    contact.send(capsPresence);
+    contact.send(`<presence type='subscribe' to='${publisherBare}'/>`);
+  }
+  for (
+    let wait = 0;
+    wait < 300 && (approvedByContacts < contacts.length || approvedByPublisher < contacts.length);
+    wait++
+  ) await sleep(100);
+  if (approvedByContacts < contacts.length || approvedByPublisher < contacts.length) {
+    errors.push(
+      `Subscriptions incomplete after 30 s: ${approvedByPublisher} approved by the publisher, ` +
+        `${approvedByContacts} by contacts`,
+    );
+  }
+  for (const contact of contacts) contact.send(capsPresence);
+  await sync(publisher, opts.domain, "setup-sync");
+
+  // publishes one item at a time until one reaches every contact (at most 60 tries)
+  const completed = new Set<string>();
+  onComplete = (id) => completed.add(id);
+  let ready = false;
+  let attempts = 0;
+  while (attempts < 60 && !ready) {
+    const id = `r${attempts++}`;
+    publishedAt.set(id, performance.now());
+    publisher.send(publishIq(id));
+    for (let wait = 0; wait < 20 && !completed.has(id); wait++) await sleep(50);
+    ready = completed.has(id);
+  }
+  const setupSeconds = (performance.now() - setupT0) / 1000;
+  if (!ready) {
+    closeAll(all);
+    errors.push(`No item reached all ${contacts.length} contacts within 60 tries`);
+    return {
+      error: "PEP notifications never reached every contact",
+      errors: summarizeErrors(errors),
+    };
+  }
+
+  // publishes `count` items with prefix `prefix` at `pepRate`, at most 50 not yet complete;
+  // resolves once all are complete or 60 s after the last publish
+  const inFlightMax = 50;
+  const publishAll = async (prefix: string, count: number) => {
+    let sent = 0;
+    let done = 0;
+    let held = 0;
+    let allDone = () => {};
+    const finished = new Promise<void>((resolve) => allDone = resolve);
+    onComplete = (id) => {
+      if (id.startsWith(prefix) && ++done === count) allDone();
+    };
+    const lags: number[] = [];
+    const t0 = performance.now();
+    while (sent < count) {
+      const due = Math.min(count, Math.floor(((performance.now() - t0) / 1000) * opts.pepRate) + 1);
+      while (sent < due) {
+        if (sent - done >= inFlightMax) {
+          held++;
+          break;
+        }
+        const id = `${prefix}${sent++}`;
+        publishedAt.set(id, performance.now());
+        publisher.send(publishIq(id));
+      }
+      const before = performance.now();
+      await sleep(tickMs);
+      lags.push(performance.now() - before - tickMs);
+    }
+    const publishSeconds = (performance.now() - t0) / 1000;
+    if (done < count) await Promise.race([finished, sleep(60000)]);
+    return { done, held, publishSeconds, lags };
+  };
+
+  await publishAll("w", 20);
+  await sleep(1000);
+
+  const delivered0 = delivered;
+  const cpu0 = cpuSeconds(opts.pid);
+  const own0 = cpuSeconds(Deno.pid);
+  const t0 = performance.now();
+  const run = await publishAll("m", opts.pepItems);
+  const fanOutSeconds = (lastDelivery - t0) / 1000;
+  const ownCpu = cpuSeconds(Deno.pid) - own0;
+  const serverCpuS = (await settledCpu(opts.pid)) - cpu0;
+  const count = delivered - delivered0;
+  const expected = opts.pepItems * contacts.length;
+  closeAll(all);
+  if (count !== expected) {
+    errors.push(`Expected ${expected} notifications, ${count} arrived`);
+  }
+  const publishes = attempts + 20 + opts.pepItems;
+  if (publishResults < publishes) {
+    errors.push(`${publishResults} of ${publishes} publishes answered with a result`);
+  }
+  const notes: string[] = [];
+  if (run.held) {
+    notes.push(
+      `publishing was held ${run.held} times because ${inFlightMax} items were not yet ` +
+        `delivered to every contact: the server did not keep up with ${opts.pepRate} items/s`,
+    );
+  }
+  if (percentile(run.lags, 0.99) > lagLimitMs) {
+    notes.push(
+      `the client's 2 ms publish timer lagged (p99 ${percentile(run.lags, 0.99).toFixed(1)} ms): ` +
+        `latency may be the client's`,
+    );
+  }
+  return {
+    contacts: contacts.length,
+    items: opts.pepItems,
+    offered_items_per_s: opts.pepRate,
+    publish_seconds: run.publishSeconds,
+    notifications: count,
+    notifications_per_item: count / opts.pepItems,
+    notifications_per_s: fanOutSeconds > 0 ? count / fanOutSeconds : NaN,
+    fan_out_seconds: fanOutSeconds,
+    server_cpu_s: serverCpuS,
+    cpu_us_per_notification: count ? (serverCpuS * 1e6) / count : NaN,
+    cpu_us_per_publish: (serverCpuS * 1e6) / opts.pepItems,
+    server_busy_pct: fanOutSeconds > 0 ? (serverCpuS / fanOutSeconds) * 100 : NaN,
+    fan_out_p50_ms: percentile(latencies, 0.5),
+    fan_out_p99_ms: percentile(latencies, 0.99),
+    client_busy_pct: fanOutSeconds > 0 ? (ownCpu / fanOutSeconds) * 100 : NaN,
+    publisher_notifications: publisherNotifications,
+    disco_queries: discoQueries,
+    ready_after_items: attempts,
+    setup_seconds: setupSeconds,
+    notes,
+    errors: summarizeErrors(errors),
+  };
+}
+
 /** The measured workloads by `--workload` name. */
 const measured: Record<string, (opts: LoadOptions) => Promise<Record<string, unknown>>> = {
   login: loginWorkload,
@@ -1210,6 +1511,7 @@ const measured: Record<string, (opts: LoadOptions) => Promise<Record<string, unk
   offline: offlineWorkload,
   roster: rosterWorkload,
   memory: memoryWorkload,
+  pep: pepWorkload,
 };
 
 async function main(): Promise<void> {
@@ -1233,6 +1535,9 @@ async function main(): Promise<void> {
       "roster-logins": { type: "string", default: "20" },
       accounts: { type: "string", default: "5000" },
       warmup: { type: "string", default: "64" },
+      "pep-contacts": { type: "string", default: "200" },
+      "pep-items": { type: "string", default: "500" },
+      "pep-rate": { type: "string", default: "25" },
       workload: { type: "string" },
       keys: { type: "string" },
     },
@@ -1264,6 +1569,9 @@ async function main(): Promise<void> {
     rosterLogins: Number(values["roster-logins"]),
     accounts: Number(values.accounts),
     warmup: Number(values.warmup),
+    pepContacts: Number(values["pep-contacts"]),
+    pepItems: Number(values["pep-items"]),
+    pepRate: Number(values["pep-rate"]),
   };
   loadKeyCache(values.keys);
   const log = (text: string) => console.error(`[load ${opts.port}] ${text}`);
