@@ -818,13 +818,18 @@ async function main(): Promise<void> {
   try {
     for (const { id } of servers) {
       if (!only.has(id)) continue;
+      const theirs = chosen.filter((w) =>
+        id === "lilt" ||
+        (!liltOnlyWorkloads.includes(w) &&
+          (id !== "ejabberd" || !withoutEjabberdWorkloads.includes(w)))
+      );
+      // a server none of the chosen workloads runs on is not prepared at all
+      if (!theirs.length) {
+        log(`${id}: none of the chosen workloads runs on it; skipped`);
+        continue;
+      }
       const t0 = performance.now();
       try {
-        const theirs = chosen.filter((w) =>
-          id === "lilt" ||
-          (!liltOnlyWorkloads.includes(w) &&
-            (id !== "ejabberd" || !withoutEjabberdWorkloads.includes(w)))
-        );
         results.set(id, await benchServer(kinds[id], { id, setup, chosen: theirs, errors }));
       } catch (error) {
         results.set(id, {});
@@ -847,8 +852,8 @@ async function main(): Promise<void> {
     else await Deno.remove(work, { recursive: true }).catch(() => {});
   }
   const versions = {
-    prosody: only.has("prosody") ? await packageVersion("prosody") : undefined,
-    ejabberd: only.has("ejabberd") ? await packageVersion("ejabberd") : undefined,
+    prosody: results.has("prosody") ? await packageVersion("prosody") : undefined,
+    ejabberd: results.has("ejabberd") ? await packageVersion("ejabberd") : undefined,
   };
   const peerNames = [
     versions.prosody && `Prosody ${versions.prosody}`,
