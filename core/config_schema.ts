@@ -376,6 +376,7 @@ export const HOST_OPTIONS = {
       "carbons",
       "blocklist",
       "vcard",
+      "vcard_pep",
       "private",
       "last",
       "time",

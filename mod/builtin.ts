@@ -21,6 +21,7 @@ import * as roster from "./roster.ts";
 import * as smacks from "./smacks.ts";
 import * as time from "./time.ts";
 import * as vcard from "./vcard.ts";
+import * as vcard_pep from "./vcard_pep.ts";
 import * as version from "./version.ts";
 
 /** Built-in modules by name. */
@@ -45,5 +46,6 @@ export const builtinModules: ModuleTable = {
   smacks,
   time,
   vcard,
+  vcard_pep,
   version,
 };
