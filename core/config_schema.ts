@@ -378,6 +378,7 @@ export const HOST_OPTIONS = {
       "vcard",
       "vcard_pep",
       "private",
+      "bookmarks",
       "last",
       "time",
       "version",

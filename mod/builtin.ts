@@ -3,6 +3,7 @@
 import type { ModuleTable } from "../core/modules.ts";
 import * as announce from "./announce.ts";
 import * as blocklist from "./blocklist.ts";
+import * as bookmarks from "./bookmarks.ts";
 import * as caps from "./caps.ts";
 import * as carbons from "./carbons.ts";
 import * as contact_info from "./contact_info.ts";
@@ -28,6 +29,7 @@ import * as version from "./version.ts";
 export const builtinModules: ModuleTable = {
   announce,
   blocklist,
+  bookmarks,
   caps,
   carbons,
   contact_info,

@@ -654,7 +654,8 @@ Deno.test("deleting an account removes its PEP nodes and items, also when delete
     bob.close();
     t.server.storage.deleteUser("localhost", "bob");
     t.server.accounts.purge("localhost", "bob", Date.now() + 60_000);
-    assert.equal(t.server.modules.unload(host, "pep"), true);
+    // Modules built on PEP (bookmarks, avatars) go with it.
+    assert.equal(t.server.modules.unload(host, "pep", { cascade: true }), true);
     await t.server.modules.load(host, "pep");
     assert.deepEqual(hostService(host, "pep")!.users(), []);
   } finally {
