@@ -221,6 +221,28 @@ Deno.test("slixmpp's XEP-0163 and XEP-0172 plugins: a contact whose caps ask get
   assert.deepEqual(result.device_lists[0], { from: "alice@localhost", ids: ["4242"] });
 });
 
+Deno.test("slixmpp's XEP-0048 bookmarks in private XML and XEP-0402 PEP bookmarks are one list (#compat)", async () => {
+  await requireSlixmpp();
+  const result = await withClient(({ tlsPort, caFile }) => [
+    PYTHON,
+    ["tests/interop/slixmpp_bookmarks_client.py", String(tlsPort), caFile],
+  ]);
+  assert.equal(result.error, undefined, result.error);
+  // The XEP-0402 client was notified of each room the XEP-0048 client stored.
+  assert.deepEqual(result.notified, ["board@muc.localhost", "tea@muc.localhost"]);
+  // The XEP-0048 client reads all three rooms back, from private XML and from legacy PEP.
+  assert.deepEqual(result.private, [
+    { jid: "board@muc.localhost", nick: "Al", autojoin: false, password: "" },
+    { jid: "orchard@muc.localhost", nick: "JC", autojoin: true, password: "" },
+    { jid: "tea@muc.localhost", nick: "Alice", autojoin: true, password: "secret" },
+  ]);
+  assert.deepEqual(result.legacy_pep, [
+    "board@muc.localhost",
+    "orchard@muc.localhost",
+    "tea@muc.localhost",
+  ]);
+});
+
 /** slixmpp with its default SASL settings over "starttls" or "direct-tls". */
 function slixmppDefaults(transport: "starttls" | "direct-tls") {
   return ({ port, tlsPort, caFile }: ClientTarget): [string, string[]] => [
