@@ -97,7 +97,7 @@ function avatarOfCard(card: Element | undefined): Avatar | undefined | null {
 /** The `<info/>` of a metadata payload that describes an image stored in PEP (no `url`). */
 function storedInfo(metadata: Element): Element | undefined {
   return metadata.getChildren("info", NODE_METADATA).find((info) =>
-    info.attrs.url === undefined && info.attrs.id !== undefined
+    !info.attrs.url && info.attrs.id !== undefined
   );
 }
 

@@ -243,6 +243,26 @@ Deno.test("slixmpp's XEP-0048 bookmarks in private XML and XEP-0402 PEP bookmark
   ]);
 });
 
+Deno.test("slixmpp's XEP-0084 and XEP-0153 plugins: an avatar set on either side reaches the other (XEP-0398)", async () => {
+  await requireSlixmpp();
+  const result = await withClient(({ tlsPort, caFile }) => [
+    PYTHON,
+    ["tests/interop/slixmpp_avatar_client.py", String(tlsPort), caFile],
+  ]);
+  assert.equal(result.error, undefined, result.error);
+  assert.equal(result.both, true);
+  // SHA-1 of the script's 1x1 PNG and 2x3 GIF.
+  const png = "c7a9c45fd419815a5ab1998503a9f03514c0e229";
+  const gif = "fafe652f289b3c017e39c7bcce806f59dc2b4abd";
+  assert.deepEqual(result.vcard_photo, { type: "image/png", sha1: png });
+  assert.deepEqual(result.presence_hashes[0], { from: "alice@localhost/py", photo: png });
+  assert.equal(result.pep_data_sha1, gif);
+  assert.equal(result.pep_info.id, gif);
+  assert.equal(result.pep_info.type, "image/gif");
+  assert.equal(result.pep_info.width, "2");
+  assert.equal(result.pep_info.height, "3");
+});
+
 /** slixmpp with its default SASL settings over "starttls" or "direct-tls". */
 function slixmppDefaults(transport: "starttls" | "direct-tls") {
   return ({ port, tlsPort, caFile }: ClientTarget): [string, string[]] => [
