@@ -302,8 +302,11 @@ export default function bookmarks(m: ModuleAPI): void {
       try {
         const problem = importStorage(user, from, event.fragment);
         if (problem) {
+          // Answered as stored, until a set replaces them.
           m.log.warn("Kept private bookmarks of {user} as they are: {problem}", { user, problem });
-        } else quietly(user, () => publishLegacy(user, from));
+          return;
+        }
+        quietly(user, () => publishLegacy(user, from));
       } catch (error) {
         if (!(error instanceof PubsubError)) throw error;
         m.log.warn("Could not move private bookmarks of {user} to PEP: {error}", { user, error });
@@ -353,7 +356,21 @@ export default function bookmarks(m: ModuleAPI): void {
     } else {
       problem = `The ${NS_LEGACY} node takes a <storage xmlns='${NS_LEGACY}'/>`;
     }
-    if (problem === undefined) return false;
+    if (problem === undefined) {
+      // A client publishing without publish-options would get PEP's defaults (one item,
+      // presence access): the node is created as XEP-0402 asks first.
+      const user = origin.jid?.local;
+      const hasOptions = stanza.firstElement()?.getChild("publish-options", NS_PUBSUB);
+      if (node === NS_BOOKMARKS && user !== undefined && !hasOptions) {
+        try {
+          ensureNode(pep.serviceOf(user), origin.jid!, NS_BOOKMARKS, BOOKMARKS_CONFIG);
+        } catch (error) {
+          if (!(error instanceof PubsubError)) throw error;
+          // The engine reports the same failure on the publish.
+        }
+      }
+      return false;
+    }
     origin.send(
       pubsubErrorReply(
         stanza,

@@ -357,3 +357,63 @@ Deno.test("the account advertises #compat, #compat-pep and XEP-0411 conversion",
     await t.stop();
   }
 });
+
+Deno.test("a publish without publish-options still gets a node configured as XEP-0402 asks", async () => {
+  const t = await start();
+  const clients: RawClient[] = [];
+  try {
+    const client = await online(t, "c");
+    clients.push(client);
+    for (const room of ["one", "two"]) {
+      const answer = await iq(
+        client,
+        "set",
+        publishBody(BOOKMARKS, `${room}@muc.localhost`, `<conference xmlns='${BOOKMARKS}'/>`),
+      );
+      assert.equal(answer.attrs.type, "result");
+    }
+    // Both kept (PEP's default would keep one), private to the account.
+    assert.deepEqual([...(await items(client, BOOKMARKS)).keys()], [
+      "one@muc.localhost",
+      "two@muc.localhost",
+    ]);
+    const config = await iq(
+      client,
+      "get",
+      `<pubsub xmlns='${NS_OWNER}'><configure node='${BOOKMARKS}'/></pubsub>`,
+    );
+    const access = config.getChild("pubsub", NS_OWNER)!.getChild("configure", NS_OWNER)!
+      .getChild("x", NS_DATA)!.getChildren("field", NS_DATA)
+      .find((f) => f.attrs.var === "pubsub#access_model")?.getChildText("value", NS_DATA);
+    assert.equal(access, "whitelist");
+  } finally {
+    for (const client of clients) await client.close();
+    await t.stop();
+  }
+});
+
+Deno.test("bookmarks stored in private XML before the module ran move to PEP on the first read", async () => {
+  const t = await start();
+  const clients: RawClient[] = [];
+  try {
+    const host = t.server.hosts.get("localhost")!;
+    assert.equal(t.server.modules.unload(host, "bookmarks"), true);
+    const client = await online(t, "c");
+    clients.push(client);
+    assert.equal(
+      (await setPrivate(client, `<storage xmlns='${LEGACY}'>${TEA}${URL}</storage>`)).attrs.type,
+      "result",
+    );
+    await t.server.modules.load(host, "bookmarks");
+    const storage = await getPrivate(client);
+    assert.deepEqual(storage.getChildren("conference", LEGACY).map((c) => c.attrs.jid), [
+      "tea@muc.localhost",
+    ]);
+    assert.equal(storage.getChild("url", LEGACY)?.attrs.name, "Home");
+    const found = await items(client, BOOKMARKS);
+    assert.equal(found.get("tea@muc.localhost")?.getChildText("nick", BOOKMARKS), "Alice");
+  } finally {
+    for (const client of clients) await client.close();
+    await t.stop();
+  }
+});
