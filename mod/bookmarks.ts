@@ -37,7 +37,7 @@ export const description =
 /** PEP holds the bookmarks; private XML storage is where legacy clients look for them. */
 export const depends = ["pep", "private"];
 
-/** The node configuration XEP-0402 §3 asks for (private storage, every item kept). */
+/** The node configuration XEP-0402 asks clients to publish with (private, every item kept). */
 const BOOKMARKS_CONFIG = new Map([
   ["pubsub#persist_items", ["true"]],
   ["pubsub#max_items", ["max"]],
@@ -226,7 +226,7 @@ export default function bookmarks(m: ModuleAPI): void {
 
   /**
    * Makes the XEP-0402 node hold exactly `wanted`: new and changed rooms are published,
-   * unchanged ones left alone (XEP-0402 §5: no notification for them), rooms no longer listed
+   * unchanged ones left alone (XEP-0402 compatibility notes: no notification for them), rooms no longer listed
    * retracted with a notification.
    */
   function applyBookmarks(user: string, actor: JID, wanted: Bookmark[]): void {
