@@ -226,8 +226,8 @@ export default function bookmarks(m: ModuleAPI): void {
 
   /**
    * Makes the XEP-0402 node hold exactly `wanted`: new and changed rooms are published,
-   * unchanged ones left alone (XEP-0402 compatibility notes: no notification for them), rooms no longer listed
-   * retracted with a notification.
+   * unchanged ones left alone (XEP-0402's compatibility notes: no notification for them),
+   * rooms no longer listed retracted with a notification.
    */
   function applyBookmarks(user: string, actor: JID, wanted: Bookmark[]): void {
     const service = pep.serviceOf(user);
