@@ -1221,14 +1221,14 @@ const capsIdentity = { category: "client", type: "pc", name: "LiltBench" };
 const capsFeatures = [NS_CAPS, NS_DISCO_INFO, `${pepNode}+notify`].sort();
 
 /** The XEP-0115 `ver` (SHA-1, base64) of the contacts' identity and features. */
-async function capsVer(): Promise<string> {
+export async function capsVer(): Promise<string> {
   const { category, type, name } = capsIdentity;
   const text = `${category}/${type}//${name}<${capsFeatures.map((f) => `${f}<`).join("")}`;
   return b64(new Uint8Array(await crypto.subtle.digest("SHA-1", encoder.encode(text))));
 }
 
-/** The answer to a server's disco#info query about the contacts' caps node. */
-function discoInfoResult(query: string): string {
+/** The answer to a server's disco#info query (an `<iq>` get) about the contacts' caps node. */
+export function discoInfoResult(query: string): string {
   const id = attribute(query, "id") ?? "";
   const from = attribute(query, "from");
   const node = /<query[^>]*\snode=(?:'([^']*)'|"([^"]*)")/.exec(query);
@@ -1249,7 +1249,7 @@ function publishIq(id: string): string {
 }
 
 /** The item id of a PEP notification, or undefined when `stanza` is not one. */
-function notifiedItem(stanza: string): string | undefined {
+export function notifiedItem(stanza: string): string | undefined {
   if (!stanza.startsWith("<message") || !stanza.includes(NS_PUBSUB_EVENT)) return undefined;
   const match = /<item\s[^>]*?\bid=(?:'([^']*)'|"([^"]*)")/.exec(stanza);
   return match ? (match[1] ?? match[2]) : undefined;

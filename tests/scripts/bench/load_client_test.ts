@@ -1,0 +1,41 @@
+// The benchmark load client's PEP side must speak XEP-0115 as Lilt checks it: a wrong caps hash
+// would make the pep workload wait for notifications that never come. No figure is asserted.
+
+import assert from "node:assert/strict";
+import { createHash } from "node:crypto";
+import { readDiscoInfo } from "../../../mod/caps.ts";
+import { capsVerificationString } from "../../../mod/disco.ts";
+import { parseElement } from "../../../core/xml/parser.ts";
+import { capsVer, discoInfoResult, notifiedItem } from "../../../scripts/bench/load_client.ts";
+
+Deno.test("load client: its disco#info answer hashes to the ver of its caps presence", async () => {
+  const answer = parseElement(
+    discoInfoResult(
+      "<iq type='get' id='disco' from='bench0@localhost' to='bench1@localhost/pep'>" +
+        "<query xmlns='http://jabber.org/protocol/disco#info' node='https://lilt.invalid/bench#v'/></iq>",
+    ),
+  );
+  assert.equal(answer.attrs.id, "disco");
+  assert.equal(answer.attrs.to, "bench0@localhost");
+  const query = answer.getChild("query", "http://jabber.org/protocol/disco#info")!;
+  assert.equal(query.attrs.node, "https://lilt.invalid/bench#v");
+  const info = readDiscoInfo(query);
+  assert.equal(info.problem, undefined);
+  assert.equal(info.features.includes("http://jabber.org/protocol/tune+notify"), true);
+  const ver = createHash("sha1")
+    .update(capsVerificationString(info.identities, info.features, info.forms), "utf8")
+    .digest("base64");
+  assert.equal(await capsVer(), ver);
+});
+
+Deno.test("load client: a PEP notification gives its item id, other messages none", () => {
+  assert.equal(
+    notifiedItem(
+      "<message from='bench0@localhost' type='headline'><event xmlns='http://jabber.org/protocol/pubsub#event'>" +
+        "<items node='http://jabber.org/protocol/tune'><item publisher='bench0@localhost' id='m7'>" +
+        "<tune xmlns='http://jabber.org/protocol/tune'/></item></items></event></message>",
+    ),
+    "m7",
+  );
+  assert.equal(notifiedItem("<message><body>hi</body></message>"), undefined);
+});
