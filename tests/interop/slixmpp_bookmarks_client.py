@@ -31,6 +31,17 @@ class Modern(DirectTlsClient):
         self.notified = []
         self.add_event_handler("pubsub_publish", self.on_publish)
         self["xep_0163"].add_interest(BOOKMARKS)
+        # Resolves when the server asks for this client's caps (disco#info of NODE#VER).
+        self.caps_asked = asyncio.get_event_loop().create_future()
+        self.add_filter("in", self._watch_caps_query)
+
+    def _watch_caps_query(self, stanza):
+        query = stanza.xml.find("{http://jabber.org/protocol/disco#info}query")
+        if (stanza.xml.tag.endswith("iq") and stanza.xml.get("type") == "get" and
+                query is not None and "#" in query.get("node", "") and
+                not self.caps_asked.done()):
+            self.caps_asked.set_result(True)
+        return stanza
 
     def on_publish(self, msg):
         items = msg["pubsub_event"]["items"]
@@ -50,6 +61,13 @@ async def scenario():
     legacy.start()
     modern.start()
     await asyncio.wait_for(asyncio.gather(legacy.ready, modern.ready), 15)
+    # The server learns the modern client's +notify from its caps; a round trip after the
+    # server's caps query makes sure the answer was read before anything is published.
+    try:
+        await asyncio.wait_for(asyncio.shield(modern.caps_asked), 5)
+    except asyncio.TimeoutError:
+        pass  # caps the server had cached need no query
+    await modern["xep_0030"].get_info(jid="localhost")
 
     # The legacy client stores two rooms in private XML.
     storage = legacy["xep_0048"].stanza.Bookmarks()
