@@ -1262,8 +1262,8 @@ export function notifiedItem(stanza: string): string | undefined {
  * the protocol, caps presence, the server's disco#info queries answered; items are published
  * one by one until one reaches every contact (the server knows their caps), then 20 warm-up
  * items. Measured: `pepItems` publishes at `pepRate` per second (at most 50 items not yet
- * delivered to every contact), until every notification has arrived (at most 60 s), then until
- * the server is quiet.
+ * delivered to every contact), until every notification has arrived (at most 60 s after the
+ * schedule's end), then until the server is quiet.
  */
 async function pepWorkload(opts: LoadOptions) {
   const errors: string[] = [];
@@ -1409,7 +1409,7 @@ async function pepWorkload(opts: LoadOptions) {
   }
 
   // publishes `count` items with prefix `prefix` at `pepRate`, at most 50 not yet complete;
-  // resolves once all are complete or 60 s after the last publish
+  // resolves once all are complete, or 60 s after the schedule's end
   const inFlightMax = 50;
   const publishAll = async (prefix: string, count: number) => {
     let sent = 0;
@@ -1422,7 +1422,9 @@ async function pepWorkload(opts: LoadOptions) {
     };
     const lags: number[] = [];
     const t0 = performance.now();
-    while (sent < count) {
+    // held items that never complete must not keep the loop going: 60 s past the schedule
+    const deadline = t0 + (count / opts.pepRate) * 1000 + 60000;
+    while (sent < count && performance.now() < deadline) {
       const due = Math.min(count, Math.floor(((performance.now() - t0) / 1000) * opts.pepRate) + 1);
       while (sent < due) {
         if (sent - done >= inFlightMax) {
@@ -1438,8 +1440,10 @@ async function pepWorkload(opts: LoadOptions) {
       lags.push(performance.now() - before - tickMs);
     }
     const publishSeconds = (performance.now() - t0) / 1000;
-    if (done < count) await Promise.race([finished, sleep(60000)]);
-    return { done, held, publishSeconds, lags };
+    if (done < count) {
+      await Promise.race([finished, sleep(Math.max(0, deadline - performance.now()))]);
+    }
+    return { sent, done, held, publishSeconds, lags };
   };
 
   await publishAll("w", 20);
@@ -1458,6 +1462,9 @@ async function pepWorkload(opts: LoadOptions) {
   closeAll(all);
   if (count !== expected) {
     errors.push(`Expected ${expected} notifications, ${count} arrived`);
+  }
+  if (run.sent < opts.pepItems) {
+    errors.push(`Only ${run.sent} of ${opts.pepItems} items were published before the deadline`);
   }
   const publishes = attempts + 20 + opts.pepItems;
   if (publishResults < publishes) {
