@@ -164,8 +164,19 @@ export default function pep(m: ModuleAPI): void {
    */
   const lastSent = new Map<string, Map<string, Set<string>>>();
 
+  /**
+   * While a service sends one event to its recipients, the owner's roster read once (the
+   * access check and the replyto of each recipient look it up), instead of a read per contact.
+   */
+  let broadcastRoster: { user: string; items: Map<string, RosterItem> | undefined } | undefined;
+  const rosterOf = (user: string): Map<string, RosterItem> => {
+    if (broadcastRoster?.user !== user) return rosters.getAll(user);
+    return broadcastRoster.items ??= rosters.getAll(user);
+  };
   const rosterItem = (user: string, contact: string): RosterItem | undefined => {
-    const item = rosters.get(user, contact);
+    const item = broadcastRoster?.user === user
+      ? rosterOf(user).get(contact)
+      : rosters.get(user, contact);
     return item && !item.hidden ? item : undefined;
   };
   /** RFC 6121: `contact` is subscribed to `user`'s presence (`from` or `both`). */
@@ -231,6 +242,12 @@ export default function pep(m: ModuleAPI): void {
         m.send(message);
       },
       implicitRecipients: (node) => interestedIn(user, node),
+      broadcastStarts: () => {
+        broadcastRoster = { user, items: undefined };
+      },
+      broadcastEnds: () => {
+        broadcastRoster = undefined;
+      },
       itemsChanged: (change) => {
         if (change.kind === "published") {
           const { node, id, payload, publisher } = change;
@@ -255,7 +272,7 @@ export default function pep(m: ModuleAPI): void {
     for (const jid of availableResources(m.domain, user)) {
       if (featuresOf(jid)?.has(wanted)) yield jid.toString();
     }
-    for (const [contact, item] of rosters.getAll(user)) {
+    for (const [contact, item] of rosterOf(user)) {
       if (item.hidden || !hasFrom(item.subscription)) continue;
       const jid = tryParseJid(contact);
       if (jid?.local === undefined || m.server.hosts.get(jid.domain)?.kind !== "local") continue;

@@ -71,6 +71,13 @@ export interface PubsubPolicy {
    */
   implicitRecipients?(node: string): Iterable<string>;
   /**
+   * Called before and after one event is sent to its recipients: a policy may keep what it
+   * reads for each recipient (a roster) for that long instead of reading it per recipient.
+   */
+  broadcastStarts?(): void;
+  /** See `broadcastStarts`; called even when sending failed. */
+  broadcastEnds?(): void;
+  /**
    * Told after a node's items changed (a publish, a retraction, a purge, the node's deletion),
    * once stored and notified: PEP turns this into host events other modules follow.
    */
@@ -232,8 +239,13 @@ export class PubsubService {
   /** A JID's affiliation with a node; service admins are owners of every node. */
   affiliation(node: string, bare: string): Affiliation | "none" {
     if (this.#isOperator(bare) || this.#policy.isServiceAdmin(bare)) return "owner";
+    const known = this.#affiliationSnapshot;
+    if (known?.node === node) return known.all.get(bare) ?? "none";
     return this.#store.affiliation(this.jid, node, bare);
   }
+
+  /** A node's affiliations read once for one broadcast (see `#broadcast`). */
+  #affiliationSnapshot: { node: string; all: Map<string, Affiliation> } | undefined;
 
   #requireOwner(node: StoredNode, actor: JID): void {
     if (this.affiliation(node.node, actor.bareString()) !== "owner") {
@@ -309,8 +321,9 @@ export class PubsubService {
 
   /** The bare JIDs of a node's owners (public, as disco#info meta-data shows them). */
   owners(name: string): string[] {
-    return [...this.#store.affiliations(this.jid, name)]
-      .filter(([, affiliation]) => affiliation === "owner").map(([jid]) => jid);
+    const known = this.#affiliationSnapshot;
+    const all = known?.node === name ? known.all : this.#store.affiliations(this.jid, name);
+    return [...all].filter(([, affiliation]) => affiliation === "owner").map(([jid]) => jid);
   }
 
   /**
@@ -856,6 +869,22 @@ export class PubsubService {
    */
   #broadcast(node: StoredNode, build: () => Element, publisher?: string): void {
     if (!node.config.deliverNotifications) return;
+    // Access is checked per recipient: read the node's affiliations once, not per recipient,
+    // and let the policy keep its own lookups (rosters) for the broadcast.
+    this.#affiliationSnapshot = {
+      node: node.node,
+      all: new Map(this.#store.affiliations(this.jid, node.node)),
+    };
+    this.#policy.broadcastStarts?.();
+    try {
+      this.#deliver(node, build, publisher);
+    } finally {
+      this.#affiliationSnapshot = undefined;
+      this.#policy.broadcastEnds?.();
+    }
+  }
+
+  #deliver(node: StoredNode, build: () => Element, publisher?: string): void {
     let payload: Element | undefined;
     const sent = new Set<string>();
     const access = new Map<string, boolean>();
