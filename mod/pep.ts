@@ -13,9 +13,15 @@ import { Element } from "../core/xml/element.ts";
 import { errorReply, reply } from "../core/xml/stanza.ts";
 import type { CapsFeaturesEvent } from "./caps.ts";
 import { hasFrom, type RosterItem } from "./roster_store.ts";
-import { defaultNodeConfig, metaDataForm } from "./pubsub/config.ts";
+import { defaultNodeConfig } from "./pubsub/config.ts";
 import { PubsubError, pubsubErrorReply } from "./pubsub/errors.ts";
-import { handlePubsub, handlePubsubOwner, NS_PUBSUB, NS_PUBSUB_OWNER } from "./pubsub/protocol.ts";
+import {
+  handlePubsub,
+  handlePubsubOwner,
+  nodeInfoReply,
+  NS_PUBSUB,
+  NS_PUBSUB_OWNER,
+} from "./pubsub/protocol.ts";
 import { PubsubService } from "./pubsub/service.ts";
 import type { PersonalEventing } from "./pubsub/services.ts";
 import { PUBSUB_COMMANDS } from "./pubsub/shell.ts";
@@ -376,14 +382,7 @@ export default function pep(m: ModuleAPI): void {
       origin.send(errorReply(stanza, "item-not-found"));
       return true;
     }
-    const result = reply(stanza);
-    const query = result.c("query", { xmlns: NS_INFO, node: name });
-    query.c("identity", { category: "pubsub", type: "leaf", name: node.config.title || undefined });
-    query.c("feature", { var: NS_PUBSUB });
-    query.append(
-      metaDataForm(node.config, { owners: service.owners(name), createdMs: node.createdMs }),
-    );
-    origin.send(result);
+    origin.send(nodeInfoReply(stanza, service, node));
     return true;
   };
   const nodeItems = (self: boolean) => (event: StanzaEvent) => {

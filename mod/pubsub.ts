@@ -10,12 +10,13 @@ import type { Element } from "../core/xml/element.ts";
 import { errorReply, isError, reply } from "../core/xml/stanza.ts";
 import { CAPS_NODE } from "./disco.ts";
 import type { RosterItem } from "./roster_store.ts";
-import { defaultNodeConfig, metaDataForm } from "./pubsub/config.ts";
+import { defaultNodeConfig } from "./pubsub/config.ts";
 import { PubsubError, pubsubErrorReply } from "./pubsub/errors.ts";
 import {
   authorizationAnswer,
   handlePubsub,
   handlePubsubOwner,
+  nodeInfoReply,
   NS_PUBSUB,
   NS_PUBSUB_OWNER,
 } from "./pubsub/protocol.ts";
@@ -234,14 +235,7 @@ export default function pubsub(m: ModuleAPI): void {
       origin.send(errorReply(stanza, "item-not-found"));
       return true;
     }
-    const result = reply(stanza);
-    const query = result.c("query", { xmlns: NS_INFO, node: name });
-    query.c("identity", { category: "pubsub", type: "leaf", name: node.config.title || undefined });
-    query.c("feature", { var: NS_PUBSUB });
-    query.append(
-      metaDataForm(node.config, { owners: service.owners(name), createdMs: node.createdMs }),
-    );
-    origin.send(result);
+    origin.send(nodeInfoReply(stanza, service, node));
     return true;
   }, 10);
   m.hook(`iq-get/host/${NS_ITEMS}:query`, ({ stanza, origin }: StanzaEvent) => {

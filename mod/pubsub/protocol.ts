@@ -4,9 +4,10 @@
 import { type JID, tryParseJid } from "../../core/jid.ts";
 import { Element } from "../../core/xml/element.ts";
 import { reply } from "../../core/xml/stanza.ts";
-import { formFields, NODE_CONFIG_FORM, PUBLISH_OPTIONS_FORM } from "./config.ts";
+import { formFields, metaDataForm, NODE_CONFIG_FORM, PUBLISH_OPTIONS_FORM } from "./config.ts";
 import { PubsubError } from "./errors.ts";
 import type { PubsubService } from "./service.ts";
+import type { StoredNode } from "./storage.ts";
 
 /** The pubsub namespace (XEP-0060 §5–7). */
 export const NS_PUBSUB = "http://jabber.org/protocol/pubsub";
@@ -301,4 +302,22 @@ export function authorizationAnswer(
   const allow = fields.get("pubsub#allow")?.[0];
   if (node === undefined || subscriber === undefined) return undefined;
   return { node, subscriber, allow: allow === "1" || allow === "true" };
+}
+
+/**
+ * The disco#info answer for one node (XEP-0060 §5.4): a leaf identity, the pubsub feature and
+ * the node's meta-data form.
+ */
+export function nodeInfoReply(stanza: Element, service: PubsubService, node: StoredNode): Element {
+  const result = reply(stanza);
+  const query = result.c("query", {
+    xmlns: "http://jabber.org/protocol/disco#info",
+    node: node.node,
+  });
+  query.c("identity", { category: "pubsub", type: "leaf", name: node.config.title || undefined });
+  query.c("feature", { var: NS_PUBSUB });
+  query.append(
+    metaDataForm(node.config, { owners: service.owners(node.node), createdMs: node.createdMs }),
+  );
+  return result;
 }
