@@ -141,10 +141,12 @@ const FEATURES = [
   "retract-items",
   "retrieve-affiliations",
   "retrieve-default",
+  "retrieve-default-sub",
   "retrieve-items",
   "retrieve-subscriptions",
   "rsm",
   "subscribe",
+  "subscription-options",
 ];
 
 /** Loads personal eventing on an account host. */

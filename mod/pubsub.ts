@@ -108,10 +108,12 @@ const FEATURES = [
   "retract-items",
   "retrieve-affiliations",
   "retrieve-default",
+  "retrieve-default-sub",
   "retrieve-items",
   "rsm",
   "retrieve-subscriptions",
   "subscribe",
+  "subscription-options",
   "subscription-notifications",
 ];
 

@@ -314,6 +314,60 @@ export function checkPreconditions(
   }
 }
 
+/** FORM_TYPE of the subscription options form (XEP-0060 §6.3, §16.4.2). */
+export const SUBSCRIBE_OPTIONS_FORM = "http://jabber.org/protocol/pubsub#subscribe_options";
+
+/** The options of one subscription (§6.3); only those Lilt acts on. */
+export interface SubscriptionOptions {
+  /** `pubsub#deliver`: false stops event notifications to this subscription. */
+  deliver: boolean;
+}
+
+/** What a subscription gets when it sets no options (the §6.4 default). */
+export const DEFAULT_SUBSCRIPTION_OPTIONS: Readonly<SubscriptionOptions> = { deliver: true };
+
+/**
+ * The `pubsub#subscribe_options` form showing `options`: type "form" for an options request
+ * (§6.3.2) or the default options (§6.4), "result" after subscribe-and-configure (§6.3.7).
+ */
+export function subscribeOptionsForm(
+  options: SubscriptionOptions,
+  type: "form" | "result" = "form",
+): Element {
+  const form = new Element("x", { xmlns: NS_DATA, type });
+  form.c("field", { var: "FORM_TYPE", type: "hidden" }).c("value").t(SUBSCRIBE_OPTIONS_FORM);
+  form.c("field", {
+    var: "pubsub#deliver",
+    type: "boolean",
+    label: "Enable delivery?",
+  }).c("value").t(options.deliver ? "1" : "0");
+  return form;
+}
+
+/**
+ * `options` with a submitted options form applied (§6.3.5). A bad value fails with
+ * bad-request + invalid-options (§6.3.6) and changes nothing; fields Lilt does not have are
+ * ignored.
+ */
+export function applySubscriptionOptionFields(
+  options: SubscriptionOptions,
+  fields: Map<string, string[]>,
+): SubscriptionOptions {
+  const next = { ...options };
+  const deliver = fields.get("pubsub#deliver");
+  if (deliver !== undefined) {
+    const value = deliver[0] ?? "";
+    if (value === "1" || value === "true") next.deliver = true;
+    else if (value === "0" || value === "false") next.deliver = false;
+    else {
+      throw new PubsubError("bad-request", "invalid-options", {
+        text: `Field 'pubsub#deliver' expected a boolean, found '${value}'`,
+      });
+    }
+  }
+  return next;
+}
+
 /** FORM_TYPE of a node's disco#info meta-data (XEP-0060 §5.4). */
 export const META_DATA_FORM = "http://jabber.org/protocol/pubsub#meta-data";
 

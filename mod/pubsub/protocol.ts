@@ -4,7 +4,14 @@
 import { type JID, tryParseJid } from "../../core/jid.ts";
 import { Element } from "../../core/xml/element.ts";
 import { reply } from "../../core/xml/stanza.ts";
-import { formFields, metaDataForm, NODE_CONFIG_FORM, PUBLISH_OPTIONS_FORM } from "./config.ts";
+import {
+  formFields,
+  metaDataForm,
+  NODE_CONFIG_FORM,
+  PUBLISH_OPTIONS_FORM,
+  SUBSCRIBE_OPTIONS_FORM,
+  subscribeOptionsForm,
+} from "./config.ts";
 import { PubsubError } from "./errors.ts";
 import type { PubsubService } from "./service.ts";
 import type { StoredNode } from "./storage.ts";
@@ -68,9 +75,11 @@ export function handlePubsub(service: PubsubService, stanza: Element, actor: JID
   const pubsub = stanza.getChild("pubsub", NS_PUBSUB)!;
   const isSet = stanza.attrs.type === "set";
   const answer = reply(stanza);
-  const action = pubsub.elements().find((el) =>
+  // `<options/>` beside `<subscribe/>` configures it (§6.3.7); alone it is the request.
+  const children = pubsub.elements().filter((el) =>
     el.ns === NS_PUBSUB && el.name !== "configure" && el.name !== "publish-options"
   );
+  const action = children.find((el) => el.name !== "options") ?? children[0];
   if (!action) {
     throw new PubsubError("bad-request", undefined, { text: "The pubsub element is empty" });
   }
@@ -114,23 +123,56 @@ export function handlePubsub(service: PubsubService, stanza: Element, actor: JID
       return answer;
     }
     case "set:subscribe": {
-      const subscription = service.subscribe(actor, node, jidAttr(action));
-      answer.c("pubsub", { xmlns: NS_PUBSUB }).c("subscription", {
+      const optionsEl = pubsub.getChild("options", NS_PUBSUB);
+      const options = submittedForm(optionsEl, SUBSCRIBE_OPTIONS_FORM);
+      const subscription = service.subscribe(actor, node, jidAttr(action), options);
+      const out = answer.c("pubsub", { xmlns: NS_PUBSUB });
+      // §6.1.5: options are supported (not required) on this subscription.
+      out.c("subscription", {
         node: subscription.node,
         jid: subscription.jid,
         subid: subscription.subid,
         subscription: subscription.state,
-      });
+      }).c("subscribe-options");
+      if (options !== undefined) {
+        // §6.3.7: the options now in force.
+        out.c("options", { node: subscription.node, jid: subscription.jid }).append(
+          subscribeOptionsForm(
+            service.subscriptionOptions(actor, subscription.node, jidAttr(action)),
+            "result",
+          ),
+        );
+      }
       return answer;
     }
     case "set:unsubscribe":
       service.unsubscribe(actor, node, jidAttr(action), action.attrs.subid);
       return answer;
-    case "get:options":
-    case "set:options":
-      throw new PubsubError("feature-not-implemented", "unsupported", {
-        feature: "subscription-options",
-      });
+    case "get:options": {
+      const jid = jidAttr(action);
+      const options = service.subscriptionOptions(actor, node, jid, action.attrs.subid);
+      answer.c("pubsub", { xmlns: NS_PUBSUB }).c("options", {
+        node,
+        jid: jid?.toString(),
+        subid: action.attrs.subid,
+      }).append(subscribeOptionsForm(options));
+      return answer;
+    }
+    case "set:options": {
+      const fields = submittedForm(action, SUBSCRIBE_OPTIONS_FORM);
+      if (fields === undefined) {
+        throw new PubsubError("bad-request", "invalid-options", {
+          text: "The options element has no submitted form",
+        });
+      }
+      service.setSubscriptionOptions(actor, node, jidAttr(action), action.attrs.subid, fields);
+      return answer;
+    }
+    case "get:default":
+      answer.c("pubsub", { xmlns: NS_PUBSUB }).c("default", { node }).append(
+        subscribeOptionsForm(service.defaultSubscriptionOptions(node)),
+      );
+      return answer;
     case "get:items": {
       const rsm = pubsub.getChild("set", NS_RSM);
       if (rsm) return itemsPageAnswer(service, actor, node, rsm, answer);

@@ -9,10 +9,13 @@ import { parseElement } from "../../core/xml/parser.ts";
 import { serialize } from "../../core/xml/serializer.ts";
 import {
   applyConfigFields,
+  applySubscriptionOptionFields,
   checkPreconditions,
   configForm,
   type ConfigLimits,
+  DEFAULT_SUBSCRIPTION_OPTIONS,
   type NodeConfig,
+  type SubscriptionOptions,
 } from "./config.ts";
 import { PubsubError } from "./errors.ts";
 import type {
@@ -108,6 +111,8 @@ export interface SubscriptionInfo {
   jid: string;
   subid: string;
   state: SubscriptionState;
+  /** Options the subscriber set (§6.3); absent means the defaults. */
+  options?: SubscriptionOptions;
 }
 
 /** A published item as returned by {@link PubsubService.items}. */
@@ -584,8 +589,15 @@ export class PubsubService {
    * Subscribes `jid` (the actor's bare or full JID) to a node (§6.1). Under the authorize
    * model the subscription is pending and the owners get an approval form (§8.6). A new
    * subscription gets the last item when the node says `on_sub` or `on_sub_and_presence`.
+   * Submitted `options` (subscribe and configure, §6.3.7) are checked before anything is
+   * stored, and replace those of an existing subscription.
    */
-  subscribe(actor: JID, name: string | undefined, jid: JID | undefined): SubscriptionInfo {
+  subscribe(
+    actor: JID,
+    name: string | undefined,
+    jid: JID | undefined,
+    options?: Map<string, string[]>,
+  ): SubscriptionInfo {
     const nodeName = nodeRequired(name);
     if (jid === undefined) throw new PubsubError("bad-request", "jid-required");
     if (jid.bareString() !== actor.bareString()) {
@@ -596,7 +608,15 @@ export class PubsubService {
     const denied = this.accessError(node, bare, true);
     if (denied) throw denied;
     const existing = this.#store.subscription(this.jid, node.node, jid.toString());
-    if (existing) return existing;
+    const chosen = options === undefined
+      ? existing?.options
+      : applySubscriptionOptionFields(existing?.options ?? DEFAULT_SUBSCRIPTION_OPTIONS, options);
+    if (existing) {
+      if (options === undefined) return existing;
+      const updated = { ...existing, options: chosen };
+      this.#store.putSubscription(this.jid, updated, this.#now());
+      return updated;
+    }
     const affiliation = this.affiliation(node.node, bare);
     const pending = node.config.accessModel === "authorize" && affiliation === "none";
     const subscription: StoredSubscription = {
@@ -604,14 +624,75 @@ export class PubsubService {
       jid: jid.toString(),
       subid: crypto.randomUUID(),
       state: pending ? "pending" : "subscribed",
+      options: chosen,
     };
     this.#store.putSubscription(this.jid, subscription, this.#now());
     if (pending) this.#askOwners(node, subscription);
-    else this.#sendLastItem(node, subscription.jid);
+    else this.#sendLastItem(node, subscription);
     return subscription;
   }
 
-  #sendLastItem(node: StoredNode, recipient: string): void {
+  /**
+   * The subscription whose options a request reads or changes (§6.3.4 errors): the JID's own,
+   * or for an owner anyone's; `subid`, when given, must be that subscription's.
+   */
+  #optionsTarget(
+    actor: JID,
+    name: string | undefined,
+    jid: JID | undefined,
+    subid: string | undefined,
+  ): StoredSubscription {
+    const node = this.#node(nodeRequired(name));
+    if (jid === undefined) throw new PubsubError("bad-request", "jid-required");
+    if (
+      jid.bareString() !== actor.bareString() &&
+      this.affiliation(node.node, actor.bareString()) !== "owner"
+    ) {
+      throw new PubsubError("forbidden", "invalid-jid");
+    }
+    const subscription = this.#store.subscription(this.jid, node.node, jid.toString());
+    if (!subscription) throw new PubsubError("unexpected-request", "not-subscribed");
+    if (subid !== undefined && subid !== subscription.subid) {
+      throw new PubsubError("not-acceptable", "invalid-subid");
+    }
+    return subscription;
+  }
+
+  /** A subscription's options (§6.3.2), the defaults when it set none. */
+  subscriptionOptions(
+    actor: JID,
+    name: string | undefined,
+    jid: JID | undefined,
+    subid?: string,
+  ): SubscriptionOptions {
+    return this.#optionsTarget(actor, name, jid, subid).options ?? DEFAULT_SUBSCRIPTION_OPTIONS;
+  }
+
+  /** Applies a submitted options form to a subscription (§6.3.5). */
+  setSubscriptionOptions(
+    actor: JID,
+    name: string | undefined,
+    jid: JID | undefined,
+    subid: string | undefined,
+    fields: Map<string, string[]>,
+  ): void {
+    const subscription = this.#optionsTarget(actor, name, jid, subid);
+    const options = applySubscriptionOptionFields(
+      subscription.options ?? DEFAULT_SUBSCRIPTION_OPTIONS,
+      fields,
+    );
+    this.#store.putSubscription(this.jid, { ...subscription, options }, this.#now());
+  }
+
+  /** The options a new subscription to the service, or to one node, gets (§6.4). */
+  defaultSubscriptionOptions(name?: string): SubscriptionOptions {
+    if (name !== undefined) this.#node(name);
+    return DEFAULT_SUBSCRIPTION_OPTIONS;
+  }
+
+  #sendLastItem(node: StoredNode, subscription: StoredSubscription): void {
+    if (subscription.options?.deliver === false) return;
+    const recipient = subscription.jid;
     if (node.config.sendLastPublishedItem === "never") return;
     if (!node.config.deliverNotifications) return;
     const expired = node.config.itemExpire > 0
@@ -681,7 +762,7 @@ export class PubsubService {
     });
     this.#send(node, subscription.jid, event);
     if (state === "subscribed" && subscription.state !== "subscribed") {
-      this.#sendLastItem(node, subscription.jid);
+      this.#sendLastItem(node, subscription);
     }
   }
 
@@ -910,6 +991,7 @@ export class PubsubService {
     }
     for (const subscription of this.#store.subscriptions(this.jid, node.node)) {
       if (subscription.state !== "subscribed") continue;
+      if (subscription.options?.deliver === false) continue;
       const bare = bareOf(subscription.jid);
       if (subscription.jid === bare && servedBare.has(bare)) continue;
       // A subscription an owner approved (authorize) holds by itself.

@@ -4,7 +4,7 @@
 
 import type { Migration } from "../../core/storage/migrations.ts";
 import type { Database } from "../../core/storage/database.ts";
-import type { NodeConfig } from "./config.ts";
+import type { NodeConfig, SubscriptionOptions } from "./config.ts";
 
 /** The module's schema, numbered for the pubsub module alone (see `ModuleFile.migrations`). */
 export const PUBSUB_MIGRATIONS: readonly Migration[] = [
@@ -56,6 +56,14 @@ export const PUBSUB_MIGRATIONS: readonly Migration[] = [
       `);
     },
   },
+  {
+    version: 2,
+    description: "pubsub subscription options (XEP-0060 §6.3)",
+    up(db) {
+      // NULL: the subscription never set options and has the defaults.
+      db.exec("ALTER TABLE pubsub_subscriptions ADD COLUMN options TEXT");
+    },
+  },
 ];
 
 /** The affiliations of XEP-0060 §4.1 that are stored ("none" is the absence of a row). */
@@ -90,6 +98,8 @@ export interface StoredSubscription {
   jid: string;
   subid: string;
   state: SubscriptionState;
+  /** Options the subscriber set (§6.3); absent means the defaults. */
+  options?: SubscriptionOptions;
 }
 
 /** Options for {@link PubsubStore.items}. */
@@ -376,7 +386,7 @@ export class PubsubStore {
   /** The subscription of exactly this JID (bare or full), or undefined. */
   subscription(service: string, node: string, jid: string): StoredSubscription | undefined {
     const row = this.#db.prepare(
-      "SELECT node, jid, subid, state FROM pubsub_subscriptions " +
+      "SELECT node, jid, subid, state, options FROM pubsub_subscriptions " +
         "WHERE service = ? AND node = ? AND jid = ?",
     ).get(service, node, jid);
     return row ? subscriptionOf(row) : undefined;
@@ -385,7 +395,7 @@ export class PubsubStore {
   /** Every subscription to a node, oldest first. */
   subscriptions(service: string, node: string): StoredSubscription[] {
     return this.#db.prepare(
-      "SELECT node, jid, subid, state FROM pubsub_subscriptions WHERE service = ? AND node = ? " +
+      "SELECT node, jid, subid, state, options FROM pubsub_subscriptions WHERE service = ? AND node = ? " +
         "ORDER BY created_ms, jid",
     ).all(service, node).map(subscriptionOf);
   }
@@ -393,7 +403,7 @@ export class PubsubStore {
   /** Every subscription of the JIDs given (a bare JID and its full JIDs) across a service. */
   subscriptionsOf(service: string, bare: string): StoredSubscription[] {
     return this.#db.prepare(
-      "SELECT node, jid, subid, state FROM pubsub_subscriptions " +
+      "SELECT node, jid, subid, state, options FROM pubsub_subscriptions " +
         "WHERE service = ? AND (jid = ? OR jid LIKE ? ESCAPE '\\') ORDER BY node, jid",
     ).all(service, bare, `${likeEscape(bare)}/%`).map(subscriptionOf);
   }
@@ -401,9 +411,9 @@ export class PubsubStore {
   /** Stores a subscription (replacing one of the same JID). */
   putSubscription(service: string, subscription: StoredSubscription, createdMs: number): void {
     this.#db.prepare(
-      "INSERT INTO pubsub_subscriptions (service, node, jid, subid, state, created_ms) " +
-        "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (service, node, jid) DO UPDATE SET " +
-        "subid = excluded.subid, state = excluded.state",
+      "INSERT INTO pubsub_subscriptions (service, node, jid, subid, state, created_ms, options) " +
+        "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (service, node, jid) DO UPDATE SET " +
+        "subid = excluded.subid, state = excluded.state, options = excluded.options",
     ).run(
       service,
       subscription.node,
@@ -411,6 +421,7 @@ export class PubsubStore {
       subscription.subid,
       subscription.state,
       createdMs,
+      subscription.options ? JSON.stringify(subscription.options) : null,
     );
   }
 
@@ -451,5 +462,8 @@ function subscriptionOf(row: Record<string, unknown>): StoredSubscription {
     jid: String(row.jid),
     subid: String(row.subid),
     state: row.state as SubscriptionState,
+    options: typeof row.options === "string"
+      ? JSON.parse(row.options) as SubscriptionOptions
+      : undefined,
   };
 }
