@@ -121,3 +121,36 @@ Deno.test("pubsub engine: a payload of the wrong type is refused when the node s
     database.close();
   }
 });
+
+Deno.test("pubsub storage: a subscription stored before options existed migrates with the defaults", () => {
+  const database = Database.open({ path: ":memory:" });
+  try {
+    database.migrateModule("pubsub", PUBSUB_MIGRATIONS.slice(0, 1));
+    const store = new PubsubStore(database);
+    store.createNode("pubsub.example.org", {
+      node: "news",
+      config: defaultNodeConfig(1000),
+      owner: "alice@example.org",
+      createdMs: 1,
+    });
+    database.prepare(
+      "INSERT INTO pubsub_subscriptions (service, node, jid, subid, state, created_ms) " +
+        "VALUES ('pubsub.example.org', 'news', 'bob@example.org', 's1', 'subscribed', 2)",
+    ).run();
+    database.migrateModule("pubsub", PUBSUB_MIGRATIONS);
+    const old = store.subscription("pubsub.example.org", "news", "bob@example.org");
+    assert.equal(old?.subid, "s1");
+    assert.equal(old?.options, undefined);
+    store.putSubscription(
+      "pubsub.example.org",
+      { ...old!, options: { deliver: false } },
+      3,
+    );
+    assert.deepEqual(
+      store.subscription("pubsub.example.org", "news", "bob@example.org")?.options,
+      { deliver: false },
+    );
+  } finally {
+    database.close();
+  }
+});
