@@ -1,12 +1,13 @@
-// XEP-0115 entity capabilities as the server sees them: what each local client resource can do,
-// learned from the caps hash in its presence (its disco#info is asked once per unseen hash, and
-// the answer verified and cached), so that PEP sends a resource only the notifications it asked
-// for (`+notify` features, XEP-0163 §4).
+// XEP-0115 entity capabilities as the server sees them: what each client resource can do (local
+// ones, and remote ones whose presence reaches an account here over s2s), learned from the caps
+// hash in its presence (its disco#info is asked once per unseen hash, and the answer verified and
+// cached), so that PEP sends a resource only the notifications it asked for (`+notify`
+// features, XEP-0163 §4).
 
 import { createHash } from "node:crypto";
 import type { OptionSpec } from "../core/config_schema.ts";
 import type { Host, SessionEvent, StanzaEvent } from "../core/hosts.ts";
-import type { JID } from "../core/jid.ts";
+import { type JID, tryParseJid } from "../core/jid.ts";
 import type { ModuleAPI } from "../core/modules.ts";
 import type { Session } from "../core/sessions.ts";
 import { Element } from "../core/xml/element.ts";
@@ -20,6 +21,8 @@ const NS_DATA = "jabber:x:data";
 const STORE = "caps";
 /** Verification queries in flight at once on a host; beyond that a new hash stays unknown. */
 const MAX_PENDING_QUERIES = 1000;
+/** Remote resources whose caps a host tracks at once; presence from more is not looked at. */
+const MAX_REMOTE_RESOURCES = 100_000;
 
 /**
  * XEP-0115 hash names (IANA "Hash Function Textual Names") this module verifies, with their
@@ -36,8 +39,9 @@ const HASH_FUNCTIONS: Readonly<Record<string, string>> = {
 /** What modules on the host ask of the caps module (`m.service("caps")`). */
 export interface CapsService {
   /**
-   * The disco#info features of a local client resource (a full JID), once known from its
-   * caps; undefined for a bare JID, a resource without caps, or while its hash is being asked.
+   * The disco#info features of a client resource (a full JID), once known from its caps: a
+   * local one, or a remote one whose available presence reached an account of this host;
+   * undefined for a bare JID, a resource without caps, or while its hash is being asked.
    */
   featuresOf(jid: JID): ReadonlySet<string> | undefined;
 }
@@ -149,12 +153,23 @@ export function readDiscoInfo(query: Element): DiscoInfo {
 
 /** What the server knows of one client resource's caps. */
 interface ResourceCaps {
-  session: Session;
+  /** The local resource's session; undefined for a remote resource (presence over s2s). */
+  session: Session | undefined;
   jid: JID;
   /** The `hash`, `node` and `ver` it announced, as one string. */
   announced: string;
   /** Its features, once known. */
   features: ReadonlySet<string> | undefined;
+  /** A remote resource's: the local accounts (local parts) its available presence reached. */
+  seenBy?: Set<string>;
+}
+
+/** The caps of an available presence, when it has a `node` and a `ver`. */
+function announcedCaps(stanza: Element): { c: Element; announced: string } | undefined {
+  const c = stanza.getChild("c", NS_CAPS);
+  const ver = c?.attrs.ver;
+  if (!c || !ver || !c.attrs.node) return undefined;
+  return { c, announced: `${c.attrs.hash ?? ""}\n${c.attrs.node}\n${ver}` };
 }
 
 /** A verified hash as stored. */
@@ -319,6 +334,18 @@ export default function caps(m: ModuleAPI): void {
     const jid = session.jid?.toString();
     if (jid !== undefined && resources.get(jid)?.session === session) resources.delete(jid);
   };
+  /** Full JIDs of the remote resources in `resources`, to bound them. */
+  const remote = new Set<string>();
+
+  /** Records the caps a resource announced, and learns their features unless already known. */
+  function announce(entry: ResourceCaps, c: Element): void {
+    resources.set(entry.jid.toString(), entry);
+    const { hash, ver = "" } = c.attrs;
+    const algorithm = hash === undefined ? undefined : HASH_FUNCTIONS[hash];
+    const known = algorithm === undefined ? undefined : lookup(`${hash} ${ver}`);
+    if (known) settle(entry, known);
+    else void learn(entry, c);
+  }
 
   // Before the presence module takes the stanza: available presence from one of the account's
   // resources, with or without a change of caps; a presence without caps keeps what is known.
@@ -330,27 +357,66 @@ export default function caps(m: ModuleAPI): void {
       return false;
     }
     if (type !== undefined) return false;
-    const c = stanza.getChild("c", NS_CAPS);
-    const ver = c?.attrs.ver;
-    if (!c || !ver || !c.attrs.node) return false;
+    const caps = announcedCaps(stanza);
+    if (!caps) return false;
     const full = origin.jid.toString();
-    const announced = `${c.attrs.hash ?? ""}\n${c.attrs.node}\n${ver}`;
     const current = resources.get(full);
-    if (current?.session === origin && current.announced === announced) return false;
-    const entry: ResourceCaps = {
+    if (current?.session === origin && current.announced === caps.announced) return false;
+    announce({
       session: origin,
       jid: origin.jid,
-      announced,
+      announced: caps.announced,
       // Until the new caps are known, the old features stand (and become `previous`).
       features: current?.session === origin ? current.features : undefined,
-    };
-    resources.set(full, entry);
-    const algorithm = c.attrs.hash === undefined ? undefined : HASH_FUNCTIONS[c.attrs.hash];
-    const known = algorithm === undefined ? undefined : lookup(`${c.attrs.hash} ${ver}`);
-    if (known) settle(entry, known);
-    else void learn(entry, c);
+    }, caps.c);
     return false;
   }, 10);
+
+  // Presence from a remote resource (over s2s) to an account here: its caps are learned as a
+  // local resource's are (the query goes from this host's domain), so that PEP can notify remote
+  // contacts. They are forgotten once every account its available presence reached got its
+  // unavailable presence; a presence without caps keeps what is known.
+  const remotePresence = ({ stanza, origin }: StanzaEvent) => {
+    if (origin.kind !== "s2sin" && origin.kind !== "s2sout") return false;
+    const from = tryParseJid(stanza.attrs.from ?? "");
+    const to = tryParseJid(stanza.attrs.to ?? "");
+    if (from?.resource === undefined || to?.local === undefined || to.domain !== m.domain) {
+      return false;
+    }
+    if (m.server.hosts.get(from.domain)?.kind === "local") return false;
+    const full = from.toString();
+    const current = resources.get(full);
+    const type = stanza.attrs.type;
+    if (type === "unavailable") {
+      if (current?.seenBy?.delete(to.local) && current.seenBy.size === 0) {
+        resources.delete(full);
+        remote.delete(full);
+      }
+      return false;
+    }
+    if (type !== undefined || !m.server.accounts.exists(m.domain, to.local)) return false;
+    const caps = announcedCaps(stanza);
+    if (current?.seenBy && (!caps || current.announced === caps.announced)) {
+      current.seenBy.add(to.local);
+      return false;
+    }
+    if (!caps) return false;
+    if (!current && remote.size >= MAX_REMOTE_RESOURCES) {
+      m.log.debug("Caps of {jid} not tracked: too many remote resources", { jid: full });
+      return false;
+    }
+    remote.add(full);
+    announce({
+      session: undefined,
+      jid: from,
+      announced: caps.announced,
+      features: current?.features,
+      seenBy: new Set([...current?.seenBy ?? [], to.local]),
+    }, caps.c);
+    return false;
+  };
+  m.hook("presence/bare", remotePresence, 10);
+  m.hook("presence/full", remotePresence, 10);
 
   m.hook("resource-unbind", ({ session }: SessionEvent) => {
     forget(session);
@@ -359,5 +425,8 @@ export default function caps(m: ModuleAPI): void {
   m.provide("caps", {
     featuresOf: (jid) => resources.get(jid.toString())?.features,
   });
-  m.onUnload(() => resources.clear());
+  m.onUnload(() => {
+    resources.clear();
+    remote.clear();
+  });
 }

@@ -2,7 +2,8 @@
 // OMEMO device lists, bookmarks live there). The XEP-0060 engine in mod/pubsub/ does the work on
 // the tables it shares with the pubsub component; this file adds what PEP changes: the account owns every node,
 // nodes appear on first publish, and notifications go to the resources that asked for them in
-// their XEP-0115 caps (`+notify`): the owner's own, and those of contacts sharing presence.
+// their XEP-0115 caps (`+notify`): the owner's own, and those of contacts sharing presence,
+// local ones and remote ones (whose presence and caps reach the account over s2s).
 
 import type { OptionSpec } from "../core/config_schema.ts";
 import type { Host, SessionEvent, StanzaEvent } from "../core/hosts.ts";
@@ -65,6 +66,8 @@ declare module "../core/hosts.ts" {
 const NS_INFO = "http://jabber.org/protocol/disco#info";
 const NS_ITEMS = "http://jabber.org/protocol/disco#items";
 const NS_ADDRESS = "http://jabber.org/protocol/address";
+/** Remote resources a host tracks the presence of at once; presence from more is not looked at. */
+const MAX_REMOTE_RESOURCES = 100_000;
 
 /** One line for module listings. */
 export const description =
@@ -162,10 +165,32 @@ export default function pep(m: ModuleAPI): void {
   const maxNodes = m.option<number>("pep_max_nodes");
   const services = new Map<string, PubsubService>();
   /**
-   * Local contacts' resources whose available presence reached accounts here: full JID -> the
+   * Contacts' resources whose available presence reached accounts here: full JID -> the
    * accounts. Their caps may become known later (`caps-features`), and the last items follow.
+   * Local contacts are recorded while they share presence; remote ones whenever their presence
+   * reaches an account (the subscription is checked when they are notified).
    */
   const presenceSeenBy = new Map<string, Set<string>>();
+  /**
+   * Remote resources in {@link presenceSeenBy}, by bare JID: the server has no sessions for
+   * them, so this is how a remote contact's available resources are found.
+   */
+  const remoteResources = new Map<string, Map<string, JID>>();
+  let remoteCount = 0;
+  const isRemote = (jid: JID) => m.server.hosts.get(jid.domain) === undefined;
+  /** Drops a remote resource whose presence no account here has any more. */
+  const untrackRemote = (jid: JID) => {
+    const byBare = remoteResources.get(jid.bareString());
+    if (!byBare?.delete(jid.toString())) return;
+    remoteCount--;
+    if (byBare.size === 0) remoteResources.delete(jid.bareString());
+  };
+  /** The remote contact's resources whose available presence reached `user`. */
+  function* remoteResourcesSeenBy(user: string, contactBare: string): Iterable<JID> {
+    for (const [full, jid] of remoteResources.get(contactBare) ?? []) {
+      if (presenceSeenBy.get(full)?.has(user)) yield jid;
+    }
+  }
   /**
    * Nodes whose last item a resource got since it became available: full JID -> account ->
    * nodes, so that one presence (or its caps learned later) does not send an item twice.
@@ -197,10 +222,13 @@ export default function pep(m: ModuleAPI): void {
     return jid?.local !== undefined && jid.domain === m.domain ? jid.local : undefined;
   };
 
-  /** A resource's caps features, from the caps service of its (local) host. */
+  /**
+   * A resource's caps features, from the caps service of its host when it is local, else from
+   * this host's (which learns them from the remote resource's presence to its accounts).
+   */
   const featuresOf = (jid: JID): ReadonlySet<string> | undefined => {
-    const host = m.server.hosts.get(jid.domain);
-    if (!host || host.kind !== "local") return undefined;
+    const host = m.server.hosts.get(jid.domain) ?? m.host;
+    if (host.kind !== "local") return undefined;
     return hostService(host, "caps")?.featuresOf(jid);
   };
 
@@ -271,9 +299,9 @@ export default function pep(m: ModuleAPI): void {
   }
 
   /**
-   * The resources that asked for `node` with `+notify`: the owner's, and those of local
-   * contacts subscribed to the owner's presence (the server knows their presence and caps first
-   * hand). Remote contacts' caps are not learned here: they get what they subscribe to.
+   * The resources that asked for `node` with `+notify`: the owner's, and those of contacts
+   * subscribed to the owner's presence: local ones (the server knows their presence and caps
+   * first hand), and remote ones whose available presence and caps reached the owner.
    */
   function* interestedIn(user: string, node: string): Iterable<string> {
     const wanted = `${node}+notify`;
@@ -282,6 +310,12 @@ export default function pep(m: ModuleAPI): void {
     }
     for (const [contact, item] of rosterOf(user)) {
       if (item.hidden || !hasFrom(item.subscription)) continue;
+      if (remoteResources.has(contact)) {
+        for (const resource of remoteResourcesSeenBy(user, contact)) {
+          if (featuresOf(resource)?.has(wanted)) yield resource.toString();
+        }
+        continue;
+      }
       const jid = tryParseJid(contact);
       if (jid?.local === undefined || m.server.hosts.get(jid.domain)?.kind !== "local") continue;
       for (const resource of availableResources(jid.domain, jid.local)) {
@@ -441,14 +475,33 @@ export default function pep(m: ModuleAPI): void {
     }
     if (type !== undefined && type !== "unavailable") return false;
     if (!to?.local || to.domain !== m.domain || from?.resource === undefined) return false;
-    if (m.server.hosts.get(from.domain)?.kind !== "local") return false;
+    const remote = isRemote(from);
+    if (!remote && m.server.hosts.get(from.domain)?.kind !== "local") return false;
     const user = to.local;
     const full = from.toString();
     if (from.bareString() === to.bareString()) return false;
     const seenBy = presenceSeenBy.get(full);
     if (type === "unavailable") {
-      if (seenBy?.delete(user) && seenBy.size === 0) presenceSeenBy.delete(full);
+      if (seenBy?.delete(user) && seenBy.size === 0) {
+        presenceSeenBy.delete(full);
+        if (remote) untrackRemote(from);
+      }
       forgetResource(user, full);
+      return false;
+    }
+    if (remote) {
+      // Tracked whatever the subscription: an approval may come after the presence.
+      if (!m.server.accounts.exists(m.domain, user)) return false;
+      if (seenBy) seenBy.add(user);
+      else {
+        if (remoteCount >= MAX_REMOTE_RESOURCES) return false;
+        presenceSeenBy.set(full, new Set([user]));
+        const byBare = remoteResources.get(from.bareString());
+        if (byBare) byBare.set(full, from);
+        else remoteResources.set(from.bareString(), new Map([[full, from]]));
+        remoteCount++;
+      }
+      if (sharesPresence(user, from.bareString())) sendLastItems(user, from);
       return false;
     }
     if (!sharesPresence(user, from.bareString())) return false;
@@ -473,6 +526,9 @@ export default function pep(m: ModuleAPI): void {
     if (sharesPresence(user, contactBare)) return false;
     queueMicrotask(() => {
       if (!sharesPresence(user, contactBare)) return;
+      for (const resource of remoteResourcesSeenBy(user, contactBare)) {
+        sendLastItems(user, resource);
+      }
       if (m.server.hosts.get(contact.domain)?.kind !== "local") return;
       for (const resource of availableResources(contact.domain, contact.local!)) {
         sendLastItems(user, resource);
@@ -587,6 +643,8 @@ export default function pep(m: ModuleAPI): void {
   m.onUnload(() => {
     services.clear();
     presenceSeenBy.clear();
+    remoteResources.clear();
+    remoteCount = 0;
     lastSent.clear();
   });
 }
