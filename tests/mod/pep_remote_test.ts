@@ -168,3 +168,56 @@ Deno.test("a remote contact's resources get PEP notifications and last items as 
     await dns.close();
   }
 });
+
+Deno.test("a remote resource whose caps are known gets the last items when the owner approves its subscription", async () => {
+  const dns: DnsResponder = await startDnsResponder();
+  const ca = await createTestCa();
+  const started: TestServer[] = [];
+  const clients: RawClient[] = [];
+  try {
+    const common = { dns, ca, modules: MODULES };
+    const a = await startFederatingServer({ ...common, domain: "a.test", users: { alice: "pw" } });
+    started.push(a);
+    const b = await startFederatingServer({ ...common, domain: "b.test", users: { bob: "pw" } });
+    started.push(b);
+    const alice = await online(a.port, "alice", "a.test");
+    clients.push(alice);
+    const { client: bob } = await RawClient.login(b.port, "bob", "pw", "r", "b.test");
+    clients.push(bob);
+    bob.send(capsPresence([NS_TUNE]));
+    await answerCapsQuery(bob, "b.test", [NS_TUNE]); // his own server learns them too
+    await publishTune(alice, "one");
+
+    // Presence directed to an account a.test does not have: its caps are not asked.
+    bob.send(`<presence to='nobody@a.test'>${capsPresence([NS_NICK]).slice(10)}`);
+    await ping(bob, "a.test");
+    assert.ok(
+      !bob.received.some((el) =>
+        el.name === "iq" && el.attrs.from === "a.test" && el.attrs.type === "get"
+      ),
+      "no caps query for a presence to a missing account",
+    );
+
+    // alice subscribes to bob: his presence, with his caps, reaches her server, which learns
+    // them; he does not share her presence yet, so he gets nothing.
+    alice.send("<presence to='bob@b.test' type='subscribe'/>");
+    await bob.next((el) => el.name === "presence" && el.attrs.type === "subscribe", 10_000);
+    bob.send("<presence to='alice@a.test' type='subscribed'/>");
+    await answerCapsQuery(bob, "a.test", [NS_TUNE]);
+    await alice.next((el) => el.name === "presence" && el.attrs.from === "bob@b.test/r", 10_000);
+    await ping(bob, "a.test");
+    assert.deepEqual(await tunesBeforeSync(alice, bob, "bob@b.test/r"), []);
+
+    // bob asks for hers, and her approval makes him a recipient: the last item follows.
+    bob.send("<presence to='alice@a.test' type='subscribe'/>");
+    await alice.next((el) => el.name === "presence" && el.attrs.type === "subscribe", 10_000);
+    alice.send("<presence to='bob@b.test' type='subscribed'/>");
+    const last = await bob.next((el) => isTuneEvent(el) && !seen.has(el), 10_000);
+    seen.add(last);
+    assert.equal(tuneTitle(last), "one");
+  } finally {
+    for (const client of clients) client.close();
+    for (const server of started) await server.stop();
+    await dns.close();
+  }
+});
