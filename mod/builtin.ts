@@ -11,6 +11,7 @@ import * as csi from "./csi.ts";
 import * as disco from "./disco.ts";
 import * as last from "./last.ts";
 import * as mam from "./mam.ts";
+import * as muc from "./muc.ts";
 import * as offline from "./offline.ts";
 import * as pep from "./pep.ts";
 import * as ping from "./ping.ts";
@@ -37,6 +38,7 @@ export const builtinModules: ModuleTable = {
   disco,
   last,
   mam,
+  muc,
   offline,
   pep,
   ping,

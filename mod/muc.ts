@@ -1,0 +1,227 @@
+// XEP-0045 multi-user chat as a service Lilt hosts itself: load it on a `[[component]]`
+// (`conference.HOST`, modules = ["disco", "muc"]). The rooms and their logic live in mod/muc/;
+// this file wires presence, messages and iqs, disco, and the service's policy and limits.
+
+import type { OptionSpec } from "../core/config_schema.ts";
+import type { StanzaEvent } from "../core/hosts.ts";
+import { type JID, tryParseJid } from "../core/jid.ts";
+import type { ModuleAPI } from "../core/modules.ts";
+import type { Element } from "../core/xml/element.ts";
+import { errorReply, reply } from "../core/xml/stanza.ts";
+import type { ConfigLimits } from "./muc/config.ts";
+import { MucError } from "./muc/errors.ts";
+import { NS_MUC, type Room } from "./muc/room.ts";
+import { MucService } from "./muc/service.ts";
+import { MUC_MIGRATIONS, MucStore } from "./muc/storage.ts";
+
+const NS_INFO = "http://jabber.org/protocol/disco#info";
+const NS_ITEMS = "http://jabber.org/protocol/disco#items";
+const NS_DATA = "jabber:x:data";
+/** The most messages a room may keep for newcomers. */
+const MAX_HISTORY = 100;
+
+/** One line for module listings. */
+export const description = "XEP-0045 multi-user chat service (load on a [[component]])";
+
+/** The module's own tables. */
+export const migrations = MUC_MIGRATIONS;
+/** The module's schema name (its migrations are numbered on their own). */
+export const schema = "muc";
+
+/** Options the module reads. */
+export const options: Record<string, OptionSpec> = {
+  muc_room_creation: {
+    type: "enum",
+    default: "local",
+    values: ["local", "admins", "anyone"],
+    scope: "host",
+    description:
+      "Who may create rooms: accounts of this server's hosts (local), their admins, or anyone",
+  },
+  muc_max_rooms: {
+    type: "integer",
+    default: 10_000,
+    min: 1,
+    max: 10_000_000,
+    scope: "host",
+    description: "Most rooms one MUC service may hold",
+  },
+  muc_max_occupants: {
+    type: "integer",
+    default: 200,
+    min: 1,
+    max: 100_000,
+    scope: "host",
+    description: "Most occupants a room may have (the default and the cap of its maxusers)",
+  },
+};
+
+/** Loads the multi-user chat service on a component. */
+export default function muc(m: ModuleAPI): void {
+  // Rooms are addresses of a service domain; on a host they would shadow accounts.
+  if (m.host.kind === "local") {
+    m.log.debug("Module muc serves a [[component]] (e.g. conference.{host}); idle on host {host}", {
+      host: m.domain,
+    });
+    return;
+  }
+  const creation = m.option<"local" | "admins" | "anyone">("muc_room_creation");
+  const limits: ConfigLimits = {
+    maxOccupants: m.option<number>("muc_max_occupants"),
+    maxHistory: MAX_HISTORY,
+  };
+  const isLocalAccount = (jid: JID) =>
+    jid.local !== undefined && m.server.hosts.get(jid.domain)?.kind === "local";
+  const isAdmin = (jid: JID) => {
+    const bare = jid.bare.toString();
+    if (jid.local === undefined) return false;
+    if (m.hostOption("admins").includes(bare)) return true;
+    return m.server.hosts.get(jid.domain)?.kind === "local" &&
+      m.server.config.hostOption(jid.domain, "admins").includes(bare);
+  };
+  const service = new MucService({
+    domain: m.domain,
+    store: new MucStore(m.database),
+    limits,
+    maxRooms: m.option<number>("muc_max_rooms"),
+    mayCreate: (actor) =>
+      creation === "anyone" || (creation === "local" && isLocalAccount(actor)) || isAdmin(actor),
+    send: (stanza) => m.send(stanza),
+  });
+
+  m.addIdentity("conference", "text", "Chatrooms");
+  m.addFeature(NS_MUC);
+
+  const sender = (stanza: Element) => tryParseJid(stanza.attrs.from ?? "");
+  const target = (stanza: Element) => tryParseJid(stanza.attrs.to ?? "");
+  const noRoom = (stanza: Element, origin: StanzaEvent["origin"]) => {
+    if (stanza.attrs.type === "error" || stanza.attrs.type === "result") return;
+    origin.send(errorReply(stanza, "item-not-found", { text: "No such room on this service" }));
+  };
+
+  const presence = ({ stanza }: StanzaEvent) => {
+    const from = sender(stanza);
+    const to = target(stanza);
+    if (!from || !to) return true;
+    service.handlePresence(stanza, from, to);
+    return true;
+  };
+  m.hook("presence/bare", presence);
+  m.hook("presence/full", presence);
+
+  m.hook("message/bare", ({ stanza, origin }: StanzaEvent) => {
+    const from = sender(stanza);
+    const room = service.room(target(stanza)?.local ?? "");
+    if (!from || !room) {
+      noRoom(stanza, origin);
+      return true;
+    }
+    service.handleRoomMessage(stanza, from, room);
+    return true;
+  });
+  m.hook("message/full", ({ stanza, origin }: StanzaEvent) => {
+    const from = sender(stanza);
+    const to = target(stanza);
+    const room = service.room(to?.local ?? "");
+    if (!from || !to?.resource || !room) {
+      noRoom(stanza, origin);
+      return true;
+    }
+    service.handlePrivateMessage(stanza, from, room, to.resource);
+    return true;
+  });
+
+  // Iqs to occupants are not relayed yet (XEP-0045 §7.7 IQ to an occupant's real JID).
+  m.hook("iq/full", ({ stanza, origin }: StanzaEvent) => {
+    const type = stanza.attrs.type;
+    if (type !== "get" && type !== "set") return true;
+    origin.send(errorReply(stanza, "service-unavailable", {
+      text: "Queries to occupants are not relayed by this service yet",
+    }));
+    return true;
+  });
+  // A room that does not exist answers nothing but item-not-found.
+  m.hook("iq/bare", ({ stanza, origin }: StanzaEvent) => {
+    if (service.room(target(stanza)?.local ?? "")) return false;
+    noRoom(stanza, origin);
+    return true;
+  });
+
+  /** Runs a room request, answering a MucError with its error reply. */
+  const answer = (event: StanzaEvent, handle: (room: Room, actor: JID) => Element): true => {
+    const { stanza, origin } = event;
+    const room = service.room(target(stanza)?.local ?? "");
+    const actor = sender(stanza);
+    if (!room || !actor) {
+      noRoom(stanza, origin);
+      return true;
+    }
+    try {
+      origin.send(handle(room, actor));
+    } catch (error) {
+      if (!(error instanceof MucError)) throw error;
+      origin.send(errorReply(stanza, error.condition, { type: error.type, text: error.message }));
+    }
+    return true;
+  };
+
+  // A room's disco#info (XEP-0045 §6.4) and items (§6.5).
+  m.hook(`iq-get/bare/${NS_INFO}:query`, (event: StanzaEvent) =>
+    answer(event, (room) => {
+      if (event.stanza.firstElement()?.attrs.node !== undefined) {
+        throw new MucError("item-not-found", "Rooms have no disco nodes");
+      }
+      return roomInfo(event.stanza, room);
+    }), 10);
+  m.hook(`iq-get/bare/${NS_ITEMS}:query`, (event: StanzaEvent) =>
+    answer(event, () => {
+      const result = reply(event.stanza);
+      result.c("query", { xmlns: NS_ITEMS });
+      return result;
+    }), 10);
+
+  // The service's items: its public rooms (§6.3), named with their occupant count as Prosody
+  // does not, but as clients show it.
+  m.hook(`iq-get/host/${NS_ITEMS}:query`, ({ stanza, origin }: StanzaEvent) => {
+    if (stanza.firstElement()?.attrs.node !== undefined) return false;
+    const result = reply(stanza);
+    const query = result.c("query", { xmlns: NS_ITEMS });
+    for (const room of service.rooms()) {
+      if (!room.config.public || room.locked) continue;
+      query.c("item", {
+        jid: room.jid,
+        name: `${room.config.name || room.local} (${room.occupants.size})`,
+      });
+    }
+    origin.send(result);
+    return true;
+  }, 10);
+}
+
+/** A room's disco#info: identity, the `muc_*` features of its configuration, muc#roominfo. */
+function roomInfo(stanza: Element, room: Room): Element {
+  const result = reply(stanza);
+  const query = result.c("query", { xmlns: NS_INFO });
+  const config = room.config;
+  query.c("identity", { category: "conference", type: "text", name: config.name || room.local });
+  const features = [
+    NS_MUC,
+    config.public ? "muc_public" : "muc_hidden",
+    config.persistent ? "muc_persistent" : "muc_temporary",
+    config.membersOnly ? "muc_membersonly" : "muc_open",
+    config.moderated ? "muc_moderated" : "muc_unmoderated",
+    config.password !== "" ? "muc_passwordprotected" : "muc_unsecured",
+    config.whois === "anyone" ? "muc_nonanonymous" : "muc_semianonymous",
+  ];
+  for (const feature of features) query.c("feature", { var: feature });
+  const form = query.c("x", { xmlns: NS_DATA, type: "result" });
+  const field = (variable: string, value: string, type?: string) =>
+    form.c("field", { var: variable, type }).c("value").t(value);
+  field("FORM_TYPE", "http://jabber.org/protocol/muc#roominfo", "hidden");
+  field("muc#roomconfig_roomname", config.name);
+  field("muc#roominfo_description", config.description);
+  field("muc#roominfo_occupants", String(room.occupants.size));
+  field("muc#roominfo_subject", room.subject);
+  field("muc#roominfo_subjectmod", config.changeSubject ? "1" : "0", "boolean");
+  return result;
+}

@@ -1,0 +1,427 @@
+// The XEP-0045 service of one MUC address: its rooms, and what each presence and message sent
+// to a room or an occupant does (join, nick change, leave, groupchat, subject, private
+// messages). Every refusal is a MucError the module answers; stanzas go out through `send`.
+
+import type { JID } from "../../core/jid.ts";
+import { Element } from "../../core/xml/element.ts";
+import { errorReply, isError } from "../../core/xml/stanza.ts";
+import { type ConfigLimits, defaultRoomConfig } from "./config.ts";
+import { MucError } from "./errors.ts";
+import {
+  AFFILIATION_RANK,
+  type HistoryRequest,
+  NS_DELAY,
+  NS_MUC,
+  NS_MUC_USER,
+  type Occupant,
+  occupantPresence,
+  type PresenceOptions,
+  Room,
+} from "./room.ts";
+import type { MucStore } from "./storage.ts";
+
+/** What a MUC service needs from the server around it. */
+export interface MucServiceOptions {
+  /** The service's address (e.g. `conference.example.org`). */
+  domain: string;
+  store: MucStore;
+  limits: ConfigLimits;
+  /** Most rooms the service holds (persistent and temporary). */
+  maxRooms: number;
+  /** Whether this user may create a room (`muc_room_creation`). */
+  mayCreate(actor: JID): boolean;
+  /** Routes a stanza from the service or one of its rooms. */
+  send(stanza: Element): void;
+  /** The clock (ms since the epoch); tests may pass their own. */
+  now?: () => number;
+}
+
+/** The rooms of one MUC service and the handling of stanzas sent to them. */
+export class MucService {
+  readonly domain: string;
+  readonly limits: ConfigLimits;
+  #options: MucServiceOptions;
+  #rooms = new Map<string, Room>();
+
+  constructor(options: MucServiceOptions) {
+    this.domain = options.domain;
+    this.limits = options.limits;
+    this.#options = options;
+    for (const stored of options.store.rooms(options.domain)) {
+      const room = new Room(
+        `${stored.room}@${options.domain}`,
+        { ...defaultRoomConfig(options.limits), ...stored.config },
+        stored.createdMs,
+        stored.affiliations,
+      );
+      room.subject = stored.subject;
+      room.subjectBy = stored.subjectBy;
+      this.#rooms.set(stored.room, room);
+    }
+  }
+
+  /** The room with this local part, if it exists. */
+  room(local: string): Room | undefined {
+    return this.#rooms.get(local);
+  }
+
+  /** Every room of the service. */
+  rooms(): Iterable<Room> {
+    return this.#rooms.values();
+  }
+
+  #now(): number {
+    return this.#options.now?.() ?? Date.now();
+  }
+
+  /** Writes a persistent room's state (configuration, subject, affiliations). */
+  persist(room: Room): void {
+    if (!room.config.persistent) return;
+    this.#options.store.saveRoom(this.domain, {
+      room: room.local,
+      config: room.config,
+      subject: room.subject,
+      subjectBy: room.subjectBy,
+      createdMs: room.createdMs,
+      affiliations: room.affiliations,
+    });
+  }
+
+  /** Removes a room (destroyed, or temporary and empty) from memory and storage. */
+  forget(room: Room): void {
+    this.#rooms.delete(room.local);
+    this.#options.store.deleteRoom(this.domain, room.local);
+  }
+
+  /** Sends an error reply to a stanza unless it is itself an error. */
+  refuse(stanza: Element, error: MucError): void {
+    if (isError(stanza)) return;
+    this.#options.send(
+      errorReply(stanza, error.condition, {
+        type: error.type,
+        text: error.message,
+        includeOriginal: stanza.name !== "iq",
+      }),
+    );
+  }
+
+  /** Routes a stanza from the room. */
+  send(stanza: Element): void {
+    this.#options.send(stanza);
+  }
+
+  /** Sends the presence of `occupant` to every joined resource (own ones get 110). */
+  broadcastPresence(room: Room, occupant: Occupant, options: PresenceOptions = {}): void {
+    for (const [full, viewer] of room.sessions()) {
+      const statuses = [...(options.statuses ?? [])];
+      if (viewer === occupant) statuses.push(110);
+      this.send(occupantPresence(room, occupant, full, {
+        ...options,
+        statuses: statuses.sort((a, b) => a - b),
+        withJid: viewer === occupant || room.seesJids(viewer),
+      }));
+    }
+  }
+
+  /** A presence to `room@service/nick` (or without a nick, which is always an error). */
+  handlePresence(stanza: Element, from: JID, to: JID): void {
+    const type = stanza.attrs.type;
+    const room = to.local === undefined ? undefined : this.#rooms.get(to.local);
+    const full = from.toString();
+    const occupant = room?.bySession.get(full);
+    if (type === "unavailable" || type === "error") {
+      // Leaving a room one is not in needs no answer (an unavailable is never refused).
+      if (room && occupant) this.#leave(room, occupant, full, stanza);
+      return;
+    }
+    try {
+      if (type !== undefined) {
+        throw new MucError("bad-request", `Rooms take no presence of type '${type}'`);
+      }
+      if (to.resource === undefined || to.resource === "") {
+        throw new MucError("jid-malformed", "A nickname is required to enter a room");
+      }
+      if (room && occupant) {
+        if (occupant.nick === to.resource) this.#updatePresence(room, occupant, full, stanza);
+        else this.#changeNick(room, occupant, full, to.resource, stanza);
+        return;
+      }
+      this.#join(room, from, to.local!, to.resource, stanza);
+    } catch (error) {
+      if (!(error instanceof MucError)) throw error;
+      this.refuse(stanza, error);
+    }
+  }
+
+  #join(
+    existing: Room | undefined,
+    from: JID,
+    local: string,
+    nick: string,
+    stanza: Element,
+  ): void {
+    const bare = from.bare.toString();
+    const full = from.toString();
+    const request = stanza.getChild("x", NS_MUC);
+    let room = existing;
+    let created = false;
+    if (!room) {
+      if (!this.#options.mayCreate(from)) {
+        throw new MucError("not-allowed", "Room creation is restricted on this service");
+      }
+      if (this.#rooms.size >= this.#options.maxRooms) {
+        throw new MucError("resource-constraint", "This service holds as many rooms as it may");
+      }
+      room = new Room(`${local}@${this.domain}`, defaultRoomConfig(this.limits), this.#now());
+      room.affiliations.set(bare, { affiliation: "owner" });
+      // A client without MUC support (no <x/>) cannot configure: it gets an instant room.
+      room.locked = request !== undefined;
+      created = true;
+    }
+    const affiliation = room.affiliation(bare);
+    if (!created) {
+      if (room.locked && affiliation !== "owner") {
+        throw new MucError("item-not-found", "This room is not configured yet");
+      }
+      if (affiliation === "outcast") {
+        throw new MucError("forbidden", "You are banned from this room");
+      }
+      const holder = room.occupants.get(nick);
+      if (holder && holder.bare !== bare) {
+        throw new MucError("conflict", "That nickname is already in use in this room");
+      }
+      for (const [jid, record] of room.affiliations) {
+        if (record.nick === nick && jid !== bare) {
+          throw new MucError("conflict", "That nickname is reserved by another member");
+        }
+      }
+      if (room.config.membersOnly && AFFILIATION_RANK[affiliation] < AFFILIATION_RANK.member) {
+        throw new MucError("registration-required", "This room is for members only");
+      }
+      if (
+        room.config.password !== "" && request?.getChildText("password") !== room.config.password
+      ) {
+        throw new MucError("not-authorized", "This room needs the right password");
+      }
+      if (
+        !holder && room.occupants.size >= room.config.maxUsers &&
+        AFFILIATION_RANK[affiliation] < AFFILIATION_RANK.admin
+      ) {
+        throw new MucError("service-unavailable", "This room is full", "wait");
+      }
+    }
+    if (created) this.#rooms.set(local, room);
+
+    let occupant = room.occupants.get(nick);
+    const joiningOccupant = !occupant;
+    if (!occupant) {
+      occupant = {
+        nick,
+        bare,
+        role: room.defaultRole(affiliation),
+        sessions: new Map(),
+        presence: stanza,
+      };
+      room.occupants.set(nick, occupant);
+    }
+    occupant.sessions.set(full, stanza);
+    occupant.presence = stanza;
+    room.bySession.set(full, occupant);
+
+    // §7.2.3: the others' presence first, then the newcomer's own, to everyone.
+    for (const other of room.occupants.values()) {
+      if (other === occupant) continue;
+      this.send(occupantPresence(room, other, full, { withJid: room.seesJids(occupant) }));
+    }
+    for (const [sessionJid, viewer] of room.sessions()) {
+      if (sessionJid === full) continue;
+      if (viewer !== occupant && !joiningOccupant) {
+        // Another resource joined under a nick the others already see: show its presence.
+        this.send(occupantPresence(room, occupant, sessionJid, { withJid: room.seesJids(viewer) }));
+        continue;
+      }
+      this.send(occupantPresence(room, occupant, sessionJid, {
+        withJid: viewer === occupant || room.seesJids(viewer),
+        statuses: viewer === occupant ? [110] : [],
+      }));
+    }
+    const statuses = [110];
+    if (room.config.whois === "anyone") statuses.unshift(100);
+    if (created) statuses.push(201);
+    this.send(occupantPresence(room, occupant, full, { withJid: true, statuses }));
+
+    // §7.2.14 history, then §7.2.15 the subject, always.
+    for (const entry of room.historyFor(historyRequest(request), this.#now())) {
+      const message = entry.message.clone();
+      message.attrs.to = full;
+      message.c("delay", {
+        xmlns: NS_DELAY,
+        from: room.jid,
+        stamp: new Date(entry.stampMs).toISOString(),
+      });
+      this.send(message);
+    }
+    this.send(this.subjectMessage(room, full));
+  }
+
+  /** The message that tells an occupant the subject (empty `<subject/>` when none). */
+  subjectMessage(room: Room, to: string): Element {
+    const from = room.subjectBy !== undefined ? room.occupantJid(room.subjectBy) : room.jid;
+    const message = new Element("message", { from, to, type: "groupchat" });
+    message.c("subject").t(room.subject);
+    return message;
+  }
+
+  #updatePresence(room: Room, occupant: Occupant, full: string, stanza: Element): void {
+    occupant.sessions.set(full, stanza);
+    occupant.presence = stanza;
+    this.broadcastPresence(room, occupant);
+  }
+
+  #changeNick(room: Room, occupant: Occupant, full: string, nick: string, stanza: Element): void {
+    const holder = room.occupants.get(nick);
+    if (holder) throw new MucError("conflict", "That nickname is already in use in this room");
+    for (const [jid, record] of room.affiliations) {
+      if (record.nick === nick && jid !== occupant.bare) {
+        throw new MucError("conflict", "That nickname is reserved by another member");
+      }
+    }
+    // §7.6: unavailable from the old nick with the new one and 303, then the new presence.
+    this.broadcastPresence(room, occupant, { type: "unavailable", newNick: nick, statuses: [303] });
+    room.occupants.delete(occupant.nick);
+    occupant.nick = nick;
+    room.occupants.set(nick, occupant);
+    occupant.sessions.set(full, stanza);
+    occupant.presence = stanza;
+    this.broadcastPresence(room, occupant);
+  }
+
+  #leave(room: Room, occupant: Occupant, full: string, stanza: Element): void {
+    occupant.sessions.delete(full);
+    room.bySession.delete(full);
+    if (occupant.sessions.size > 0) {
+      // Other resources stay under the nick: only the leaving one is told it left.
+      this.send(occupantPresence(room, occupant, full, {
+        type: "unavailable",
+        role: "none",
+        withJid: true,
+        statuses: [110],
+      }));
+      occupant.presence = [...occupant.sessions.values()].at(-1)!;
+      return;
+    }
+    occupant.presence = stanza;
+    const statuses = [110];
+    this.send(occupantPresence(room, occupant, full, {
+      type: "unavailable",
+      role: "none",
+      withJid: true,
+      statuses,
+    }));
+    this.removeOccupant(room, occupant, { type: "unavailable", role: "none" });
+  }
+
+  /**
+   * Takes an occupant out of the room (left, kicked, banned) and tells the remaining ones with
+   * `options`; a temporary room that becomes empty goes away.
+   */
+  removeOccupant(room: Room, occupant: Occupant, options: PresenceOptions): void {
+    for (const full of occupant.sessions.keys()) room.bySession.delete(full);
+    occupant.sessions.clear();
+    room.occupants.delete(occupant.nick);
+    this.broadcastPresence(room, occupant, options);
+    if (room.occupants.size === 0 && (!room.config.persistent || room.locked)) this.forget(room);
+  }
+
+  /** A message to a room's bare JID: groupchat, subject change. */
+  handleRoomMessage(stanza: Element, from: JID, room: Room): void {
+    if (isError(stanza)) return;
+    try {
+      const occupant = room.bySession.get(from.toString());
+      if (stanza.attrs.type !== "groupchat") {
+        throw new MucError(
+          "feature-not-implemented",
+          "Only groupchat messages go to the room (invitations and voice requests are not supported yet)",
+        );
+      }
+      if (!occupant) {
+        throw new MucError("not-acceptable", "Only occupants may send messages to the room");
+      }
+      if (occupant.role !== "moderator" && occupant.role !== "participant") {
+        throw new MucError("forbidden", "You have no voice in this room");
+      }
+      const subject = stanza.getChild("subject");
+      if (subject && stanza.getChild("body") === undefined) {
+        if (occupant.role !== "moderator" && !room.config.changeSubject) {
+          throw new MucError("forbidden", "Only moderators may change the subject of this room");
+        }
+        room.subject = subject.text();
+        room.subjectBy = occupant.nick;
+        this.persist(room);
+      }
+      for (const full of room.bySession.keys()) {
+        const copy = stanza.clone();
+        copy.attrs.from = room.occupantJid(occupant.nick);
+        copy.attrs.to = full;
+        this.send(copy);
+      }
+      if (!subject && stanza.getChild("body") !== undefined) {
+        const kept = stanza.clone();
+        kept.attrs.from = room.occupantJid(occupant.nick);
+        room.remember(kept, this.#now());
+      }
+    } catch (error) {
+      if (!(error instanceof MucError)) throw error;
+      this.refuse(stanza, error);
+    }
+  }
+
+  /** A message to `room@service/nick`: a private message to an occupant (§7.5). */
+  handlePrivateMessage(stanza: Element, from: JID, room: Room, nick: string): void {
+    if (isError(stanza)) return;
+    try {
+      const sender = room.bySession.get(from.toString());
+      if (!sender) throw new MucError("not-acceptable", "Only occupants may send private messages");
+      if (stanza.attrs.type === "groupchat") {
+        throw new MucError("bad-request", "Groupchat messages go to the room, not to an occupant");
+      }
+      const target = room.occupants.get(nick);
+      if (!target) throw new MucError("item-not-found", `No occupant '${nick}' in this room`);
+      const allow = room.config.allowPm;
+      if (
+        allow === "none" ||
+        (allow === "moderators" && sender.role !== "moderator") ||
+        (allow === "participants" && sender.role === "visitor")
+      ) {
+        throw new MucError("forbidden", "Private messages are not allowed in this room");
+      }
+      for (const full of target.sessions.keys()) {
+        const copy = stanza.clone();
+        copy.attrs.from = room.occupantJid(sender.nick);
+        copy.attrs.to = full;
+        if (!copy.getChild("x", NS_MUC_USER)) copy.c("x", { xmlns: NS_MUC_USER });
+        this.send(copy);
+      }
+    } catch (error) {
+      if (!(error instanceof MucError)) throw error;
+      this.refuse(stanza, error);
+    }
+  }
+}
+
+/** Reads `<history/>` of a join (XEP-0045 §7.2.14); bad attributes are ignored. */
+function historyRequest(x: Element | undefined): HistoryRequest {
+  const history = x?.getChild("history");
+  if (!history) return {};
+  const count = (name: string) => {
+    const value = history.attrs[name];
+    return value !== undefined && /^\d+$/.test(value) ? Number(value) : undefined;
+  };
+  const since = history.attrs.since === undefined ? NaN : Date.parse(history.attrs.since);
+  return {
+    maxChars: count("maxchars"),
+    maxStanzas: count("maxstanzas"),
+    seconds: count("seconds"),
+    sinceMs: Number.isNaN(since) ? undefined : since,
+  };
+}
