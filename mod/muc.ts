@@ -10,6 +10,7 @@ import type { Element } from "../core/xml/element.ts";
 import { errorReply, reply } from "../core/xml/stanza.ts";
 import type { ConfigLimits } from "./muc/config.ts";
 import { MucError } from "./muc/errors.ts";
+import { handleOwnerQuery, NS_MUC_OWNER } from "./muc/owner.ts";
 import { NS_MUC, type Room } from "./muc/room.ts";
 import { MucService } from "./muc/service.ts";
 import { MUC_MIGRATIONS, MucStore } from "./muc/storage.ts";
@@ -164,6 +165,12 @@ export default function muc(m: ModuleAPI): void {
     }
     return true;
   };
+
+  // The owner's configuration form and room destruction (§10).
+  const owner = (event: StanzaEvent) =>
+    answer(event, (room, actor) => handleOwnerQuery(service, room, event.stanza, actor));
+  m.hook(`iq-get/bare/${NS_MUC_OWNER}:query`, owner);
+  m.hook(`iq-set/bare/${NS_MUC_OWNER}:query`, owner);
 
   // A room's disco#info (XEP-0045 §6.4) and items (§6.5).
   m.hook(`iq-get/bare/${NS_INFO}:query`, (event: StanzaEvent) =>

@@ -87,6 +87,27 @@ export class MucService {
     });
   }
 
+  /** Forgets the stored state of a room that is no longer persistent (it stays while used). */
+  unpersist(room: Room): void {
+    this.#options.store.deleteRoom(this.domain, room.local);
+    if (room.occupants.size === 0) this.#rooms.delete(room.local);
+  }
+
+  /**
+   * Removes an occupant against its will (kicked, banned, no longer a member): its resources
+   * get `options` with 110, the others `options`.
+   */
+  expel(room: Room, occupant: Occupant, options: PresenceOptions): void {
+    for (const full of occupant.sessions.keys()) {
+      this.send(occupantPresence(room, occupant, full, {
+        ...options,
+        withJid: true,
+        statuses: [...(options.statuses ?? []), 110].sort((a, b) => a - b),
+      }));
+    }
+    this.removeOccupant(room, occupant, options);
+  }
+
   /** Removes a room (destroyed, or temporary and empty) from memory and storage. */
   forget(room: Room): void {
     this.#rooms.delete(room.local);

@@ -152,6 +152,26 @@ export async function createOpenRoom(
   return self;
 }
 
+/**
+ * Creates a room owned by `client` and unlocks it at once: the join, then the instant-room
+ * submission of XEP-0045 §10.1.2 (an empty form).
+ */
+export async function createInstantRoom(
+  client: RawClient,
+  room: string,
+  nick: string,
+): Promise<Element[]> {
+  const seen = await join(client, room, nick);
+  const answer = await iq(
+    client,
+    "set",
+    `${room}@${MUC}`,
+    `<query xmlns='${NS_OWNER}'><x xmlns='jabber:x:data' type='submit'/></query>`,
+  );
+  assert.equal(answer.attrs.type, "result", serialize(answer));
+  return seen;
+}
+
 let counter = 0;
 
 /** Sends an iq and returns its answer (result or error). */
