@@ -9,6 +9,7 @@ import type { ModuleAPI } from "../core/modules.ts";
 import type { Element } from "../core/xml/element.ts";
 import { errorReply, reply } from "../core/xml/stanza.ts";
 import type { ConfigLimits } from "./muc/config.ts";
+import { handleAdminQuery, NS_MUC_ADMIN } from "./muc/admin.ts";
 import { MucError } from "./muc/errors.ts";
 import { handleOwnerQuery, NS_MUC_OWNER } from "./muc/owner.ts";
 import { NS_MUC, type Room } from "./muc/room.ts";
@@ -171,6 +172,12 @@ export default function muc(m: ModuleAPI): void {
     answer(event, (room, actor) => handleOwnerQuery(service, room, event.stanza, actor));
   m.hook(`iq-get/bare/${NS_MUC_OWNER}:query`, owner);
   m.hook(`iq-set/bare/${NS_MUC_OWNER}:query`, owner);
+
+  // Roles and affiliations: kick, ban, voice, membership, admins, owners (§8, §9, §10.3–10.7).
+  const admin = (event: StanzaEvent) =>
+    answer(event, (room, actor) => handleAdminQuery(service, room, event.stanza, actor));
+  m.hook(`iq-get/bare/${NS_MUC_ADMIN}:query`, admin);
+  m.hook(`iq-set/bare/${NS_MUC_ADMIN}:query`, admin);
 
   // A room's disco#info (XEP-0045 §6.4) and items (§6.5).
   m.hook(`iq-get/bare/${NS_INFO}:query`, (event: StanzaEvent) =>

@@ -18,7 +18,7 @@ import {
   type PresenceOptions,
   Room,
 } from "./room.ts";
-import type { MucStore } from "./storage.ts";
+import type { AffiliationRecord, MucStore } from "./storage.ts";
 
 /** What a MUC service needs from the server around it. */
 export interface MucServiceOptions {
@@ -85,6 +85,15 @@ export class MucService {
       createdMs: room.createdMs,
       affiliations: room.affiliations,
     });
+  }
+
+  /** Sets (or with `undefined` removes) a bare JID's affiliation, stored if the room is kept. */
+  setAffiliation(room: Room, bare: string, record: AffiliationRecord | undefined): void {
+    if (record) room.affiliations.set(bare, record);
+    else room.affiliations.delete(bare);
+    if (room.config.persistent) {
+      this.#options.store.setAffiliation(this.domain, room.local, bare, record);
+    }
   }
 
   /** Forgets the stored state of a room that is no longer persistent (it stays while used). */
