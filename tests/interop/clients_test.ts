@@ -343,3 +343,33 @@ for (const scheme of ["xmpp", "xmpps"] as const) {
     assert.deepEqual(logins.map((l) => l.secure), [true, true]);
   });
 }
+
+Deno.test("slixmpp's XEP-0045 plugin creates and configures a room, joins with subject and history, talks and is kicked", async () => {
+  await requireSlixmpp();
+  const result = await withClient(
+    ({ tlsPort, caFile }) => [
+      PYTHON,
+      ["tests/interop/slixmpp_muc_client.py", String(tlsPort), caFile],
+    ],
+    "",
+    '[[component]]\ndomain = "conference.localhost"\nmodules = ["disco", "muc"]\n',
+  );
+  assert.equal(result.error, undefined, result.error);
+  assert.deepEqual(result.created_codes, [110, 201]);
+  assert.deepEqual(result.joined_codes, [110]);
+  assert.equal(result.subject, "Testing slixmpp");
+  // slixmpp counts its own presence among the occupants: the others' came first.
+  assert.deepEqual(result.occupants, [
+    "interop@conference.localhost/Alice",
+    "interop@conference.localhost/Bob",
+  ]);
+  assert.deepEqual(result.history, ["first", "second"]);
+  assert.deepEqual(result.alice_got, [
+    { from: "interop@conference.localhost/Bob", body: "hello from bob" },
+  ]);
+  assert.deepEqual(result.bob_self.at(-1), {
+    type: "unavailable",
+    codes: [110, 307],
+    role: "none",
+  });
+});
