@@ -373,3 +373,23 @@ Deno.test("disco: the service is a text conference listing public rooms with the
     await w.end();
   }
 });
+
+Deno.test("limits: muc_max_rooms refuses another room, muc_max_occupants fills a room (another resource under a joined nick still enters)", async () => {
+  const w = await world(["alice", "bob", "carol"], {
+    extra: "muc_max_rooms = 1\nmuc_max_occupants = 2\n",
+  });
+  try {
+    const { alice, bob, carol } = w.clients;
+    await createOpenRoom(alice, "lounge", "Al");
+    assert.equal(await joinError(bob, "second", "Bob"), "resource-constraint");
+    await join(bob, "lounge", "Bob");
+    const refused = await joinError(carol, "lounge", "Carol");
+    assert.equal(refused, "service-unavailable");
+    // The owner's second resource under the same nick is not a new occupant.
+    const phone = await login(w.t, "alice", "phone");
+    await join(phone, "lounge", "Al");
+    phone.close();
+  } finally {
+    await w.end();
+  }
+});
