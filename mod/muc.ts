@@ -56,6 +56,14 @@ export const options: Record<string, OptionSpec> = {
     scope: "host",
     description: "Most occupants a room may have (the default and the cap of its maxusers)",
   },
+  muc_joins_per_minute: {
+    type: "integer",
+    default: 30,
+    min: 0,
+    max: 100_000,
+    scope: "host",
+    description: "Most room joins one user may attempt per minute (0: no limit)",
+  },
 };
 
 /** Loads the multi-user chat service on a component. */
@@ -89,6 +97,7 @@ export default function muc(m: ModuleAPI): void {
     mayCreate: (actor) =>
       creation === "anyone" || (creation === "local" && isLocalAccount(actor)) || isAdmin(actor),
     send: (stanza) => m.send(stanza),
+    joinsPerMinute: m.option<number>("muc_joins_per_minute"),
   });
 
   m.addIdentity("conference", "text", "Chatrooms");

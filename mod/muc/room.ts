@@ -159,6 +159,8 @@ export interface PresenceOptions {
   statuses?: number[];
   /** Show the real JID in the item. */
   withJid?: boolean;
+  /** The real JID to show (the resource that left), instead of the first joined one. */
+  jid?: string;
   /** The new nick in a nick change (status 303). */
   newNick?: string;
   /** Who kicked or banned, and why (the item's `<actor/>` and `<reason/>`). */
@@ -198,7 +200,9 @@ export function occupantPresence(
   const x = presence.c("x", { xmlns: NS_MUC_USER });
   const item = x.c("item", {
     affiliation: room.affiliation(occupant.bare),
-    jid: options.withJid ? [...occupant.sessions.keys()][0] ?? occupant.bare : undefined,
+    jid: options.withJid
+      ? options.jid ?? [...occupant.sessions.keys()][0] ?? occupant.bare
+      : undefined,
     nick: options.newNick,
     role: options.role ?? occupant.role,
   });

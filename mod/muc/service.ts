@@ -32,6 +32,8 @@ export interface MucServiceOptions {
   mayCreate(actor: JID): boolean;
   /** Routes a stanza from the service or one of its rooms. */
   send(stanza: Element): void;
+  /** Most joins one user may make per minute over all rooms (0: no limit). */
+  joinsPerMinute?: number;
   /** The clock (ms since the epoch); tests may pass their own. */
   now?: () => number;
 }
@@ -42,6 +44,8 @@ export class MucService {
   readonly limits: ConfigLimits;
   #options: MucServiceOptions;
   #rooms = new Map<string, Room>();
+  /** Recent join times (ms) per bare JID, for the join rate limit. */
+  #recentJoins = new Map<string, number[]>();
 
   constructor(options: MucServiceOptions) {
     this.domain = options.domain;
@@ -192,6 +196,7 @@ export class MucService {
   ): void {
     const bare = from.bare.toString();
     const full = from.toString();
+    this.#checkJoinRate(bare);
     const request = stanza.getChild("x", NS_MUC);
     let room = existing;
     let created = false;
@@ -294,6 +299,26 @@ export class MucService {
     this.send(this.subjectMessage(room, full));
   }
 
+  /** Counts a join attempt of `bare`, refusing it beyond `joinsPerMinute` in the last minute. */
+  #checkJoinRate(bare: string): void {
+    const limit = this.#options.joinsPerMinute ?? 0;
+    if (limit <= 0) return;
+    const now = this.#now();
+    const recent = (this.#recentJoins.get(bare) ?? []).filter((t) => now - t < 60_000);
+    if (recent.length >= limit) {
+      this.#recentJoins.set(bare, recent);
+      throw new MucError("policy-violation", "Too many joins; try again in a minute", "wait");
+    }
+    recent.push(now);
+    this.#recentJoins.set(bare, recent);
+    if (this.#recentJoins.size > 10_000) {
+      // Users who have not joined for a minute need no entry.
+      for (const [jid, times] of this.#recentJoins) {
+        if (times.every((t) => now - t >= 60_000)) this.#recentJoins.delete(jid);
+      }
+    }
+  }
+
   /** The message that tells an occupant the subject (empty `<subject/>` when none). */
   subjectMessage(room: Room, to: string): Element {
     const from = room.subjectBy !== undefined ? room.occupantJid(room.subjectBy) : room.jid;
@@ -335,20 +360,21 @@ export class MucService {
         type: "unavailable",
         role: "none",
         withJid: true,
+        jid: full,
         statuses: [110],
       }));
       occupant.presence = [...occupant.sessions.values()].at(-1)!;
       return;
     }
     occupant.presence = stanza;
-    const statuses = [110];
     this.send(occupantPresence(room, occupant, full, {
       type: "unavailable",
       role: "none",
       withJid: true,
-      statuses,
+      jid: full,
+      statuses: [110],
     }));
-    this.removeOccupant(room, occupant, { type: "unavailable", role: "none" });
+    this.removeOccupant(room, occupant, { type: "unavailable", role: "none", jid: full });
   }
 
   /**
@@ -356,6 +382,7 @@ export class MucService {
    * `options`; a temporary room that becomes empty goes away.
    */
   removeOccupant(room: Room, occupant: Occupant, options: PresenceOptions): void {
+    options = { ...options, jid: options.jid ?? [...occupant.sessions.keys()][0] };
     for (const full of occupant.sessions.keys()) room.bySession.delete(full);
     occupant.sessions.clear();
     room.occupants.delete(occupant.nick);

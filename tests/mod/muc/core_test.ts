@@ -279,7 +279,7 @@ Deno.test("leaving: unavailable with role none and 110 to oneself; a temporary r
     const seen = await alice.next((el) =>
       el.attrs.type === "unavailable" && el.attrs.from === `${ROOM}/Bob`
     );
-    assert.equal(itemOf(seen).role, "none");
+    assert.deepEqual(itemOf(seen), { affiliation: "none", jid: "bob@localhost/r", role: "none" });
     assert.equal(seen.getChildText("status"), "bye");
     // Disconnecting leaves the room (the server's unavailable on logout, RFC 6121 §4.6).
     await join(bob, "lounge", "Bob");
@@ -389,6 +389,22 @@ Deno.test("limits: muc_max_rooms refuses another room, muc_max_occupants fills a
     const phone = await login(w.t, "alice", "phone");
     await join(phone, "lounge", "Al");
     phone.close();
+  } finally {
+    await w.end();
+  }
+});
+
+Deno.test("muc_joins_per_minute refuses a user's joins beyond the limit with policy-violation", async () => {
+  const w = await world(["alice", "bob"], { extra: "muc_joins_per_minute = 2\n" });
+  try {
+    const { alice, bob } = w.clients;
+    await createOpenRoom(alice, "lounge", "Al");
+    for (let i = 0; i < 2; i++) {
+      await join(bob, "lounge", "Bob");
+      bob.send(`<presence to='${ROOM}/Bob' type='unavailable'/>`);
+      await bob.next((el) => el.attrs.type === "unavailable" && statuses(el).includes(110));
+    }
+    assert.equal(await joinError(bob, "lounge", "Bob"), "policy-violation");
   } finally {
     await w.end();
   }
