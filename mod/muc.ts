@@ -19,6 +19,7 @@ import { MUC_MIGRATIONS, MucStore } from "./muc/storage.ts";
 const NS_INFO = "http://jabber.org/protocol/disco#info";
 const NS_ITEMS = "http://jabber.org/protocol/disco#items";
 const NS_DATA = "jabber:x:data";
+const NS_PING = "urn:xmpp:ping";
 /** The most messages a room may keep for newcomers. */
 const MAX_HISTORY = 100;
 
@@ -142,10 +143,31 @@ export default function muc(m: ModuleAPI): void {
     return true;
   });
 
-  // Iqs to occupants are not relayed yet (XEP-0045 §7.7 IQ to an occupant's real JID).
+  // Iqs to occupants: XEP-0410 self-pings are answered by the service (a client that is not
+  // joined learns it from not-acceptable); other queries are not relayed yet.
   m.hook("iq/full", ({ stanza, origin }: StanzaEvent) => {
     const type = stanza.attrs.type;
     if (type !== "get" && type !== "set") return true;
+    const to = target(stanza);
+    const room = service.room(to?.local ?? "");
+    const from = sender(stanza);
+    if (!room || !to?.resource || !from) {
+      noRoom(stanza, origin);
+      return true;
+    }
+    const asker = room.bySession.get(from.toString());
+    if (!asker) {
+      origin.send(errorReply(stanza, "not-acceptable", { text: "You are not in this room" }));
+      return true;
+    }
+    if (!room.occupants.has(to.resource)) {
+      origin.send(errorReply(stanza, "item-not-found", { text: "No such occupant" }));
+      return true;
+    }
+    if (asker.nick === to.resource && stanza.getChild("ping", NS_PING) && type === "get") {
+      origin.send(reply(stanza));
+      return true;
+    }
     origin.send(errorReply(stanza, "service-unavailable", {
       text: "Queries to occupants are not relayed by this service yet",
     }));
@@ -203,8 +225,8 @@ export default function muc(m: ModuleAPI): void {
       return result;
     }), 10);
 
-  // The service's items: its public rooms (§6.3), named with their occupant count as Prosody
-  // does not, but as clients show it.
+  // The service's items: its public rooms (§6.3), each named with its occupant count
+  // ("lounge (3)").
   m.hook(`iq-get/host/${NS_ITEMS}:query`, ({ stanza, origin }: StanzaEvent) => {
     if (stanza.firstElement()?.attrs.node !== undefined) return false;
     const result = reply(stanza);
@@ -229,6 +251,7 @@ function roomInfo(stanza: Element, room: Room): Element {
   query.c("identity", { category: "conference", type: "text", name: config.name || room.local });
   const features = [
     NS_MUC,
+    `${NS_MUC}#self-ping-optimization`,
     config.public ? "muc_public" : "muc_hidden",
     config.persistent ? "muc_persistent" : "muc_temporary",
     config.membersOnly ? "muc_membersonly" : "muc_open",

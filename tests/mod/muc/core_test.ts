@@ -409,3 +409,22 @@ Deno.test("muc_joins_per_minute refuses a user's joins beyond the limit with pol
     await w.end();
   }
 });
+
+Deno.test("XEP-0410 self-ping: answered for a joined occupant, not-acceptable once it is not in the room", async () => {
+  const w = await world(["alice", "bob"]);
+  try {
+    const { alice, bob } = w.clients;
+    await createOpenRoom(alice, "lounge", "Al");
+    await join(bob, "lounge", "Bob");
+    const ping = "<ping xmlns='urn:xmpp:ping'/>";
+    assert.equal((await iq(bob, "get", `${ROOM}/Bob`, ping)).attrs.type, "result");
+    // Queries to another occupant are not relayed (yet), and say so.
+    assert.equal(conditionOf(await iq(bob, "get", `${ROOM}/Al`, ping)), "service-unavailable");
+    bob.send(`<presence to='${ROOM}/Bob' type='unavailable'/>`);
+    await bob.next((el) => el.attrs.type === "unavailable" && statuses(el).includes(110));
+    assert.equal(conditionOf(await iq(bob, "get", `${ROOM}/Bob`, ping)), "not-acceptable");
+    assert.equal(conditionOf(await iq(bob, "get", `gone@${MUC}/Bob`, ping)), "item-not-found");
+  } finally {
+    await w.end();
+  }
+});
