@@ -129,7 +129,16 @@ export default function disco(m: ModuleAPI): void {
   m.addFeature(NS_INFO);
   m.addFeature(NS_ITEMS);
   m.addFeature(NS_CAPS);
-  m.addIdentity("server", "im", m.option<string>("server_name"));
+  // The server identity is the hosts'; a component says what it is through its own modules
+  // (conference/text, pubsub/service), and `component/generic` when none does (XEP-0030 wants
+  // at least one identity).
+  if (m.host.kind === "local") m.addIdentity("server", "im", m.option<string>("server_name"));
+  const identities = () => {
+    const registered = m.host.disco.identities();
+    return registered.length > 0 || m.host.kind === "local"
+      ? registered
+      : [{ category: "component", type: "generic", name: undefined }];
+  };
   m.addAccountIdentity("account", "registered");
   m.addAccountFeature(NS_INFO);
   m.addAccountFeature(NS_ITEMS);
@@ -139,7 +148,7 @@ export default function disco(m: ModuleAPI): void {
   let cached = { s: "", ver: "" };
   const currentVer = (): string => {
     const disco = m.host.disco;
-    const s = capsVerificationString(disco.identities(), disco.features(), disco.extensions());
+    const s = capsVerificationString(identities(), disco.features(), disco.extensions());
     if (s !== cached.s) {
       cached = { s, ver: createHash("sha1").update(s, "utf8").digest("base64") };
     }
@@ -155,7 +164,7 @@ export default function disco(m: ModuleAPI): void {
     }
     const answer = reply(stanza);
     const query = answer.c("query", { xmlns: NS_INFO, node });
-    for (const identity of m.host.disco.identities()) {
+    for (const identity of identities()) {
       query.c("identity", {
         category: identity.category,
         type: identity.type,

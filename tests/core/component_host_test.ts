@@ -79,17 +79,18 @@ Deno.test("a component with its own modules and disco; an echo bot loads and unl
       .map((f) => f.attrs.var);
     assert.ok(features.includes("urn:xmpp:ping"));
     assert.ok(!features.includes("urn:example:echo"));
+    // A component is not the server: without an identity of its own it is a generic component.
+    const identitiesOf = async () =>
+      (await infoOf(client, "echo.localhost")).getChildren("identity")
+        .map((i) => `${i.attrs.category}/${i.attrs.type}`);
+    assert.deepEqual(await identitiesOf(), ["component/generic"]);
 
     t.server.modules.register("echo_bot", { default: echoBot, migrations: ECHO_BOT_MIGRATIONS });
     await t.server.modules.load(component, "echo_bot");
     const info = await infoOf(client, "echo.localhost");
     features = info.getChildren("feature").map((f) => f.attrs.var);
     assert.ok(features.includes("urn:example:echo"));
-    assert.ok(
-      info.getChildren("identity").some((i) =>
-        i.attrs.category === "automation" && i.attrs.type === "bot"
-      ),
-    );
+    assert.deepEqual(await identitiesOf(), ["automation/bot"]);
     // The local host's own disco is not touched.
     const local = (await infoOf(client, "localhost")).getChildren("feature").map((f) =>
       f.attrs.var
