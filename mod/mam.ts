@@ -10,6 +10,7 @@ import { hostService, type ModuleAPI } from "../core/modules.ts";
 import type { Session } from "../core/sessions.ts";
 import {
   ARCHIVE_FLUSH_DELAY_MS,
+  type ArchiveItem,
   ArchiveItemNotFoundError,
   type ArchiveQuery,
   type ArchiveStore,
@@ -108,10 +109,136 @@ export interface ArchivePrefs {
 }
 
 /** An error answer to an archive query or preferences request. */
-class RequestError extends Error {
+export class RequestError extends Error {
+  /** Creates the error with its stanza error condition. */
   constructor(readonly condition: StanzaErrorCondition, message: string) {
     super(message);
   }
+}
+
+/**
+ * Wraps an archive iq handler: a RequestError or an unknown archive id is answered with its
+ * error, and the event counts as handled. The MUC archive shares it.
+ */
+export function answering(
+  handle: (event: StanzaEvent) => void,
+): (event: StanzaEvent) => true {
+  return (event) => {
+    try {
+      handle(event);
+    } catch (error) {
+      if (error instanceof ArchiveItemNotFoundError) {
+        event.origin.send(errorReply(event.stanza, "item-not-found", {
+          text: `No archived message has the id '${error.id}'`,
+        }));
+      } else if (error instanceof RequestError) {
+        event.origin.send(errorReply(event.stanza, error.condition, { text: error.message }));
+      } else {
+        throw error;
+      }
+    }
+    return true;
+  };
+}
+
+/** The metadata answer (XEP-0313 §6): the archive's first and last message, or nothing. */
+export function archiveMetadata(stanza: Element, archive: ArchiveStore, user: string): Element {
+  const answer = reply(stanza);
+  const metadata = answer.c("metadata", { xmlns: NS_MAM });
+  const [first] = archive.find(user, { limit: 1 });
+  const [last] = archive.find(user, { limit: 1, reverse: true });
+  if (first !== undefined && last !== undefined) {
+    for (const [name, item] of [["start", first], ["end", last]] as const) {
+      metadata.c(name, { id: item.id, timestamp: new Date(item.when).toISOString() });
+    }
+  }
+  return answer;
+}
+
+/** What answering one archive query needs besides the query. */
+export interface ArchiveQueryContext {
+  archive: ArchiveStore;
+  /** The archive's owner in the store. */
+  user: string;
+  /** Results per page without RSM <max/>, and the most a page returns. */
+  defaultMax: number;
+  pageCap: number;
+  /** Sends one result message. */
+  send(message: Element): void;
+  /**
+   * The result's addresses and the archived message to forward (from, to and the message
+   * for the `<forwarded/>`), or undefined to skip an item that cannot be read.
+   */
+  result(item: ArchiveItem): { from: string; to?: string; message: Element } | undefined;
+}
+
+/** The later (`last`) or earlier of two archive ids; throws for an unknown one. */
+function pick(
+  archive: ArchiveStore,
+  user: string,
+  a: string | undefined,
+  b: string | undefined,
+  last: boolean,
+): string | undefined {
+  if (a === undefined || b === undefined || a === b) return a ?? b;
+  const found = archive.find(user, { ids: [a, b] });
+  for (const id of [a, b]) {
+    if (!found.some((item) => item.id === id)) throw new ArchiveItemNotFoundError(id);
+  }
+  return (last ? found.at(-1) : found[0])!.id;
+}
+
+/**
+ * Answers a XEP-0313 query (form filter, RSM paging, flip-page): sends each result through
+ * `context.send` and returns the iq result with `<fin/>`. Throws RequestError or
+ * ArchiveItemNotFoundError for a bad query (see `answering`).
+ */
+export function answerArchiveQuery(stanza: Element, context: ArchiveQueryContext): Element {
+  const { archive, user } = context;
+  const query = stanza.firstElement()!;
+  const filter = parseFilter(query);
+  const page = parsePage(query, context.defaultMax, context.pageCap);
+  const selection: ArchiveQuery = {
+    start: filter.start,
+    end: filter.end,
+    with: filter.with?.toString(),
+    ids: filter.ids,
+    after: pick(archive, user, filter.afterId, undefined, true),
+    before: pick(archive, user, filter.beforeId, undefined, false),
+  };
+  const backwards = page.before !== undefined;
+  const paged: ArchiveQuery = {
+    ...selection,
+    after: pick(archive, user, selection.after, page.after, true),
+    before: pick(archive, user, selection.before, page.before || undefined, false),
+    reverse: backwards,
+  };
+  let items = page.max === 0 ? [] : archive.find(user, { ...paged, limit: page.max + 1 });
+  const count = archive.count(user, selection);
+  const complete = page.max === 0 ? count === 0 : items.length <= page.max;
+  items = items.slice(0, page.max);
+  if (backwards) items.reverse();
+
+  const sent = page.flip ? [...items].reverse() : items;
+  for (const item of sent) {
+    const found = context.result(item);
+    if (!found) continue;
+    const result = new Element("message", { from: found.from, to: found.to });
+    result.c("result", { xmlns: NS_MAM, queryid: query.attrs.queryid, id: item.id })
+      .c("forwarded", { xmlns: NS_FORWARD })
+      .c("delay", { xmlns: NS_DELAY, stamp: new Date(item.when).toISOString() }).up()
+      .append(found.message);
+    context.send(result);
+  }
+  const answer = reply(stanza);
+  const set = answer.c("fin", { xmlns: NS_MAM, complete: complete ? "true" : "false" })
+    .c("set", { xmlns: NS_RSM });
+  if (items.length > 0) {
+    set.c("first").t(items[0].id);
+    set.c("last").t(items.at(-1)!.id);
+  }
+  set.c("count").t(String(count));
+  return answer;
 }
 
 /**
@@ -547,24 +674,6 @@ export default function mam(m: ModuleAPI): void {
     return user;
   };
 
-  /** Runs `handle`, answering a RequestError with its condition. */
-  const answering = (handle: (event: StanzaEvent) => void) => (event: StanzaEvent) => {
-    try {
-      handle(event);
-    } catch (error) {
-      if (error instanceof ArchiveItemNotFoundError) {
-        event.origin.send(errorReply(event.stanza, "item-not-found", {
-          text: `No archived message has the id '${error.id}'`,
-        }));
-      } else if (error instanceof RequestError) {
-        event.origin.send(errorReply(event.stanza, error.condition, { text: error.message }));
-      } else {
-        throw error;
-      }
-    }
-    return true;
-  };
-
   m.hook(
     `iq-get/self/${NS_MAM}:query`,
     answering(({ stanza, origin }) => {
@@ -579,88 +688,34 @@ export default function mam(m: ModuleAPI): void {
   m.hook(
     `iq-get/self/${NS_MAM}:metadata`,
     answering(({ stanza, origin }) => {
-      const user = ownerOf(origin);
-      const answer = reply(stanza);
-      const metadata = answer.c("metadata", { xmlns: NS_MAM });
-      const [first] = archive.find(user, { limit: 1 });
-      const [last] = archive.find(user, { limit: 1, reverse: true });
-      if (first !== undefined && last !== undefined) {
-        for (const [name, item] of [["start", first], ["end", last]] as const) {
-          metadata.c(name, { id: item.id, timestamp: new Date(item.when).toISOString() });
-        }
-      }
-      origin.send(answer);
+      origin.send(archiveMetadata(stanza, archive, ownerOf(origin)));
     }),
   );
-
-  /** The later (`last`) or earlier of two archive ids; throws for an unknown one. */
-  const pick = (user: string, a: string | undefined, b: string | undefined, last: boolean) => {
-    if (a === undefined || b === undefined || a === b) return a ?? b;
-    const found = archive.find(user, { ids: [a, b] });
-    for (const id of [a, b]) {
-      if (!found.some((item) => item.id === id)) throw new ArchiveItemNotFoundError(id);
-    }
-    return (last ? found.at(-1) : found[0])!.id;
-  };
 
   m.hook(
     `iq-set/self/${NS_MAM}:query`,
     answering(({ stanza, origin }) => {
       const user = ownerOf(origin);
-      const query = stanza.firstElement()!;
-      const filter = parseFilter(query);
-      const page = parsePage(query, defaultMax, pageCap);
-      const selection: ArchiveQuery = {
-        start: filter.start,
-        end: filter.end,
-        with: filter.with?.toString(),
-        ids: filter.ids,
-        after: pick(user, filter.afterId, undefined, true),
-        before: pick(user, filter.beforeId, undefined, false),
-      };
-      const backwards = page.before !== undefined;
-      const paged: ArchiveQuery = {
-        ...selection,
-        after: pick(user, selection.after, page.after, true),
-        before: pick(user, selection.before, page.before || undefined, false),
-        reverse: backwards,
-      };
-      let items = page.max === 0 ? [] : archive.find(user, { ...paged, limit: page.max + 1 });
-      const count = archive.count(user, selection);
-      const complete = page.max === 0 ? count === 0 : items.length <= page.max;
-      items = items.slice(0, page.max);
-      if (backwards) items.reverse();
-
       const owner = origin.jid!.bareString();
-      const sent = page.flip ? [...items].reverse() : items;
-      for (const item of sent) {
-        let message: Element;
-        try {
-          message = parseElement(item.payload);
-        } catch (error) {
-          m.log.error("Skipping unreadable archived message {id} of {user}: {error}", {
-            id: item.id,
-            user,
-            error,
-          });
-          continue;
-        }
-        const result = new Element("message", { from: owner, to: origin.jid!.toString() });
-        result.c("result", { xmlns: NS_MAM, queryid: query.attrs.queryid, id: item.id })
-          .c("forwarded", { xmlns: NS_FORWARD })
-          .c("delay", { xmlns: NS_DELAY, stamp: new Date(item.when).toISOString() }).up()
-          .append(message);
-        origin.send(result);
-      }
-      const answer = reply(stanza);
-      const set = answer.c("fin", { xmlns: NS_MAM, complete: complete ? "true" : "false" })
-        .c("set", { xmlns: NS_RSM });
-      if (items.length > 0) {
-        set.c("first").t(items[0].id);
-        set.c("last").t(items.at(-1)!.id);
-      }
-      set.c("count").t(String(count));
-      origin.send(answer);
+      origin.send(answerArchiveQuery(stanza, {
+        archive,
+        user,
+        defaultMax,
+        pageCap,
+        send: (message) => origin.send(message),
+        result: (item) => {
+          try {
+            return { from: owner, to: origin.jid!.toString(), message: parseElement(item.payload) };
+          } catch (error) {
+            m.log.error("Skipping unreadable archived message {id} of {user}: {error}", {
+              id: item.id,
+              user,
+              error,
+            });
+            return undefined;
+          }
+        },
+      }));
     }),
   );
 
@@ -698,7 +753,7 @@ export default function mam(m: ModuleAPI): void {
 }
 
 /** The query form (XEP-0313 §4.1.1 with the #extended fields). */
-function queryForm(): Element {
+export function queryForm(): Element {
   const form = new Element("x", { xmlns: NS_DATA, type: "form" });
   form.c("field", { var: "FORM_TYPE", type: "hidden" }).c("value").t(NS_MAM);
   form.c("field", { var: "with", type: "jid-single" });
