@@ -15,6 +15,8 @@ import { handleOwnerQuery, NS_MUC_OWNER } from "./muc/owner.ts";
 import { NS_MUC, type Room } from "./muc/room.ts";
 import { MucService } from "./muc/service.ts";
 import { MUC_MIGRATIONS, MucStore } from "./muc/storage.ts";
+import { MucOperator } from "./muc/operator.ts";
+import { MUC_COMMANDS } from "./muc/shell.ts";
 
 const NS_INFO = "http://jabber.org/protocol/disco#info";
 const NS_ITEMS = "http://jabber.org/protocol/disco#items";
@@ -100,6 +102,10 @@ export default function muc(m: ModuleAPI): void {
     send: (stanza) => m.send(stanza),
     joinsPerMinute: m.option<number>("muc_joins_per_minute"),
   });
+
+  // The admin shell's `muc` section acts on rooms through this service.
+  m.provide("muc", new MucOperator(service));
+  m.shellCommands(MUC_COMMANDS);
 
   m.addIdentity("conference", "text", "Chatrooms");
   m.addFeature(NS_MUC);

@@ -182,6 +182,20 @@ function applyRole(
   service.broadcastPresence(room, occupant, { reason });
 }
 
+/**
+ * Sets a bare JID's affiliation on the service operator's authority (the admin shell), with the
+ * same effects on its occupants as an owner's change (ban 301, 321, new role).
+ */
+export function operatorSetAffiliation(
+  service: MucService,
+  room: Room,
+  bare: string,
+  affiliation: Affiliation,
+  reason?: string,
+): void {
+  applyAffiliation(service, room, { kind: "affiliation", bare, affiliation, reason }, undefined);
+}
+
 function applyAffiliation(
   service: MucService,
   room: Room,

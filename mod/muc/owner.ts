@@ -90,7 +90,7 @@ function removeNonMembers(service: MucService, room: Room): void {
  * §10.9: every occupant is told the room is gone (unavailable with `<destroy/>`, its alternate
  * venue and reason), and the room is forgotten.
  */
-function destroyRoom(service: MucService, room: Room, destroy: Element | undefined): void {
+export function destroyRoom(service: MucService, room: Room, destroy: Element | undefined): void {
   const extra = new Element("destroy", { xmlns: NS_MUC_USER, jid: destroy?.attrs.jid });
   const reason = destroy?.getChildText("reason");
   if (reason !== undefined) extra.c("reason").t(reason);

@@ -5,7 +5,7 @@
 import type { JID } from "../../core/jid.ts";
 import { Element } from "../../core/xml/element.ts";
 import { errorReply, isError } from "../../core/xml/stanza.ts";
-import { type ConfigLimits, defaultRoomConfig } from "./config.ts";
+import { type ConfigLimits, defaultRoomConfig, type RoomConfig } from "./config.ts";
 import { MucError } from "./errors.ts";
 import {
   AFFILIATION_RANK,
@@ -76,6 +76,24 @@ export class MucService {
 
   #now(): number {
     return this.#options.now?.() ?? Date.now();
+  }
+
+  /**
+   * Creates an unlocked room on the operator's authority (the admin shell), with `owner` as its
+   * owner when given; refuses a room that exists or one beyond `maxRooms`.
+   */
+  createRoom(local: string, config: RoomConfig, owner?: string): Room {
+    if (this.#rooms.has(local)) {
+      throw new MucError("conflict", `Room '${local}@${this.domain}' already exists`);
+    }
+    if (this.#rooms.size >= this.#options.maxRooms) {
+      throw new MucError("resource-constraint", "This service holds as many rooms as it may");
+    }
+    const room = new Room(`${local}@${this.domain}`, config, this.#now());
+    if (owner !== undefined) room.affiliations.set(owner, { affiliation: "owner" });
+    this.#rooms.set(local, room);
+    this.persist(room);
+    return room;
   }
 
   /** Writes a persistent room's state (configuration, subject, affiliations). */

@@ -17,6 +17,7 @@ import {
   KeyCacheWriter,
   liltOnlyWorkloads,
   log,
+  mucDomain,
   password,
   plannedWorkloads,
   prefix,
@@ -50,6 +51,10 @@ const fullSizes: Sizes = {
   pepContacts: 200,
   pepItems: 500,
   pepRate: 25,
+  mucOccupants: 200,
+  mucSenders: 5,
+  mucMessages: 500,
+  mucRate: 25,
 };
 const quickSizes: Sizes = {
   logins: 300,
@@ -63,6 +68,10 @@ const quickSizes: Sizes = {
   pepContacts: 200,
   pepItems: 200,
   pepRate: 25,
+  mucOccupants: 200,
+  mucSenders: 5,
+  mucMessages: 200,
+  mucRate: 25,
 };
 
 /**
@@ -97,7 +106,7 @@ function luaString(text: string): string {
 /** Starts Prosody on data directory `dataDir` with its config and logs in `dir`. */
 async function startProsody(
   setup: BenchSetup,
-  options: { dir: string; dataDir: string; pep?: boolean },
+  options: { dir: string; dataDir: string; pep?: boolean; muc?: boolean },
 ): Promise<RunningServer> {
   const { dir, dataDir } = options;
   const { cert, key } = setup;
@@ -134,7 +143,13 @@ modules_disabled = { "s2s" }
 ssl = { certificate = ${luaString(cert)}, key = ${luaString(key)} }
 VirtualHost "${domain}"
   ssl = { certificate = ${luaString(cert)}, key = ${luaString(key)} }
-`,
+${
+      options.muc
+        ? `Component "${mucDomain}" "muc"
+  ssl = { certificate = ${luaString(cert)}, key = ${luaString(key)} }
+`
+        : ""
+    }`,
   );
   const child = await startServer(["prosody", "-F", "--config", config], {
     logFile: join(dir, "stdout.log"),
@@ -170,7 +185,8 @@ const prosody: ServerKind = {
       keys,
       template,
       "data",
-      (dir, dataDir, workload) => startProsody(setup, { dir, dataDir, pep: workload === "pep" }),
+      (dir, dataDir, workload) =>
+        startProsody(setup, { dir, dataDir, pep: workload === "pep", muc: workload === "muc" }),
     );
   },
 };
@@ -181,7 +197,7 @@ const prosody: ServerKind = {
  */
 async function startLilt(
   setup: BenchSetup,
-  options: { dir: string; dataDir: string; archive?: boolean; pep?: boolean },
+  options: { dir: string; dataDir: string; archive?: boolean; pep?: boolean; muc?: boolean },
 ): Promise<RunningServer & { config: string }> {
   const { dir, dataDir } = options;
   const port = await freePort();
@@ -207,7 +223,17 @@ level = "warning"
 console = true
 [[host]]
 domain = "${domain}"
-`,
+${
+      options.muc
+        ? `# the muc workload's room holds ${setup.sizes.mucOccupants} occupants, who all join at once
+[[component]]
+domain = "${mucDomain}"
+modules = ["disco", "muc"]
+muc_max_occupants = ${Math.max(200, setup.sizes.mucOccupants)}
+muc_joins_per_minute = 0
+`
+        : ""
+    }`,
   );
   const child = await startServer(
     [join(root, "scripts/lilt"), "start", "-c", config],
@@ -269,7 +295,13 @@ const lilt: ServerKind = {
       template,
       "data",
       (dir, dataDir, workload) =>
-        startLilt(setup, { dir, dataDir, archive: workload === "mam", pep: workload === "pep" }),
+        startLilt(setup, {
+          dir,
+          dataDir,
+          archive: workload === "mam",
+          pep: workload === "pep",
+          muc: workload === "muc",
+        }),
     );
   },
 };
@@ -546,6 +578,43 @@ const metrics: Metric[] = [
     better: "lower",
   },
   {
+    label: "muc: server CPU per delivered groupchat message (µs)",
+    workload: "muc",
+    field: "cpu_us_per_delivery",
+    better: "lower",
+  },
+  {
+    label: "muc: delivered groupchat messages/s (offered 5,000/s)",
+    workload: "muc",
+    field: "deliveries_per_s",
+    better: "–",
+    digits: 0,
+  },
+  {
+    label: "muc: deliveries per message",
+    workload: "muc",
+    field: "deliveries_per_message",
+    better: "–",
+  },
+  {
+    label: "muc: server busy while fanning out (% of CPU0)",
+    workload: "muc",
+    field: "server_busy_pct",
+    better: "–",
+  },
+  {
+    label: "muc: send to last delivery p50 (ms)",
+    workload: "muc",
+    field: "fan_out_p50_ms",
+    better: "lower",
+  },
+  {
+    label: "muc: send to last delivery p99 (ms)",
+    workload: "muc",
+    field: "fan_out_p99_ms",
+    better: "lower",
+  },
+  {
     label: "memory: RSS per idle session, from idle (KiB)",
     workload: "memory",
     field: "kib_per_session",
@@ -627,11 +696,13 @@ function printTables(
       ].join("\n"),
     );
   }
-  console.log(
-    `\nnot measured yet: ${
-      plannedWorkloads.map((p) => `${p.what} (waits for ${p.waitsFor})`).join("; ")
-    }`,
-  );
+  if (plannedWorkloads.length) {
+    console.log(
+      `\nnot measured yet: ${
+        plannedWorkloads.map((p) => `${p.what} (waits for ${p.waitsFor})`).join("; ")
+      }`,
+    );
+  }
 }
 
 /**
@@ -807,7 +878,13 @@ async function main(): Promise<void> {
     key,
     sizes,
     // the warm-up logs in the last accounts, the workloads the first ones
-    accounts: Math.max(sizes.logins, sizes.pairs * 2, sizes.idle, sizes.pepContacts + 1) +
+    accounts: Math.max(
+      sizes.logins,
+      sizes.pairs * 2,
+      sizes.idle,
+      sizes.pepContacts + 1,
+      sizes.mucOccupants + 1,
+    ) +
       warmupAccounts,
     keep: values.keep!,
   };

@@ -14,6 +14,10 @@ export const root = resolve(dirname(fileURLToPath(import.meta.url)), "../..");
 export const benchDir = join(root, "scripts/bench");
 /** The one virtual host every server serves. */
 export const domain = "localhost";
+/** The multi-user chat service every server hosts for the muc workload. */
+export const mucDomain = `conference.${domain}`;
+/** The one room of the muc workload. */
+export const mucRoom = `bench@${mucDomain}`;
 /** The password of every benchmark account. */
 export const password = "benchpass";
 /** Accounts are `${prefix}0`, `${prefix}1`, … */
@@ -45,6 +49,14 @@ export interface Sizes {
   pepItems: number;
   /** PEP publishes per second in that window. */
   pepRate: number;
+  /** Occupants of the muc workload's one room (each account one resource). */
+  mucOccupants: number;
+  /** Occupants that send the room's groupchat messages, taking turns. */
+  mucSenders: number;
+  /** Groupchat messages sent in the muc workload's measured window. */
+  mucMessages: number;
+  /** Groupchat messages per second in that window (all senders together). */
+  mucRate: number;
 }
 
 /**
@@ -60,6 +72,7 @@ export const workloads = [
   "roster",
   "memory",
   "pep",
+  "muc",
 ] as const;
 
 /** Workloads only Lilt runs (the others would need their own archive set up to compare). */
@@ -78,9 +91,7 @@ export type Workload = (typeof workloads)[number];
  * Workloads issue 11 asks for that cannot be measured yet because Lilt has no such feature:
  * each becomes a load-client workload (and a runner entry above) once the module exists.
  */
-export const plannedWorkloads: readonly { id: string; what: string; waitsFor: string }[] = [
-  { id: "muc", what: "MUC fan-out", waitsFor: "a XEP-0045 multi-user chat module in Lilt" },
-];
+export const plannedWorkloads: readonly { id: string; what: string; waitsFor: string }[] = [];
 
 /** Accounts the same warm-up uses on every server before a workload: the last ones. */
 export const warmupAccounts = 64;
@@ -305,6 +316,11 @@ export async function runLoad(port: number, options: LoadRun): Promise<Figures> 
       `--pep-contacts=${sizes.pepContacts}`,
       `--pep-items=${sizes.pepItems}`,
       `--pep-rate=${sizes.pepRate}`,
+      `--muc-occupants=${sizes.mucOccupants}`,
+      `--muc-senders=${sizes.mucSenders}`,
+      `--muc-messages=${sizes.mucMessages}`,
+      `--muc-rate=${sizes.mucRate}`,
+      `--muc-room=${mucRoom}`,
       `--workload=${options.workload}`,
       `--keys=${options.keys}`,
     ],

@@ -36,6 +36,16 @@ export interface LoadOptions {
   pepItems: number;
   /** PEP publishes per second in the measured window. */
   pepRate: number;
+  /** Occupants of the muc workload's room (accounts 1 … mucOccupants). */
+  mucOccupants: number;
+  /** Occupants that send the groupchat messages, taking turns. */
+  mucSenders: number;
+  /** Groupchat messages sent in the measured window. */
+  mucMessages: number;
+  /** Groupchat messages per second in the measured window. */
+  mucRate: number;
+  /** The room's bare JID. */
+  mucRoom: string;
 }
 
 const encoder = new TextEncoder();
@@ -1508,6 +1518,253 @@ async function pepWorkload(opts: LoadOptions) {
   };
 }
 
+const NS_MUC = "http://jabber.org/protocol/muc";
+
+/** What one stanza an occupant receives means to the muc workload. */
+export type RoomStanza =
+  | { kind: "delivery"; id: string }
+  | { kind: "self"; created: boolean }
+  | { kind: "presence" }
+  | { kind: "error"; text: string }
+  | { kind: "other" };
+
+/**
+ * Classifies a stanza an occupant of `room` receives: a groupchat message whose body starts
+ * with a bench marker (`w12 …`, `m7 …`) is a delivery of that marker; the occupant's own join
+ * presence (status 110; `created` with 201, a new locked room) is "self"; other presences from
+ * the room count towards its occupant list; an error stanza is an error.
+ */
+export function roomStanza(stanza: string, room: string): RoomStanza {
+  const isMessage = stanza.startsWith("<message");
+  if (!isMessage && !stanza.startsWith("<presence")) return { kind: "other" };
+  const type = attribute(stanza, "type");
+  if (type === "error") return { kind: "error", text: stanza.slice(0, 300) };
+  if (isMessage) {
+    if (type !== "groupchat") return { kind: "other" };
+    const match = /<body>([wm]\d+) /.exec(stanza);
+    return match ? { kind: "delivery", id: match[1] } : { kind: "other" };
+  }
+  const from = attribute(stanza, "from") ?? "";
+  if (!from.startsWith(`${room}/`) || type === "unavailable") return { kind: "other" };
+  if (/\scode=['"]110['"]/.test(stanza)) {
+    return { kind: "self", created: /\scode=['"]201['"]/.test(stanza) };
+  }
+  return { kind: "presence" };
+}
+
+/** A groupchat message to the room whose body starts with marker `id` (~120 bytes). */
+function groupchat(room: string, id: string): string {
+  return `<message to='${room}' type='groupchat'><body>${id} ${filler}</body></message>`;
+}
+
+/**
+ * MUC fan-out (XEP-0045): `mucOccupants` accounts (1 …, one resource each) join one room, the
+ * first creating it (an instant room when the server locks new rooms: status 201 and an empty
+ * `muc#owner` form). Setup (unmeasured): the joins, 50 at a time, until every occupant has the
+ * presence of every other, then 20 warm-up messages. Measured: `mucMessages` groupchat messages
+ * at `mucRate` per second, the first `mucSenders` occupants taking turns (at most 50 messages
+ * not yet delivered to every occupant, the sender's echo included), until every delivery has
+ * arrived (at most 60 s after the schedule's end), then until the server is quiet.
+ */
+async function mucWorkload(opts: LoadOptions) {
+  const errors: string[] = [];
+  const room = opts.mucRoom;
+  const logins = await loginMany(opts, {
+    first: 1,
+    count: opts.mucOccupants,
+    resource: "muc",
+    presence: false,
+  });
+  const occupants = logins.clients;
+  errors.push(...logins.errors);
+  if (occupants.length < opts.mucOccupants) {
+    closeAll(occupants);
+    return { error: "Too few occupants logged in", errors: summarizeErrors(errors) };
+  }
+  const n = occupants.length;
+  const joined = new Set<Client>();
+  const presences = new Map<Client, number>();
+  const delivered = new Map<string, number>();
+  const sentAt = new Map<string, number>();
+  const latencies: number[] = [];
+  let deliveries = 0;
+  let lastDelivery = 0;
+  let created = false;
+  let stanzaErrors = 0;
+  let onComplete: (id: string) => void = () => {};
+  for (const occupant of occupants) {
+    presences.set(occupant, 0);
+    occupant.onStanza = (stanza) => {
+      const what = roomStanza(stanza, room);
+      if (what.kind === "delivery") {
+        deliveries++;
+        lastDelivery = performance.now();
+        const count = (delivered.get(what.id) ?? 0) + 1;
+        delivered.set(what.id, count);
+        if (count === n) {
+          const t = sentAt.get(what.id);
+          if (t !== undefined && what.id.startsWith("m")) latencies.push(performance.now() - t);
+          onComplete(what.id);
+        }
+      } else if (what.kind === "self") {
+        joined.add(occupant);
+        if (what.created) created = true;
+        presences.set(occupant, presences.get(occupant)! + 1);
+      } else if (what.kind === "presence") {
+        presences.set(occupant, presences.get(occupant)! + 1);
+      } else if (what.kind === "error") {
+        if (++stanzaErrors <= 3) errors.push(what.text);
+      } else if (stanza.startsWith("<iq")) {
+        const type = attribute(stanza, "type");
+        if (type === "get" || type === "set") {
+          const from = attribute(stanza, "from");
+          occupant.send(
+            `<iq type='error' id='${attribute(stanza, "id") ?? ""}'${
+              from ? ` to='${from}'` : ""
+            }><error type='cancel'><service-unavailable xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error></iq>`,
+          );
+        }
+      }
+    };
+  }
+  const join = (occupant: Client, index: number) =>
+    occupant.send(
+      `<presence to='${room}/o${index}'><x xmlns='${NS_MUC}'><history maxstanzas='0'/></x></presence>`,
+    );
+  const waitFor = async (done: () => boolean, tenths: number) => {
+    for (let wait = 0; wait < tenths && !done(); wait++) await sleep(100);
+    return done();
+  };
+
+  // the first occupant creates the room; an instant room if the server locked it
+  const setupT0 = performance.now();
+  const creator = occupants[0];
+  join(creator, 0);
+  if (!await waitFor(() => joined.has(creator), 300)) {
+    closeAll(occupants);
+    errors.push(`The creator's join got no self-presence within 30 s`);
+    return { error: "The room was not created", errors: summarizeErrors(errors) };
+  }
+  if (created) {
+    const answer = await creator.iq(
+      `<iq type='set' id='instant' to='${room}'><query xmlns='${NS_MUC}#owner'><x xmlns='jabber:x:data' type='submit'/></query></iq>`,
+      "instant",
+    );
+    if (attribute(answer, "type") !== "result") {
+      errors.push(`Instant room refused: ${answer.slice(0, 300)}`);
+    }
+  }
+  for (let i = 1; i < n; i += 50) {
+    const batch = occupants.slice(i, Math.min(n, i + 50));
+    batch.forEach((occupant, j) => join(occupant, i + j));
+    await waitFor(() => batch.every((o) => joined.has(o)), 300);
+  }
+  const everyone = () => occupants.every((o) => presences.get(o)! >= n);
+  if (!await waitFor(everyone, 300)) {
+    const short = occupants.filter((o) => presences.get(o)! < n).length;
+    errors.push(
+      `${joined.size} of ${n} occupants joined; ${short} lack some presence after 30 s`,
+    );
+  }
+  if (joined.size < n) {
+    closeAll(occupants);
+    return { error: "Not every occupant joined the room", errors: summarizeErrors(errors) };
+  }
+  const setupSeconds = (performance.now() - setupT0) / 1000;
+
+  // sends `count` messages with marker prefix `prefix` at `mucRate`, at most 50 not yet
+  // complete; resolves once all are complete, or 60 s after the schedule's end
+  const senders = occupants.slice(0, Math.max(1, Math.min(opts.mucSenders, n)));
+  const inFlightMax = 50;
+  const sendAll = async (prefix: string, count: number) => {
+    let sent = 0;
+    let done = 0;
+    let held = 0;
+    let allDone = () => {};
+    const finished = new Promise<void>((resolve) => allDone = resolve);
+    onComplete = (id) => {
+      if (id.startsWith(prefix) && ++done === count) allDone();
+    };
+    const lags: number[] = [];
+    const t0 = performance.now();
+    const deadline = t0 + (count / opts.mucRate) * 1000 + 60000;
+    while (sent < count && performance.now() < deadline) {
+      const due = Math.min(count, Math.floor(((performance.now() - t0) / 1000) * opts.mucRate) + 1);
+      while (sent < due) {
+        if (sent - done >= inFlightMax) {
+          held++;
+          break;
+        }
+        const id = `${prefix}${sent}`;
+        sentAt.set(id, performance.now());
+        senders[sent++ % senders.length].send(groupchat(room, id));
+      }
+      const before = performance.now();
+      await sleep(tickMs);
+      lags.push(performance.now() - before - tickMs);
+    }
+    const sendSeconds = (performance.now() - t0) / 1000;
+    if (done < count) {
+      await Promise.race([finished, sleep(Math.max(0, deadline - performance.now()))]);
+    }
+    return { sent, done, held, sendSeconds, lags };
+  };
+
+  await sendAll("w", 20);
+  await sleep(1000);
+
+  const deliveries0 = deliveries;
+  const cpu0 = cpuSeconds(opts.pid);
+  const own0 = cpuSeconds(Deno.pid);
+  const t0 = performance.now();
+  const run = await sendAll("m", opts.mucMessages);
+  const fanOutSeconds = (lastDelivery - t0) / 1000;
+  const ownCpu = cpuSeconds(Deno.pid) - own0;
+  const serverCpuS = (await settledCpu(opts.pid)) - cpu0;
+  const count = deliveries - deliveries0;
+  const expected = opts.mucMessages * n;
+  closeAll(occupants);
+  if (count !== expected) errors.push(`Expected ${expected} deliveries, ${count} arrived`);
+  if (run.sent < opts.mucMessages) {
+    errors.push(`Only ${run.sent} of ${opts.mucMessages} messages were sent before the deadline`);
+  }
+  const notes: string[] = [];
+  if (run.held) {
+    notes.push(
+      `sending was held ${run.held} times because ${inFlightMax} messages were not yet ` +
+        `delivered to every occupant: the server did not keep up with ${opts.mucRate} messages/s`,
+    );
+  }
+  if (percentile(run.lags, 0.99) > lagLimitMs) {
+    notes.push(
+      `the client's 2 ms send timer lagged (p99 ${percentile(run.lags, 0.99).toFixed(1)} ms): ` +
+        `latency may be the client's`,
+    );
+  }
+  return {
+    occupants: n,
+    senders: senders.length,
+    messages: opts.mucMessages,
+    offered_messages_per_s: opts.mucRate,
+    send_seconds: run.sendSeconds,
+    deliveries: count,
+    deliveries_per_message: count / opts.mucMessages,
+    deliveries_per_s: fanOutSeconds > 0 ? count / fanOutSeconds : NaN,
+    fan_out_seconds: fanOutSeconds,
+    server_cpu_s: serverCpuS,
+    cpu_us_per_delivery: count ? (serverCpuS * 1e6) / count : NaN,
+    cpu_us_per_message: (serverCpuS * 1e6) / opts.mucMessages,
+    server_busy_pct: fanOutSeconds > 0 ? (serverCpuS / fanOutSeconds) * 100 : NaN,
+    fan_out_p50_ms: percentile(latencies, 0.5),
+    fan_out_p99_ms: percentile(latencies, 0.99),
+    client_busy_pct: fanOutSeconds > 0 ? (ownCpu / fanOutSeconds) * 100 : NaN,
+    room_created_locked: created,
+    setup_seconds: setupSeconds,
+    notes,
+    errors: summarizeErrors(errors),
+  };
+}
+
 /** The measured workloads by `--workload` name. */
 const measured: Record<string, (opts: LoadOptions) => Promise<Record<string, unknown>>> = {
   login: loginWorkload,
@@ -1519,6 +1776,7 @@ const measured: Record<string, (opts: LoadOptions) => Promise<Record<string, unk
   roster: rosterWorkload,
   memory: memoryWorkload,
   pep: pepWorkload,
+  muc: mucWorkload,
 };
 
 async function main(): Promise<void> {
@@ -1545,6 +1803,11 @@ async function main(): Promise<void> {
       "pep-contacts": { type: "string", default: "200" },
       "pep-items": { type: "string", default: "500" },
       "pep-rate": { type: "string", default: "25" },
+      "muc-occupants": { type: "string", default: "200" },
+      "muc-senders": { type: "string", default: "5" },
+      "muc-messages": { type: "string", default: "500" },
+      "muc-rate": { type: "string", default: "25" },
+      "muc-room": { type: "string", default: "bench@conference.localhost" },
       workload: { type: "string" },
       keys: { type: "string" },
     },
@@ -1579,6 +1842,11 @@ async function main(): Promise<void> {
     pepContacts: Number(values["pep-contacts"]),
     pepItems: Number(values["pep-items"]),
     pepRate: Number(values["pep-rate"]),
+    mucOccupants: Number(values["muc-occupants"]),
+    mucSenders: Number(values["muc-senders"]),
+    mucMessages: Number(values["muc-messages"]),
+    mucRate: Number(values["muc-rate"]),
+    mucRoom: values["muc-room"]!,
   };
   loadKeyCache(values.keys);
   const log = (text: string) => console.error(`[load ${opts.port}] ${text}`);

@@ -6,7 +6,12 @@ import { createHash } from "node:crypto";
 import { readDiscoInfo } from "../../../mod/caps.ts";
 import { capsVerificationString } from "../../../mod/disco.ts";
 import { parseElement } from "../../../core/xml/parser.ts";
-import { capsVer, discoInfoResult, notifiedItem } from "../../../scripts/bench/load_client.ts";
+import {
+  capsVer,
+  discoInfoResult,
+  notifiedItem,
+  roomStanza,
+} from "../../../scripts/bench/load_client.ts";
 
 Deno.test("load client: its disco#info answer hashes to the ver of its caps presence", async () => {
   const answer = parseElement(
@@ -38,4 +43,57 @@ Deno.test("load client: a PEP notification gives its item id, other messages non
     "m7",
   );
   assert.equal(notifiedItem("<message><body>hi</body></message>"), undefined);
+});
+
+Deno.test("load client: room stanzas are told apart (deliveries, own join, creation, errors)", () => {
+  const room = "bench@conference.localhost";
+  assert.deepEqual(
+    roomStanza(
+      `<message from='${room}/o3' to='bench1@localhost/muc' type='groupchat' id='x'>` +
+        "<body>m42 xxxx</body><stanza-id xmlns='urn:xmpp:sid:0' id='1' by='" + room +
+        "'/></message>",
+      room,
+    ),
+    { kind: "delivery", id: "m42" },
+  );
+  // the subject on join and chat messages are not deliveries
+  assert.deepEqual(
+    roomStanza(`<message from='${room}' type='groupchat'><subject/></message>`, room),
+    { kind: "other" },
+  );
+  assert.deepEqual(
+    roomStanza("<message from='bench2@localhost' type='chat'><body>m1 x</body></message>", room),
+    { kind: "other" },
+  );
+  assert.deepEqual(
+    roomStanza(
+      `<presence from="${room}/o0"><x xmlns="http://jabber.org/protocol/muc#user">` +
+        '<item affiliation="owner" role="moderator"/><status code="110"/><status code="201"/></x></presence>',
+      room,
+    ),
+    { kind: "self", created: true },
+  );
+  assert.deepEqual(
+    roomStanza(
+      `<presence from='${room}/o5'><x xmlns='http://jabber.org/protocol/muc#user'>` +
+        "<item affiliation='none' role='participant'/><status code='110'/></x></presence>",
+      room,
+    ),
+    { kind: "self", created: false },
+  );
+  assert.deepEqual(
+    roomStanza(
+      `<presence from='${room}/o6'><x xmlns='http://jabber.org/protocol/muc#user'>` +
+        "<item affiliation='none' role='participant'/></x></presence>",
+      room,
+    ),
+    { kind: "presence" },
+  );
+  assert.deepEqual(
+    roomStanza(`<presence from='other@conference.localhost/o6'/>`, room),
+    { kind: "other" },
+  );
+  const refused = `<presence from='${room}/o7' type='error'><error type='wait'>` +
+    "<resource-constraint xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error></presence>";
+  assert.deepEqual(roomStanza(refused, room), { kind: "error", text: refused });
 });
