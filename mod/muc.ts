@@ -15,6 +15,18 @@ import { handleOwnerQuery, NS_MUC_OWNER } from "./muc/owner.ts";
 import { NS_MUC, type Room } from "./muc/room.ts";
 import { MucService } from "./muc/service.ts";
 import { MUC_MIGRATIONS, MucStore } from "./muc/storage.ts";
+import { NS_MODERATE, NS_OCCUPANT_ID, NS_SID, RoomArchive } from "./muc/archive.ts";
+import { ARCHIVE_FLUSH_DELAY_MS } from "../core/storage/archive_store.ts";
+import {
+  answerArchiveQuery,
+  answering,
+  archiveMetadata,
+  NS_MAM,
+  NS_MAM_EXTENDED,
+  queryForm,
+  RequestError,
+} from "./mam.ts";
+import { AFFILIATION_RANK, NS_MUC_USER } from "./muc/room.ts";
 import { MucOperator } from "./muc/operator.ts";
 import { MUC_COMMANDS } from "./muc/shell.ts";
 
@@ -24,6 +36,9 @@ const NS_DATA = "jabber:x:data";
 const NS_PING = "urn:xmpp:ping";
 /** The most messages a room may keep for newcomers. */
 const MAX_HISTORY = 100;
+/** Results per page of a room archive query without RSM <max/>, and the most a page holds. */
+const ARCHIVE_PAGE = 50;
+const ARCHIVE_PAGE_CAP = 250;
 
 /** One line for module listings. */
 export const description = "XEP-0045 multi-user chat service (load on a [[component]])";
@@ -59,6 +74,13 @@ export const options: Record<string, OptionSpec> = {
     scope: "host",
     description: "Most occupants a room may have (the default and the cap of its maxusers)",
   },
+  muc_log_by_default: {
+    type: "boolean",
+    default: true,
+    scope: "host",
+    description:
+      "Whether new rooms archive their messages (XEP-0313; owners change it with muc#roomconfig_enablearchiving)",
+  },
   muc_joins_per_minute: {
     type: "integer",
     default: 30,
@@ -82,6 +104,7 @@ export default function muc(m: ModuleAPI): void {
   const limits: ConfigLimits = {
     maxOccupants: m.option<number>("muc_max_occupants"),
     maxHistory: MAX_HISTORY,
+    archiveByDefault: m.option<boolean>("muc_log_by_default"),
   };
   const isLocalAccount = (jid: JID) =>
     jid.local !== undefined && m.server.hosts.get(jid.domain)?.kind === "local";
@@ -101,6 +124,12 @@ export default function muc(m: ModuleAPI): void {
       creation === "anyone" || (creation === "local" && isLocalAccount(actor)) || isAdmin(actor),
     send: (stanza) => m.send(stanza),
     joinsPerMinute: m.option<number>("muc_joins_per_minute"),
+    // Every room's messages, owned by the room's node; relayed copies exist, so the write may
+    // wait ARCHIVE_FLUSH_DELAY_MS and share a transaction.
+    archive: new RoomArchive(
+      m.openStore("muc", "archive", { writeBehindMs: ARCHIVE_FLUSH_DELAY_MS }),
+      m.openStore<string>("muc_occupant_id_secrets", "keyval"),
+    ),
   });
 
   // The admin shell's `muc` section acts on rooms through this service.
@@ -216,13 +245,104 @@ export default function muc(m: ModuleAPI): void {
   m.hook(`iq-get/bare/${NS_MUC_ADMIN}:query`, admin);
   m.hook(`iq-set/bare/${NS_MUC_ADMIN}:query`, admin);
 
+  // The room's archive (XEP-0313 §5.1.2): members-only rooms show it to members and above,
+  // other rooms to their occupants and to anyone when public; banned users never.
+  const archiveReader = (stanza: Element) => {
+    const room = service.room(target(stanza)?.local ?? "");
+    const actor = sender(stanza);
+    if (!room || !actor) throw new RequestError("item-not-found", "No such room on this service");
+    if (!service.archives(room)) {
+      throw new RequestError("service-unavailable", "This room does not archive its messages");
+    }
+    const rank = AFFILIATION_RANK[room.affiliation(actor.bare.toString())];
+    const occupant = room.bySession.get(actor.toString());
+    const allowed = rank > AFFILIATION_RANK.outcast &&
+      (room.config.membersOnly
+        ? rank >= AFFILIATION_RANK.member
+        : occupant !== undefined || rank >= AFFILIATION_RANK.member || room.config.public);
+    if (!allowed) {
+      throw new RequestError(
+        "forbidden",
+        room.config.membersOnly
+          ? "Only members may read this room's archive"
+          : "Only occupants may read this room's archive",
+      );
+    }
+    return { room, actor, seesJids: room.seesJids(occupant) };
+  };
+  m.hook(
+    `iq-get/bare/${NS_MAM}:query`,
+    answering(({ stanza, origin }) => {
+      archiveReader(stanza);
+      const answer = reply(stanza);
+      answer.c("query", { xmlns: NS_MAM }).append(queryForm());
+      origin.send(answer);
+    }),
+  );
+  m.hook(
+    `iq-get/bare/${NS_MAM}:metadata`,
+    answering(({ stanza, origin }) => {
+      const { room } = archiveReader(stanza);
+      origin.send(archiveMetadata(stanza, service.archive!.items, room.local));
+    }),
+  );
+  m.hook(
+    `iq-set/bare/${NS_MAM}:query`,
+    answering(({ stanza, origin }) => {
+      const { room, actor, seesJids } = archiveReader(stanza);
+      const archive = service.archive!;
+      origin.send(answerArchiveQuery(stanza, {
+        archive: archive.items,
+        user: room.local,
+        defaultMax: ARCHIVE_PAGE,
+        pageCap: ARCHIVE_PAGE_CAP,
+        send: (message) => origin.send(message),
+        result: (item) => {
+          const read = archive.read(item);
+          if (!read) {
+            m.log.error("Skipping unreadable archived message {id} of room {room}", {
+              id: item.id,
+              room: room.jid,
+            });
+            return undefined;
+          }
+          const message = read.message;
+          if (!seesJids) {
+            message.children = message.children.filter((child) =>
+              typeof child === "string" || child.name !== "x" || child.ns !== NS_MUC_USER
+            );
+          }
+          return { from: room.jid, to: actor.toString(), message };
+        },
+      }));
+    }),
+  );
+
+  // XEP-0425: a moderator retracts a message by the stanza-id the room gave it.
+  m.hook(
+    `iq-set/bare/${NS_MODERATE}:moderate`,
+    (event: StanzaEvent) =>
+      answer(event, (room, actor) => {
+        const moderate = event.stanza.firstElement()!;
+        const id = moderate.attrs.id;
+        if (id === undefined || id === "") {
+          throw new MucError("bad-request", "<moderate/> needs the id of the message to retract");
+        }
+        if (!moderate.getChild("retract", "urn:xmpp:message-retract:1")) {
+          throw new MucError("bad-request", "Only retraction (<retract/>) is supported");
+        }
+        service.moderate(room, actor, id, moderate.getChildText("reason"));
+        return reply(event.stanza);
+      }),
+  );
+
   // A room's disco#info (XEP-0045 §6.4) and items (§6.5).
   m.hook(`iq-get/bare/${NS_INFO}:query`, (event: StanzaEvent) =>
     answer(event, (room) => {
       if (event.stanza.firstElement()?.attrs.node !== undefined) {
         throw new MucError("item-not-found", "Rooms have no disco nodes");
       }
-      return roomInfo(event.stanza, room);
+      return roomInfo(event.stanza, room, service.archives(room));
     }), 10);
   m.hook(`iq-get/bare/${NS_ITEMS}:query`, (event: StanzaEvent) =>
     answer(event, () => {
@@ -250,7 +370,7 @@ export default function muc(m: ModuleAPI): void {
 }
 
 /** A room's disco#info: identity, the `muc_*` features of its configuration, muc#roominfo. */
-function roomInfo(stanza: Element, room: Room): Element {
+function roomInfo(stanza: Element, room: Room, archives: boolean): Element {
   const result = reply(stanza);
   const query = result.c("query", { xmlns: NS_INFO });
   const config = room.config;
@@ -264,7 +384,10 @@ function roomInfo(stanza: Element, room: Room): Element {
     config.moderated ? "muc_moderated" : "muc_unmoderated",
     config.password !== "" ? "muc_passwordprotected" : "muc_unsecured",
     config.whois === "anyone" ? "muc_nonanonymous" : "muc_semianonymous",
+    NS_OCCUPANT_ID,
+    NS_MODERATE,
   ];
+  if (archives) features.push(NS_MAM, NS_MAM_EXTENDED, NS_SID);
   for (const feature of features) query.c("feature", { var: feature });
   const form = query.c("x", { xmlns: NS_DATA, type: "result" });
   const field = (variable: string, value: string, type?: string) =>

@@ -72,6 +72,11 @@ export interface ArchiveStore {
   delete(user: string, query?: ArchiveQuery): number;
   /** The stored size of the matching items' payloads, in bytes (UTF-8). */
   bytes(user: string, query?: ArchiveQuery): number;
+  /**
+   * Replaces the payload (and `type`, when given) of the item with this id, keeping its id
+   * and time: a tombstone for a retracted message. Returns false when there is no such item.
+   */
+  replace(user: string, id: string, payload: string, type?: string): boolean;
 }
 
 /** `before` or `after` named an archive item that does not exist (MAM: item-not-found). */
@@ -495,6 +500,17 @@ class SqlArchiveStore implements ArchiveStore {
       )
       .get(...selection.params) as { n: number };
     return row.n;
+  }
+
+  replace(user: string, id: string, payload: string, type?: string): boolean {
+    const parsed = parseId(id);
+    if (parsed === undefined || this.#select(user, {}) === undefined) return false;
+    const owner = this.writer.owner(this.host, user, this.store);
+    const changes = this.database.prepare(
+      "UPDATE archive_items SET payload = ?, type = coalesce(?, type) " +
+        "WHERE owner = ? AND when_ms = ? AND seq = ? AND tag = ?",
+    ).run(payload, type ?? null, owner.id!, parsed.when, parsed.seq, parsed.tag).changes;
+    return Number(changes) > 0;
   }
 
   /** Every item of `user` in this store, written or queued. */

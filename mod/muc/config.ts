@@ -31,6 +31,8 @@ export interface RoomConfig {
   allowPm: AllowPm;
   /** Messages kept for newcomers (0 keeps none). */
   historyLength: number;
+  /** Whether the room archives its messages (XEP-0313, `muc#roomconfig_enablearchiving`). */
+  archiving: boolean;
 }
 
 /** Limits a room's configuration must respect. */
@@ -39,6 +41,8 @@ export interface ConfigLimits {
   maxOccupants: number;
   /** The most history a room may keep. */
   maxHistory: number;
+  /** Whether new rooms archive their messages (`muc_log_by_default`; default true). */
+  archiveByDefault?: boolean;
 }
 
 /** The configuration of a new room. */
@@ -56,6 +60,7 @@ export function defaultRoomConfig(limits: ConfigLimits): RoomConfig {
     changeSubject: false,
     allowPm: "anyone",
     historyLength: Math.min(20, limits.maxHistory),
+    archiving: limits.archiveByDefault ?? true,
   };
 }
 
@@ -124,6 +129,9 @@ export function roomConfigForm(config: RoomConfig, limits: ConfigLimits): Elemen
   ]);
   field("text-single", "muc#roomconfig_historylength", "Messages of history sent to newcomers", [
     String(config.historyLength),
+  ]);
+  field("boolean", "muc#roomconfig_enablearchiving", "Archive the room's messages", [
+    bool(config.archiving),
   ]);
   return form;
 }
@@ -213,6 +221,10 @@ export function applyRoomConfigForm(
       case "muc#roomconfig_historylength":
       case "muc#maxhistoryfetch":
         next.historyLength = parseCount(variable, value, limits.maxHistory);
+        break;
+      case "muc#roomconfig_enablearchiving":
+      case "muc#roomconfig_enablelogging":
+        next.archiving = parseBoolean(variable, value);
         break;
       default:
         // Fields of later increments or other servers' forms are ignored, as XEP-0004 allows.

@@ -10,6 +10,8 @@ import type { AffiliationRecord, StoredAffiliation } from "./storage.ts";
 export const NS_MUC = "http://jabber.org/protocol/muc";
 /** Namespace of the occupant data the room adds (`<x/>` with items and status codes). */
 export const NS_MUC_USER = "http://jabber.org/protocol/muc#user";
+/** Namespace of XEP-0421 occupant ids, added to occupants' messages and presence. */
+export const NS_OCCUPANT_ID = "urn:xmpp:occupant-id:0";
 /** Namespace of XEP-0203 delayed delivery, stamped on history. */
 export const NS_DELAY = "urn:xmpp:delay";
 
@@ -37,6 +39,8 @@ export interface Occupant {
   sessions: Map<string, Element>;
   /** The presence shown for the occupant: the one its resources sent last. */
   presence: Element;
+  /** The XEP-0421 occupant id (stable per room and real bare JID), when the service has one. */
+  occupantId?: string;
 }
 
 /** One groupchat message kept for newcomers. */
@@ -190,7 +194,7 @@ export function occupantPresence(
   if (options.type !== "unavailable") {
     for (const child of occupant.presence.children) {
       if (typeof child === "string") continue;
-      if (child.ns === NS_MUC || child.ns === NS_MUC_USER) continue;
+      if (child.ns === NS_MUC || child.ns === NS_MUC_USER || child.ns === NS_OCCUPANT_ID) continue;
       presence.append(child.clone());
     }
   } else {
@@ -210,5 +214,8 @@ export function occupantPresence(
   if (options.reason !== undefined) item.c("reason").t(options.reason);
   for (const extra of options.extra ?? []) x.append(extra);
   for (const code of options.statuses ?? []) x.c("status", { code: String(code) });
+  if (occupant.occupantId !== undefined) {
+    presence.c("occupant-id", { xmlns: NS_OCCUPANT_ID, id: occupant.occupantId });
+  }
   return presence;
 }

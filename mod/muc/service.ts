@@ -7,6 +7,7 @@ import { Element } from "../../core/xml/element.ts";
 import { errorReply, isError } from "../../core/xml/stanza.ts";
 import { type ConfigLimits, defaultRoomConfig, type RoomConfig } from "./config.ts";
 import { MucError } from "./errors.ts";
+import { NS_MODERATE, NS_OCCUPANT_ID, NS_RETRACT, NS_SID, type RoomArchive } from "./archive.ts";
 import {
   AFFILIATION_RANK,
   type HistoryRequest,
@@ -36,6 +37,8 @@ export interface MucServiceOptions {
   joinsPerMinute?: number;
   /** The clock (ms since the epoch); tests may pass their own. */
   now?: () => number;
+  /** The rooms' archive and occupant-id secrets (XEP-0313, XEP-0359, XEP-0421). */
+  archive?: RoomArchive;
 }
 
 /** The rooms of one MUC service and the handling of stanzas sent to them. */
@@ -143,6 +146,17 @@ export class MucService {
   forget(room: Room): void {
     this.#rooms.delete(room.local);
     this.#options.store.deleteRoom(this.domain, room.local);
+    this.#options.archive?.forget(room.local);
+  }
+
+  /** The rooms' archive, when the service has one. */
+  get archive(): RoomArchive | undefined {
+    return this.#options.archive;
+  }
+
+  /** Whether the room archives its messages (the service has an archive and it is on). */
+  archives(room: Room): boolean {
+    return this.#options.archive !== undefined && room.config.archiving;
   }
 
   /** Sends an error reply to a stanza unless it is itself an error. */
@@ -274,6 +288,7 @@ export class MucService {
         role: room.defaultRole(affiliation),
         sessions: new Map(),
         presence: stanza,
+        occupantId: this.#options.archive?.occupantId(room.local, bare),
       };
       room.occupants.set(nick, occupant);
     }
@@ -300,11 +315,22 @@ export class MucService {
     }
     const statuses = [110];
     if (room.config.whois === "anyone") statuses.unshift(100);
+    if (this.archives(room)) statuses.push(170);
     if (created) statuses.push(201);
     this.send(occupantPresence(room, occupant, full, { withJid: true, statuses }));
 
-    // §7.2.14 history, then §7.2.15 the subject, always.
-    for (const entry of room.historyFor(historyRequest(request), this.#now())) {
+    // §7.2.14 history (from the archive when the room keeps one), then §7.2.15 the subject.
+    const wanted = historyRequest(request);
+    const history = this.archives(room)
+      ? this.#options.archive!.history(room.local, room.config.historyLength, wanted, this.#now())
+        .map((entry) => {
+          const message = entry.message;
+          if (!room.seesJids(occupant)) removeChildren(message, "x", NS_MUC_USER);
+          message.c("stanza-id", { xmlns: NS_SID, id: entry.id, by: room.jid });
+          return { message, stampMs: entry.stampMs };
+        })
+      : room.historyFor(wanted, this.#now());
+    for (const entry of history) {
       const message = entry.message.clone();
       message.attrs.to = full;
       message.c("delay", {
@@ -434,20 +460,98 @@ export class MucService {
         room.subjectBy = occupant.nick;
         this.persist(room);
       }
+      // Ids only the room may set (XEP-0359 §5, XEP-0421 §4) are removed from what it relays.
+      const reflected = stanza.clone();
+      reflected.attrs.from = room.occupantJid(occupant.nick);
+      delete reflected.attrs.to;
+      reflected.children = reflected.children.filter((child) =>
+        typeof child === "string" ||
+        !((child.name === "stanza-id" && child.ns === NS_SID && child.attrs.by === room.jid) ||
+          (child.name === "occupant-id" && child.ns === NS_OCCUPANT_ID))
+      );
+      if (occupant.occupantId !== undefined) {
+        reflected.c("occupant-id", { xmlns: NS_OCCUPANT_ID, id: occupant.occupantId });
+      }
+      if (this.archives(room) && (subject || stanza.getChild("body") !== undefined)) {
+        const id = this.#options.archive!.append(
+          room.local,
+          reflected,
+          [...occupant.sessions.keys()][0] ?? occupant.bare,
+          this.#now(),
+        );
+        reflected.c("stanza-id", { xmlns: NS_SID, id, by: room.jid });
+      }
       for (const full of room.bySession.keys()) {
-        const copy = stanza.clone();
-        copy.attrs.from = room.occupantJid(occupant.nick);
+        const copy = reflected.clone();
         copy.attrs.to = full;
         this.send(copy);
       }
-      if (!subject && stanza.getChild("body") !== undefined) {
-        const kept = stanza.clone();
-        kept.attrs.from = room.occupantJid(occupant.nick);
-        room.remember(kept, this.#now());
+      if (!subject && stanza.getChild("body") !== undefined && !this.archives(room)) {
+        room.remember(reflected, this.#now());
       }
     } catch (error) {
       if (!(error instanceof MucError)) throw error;
       this.refuse(stanza, error);
+    }
+  }
+
+  /**
+   * XEP-0425: a moderator retracts an archived groupchat message by its stanza-id. The room
+   * tells every occupant (a XEP-0424 `<retract/>` with `<moderated/>`), and the archive keeps
+   * a tombstone instead of the message. Throws MucError: forbidden for a non-moderator,
+   * item-not-found for an id the archive does not hold (or already retracted).
+   */
+  moderate(room: Room, actor: JID, id: string, reason: string | undefined): void {
+    const moderator = room.bySession.get(actor.toString());
+    if (moderator?.role !== "moderator") {
+      throw new MucError("forbidden", "Only moderators may retract messages of this room");
+    }
+    const archive = this.#options.archive;
+    const found = archive?.find(room.local, id);
+    if (!archive || !found || found.message.getChild("retracted", NS_RETRACT)) {
+      throw new MucError("item-not-found", `This room's archive has no message with id '${id}'`);
+    }
+    const moderated = () => {
+      const element = new Element("moderated", {
+        xmlns: NS_MODERATE,
+        by: room.occupantJid(moderator.nick),
+      });
+      if (moderator.occupantId !== undefined) {
+        element.c("occupant-id", { xmlns: NS_OCCUPANT_ID, id: moderator.occupantId });
+      }
+      return element;
+    };
+    // The tombstone keeps who sent what when, not what was said (XEP-0425 §5).
+    const original = found.message;
+    const tombstone = new Element("message", {
+      from: original.attrs.from,
+      type: "groupchat",
+      id: original.attrs.id,
+    });
+    const occupantId = original.getChild("occupant-id", NS_OCCUPANT_ID);
+    if (occupantId) tombstone.append(occupantId.clone());
+    const retracted = tombstone.c("retracted", {
+      xmlns: NS_RETRACT,
+      stamp: new Date(this.#now()).toISOString(),
+    });
+    retracted.append(moderated());
+    if (reason !== undefined) retracted.c("reason").t(reason);
+    const realJid = original.getChild("x", NS_MUC_USER);
+    if (realJid) tombstone.append(realJid.clone());
+    archive.tombstone(room.local, id, tombstone);
+
+    const notice = new Element("message", {
+      from: room.jid,
+      type: "groupchat",
+      id: crypto.randomUUID(),
+    });
+    const retract = notice.c("retract", { xmlns: NS_RETRACT, id });
+    retract.append(moderated());
+    if (reason !== undefined) retract.c("reason").t(reason);
+    for (const full of room.bySession.keys()) {
+      const copy = notice.clone();
+      copy.attrs.to = full;
+      this.send(copy);
     }
   }
 
@@ -482,6 +586,13 @@ export class MucService {
       this.refuse(stanza, error);
     }
   }
+}
+
+/** Removes an element's children with this name and namespace. */
+function removeChildren(element: Element, name: string, ns: string): void {
+  element.children = element.children.filter((child) =>
+    typeof child === "string" || child.name !== name || child.ns !== ns
+  );
 }
 
 /** Reads `<history/>` of a join (XEP-0045 §7.2.14); bad attributes are ignored. */

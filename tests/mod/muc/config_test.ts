@@ -45,9 +45,9 @@ Deno.test("instant room: an empty submitted form unlocks a new room (§10.1.2)",
   try {
     const { alice, bob } = w.clients;
     const seen = await createInstantRoom(alice, "lounge", "Al");
-    assert.deepEqual(statuses(seen[0]), [110, 201]);
+    assert.deepEqual(statuses(seen[0]), [110, 170, 201]);
     const entered = await join(bob, "lounge", "Bob");
-    assert.deepEqual(statuses(entered.at(-2)!), [110]);
+    assert.deepEqual(statuses(entered.at(-2)!), [110, 170]);
   } finally {
     await w.end();
   }
@@ -140,7 +140,7 @@ Deno.test("configuration changes are announced with 104 (and 172 when JIDs becom
     assert.deepEqual(statuses(note), [104, 172]);
     const seen = await join(carol, "lounge", "Carol");
     assert.equal(itemOf(seen[0]).jid !== undefined, true);
-    assert.deepEqual(statuses(seen.at(-2)!), [100, 110]);
+    assert.deepEqual(statuses(seen.at(-2)!), [100, 110, 170]);
   } finally {
     await w.end();
   }

@@ -31,7 +31,7 @@ Deno.test("a new room: the creator is owner and moderator with 110 and 201, then
     assert.equal(seen.length, 2);
     const [self, subject] = seen;
     assert.equal(self.attrs.from, `${ROOM}/Al`);
-    assert.deepEqual(statuses(self), [110, 201]);
+    assert.deepEqual(statuses(self), [110, 170, 201]);
     assert.deepEqual(itemOf(self), {
       affiliation: "owner",
       jid: "alice@localhost/r",
@@ -57,7 +57,7 @@ Deno.test("entering: the others' presence first, then one's own with 110, then t
     // Semi-anonymous by default: a participant sees no real JID, and no 100.
     assert.deepEqual(itemOf(seen[0]), { affiliation: "owner", role: "moderator" });
     assert.deepEqual(statuses(seen[0]), []);
-    assert.deepEqual(statuses(seen[1]), [110]);
+    assert.deepEqual(statuses(seen[1]), [110, 170]);
     assert.deepEqual(itemOf(seen[1]), {
       affiliation: "none",
       jid: "bob@localhost/r",
@@ -246,7 +246,7 @@ Deno.test("several resources under one nick are one occupant: both get private m
     await join(bob, "lounge", "Bob");
     const phone = await login(w.t, "bob", "phone");
     const seen = await join(phone, "lounge", "Bob");
-    assert.deepEqual(statuses(seen.at(-2)!), [110]);
+    assert.deepEqual(statuses(seen.at(-2)!), [110, 170]);
     bob.send(`<message to='${ROOM}/Al' type='chat'><body>one</body></message>`);
     await messageFrom(alice, `${ROOM}/Bob`);
     alice.send(`<message to='${ROOM}/Bob' type='chat' id='both'><body>to you</body></message>`);

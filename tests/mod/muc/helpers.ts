@@ -147,7 +147,7 @@ export async function createOpenRoom(
   const self = await client.next((el) =>
     el.name === "presence" && el.attrs.from === `${room}@${MUC}/${nick}`
   );
-  assert.deepEqual(statuses(self), [110, 201], serialize(self));
+  assert.deepEqual(statuses(self), [110, 170, 201], serialize(self));
   await client.next((el) => el.name === "message" && el.getChild("subject") !== undefined);
   return self;
 }
