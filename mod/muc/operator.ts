@@ -4,6 +4,7 @@
 
 import { Element } from "../../core/xml/element.ts";
 import { operatorSetAffiliation } from "./admin.ts";
+import { NS_SID } from "./archive.ts";
 import { defaultRoomConfig, type RoomConfig } from "./config.ts";
 import { MucError } from "./errors.ts";
 import { destroyRoom } from "./owner.ts";
@@ -151,13 +152,19 @@ export class MucOperator {
   }
 
   /**
-   * Sends a groupchat message from the room's own JID to every occupant, kept in the history
-   * like an occupant's message; returns how many resources it went to.
+   * Sends a groupchat message from the room's own JID to every occupant, archived (with its
+   * stanza-id) or kept in the history like an occupant's message; returns how many resources it
+   * went to.
    */
   say(local: string, body: string): number {
     const room = this.#room(local);
     const message = new Element("message", { from: room.jid, type: "groupchat" });
     message.c("body").t(body);
+    const archive = this.#service.archives(room) ? this.#service.archive : undefined;
+    if (archive) {
+      const id = archive.append(room.local, message, room.jid, Date.now());
+      message.c("stanza-id", { xmlns: NS_SID, id, by: room.jid });
+    }
     let sent = 0;
     for (const full of room.bySession.keys()) {
       const copy = message.clone();
@@ -165,7 +172,7 @@ export class MucOperator {
       this.#service.send(copy);
       sent++;
     }
-    room.remember(message, Date.now());
+    if (!archive) room.remember(message, Date.now());
     return sent;
   }
 

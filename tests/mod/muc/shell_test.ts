@@ -219,8 +219,8 @@ Deno.test("muc set_affiliation changes roles for occupants, bans with 301, keeps
 });
 
 Deno.test("muc say sends a groupchat from the room's JID to every occupant", async () => {
-  const w = await lounge();
-  const { t, clients: { alice, bob } } = w;
+  const w = await lounge(["alice", "bob", "carol"]);
+  const { t, clients: { alice, bob, carol } } = w;
   try {
     const result = await muc(t, "say", ROOM, "Maintenance at noon");
     assert.deepEqual(result.data, { room: ROOM, delivered: 2 });
@@ -228,7 +228,14 @@ Deno.test("muc say sends a groupchat from the room's JID to every occupant", asy
       const message = await messageFrom(client, ROOM);
       assert.equal(message.attrs.type, "groupchat");
       assert.equal(message.getChildText("body"), "Maintenance at noon");
+      // Rooms archive by default (muc_log_by_default): the message has the room's stanza-id.
+      assert.ok(message.getChild("stanza-id", "urn:xmpp:sid:0")?.attrs.id, serialize(message));
     }
+    // Kept like an occupant's message: a newcomer gets it in the history, delayed.
+    const seen = await join(carol, "lounge", "Carol");
+    const kept = seen.find((el) => el.name === "message" && el.attrs.from === ROOM);
+    assert.equal(kept?.getChildText("body"), "Maintenance at noon");
+    assert.equal(kept?.getChild("delay", "urn:xmpp:delay")?.attrs.from, ROOM);
     await refused(t, /Expected the message text/, "say", ROOM);
   } finally {
     await w.end();
@@ -267,6 +274,36 @@ Deno.test("muc destroy tells occupants with the alternate venue and reason; the 
     await refused(t, /No room 'kept@conference.localhost'/, "destroy", `kept@${MUC}`);
   } finally {
     await w.end();
+  }
+});
+
+Deno.test("rooms created and changed from the shell survive a restart; destroyed ones do not", async () => {
+  const dataDir = await Deno.makeTempDir({ prefix: "lilt-muc-shell-" });
+  try {
+    const first = await world(["alice"], { dataDir });
+    try {
+      await muc(first.t, "create", `news@${MUC}`, "alice@localhost");
+      await muc(first.t, "set_affiliation", `news@${MUC}`, "bob@localhost", "member");
+      await muc(first.t, "create", `gone@${MUC}`);
+      await muc(first.t, "destroy", `gone@${MUC}`);
+    } finally {
+      await first.end();
+    }
+    const second = await world(["alice"], { dataDir });
+    try {
+      assert.deepEqual(
+        (await muc(second.t, "list")).data.map((r: { jid: string }) => r.jid),
+        [`news@${MUC}`],
+      );
+      assert.deepEqual((await muc(second.t, "affiliations", `news@${MUC}`)).table?.rows, [
+        ["alice@localhost", "owner", "", ""],
+        ["bob@localhost", "member", "", ""],
+      ]);
+    } finally {
+      await second.end();
+    }
+  } finally {
+    await Deno.remove(dataDir, { recursive: true });
   }
 });
 
