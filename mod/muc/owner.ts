@@ -61,7 +61,10 @@ export function handleOwnerQuery(
   return reply(stanza);
 }
 
-/** §10.2.1: occupants learn that the configuration changed (104), and of JID visibility. */
+/**
+ * §10.2.1: occupants learn that the configuration changed (104), of JID visibility (172/173)
+ * and of the archive being switched on or off (170/171).
+ */
 function announceChanges(
   service: MucService,
   room: Room,
@@ -69,7 +72,12 @@ function announceChanges(
   after: RoomConfig,
 ): void {
   const codes = [104];
+  // 170/171: the room's archive was switched on or off (when the service keeps one).
+  if (before.archiving !== after.archiving && service.archive !== undefined) {
+    codes.push(after.archiving ? 170 : 171);
+  }
   if (before.whois !== after.whois) codes.push(after.whois === "anyone" ? 172 : 173);
+  codes.sort((a, b) => a - b);
   for (const full of room.bySession.keys()) {
     const message = new Element("message", { from: room.jid, to: full, type: "groupchat" });
     const x = message.c("x", { xmlns: NS_MUC_USER });

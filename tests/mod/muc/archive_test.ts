@@ -183,6 +183,10 @@ Deno.test("archive: a members-only room's archive is forbidden to non-members; a
     assert.deepEqual(member.results.map((r) => forwarded(r).getChildText("body")), ["secret"]);
 
     await configure(alice, { enablearchiving: "0", membersonly: "0" });
+    const note = await alice.next((el) =>
+      el.name === "message" && el.attrs.from === ROOM && statuses(el).includes(171)
+    );
+    assert.deepEqual(statuses(note), [104, 171]);
     const off = await query(bob);
     assert.equal(conditionOf(off.answer), "service-unavailable");
     const entered = await join(bob, "lounge", "Bob");
