@@ -124,7 +124,10 @@ export class MucService {
   /** Forgets the stored state of a room that is no longer persistent (it stays while used). */
   unpersist(room: Room): void {
     this.#options.store.deleteRoom(this.domain, room.local);
-    if (room.occupants.size === 0) this.#rooms.delete(room.local);
+    if (room.occupants.size === 0) {
+      this.#rooms.delete(room.local);
+      this.#options.archive?.forget(room.local);
+    }
   }
 
   /**

@@ -355,8 +355,9 @@ Deno.test("slixmpp's XEP-0045 plugin creates and configures a room, joins with s
     '[[component]]\ndomain = "conference.localhost"\nmodules = ["disco", "muc"]\n',
   );
   assert.equal(result.error, undefined, result.error);
-  assert.deepEqual(result.created_codes, [110, 201]);
-  assert.deepEqual(result.joined_codes, [110]);
+  // 170: the room is archived (muc_log_by_default).
+  assert.deepEqual(result.created_codes, [110, 170, 201]);
+  assert.deepEqual(result.joined_codes, [110, 170]);
   assert.equal(result.subject, "Testing slixmpp");
   // slixmpp counts its own presence among the occupants: the others' came first.
   assert.deepEqual(result.occupants, [
@@ -364,6 +365,18 @@ Deno.test("slixmpp's XEP-0045 plugin creates and configures a room, joins with s
     "interop@conference.localhost/Bob",
   ]);
   assert.deepEqual(result.history, ["first", "second"]);
+  // The room's archive through slixmpp's XEP-0313 plugin, two a page: the subject change (no
+  // body), the history (same ids as its stanza-ids), then bob's message.
+  const archived = result.archive.flat();
+  assert.deepEqual(result.archive.map((page: unknown[]) => page.length), [2, 2]);
+  assert.deepEqual(archived.map((m: { body: string }) => m.body), [
+    "",
+    "first",
+    "second",
+    "hello from bob",
+  ]);
+  assert.deepEqual(archived.slice(1, 3).map((m: { id: string }) => m.id), result.history_ids);
+  assert.equal(archived[3].from, "interop@conference.localhost/Bob");
   assert.deepEqual(result.alice_got, [
     { from: "interop@conference.localhost/Bob", body: "hello from bob" },
   ]);

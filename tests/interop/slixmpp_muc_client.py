@@ -1,6 +1,7 @@
 # Drives Debian's python3-slixmpp XEP-0045 plugin against Lilt's conference.localhost: alice
 # creates a room, configures it with the form the service sends, sets the subject and talks;
-# bob joins and receives the subject and the history, sends a message, and is kicked.
+# bob joins and receives the subject and the history, sends a message, reads the room's
+# archive with the XEP-0313 plugin (two messages a page), and is kicked.
 # Prints one JSON line.
 #
 # Usage: /usr/bin/python3 slixmpp_muc_client.py PORT CA_FILE
@@ -19,7 +20,9 @@ ROOM = JID("interop@conference.localhost")
 
 class Client(DirectTlsClient):
     def __init__(self, jid, password):
-        super().__init__(jid, password, plugins=("xep_0030", "xep_0004", "xep_0045", "xep_0203"))
+        super().__init__(jid, password, plugins=(
+            "xep_0030", "xep_0004", "xep_0045", "xep_0203", "xep_0059", "xep_0313", "xep_0359",
+        ))
         self.messages = []
         self.self_presences = []
         self.add_event_handler("groupchat_message", self.on_message)
@@ -62,6 +65,17 @@ async def scenario():
     bob.send_message(mto=ROOM, mbody="hello from bob", mtype="groupchat")
     await wait_for(lambda: any(m["body"] == "hello from bob" for m in alice.messages))
 
+    archive = []
+    async for page in bob["xep_0313"].retrieve(jid=ROOM, iterator=True, rsm={"max": 2}):
+        archive.append([
+            {
+                "id": r["mam_result"]["id"],
+                "from": str(r["mam_result"]["forwarded"]["stanza"]["from"]),
+                "body": r["mam_result"]["forwarded"]["stanza"]["body"],
+            }
+            for r in page["mam"]["results"]
+        ])
+
     await muc_a.set_role(ROOM, "Bob", "none", reason="Testing kicks")
     await wait_for(lambda: any(p["type"] == "unavailable" for p in bob.self_presences))
 
@@ -71,6 +85,8 @@ async def scenario():
         "subject": subject["subject"],
         "occupants": [str(p["from"]) for p in occupants],
         "history": [m["body"] for m in history],
+        "history_ids": [m["stanza_id"]["id"] for m in history],
+        "archive": archive,
         "alice_got": [m for m in alice.messages if m["from"] == f"{ROOM}/Bob"],
         "bob_self": bob.self_presences,
     }
