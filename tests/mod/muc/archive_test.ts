@@ -310,3 +310,43 @@ Deno.test("moderation: a moderator retracts a message by its stanza-id; everyone
     await w.end();
   }
 });
+
+Deno.test("bad archive and moderation requests get clear errors and the room keeps working", async () => {
+  const w = await world(["alice", "bob"]);
+  try {
+    const { alice, bob } = w.clients;
+    await createInstantRoom(alice, "lounge", "Al");
+    await join(bob, "lounge", "Bob");
+    await say(bob, "Bob", "kept");
+    const bad = async (inner: string) => conditionOf((await query(bob, inner)).answer);
+    assert.equal(
+      await bad(
+        `<x xmlns='jabber:x:data' type='submit'><field var='start'><value>yesterday</value></field></x>`,
+      ),
+      "bad-request",
+    );
+    assert.equal(await bad(`<set xmlns='${NS_RSM}'><max>many</max></set>`), "bad-request");
+    assert.equal(
+      await bad(`<set xmlns='${NS_RSM}'><after>1-1.nosuchitem</after></set>`),
+      "item-not-found",
+    );
+    assert.equal(
+      conditionOf(await iq(alice, "set", ROOM, `<moderate xmlns='${NS_MODERATE}'/>`)),
+      "bad-request",
+    );
+    assert.equal(
+      conditionOf(
+        await iq(alice, "set", ROOM, `<moderate xmlns='${NS_MODERATE}' id='x'><edit/></moderate>`),
+      ),
+      "bad-request",
+    );
+    assert.equal(
+      conditionOf(await iq(bob, "get", `nowhere@${MUC}`, `<metadata xmlns='${NS_MAM}'/>`)),
+      "item-not-found",
+    );
+    const { results } = await query(bob);
+    assert.deepEqual(results.map((r) => forwarded(r).getChildText("body")), ["kept"]);
+  } finally {
+    await w.end();
+  }
+});
