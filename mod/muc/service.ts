@@ -577,8 +577,14 @@ export class MucService {
       ) {
         throw new MucError("forbidden", "Private messages are not allowed in this room");
       }
+      // XEP-0421: private messages carry the sender's occupant id too, never a forged one.
+      const relayed = stanza.clone();
+      removeChildren(relayed, "occupant-id", NS_OCCUPANT_ID);
+      if (sender.occupantId !== undefined) {
+        relayed.c("occupant-id", { xmlns: NS_OCCUPANT_ID, id: sender.occupantId });
+      }
       for (const full of target.sessions.keys()) {
-        const copy = stanza.clone();
+        const copy = relayed.clone();
         copy.attrs.from = room.occupantJid(sender.nick);
         copy.attrs.to = full;
         if (!copy.getChild("x", NS_MUC_USER)) copy.c("x", { xmlns: NS_MUC_USER });

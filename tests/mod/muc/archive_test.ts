@@ -216,6 +216,13 @@ Deno.test("occupant-id: stable for one user across a rejoin, different for two u
     assert.deepEqual(atAlice.getChildren("occupant-id", NS_OID).map((el) => el.attrs.id), [
       bobId,
     ]);
+    // Private messages carry it too.
+    bob.send(
+      `<message to='${ROOM}/Al' type='chat' id='pm1'><body>psst</body>` +
+        `<occupant-id xmlns='${NS_OID}' id='forged'/></message>`,
+    );
+    const pm = await alice.next((el) => el.name === "message" && el.attrs.id === "pm1");
+    assert.deepEqual(pm.getChildren("occupant-id", NS_OID).map((el) => el.attrs.id), [bobId]);
     bob.send(`<presence to='${ROOM}/Bob' type='unavailable'/>`);
     await bob.next((el) => el.attrs.type === "unavailable" && statuses(el).includes(110));
     const again = await join(bob, "lounge", "Robert");
