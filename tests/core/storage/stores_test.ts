@@ -396,6 +396,25 @@ Deno.test("archive ids are never reused, and a wrong or malformed id finds nothi
   database.close();
 });
 
+Deno.test("archive replace swaps an item's payload and type in place (a tombstone), keeping its id and time", () => {
+  const { database, storage } = memoryStorage();
+  const archive = storage.archive("example.com", "archive");
+  const id = archive.append("juliet", { when: 5, type: "groupchat", payload: "said" });
+  const other = archive.append("juliet", { when: 6, type: "groupchat", payload: "kept" });
+  // Still queued: replace writes it first.
+  assert.equal(archive.replace("juliet", id, "gone", "retracted"), true);
+  assert.deepEqual(archive.find("juliet").map((i) => [i.id, i.when, i.type, i.payload]), [
+    [id, 5, "retracted", "gone"],
+    [other, 6, "groupchat", "kept"],
+  ]);
+  assert.equal(archive.replace("juliet", other, "again"), true);
+  assert.equal(archive.find("juliet", { ids: [other] })[0].type, "groupchat");
+  assert.equal(archive.replace("juliet", "1-1.nosuchitem", "x"), false);
+  assert.equal(archive.replace("juliet", "malformed", "x"), false);
+  assert.equal(archive.replace("romeo", id, "x"), false, "another owner's id");
+  database.close();
+});
+
 Deno.test("archive 'with' as a bare JID matches every resource, as a full JID only that one", () => {
   const { database, storage } = memoryStorage();
   const archive = storage.archive("example.com", "archive");
