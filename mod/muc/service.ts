@@ -20,6 +20,8 @@ import {
   Room,
 } from "./room.ts";
 import type { AffiliationRecord, MucStore } from "./storage.ts";
+import { handleInvitations } from "./invite.ts";
+import { handleVoiceForm, requestForm } from "./voice.ts";
 
 /** What a MUC service needs from the server around it. */
 export interface MucServiceOptions {
@@ -443,9 +445,13 @@ export class MucService {
     try {
       const occupant = room.bySession.get(from.toString());
       if (stanza.attrs.type !== "groupchat") {
+        // §7.8.2 invitations and declines, §7.13/§8.6 voice requests and their approvals.
+        if (stanza.getChild("x", NS_MUC_USER)) return handleInvitations(this, room, stanza, from);
+        const form = requestForm(stanza);
+        if (form) return handleVoiceForm(this, room, form, from);
         throw new MucError(
-          "feature-not-implemented",
-          "Only groupchat messages go to the room (invitations and voice requests are not supported yet)",
+          "bad-request",
+          "Only groupchat messages, invitations, declines and voice requests go to the room",
         );
       }
       if (!occupant) {
