@@ -29,6 +29,12 @@ import {
 import { AFFILIATION_RANK, NS_MUC_USER } from "./muc/room.ts";
 import { MucOperator } from "./muc/operator.ts";
 import { MUC_COMMANDS } from "./muc/shell.ts";
+import {
+  handleRegisterQuery,
+  NS_REGISTER,
+  RESERVED_NICK_NODE,
+  reservedNickInfo,
+} from "./muc/register.ts";
 
 const NS_INFO = "http://jabber.org/protocol/disco#info";
 const NS_ITEMS = "http://jabber.org/protocol/disco#items";
@@ -245,6 +251,12 @@ export default function muc(m: ModuleAPI): void {
   m.hook(`iq-get/bare/${NS_MUC_ADMIN}:query`, admin);
   m.hook(`iq-set/bare/${NS_MUC_ADMIN}:query`, admin);
 
+  // Registration with a room and reserved nicks (§7.10).
+  const register = (event: StanzaEvent) =>
+    answer(event, (room, actor) => handleRegisterQuery(service, room, event.stanza, actor));
+  m.hook(`iq-get/bare/${NS_REGISTER}:query`, register);
+  m.hook(`iq-set/bare/${NS_REGISTER}:query`, register);
+
   // The room's archive (XEP-0313 §5.1.2): members-only rooms show it to members and above,
   // other rooms to their occupants and to anyone when public; banned users never.
   const archiveReader = (stanza: Element) => {
@@ -338,8 +350,10 @@ export default function muc(m: ModuleAPI): void {
 
   // A room's disco#info (XEP-0045 §6.4) and items (§6.5).
   m.hook(`iq-get/bare/${NS_INFO}:query`, (event: StanzaEvent) =>
-    answer(event, (room) => {
-      if (event.stanza.firstElement()?.attrs.node !== undefined) {
+    answer(event, (room, actor) => {
+      const node = event.stanza.firstElement()?.attrs.node;
+      if (node === RESERVED_NICK_NODE) return reservedNickInfo(event.stanza, room, actor);
+      if (node !== undefined) {
         throw new MucError("item-not-found", "Rooms have no disco nodes");
       }
       return roomInfo(event.stanza, room, service.archives(room));
@@ -386,6 +400,7 @@ function roomInfo(stanza: Element, room: Room, archives: boolean): Element {
     config.whois === "anyone" ? "muc_nonanonymous" : "muc_semianonymous",
     NS_OCCUPANT_ID,
     NS_MODERATE,
+    NS_REGISTER,
   ];
   if (archives) features.push(NS_MAM, NS_MAM_EXTENDED, NS_SID);
   for (const feature of features) query.c("feature", { var: feature });
