@@ -1,7 +1,7 @@
 // Real XMPP clients against a real Lilt server over TLS: xmpp.js and Debian's python3-slixmpp
 // with their default settings over STARTTLS and direct TLS (no failed SASL attempt on the way),
-// xmpp.js with SCRAM-SHA-256 and slixmpp with SCRAM-SHA-1. All verify the server certificate
-// against a CA the test makes.
+// xmpp.js with SCRAM-SHA-256 and slixmpp with SCRAM-SHA-1, and both in one MUC room. All
+// verify the server certificate against a CA the test makes.
 
 import assert from "node:assert/strict";
 import { fileURLToPath } from "node:url";
@@ -385,4 +385,86 @@ Deno.test("slixmpp's XEP-0045 plugin creates and configures a room, joins with s
     codes: [110, 307],
     role: "none",
   });
+});
+
+Deno.test("xmpp.js joins the room slixmpp's XEP-0045 plugin made, and they exchange a message", async () => {
+  await requireSlixmpp();
+  const dir = await Deno.makeTempDir({ prefix: "lilt-ca-" });
+  const certs = await makeTestCa(dir, ["localhost"]);
+  const t = await startTestServer({
+    globalToml: `certificate = ${JSON.stringify(certs.certFile)}\nkey = ${
+      JSON.stringify(certs.keyFile)
+    }\n`,
+    users: { alice: "alice-secret", bob: "bob-secret" },
+    extraToml: '[[component]]\ndomain = "conference.localhost"\nmodules = ["disco", "muc"]\n',
+  });
+  const host = new Deno.Command(PYTHON, {
+    args: ["tests/interop/slixmpp_muc_host.py", String(t.tlsPort), certs.caFile],
+    cwd: ROOT,
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  const stderr = new Response(host.stderr).text();
+  const lines = host.stdout.pipeThrough(new TextDecoderStream()).getReader();
+  let text = "";
+  try {
+    // slixmpp prints {"ready": true} once the room exists with its subject and one message.
+    while (!text.includes("\n")) {
+      const { value, done } = await lines.read();
+      if (done) break;
+      text += value;
+    }
+    const first = JSON.parse(text.split("\n")[0] || "{}");
+    assert.equal(first.ready, true, `slixmpp did not get the room ready: ${text}`);
+    const js = await runProcess(
+      Deno.execPath(),
+      [
+        "run",
+        "-A",
+        "tests/interop/xmppjs_muc_client.ts",
+        String(t.port),
+        "mixed@conference.localhost",
+      ],
+      { DENO_CERT: certs.caFile },
+    );
+    while (true) {
+      const { value, done } = await lines.read();
+      if (done) break;
+      text += value;
+    }
+    const py = JSON.parse(text.trim().split("\n").at(-1) ?? "{}");
+    assert.equal(js.error, undefined, js.error);
+    assert.equal(py.error, undefined, `${py.error}\n${await stderr}`);
+    assert.deepEqual(py.created_codes, [110, 170, 201]);
+    // xmpp.js saw slixmpp's occupant, its own presence (110, 170: archived), the history
+    // (delayed) and the subject, then slixmpp's answer.
+    assert.deepEqual(js.occupants, ["mixed@conference.localhost/Alice"]);
+    assert.deepEqual(js.selfCodes.sort(), [110, 170]);
+    assert.deepEqual(js.history, [
+      { from: "mixed@conference.localhost/Alice", body: "before xmpp.js", delayed: true },
+    ]);
+    assert.equal(js.subject, "Mixed clients");
+    assert.deepEqual(js.messages, [
+      { from: "mixed@conference.localhost/Bob", body: "hello from xmpp.js" },
+      { from: "mixed@conference.localhost/Alice", body: "hello from slixmpp" },
+    ]);
+    assert.equal(js.left, true);
+    // slixmpp saw xmpp.js join, talk and leave.
+    assert.deepEqual(py.joined, ["mixed@conference.localhost/Bob"]);
+    assert.deepEqual(py.heard, [
+      { from: "mixed@conference.localhost/Bob", body: "hello from xmpp.js" },
+    ]);
+    assert.deepEqual(py.left, ["mixed@conference.localhost/Bob"]);
+  } finally {
+    await lines.cancel().catch(() => {});
+    try {
+      host.kill();
+    } catch {
+      // already exited
+    }
+    await host.status;
+    await stderr.catch(() => "");
+    await t.stop();
+    await Deno.remove(dir, { recursive: true });
+  }
 });
