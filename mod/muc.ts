@@ -12,6 +12,7 @@ import type { ConfigLimits } from "./muc/config.ts";
 import { handleAdminQuery, NS_MUC_ADMIN } from "./muc/admin.ts";
 import { MucError } from "./muc/errors.ts";
 import { handleOwnerQuery, NS_MUC_OWNER } from "./muc/owner.ts";
+import { IqRelay } from "./muc/iq_relay.ts";
 import { NS_MUC, type Room } from "./muc/room.ts";
 import { MucService } from "./muc/service.ts";
 import { MUC_MIGRATIONS, MucStore } from "./muc/storage.ts";
@@ -185,10 +186,15 @@ export default function muc(m: ModuleAPI): void {
   });
 
   // Iqs to occupants: XEP-0410 self-pings are answered by the service (a client that is not
-  // joined learns it from not-acceptable); other queries are not relayed yet.
+  // joined learns it from not-acceptable); other queries go to the target occupant (§7.7).
+  const relay = new IqRelay();
   m.hook("iq/full", ({ stanza, origin }: StanzaEvent) => {
     const type = stanza.attrs.type;
-    if (type !== "get" && type !== "set") return true;
+    if (type !== "get" && type !== "set") {
+      const answer = relay.answer(stanza);
+      if (answer) m.send(answer);
+      return true;
+    }
     const to = target(stanza);
     const room = service.room(to?.local ?? "");
     const from = sender(stanza);
@@ -201,7 +207,8 @@ export default function muc(m: ModuleAPI): void {
       origin.send(errorReply(stanza, "not-acceptable", { text: "You are not in this room" }));
       return true;
     }
-    if (!room.occupants.has(to.resource)) {
+    const targetOccupant = room.occupants.get(to.resource);
+    if (!targetOccupant) {
       origin.send(errorReply(stanza, "item-not-found", { text: "No such occupant" }));
       return true;
     }
@@ -209,9 +216,7 @@ export default function muc(m: ModuleAPI): void {
       origin.send(reply(stanza));
       return true;
     }
-    origin.send(errorReply(stanza, "service-unavailable", {
-      text: "Queries to occupants are not relayed by this service yet",
-    }));
+    m.send(relay.forward(room, stanza, asker, from.toString(), targetOccupant));
     return true;
   });
   // A room that does not exist answers nothing but item-not-found.
