@@ -145,6 +145,10 @@ export default function muc(m: ModuleAPI): void {
 
   m.addIdentity("conference", "text", "Chatrooms");
   m.addFeature(NS_MUC);
+  m.addFeature(NS_VCARD);
+
+  // Room avatars (XEP-0486): each room's vCard, stored by the service.
+  const avatars = new RoomAvatars(m.openStore<string>("muc_room_vcards", "keyval"));
 
   const sender = (stanza: Element) => tryParseJid(stanza.attrs.from ?? "");
   const target = (stanza: Element) => tryParseJid(stanza.attrs.to ?? "");
@@ -261,6 +265,16 @@ export default function muc(m: ModuleAPI): void {
     answer(event, (room, actor) => handleRegisterQuery(service, room, event.stanza, actor));
   m.hook(`iq-get/bare/${NS_REGISTER}:query`, register);
   m.hook(`iq-set/bare/${NS_REGISTER}:query`, register);
+
+  // The room's vCard, which carries its avatar (XEP-0486): anyone reads, owners set.
+  const vcard = (event: StanzaEvent) =>
+    answer(
+      event,
+      (room, actor) =>
+        handleVcardQuery(avatars, room, event.stanza, actor, { send: (s) => m.send(s) }),
+    );
+  m.hook(`iq-get/bare/${NS_VCARD}:vCard`, vcard);
+  m.hook(`iq-set/bare/${NS_VCARD}:vCard`, vcard);
 
   // The room's archive (XEP-0313 §5.1.2): members-only rooms show it to members and above,
   // other rooms to their occupants and to anyone when public; banned users never.
@@ -418,5 +432,10 @@ function roomInfo(stanza: Element, room: Room, archives: boolean): Element {
   field("muc#roominfo_occupants", String(room.occupants.size));
   field("muc#roominfo_subject", room.subject);
   field("muc#roominfo_subjectmod", config.changeSubject ? "1" : "0", "boolean");
+  if (avatarHashes.length > 0) {
+    // XEP-0486: present only when the room has an avatar.
+    const hashes = form.c("field", { var: "muc#roominfo_avatarhash", type: "text-multi" });
+    for (const hash of avatarHashes) hashes.c("value").t(hash);
+  }
   return result;
 }
