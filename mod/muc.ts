@@ -36,6 +36,7 @@ import {
   RESERVED_NICK_NODE,
   reservedNickInfo,
 } from "./muc/register.ts";
+import { handleVcardQuery, NS_VCARD, RoomAvatars } from "./muc/avatar.ts";
 
 const NS_INFO = "http://jabber.org/protocol/disco#info";
 const NS_ITEMS = "http://jabber.org/protocol/disco#items";
@@ -375,7 +376,7 @@ export default function muc(m: ModuleAPI): void {
       if (node !== undefined) {
         throw new MucError("item-not-found", "Rooms have no disco nodes");
       }
-      return roomInfo(event.stanza, room, service.archives(room));
+      return roomInfo(event.stanza, room, service.archives(room), avatars.hashes(room));
     }), 10);
   m.hook(`iq-get/bare/${NS_ITEMS}:query`, (event: StanzaEvent) =>
     answer(event, () => {
@@ -403,7 +404,12 @@ export default function muc(m: ModuleAPI): void {
 }
 
 /** A room's disco#info: identity, the `muc_*` features of its configuration, muc#roominfo. */
-function roomInfo(stanza: Element, room: Room, archives: boolean): Element {
+function roomInfo(
+  stanza: Element,
+  room: Room,
+  archives: boolean,
+  avatarHashes: string[],
+): Element {
   const result = reply(stanza);
   const query = result.c("query", { xmlns: NS_INFO });
   const config = room.config;
@@ -420,6 +426,7 @@ function roomInfo(stanza: Element, room: Room, archives: boolean): Element {
     NS_OCCUPANT_ID,
     NS_MODERATE,
     NS_REGISTER,
+    NS_VCARD,
   ];
   if (archives) features.push(NS_MAM, NS_MAM_EXTENDED, NS_SID);
   for (const feature of features) query.c("feature", { var: feature });
