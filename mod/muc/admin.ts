@@ -3,10 +3,17 @@
 // rules of §5, and the lists of who holds a role or an affiliation.
 
 import { type JID, tryParseJid } from "../../core/jid.ts";
-import type { Element } from "../../core/xml/element.ts";
+import { Element } from "../../core/xml/element.ts";
 import { reply } from "../../core/xml/stanza.ts";
 import { MucError } from "./errors.ts";
-import { type Affiliation, AFFILIATION_RANK, type Occupant, type Role, type Room } from "./room.ts";
+import {
+  type Affiliation,
+  AFFILIATION_RANK,
+  NS_MUC_USER,
+  type Occupant,
+  type Role,
+  type Room,
+} from "./room.ts";
 import type { MucService } from "./service.ts";
 
 /** Namespace of the moderators' and admins' queries. */
@@ -209,8 +216,9 @@ function applyAffiliation(
     bare,
     affiliation === "none" ? undefined : { affiliation, reason, nick: kept?.nick },
   );
-  for (const occupant of [...room.occupants.values()]) {
-    if (occupant.bare !== bare) continue;
+  const occupants = [...room.occupants.values()].filter((occupant) => occupant.bare === bare);
+  if (occupants.length === 0) service.send(affiliationNotice(room, bare, affiliation, reason));
+  for (const occupant of occupants) {
     if (affiliation === "outcast") {
       // §9.1: banned, status 301.
       service.expel(room, occupant, {
@@ -236,4 +244,23 @@ function applyAffiliation(
     occupant.role = room.defaultRole(affiliation);
     service.broadcastPresence(room, occupant, { reason });
   }
+}
+
+/**
+ * XEP-0045 status 101: the out-of-room message telling a user who is not in the room that
+ * their affiliation changed (sent to the bare JID, as a headline, like Prosody does).
+ */
+function affiliationNotice(
+  room: Room,
+  bare: string,
+  affiliation: Affiliation,
+  reason: string | undefined,
+): Element {
+  const message = new Element("message", { from: room.jid, to: bare, type: "headline" });
+  message.c("body").t(`Your affiliation with the room ${room.jid} is now '${affiliation}'`);
+  const x = message.c("x", { xmlns: NS_MUC_USER });
+  const item = x.c("item", { affiliation, jid: bare });
+  if (reason !== undefined) item.c("reason").t(reason);
+  x.c("status", { code: "101" });
+  return message;
 }
