@@ -17,14 +17,14 @@ const NS_DATA = "jabber:x:data";
 const NS_INFO = "http://jabber.org/protocol/disco#info";
 const FORM_TYPE = "http://jabber.org/protocol/muc#register";
 
-/** The text fields of the registration form: variable, label, whether required. */
-const FIELDS: readonly [string, string, boolean][] = [
-  ["muc#register_first", "Given name", false],
-  ["muc#register_last", "Family name", false],
-  ["muc#register_roomnick", "Desired nickname", true],
-  ["muc#register_url", "Your URL", false],
-  ["muc#register_email", "Email address", false],
-  ["muc#register_faqentry", "FAQ entry", false],
+/** The fields of the registration form: variable, label, field type, whether required. */
+const FIELDS: readonly [string, string, string, boolean][] = [
+  ["muc#register_first", "Given name", "text-single", false],
+  ["muc#register_last", "Family name", "text-single", false],
+  ["muc#register_roomnick", "Desired nickname", "text-single", true],
+  ["muc#register_url", "Your URL", "text-single", false],
+  ["muc#register_email", "Email address", "text-single", false],
+  ["muc#register_faqentry", "FAQ entry", "text-multi", false],
 ];
 
 /** The nick `bare` reserved in `room`, if any. */
@@ -87,7 +87,8 @@ export function handleRegisterQuery(
   }
   const wanted = values.get("muc#register_roomnick") ?? "";
   if (wanted === "") {
-    throw new MucError("not-acceptable", "The form needs a nickname (muc#register_roomnick)");
+    // §7.10: a form without what the room requires is not a valid form.
+    throw new MucError("bad-request", "The form needs a nickname (muc#register_roomnick)");
   }
   for (const [jid, record] of room.affiliations) {
     if (record.nick === wanted && jid !== bare) {
@@ -107,14 +108,14 @@ export function handleRegisterQuery(
   return reply(stanza);
 }
 
-/** The `muc#register` form of §7.10 (all text fields, the nick required). */
+/** The `muc#register` form of §7.10 (the nick required, the other fields optional). */
 function registrationForm(room: Room): Element {
   const form = new Element("x", { xmlns: NS_DATA, type: "form" });
   form.c("title").t(`Registration with ${room.config.name || room.jid}`);
   form.c("instructions").t("Reserve a nickname in this room; it makes you a member");
   form.c("field", { var: "FORM_TYPE", type: "hidden" }).c("value").t(FORM_TYPE);
-  for (const [variable, label, required] of FIELDS) {
-    const field = form.c("field", { var: variable, type: "text-single", label });
+  for (const [variable, label, type, required] of FIELDS) {
+    const field = form.c("field", { var: variable, type, label });
     if (required) field.c("required");
   }
   return form;

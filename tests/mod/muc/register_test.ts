@@ -95,6 +95,7 @@ Deno.test("the registration form has the muc#register fields, the nick required;
     ]);
     assert.equal(fields[0].getChildText("value"), "http://jabber.org/protocol/muc#register");
     assert.ok(fields[3].getChild("required"));
+    assert.equal(fields[6].attrs.type, "text-multi");
     const info = await iq(bob, "get", ROOM, `<query xmlns='${NS_INFO}'/>`);
     const features = info.getChild("query", NS_INFO)!.getChildren("feature").map((f) =>
       f.attrs.var
@@ -171,7 +172,7 @@ Deno.test("registration refusals: banned, no nick, a wrong FORM_TYPE, no form", 
       conditionOf(await iq(carol, "get", ROOM, `<query xmlns='${NS_REGISTER}'/>`)),
       "forbidden",
     );
-    assert.equal(conditionOf(await register(bob, "")), "not-acceptable");
+    assert.equal(conditionOf(await register(bob, "")), "bad-request");
     assert.equal(
       conditionOf(await iq(bob, "set", ROOM, registration("Bob", "urn:x"))),
       "bad-request",
