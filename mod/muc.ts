@@ -123,6 +123,8 @@ export default function muc(m: ModuleAPI): void {
     return m.server.hosts.get(jid.domain)?.kind === "local" &&
       m.server.config.hostOption(jid.domain, "admins").includes(bare);
   };
+  // Room avatars (XEP-0486): each room's vCard, stored by the service.
+  const avatars = new RoomAvatars(m.openStore<string>("muc_room_vcards", "keyval"));
   const service = new MucService({
     domain: m.domain,
     store: new MucStore(m.database),
@@ -138,6 +140,7 @@ export default function muc(m: ModuleAPI): void {
       m.openStore("muc", "archive", { writeBehindMs: ARCHIVE_FLUSH_DELAY_MS }),
       m.openStore<string>("muc_occupant_id_secrets", "keyval"),
     ),
+    onForget: (room) => avatars.forget(room),
   });
 
   // The admin shell's `muc` section acts on rooms through this service.
@@ -147,9 +150,6 @@ export default function muc(m: ModuleAPI): void {
   m.addIdentity("conference", "text", "Chatrooms");
   m.addFeature(NS_MUC);
   m.addFeature(NS_VCARD);
-
-  // Room avatars (XEP-0486): each room's vCard, stored by the service.
-  const avatars = new RoomAvatars(m.openStore<string>("muc_room_vcards", "keyval"));
 
   const sender = (stanza: Element) => tryParseJid(stanza.attrs.from ?? "");
   const target = (stanza: Element) => tryParseJid(stanza.attrs.to ?? "");

@@ -49,6 +49,13 @@ export class RoomAvatars {
     return hashes;
   }
 
+  /** Drops the vCard of a room that is gone (destroyed, or temporary and empty). */
+  forget(room: Room): void {
+    const key = this.#key(room);
+    this.#store.set(key, undefined);
+    this.#hashes.delete(key);
+  }
+
   /** Stores the room's vCard; one without children removes it. */
   set(room: Room, vcard: Element): void {
     const key = this.#key(room);

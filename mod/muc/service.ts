@@ -41,6 +41,8 @@ export interface MucServiceOptions {
   now?: () => number;
   /** The rooms' archive and occupant-id secrets (XEP-0313, XEP-0359, XEP-0421). */
   archive?: RoomArchive;
+  /** Called when a room is gone for good, to drop what other parts keep for it (its vCard). */
+  onForget?(room: Room): void;
 }
 
 /** The rooms of one MUC service and the handling of stanzas sent to them. */
@@ -129,6 +131,7 @@ export class MucService {
     if (room.occupants.size === 0) {
       this.#rooms.delete(room.local);
       this.#options.archive?.forget(room.local);
+      this.#options.onForget?.(room);
     }
   }
 
@@ -152,6 +155,7 @@ export class MucService {
     this.#rooms.delete(room.local);
     this.#options.store.deleteRoom(this.domain, room.local);
     this.#options.archive?.forget(room.local);
+    this.#options.onForget?.(room);
   }
 
   /** The rooms' archive, when the service has one. */

@@ -92,6 +92,23 @@ Deno.test("room vCard refusals: a non-owner sets, bad base64, a room that does n
   }
 });
 
+Deno.test("a destroyed room's avatar is gone: the same name created again has none", async () => {
+  const w = await world(["alice"]);
+  try {
+    const { alice } = w.clients;
+    await createInstantRoom(alice, "lounge", "Al");
+    assert.equal((await iq(alice, "set", ROOM, photoCard())).attrs.type, "result");
+    const destroyed = await iq(alice, "set", ROOM, `<query xmlns='${NS_OWNER}'><destroy/></query>`);
+    assert.equal(destroyed.attrs.type, "result", serialize(destroyed));
+    await createInstantRoom(alice, "lounge", "Al");
+    assert.equal(await avatarHashes(alice), undefined);
+    const read = await iq(alice, "get", ROOM, `<vCard xmlns='${NS_VCARD}'/>`);
+    assert.equal(read.getChild("vCard", NS_VCARD)?.children.length, 0, serialize(read));
+  } finally {
+    await w.end();
+  }
+});
+
 Deno.test("a persistent room's avatar survives a restart", async () => {
   const dataDir = await Deno.makeTempDir({ prefix: "lilt-muc-avatar-" });
   try {
