@@ -29,6 +29,8 @@ export interface RoomConfig {
   /** Whether participants (not only moderators) may change the subject. */
   changeSubject: boolean;
   allowPm: AllowPm;
+  /** Whether members (not only admins and owners) may invite others to a members-only room. */
+  allowInvites: boolean;
   /** Messages kept for newcomers (0 keeps none). */
   historyLength: number;
   /** Whether the room archives its messages (XEP-0313, `muc#roomconfig_enablearchiving`). */
@@ -59,6 +61,7 @@ export function defaultRoomConfig(limits: ConfigLimits): RoomConfig {
     maxUsers: limits.maxOccupants,
     changeSubject: false,
     allowPm: "anyone",
+    allowInvites: false,
     historyLength: Math.min(20, limits.maxHistory),
     archiving: limits.archiveByDefault ?? true,
   };
@@ -126,6 +129,9 @@ export function roomConfigForm(config: RoomConfig, limits: ConfigLimits): Elemen
     ["participants", "Participants"],
     ["moderators", "Moderators"],
     ["none", "Nobody"],
+  ]);
+  field("boolean", "muc#roomconfig_allowinvites", "Let members invite others", [
+    bool(config.allowInvites),
   ]);
   field("text-single", "muc#roomconfig_historylength", "Messages of history sent to newcomers", [
     String(config.historyLength),
@@ -217,6 +223,9 @@ export function applyRoomConfigForm(
           throw new MucError("not-acceptable", `Field '${variable}' has no option '${value}'`);
         }
         next.allowPm = value as AllowPm;
+        break;
+      case "muc#roomconfig_allowinvites":
+        next.allowInvites = parseBoolean(variable, value);
         break;
       case "muc#roomconfig_historylength":
       case "muc#maxhistoryfetch":

@@ -1,6 +1,6 @@
 // XEP-0045 §7.8.2 mediated invitations and declines: an occupant asks the room to invite a JID,
 // the room forwards the invitation (with the password) from its own address, and in a
-// members-only room an admin's or owner's invitation makes the invitee a member (§9.3).
+// members-only room an invitation by whoever may invite there makes the invitee a member.
 
 import { type JID, tryParseJid } from "../../core/jid.ts";
 import { Element } from "../../core/xml/element.ts";
@@ -47,8 +47,16 @@ function invite(
     throw new MucError("not-acceptable", "Only occupants may invite others to the room");
   }
   const rank = AFFILIATION_RANK[room.affiliation(inviter.bare)];
-  if (room.config.membersOnly && rank < AFFILIATION_RANK.admin) {
-    throw new MucError("forbidden", "Only admins and owners may invite others to this room");
+  // §7.8.2, Prosody: in a members-only room admins and owners invite, members only when the
+  // room allows it (`muc#roomconfig_allowinvites`); an invitation there grants membership.
+  const minimum = room.config.allowInvites ? AFFILIATION_RANK.member : AFFILIATION_RANK.admin;
+  if (room.config.membersOnly && rank < minimum) {
+    throw new MucError(
+      "forbidden",
+      room.config.allowInvites
+        ? "Only members may invite others to this room"
+        : "Only admins and owners may invite others to this room",
+    );
   }
   const invitees = invites.map((element) => ({ element, jid: target(element, "invitation") }));
   for (const { element, jid } of invitees) {

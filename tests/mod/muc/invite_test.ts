@@ -162,3 +162,35 @@ Deno.test("XEP-0249 direct invitations reach the invitee, directly and through a
     await w.end();
   }
 });
+
+Deno.test("members-only room with muc#roomconfig_allowinvites: a member's invitation makes the invitee a member", async () => {
+  const w = await world(["alice", "bob", "carol", "dave"]);
+  try {
+    const { alice, bob, carol, dave } = w.clients;
+    await createInstantRoom(alice, "lounge", "Al");
+    await configure(alice, { membersonly: "1", allowinvites: "1" });
+    alice.send(
+      `<message to='${ROOM}'><x xmlns='${NS_USER}'><invite to='bob@localhost'/></x></message>`,
+    );
+    await bob.next((el) => el.name === "message" && el.attrs.from === ROOM);
+    await join(bob, "lounge", "Bob");
+    bob.send(
+      `<message to='${ROOM}'><x xmlns='${NS_USER}'><invite to='carol@localhost'/></x></message>`,
+    );
+    const forwarded = await carol.next((el) => el.name === "message" && el.attrs.from === ROOM);
+    assert.equal(inviteOf(forwarded).attrs.from, `${ROOM}/Bob`);
+    await join(carol, "lounge", "Carol");
+    // Without occupancy there is no inviting, even for someone the room knows.
+    assert.equal(
+      await messageError(
+        dave,
+        ROOM,
+        "normal",
+        `<x xmlns='${NS_USER}'><invite to='dave@localhost'/></x>`,
+      ),
+      "not-acceptable",
+    );
+  } finally {
+    await w.end();
+  }
+});
