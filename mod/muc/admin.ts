@@ -249,6 +249,7 @@ function applyAffiliation(
 /**
  * XEP-0045 status 101: the out-of-room message telling a user who is not in the room that
  * their affiliation changed (sent to the bare JID, as a headline, like Prosody does).
+ * It carries no body (optional in the XEP), only the muc#user item and the status.
  */
 function affiliationNotice(
   room: Room,
@@ -257,7 +258,6 @@ function affiliationNotice(
   reason: string | undefined,
 ): Element {
   const message = new Element("message", { from: room.jid, to: bare, type: "headline" });
-  message.c("body").t(`Your affiliation with the room ${room.jid} is now '${affiliation}'`);
   const x = message.c("x", { xmlns: NS_MUC_USER });
   const item = x.c("item", { affiliation, jid: bare });
   if (reason !== undefined) item.c("reason").t(reason);
