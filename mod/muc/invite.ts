@@ -12,7 +12,7 @@ import type { MucService } from "./service.ts";
  * Handles the `<invite/>` and `<decline/>` children of a muc#user `<x/>` sent to the room by
  * `from`. Throws MucError: not-acceptable for an invitation from a non-occupant, forbidden when
  * the occupant may not invite to a members-only room, jid-malformed or bad-request for an
- * invitation or decline without a usable `to`.
+ * invitation or decline without a usable `to`, bad-request when there is neither.
  */
 export function handleInvitations(
   service: MucService,
@@ -23,6 +23,9 @@ export function handleInvitations(
   const x = stanza.getChild("x", NS_MUC_USER)!;
   const invites = x.getChildren("invite");
   const declines = x.getChildren("decline");
+  if (invites.length === 0 && declines.length === 0) {
+    throw new MucError("bad-request", "Expected an <invite/> or a <decline/> in the muc#user <x/>");
+  }
   if (invites.length > 0) invite(service, room, stanza, from, invites);
   for (const decline of declines) forwardDecline(service, room, stanza, from, decline);
 }

@@ -81,6 +81,14 @@ Deno.test("mediated invitation: forwarded from the room with reason and password
       await messageError(alice, ROOM, "normal", `<x xmlns='${NS_USER}'><invite to='a@@b'/></x>`),
       "jid-malformed",
     );
+    assert.equal(
+      await messageError(alice, ROOM, "normal", `<x xmlns='${NS_USER}'/>`),
+      "bad-request",
+    );
+    assert.equal(
+      await messageError(bob, ROOM, "normal", `<x xmlns='${NS_USER}'><decline/></x>`),
+      "bad-request",
+    );
   } finally {
     await w.end();
   }
