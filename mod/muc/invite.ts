@@ -78,10 +78,11 @@ function invite(
       id: stanza.attrs.id ?? crypto.randomUUID(),
     });
     const x = message.c("x", { xmlns: NS_MUC_USER });
-    // The invitee learns the inviter's real JID only where occupants may see real JIDs.
-    const inviterJid = room.config.whois === "anyone"
-      ? from.toString()
-      : room.occupantJid(inviter.nick);
+    // The invitee learns the inviter's real JID only if it would see real JIDs in the room:
+    // whois is anyone, or its affiliation makes it a moderator (as Prosody does).
+    const seesJids = room.config.whois === "anyone" ||
+      room.defaultRole(room.affiliation(bare)) === "moderator";
+    const inviterJid = seesJids ? from.toString() : room.occupantJid(inviter.nick);
     const forwarded = x.c("invite", { from: inviterJid });
     if (reason !== undefined) forwarded.c("reason").t(reason);
     const continued = element.getChild("continue");

@@ -13,6 +13,7 @@ import {
   joinError,
   messageError,
   MUC,
+  NS_ADMIN,
   NS_OWNER,
   NS_USER,
   world,
@@ -106,6 +107,21 @@ Deno.test("mediated invitation in a whois=anyone room carries the inviter's real
     const forwarded = await bob.next((el) => el.name === "message" && el.attrs.from === ROOM);
     assert.equal(inviteOf(forwarded).attrs.from, "alice@localhost/r");
     assert.equal(forwarded.getChild("x", NS_USER)!.getChild("password"), undefined);
+
+    // With whois=moderators, an invitee who would enter as a moderator (an admin) sees it too.
+    await configure(alice, { whois: "moderators" });
+    const made = await iq(
+      alice,
+      "set",
+      ROOM,
+      `<query xmlns='${NS_ADMIN}'><item affiliation='admin' jid='bob@localhost'/></query>`,
+    );
+    assert.equal(made.attrs.type, "result", serialize(made));
+    alice.send(
+      `<message to='${ROOM}' id='inv3'><x xmlns='${NS_USER}'><invite to='bob@localhost'/></x></message>`,
+    );
+    const again = await bob.next((el) => el.name === "message" && el.attrs.id === "inv3");
+    assert.equal(inviteOf(again).attrs.from, "alice@localhost/r");
   } finally {
     await w.end();
   }
