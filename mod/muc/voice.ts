@@ -59,7 +59,12 @@ export function handleVoiceForm(service: MucService, room: Room, form: Element, 
 
 /** The §8.6 form a moderator gets for one voice request. */
 function approvalForm(room: Room, to: string, requester: string, nick: string): Element {
-  const message = new Element("message", { from: room.jid, to, id: crypto.randomUUID() });
+  const message = new Element("message", {
+    from: room.jid,
+    to,
+    type: "normal",
+    id: crypto.randomUUID(),
+  });
   const form = message.c("x", { xmlns: NS_DATA, type: "form" });
   form.c("title").t("Voice request");
   form.c("instructions").t(`${nick} asks for voice in ${room.jid}; set the checkbox to grant it`);
@@ -88,8 +93,9 @@ function approve(
   if (allow !== "true" && allow !== "1") return; // The moderator turned the request down.
   const nick = fieldValue(form, "muc#roomnick");
   const jid = fieldValue(form, "muc#jid");
-  const requester = (nick !== undefined ? room.occupants.get(nick) : undefined) ??
-    (jid !== undefined ? room.bySession.get(jid) : undefined);
+  // The real JID names the requester even after a nick change; the nick is the fallback.
+  const requester = (jid !== undefined ? room.bySession.get(jid) : undefined) ??
+    (nick !== undefined ? room.occupants.get(nick) : undefined);
   if (!requester) {
     throw new MucError(
       "item-not-found",
