@@ -13,6 +13,7 @@ import { handleAdminQuery, NS_MUC_ADMIN } from "./muc/admin.ts";
 import { MucError } from "./muc/errors.ts";
 import { handleOwnerQuery, NS_MUC_OWNER } from "./muc/owner.ts";
 import { IqRelay } from "./muc/iq_relay.ts";
+import { NS_MUC_REQUEST } from "./muc/voice.ts";
 import { NS_MUC, type Room } from "./muc/room.ts";
 import { MucService } from "./muc/service.ts";
 import { MUC_MIGRATIONS, MucStore } from "./muc/storage.ts";
@@ -427,6 +428,7 @@ function roomInfo(
     NS_MODERATE,
     NS_REGISTER,
     NS_VCARD,
+    NS_MUC_REQUEST,
   ];
   if (archives) features.push(NS_MAM, NS_MAM_EXTENDED, NS_SID);
   for (const feature of features) query.c("feature", { var: feature });

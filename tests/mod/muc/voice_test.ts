@@ -48,6 +48,14 @@ Deno.test("voice request: moderators get the approval form, and approving it giv
   try {
     const { alice, bob } = w.clients;
     await moderatedRoom(alice);
+    const info = await iq(
+      bob,
+      "get",
+      ROOM,
+      "<query xmlns='http://jabber.org/protocol/disco#info'/>",
+    );
+    const features = info.getChild("query")!.getChildren("feature").map((f) => f.attrs.var);
+    assert.ok(features.includes(REQUEST), "the room advertises muc#request");
     await join(bob, "lounge", "Bob");
     bob.send(`<message to='${ROOM}'>${form({ "muc#role": "participant" })}</message>`);
     const approval = await alice.next((el) =>
