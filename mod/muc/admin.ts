@@ -203,6 +203,66 @@ export function operatorSetAffiliation(
   applyAffiliation(service, room, { kind: "affiliation", bare, affiliation, reason }, undefined);
 }
 
+/** Affiliation changes planned from the form's owner and admin lists, applied later. */
+export type AffiliationListChanges = Extract<Change, { kind: "affiliation" }>[];
+
+/**
+ * Plans the affiliation changes an owner's submitted `muc#roomconfig_roomowners` and
+ * `muc#roomconfig_roomadmins` lists ask for (XEP-0045 §10.2): listed JIDs gain the affiliation,
+ * JIDs holding it but missing from a submitted list lose it (to admin when they are in the
+ * admins list, none otherwise); a list left out changes nothing, and a JID in both lists is an
+ * owner. Throws `conflict` when no owner would be left (§10.5).
+ */
+export function planAffiliationLists(
+  room: Room,
+  lists: { owners?: string[]; admins?: string[] },
+): AffiliationListChanges {
+  const target = new Map<string, Affiliation>();
+  for (const [bare, record] of room.affiliations) target.set(bare, record.affiliation);
+  if (lists.owners !== undefined) {
+    for (const [bare, affiliation] of target) {
+      if (affiliation === "owner") target.set(bare, "none");
+    }
+  }
+  if (lists.admins !== undefined) {
+    for (const [bare, affiliation] of target) {
+      if (affiliation === "admin") target.set(bare, "none");
+    }
+    for (const bare of lists.admins) target.set(bare, "admin");
+  }
+  if (lists.owners !== undefined) {
+    for (const bare of lists.owners) target.set(bare, "owner");
+  } else if (lists.admins !== undefined) {
+    // Owners stay owners when only the admins list is submitted, even if listed there.
+    for (const [bare, record] of room.affiliations) {
+      if (record.affiliation === "owner") target.set(bare, "owner");
+    }
+  }
+  if (![...target.values()].includes("owner")) {
+    throw new MucError("conflict", "A room keeps at least one owner");
+  }
+  const changes: AffiliationListChanges = [];
+  for (const [bare, affiliation] of target) {
+    if (room.affiliation(bare) !== affiliation) {
+      changes.push({ kind: "affiliation", bare, affiliation });
+    }
+  }
+  return changes;
+}
+
+/**
+ * Applies planned list changes with the same effects as `muc#admin` changes (presences with
+ * the new role, 321 in members-only rooms, 101 notices to users not in the room).
+ */
+export function applyAffiliationListChanges(
+  service: MucService,
+  room: Room,
+  changes: AffiliationListChanges,
+  actorNick: string | undefined,
+): void {
+  for (const change of changes) applyAffiliation(service, room, change, actorNick);
+}
+
 function applyAffiliation(
   service: MucService,
   room: Room,

@@ -1,6 +1,7 @@
 // A room's configuration and its `muc#roomconfig` data form (XEP-0045 §10.2 and §15.5.3): the
 // owner reads the form, submits it, and the room keeps the parsed values (stored as JSON).
 
+import { tryParseJid } from "../../core/jid.ts";
 import { Element } from "../../core/xml/element.ts";
 import { MucError } from "./errors.ts";
 
@@ -69,8 +70,18 @@ export function defaultRoomConfig(limits: ConfigLimits): RoomConfig {
 
 const MAXUSERS_CHOICES = [5, 10, 20, 30, 50, 100, 200, 500, 1000];
 
+/** The bare JIDs holding the owner and admin affiliations, shown in the form (§10.2). */
+export interface AffiliationLists {
+  owners: string[];
+  admins: string[];
+}
+
 /** The configuration form with the room's current values (XEP-0045 Example 165). */
-export function roomConfigForm(config: RoomConfig, limits: ConfigLimits): Element {
+export function roomConfigForm(
+  config: RoomConfig,
+  limits: ConfigLimits,
+  lists?: AffiliationLists,
+): Element {
   const form = new Element("x", { xmlns: NS_DATA, type: "form" });
   form.c("title").t("Configuration of the room");
   form.c("instructions").t("Complete this form to change the room's configuration");
@@ -139,7 +150,43 @@ export function roomConfigForm(config: RoomConfig, limits: ConfigLimits): Elemen
   field("boolean", "muc#roomconfig_enablearchiving", "Archive the room's messages", [
     bool(config.archiving),
   ]);
+  if (lists) {
+    field("jid-multi", "muc#roomconfig_roomowners", "Room owners", lists.owners);
+    field("jid-multi", "muc#roomconfig_roomadmins", "Room admins", lists.admins);
+  }
   return form;
+}
+
+/**
+ * Reads the owners and admins lists of a submitted form (`muc#roomconfig_roomowners`,
+ * `muc#roomconfig_roomadmins`); a list left out of the form is undefined. Empty values are
+ * skipped; a value that is not a valid bare JID is a `bad-request`.
+ */
+export function readAffiliationLists(form: Element): Partial<AffiliationLists> {
+  const lists: Partial<AffiliationLists> = {};
+  for (const field of form.getChildren("field", NS_DATA)) {
+    const variable = field.attrs.var;
+    const key = variable === "muc#roomconfig_roomowners"
+      ? "owners"
+      : variable === "muc#roomconfig_roomadmins"
+      ? "admins"
+      : undefined;
+    if (key === undefined) continue;
+    const jids = new Set<string>();
+    for (const value of field.getChildren("value", NS_DATA).map((v) => v.text().trim())) {
+      if (value === "") continue;
+      const jid = tryParseJid(value);
+      if (!jid || !jid.isBare()) {
+        throw new MucError(
+          "bad-request",
+          `Field '${variable}' expects bare JIDs, found '${value}'`,
+        );
+      }
+      jids.add(jid.toString());
+    }
+    lists[key] = [...jids];
+  }
+  return lists;
 }
 
 function parseBoolean(variable: string, value: string): boolean {

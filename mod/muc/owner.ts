@@ -4,7 +4,13 @@
 import type { JID } from "../../core/jid.ts";
 import { Element } from "../../core/xml/element.ts";
 import { reply } from "../../core/xml/stanza.ts";
-import { applyRoomConfigForm, type RoomConfig, roomConfigForm } from "./config.ts";
+import { applyAffiliationListChanges, planAffiliationLists } from "./admin.ts";
+import {
+  applyRoomConfigForm,
+  readAffiliationLists,
+  type RoomConfig,
+  roomConfigForm,
+} from "./config.ts";
 import { MucError } from "./errors.ts";
 import { AFFILIATION_RANK, NS_MUC_USER, type Room } from "./room.ts";
 import type { MucService } from "./service.ts";
@@ -27,7 +33,7 @@ export function handleOwnerQuery(
   if (stanza.attrs.type === "get") {
     const result = reply(stanza);
     result.c("query", { xmlns: NS_MUC_OWNER }).append(
-      roomConfigForm(room.config, service.limits),
+      roomConfigForm(room.config, service.limits, affiliationLists(room)),
     );
     return result;
   }
@@ -48,6 +54,8 @@ export function handleOwnerQuery(
   }
   const before = room.config;
   const after = applyRoomConfigForm(before, form, service.limits);
+  // Checked before anything changes, so a refused list leaves the room as it was.
+  const listChanges = planAffiliationLists(room, readAffiliationLists(form));
   const wasLocked = room.locked;
   room.config = after;
   room.locked = false;
@@ -58,7 +66,20 @@ export function handleOwnerQuery(
   else if (before.persistent) service.unpersist(room);
   if (!wasLocked) announceChanges(service, room, before, after);
   if (after.membersOnly && !before.membersOnly) removeNonMembers(service, room);
+  const actorNick = room.bySession.get(actor.toString())?.nick;
+  applyAffiliationListChanges(service, room, listChanges, actorNick);
   return reply(stanza);
+}
+
+/** The room's owners and admins for the form's jid-multi fields. */
+function affiliationLists(room: Room): { owners: string[]; admins: string[] } {
+  const owners: string[] = [];
+  const admins: string[] = [];
+  for (const [bare, record] of room.affiliations) {
+    if (record.affiliation === "owner") owners.push(bare);
+    else if (record.affiliation === "admin") admins.push(bare);
+  }
+  return { owners, admins };
 }
 
 /**
