@@ -185,6 +185,24 @@ export const GLOBAL_OPTIONS = {
     check: checkListenAddress,
     description: "Addresses for client connections with direct TLS (XEP-0368)",
   },
+  http_interfaces: {
+    type: "string[]",
+    default: [],
+    scope: "global",
+    reload: "restart",
+    check: checkListenAddress,
+    description: "Addresses for the HTTP server (module routes), e.g. 127.0.0.1:5280; " +
+      "empty = no HTTP",
+  },
+  http_max_body_size: {
+    type: "integer",
+    default: 1048576,
+    min: 1024,
+    max: 1073741824,
+    scope: "global",
+    reload: "live",
+    description: "Largest HTTP request body in bytes (larger ones get 413)",
+  },
   component_interfaces: {
     type: "string[]",
     default: [],

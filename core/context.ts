@@ -1,6 +1,7 @@
 // The slice of the running server that the router, sessions and modules may use. Kept as an
 // interface so core files depend on a shape, not on the server assembly (no import cycles).
 
+import type { HttpRoutes } from "./http/routes.ts";
 import type { CommandRegistry } from "./admin_commands.ts";
 import type { AccountStore } from "./auth/accounts.ts";
 import type { Config } from "./config.ts";
@@ -35,6 +36,8 @@ export interface ServerContext {
   readonly commands: CommandRegistry;
   /** Counters for `stats show`. */
   readonly metrics: Metrics;
+  /** HTTP routes by host (see `ModuleAPI.httpRoute`). */
+  readonly http: HttpRoutes;
   /** When the server started (ms epoch). */
   readonly startedAt: number;
   /** Federation; undefined when the server has no s2s listener (remote stanzas bounce). */

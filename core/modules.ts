@@ -1,6 +1,7 @@
 // The module loader and the API handed to each module. Everything a module registers
 // (hooks, disco entries, timers, unload callbacks) is tracked so unloading removes all of it.
 
+import type { HttpHandler } from "./http/routes.ts";
 import type { CommandSpec } from "./admin_commands.ts";
 import { roleModelFor } from "./auth/roles.ts";
 import { isHostOption } from "./config.ts";
@@ -400,6 +401,19 @@ export class ModuleAPI {
     };
     this.#cleanups.push(cancel);
     return cancel;
+  }
+
+  /**
+   * Serves an HTTP route on this host (requests whose Host header names it, on the
+   * `http_interfaces` listeners); removed on unload. Throws when the route is taken.
+   *
+   * @example
+   * ```ts
+   * m.httpRoute("GET", "/hello", () => new Response("hi"));
+   * ```
+   */
+  httpRoute(method: string, path: string, handler: HttpHandler): void {
+    this.#cleanups.push(this.server.http.add(this.domain, method, path, handler));
   }
 
   /** Adds admin shell commands (`lilt shell SECTION NAME ...`); removed on unload. */

@@ -28,6 +28,8 @@ import { Router } from "./router.ts";
 import { type Session, SessionManager } from "./sessions.ts";
 import { Database } from "./storage/database.ts";
 import { Storage } from "./storage/stores.ts";
+import { listenHttp } from "./http/listener.ts";
+import { HttpRoutes } from "./http/routes.ts";
 import type { Element } from "./xml/element.ts";
 import type { StreamErrorCondition } from "./xml/stanza.ts";
 
@@ -39,7 +41,8 @@ type ListenOption =
   | "c2s_direct_tls_interfaces"
   | "component_interfaces"
   | "s2s_interfaces"
-  | "s2s_direct_tls_interfaces";
+  | "s2s_direct_tls_interfaces"
+  | "http_interfaces";
 
 /** The listen addresses of an interfaces option (validated when the config was loaded). */
 function addresses(config: Config, option: ListenOption): ListenAddress[] {
@@ -102,6 +105,8 @@ export class Server implements ServerContext {
   /** Counters for `stats show`. */
   readonly metrics: Metrics = new Metrics();
   tls!: TlsContexts;
+  /** HTTP routes modules registered, by host (served by the `http_interfaces` listeners). */
+  readonly http: HttpRoutes = new HttpRoutes();
   /** Server-side TLS for s2s streams (asks peers for certificates); set when federating. */
   s2sTls: TlsContexts | undefined;
   /** Federation; undefined without s2s listeners. */
@@ -170,6 +175,16 @@ export class Server implements ServerContext {
     }
     for (const address of addresses(config, "c2s_direct_tls_interfaces")) {
       this.listeners.push(await listen("c2s_direct_tls", address, (s) => this.#accept(s, true)));
+    }
+    for (const address of addresses(config, "http_interfaces")) {
+      this.listeners.push(
+        await listenHttp({
+          kind: "http",
+          address,
+          routes: this.http,
+          maxBodyBytes: () => this.config.get<number>("http_max_body_size"),
+        }),
+      );
     }
     for (const address of addresses(config, "component_interfaces")) {
       this.listeners.push(await listen("component", address, (s) => this.#acceptComponent(s)));
@@ -472,7 +487,9 @@ export class Server implements ServerContext {
   }
 
   /** The bound port of the first listener of a kind (tests listen on port 0). */
-  port(kind: "c2s" | "c2s_direct_tls" | "component" | "s2s" | "s2s_direct_tls"): number {
+  port(
+    kind: "c2s" | "c2s_direct_tls" | "component" | "s2s" | "s2s_direct_tls" | "http",
+  ): number {
     const listener = this.listeners.find((l) => l.kind === kind);
     if (!listener) throw new Error(`No ${kind} listener is configured`);
     return listener.port;
