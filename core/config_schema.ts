@@ -203,6 +203,14 @@ export const GLOBAL_OPTIONS = {
     reload: "live",
     description: "Largest HTTP request body in bytes (larger ones get 413)",
   },
+  websocket_origins: {
+    type: "string[]",
+    default: [],
+    scope: "global",
+    reload: "live",
+    description: "Origins (e.g. https://chat.example.org) whose web pages may open XMPP " +
+      "WebSockets; empty = any. Requests without an Origin header are always accepted",
+  },
   component_interfaces: {
     type: "string[]",
     default: [],

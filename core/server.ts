@@ -30,6 +30,7 @@ import { Database } from "./storage/database.ts";
 import { Storage } from "./storage/stores.ts";
 import { listenHttp } from "./http/listener.ts";
 import { HttpRoutes } from "./http/routes.ts";
+import { WEBSOCKET_PATH, websocketHandler } from "./http/websocket_route.ts";
 import type { Element } from "./xml/element.ts";
 import type { StreamErrorCondition } from "./xml/stanza.ts";
 
@@ -107,6 +108,8 @@ export class Server implements ServerContext {
   tls!: TlsContexts;
   /** HTTP routes modules registered, by host (served by the `http_interfaces` listeners). */
   readonly http: HttpRoutes = new HttpRoutes();
+  /** Removes the routes the core serves for each local host (the RFC 7395 endpoint). */
+  #hostRoutes = new Map<string, () => void>();
   /** Server-side TLS for s2s streams (asks peers for certificates); set when federating. */
   s2sTls: TlsContexts | undefined;
   /** Federation; undefined without s2s listeners. */
@@ -262,6 +265,22 @@ export class Server implements ServerContext {
     const host = new Host(domain, kind);
     host.external = this.#isExternal(domain, kind);
     this.hosts.set(domain, host);
+    if (kind === "local") {
+      // Read at each connection, so a certificate reload reaches WebSocket sessions too.
+      const currentTls = () => this.tls;
+      const deps = {
+        server: this,
+        get tls() {
+          return currentTls();
+        },
+        throttle: this.throttle,
+        fast: this.fastTokens,
+      };
+      this.#hostRoutes.set(
+        domain,
+        this.http.add(domain, "GET", WEBSOCKET_PATH, websocketHandler(deps)),
+      );
+    }
     for (const name of this.#moduleList(domain, kind)) {
       if (!this.modules.isLoaded(domain, name)) await this.modules.load(host, name);
     }
@@ -405,6 +424,8 @@ export class Server implements ServerContext {
       if (wanted.get(domain) !== host.kind) {
         this.modules.unloadAll(host);
         this.hosts.delete(domain);
+        this.#hostRoutes.get(domain)?.();
+        this.#hostRoutes.delete(domain);
         for (const s of this.sessions.all()) {
           if (s.host === domain) s.close("host-gone", "This host was removed");
         }
