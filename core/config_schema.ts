@@ -115,6 +115,21 @@ function checkListenAddress(item: string, name: string): string | undefined {
     `"[ipv6]:port" with a port from 0 to 65535`;
 }
 
+function checkExternalUrl(item: string, name: string): string | undefined {
+  if (item === "") return undefined;
+  let url: URL | undefined;
+  try {
+    url = new URL(item);
+  } catch {
+    url = undefined;
+  }
+  if (url && (url.protocol === "http:" || url.protocol === "https:") && !url.search) {
+    return undefined;
+  }
+  return `option '${name}' has an invalid URL '${item}': expected an http:// or https:// ` +
+    `URL such as "https://chat.example.org"`;
+}
+
 function checkNameserver(item: string, name: string): string | undefined {
   const address = parseListenAddress(item);
   if (address && address.port > 0 && (isIPv4(address.host) || isIPv6(address.host))) {
@@ -202,6 +217,16 @@ export const GLOBAL_OPTIONS = {
     scope: "global",
     reload: "live",
     description: "Largest HTTP request body in bytes (larger ones get 413)",
+  },
+  http_external_url: {
+    type: "string",
+    default: "",
+    scope: "global",
+    reload: "live",
+    check: checkExternalUrl,
+    description: "The public base URL of the HTTP server (behind a proxy), e.g. " +
+      '"https://chat.example.org"; XEP-0156 host-meta advertises its WebSocket URL from it. ' +
+      "Empty = the address the request came to",
   },
   websocket_origins: {
     type: "string[]",

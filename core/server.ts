@@ -31,6 +31,7 @@ import { Storage } from "./storage/stores.ts";
 import { listenHttp } from "./http/listener.ts";
 import { HttpRoutes } from "./http/routes.ts";
 import { WEBSOCKET_PATH, websocketHandler } from "./http/websocket_route.ts";
+import { hostMetaHandlers } from "./http/host_meta.ts";
 import type { Element } from "./xml/element.ts";
 import type { StreamErrorCondition } from "./xml/stanza.ts";
 
@@ -108,7 +109,7 @@ export class Server implements ServerContext {
   tls!: TlsContexts;
   /** HTTP routes modules registered, by host (served by the `http_interfaces` listeners). */
   readonly http: HttpRoutes = new HttpRoutes();
-  /** Removes the routes the core serves for each local host (the RFC 7395 endpoint). */
+  /** Removes the routes the core serves for each local host (RFC 7395, XEP-0156). */
   #hostRoutes = new Map<string, () => void>();
   /** Server-side TLS for s2s streams (asks peers for certificates); set when federating. */
   s2sTls: TlsContexts | undefined;
@@ -276,10 +277,13 @@ export class Server implements ServerContext {
         throttle: this.throttle,
         fast: this.fastTokens,
       };
-      this.#hostRoutes.set(
-        domain,
+      const hostMeta = hostMetaHandlers(() => this.config.get<string>("http_external_url"));
+      const removers = [
         this.http.add(domain, "GET", WEBSOCKET_PATH, websocketHandler(deps)),
-      );
+        this.http.add(domain, "GET", "/.well-known/host-meta", hostMeta.xrd),
+        this.http.add(domain, "GET", "/.well-known/host-meta.json", hostMeta.json),
+      ];
+      this.#hostRoutes.set(domain, () => removers.forEach((remove) => remove()));
     }
     for (const name of this.#moduleList(domain, kind)) {
       if (!this.modules.isLoaded(domain, name)) await this.modules.load(host, name);

@@ -4,6 +4,7 @@
 import assert from "node:assert/strict";
 import type { ModuleAPI } from "../../../core/modules.ts";
 import { hostFromHeader } from "../../../core/http/routes.ts";
+import { rawRequest } from "../../helpers/http_request.ts";
 import { startTestServer, type TestServer } from "../../helpers/test_server.ts";
 
 /** Starts a server with an HTTP listener on port 0 and a module that echoes on /echo. */
@@ -26,48 +27,12 @@ async function startWithEcho(): Promise<{ t: TestServer; base: string }> {
   return { t, base: `http://127.0.0.1:${t.server.port("http")}` };
 }
 
-/**
- * Sends one HTTP/1.1 request over a raw socket (fetch does not let a test set the Host
- * header) and returns the status and body. `chunked` sends the body without Content-Length.
- */
+/** Status and body of a request with the given Host header. */
 async function request(
-  url: string,
-  host: string,
-  init: { method?: string; body?: string; chunked?: boolean } = {},
+  ...args: Parameters<typeof rawRequest>
 ): Promise<{ status: number; body: string }> {
-  const { hostname, port, pathname } = new URL(url);
-  const conn = await Deno.connect({ hostname, port: Number(port) });
-  try {
-    const body = init.body ?? "";
-    const framing = init.chunked
-      ? `Transfer-Encoding: chunked\r\n\r\n${body.length.toString(16)}\r\n${body}\r\n0\r\n\r\n`
-      : `Content-Length: ${body.length}\r\n\r\n${body}`;
-    const head = `${init.method ?? "GET"} ${pathname} HTTP/1.1\r\nHost: ${host}\r\n` +
-      `Connection: close\r\n`;
-    await conn.write(new TextEncoder().encode(head + framing));
-    const text = await new Response(conn.readable).text();
-    const status = Number(text.slice(9, 12));
-    const headers = text.slice(0, text.indexOf("\r\n\r\n")).toLowerCase();
-    let rest = text.slice(text.indexOf("\r\n\r\n") + 4);
-    if (headers.includes("transfer-encoding: chunked")) {
-      let decoded = "";
-      while (true) {
-        const line = rest.indexOf("\r\n");
-        const size = parseInt(rest.slice(0, line), 16);
-        if (!size) break;
-        decoded += rest.slice(line + 2, line + 2 + size);
-        rest = rest.slice(line + 2 + size + 2);
-      }
-      rest = decoded;
-    }
-    return { status, body: rest };
-  } finally {
-    try {
-      conn.close();
-    } catch {
-      // Already closed by the server.
-    }
-  }
+  const { status, body } = await rawRequest(...args);
+  return { status, body };
 }
 
 Deno.test("a module route answers for its host only; unknown host and path get 404", async () => {

@@ -1,0 +1,49 @@
+// XEP-0156 discovery over HTTP: `/.well-known/host-meta` (XRD) and `host-meta.json` tell web
+// clients where this host's RFC 7395 WebSocket endpoint is.
+
+import { escapeAttr } from "../xml/serializer.ts";
+import type { HttpHandler, HttpRequestInfo } from "./routes.ts";
+import { WEBSOCKET_PATH } from "./websocket_route.ts";
+
+/** The XEP-0156 link relation of a WebSocket endpoint. */
+export const REL_WEBSOCKET = "urn:xmpp:alt-connections:websocket";
+
+/**
+ * The WebSocket URL to advertise: from `externalUrl` (http -> ws, https -> wss, its path kept
+ * as a prefix) when set, else from the address the request came to (its Host header).
+ */
+export function websocketUrl(externalUrl: string, request: Request, info: HttpRequestInfo): string {
+  if (externalUrl !== "") {
+    const base = new URL(externalUrl);
+    const scheme = base.protocol === "https:" ? "wss:" : "ws:";
+    const prefix = base.pathname.replace(/\/+$/, "");
+    return `${scheme}//${base.host}${prefix}${WEBSOCKET_PATH}`;
+  }
+  // The header named a served host (the route matched); keep its port only when it is one.
+  const port = /:(\d{1,5})$/.exec(request.headers.get("host") ?? "")?.[1];
+  const host = info.host.includes(":") ? `[${info.host}]` : info.host;
+  return `${info.secure ? "wss" : "ws"}://${host}${port ? `:${port}` : ""}${WEBSOCKET_PATH}`;
+}
+
+/** The two host-meta handlers, reading the external URL at each request (it reloads live). */
+export function hostMetaHandlers(
+  externalUrl: () => string,
+): { xrd: HttpHandler; json: HttpHandler } {
+  // XEP-0156 §3.2: web clients on other origins must be able to read these documents.
+  const headers = (type: string) => ({ "content-type": type, "access-control-allow-origin": "*" });
+  return {
+    xrd: (request, info) => {
+      const href = websocketUrl(externalUrl(), request, info);
+      const body = "<?xml version='1.0' encoding='utf-8'?>\n" +
+        "<XRD xmlns='http://docs.oasis-open.org/ns/xri/xrd-1.0'>\n" +
+        `  <Link rel='${REL_WEBSOCKET}' href='${escapeAttr(href)}'/>\n` +
+        "</XRD>\n";
+      return new Response(body, { headers: headers("application/xrd+xml; charset=utf-8") });
+    },
+    json: (request, info) => {
+      const href = websocketUrl(externalUrl(), request, info);
+      const body = JSON.stringify({ links: [{ rel: REL_WEBSOCKET, href }] }) + "\n";
+      return new Response(body, { headers: headers("application/json") });
+    },
+  };
+}
