@@ -239,3 +239,31 @@ Deno.test("websocket_origins refuses other origins and accepts listed ones", asy
     await t.stop();
   }
 });
+
+Deno.test("the server stops while a WebSocket client is connected, closing its stream", async () => {
+  const t = await start();
+  const ws = await WsClient.connect(t);
+  await ws.login("alice", "alice-pw", "web");
+  await t.stop();
+  const error = await ws.next((el) => el.name === "error");
+  assert.ok(error.getChild("system-shutdown", "urn:ietf:params:xml:ns:xmpp-streams"));
+  await ws.waitClosed();
+});
+
+Deno.test("a WebSocket message over c2s_stanza_size_limit closes the stream with policy-violation", async () => {
+  const t = await startTestServer({
+    globalToml: 'http_interfaces = ["127.0.0.1:0"]',
+    hostToml: "c2s_stanza_size_limit = 10000",
+  });
+  const ws = await WsClient.connect(t);
+  try {
+    await ws.open();
+    ws.send(`<message xmlns='jabber:client'><body>${"x".repeat(20000)}</body></message>`);
+    const error = await ws.next((el) => el.name === "error");
+    assert.ok(error.getChild("policy-violation", "urn:ietf:params:xml:ns:xmpp-streams"));
+    await ws.waitClosed();
+  } finally {
+    ws.socket.close();
+    await t.stop();
+  }
+});
