@@ -1,7 +1,7 @@
 // The module loader and the API handed to each module. Everything a module registers
 // (hooks, disco entries, timers, unload callbacks) is tracked so unloading removes all of it.
 
-import type { HttpHandler } from "./http/routes.ts";
+import type { HttpHandler, HttpRouteOptions } from "./http/routes.ts";
 import type { CommandSpec } from "./admin_commands.ts";
 import { roleModelFor } from "./auth/roles.ts";
 import { isHostOption } from "./config.ts";
@@ -405,15 +405,22 @@ export class ModuleAPI {
 
   /**
    * Serves an HTTP route on this host (requests whose Host header names it, on the
-   * `http_interfaces` listeners); removed on unload. Throws when the route is taken.
+   * `http_interfaces` listeners); removed on unload. Throws when the route is taken. A path
+   * ending in "/*" serves every path below it; `options.maxBodyBytes` replaces
+   * `http_max_body_size` for this route.
    *
    * @example
    * ```ts
    * m.httpRoute("GET", "/hello", () => new Response("hi"));
    * ```
    */
-  httpRoute(method: string, path: string, handler: HttpHandler): void {
-    this.#cleanups.push(this.server.http.add(this.domain, method, path, handler));
+  httpRoute(
+    method: string,
+    path: string,
+    handler: HttpHandler,
+    options: HttpRouteOptions = {},
+  ): void {
+    this.#cleanups.push(this.server.http.add(this.domain, method, path, handler, options));
   }
 
   /** Adds admin shell commands (`lilt shell SECTION NAME ...`); removed on unload. */

@@ -90,27 +90,28 @@ async function respond(
   context: HandleContext,
 ): Promise<Response> {
   if (!host) return text(400, "Missing Host header");
-  const handler = context.routes.find(host, request.method, url.pathname);
-  if (!handler) {
+  const route = context.routes.route(host, request.method, url.pathname);
+  if (!route) {
     if (context.routes.hasPath(host, url.pathname)) return text(405, "Method not allowed");
     return text(404, "Not found");
   }
+  const maxBodyBytes = route.options.maxBodyBytes?.() ?? context.maxBodyBytes;
   const length = Number(request.headers.get("content-length") ?? "0");
-  if (!Number.isFinite(length) || length > context.maxBodyBytes) {
-    return text(413, `Request body larger than ${context.maxBodyBytes} bytes`);
+  if (!Number.isFinite(length) || length > maxBodyBytes) {
+    return text(413, `Request body larger than ${maxBodyBytes} bytes`);
   }
   const limited = request.body && !request.headers.has("content-length")
     ? new Request(request.url, {
       method: request.method,
       headers: request.headers,
-      body: capped(request.body, context.maxBodyBytes),
+      body: capped(request.body, maxBodyBytes),
     })
     : request;
   try {
-    return await handler(limited, { host, ip: context.ip, secure: context.secure });
+    return await route.handler(limited, { host, ip: context.ip, secure: context.secure });
   } catch (error) {
     if (error instanceof BodyTooLarge) {
-      return text(413, `Request body larger than ${context.maxBodyBytes} bytes`);
+      return text(413, `Request body larger than ${maxBodyBytes} bytes`);
     }
     log.warning("HTTP handler for {method} {host}{path} failed: {error}", {
       method: request.method,

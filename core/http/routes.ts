@@ -14,25 +14,53 @@ export interface HttpRequestInfo {
   readonly secure: boolean;
 }
 
-/** Routes by host, then "METHOD path". */
+/** Per-route options for `HttpRoutes.add`. */
+export interface HttpRouteOptions {
+  /**
+   * Largest request body for this route in bytes, read on each request (replaces the
+   * listener's `http_max_body_size`, e.g. for file uploads).
+   */
+  maxBodyBytes?: () => number;
+}
+
+/** A registered route: its handler and options. */
+export interface HttpRoute {
+  readonly handler: HttpHandler;
+  readonly options: HttpRouteOptions;
+}
+
+/**
+ * Routes by host, then "METHOD path". A path ending in "/*" is a prefix route: it matches
+ * every path below that prefix (exact routes win over prefix routes, longer prefixes first).
+ */
 export class HttpRoutes {
-  #byHost = new Map<string, Map<string, HttpHandler>>();
+  #byHost = new Map<string, Map<string, HttpRoute>>();
 
   /**
    * Adds a route; returns the function that removes it. Throws when the host already has a
    * handler for the same method and path (two modules claiming one URL is a config error).
    */
-  add(host: string, method: string, path: string, handler: HttpHandler): () => void {
+  add(
+    host: string,
+    method: string,
+    path: string,
+    handler: HttpHandler,
+    options: HttpRouteOptions = {},
+  ): () => void {
     if (!path.startsWith("/")) {
       throw new Error(`HTTP route path must start with '/', got '${path}'`);
+    }
+    if (path.includes("*") && !(path.endsWith("/*") && path.indexOf("*") === path.length - 1)) {
+      throw new Error(`HTTP route path may only end in '/*', got '${path}'`);
     }
     const key = `${method.toUpperCase()} ${path}`;
     let routes = this.#byHost.get(host);
     if (!routes) this.#byHost.set(host, routes = new Map());
     if (routes.has(key)) throw new Error(`HTTP route ${key} is already registered on ${host}`);
-    routes.set(key, handler);
+    const route: HttpRoute = { handler, options };
+    routes.set(key, route);
     return () => {
-      if (routes.get(key) !== handler) return;
+      if (routes.get(key) !== route) return;
       routes.delete(key);
       if (routes.size === 0 && this.#byHost.get(host) === routes) this.#byHost.delete(host);
     };
@@ -40,20 +68,53 @@ export class HttpRoutes {
 
   /** The handler for a request, or undefined (no such host or route). */
   find(host: string, method: string, path: string): HttpHandler | undefined {
+    return this.route(host, method, path)?.handler;
+  }
+
+  /** The route for a request (HEAD falls back to GET), or undefined. */
+  route(host: string, method: string, path: string): HttpRoute | undefined {
     const routes = this.#byHost.get(host);
     if (!routes) return undefined;
-    const handler = routes.get(`${method.toUpperCase()} ${path}`);
-    if (handler || method.toUpperCase() !== "HEAD") return handler;
-    return routes.get(`GET ${path}`);
+    const upper = method.toUpperCase();
+    const found = lookup(routes, upper, path);
+    if (found || upper !== "HEAD") return found;
+    return lookup(routes, "GET", path);
   }
 
   /** Whether any route exists for this host and path (to answer 405 rather than 404). */
   hasPath(host: string, path: string): boolean {
     const routes = this.#byHost.get(host);
     if (!routes) return false;
-    for (const key of routes.keys()) if (key.slice(key.indexOf(" ") + 1) === path) return true;
+    for (const key of routes.keys()) {
+      if (matches(key.slice(key.indexOf(" ") + 1), path)) return true;
+    }
     return false;
   }
+}
+
+/** The exact route for METHOD path, else the longest prefix route covering path. */
+function lookup(
+  routes: Map<string, HttpRoute>,
+  method: string,
+  path: string,
+): HttpRoute | undefined {
+  const exact = routes.get(`${method} ${path}`);
+  if (exact) return exact;
+  for (let slash = path.lastIndexOf("/"); slash >= 0; slash = path.lastIndexOf("/", slash - 1)) {
+    const found = slash + 1 < path.length
+      ? routes.get(`${method} ${path.slice(0, slash + 1)}*`)
+      : undefined;
+    if (found) return found;
+    if (slash === 0) break;
+  }
+  return undefined;
+}
+
+/** Whether a route pattern (exact or "prefix/*") covers a path. */
+function matches(pattern: string, path: string): boolean {
+  if (!pattern.endsWith("/*")) return pattern === path;
+  const prefix = pattern.slice(0, -1);
+  return path.startsWith(prefix) && path.length > prefix.length;
 }
 
 /**

@@ -21,6 +21,11 @@ async function startWithEcho(): Promise<{ t: TestServer; base: string }> {
       m.httpRoute("GET", "/fail", () => {
         throw new Error("handler broke");
       });
+      m.httpRoute("GET", "/files/*", (request) => new Response(new URL(request.url).pathname));
+      m.httpRoute("GET", "/files/exact", () => new Response("exact"));
+      m.httpRoute("PUT", "/big/*", async (request) => new Response(await request.text()), {
+        maxBodyBytes: () => 4096,
+      });
     },
   });
   await t.server.modules.load(t.server.hosts.get("localhost")!, "echo_route");
@@ -72,6 +77,32 @@ Deno.test("request bodies over http_max_body_size get 413; smaller ones reach th
       chunked: true,
     });
     assert.equal(chunked.status, 413);
+  } finally {
+    await t.stop();
+  }
+});
+
+Deno.test("a prefix route serves paths below it; exact routes win; its own body limit applies", async () => {
+  const { t, base } = await startWithEcho();
+  try {
+    assert.deepEqual(await request(`${base}/files/a/b.txt`, "localhost"), {
+      status: 200,
+      body: "/files/a/b.txt",
+    });
+    assert.equal((await request(`${base}/files/exact`, "localhost")).body, "exact");
+    assert.equal((await request(`${base}/files/`, "localhost")).status, 404);
+    assert.equal((await request(`${base}/files`, "localhost")).status, 404);
+    assert.equal((await request(`${base}/files/x`, "localhost", { method: "POST" })).status, 405);
+    const body = "y".repeat(3000);
+    const put = await request(`${base}/big/x`, "localhost", { method: "PUT", body });
+    assert.deepEqual(put, { status: 200, body });
+    const tooBig = await request(`${base}/big/x`, "localhost", {
+      method: "PUT",
+      body: "z".repeat(5000),
+    });
+    assert.equal(tooBig.status, 413);
+    const posted = await request(`${base}/echo`, "localhost", { method: "POST", body });
+    assert.equal(posted.status, 413);
   } finally {
     await t.stop();
   }
