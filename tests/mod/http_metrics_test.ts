@@ -1,0 +1,135 @@
+// /metrics over real sockets: OpenMetrics text whose values move after a login and a message,
+// checked against the exposition format rules; 403 for addresses outside metrics_allow.
+
+import assert from "node:assert/strict";
+import { OPENMETRICS_TYPE, parseAllow } from "../../mod/http_metrics.ts";
+import { rawRequest } from "../helpers/http_request.ts";
+import { RawClient, roundTrip } from "../helpers/raw_client.ts";
+import { startTestServer } from "../helpers/test_server.ts";
+
+/** Checks the OpenMetrics text rules strictly and returns sample name+labels -> value. */
+function parseOpenMetrics(text: string): Map<string, number> {
+  const lines = text.split("\n");
+  assert.equal(lines.pop(), "", "ends with a newline");
+  assert.equal(lines.pop(), "# EOF", "# EOF is last");
+  const types = new Map<string, string>();
+  const samples = new Map<string, number>();
+  for (const line of lines) {
+    const meta = /^# (TYPE|HELP|UNIT) ([a-zA-Z_:][a-zA-Z0-9_:]*) (.+)$/.exec(line);
+    if (meta) {
+      if (meta[1] === "TYPE") {
+        assert.ok(!types.has(meta[2]), `one TYPE for ${meta[2]}`);
+        assert.match(meta[3], /^(counter|gauge|histogram|summary|info|stateset|unknown)$/);
+        types.set(meta[2], meta[3]);
+      } else if (meta[1] === "UNIT") {
+        assert.ok(meta[2].endsWith(`_${meta[3]}`), `${meta[2]} ends with its unit`);
+      }
+      continue;
+    }
+    const sample =
+      /^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[a-z_]+="[^"\\\n]*"(,[a-z_]+="[^"\\\n]*")*\})? (\S+)$/
+        .exec(line);
+    assert.ok(sample, `valid sample line: ${line}`);
+    const name = sample[1];
+    const family = types.has(name) ? name : name.replace(/_total$/, "");
+    const type = types.get(family);
+    assert.ok(type, `${name} has a TYPE`);
+    if (type === "counter") assert.equal(name, `${family}_total`, "counters end in _total");
+    assert.ok(name.startsWith("lilt_"));
+    const value = Number(sample[4]);
+    assert.ok(Number.isFinite(value), `numeric value in ${line}`);
+    samples.set(name + (sample[2] ?? ""), value);
+  }
+  return samples;
+}
+
+Deno.test("/metrics serves OpenMetrics text whose values move with logins and messages", async () => {
+  const t = await startTestServer({
+    globalToml: 'http_interfaces = ["127.0.0.1:0"]',
+    users: { alice: "pw", bob: "pw" },
+    modules: ["http_metrics"],
+  });
+  try {
+    const url = `http://127.0.0.1:${t.server.port("http")}/metrics`;
+    const before = await rawRequest(url, "localhost");
+    assert.equal(before.status, 200);
+    assert.match(before.headers, /content-type: application\/openmetrics-text; version=1\.0\.0/);
+    const first = parseOpenMetrics(before.body);
+    assert.equal(first.get('lilt_sessions{kind="c2s"}'), 0);
+    const { client: alice } = await RawClient.login(t.port, "alice", "pw");
+    const { client: bob } = await RawClient.login(t.port, "bob", "pw");
+    alice.send("<message to='bob@localhost/test' type='chat'><body>hi</body></message>");
+    await bob.next((el) => el.name === "message");
+    await roundTrip(alice);
+    const after = parseOpenMetrics((await rawRequest(url, "localhost")).body);
+    assert.equal(after.get('lilt_sessions{kind="c2s"}'), 2);
+    assert.equal(
+      after.get("lilt_auth_successes_total"),
+      (first.get("lilt_auth_successes_total") ?? 0) + 2,
+    );
+    assert.ok(
+      after.get('lilt_stanzas_total{kind="message"}')! >
+        first.get('lilt_stanzas_total{kind="message"}')!,
+    );
+    assert.ok(after.get("lilt_process_resident_memory_bytes")! > 0);
+    assert.ok(after.has("lilt_event_loop_lag_seconds"));
+    assert.ok(after.has("lilt_uptime_seconds"));
+    alice.close();
+    bob.close();
+  } finally {
+    await t.stop();
+  }
+});
+
+Deno.test("/metrics answers 403 to addresses outside metrics_allow", async () => {
+  const t = await startTestServer({
+    globalToml: 'http_interfaces = ["127.0.0.1:0"]',
+    hostToml: 'metrics_allow = ["10.0.0.0/8"]',
+    modules: ["http_metrics"],
+  });
+  try {
+    const url = `http://127.0.0.1:${t.server.port("http")}/metrics`;
+    const answer = await rawRequest(url, "localhost");
+    assert.equal(answer.status, 403);
+    assert.ok(!answer.body.includes("lilt_"));
+  } finally {
+    await t.stop();
+  }
+});
+
+Deno.test("metrics_allow entries match IPv4 and IPv6 ranges and reject bad text", () => {
+  assert.ok(parseAllow("127.0.0.1/8")("127.5.0.1"));
+  assert.ok(!parseAllow("127.0.0.1/8")("10.0.0.1"));
+  assert.ok(parseAllow("::1")("::1"));
+  assert.ok(parseAllow("2001:db8::/32")("2001:db8:1::5"));
+  assert.ok(!parseAllow("2001:db8::/32")("2001:db9::5"));
+  assert.throws(() => parseAllow("nope"), /not an IP address/);
+  assert.throws(() => parseAllow("10.0.0.0/40"), /bad prefix/);
+});
+
+Deno.test("curl reads /metrics when curl is installed", async () => {
+  let curl: Deno.Command;
+  try {
+    curl = new Deno.Command("curl", { args: ["--version"], stdout: "null", stderr: "null" });
+    await curl.output();
+  } catch {
+    return; // curl is not installed
+  }
+  const t = await startTestServer({
+    globalToml: 'http_interfaces = ["127.0.0.1:0"]',
+    modules: ["http_metrics"],
+  });
+  try {
+    const port = t.server.port("http");
+    const out = await new Deno.Command("curl", {
+      args: ["-s", "-i", "-H", "Host: localhost", `http://127.0.0.1:${port}/metrics`],
+      stdout: "piped",
+    }).output();
+    const text = new TextDecoder().decode(out.stdout);
+    assert.match(text, /^HTTP\/1\.1 200/);
+    assert.ok(text.toLowerCase().includes(`content-type: ${OPENMETRICS_TYPE}`));
+    assert.ok(text.endsWith("# EOF\n"));
+  } finally {
+    await t.stop();
+  }
+});
