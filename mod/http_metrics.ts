@@ -112,6 +112,17 @@ function render(m: ModuleAPI, lagSeconds: number): string {
     `lilt_auth_failures_total{kind="c2s"} ${counters["c2s.auth_failures"] ?? 0}`,
     `lilt_auth_failures_total{kind="component"} ${counters["component.auth_failures"] ?? 0}`,
   );
+  const transactions = server.database.transactionStats;
+  family(
+    "lilt_storage_transaction_seconds",
+    "summary",
+    "Time of committed database transactions (batched writes, archive flushes)",
+    "seconds",
+  );
+  lines.push(
+    `lilt_storage_transaction_seconds_count ${transactions.count}`,
+    `lilt_storage_transaction_seconds_sum ${transactions.seconds}`,
+  );
   const memory = Deno.memoryUsage();
   family("lilt_process_resident_memory_bytes", "gauge", "Resident set size", "bytes");
   lines.push(`lilt_process_resident_memory_bytes ${memory.rss}`);

@@ -118,6 +118,7 @@ export class Database {
    */
   transaction<T>(fn: () => T): T {
     const depth = this.#depth;
+    const started = depth === 0 ? performance.now() : 0;
     const savepoint = `lilt_savepoint_${depth}`;
     this.db.exec(depth === 0 ? "BEGIN IMMEDIATE" : `SAVEPOINT ${savepoint}`);
     this.#depth = depth + 1;
@@ -142,8 +143,18 @@ export class Database {
       this.#undo(depth, savepoint);
       throw error;
     }
+    if (depth === 0) {
+      this.transactionStats.count++;
+      this.transactionStats.seconds += (performance.now() - started) / 1000;
+    }
     return result;
   }
+
+  /**
+   * Committed outermost transactions and write batches: how many and their total time (a
+   * transaction from BEGIN to COMMIT, a batch its COMMIT), for /metrics.
+   */
+  readonly transactionStats = { count: 0, seconds: 0 };
 
   /**
    * Puts the writes that follow, until the current task ends, into one transaction: stores
@@ -166,7 +177,10 @@ export class Database {
     this.#depth = 0;
     if (!this.db.isOpen || !this.db.isTransaction) return;
     try {
+      const started = performance.now();
       this.db.exec("COMMIT");
+      this.transactionStats.count++;
+      this.transactionStats.seconds += (performance.now() - started) / 1000;
     } catch (error) {
       log.error("Could not commit the writes of this moment: {error}", { error: reason(error) });
       if (this.db.isTransaction) this.db.exec("ROLLBACK");

@@ -31,7 +31,7 @@ function parseOpenMetrics(text: string): Map<string, number> {
         .exec(line);
     assert.ok(sample, `valid sample line: ${line}`);
     const name = sample[1];
-    const family = types.has(name) ? name : name.replace(/_total$/, "");
+    const family = types.has(name) ? name : name.replace(/_(total|count|sum)$/, "");
     const type = types.get(family);
     assert.ok(type, `${name} has a TYPE`);
     if (type === "counter") assert.equal(name, `${family}_total`, "counters end in _total");
@@ -47,7 +47,7 @@ Deno.test("/metrics serves OpenMetrics text whose values move with logins and me
   const t = await startTestServer({
     globalToml: 'http_interfaces = ["127.0.0.1:0"]',
     users: { alice: "pw", bob: "pw" },
-    modules: ["http_metrics"],
+    modules: ["http_metrics", "roster"],
   });
   try {
     const url = `http://127.0.0.1:${t.server.port("http")}/metrics`;
@@ -60,6 +60,10 @@ Deno.test("/metrics serves OpenMetrics text whose values move with logins and me
     const { client: bob } = await RawClient.login(t.port, "bob", "pw");
     alice.send("<message to='bob@localhost/test' type='chat'><body>hi</body></message>");
     await bob.next((el) => el.name === "message");
+    alice.send(
+      "<iq type='set' id='r1'><query xmlns='jabber:iq:roster'><item jid='bob@localhost'/></query></iq>",
+    );
+    await alice.next((el) => el.name === "iq" && el.attrs.id === "r1");
     await roundTrip(alice);
     const after = parseOpenMetrics((await rawRequest(url, "localhost")).body);
     assert.equal(after.get('lilt_sessions{kind="c2s"}'), 2);
@@ -74,6 +78,11 @@ Deno.test("/metrics serves OpenMetrics text whose values move with logins and me
     assert.ok(after.get("lilt_process_resident_memory_bytes")! > 0);
     assert.ok(after.has("lilt_event_loop_lag_seconds"));
     assert.ok(after.has("lilt_uptime_seconds"));
+    // The roster change was written to the database.
+    assert.ok(
+      after.get("lilt_storage_transaction_seconds_count")! >
+        first.get("lilt_storage_transaction_seconds_count")!,
+    );
     alice.close();
     bob.close();
   } finally {
