@@ -5,6 +5,7 @@
 import { isIPv4, isIPv6 } from "node:net";
 import type { OptionSpec } from "../core/config_schema.ts";
 import type { ModuleAPI } from "../core/modules.ts";
+import { S2SStream } from "../core/s2s/s2s_stream.ts";
 
 /** One line for module listings. */
 export const description = "OpenMetrics text at /metrics for the addresses in metrics_allow";
@@ -96,11 +97,15 @@ function render(m: ModuleAPI, lagSeconds: number): string {
     if (unit) lines.push(`# UNIT ${name} ${unit}`);
   };
   const kinds: Record<string, number> = { c2s: 0, s2sin: 0, s2sout: 0, component: 0 };
+  const remoteDomains = new Set<string>();
   for (const session of server.sessions.all()) {
     if (session.kind in kinds) kinds[session.kind]++;
+    if (session instanceof S2SStream) remoteDomains.add(session.remote);
   }
   family("lilt_sessions", "gauge", "Connected sessions by kind");
   for (const [kind, n] of Object.entries(kinds)) lines.push(`lilt_sessions{kind="${kind}"} ${n}`);
+  family("lilt_s2s_links", "gauge", "Remote domains with at least one s2s stream");
+  lines.push(`lilt_s2s_links ${remoteDomains.size}`);
   family("lilt_stanzas", "counter", "Stanzas routed by kind");
   for (const kind of ["message", "presence", "iq"]) {
     lines.push(`lilt_stanzas_total{kind="${kind}"} ${counters[`stanzas.${kind}`] ?? 0}`);

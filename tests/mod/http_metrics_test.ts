@@ -3,8 +3,11 @@
 
 import assert from "node:assert/strict";
 import { OPENMETRICS_TYPE, parseAllow } from "../../mod/http_metrics.ts";
+import { startDnsResponder } from "../helpers/dns_responder.ts";
+import { online, startFederatingServer } from "../helpers/federation.ts";
 import { rawRequest } from "../helpers/http_request.ts";
 import { RawClient, roundTrip } from "../helpers/raw_client.ts";
+import { createTestCa } from "../helpers/test_ca.ts";
 import { startTestServer } from "../helpers/test_server.ts";
 
 /** Checks the OpenMetrics text rules strictly and returns sample name+labels -> value. */
@@ -56,6 +59,7 @@ Deno.test("/metrics serves OpenMetrics text whose values move with logins and me
     assert.match(before.headers, /content-type: application\/openmetrics-text; version=1\.0\.0/);
     const first = parseOpenMetrics(before.body);
     assert.equal(first.get('lilt_sessions{kind="c2s"}'), 0);
+    assert.equal(first.get("lilt_s2s_links"), 0);
     const { client: alice } = await RawClient.login(t.port, "alice", "pw");
     const { client: bob } = await RawClient.login(t.port, "bob", "pw");
     alice.send("<message to='bob@localhost/test' type='chat'><body>hi</body></message>");
@@ -87,6 +91,39 @@ Deno.test("/metrics serves OpenMetrics text whose values move with logins and me
     bob.close();
   } finally {
     await t.stop();
+  }
+});
+
+Deno.test("/metrics counts s2s streams and linked remote domains", async () => {
+  const dns = await startDnsResponder();
+  const ca = await createTestCa();
+  const common = {
+    dns,
+    ca,
+    users: { alice: "pw" },
+    modules: ["roster", "presence", "http_metrics"],
+  };
+  const a = await startFederatingServer({
+    ...common,
+    domain: "a.test",
+    globalToml: 'http_interfaces = ["127.0.0.1:0"]',
+  });
+  const b = await startFederatingServer({ ...common, domain: "b.test" });
+  try {
+    const alice = await online(a.port, "alice", "a.test");
+    const bob = await online(b.port, "alice", "b.test");
+    alice.send("<message to='alice@b.test/r' type='chat' id='m1'><body>hi</body></message>");
+    await bob.next((el) => el.name === "message" && el.attrs.id === "m1", 10_000);
+    const url = `http://127.0.0.1:${a.server.port("http")}/metrics`;
+    const metrics = parseOpenMetrics((await rawRequest(url, "a.test")).body);
+    assert.equal(metrics.get("lilt_s2s_links"), 1);
+    assert.equal(metrics.get('lilt_sessions{kind="s2sout"}'), 1);
+    alice.close();
+    bob.close();
+  } finally {
+    await a.stop();
+    await b.stop();
+    await dns.close();
   }
 });
 
