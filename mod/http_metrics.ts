@@ -4,7 +4,7 @@
 
 import { isIPv4, isIPv6 } from "node:net";
 import type { OptionSpec } from "../core/config_schema.ts";
-import type { ModuleAPI } from "../core/modules.ts";
+import { type ModuleAPI, ModuleOptionError } from "../core/modules.ts";
 import { S2SStream } from "../core/s2s/s2s_stream.ts";
 
 /** One line for module listings. */
@@ -16,9 +16,21 @@ export const options: Record<string, OptionSpec> = {
     type: "string[]",
     default: ["127.0.0.1/8", "::1/128"],
     scope: "host",
+    check: checkAllow,
     description: "IP addresses or CIDR ranges that may read /metrics (others get 403)",
   },
 };
+
+/** The message for a `metrics_allow` entry that is not an address or range, else undefined. */
+function checkAllow(item: string, name: string): string | undefined {
+  try {
+    parseAllow(item);
+    return undefined;
+  } catch {
+    return `option '${name}' has an invalid entry '${item}': expected an IPv4 or IPv6 ` +
+      `address, optionally with a /prefix length (e.g. "10.0.0.0/8")`;
+  }
+}
 
 /** The content type of the OpenMetrics 1.0 text format. */
 export const OPENMETRICS_TYPE = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -67,7 +79,12 @@ export function parseAllow(entry: string): (ip: string) => boolean {
 
 /** Serves /metrics on this host for the allowed addresses. */
 export default function httpMetrics(m: ModuleAPI): void {
-  const allowed = m.option<string[]>("metrics_allow").map(parseAllow);
+  const entries = m.option<string[]>("metrics_allow");
+  for (const item of entries) {
+    const problem = checkAllow(item, "metrics_allow");
+    if (problem) throw new ModuleOptionError(`Module '${m.name}' on ${m.domain}: ${problem}`);
+  }
+  const allowed = entries.map(parseAllow);
   // Event-loop lag: how late a 500 ms timer fires, kept as the last measurement.
   let lagSeconds = 0;
   let expected = performance.now() + 500;

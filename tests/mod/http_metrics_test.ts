@@ -153,6 +153,13 @@ Deno.test("metrics_allow entries match IPv4 and IPv6 ranges and reject bad text"
   assert.throws(() => parseAllow("10.0.0.0/40"), /bad prefix/);
 });
 
+Deno.test("a metrics_allow entry that is not an address is a config error", async () => {
+  await assert.rejects(
+    startTestServer({ hostToml: 'metrics_allow = ["nope"]', modules: ["http_metrics"] }),
+    /invalid entry 'nope'/,
+  );
+});
+
 Deno.test("curl reads /metrics when curl is installed", async () => {
   let curl: Deno.Command;
   try {
