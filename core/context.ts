@@ -38,6 +38,8 @@ export interface ServerContext {
   readonly metrics: Metrics;
   /** HTTP routes by host (see `ModuleAPI.httpRoute`). */
   readonly http: HttpRoutes;
+  /** The bound port of the first HTTP listener (throws when there is none). */
+  port(kind: "http"): number;
   /** When the server started (ms epoch). */
   readonly startedAt: number;
   /** Federation; undefined when the server has no s2s listener (remote stanzas bounce). */

@@ -23,6 +23,7 @@ import * as register from "./register.ts";
 import * as roster from "./roster.ts";
 import * as smacks from "./smacks.ts";
 import * as time from "./time.ts";
+import * as upload from "./upload.ts";
 import * as vcard from "./vcard.ts";
 import * as vcard_pep from "./vcard_pep.ts";
 import * as version from "./version.ts";
@@ -51,6 +52,7 @@ export const builtinModules: ModuleTable = {
   roster,
   smacks,
   time,
+  upload,
   vcard,
   vcard_pep,
   version,
