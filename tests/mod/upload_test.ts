@@ -216,3 +216,68 @@ Deno.test("slot refusals: too large, over quota, bad size, no filename", async (
     await t.stop();
   }
 });
+
+/** Runs an `upload` shell command the way the admin socket does. */
+async function shell(t: TestServer, name: string, ...args: string[]) {
+  const spec = t.server.commands.get("upload", name)!;
+  return await spec.run(
+    { server: t.server, emit: () => {}, signal: new AbortController().signal },
+    args,
+  );
+}
+
+/** Requests a slot and uploads `size` bytes through it; returns the slot. */
+async function uploaded(alice: RawClient, name: string, size: number): Promise<Slot> {
+  const slot = slotOf(await iq(alice, slotRequest(name, size)));
+  const put = await http(slot.put, "PUT", {
+    authorization: slot.auth,
+    "content-length": String(size),
+  }, new Uint8Array(size));
+  assert.equal(put.status, 201);
+  return slot;
+}
+
+Deno.test("shell: list, usage and delete an account's uploads", async () => {
+  const { t, alice } = await world();
+  try {
+    const slot = await uploaded(alice, "a.txt", 40);
+    await uploaded(alice, "b.txt", 2);
+    const listed = await shell(t, "list", SERVICE, "alice@localhost");
+    const files = (listed.data as { files: { id: string; filename: string }[] }).files;
+    assert.deepEqual(files.map((f) => f.filename), ["a.txt", "b.txt"]);
+    assert.deepEqual((await shell(t, "usage", SERVICE, "alice@localhost")).data, {
+      owner: "alice@localhost",
+      bytes: 42,
+    });
+    const id = new URL(slot.get).pathname.split("/")[2];
+    assert.equal(files[0].id, id);
+    await shell(t, "delete", SERVICE, id);
+    assert.equal((await http(slot.get, "GET")).status, 404);
+    await assert.rejects(shell(t, "delete", SERVICE, id), /No upload/);
+    assert.deepEqual((await shell(t, "usage", SERVICE)).data, { owner: undefined, bytes: 2 });
+    await assert.rejects(shell(t, "usage", "localhost"), /not loaded/);
+  } finally {
+    alice.close();
+    await t.stop();
+  }
+});
+
+Deno.test("expiry deletes the file and its row once expires_ms has passed", async () => {
+  const { t, alice } = await world();
+  try {
+    const slot = await uploaded(alice, "old.txt", 5);
+    const kept = await uploaded(alice, "new.txt", 7);
+    const id = new URL(slot.get).pathname.split("/")[2];
+    assert.ok(Deno.statSync(`${t.dataDir}/uploads/${id}`).isFile);
+    t.server.database.prepare("UPDATE upload_files SET expires_ms = 1 WHERE id = ?").run(id);
+    assert.deepEqual((await shell(t, "expire", SERVICE)).data, { deleted: 1 });
+    assert.equal((await http(slot.get, "GET")).status, 404);
+    assert.throws(() => Deno.statSync(`${t.dataDir}/uploads/${id}`), Deno.errors.NotFound);
+    const row = t.server.database.prepare("SELECT id FROM upload_files WHERE id = ?").get(id);
+    assert.equal(row, undefined);
+    assert.equal((await http(kept.get, "GET")).status, 200);
+  } finally {
+    alice.close();
+    await t.stop();
+  }
+});
