@@ -305,10 +305,17 @@ export default function upload(m: ModuleAPI): void {
   form.c("field", { var: "max-file-size" }).c("value").t(String(maxSize()));
   m.addExtension(form);
 
-  /** The base URL slots are under: http_external_url, else this component on the listener. */
+  /**
+   * The base URL slots are under: this component's name (HTTP routes go by the Host header)
+   * with http_external_url's scheme, port and path when set, else on the HTTP listener.
+   */
   const baseUrl = (): string | undefined => {
     const external = m.server.config.get<string>("http_external_url");
-    if (external) return external.replace(/\/+$/, "");
+    if (external) {
+      const url = new URL(external);
+      const port = url.port ? `:${url.port}` : "";
+      return `${url.protocol}//${m.domain}${port}${url.pathname.replace(/\/+$/, "")}`;
+    }
     try {
       return `http://${m.domain}:${m.server.port("http")}`;
     } catch {

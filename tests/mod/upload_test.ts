@@ -197,6 +197,23 @@ Deno.test("curl uploads and downloads through a slot", async (test) => {
   }
 });
 
+Deno.test("with http_external_url, slot URLs keep its scheme, port and path on the component's name", async () => {
+  const t = await startTestServer({
+    users: { alice: "pw" },
+    globalToml:
+      'http_interfaces = ["127.0.0.1:0"]\nhttp_external_url = "https://chat.example:8443/x/"',
+    extraToml: `[[component]]\ndomain = "${SERVICE}"\nmodules = ["disco", "upload"]\n`,
+  });
+  const alice = (await RawClient.login(t.port, "alice", "pw", "a")).client;
+  try {
+    const slot = slotOf(await iq(alice, slotRequest("f.txt", 3)));
+    assert.match(slot.put, /^https:\/\/upload\.localhost:8443\/x\/upload\/[\w-]+\/f\.txt$/);
+  } finally {
+    alice.close();
+    await t.stop();
+  }
+});
+
 Deno.test("slot refusals: too large, over quota, bad size, no filename", async () => {
   const { t, alice } = await world("upload_max_file_size = 1000\nupload_quota = 1500");
   try {
