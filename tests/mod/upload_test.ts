@@ -136,6 +136,13 @@ Deno.test("a slot takes one PUT of the exact size; GET returns the bytes and hea
     );
     assert.equal(long.status, 413);
     assert.equal((await http(slot.get, "GET")).status, 404);
+    const chunked = await http(
+      slot.put,
+      "PUT",
+      { ...auth, "transfer-encoding": "chunked" },
+      new TextEncoder().encode("3\r\nabc\r\n0\r\n\r\n"),
+    );
+    assert.equal(chunked.status, 400);
     const put = await http(slot.put, "PUT", { ...auth, ...length }, bytes);
     assert.equal(put.status, 201);
     assert.equal((await http(slot.put, "PUT", { ...auth, ...length }, bytes)).status, 409);
