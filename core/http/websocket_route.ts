@@ -4,7 +4,7 @@
 import { getLogger } from "../log.ts";
 import { type C2SDeps, C2SSession } from "../net/c2s.ts";
 import { WebSocketTransport } from "../net/websocket_transport.ts";
-import type { StreamReceiver } from "../net/transport.ts";
+import { NO_RECEIVER } from "../net/transport.ts";
 import type { HttpHandler } from "./routes.ts";
 
 const log = getLogger("http");
@@ -63,13 +63,3 @@ function plain(status: number, body: string, headers: Record<string, string> = {
     headers: { "content-type": "text/plain", ...headers },
   });
 }
-
-/** The receiver the transport has until the session takes it (never called). */
-const NO_RECEIVER: StreamReceiver = {
-  streamOpen() {},
-  element() {},
-  streamClose() {},
-  inputError() {},
-  internalError() {},
-  transportClosed() {},
-};

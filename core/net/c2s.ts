@@ -44,7 +44,12 @@ import {
 } from "../xml/stanza.ts";
 import { SocketTransport } from "./socket_transport.ts";
 import type { TlsContexts } from "./tls.ts";
-import type { StreamReceiver, Transport, TransportKind } from "./transport.ts";
+import {
+  NO_RECEIVER,
+  type StreamReceiver,
+  type Transport,
+  type TransportKind,
+} from "./transport.ts";
 
 const log = getLogger("c2s");
 
@@ -979,13 +984,3 @@ export function acceptC2S(socket: Socket, directTls: boolean, deps: C2SDeps): C2
   });
   return session;
 }
-
-/** The receiver a transport has until its session takes it (never called). */
-const NO_RECEIVER: StreamReceiver = {
-  streamOpen() {},
-  element() {},
-  streamClose() {},
-  inputError() {},
-  internalError() {},
-  transportClosed() {},
-};

@@ -35,6 +35,16 @@ export interface StreamReceiver {
   internalError(error: unknown): void;
 }
 
+/** The receiver a transport has until a session takes it (never called). */
+export const NO_RECEIVER: StreamReceiver = {
+  streamOpen() {},
+  element() {},
+  streamClose() {},
+  inputError() {},
+  internalError() {},
+  transportClosed() {},
+};
+
 /** A connection carrying one XML stream at a time (a new one after STARTTLS and SASL). */
 export interface Transport {
   readonly kind: TransportKind;
