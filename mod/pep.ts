@@ -17,6 +17,7 @@ import { hasFrom, type RosterItem } from "./roster_store.ts";
 import { defaultNodeConfig } from "./pubsub/config.ts";
 import { PubsubError, pubsubErrorReply } from "./pubsub/errors.ts";
 import {
+  addNodeItems,
   handlePubsub,
   handlePubsubOwner,
   nodeInfoReply,
@@ -331,7 +332,7 @@ export default function pep(m: ModuleAPI): void {
     const service = serviceOf(user);
     const full = resource.toString();
     let sent = lastSent.get(full)?.get(user);
-    for (const node of store.nodes(service.jid)) {
+    for (const node of service.nodes()) {
       if (!features.has(`${node.node}+notify`) || sent?.has(node.node)) continue;
       if (service.sendLastPublished(node.node, resource)) {
         if (!sent) {
@@ -434,7 +435,7 @@ export default function pep(m: ModuleAPI): void {
       if (!asker) throw new PubsubError("jid-malformed");
       if (name === undefined) {
         for (const item of m.host.accountDisco.items()) query.c("item", { ...item });
-        for (const node of store.nodes(service.jid)) {
+        for (const node of service.nodes()) {
           if (service.accessError(node, asker.bareString())) continue;
           query.c("item", {
             jid: service.jid,
@@ -443,9 +444,7 @@ export default function pep(m: ModuleAPI): void {
           });
         }
       } else {
-        for (const item of service.items(asker, name)) {
-          query.c("item", { jid: service.jid, name: item.id });
-        }
+        addNodeItems(query, service, asker, name);
       }
       origin.send(result);
     } catch (error) {

@@ -13,6 +13,7 @@ import type { RosterItem } from "./roster_store.ts";
 import { defaultNodeConfig } from "./pubsub/config.ts";
 import { PubsubError, pubsubErrorReply } from "./pubsub/errors.ts";
 import {
+  addNodeItems,
   authorizationAnswer,
   handlePubsub,
   handlePubsubOwner,
@@ -254,9 +255,7 @@ export default function pubsub(m: ModuleAPI): void {
     const actor = tryParseJid(stanza.attrs.from ?? "");
     try {
       if (!actor) throw new PubsubError("jid-malformed");
-      for (const item of service.items(actor, name)) {
-        query.c("item", { jid: m.domain, name: item.id });
-      }
+      addNodeItems(query, service, actor, name);
       origin.send(result);
     } catch (error) {
       if (!(error instanceof PubsubError)) throw error;

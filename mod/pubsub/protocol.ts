@@ -363,3 +363,15 @@ export function nodeInfoReply(stanza: Element, service: PubsubService, node: Sto
   );
   return result;
 }
+
+/** Adds a node's items to a disco#items answer (XEP-0060 §5.5), as `actor` may see them. */
+export function addNodeItems(
+  query: Element,
+  service: PubsubService,
+  actor: JID,
+  node: string,
+): void {
+  for (const item of service.items(actor, node)) {
+    query.c("item", { jid: service.jid, name: item.id });
+  }
+}
