@@ -1,7 +1,7 @@
 // XEP-0077 In-Band Registration: account creation before login (off unless the operator allows
 // it, throttled per address), and password change and account removal for logged-in users.
 
-import { BlockList, isIPv4, isIPv6 } from "node:net";
+import { isIPv6 } from "node:net";
 import { deleteAccount } from "../core/auth/account_lifecycle.ts";
 import {
   AccountExistsError,
@@ -12,6 +12,7 @@ import { PasswordPrepError } from "../core/auth/saslprep.ts";
 import type { OptionSpec } from "../core/config_schema.ts";
 import type { StanzaEvent } from "../core/hosts.ts";
 import { prepLocal, tryParseJid } from "../core/jid.ts";
+import { AddressRanges, checkAddressRange, isAddressRange } from "../core/net/address_ranges.ts";
 import { type ModuleAPI, ModuleOptionError } from "../core/modules.ts";
 import type { Session } from "../core/sessions.ts";
 import type { Element } from "../core/xml/element.ts";
@@ -29,13 +30,6 @@ const NS_REGISTER_FEATURE = "http://jabber.org/features/iq-register";
 /** One line for module listings. */
 export const description =
   "XEP-0077: in-band registration (when allowed), password change and account removal";
-
-/** Validates one entry of an address list option. */
-function checkAddressRange(item: string, name: string): string | undefined {
-  if (parseAddressRange(item)) return undefined;
-  return `option '${name}' has an invalid entry '${item}': expected an IPv4 or IPv6 address, ` +
-    `optionally with a /prefix length (e.g. "192.0.2.0/24" or "2001:db8::/32")`;
-}
 
 /** The options this module reads (host-scoped: a [[host]] may override the global value). */
 export const options: Record<string, OptionSpec> = {
@@ -70,32 +64,6 @@ export const options: Record<string, OptionSpec> = {
   },
 };
 
-/** An address range from the configuration, in the shape `BlockList.addSubnet` takes. */
-interface AddressRange {
-  address: string;
-  prefix: number;
-  family: "ipv4" | "ipv6";
-}
-
-function familyOf(address: string): "ipv4" | "ipv6" | undefined {
-  if (isIPv4(address)) return "ipv4";
-  if (isIPv6(address)) return "ipv6";
-  return undefined;
-}
-
-/** Parses "192.0.2.7", "192.0.2.0/24", "2001:db8::1" or "2001:db8::/32". */
-function parseAddressRange(text: string): AddressRange | undefined {
-  const slash = text.indexOf("/");
-  const address = slash < 0 ? text : text.slice(0, slash);
-  const family = familyOf(address);
-  if (!family) return undefined;
-  const max = family === "ipv4" ? 32 : 128;
-  if (slash < 0) return { address, prefix: max, family };
-  const prefix = text.slice(slash + 1);
-  if (!/^\d{1,3}$/.test(prefix) || Number(prefix) > max) return undefined;
-  return { address, prefix: Number(prefix), family };
-}
-
 /** The eight 16-bit groups of an IPv6 address, as lowercase hex without leading zeros. */
 function ipv6Groups(address: string): string[] {
   let text = address.toLowerCase();
@@ -122,12 +90,6 @@ function throttleKey(ip: string): string {
   if (mapped) return mapped[1];
   if (!isIPv6(address)) return address;
   return `${ipv6Groups(address).slice(0, 4).join(":")}::/64`;
-}
-
-function inList(list: BlockList, ip: string): boolean {
-  const address = ip.replace(/%.*$/, "");
-  const family = familyOf(address);
-  return family !== undefined && list.check(address, family);
 }
 
 /** When each address last registered, to space registrations out. */
@@ -162,28 +124,25 @@ class RegistrationThrottle {
 interface Policy {
   allowRegistration: boolean;
   intervalMs: number;
-  blocklist: BlockList;
-  allowlist: BlockList;
+  blocklist: AddressRanges;
+  allowlist: AddressRanges;
   /** A password may be sent in the clear only when SASL PLAIN may be too. */
   allowPlainInsecure: boolean;
   requireEncryption: boolean;
 }
 
-function addressList(m: ModuleAPI, name: string): BlockList {
-  const list = new BlockList();
-  for (const item of m.option<string[]>(name)) {
-    const range = parseAddressRange(item);
-    if (!range) {
-      const line = m.server.config.lineOf(m.domain, name);
-      const where = line ? `${m.server.config.file}:${line}: ` : "";
-      throw new ModuleOptionError(
-        `${where}Option '${name}' of module '${m.name}' expected IP addresses or CIDR ranges, ` +
-          `found '${item}'`,
-      );
-    }
-    list.addSubnet(range.address, range.prefix, range.family);
+function addressList(m: ModuleAPI, name: string): AddressRanges {
+  const entries = m.option<string[]>(name);
+  const bad = entries.find((item) => !isAddressRange(item));
+  if (bad !== undefined) {
+    const line = m.server.config.lineOf(m.domain, name);
+    const where = line ? `${m.server.config.file}:${line}: ` : "";
+    throw new ModuleOptionError(
+      `${where}Option '${name}' of module '${m.name}' expected IP addresses or CIDR ranges, ` +
+        `found '${bad}'`,
+    );
   }
-  return list;
+  return AddressRanges.parse(entries);
 }
 
 function readPolicy(m: ModuleAPI): Policy {
@@ -245,7 +204,7 @@ export default function register(m: ModuleAPI): void {
   m.hook("stream-features", ({ session, features }) => {
     if (session.authenticated) return;
     const p = policy();
-    if (!p.allowRegistration || inList(p.blocklist, session.ip)) return;
+    if (!p.allowRegistration || p.blocklist.includes(session.ip)) return;
     // Before TLS the core serves no stanzas when encryption is required.
     if (!session.secure && p.requireEncryption) return;
     if (!passwordChannelSafe(session, p)) return;
@@ -273,7 +232,7 @@ export default function register(m: ModuleAPI): void {
       fail("service-unavailable", { text: "This server does not offer in-band registration" });
       return true;
     }
-    if (inList(p.blocklist, session.ip)) {
+    if (p.blocklist.includes(session.ip)) {
       fail("forbidden", { text: "Registration from your address is not allowed" });
       return true;
     }
@@ -327,7 +286,7 @@ export default function register(m: ModuleAPI): void {
     }
     const key = throttleKey(session.ip);
     let undo = () => {};
-    if (p.intervalMs > 0 && !inList(p.allowlist, session.ip)) {
+    if (p.intervalMs > 0 && !p.allowlist.includes(session.ip)) {
       const wait = throttle.waitMs(key, p.intervalMs);
       if (wait > 0) {
         fail("resource-constraint", {
