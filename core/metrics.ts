@@ -16,9 +16,38 @@ class SimpleCounter implements Counter {
   }
 }
 
+/**
+ * Counts stanzas by kind (message, presence, iq) under `PREFIX.KIND` counters looked up once,
+ * so counting on a hot path (each stanza a stream writes) is one comparison and one addition.
+ */
+export class StanzaCounter {
+  #message: Counter;
+  #presence: Counter;
+  #iq: Counter;
+
+  /** Creates (or reuses) the counters `prefix.message`, `prefix.presence` and `prefix.iq`. */
+  constructor(metrics: Metrics, prefix: string) {
+    this.#message = metrics.counter(`${prefix}.message`);
+    this.#presence = metrics.counter(`${prefix}.presence`);
+    this.#iq = metrics.counter(`${prefix}.iq`);
+  }
+
+  /** Counts one stanza by its element name; other names are ignored. */
+  count(name: string): void {
+    if (name === "message") this.#message.inc();
+    else if (name === "presence") this.#presence.inc();
+    else if (name === "iq") this.#iq.inc();
+  }
+}
+
 /** Named counters, created on first use. */
 export class Metrics {
   #counters = new Map<string, SimpleCounter>();
+  /**
+   * Stanzas the server wrote to client, server-to-server and component streams, by kind
+   * (`stanzas_out.message`, ...); routed stanzas are `stanzas.KIND`.
+   */
+  readonly stanzasOut: StanzaCounter = new StanzaCounter(this, "stanzas_out");
 
   /** The counter with this name (e.g. "c2s.auth_failures"), created at 0 on first use. */
   counter(name: string): Counter {

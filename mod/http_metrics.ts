@@ -35,6 +35,9 @@ function checkAllow(item: string, name: string): string | undefined {
 /** The content type of the OpenMetrics 1.0 text format. */
 export const OPENMETRICS_TYPE = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
+/** The content type of the Prometheus text format, for scrapers asking for text/plain. */
+export const PROMETHEUS_TYPE = "text/plain; version=0.0.4; charset=utf-8";
+
 /** An IP address as a 128-bit number (IPv4 mapped into ::ffff:0:0/96), or undefined. */
 function ipBits(ip: string): bigint | undefined {
   if (ip.startsWith("[") && ip.endsWith("]")) ip = ip.slice(1, -1);
@@ -94,66 +97,161 @@ export default function httpMetrics(m: ModuleAPI): void {
     expected = now + 500;
   }, { repeat: true });
 
-  m.httpRoute("GET", "/metrics", (_request, info) => {
+  m.httpRoute("GET", "/metrics", (request, info) => {
     if (!allowed.some((match) => match(info.ip))) {
       return new Response("Forbidden\n", {
         status: 403,
         headers: { "content-type": "text/plain" },
       });
     }
-    return new Response(render(m, lagSeconds), { headers: { "content-type": OPENMETRICS_TYPE } });
+    const prometheus = wantsPrometheusText(request.headers.get("accept"));
+    return new Response(render(collect(m, lagSeconds), prometheus), {
+      headers: { "content-type": prometheus ? PROMETHEUS_TYPE : OPENMETRICS_TYPE },
+    });
   });
 }
 
-function render(m: ModuleAPI, lagSeconds: number): string {
+/** One metric family: its samples carry the family name plus a suffix ("_total", "_sum"). */
+interface Family {
+  name: string;
+  type: "counter" | "gauge" | "summary";
+  help: string;
+  /** The OpenMetrics unit (the name ends in `_<unit>`). */
+  unit?: string;
+  samples: { suffix: string; labels?: Record<string, string>; value: number }[];
+}
+
+/** The format a scraper asked for: OpenMetrics unless it asks for text/plain only. */
+export function wantsPrometheusText(accept: string | null): boolean {
+  if (!accept) return false;
+  const types = accept.toLowerCase().split(",").map((part) => part.split(";")[0].trim());
+  return !types.includes("application/openmetrics-text") && types.includes("text/plain");
+}
+
+/** The families /metrics exposes, read now. */
+function collect(m: ModuleAPI, lagSeconds: number): Family[] {
   const server = m.server;
   const counters = server.metrics.snapshot();
-  const lines: string[] = [];
-  const family = (name: string, type: string, help: string, unit?: string) => {
-    lines.push(`# TYPE ${name} ${type}`, `# HELP ${name} ${help}`);
-    if (unit) lines.push(`# UNIT ${name} ${unit}`);
-  };
   const kinds: Record<string, number> = { c2s: 0, s2sin: 0, s2sout: 0, component: 0 };
   const remoteDomains = new Set<string>();
   for (const session of server.sessions.all()) {
     if (session.kind in kinds) kinds[session.kind]++;
     if (session instanceof S2SStream) remoteDomains.add(session.remote);
   }
-  family("lilt_sessions", "gauge", "Connected sessions by kind");
-  for (const [kind, n] of Object.entries(kinds)) lines.push(`lilt_sessions{kind="${kind}"} ${n}`);
-  family("lilt_s2s_links", "gauge", "Remote domains with at least one s2s stream");
-  lines.push(`lilt_s2s_links ${remoteDomains.size}`);
-  family("lilt_stanzas", "counter", "Stanzas routed by kind");
-  for (const kind of ["message", "presence", "iq"]) {
-    lines.push(`lilt_stanzas_total{kind="${kind}"} ${counters[`stanzas.${kind}`] ?? 0}`);
-  }
-  family("lilt_auth_successes", "counter", "Successful client logins");
-  lines.push(`lilt_auth_successes_total ${counters["c2s.logins"] ?? 0}`);
-  family("lilt_auth_failures", "counter", "Failed client and component authentications");
-  lines.push(
-    `lilt_auth_failures_total{kind="c2s"} ${counters["c2s.auth_failures"] ?? 0}`,
-    `lilt_auth_failures_total{kind="component"} ${counters["component.auth_failures"] ?? 0}`,
-  );
+  const stanzaKinds = ["message", "presence", "iq"];
   const transactions = server.database.transactionStats;
-  family(
-    "lilt_storage_transaction_seconds",
-    "summary",
-    "Time of committed database transactions (batched writes, archive flushes)",
-    "seconds",
-  );
-  lines.push(
-    `lilt_storage_transaction_seconds_count ${transactions.count}`,
-    `lilt_storage_transaction_seconds_sum ${transactions.seconds}`,
-  );
   const memory = Deno.memoryUsage();
-  family("lilt_process_resident_memory_bytes", "gauge", "Resident set size", "bytes");
-  lines.push(`lilt_process_resident_memory_bytes ${memory.rss}`);
-  family("lilt_process_heap_used_bytes", "gauge", "JavaScript heap in use", "bytes");
-  lines.push(`lilt_process_heap_used_bytes ${memory.heapUsed}`);
-  family("lilt_event_loop_lag_seconds", "gauge", "How late a periodic timer last fired", "seconds");
-  lines.push(`lilt_event_loop_lag_seconds ${lagSeconds}`);
-  family("lilt_uptime_seconds", "gauge", "Seconds since the server started", "seconds");
-  lines.push(`lilt_uptime_seconds ${(Date.now() - server.startedAt) / 1000}`);
-  lines.push("# EOF");
+  return [
+    {
+      name: "lilt_sessions",
+      type: "gauge",
+      help: "Connected sessions by kind",
+      samples: Object.entries(kinds).map(([kind, value]) => ({
+        suffix: "",
+        labels: { kind },
+        value,
+      })),
+    },
+    {
+      name: "lilt_s2s_links",
+      type: "gauge",
+      help: "Remote domains with at least one s2s stream",
+      samples: [{ suffix: "", value: remoteDomains.size }],
+    },
+    {
+      name: "lilt_stanzas",
+      type: "counter",
+      help: "Stanzas by direction (in: routed; out: written to streams) and kind",
+      samples: [
+        ...stanzaKinds.map((kind) => ({
+          suffix: "_total",
+          labels: { direction: "in", kind },
+          value: counters[`stanzas.${kind}`] ?? 0,
+        })),
+        ...stanzaKinds.map((kind) => ({
+          suffix: "_total",
+          labels: { direction: "out", kind },
+          value: counters[`stanzas_out.${kind}`] ?? 0,
+        })),
+      ],
+    },
+    {
+      name: "lilt_auth_successes",
+      type: "counter",
+      help: "Successful client logins",
+      samples: [{ suffix: "_total", value: counters["c2s.logins"] ?? 0 }],
+    },
+    {
+      name: "lilt_auth_failures",
+      type: "counter",
+      help: "Failed client and component authentications",
+      samples: [
+        { suffix: "_total", labels: { kind: "c2s" }, value: counters["c2s.auth_failures"] ?? 0 },
+        {
+          suffix: "_total",
+          labels: { kind: "component" },
+          value: counters["component.auth_failures"] ?? 0,
+        },
+      ],
+    },
+    {
+      name: "lilt_storage_transaction_seconds",
+      type: "summary",
+      help: "Time of committed database transactions (batched writes, archive flushes)",
+      unit: "seconds",
+      samples: [
+        { suffix: "_count", value: transactions.count },
+        { suffix: "_sum", value: transactions.seconds },
+      ],
+    },
+    {
+      name: "lilt_process_resident_memory_bytes",
+      type: "gauge",
+      help: "Resident set size",
+      unit: "bytes",
+      samples: [{ suffix: "", value: memory.rss }],
+    },
+    {
+      name: "lilt_process_heap_used_bytes",
+      type: "gauge",
+      help: "JavaScript heap in use",
+      unit: "bytes",
+      samples: [{ suffix: "", value: memory.heapUsed }],
+    },
+    {
+      name: "lilt_event_loop_lag_seconds",
+      type: "gauge",
+      help: "How late a periodic timer last fired",
+      unit: "seconds",
+      samples: [{ suffix: "", value: lagSeconds }],
+    },
+    {
+      name: "lilt_uptime_seconds",
+      type: "gauge",
+      help: "Seconds since the server started",
+      unit: "seconds",
+      samples: [{ suffix: "", value: (Date.now() - server.startedAt) / 1000 }],
+    },
+  ];
+}
+
+/**
+ * The families as text: OpenMetrics 1.0 (family names without `_total`, UNIT lines, `# EOF`)
+ * or the Prometheus text format 0.0.4 (a counter's TYPE names its `_total` sample, no UNIT).
+ */
+function render(families: Family[], prometheus: boolean): string {
+  const lines: string[] = [];
+  for (const family of families) {
+    const typed = prometheus && family.type === "counter" ? `${family.name}_total` : family.name;
+    lines.push(`# TYPE ${typed} ${family.type}`, `# HELP ${typed} ${family.help}`);
+    if (family.unit && !prometheus) lines.push(`# UNIT ${family.name} ${family.unit}`);
+    for (const sample of family.samples) {
+      const labels = sample.labels
+        ? `{${Object.entries(sample.labels).map(([k, v]) => `${k}="${v}"`).join(",")}}`
+        : "";
+      lines.push(`${family.name}${sample.suffix}${labels} ${sample.value}`);
+    }
+  }
+  if (!prometheus) lines.push("# EOF");
   return lines.join("\n") + "\n";
 }

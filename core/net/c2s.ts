@@ -230,6 +230,7 @@ export class C2SSession implements Session, StreamReceiver {
   release(stanza: Element): void {
     if (this.#closed) return;
     this.#transport?.send(stanza);
+    this.#deps.server.metrics.stanzasOut.count(stanza.name);
     // After the write, so that a filter's own output (an ack request) follows the stanza.
     const filters = this.#filters;
     if (filters !== undefined) { for (const filter of filters) filter(stanza); }

@@ -86,6 +86,7 @@ export class ComponentSession implements Session, StreamReceiver {
   send(stanza: Element): void {
     if (this.#closed) return;
     this.#transport.send(stanza);
+    this.#deps.server.metrics.stanzasOut.count(stanza.name);
   }
 
   #sendHeader(): void {

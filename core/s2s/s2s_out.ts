@@ -111,6 +111,7 @@ export class S2SOut extends S2SStream {
   send(stanza: Element): void {
     if (this.closed) return;
     this.writeElement(stanza);
+    this.ctx.server.metrics.stanzasOut.count(stanza.name);
   }
 
   /**

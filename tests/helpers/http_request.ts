@@ -3,12 +3,14 @@
 
 /**
  * Sends one HTTP/1.1 request over a raw socket (fetch does not let a test set the Host
- * header) and returns the status and body. `chunked` sends the body without Content-Length.
+ * header) and returns the status and body. `chunked` sends the body without Content-Length;
+ * `headers` are added to the request as given.
  */
 export async function rawRequest(
   url: string,
   host: string,
-  init: { method?: string; body?: string; chunked?: boolean } = {},
+  init: { method?: string; body?: string; chunked?: boolean; headers?: Record<string, string> } =
+    {},
 ): Promise<{ status: number; body: string; headers: string }> {
   const { hostname, port, pathname } = new URL(url);
   const conn = await Deno.connect({ hostname, port: Number(port) });
@@ -18,7 +20,8 @@ export async function rawRequest(
       ? `Transfer-Encoding: chunked\r\n\r\n${body.length.toString(16)}\r\n${body}\r\n0\r\n\r\n`
       : `Content-Length: ${body.length}\r\n\r\n${body}`;
     const head = `${init.method ?? "GET"} ${pathname} HTTP/1.1\r\nHost: ${host}\r\n` +
-      `Connection: close\r\n`;
+      `Connection: close\r\n` +
+      Object.entries(init.headers ?? {}).map(([name, value]) => `${name}: ${value}\r\n`).join("");
     await conn.write(new TextEncoder().encode(head + framing));
     const text = await new Response(conn.readable).text();
     const status = Number(text.slice(9, 12));

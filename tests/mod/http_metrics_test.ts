@@ -1,8 +1,15 @@
 // /metrics over real sockets: OpenMetrics text whose values move after a login and a message,
-// checked against the exposition format rules; 403 for addresses outside metrics_allow.
+// checked against the exposition format rules; the Prometheus text format read by an npm
+// parser; 403 for addresses outside metrics_allow.
 
 import assert from "node:assert/strict";
-import { OPENMETRICS_TYPE, parseAllow } from "../../mod/http_metrics.ts";
+import parsePrometheusTextFormat from "parse-prometheus-text-format";
+import {
+  OPENMETRICS_TYPE,
+  parseAllow,
+  PROMETHEUS_TYPE,
+  wantsPrometheusText,
+} from "../../mod/http_metrics.ts";
 import { startDnsResponder } from "../helpers/dns_responder.ts";
 import { online, startFederatingServer } from "../helpers/federation.ts";
 import { rawRequest } from "../helpers/http_request.ts";
@@ -75,9 +82,16 @@ Deno.test("/metrics serves OpenMetrics text whose values move with logins and me
       after.get("lilt_auth_successes_total"),
       (first.get("lilt_auth_successes_total") ?? 0) + 2,
     );
+    for (const direction of ["in", "out"]) {
+      for (const kind of ["message", "iq"]) {
+        const key = `lilt_stanzas_total{direction="${direction}",kind="${kind}"}`;
+        assert.ok(after.get(key)! > first.get(key)!, `${key} grew`);
+      }
+    }
+    // Bob received the message: one more message written out than before.
     assert.ok(
-      after.get('lilt_stanzas_total{kind="message"}')! >
-        first.get('lilt_stanzas_total{kind="message"}')!,
+      after.get('lilt_stanzas_total{direction="out",kind="message"}')! >=
+        first.get('lilt_stanzas_total{direction="out",kind="message"}')! + 1,
     );
     assert.ok(after.get("lilt_process_resident_memory_bytes")! > 0);
     assert.ok(after.has("lilt_event_loop_lag_seconds"));
@@ -118,6 +132,8 @@ Deno.test("/metrics counts s2s streams and linked remote domains", async () => {
     const metrics = parseOpenMetrics((await rawRequest(url, "a.test")).body);
     assert.equal(metrics.get("lilt_s2s_links"), 1);
     assert.equal(metrics.get('lilt_sessions{kind="s2sout"}'), 1);
+    // The message left over the s2s stream: counted as written out.
+    assert.ok(metrics.get('lilt_stanzas_total{direction="out",kind="message"}')! >= 1);
     alice.close();
     bob.close();
   } finally {
@@ -185,4 +201,69 @@ Deno.test("curl reads /metrics when curl is installed", async () => {
   } finally {
     await t.stop();
   }
+});
+
+Deno.test("/metrics in the Prometheus text format reads with a Prometheus parser", async () => {
+  const t = await startTestServer({
+    globalToml: 'http_interfaces = ["127.0.0.1:0"]',
+    users: { alice: "pw", bob: "pw" },
+    modules: ["http_metrics"],
+  });
+  try {
+    const { client: alice } = await RawClient.login(t.port, "alice", "pw");
+    const { client: bob } = await RawClient.login(t.port, "bob", "pw");
+    alice.send("<message to='bob@localhost/test' type='chat'><body>hi</body></message>");
+    await bob.next((el) => el.name === "message");
+    const url = `http://127.0.0.1:${t.server.port("http")}/metrics`;
+    const answer = await rawRequest(url, "localhost", {
+      headers: { accept: "text/plain;version=0.0.4;q=0.9,*/*;q=0.1" },
+    });
+    assert.equal(answer.status, 200);
+    assert.ok(answer.headers.includes(`content-type: ${PROMETHEUS_TYPE}`));
+    assert.ok(!answer.body.includes("# EOF"));
+    type Parsed = {
+      name: string;
+      type: string;
+      metrics: { value?: string; count?: string; sum?: string; labels?: Record<string, string> }[];
+    };
+    const families = new Map(
+      (parsePrometheusTextFormat(answer.body) as Parsed[]).map((f) => [f.name, f]),
+    );
+    // Every family is typed (none fell back to untyped), counters under their _total name.
+    for (const family of families.values()) assert.notEqual(family.type, "UNTYPED", family.name);
+    const stanzas = families.get("lilt_stanzas_total");
+    assert.equal(stanzas?.type, "COUNTER");
+    const value = (direction: string, kind: string) =>
+      Number(
+        stanzas!.metrics.find((s) => s.labels?.direction === direction && s.labels?.kind === kind)
+          ?.value,
+      );
+    assert.ok(value("in", "message") >= 1);
+    assert.ok(value("out", "message") >= 1);
+    assert.ok(value("out", "iq") >= 2, "bind results were written");
+    assert.equal(families.get("lilt_auth_successes_total")?.type, "COUNTER");
+    assert.equal(Number(families.get("lilt_auth_successes_total")?.metrics[0].value), 2);
+    const sessions = families.get("lilt_sessions");
+    assert.equal(sessions?.type, "GAUGE");
+    assert.equal(Number(sessions?.metrics.find((s) => s.labels?.kind === "c2s")?.value), 2);
+    const storage = families.get("lilt_storage_transaction_seconds");
+    assert.equal(storage?.type, "SUMMARY");
+    assert.ok(Number.isFinite(Number(storage?.metrics[0].count)));
+    alice.close();
+    bob.close();
+  } finally {
+    await t.stop();
+  }
+});
+
+Deno.test("a scraper asking for text/plain only gets the Prometheus text format", () => {
+  assert.equal(wantsPrometheusText(null), false);
+  assert.equal(wantsPrometheusText("*/*"), false);
+  assert.equal(wantsPrometheusText("text/plain; version=0.0.4"), true);
+  assert.equal(
+    wantsPrometheusText(
+      "application/openmetrics-text;version=1.0.0;q=0.5,text/plain;version=0.0.4;q=0.2,*/*;q=0.1",
+    ),
+    false,
+  );
 });
