@@ -71,6 +71,15 @@ export const options: Record<string, OptionSpec> = {
     scope: "host",
     description: "Bytes of uploads (and open slots) one account may hold (0: no limit)",
   },
+  upload_daily_limit: {
+    type: "integer",
+    default: 0,
+    min: 0,
+    max: 1_099_511_627_776,
+    scope: "host",
+    description:
+      "Bytes one account may request slots for in any 24 hours, rolling (0: no limit); over it a slot request gets resource-constraint with a retry time",
+  },
   upload_expires_after: {
     type: "integer",
     default: 2_592_000,
@@ -205,6 +214,17 @@ class UploadStore {
     return Number(row?.n ?? 0);
   }
 
+  /** Sizes and times of an account's slots and files created after `since`, oldest first. */
+  createdSince(owner: string, since: number): { createdMs: number; size: number }[] {
+    return this.db.prepare(
+      `SELECT created_ms, size FROM upload_files WHERE service = ? AND owner = ? AND created_ms > ?
+         ORDER BY created_ms`,
+    ).all(this.service, owner, since).map((row) => ({
+      createdMs: Number(row.created_ms),
+      size: Number(row.size),
+    }));
+  }
+
   /** Ids of expired files and of slots unused since `staleBefore`. */
   expired(now: number, staleBefore: number): string[] {
     return this.db.prepare(
@@ -212,6 +232,31 @@ class UploadStore {
          ((expires_ms IS NOT NULL AND expires_ms <= ?) OR (stored = 0 AND created_ms <= ?))`,
     ).all(this.service, now, staleBefore).map((row) => String(row.id));
   }
+}
+
+/**
+ * When a request for `size` more bytes fits an account's rolling 24-hour `limit` again: the
+ * time the oldest slots in the window leave it and free enough bytes; undefined when it fits
+ * now. `recent` is the account's slots and files of the last 24 hours, oldest first.
+ */
+export function dailyLimitRetry(
+  recent: readonly { createdMs: number; size: number }[],
+  request: { size: number; limit: number },
+): number | undefined {
+  const used = recent.reduce((sum, entry) => sum + entry.size, 0);
+  let excess = used + request.size - request.limit;
+  if (excess <= 0) return undefined;
+  for (const entry of recent) {
+    excess -= entry.size;
+    if (excess <= 0) return entry.createdMs + DAY_MS;
+  }
+  // Only reached when the request alone is over the limit (callers refuse that first).
+  return recent.at(-1)!.createdMs + DAY_MS;
+}
+
+/** An XEP-0082 DateTime in UTC, rounded up to the next whole second. */
+function stamp(ms: number): string {
+  return new Date(Math.ceil(ms / 1000) * 1000).toISOString().replace(".000Z", "Z");
 }
 
 /** The upload service of a shell argument's component, or a CommandError. */
@@ -296,13 +341,18 @@ export default function upload(m: ModuleAPI): void {
   const dir = join(m.server.config.dataDir, "uploads");
   Deno.mkdirSync(dir, { recursive: true });
   const maxSize = () => m.option<number>("upload_max_file_size");
+  /** The largest file a slot may be for: a daily limit below the file size limit caps it. */
+  const largestFile = () => {
+    const daily = m.option<number>("upload_daily_limit");
+    return daily > 0 ? Math.min(maxSize(), daily) : maxSize();
+  };
   const uploading = new Set<string>();
 
   m.addIdentity("store", "file", "HTTP File Upload");
   m.addFeature(NS_UPLOAD);
   const form = new Element("x", { xmlns: NS_DATA, type: "result" });
   form.c("field", { var: "FORM_TYPE", type: "hidden" }).c("value").t(NS_UPLOAD);
-  form.c("field", { var: "max-file-size" }).c("value").t(String(maxSize()));
+  form.c("field", { var: "max-file-size" }).c("value").t(String(largestFile()));
   m.addExtension(form);
 
   /**
@@ -375,11 +425,14 @@ export default function upload(m: ModuleAPI): void {
     if (!Number.isSafeInteger(size) || size < 1) {
       return fail("bad-request", "The size must be a positive number of bytes");
     }
-    const max = maxSize();
+    const dailyLimit = m.option<number>("upload_daily_limit");
+    const max = largestFile();
     if (size > max) {
       const out = errorReply(stanza, "not-acceptable", {
         type: "modify",
-        text: `File too large: the limit is ${max} bytes`,
+        text: max === maxSize()
+          ? `File too large: the limit is ${max} bytes`
+          : `File too large: the daily upload limit is ${max} bytes`,
       });
       out.getChild("error")!.c("file-too-large", { xmlns: NS_UPLOAD })
         .c("max-file-size").t(String(max));
@@ -390,6 +443,23 @@ export default function upload(m: ModuleAPI): void {
     const quota = m.option<number>("upload_quota");
     if (quota > 0 && store.usage(owner) + size > quota) {
       return fail("resource-constraint", `Upload quota of ${quota} bytes exceeded`);
+    }
+    if (dailyLimit > 0) {
+      const now = Date.now();
+      const retry = dailyLimitRetry(store.createdSince(owner, now - DAY_MS), {
+        size,
+        limit: dailyLimit,
+      });
+      if (retry !== undefined) {
+        // XEP-0363 §3.3: a quota that frees up later is a wait error with the time to retry.
+        const out = errorReply(stanza, "resource-constraint", {
+          type: "wait",
+          text: `Daily upload limit of ${dailyLimit} bytes reached; retry at ${stamp(retry)}`,
+        });
+        out.getChild("error")!.c("retry", { xmlns: NS_UPLOAD, stamp: stamp(retry) });
+        origin.send(out);
+        return true;
+      }
     }
     const type = (request.attr("content-type") ?? "").trim();
     const contentType = /^[\w.+-]+\/[\w.+-]+$/.test(type) ? type : "application/octet-stream";

@@ -5,6 +5,7 @@
 import assert from "node:assert/strict";
 import type { Element } from "../../core/xml/element.ts";
 import { serialize } from "../../core/xml/serializer.ts";
+import { dailyLimitRetry } from "../../mod/upload.ts";
 import { RawClient, roundTrip } from "../helpers/raw_client.ts";
 import { startTestServer, type TestServer } from "../helpers/test_server.ts";
 
@@ -239,6 +240,54 @@ Deno.test("slot refusals: too large, over quota, bad size, no filename", async (
     alice.close();
     await t.stop();
   }
+});
+
+Deno.test("upload_daily_limit refuses slots past the rolling 24 hours with a retry stamp", async () => {
+  const { t, alice } = await world("upload_daily_limit = 1000");
+  try {
+    const info = await iq(alice, "<query xmlns='http://jabber.org/protocol/disco#info'/>");
+    const field = info.getChild("query")!.getChild("x", "jabber:x:data")!.getChildren("field")
+      .find((f) => f.attrs.var === "max-file-size")!;
+    assert.equal(field.getChildText("value"), "1000", "the daily limit caps max-file-size");
+    const before = Date.now();
+    slotOf(await iq(alice, slotRequest("one.bin", 600)));
+    slotOf(await iq(alice, slotRequest("two.bin", 300)));
+    const after = Date.now();
+    // 900 bytes used: 200 more would pass 1000.
+    const refused = await iq(alice, slotRequest("three.bin", 200));
+    const error = refused.getChild("error")!;
+    assert.equal(error.attrs.type, "wait");
+    assert.ok(error.getChild("resource-constraint"));
+    const retry = Date.parse(error.getChild("retry", NS)!.attr("stamp")!);
+    // Freeing 100 bytes takes the first slot leaving the window, 24 h after it was made.
+    assert.ok(retry >= before + 86_400_000 - 1000 && retry <= after + 86_400_000 + 1000);
+    // What still fits is granted.
+    slotOf(await iq(alice, slotRequest("four.bin", 100)));
+    // A file larger than the daily limit can never fit: file-too-large, not a retry.
+    const huge = await iq(alice, slotRequest("huge.bin", 1001));
+    assert.equal(
+      huge.getChild("error")!.getChild("file-too-large", NS)!.getChildText("max-file-size"),
+      "1000",
+    );
+    // Once slots are more than 24 hours old they no longer count.
+    t.server.database.prepare("UPDATE upload_files SET created_ms = created_ms - 86400001").run();
+    slotOf(await iq(alice, slotRequest("five.bin", 1000)));
+  } finally {
+    alice.close();
+    await t.stop();
+  }
+});
+
+Deno.test("the retry time is when enough of the oldest bytes leave the window", () => {
+  const day = 86_400_000;
+  const recent = [{ createdMs: 1000, size: 300 }, { createdMs: 2000, size: 300 }, {
+    createdMs: 3000,
+    size: 300,
+  }];
+  assert.equal(dailyLimitRetry(recent, { size: 100, limit: 1000 }), undefined);
+  assert.equal(dailyLimitRetry(recent, { size: 200, limit: 1000 }), 1000 + day);
+  assert.equal(dailyLimitRetry(recent, { size: 500, limit: 1000 }), 2000 + day);
+  assert.equal(dailyLimitRetry([], { size: 10, limit: 1000 }), undefined);
 });
 
 /** Runs an `upload` shell command the way the admin socket does. */
