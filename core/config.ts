@@ -832,10 +832,20 @@ class Validator {
         if (!isTable(value)) {
           return fail(`option '${name}' must be a table, found ${describe(value)}`);
         }
+        if (!this.#tableChecked(spec, value, `option '${name}'`, path)) return INVALID;
         break;
       case "table[]": {
         // A list of tables, or one table of named tables (its reader checks the contents).
-        if (isTable(value)) break;
+        if (isTable(value)) {
+          let ok = true;
+          for (const [key, entry] of Object.entries(value)) {
+            if (!isTable(entry)) continue;
+            const where = `option '${name}' entry '${key}'`;
+            ok = this.#tableChecked(spec, entry, where, [...path, key]) && ok;
+          }
+          if (!ok) return INVALID;
+          break;
+        }
         if (!Array.isArray(value)) {
           return fail(`option '${name}' must be a list of tables, found ${describe(value)}`);
         }
@@ -849,6 +859,12 @@ class Validator {
             );
           }
         }
+        let ok = true;
+        for (let i = 0; i < value.length; i++) {
+          const where = `option '${name}' entry ${i + 1}`;
+          ok = this.#tableChecked(spec, value[i], where, [...path, i]) && ok;
+        }
+        if (!ok) return INVALID;
         break;
       }
     }
@@ -859,6 +875,16 @@ class Validator {
       if (spec.normalize) return spec.normalize(value);
     }
     return value;
+  }
+
+  /** Runs a spec's `checkTable` on one table, reporting each problem at its key's line. */
+  #tableChecked(spec: OptionSpec, table: Table, where: string, path: Path): boolean {
+    const found = spec.checkTable?.(table) ?? [];
+    for (const problem of found) {
+      const at = problem.key !== undefined && problem.key in table ? [...path, problem.key] : path;
+      this.#problem(at, "error", `${where}: ${problem.message}`);
+    }
+    return found.length === 0;
   }
 
   #unknown(path: Path, name: string, known: readonly string[]): void {

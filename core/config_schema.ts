@@ -50,6 +50,19 @@ export interface OptionSpec {
   check?: (item: string, name: string) => string | undefined;
   /** Rewrites a checked string (or each string of a string[]) to its canonical form. */
   normalize?: (item: string) => string;
+  /**
+   * Extra check of a "table" option, or of each table of a "table[]" option: the problems
+   * found, each reported at the line of the key it names (or of the table without a key).
+   */
+  checkTable?: (table: Record<string, unknown>) => TableProblem[];
+}
+
+/** A problem `OptionSpec.checkTable` found in one table of an option. */
+export interface TableProblem {
+  /** The key of the table the problem is about, for its line; absent: the whole table. */
+  key?: string;
+  /** What is wrong, e.g. "'port' must be an integer from 1 to 65535, found string \"x\"". */
+  message: string;
 }
 
 /** A core option's spec: core options must say how a reload treats them. */
@@ -436,6 +449,7 @@ export const HOST_OPTIONS = {
       "contact_info",
       "register",
       "announce",
+      "external_services",
     ],
     scope: "host",
     reload: "live",

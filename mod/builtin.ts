@@ -9,6 +9,7 @@ import * as carbons from "./carbons.ts";
 import * as contact_info from "./contact_info.ts";
 import * as csi from "./csi.ts";
 import * as disco from "./disco.ts";
+import * as external_services from "./external_services.ts";
 import * as http_metrics from "./http_metrics.ts";
 import * as last from "./last.ts";
 import * as mam from "./mam.ts";
@@ -38,6 +39,7 @@ export const builtinModules: ModuleTable = {
   contact_info,
   csi,
   disco,
+  external_services,
   http_metrics,
   last,
   mam,
