@@ -420,7 +420,9 @@ export class ModuleAPI {
     handler: HttpHandler,
     options: HttpRouteOptions = {},
   ): void {
-    this.#cleanups.push(this.server.http.add(this.domain, method, path, handler, options));
+    this.#cleanups.push(
+      this.server.http.add(this.domain, method, path, handler, { ...options, owner: this.name }),
+    );
   }
 
   /** Adds admin shell commands (`lilt shell SECTION NAME ...`); removed on unload. */

@@ -21,12 +21,28 @@ export interface HttpRouteOptions {
    * listener's `http_max_body_size`, e.g. for file uploads).
    */
   maxBodyBytes?: () => number;
+  /**
+   * Who registered the route, for the admin shell's `http routes` (`m.httpRoute` sets the
+   * module's name; the server's own routes leave it out).
+   */
+  owner?: string;
 }
 
 /** A registered route: its handler and options. */
 export interface HttpRoute {
   readonly handler: HttpHandler;
   readonly options: HttpRouteOptions;
+}
+
+/** One route as `HttpRoutes.list` describes it. */
+export interface HttpRouteEntry {
+  readonly host: string;
+  /** Upper case, e.g. "GET". */
+  readonly method: string;
+  /** The path; a prefix route ends in "/*". */
+  readonly path: string;
+  /** The module that registered it, when known (see `HttpRouteOptions.owner`). */
+  readonly owner: string | undefined;
 }
 
 /**
@@ -64,6 +80,29 @@ export class HttpRoutes {
       routes.delete(key);
       if (routes.size === 0 && this.#byHost.get(host) === routes) this.#byHost.delete(host);
     };
+  }
+
+  /**
+   * Every route, sorted by host, then path, then method; only those of `host` when given.
+   */
+  list(host?: string): HttpRouteEntry[] {
+    const entries: HttpRouteEntry[] = [];
+    for (const [domain, routes] of this.#byHost) {
+      if (host !== undefined && domain !== host) continue;
+      for (const [key, route] of routes) {
+        const space = key.indexOf(" ");
+        entries.push({
+          host: domain,
+          method: key.slice(0, space),
+          path: key.slice(space + 1),
+          owner: route.options.owner,
+        });
+      }
+    }
+    return entries.sort((a, b) =>
+      a.host.localeCompare(b.host) || a.path.localeCompare(b.path) ||
+      a.method.localeCompare(b.method)
+    );
   }
 
   /** The handler for a request, or undefined (no such host or route). */

@@ -5,6 +5,7 @@ import type { CommandSpec } from "../../core/admin_commands.ts";
 import { c2sCommands } from "./c2s.ts";
 import { configCommands } from "./config.ts";
 import { hostCommands } from "./host.ts";
+import { httpCommands } from "./http.ts";
 import { moduleCommands } from "./module.ts";
 import { portCommands } from "./port.ts";
 import { roleCommands } from "./role.ts";
@@ -25,6 +26,7 @@ export function builtinSections(): CommandSpec[] {
     ...moduleCommands(),
     ...hostCommands(),
     ...portCommands(),
+    ...httpCommands(),
     ...c2sCommands(),
     ...s2sCommands(),
     ...userCommands(),
