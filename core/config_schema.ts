@@ -249,6 +249,44 @@ export const GLOBAL_OPTIONS = {
     description: "Origins (e.g. https://chat.example.org) whose web pages may open XMPP " +
       "WebSockets; empty = any. Requests without an Origin header are always accepted",
   },
+  bosh_max_wait: {
+    type: "integer",
+    default: 60,
+    min: 1,
+    max: 3600,
+    scope: "global",
+    reload: "live",
+    description: "Longest time in seconds a BOSH (XEP-0124) request is held open waiting for " +
+      "output; a client's larger 'wait' is capped to it",
+  },
+  bosh_max_inactivity: {
+    type: "integer",
+    default: 60,
+    min: 5,
+    max: 3600,
+    scope: "global",
+    reload: "live",
+    description: "Seconds a BOSH session may go without any request held before it is gone " +
+      "(its stream ends as if the connection dropped)",
+  },
+  bosh_max_polling: {
+    type: "integer",
+    default: 5,
+    min: 0,
+    max: 300,
+    scope: "global",
+    reload: "live",
+    description: "Shortest interval in seconds between empty BOSH requests (the 'polling' " +
+      "attribute); faster ones end the session with policy-violation. 0 = no limit",
+  },
+  bosh_origins: {
+    type: "string[]",
+    default: [],
+    scope: "global",
+    reload: "live",
+    description: "Origins (e.g. https://chat.example.org) whose web pages may use the BOSH " +
+      "endpoint (CORS); empty = any. Requests without an Origin header are always accepted",
+  },
   component_interfaces: {
     type: "string[]",
     default: [],

@@ -32,6 +32,7 @@ import { listenHttp } from "./http/listener.ts";
 import { HttpRoutes } from "./http/routes.ts";
 import { WEBSOCKET_PATH, websocketHandler } from "./http/websocket_route.ts";
 import { hostMetaHandlers } from "./http/host_meta.ts";
+import { BOSH_PATH, boshHandlers, BoshSessions } from "./http/bosh_route.ts";
 import type { Element } from "./xml/element.ts";
 import type { StreamErrorCondition } from "./xml/stanza.ts";
 
@@ -109,7 +110,9 @@ export class Server implements ServerContext {
   tls!: TlsContexts;
   /** HTTP routes modules registered, by host (served by the `http_interfaces` listeners). */
   readonly http: HttpRoutes = new HttpRoutes();
-  /** Removes the routes the core serves for each local host (RFC 7395, XEP-0156). */
+  /** Live XEP-0206 BOSH sessions by sid (every local host's `/http-bind` shares them). */
+  readonly boshSessions: BoshSessions = new BoshSessions();
+  /** Removes the routes the core serves for each local host (RFC 7395, XEP-0206, XEP-0156). */
   #hostRoutes = new Map<string, () => void>();
   /** Server-side TLS for s2s streams (asks peers for certificates); set when federating. */
   s2sTls: TlsContexts | undefined;
@@ -278,8 +281,12 @@ export class Server implements ServerContext {
         fast: this.fastTokens,
       };
       const hostMeta = hostMetaHandlers(() => this.config.get<string>("http_external_url"));
+      const bosh = boshHandlers(deps, this.boshSessions);
       const removers = [
         this.http.add(domain, "GET", WEBSOCKET_PATH, websocketHandler(deps)),
+        this.http.add(domain, "POST", BOSH_PATH, bosh.post, { maxBodyBytes: bosh.maxBodyBytes }),
+        this.http.add(domain, "OPTIONS", BOSH_PATH, bosh.options),
+        this.http.add(domain, "GET", BOSH_PATH, bosh.get),
         this.http.add(domain, "GET", "/.well-known/host-meta", hostMeta.xrd),
         this.http.add(domain, "GET", "/.well-known/host-meta.json", hostMeta.json),
       ];
@@ -502,6 +509,8 @@ export class Server implements ServerContext {
     for (const session of sessions) session.close(condition, reason);
     if (sessions.length > 0) await new Promise((resolve) => setTimeout(resolve, 100));
     for (const session of sessions) session.destroy?.();
+    // BOSH sessions whose stream already ended may still hold requests or a pending answer.
+    this.boshSessions.destroyAll();
     await closing;
     for (const host of this.hosts.values()) this.modules.unloadAll(host);
     this.#stopMaintenance?.();

@@ -1,12 +1,15 @@
 // XEP-0156 discovery over HTTP: `/.well-known/host-meta` (XRD) and `host-meta.json` tell web
-// clients where this host's RFC 7395 WebSocket endpoint is.
+// clients where this host's RFC 7395 WebSocket and XEP-0206 BOSH endpoints are.
 
 import { escapeAttr } from "../xml/serializer.ts";
 import type { HttpHandler, HttpRequestInfo } from "./routes.ts";
 import { WEBSOCKET_PATH } from "./websocket_route.ts";
+import { BOSH_PATH } from "./bosh_route.ts";
 
 /** The XEP-0156 link relation of a WebSocket endpoint. */
 export const REL_WEBSOCKET = "urn:xmpp:alt-connections:websocket";
+/** The XEP-0156 link relation of a BOSH endpoint. */
+export const REL_BOSH = "urn:xmpp:alt-connections:xbosh";
 
 /**
  * The WebSocket URL to advertise: from `externalUrl` (http -> ws, https -> wss, its path kept
@@ -25,6 +28,16 @@ export function websocketUrl(externalUrl: string, request: Request, info: HttpRe
   return `${info.secure ? "wss" : "ws"}://${host}${port ? `:${port}` : ""}${WEBSOCKET_PATH}`;
 }
 
+/**
+ * The BOSH URL to advertise: like {@link websocketUrl}, with the http or https scheme kept.
+ */
+export function boshUrl(externalUrl: string, request: Request, info: HttpRequestInfo): string {
+  const ws = new URL(websocketUrl(externalUrl, request, info));
+  const scheme = ws.protocol === "wss:" ? "https:" : "http:";
+  const prefix = ws.pathname.slice(0, -WEBSOCKET_PATH.length);
+  return `${scheme}//${ws.host}${prefix}${BOSH_PATH}`;
+}
+
 /** The two host-meta handlers, reading the external URL at each request (it reloads live). */
 export function hostMetaHandlers(
   externalUrl: () => string,
@@ -34,15 +47,19 @@ export function hostMetaHandlers(
   return {
     xrd: (request, info) => {
       const href = websocketUrl(externalUrl(), request, info);
+      const bosh = boshUrl(externalUrl(), request, info);
       const body = "<?xml version='1.0' encoding='utf-8'?>\n" +
         "<XRD xmlns='http://docs.oasis-open.org/ns/xri/xrd-1.0'>\n" +
         `  <Link rel='${REL_WEBSOCKET}' href='${escapeAttr(href)}'/>\n` +
+        `  <Link rel='${REL_BOSH}' href='${escapeAttr(bosh)}'/>\n` +
         "</XRD>\n";
       return new Response(body, { headers: headers("application/xrd+xml; charset=utf-8") });
     },
     json: (request, info) => {
       const href = websocketUrl(externalUrl(), request, info);
-      const body = JSON.stringify({ links: [{ rel: REL_WEBSOCKET, href }] }) + "\n";
+      const bosh = boshUrl(externalUrl(), request, info);
+      const links = [{ rel: REL_WEBSOCKET, href }, { rel: REL_BOSH, href: bosh }];
+      const body = JSON.stringify({ links }) + "\n";
       return new Response(body, { headers: headers("application/json") });
     },
   };

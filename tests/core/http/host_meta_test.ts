@@ -1,5 +1,5 @@
-// XEP-0156 over real sockets: host-meta (XRD) and host-meta.json name the WebSocket endpoint,
-// from http_external_url when set, else from the address the request came to.
+// XEP-0156 over real sockets: host-meta (XRD) and host-meta.json name the WebSocket and BOSH
+// endpoints, from http_external_url when set, else from the address the request came to.
 
 import assert from "node:assert/strict";
 import { parseElement } from "../../../core/xml/parser.ts";
@@ -7,8 +7,9 @@ import { rawRequest } from "../../helpers/http_request.ts";
 import { startTestServer } from "../../helpers/test_server.ts";
 
 const REL = "urn:xmpp:alt-connections:websocket";
+const REL_BOSH = "urn:xmpp:alt-connections:xbosh";
 
-Deno.test("host-meta and host-meta.json advertise the WebSocket URL of the request's address", async () => {
+Deno.test("host-meta and host-meta.json advertise the WebSocket and BOSH URLs of the request's address", async () => {
   const t = await startTestServer({ globalToml: 'http_interfaces = ["127.0.0.1:0"]' });
   try {
     const base = `http://127.0.0.1:${t.server.port("http")}`;
@@ -19,10 +20,18 @@ Deno.test("host-meta and host-meta.json advertise the WebSocket URL of the reque
     const link = parseElement(xrd.body.replace(/^<\?xml[^>]*\?>/, "")).getChild("Link")!;
     assert.equal(link.attrs.rel, REL);
     assert.equal(link.attrs.href, `ws://${host}/xmpp-websocket`);
+    const links = parseElement(xrd.body.replace(/^<\?xml[^>]*\?>/, "")).getChildren("Link");
+    assert.deepEqual(links.map((l) => l.attrs), [
+      { rel: REL, href: `ws://${host}/xmpp-websocket` },
+      { rel: REL_BOSH, href: `http://${host}/http-bind` },
+    ]);
     const json = await rawRequest(`${base}/.well-known/host-meta.json`, host);
     assert.equal(json.status, 200);
     assert.deepEqual(JSON.parse(json.body), {
-      links: [{ rel: REL, href: `ws://${host}/xmpp-websocket` }],
+      links: [
+        { rel: REL, href: `ws://${host}/xmpp-websocket` },
+        { rel: REL_BOSH, href: `http://${host}/http-bind` },
+      ],
     });
     // Only for hosts the server serves.
     assert.equal((await rawRequest(`${base}/.well-known/host-meta`, "other.example")).status, 404);
@@ -41,6 +50,7 @@ Deno.test("http_external_url sets the advertised scheme, host and path prefix", 
     const json = await rawRequest(`${base}/.well-known/host-meta.json`, "localhost");
     assert.deepEqual(JSON.parse(json.body).links, [
       { rel: REL, href: "wss://chat.example.org/xmpp/xmpp-websocket" },
+      { rel: REL_BOSH, href: "https://chat.example.org/xmpp/http-bind" },
     ]);
   } finally {
     await t.stop();
