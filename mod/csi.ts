@@ -6,6 +6,7 @@
 import type { OptionSpec } from "../core/config_schema.ts";
 import type {
   Bind2Event,
+  Host,
   InlineFeaturesEvent,
   SessionEvent,
   StreamElementEvent,
@@ -35,6 +36,31 @@ const URGENT_PAYLOADS = new Set([
   "urn:xmpp:jingle-message:0", // XEP-0353 call propose/retract/accept
   "urn:xmpp:mam:2", // XEP-0313 results of the client's own query
 ]);
+
+/**
+ * Payload of `csi-urgent`: an important stanza (see {@link isImportant}) is going out at once to
+ * a client that said it is inactive. Its app may be suspended with the connection still open,
+ * so push notifications wake the device here.
+ */
+export interface CsiUrgentEvent {
+  session: C2SSession;
+  stanza: Element;
+  host: Host;
+}
+
+/** Payload of `csi-client-state`: a bound client said `<active/>` or `<inactive/>`. */
+export interface CsiClientStateEvent {
+  session: C2SSession;
+  inactive: boolean;
+  host: Host;
+}
+
+declare module "../core/hosts.ts" {
+  interface ModuleEvents {
+    "csi-urgent": CsiUrgentEvent;
+    "csi-client-state": CsiClientStateEvent;
+  }
+}
 
 /** One line for module listings. */
 export const description =
@@ -142,6 +168,7 @@ export default function csi(m: ModuleAPI) {
     const state = stateOf(session);
     if (inactive) goInactive(state);
     else goActive(state);
+    m.host.events.fire("csi-client-state", { session, inactive, host: m.host });
     return true;
   });
 
@@ -236,6 +263,7 @@ export default function csi(m: ModuleAPI) {
   function gate(state: CsiState, stanza: Element): boolean {
     if (isImportant(stanza)) {
       flush(state); // what was held was sent earlier, so it goes first
+      m.host.events.fire("csi-urgent", { session: state.session, stanza, host: m.host });
       return true;
     }
     if (state.held.size >= maxHeld) {

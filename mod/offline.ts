@@ -3,7 +3,7 @@
 // To turn offline storage off for a host, leave "offline" out of that host's `modules`.
 
 import type { OptionSpec } from "../core/config_schema.ts";
-import type { SessionEvent, StanzaEvent } from "../core/hosts.ts";
+import type { Host, SessionEvent, StanzaEvent } from "../core/hosts.ts";
 import { tryParseJid } from "../core/jid.ts";
 import type { ModuleAPI } from "../core/modules.ts";
 import type { Element } from "../core/xml/element.ts";
@@ -15,6 +15,29 @@ import { presenceOf } from "../core/presence_state.ts";
 const NS_DELAY = "urn:xmpp:delay";
 const NS_CHATSTATES = "http://jabber.org/protocol/chatstates";
 const NS_HINTS = "urn:xmpp:hints";
+
+/**
+ * Payload of `offline-message-stored`, fired after a message was stored for an account with no
+ * available resource (push notifications wake the account's devices here).
+ */
+export interface OfflineStoredEvent {
+  /** The account's local part. */
+  user: string;
+  /** The message as stored (with its delay stamp). */
+  stanza: Element;
+  /**
+   * True when this host had held the message before (stream management delivering again what a
+   * session that ended never acknowledged), so its arrival was already seen.
+   */
+  redelivered: boolean;
+  host: Host;
+}
+
+declare module "../core/hosts.ts" {
+  interface ModuleEvents {
+    "offline-message-stored": OfflineStoredEvent;
+  }
+}
 
 /** One line for module listings. */
 export const description = "XEP-0160: stores messages for offline users and delivers them later";
@@ -79,6 +102,12 @@ export default function offline(m: ModuleAPI): void {
       with: tryParseJid(stanza.attrs.from ?? "")?.bareString() ?? "",
       type: stanza.attrs.type ?? "normal",
       payload: serialize(copy),
+    });
+    m.host.events.fire("offline-message-stored", {
+      user: to.local,
+      stanza: copy,
+      redelivered: held,
+      host: m.host,
     });
     return true;
   });

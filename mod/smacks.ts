@@ -29,6 +29,28 @@ const MAX_REQUESTS_WITHOUT_STANZA = 100;
 /** Expired sessions whose handled count is still answered in `<failed h='…'/>`. */
 const MAX_TOMBSTONES = 1000;
 
+/**
+ * Payload of `smacks-hibernating` (a session's connection dropped and it now waits to be
+ * resumed) and of `smacks-queued-while-hibernating` (a stanza for a hibernating session was
+ * queued, to be sent if the client resumes). Push notifications wake the device on both.
+ */
+export interface SmacksHibernationEvent {
+  session: C2SSession;
+  /**
+   * For `smacks-hibernating`: what the client had not acknowledged when the connection dropped,
+   * oldest first. For `smacks-queued-while-hibernating`: the one stanza just queued.
+   */
+  stanzas: readonly Element[];
+  host: Host;
+}
+
+declare module "../core/hosts.ts" {
+  interface ModuleEvents {
+    "smacks-hibernating": SmacksHibernationEvent;
+    "smacks-queued-while-hibernating": SmacksHibernationEvent;
+  }
+}
+
 /** One line for module listings. */
 export const description =
   "XEP-0198: acknowledgements and resumption of sessions after a lost connection";
@@ -369,7 +391,15 @@ export default function smacks(m: ModuleAPI) {
       state.session.close("resource-constraint", "Too many unacknowledged stanzas");
       return;
     }
-    if (state.hibernatingSince !== undefined || state.requested) return;
+    if (state.hibernatingSince !== undefined) {
+      m.host.events.fire("smacks-queued-while-hibernating", {
+        session: state.session,
+        stanzas: [stanza],
+        host: m.host,
+      });
+      return;
+    }
+    if (state.requested) return;
     if (state.queue.length >= settings.ackThreshold) sendRequest(state);
     else if (!state.requestTimer) {
       state.requestTimer = m.addTimer(settings.ackDelayMs, () => {
@@ -415,6 +445,13 @@ export default function smacks(m: ModuleAPI) {
     for (const other of hibernating.keys()) {
       if (hibernating.size <= settings.maxTotal) break;
       other.session.close();
+    }
+    if (hibernating.has(state)) {
+      m.host.events.fire("smacks-hibernating", {
+        session: state.session,
+        stanzas: [...state.queue],
+        host: m.host,
+      });
     }
   }
 
