@@ -20,6 +20,7 @@ import * as ping from "./ping.ts";
 import * as presence from "./presence.ts";
 import * as private_xml from "./private.ts";
 import * as pubsub from "./pubsub.ts";
+import * as push from "./push.ts";
 import * as register from "./register.ts";
 import * as roster from "./roster.ts";
 import * as smacks from "./smacks.ts";
@@ -50,6 +51,7 @@ export const builtinModules: ModuleTable = {
   presence,
   private: private_xml,
   pubsub,
+  push,
   register,
   roster,
   smacks,
