@@ -7,11 +7,12 @@ import { parseConfigText } from "../../core/config.ts";
 import { HOST_OPTIONS } from "../../core/config_schema.ts";
 import type { Element } from "../../core/xml/element.ts";
 import * as externalServices from "../../mod/external_services.ts";
+import { reloadConfiguration } from "../../shell/reload.ts";
 import { startDnsResponder } from "../helpers/dns_responder.ts";
 import { online, startFederatingServer } from "../helpers/federation.ts";
 import { conditionOf, RawClient } from "../helpers/raw_client.ts";
 import { createTestCa } from "../helpers/test_ca.ts";
-import { startTestServer } from "../helpers/test_server.ts";
+import { startTestServer, testConfigText } from "../helpers/test_server.ts";
 
 const NS = "urn:xmpp:extdisco:2";
 const SECRET = "coturn-shared-secret";
@@ -391,5 +392,36 @@ Deno.test("external services: a TURN service without a secret stops the start wi
     );
   } finally {
     await Deno.remove(dataDir, { recursive: true }).catch(() => {});
+  }
+});
+
+Deno.test("external services: a reload applies added and changed services", async () => {
+  const modules = ["disco", "external_services"];
+  const t = await startTestServer({ users: { alice: "pw" }, modules });
+  try {
+    const { client } = await RawClient.login(t.port, "alice", "pw");
+    assert.equal(
+      conditionOf(await ask(client, `<services xmlns='${NS}'/>`)),
+      "service-unavailable",
+    );
+    const reload = async (globalToml: string) => {
+      await Deno.writeTextFile(t.config.file, testConfigText(t.dataDir, { modules, globalToml }));
+      const result = await reloadConfiguration(t.server);
+      assert.ok(result.ok, result.error);
+    };
+    await reload(SERVICES_TOML);
+    const hosts = async () =>
+      (await ask(client, `<services xmlns='${NS}' type='turn'/>`)).getChild("services", NS)!
+        .getChildren("service").map((s) => s.attrs.host);
+    assert.deepEqual(await hosts(), ["turn.example.net", "turn.example.net", "hidden.example.net"]);
+    await reload(SERVICES_TOML.replaceAll("turn.example.net", "relay.example.net"));
+    assert.deepEqual(await hosts(), [
+      "relay.example.net",
+      "relay.example.net",
+      "hidden.example.net",
+    ]);
+    client.close();
+  } finally {
+    await t.stop();
   }
 });
