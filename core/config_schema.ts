@@ -488,6 +488,7 @@ export const HOST_OPTIONS = {
       "register",
       "announce",
       "external_services",
+      "push",
     ],
     scope: "host",
     reload: "live",
