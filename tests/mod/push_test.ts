@@ -419,3 +419,70 @@ Deno.test("an important message to an inactive (CSI) client pushes", async () =>
     await t.stop();
   }
 });
+
+Deno.test("a message left unacknowledged when the connection drops pushes as the session hibernates", async () => {
+  const t = await server();
+  try {
+    const component = await appServer(t);
+    const { client: alice, jid } = await managedWithPush(t, "unacked");
+    const { client: bob } = await RawClient.login(t.port, "bob", "pw");
+    bob.send(chat(jid, "did you get this?"));
+    // Written to alice's socket but never acknowledged: the phone may never have read it.
+    await alice.next((el) => el.name === "message" && el.getChildText("body") !== undefined);
+    assert.equal(component.received.filter(isPublish).length, 0);
+    await cutAndHibernate(t, alice, jid);
+    const publish = await component.next(isPublish);
+    assert.equal(summary(publish).get("message-count"), "1");
+    bob.close();
+    component.close();
+  } finally {
+    await t.stop();
+  }
+});
+
+/** Stanzas a client received since stream management was enabled (its `h`). */
+function handled(client: RawClient): number {
+  const start = client.received.findIndex((el) => el.name === "enabled" && el.ns === NS_SM);
+  return client.received.slice(start + 1).filter((el) =>
+    el.name === "message" || el.name === "presence" || el.name === "iq"
+  ).length;
+}
+
+Deno.test("the count starts over once the device resumes its session", async () => {
+  const t = await server();
+  try {
+    const component = await appServer(t);
+    const { client: alice, jid } = await managedWithPush(t, "resume");
+    const sm = alice.received.find((el) => el.name === "enabled" && el.ns === NS_SM)!;
+    await cutAndHibernate(t, alice, jid);
+    const { client: bob } = await RawClient.login(t.port, "bob", "pw");
+    bob.send(chat(jid, "first"));
+    const first = await component.next(isPublish);
+    assert.equal(summary(first).get("message-count"), "1");
+
+    // The phone wakes up and resumes (PLAIN on a new connection, then <resume/>).
+    const again = await RawClient.connect(t.port);
+    await again.open("localhost");
+    await again.starttls("localhost");
+    again.send(
+      `<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>${
+        btoa("\0alice\0pw")
+      }</auth>`,
+    );
+    assert.equal((await again.next((el) => el.name === "success")).name, "success");
+    again.restart();
+    await again.open("localhost");
+    again.send(`<resume xmlns='${NS_SM}' previd='${sm.attrs.id}' h='${handled(alice)}'/>`);
+    assert.equal((await again.next((el) => el.ns === NS_SM)).name, "resumed");
+    await again.next((el) => el.name === "message" && el.getChildText("body") === "first");
+    await cutAndHibernate(t, again, jid);
+
+    bob.send(chat(jid, "second"));
+    const second = await component.next((el) => isPublish(el) && el !== first);
+    assert.equal(summary(second).get("message-count"), "1");
+    bob.close();
+    component.close();
+  } finally {
+    await t.stop();
+  }
+});
