@@ -502,6 +502,11 @@ export class Server implements ServerContext {
     this.#stopping = true;
     clearInterval(this.#sweeper);
     this.remote?.shutdown();
+    // Stopping the HTTP listeners cuts the requests BOSH sessions hold: answer those first.
+    if (this.boshSessions.size > 0) {
+      this.boshSessions.closeAll(condition, reason);
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
     // A listener's close completes only once its connections are gone: close those too.
     const closing = Promise.all(this.listeners.map((l) => l.close()));
     this.listeners = [];

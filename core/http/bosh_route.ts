@@ -9,6 +9,7 @@ import { NO_RECEIVER } from "../net/transport.ts";
 import { BoshTransport, NS_HTTPBIND, validRid, xboshAttr } from "../net/bosh_transport.ts";
 import { DEFAULT_XML_LIMITS, parseElement, XmlStreamError } from "../xml/parser.ts";
 import type { Element } from "../xml/element.ts";
+import type { StreamErrorCondition } from "../xml/stanza.ts";
 import type { HttpHandler } from "./routes.ts";
 import { isLoopback } from "./websocket_route.ts";
 
@@ -42,6 +43,17 @@ export class BoshSessions {
   /** How many sessions are live. */
   get size(): number {
     return this.#bySid.size;
+  }
+
+  /**
+   * Ends every session's stream with a stream error (server shutdown): the requests they hold
+   * get the terminate body, and the sessions are gone.
+   */
+  closeAll(condition: StreamErrorCondition, text?: string): void {
+    for (const transport of [...this.#bySid.values()]) {
+      transport.close(condition, text);
+      transport.destroy();
+    }
   }
 
   /** Ends every session at once (server shutdown), answering the requests they hold. */

@@ -123,6 +123,8 @@ export class BoshTransport implements Transport {
   #pendingAttrs = "";
   #streamId = "";
   #from = "";
+  /** The creation request's `to` and `xmpp:version`, for restarts that leave them out. */
+  #creation: Element | undefined;
   #closed = false;
   #gone = false;
   /** The `type='terminate'` answer once our side ended the session. */
@@ -161,6 +163,11 @@ export class BoshTransport implements Transport {
     return this.#gone;
   }
 
+  /** How many requests are held open waiting for output. */
+  get heldRequests(): number {
+    return this.#held.length;
+  }
+
   get limits(): XmlLimits {
     return this.#limits;
   }
@@ -182,8 +189,9 @@ export class BoshTransport implements Transport {
     this.#lastArrival = this.lastActivity;
     return new Promise((resolve) => {
       this.#lastRid = rid;
+      this.#creation = body;
       const entry = this.#holdRequest(rid, resolve, true);
-      this.#guard(() => this.receiver.streamOpen(streamHeaderFrom(body), NS_CLIENT));
+      this.#guard(() => this.receiver.streamOpen(streamHeaderFrom(body, body), NS_CLIENT));
       if (this.#gone) return;
       this.#pendingAttrs = this.#creationAttrs(body);
       if (this.#terminateBody !== undefined) this.#answerAll();
@@ -286,7 +294,8 @@ export class BoshTransport implements Transport {
       else entry = this.#holdRequest(rid, resolve, this.hold === 0);
     }
     if (restart) {
-      this.#guard(() => this.receiver.streamOpen(streamHeaderFrom(body), NS_CLIENT));
+      const header = streamHeaderFrom(body, this.#creation ?? body);
+      this.#guard(() => this.receiver.streamOpen(header, NS_CLIENT));
     }
     for (const el of payload) {
       if (this.#closed) break;
@@ -584,13 +593,17 @@ export function xboshAttr(body: Element, name: string): string | undefined {
   return undefined;
 }
 
-/** The stream header a creation or restart request stands for. */
-function streamHeaderFrom(body: Element): Element {
+/**
+ * The stream header a creation or restart request stands for; a restart names no version
+ * (and may leave out `to`), so those come from the creation request.
+ */
+function streamHeaderFrom(body: Element, creation: Element): Element {
   const attrs: Record<string, string> = { xmlns: NS_STREAM };
-  if (body.attrs.to !== undefined) attrs.to = body.attrs.to;
+  const to = body.attrs.to ?? creation.attrs.to;
+  if (to !== undefined) attrs.to = to;
   if (body.attrs.from !== undefined) attrs.from = body.attrs.from;
   if (body.attrs["xml:lang"] !== undefined) attrs["xml:lang"] = body.attrs["xml:lang"];
-  const version = xboshAttr(body, "version");
+  const version = xboshAttr(body, "version") ?? xboshAttr(creation, "version");
   if (version !== undefined) attrs.version = version;
   return new Element("stream", attrs);
 }
