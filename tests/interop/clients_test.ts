@@ -468,3 +468,41 @@ Deno.test("xmpp.js joins the room slixmpp's XEP-0045 plugin made, and they excha
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("slixmpp with stream management enables push, loses its connection, and a slixmpp app server gets the notification", async () => {
+  await requireSlixmpp();
+  const dir = await Deno.makeTempDir({ prefix: "lilt-ca-" });
+  const certs = await makeTestCa(dir, ["localhost"]);
+  const t = await startTestServer({
+    globalToml: `certificate = ${JSON.stringify(certs.certFile)}\nkey = ${
+      JSON.stringify(certs.keyFile)
+    }\ncomponent_interfaces = ["127.0.0.1:0"]\n`,
+    users: { alice: "alice-secret", bob: "bob-secret" },
+    extraToml: '[[component]]\ndomain = "push.localhost"\nsecret = "s3cret"\n',
+  });
+  try {
+    const result = await runProcess(PYTHON, [
+      "tests/interop/slixmpp_push_client.py",
+      String(t.tlsPort),
+      certs.caFile,
+      String(t.server.port("component")),
+    ]);
+    assert.equal(result.error, undefined, result.error);
+    assert.equal(result.sm_enabled, true);
+    assert.equal(result.enable_type, "result");
+    assert.equal(result.publishes.length, 1, JSON.stringify(result.publishes));
+    const [publish] = result.publishes;
+    assert.equal(publish.from, "alice@localhost");
+    assert.equal(publish.type, "set");
+    assert.equal(publish.node, "slix-node");
+    assert.deepEqual(publish.fields, {
+      FORM_TYPE: "urn:xmpp:push:summary",
+      "message-count": "1",
+      "last-message-body": "New Message!",
+    });
+    assert.equal(publish.options.secret, "app-secret");
+  } finally {
+    await t.stop();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
