@@ -389,3 +389,38 @@ Deno.test("the server stops while a BOSH request is held, answering it with syst
   assert.equal(answer.body.attrs.type, "terminate");
   assert.equal(answer.body.attrs.condition, "system-shutdown");
 });
+
+Deno.test("Stream Management over BOSH: enable, ack, and resume on a new BOSH session", async () => {
+  const t = await start();
+  const { client: tcp } = await RawClient.login(t.port, "bob", "bob-pw", "desk");
+  try {
+    const first = new BoshClient(t);
+    await first.login("alice", "alice-pw", "web");
+    const enabled = await first.send(`<enable xmlns='urn:xmpp:sm:3' resume='true'/>`);
+    const enable = enabled.payload.find((el) => el.name === "enabled");
+    assert.equal(enable?.ns, "urn:xmpp:sm:3", enabled.text);
+    assert.ok(enable.attrs.id);
+    const acked = await first.send(`<r xmlns='urn:xmpp:sm:3'/>`);
+    assert.ok(acked.payload.find((el) => el.name === "a" && el.attrs.h === "0"), acked.text);
+    // The client lost its BOSH session's state: it resumes the stream on a new one.
+    const second = new BoshClient(t);
+    await second.create();
+    const plain = btoa("\0alice\0alice-pw");
+    await second.send(`<auth xmlns='${NS_SASL}' mechanism='PLAIN'>${plain}</auth>`);
+    await second.restart();
+    const resumed = await second.send(
+      `<resume xmlns='urn:xmpp:sm:3' previd='${enable.attrs.id}' h='0'/>`,
+    );
+    assert.ok(resumed.payload.find((el) => el.name === "resumed"), resumed.text);
+    assert.equal(t.server.boshSessions.get(first.sid), undefined);
+    const held = second.send();
+    tcp.send(`<message to='alice@localhost/web' type='chat'><body>still there?</body></message>`);
+    const answer = await held;
+    const message = answer.payload.find((el) => el.name === "message");
+    assert.equal(message?.getChild("body")?.text(), "still there?", answer.text);
+    await second.send("", " type='terminate'");
+  } finally {
+    tcp.close();
+    await t.stop();
+  }
+});
