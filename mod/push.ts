@@ -234,8 +234,21 @@ export default function push(m: ModuleAPI): void {
     pending.delete(key);
   }
 
-  // <enable/> and <disable/> (XEP-0357 §5, §6): from the account's own client, to its bare JID.
-  m.hook("iq-set/self/urn:xmpp:push:0:enable", ({ stanza, origin }: StanzaEvent) => {
+  // <enable/> and <disable/> (XEP-0357 §5, §6): from the account's own client, to its bare JID
+  // (or with no 'to'); a client that addresses the server itself is answered the same.
+  m.hook("iq-set/self/urn:xmpp:push:0:enable", enable);
+  m.hook("iq-set/host/urn:xmpp:push:0:enable", enable);
+  m.hook("iq-set/self/urn:xmpp:push:0:disable", disable);
+  m.hook("iq-set/host/urn:xmpp:push:0:disable", disable);
+
+  /** True for a client session of an account of this host. */
+  function ownClient(origin: Session): boolean {
+    return origin.kind === "c2s" && origin.jid?.local !== undefined &&
+      origin.jid.domain === m.domain;
+  }
+
+  function enable({ stanza, origin }: StanzaEvent): boolean {
+    if (!ownClient(origin)) return false;
     const user = origin.jid?.local;
     const resource = origin.jid?.resource;
     if (!user || !resource) {
@@ -289,11 +302,11 @@ export default function push(m: ModuleAPI): void {
     });
     origin.send(reply(stanza));
     return true;
-  });
+  }
 
-  m.hook("iq-set/self/urn:xmpp:push:0:disable", ({ stanza, origin }: StanzaEvent) => {
+  function disable({ stanza, origin }: StanzaEvent): boolean {
     const user = origin.jid?.local;
-    if (!user) return false;
+    if (!user || !ownClient(origin)) return false;
     const disable = stanza.getChild("disable", NS_PUSH)!;
     const service = parseService(disable.attrs.jid);
     if (typeof service === "string") {
@@ -309,7 +322,7 @@ export default function push(m: ModuleAPI): void {
     }
     origin.send(reply(stanza));
     return true;
-  });
+  }
 
   /** The app server JID of an enable or disable, or why it is not acceptable. */
   function parseService(value: string | undefined): JID | string {

@@ -180,6 +180,13 @@ Deno.test("enable and disable store and remove registrations; bad requests are r
     const all = await iq(client, "set", `<disable xmlns='${NS_PUSH}' jid='${APP_SERVER}'/>`);
     assert.equal(all.attrs.type, "result");
     assert.deepEqual(storedRegistrations(t), []);
+
+    // Addressed to the server rather than the account: the same.
+    const id = "to-host";
+    client.send(`<iq type='set' id='${id}' to='localhost'>${enableXml("n3")}</iq>`);
+    const toHost = await client.next((el) => el.name === "iq" && el.attrs.id === id);
+    assert.equal(toHost.attrs.type, "result");
+    assert.deepEqual(storedRegistrations(t), [`${APP_SERVER} n3 phone`]);
     client.close();
   } finally {
     await t.stop();
