@@ -3,10 +3,11 @@
 // management session, or sent to it while it says it is inactive) the server publishes a short
 // summary to that app server, which wakes the device through its vendor's push service.
 
+import { CommandError, type CommandSpec } from "../core/admin_commands.ts";
 import type { OptionSpec } from "../core/config_schema.ts";
 import type { SessionEvent, StanzaEvent } from "../core/hosts.ts";
 import { type JID, tryParseJid } from "../core/jid.ts";
-import type { ModuleAPI } from "../core/modules.ts";
+import { hostService, type ModuleAPI } from "../core/modules.ts";
 import type { Session } from "../core/sessions.ts";
 import type { Migration } from "../core/storage/migrations.ts";
 import { Element } from "../core/xml/element.ts";
@@ -123,6 +124,86 @@ export interface PushRegistration {
   created: number;
 }
 
+/** What the `push` shell section uses of the module on a host (`m.service("push")`). */
+export interface PushService {
+  /** An account's registrations, oldest first. */
+  registrations(user: string): PushRegistration[];
+  /**
+   * Removes an account's registrations with an app server (one node, or all of them), or every
+   * registration of the account without `service`; returns how many went.
+   */
+  disable(user: string, service?: string, node?: string): number;
+}
+
+declare module "../core/modules.ts" {
+  interface ModuleServices {
+    push: PushService;
+  }
+}
+
+/** An account JID argument of the shell, and its host's push service, or a CommandError. */
+function accountOf(
+  server: Parameters<CommandSpec["run"]>[0]["server"],
+  text: string | undefined,
+): { user: string; service: PushService; jid: string } {
+  const jid = tryParseJid(text ?? "");
+  if (!jid?.local) throw new CommandError(`Not an account JID: '${text}'`);
+  const host = server.hosts.get(jid.domain);
+  const service = host === undefined ? undefined : hostService(host, "push");
+  if (!service) throw new CommandError(`The push module is not loaded on '${jid.domain}'`);
+  return { user: jid.local, service, jid: jid.bareString() };
+}
+
+/** The `push` section of the admin shell. */
+const PUSH_COMMANDS: CommandSpec[] = [
+  {
+    section: "push",
+    name: "list",
+    summary: "An account's push registrations (app server, node, enabling client, since)",
+    args: [{ name: "jid", kind: "jid" }],
+    run: ({ server }, [text]) => {
+      const { user, service, jid } = accountOf(server, text);
+      const registrations = service.registrations(user);
+      if (registrations.length === 0) return { message: `${jid} has no push registrations` };
+      return {
+        table: {
+          columns: ["service", "node", "client", "since"],
+          rows: registrations.map((r) => [
+            r.service,
+            r.node,
+            r.resource,
+            new Date(r.created).toISOString(),
+          ]),
+        },
+        data: { jid, registrations },
+      };
+    },
+  },
+  {
+    section: "push",
+    name: "disable",
+    summary: "Remove an account's push registrations (all, an app server's, or one node)",
+    args: [
+      { name: "jid", kind: "jid" },
+      { name: "service", kind: "jid", optional: true },
+      { name: "node", kind: "string", optional: true },
+    ],
+    run: ({ server }, [text, appServer, node]) => {
+      const { user, service, jid } = accountOf(server, text);
+      let serviceJid: string | undefined;
+      if (appServer !== undefined) {
+        serviceJid = tryParseJid(appServer)?.toString();
+        if (serviceJid === undefined) throw new CommandError(`Not a JID: '${appServer}'`);
+      }
+      const removed = service.disable(user, serviceJid, node);
+      return {
+        message: `Removed ${removed} push registration${removed === 1 ? "" : "s"} of ${jid}`,
+        data: { jid, removed },
+      };
+    },
+  },
+];
+
 /** What a notification says about the message that caused it. */
 export interface PushSummary {
   /** The message's sender as it came (`from`). */
@@ -214,6 +295,8 @@ export default function push(m: ModuleAPI): void {
   const inFlight = new Map<string, InFlight>();
 
   m.addAccountFeature(NS_PUSH);
+  m.provide("push", { registrations: registrationsOf, disable: disableRegistrations });
+  m.shellCommands(PUSH_COMMANDS);
 
   function registrationsOf(user: string): PushRegistration[] {
     return db.prepare(
@@ -226,6 +309,16 @@ export default function push(m: ModuleAPI): void {
     return db.prepare(
       "DELETE FROM push_registrations WHERE host = ? AND user = ? AND service = ? AND node = ?",
     ).run(m.domain, user, service, node).changes > 0;
+  }
+
+  function disableRegistrations(user: string, service?: string, node?: string): number {
+    let removed = 0;
+    for (const registration of registrationsOf(user)) {
+      if (service !== undefined && registration.service !== service) continue;
+      if (node !== undefined && registration.node !== node) continue;
+      if (removeRegistration(user, registration.service, registration.node)) removed++;
+    }
+    return removed;
   }
 
   function forgetPending(key: string): void {
@@ -313,13 +406,7 @@ export default function push(m: ModuleAPI): void {
       origin.send(errorReply(stanza, "bad-request", { text: service }));
       return true;
     }
-    const serviceJid = service.toString();
-    const node = disable.attrs.node;
-    for (const registration of registrationsOf(user)) {
-      if (registration.service !== serviceJid) continue;
-      if (node !== undefined && registration.node !== node) continue;
-      removeRegistration(user, registration.service, registration.node);
-    }
+    disableRegistrations(user, service.toString(), disable.attrs.node);
     origin.send(reply(stanza));
     return true;
   }

@@ -493,3 +493,41 @@ Deno.test("the count starts over once the device resumes its session", async () 
     await t.stop();
   }
 });
+
+/** Runs a `push` shell command the way the admin socket does. */
+async function shell(t: TestServer, name: string, ...args: string[]) {
+  const spec = t.server.commands.get("push", name)!;
+  return await spec.run(
+    { server: t.server, emit: () => {}, signal: new AbortController().signal },
+    args,
+  );
+}
+
+Deno.test("the push shell section lists and removes an account's registrations", async () => {
+  const t = await server();
+  try {
+    const { client } = await enabled(t, "n1");
+    assert.equal((await iq(client, "set", enableXml("n2"))).attrs.type, "result");
+    const listed = await shell(t, "list", "alice@localhost");
+    assert.deepEqual(listed.table?.rows.map((row) => row.slice(0, 3)), [
+      [APP_SERVER, "n1", "phone"],
+      [APP_SERVER, "n2", "phone"],
+    ]);
+    assert.equal(
+      (await shell(t, "list", "bob@localhost")).message,
+      "bob@localhost has no push registrations",
+    );
+    await assert.rejects(shell(t, "list", "localhost"), /Not an account JID/);
+    await assert.rejects(shell(t, "list", "x@elsewhere.example"), /push module is not loaded/);
+
+    const one = await shell(t, "disable", "alice@localhost", APP_SERVER, "n1");
+    assert.equal(one.message, "Removed 1 push registration of alice@localhost");
+    assert.deepEqual(storedRegistrations(t), [`${APP_SERVER} n2 phone`]);
+    const rest = await shell(t, "disable", "alice@localhost");
+    assert.deepEqual(rest.data, { jid: "alice@localhost", removed: 1 });
+    assert.deepEqual(storedRegistrations(t), []);
+    client.close();
+  } finally {
+    await t.stop();
+  }
+});
