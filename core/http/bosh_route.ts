@@ -154,6 +154,14 @@ export function boshHandlers(deps: C2SDeps, sessions: BoshSessions): BoshHandler
       if (sid !== undefined) {
         const session = sessions.get(sid);
         if (!session) return reply(404, terminateBody("item-not-found"));
+        if (session.secure && !info.secure && !isLoopback(info.ip)) {
+          // XEP-0124 (security): a secure session's requests all come encrypted. The session
+          // itself stays, or anyone could end it with a plain request.
+          return new Response("This BOSH session must be used over HTTPS\n", {
+            status: 403,
+            headers: { ...headers, "content-type": "text/plain" },
+          });
+        }
         const response = await session.request(body);
         return reply(response.status, response.body);
       }
