@@ -3,6 +3,7 @@
 
 import { isIPv4, isIPv6 } from "node:net";
 import { parseJid } from "./jid.ts";
+import { checkAddressRange } from "./net/address_ranges.ts";
 
 /** The value types an option can have ("table[]": a list of tables its reader checks). */
 export type OptionType =
@@ -221,6 +222,44 @@ export const GLOBAL_OPTIONS = {
     check: checkListenAddress,
     description: "Addresses for the HTTP server (module routes), e.g. 127.0.0.1:5280; " +
       "empty = no HTTP",
+  },
+  https_interfaces: {
+    type: "string[]",
+    default: [],
+    scope: "global",
+    reload: "restart",
+    check: checkListenAddress,
+    description: "Addresses for the HTTPS server (the same routes; each host's certificate " +
+      "chosen by SNI), e.g. 127.0.0.1:5281; empty = no HTTPS",
+  },
+  http_trusted_proxies: {
+    type: "string[]",
+    default: ["127.0.0.1", "::1"],
+    scope: "global",
+    reload: "live",
+    check: checkAddressRange,
+    description: "Reverse proxies (IP addresses or CIDR ranges) whose X-Forwarded-For and " +
+      "X-Forwarded-Proto headers are believed; from anyone else they are ignored",
+  },
+  http_header_timeout: {
+    type: "integer",
+    default: 20,
+    min: 1,
+    max: 3600,
+    scope: "global",
+    reload: "live",
+    description: "Seconds a client may take to send a request's headers on an HTTPS or " +
+      "non-loopback HTTP listener before the connection is closed",
+  },
+  http_idle_timeout: {
+    type: "integer",
+    default: 60,
+    min: 1,
+    max: 86400,
+    scope: "global",
+    reload: "live",
+    description: "Seconds a kept-alive HTTPS or non-loopback HTTP connection may stay without " +
+      "a request before it is closed (WebSocket connections have their own pings)",
   },
   http_max_body_size: {
     type: "integer",

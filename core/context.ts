@@ -38,8 +38,8 @@ export interface ServerContext {
   readonly metrics: Metrics;
   /** HTTP routes by host (see `ModuleAPI.httpRoute`). */
   readonly http: HttpRoutes;
-  /** The bound port of the first HTTP listener (throws when there is none). */
-  port(kind: "http"): number;
+  /** The bound port of the first HTTP or HTTPS listener (throws when there is none). */
+  port(kind: "http" | "https"): number;
   /** When the server started (ms epoch). */
   readonly startedAt: number;
   /** Federation; undefined when the server has no s2s listener (remote stanzas bounce). */

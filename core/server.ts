@@ -28,7 +28,8 @@ import { Router } from "./router.ts";
 import { type Session, SessionManager } from "./sessions.ts";
 import { Database } from "./storage/database.ts";
 import { Storage } from "./storage/stores.ts";
-import { listenHttp } from "./http/listener.ts";
+import { type HttpListenOptions, listenHttp } from "./http/listener.ts";
+import { AddressRanges } from "./net/address_ranges.ts";
 import { HttpRoutes } from "./http/routes.ts";
 import { WEBSOCKET_PATH, websocketHandler } from "./http/websocket_route.ts";
 import { hostMetaHandlers } from "./http/host_meta.ts";
@@ -45,7 +46,8 @@ type ListenOption =
   | "component_interfaces"
   | "s2s_interfaces"
   | "s2s_direct_tls_interfaces"
-  | "http_interfaces";
+  | "http_interfaces"
+  | "https_interfaces";
 
 /** The listen addresses of an interfaces option (validated when the config was loaded). */
 function addresses(config: Config, option: ListenOption): ListenAddress[] {
@@ -108,6 +110,8 @@ export class Server implements ServerContext {
   /** Counters for `stats show`. */
   readonly metrics: Metrics = new Metrics();
   tls!: TlsContexts;
+  /** Server-side TLS for the `https_interfaces` listeners (ALPN http/1.1, SNI per host). */
+  httpsTls: TlsContexts | undefined;
   /** HTTP routes modules registered, by host (served by the `http_interfaces` listeners). */
   readonly http: HttpRoutes = new HttpRoutes();
   /** Live XEP-0206 BOSH sessions by sid (every local host's `/http-bind` shares them). */
@@ -183,15 +187,17 @@ export class Server implements ServerContext {
     for (const address of addresses(config, "c2s_direct_tls_interfaces")) {
       this.listeners.push(await listen("c2s_direct_tls", address, (s) => this.#accept(s, true)));
     }
-    for (const address of addresses(config, "http_interfaces")) {
-      this.listeners.push(
-        await listenHttp({
-          kind: "http",
-          address,
-          routes: this.http,
-          maxBodyBytes: () => this.config.get<number>("http_max_body_size"),
-        }),
-      );
+    const httpsAddresses = addresses(config, "https_interfaces");
+    if (httpsAddresses.length > 0) {
+      this.httpsTls = new TlsContexts(certificates, { alpn: ["http/1.1"] });
+    }
+    for (
+      const [kind, address] of [
+        ...addresses(config, "http_interfaces").map((a) => ["http", a] as const),
+        ...httpsAddresses.map((a) => ["https", a] as const),
+      ]
+    ) {
+      this.listeners.push(await listenHttp(this.#httpListenOptions(kind, address)));
     }
     for (const address of addresses(config, "component_interfaces")) {
       this.listeners.push(await listen("component", address, (s) => this.#acceptComponent(s)));
@@ -235,6 +241,31 @@ export class Server implements ServerContext {
       trust,
       certificateFor: (local) => this.tls.certificateForName(local),
     });
+  }
+
+  #httpListenOptions(kind: "http" | "https", address: ListenAddress): HttpListenOptions {
+    // Parsed again only when the option changes (reload), not per request.
+    let proxiesText: string[] | undefined;
+    let proxies = AddressRanges.parse([]);
+    return {
+      kind,
+      address,
+      routes: this.http,
+      maxBodyBytes: () => this.config.get<number>("http_max_body_size"),
+      trustedProxies: () => {
+        const text = this.config.get<string[]>("http_trusted_proxies");
+        if (text !== proxiesText) {
+          proxies = AddressRanges.parse(text);
+          proxiesText = text;
+        }
+        return proxies;
+      },
+      timeouts: () => ({
+        headerMs: this.config.get<number>("http_header_timeout") * 1000,
+        idleMs: this.config.get<number>("http_idle_timeout") * 1000,
+      }),
+      tls: kind === "https" ? this.httpsTls : undefined,
+    };
   }
 
   async #loadCertificates(config: Config): Promise<TlsHostEntry[]> {
@@ -416,6 +447,7 @@ export class Server implements ServerContext {
     this.throttle.configure(this.#throttleOptions(config));
     const certificates = await this.#loadCertificates(config);
     this.tls.update(certificates);
+    this.httpsTls?.update(certificates);
     if (this.remote) {
       this.s2sTls!.update(certificates);
       this.remote.reconfigure(config);
@@ -527,7 +559,7 @@ export class Server implements ServerContext {
 
   /** The bound port of the first listener of a kind (tests listen on port 0). */
   port(
-    kind: "c2s" | "c2s_direct_tls" | "component" | "s2s" | "s2s_direct_tls" | "http",
+    kind: "c2s" | "c2s_direct_tls" | "component" | "s2s" | "s2s_direct_tls" | "http" | "https",
   ): number {
     const listener = this.listeners.find((l) => l.kind === kind);
     if (!listener) throw new Error(`No ${kind} listener is configured`);

@@ -357,7 +357,8 @@ export default function upload(m: ModuleAPI): void {
 
   /**
    * The base URL slots are under: this component's name (HTTP routes go by the Host header)
-   * with http_external_url's scheme, port and path when set, else on the HTTP listener.
+   * with http_external_url's scheme, port and path when set, else on the HTTPS (or HTTP)
+   * listener.
    */
   const baseUrl = (): string | undefined => {
     const external = m.server.config.get<string>("http_external_url");
@@ -366,11 +367,15 @@ export default function upload(m: ModuleAPI): void {
       const port = url.port ? `:${url.port}` : "";
       return `${url.protocol}//${m.domain}${port}${url.pathname.replace(/\/+$/, "")}`;
     }
-    try {
-      return `http://${m.domain}:${m.server.port("http")}`;
-    } catch {
-      return undefined;
+    // Mobile clients refuse plain http upload URLs: the HTTPS listener when there is one.
+    for (const scheme of ["https", "http"] as const) {
+      try {
+        return `${scheme}://${m.domain}:${m.server.port(scheme)}`;
+      } catch {
+        // No listener of this kind.
+      }
     }
+    return undefined;
   };
 
   const removeFile = async (id: string): Promise<void> => {

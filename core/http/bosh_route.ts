@@ -11,7 +11,6 @@ import { DEFAULT_XML_LIMITS, parseElement, XmlStreamError } from "../xml/parser.
 import type { Element } from "../xml/element.ts";
 import type { StreamErrorCondition } from "../xml/stanza.ts";
 import type { HttpHandler } from "./routes.ts";
-import { isLoopback } from "./websocket_route.ts";
 
 const log = getLogger("http");
 
@@ -153,8 +152,10 @@ export function boshHandlers(deps: C2SDeps, sessions: BoshSessions): BoshHandler
       const sid = body.attrs.sid;
       if (sid !== undefined) {
         const session = sessions.get(sid);
-        if (!session) return reply(404, terminateBody("item-not-found"));
-        if (session.secure && !info.secure && !isLoopback(info.ip)) {
+        // XEP-0124 §17.2: a terminal condition comes as a terminate body with 200 (the 404 of
+        // §17.1 is for legacy clients, which an unknown sid gives no way to tell apart).
+        if (!session) return reply(200, terminateBody("item-not-found"));
+        if (session.secure && !info.secure) {
           // XEP-0124 (security): a secure session's requests all come encrypted. The session
           // itself stays, or anyone could end it with a plain request.
           return new Response("This BOSH session must be used over HTTPS\n", {
@@ -187,7 +188,7 @@ export function boshHandlers(deps: C2SDeps, sessions: BoshSessions): BoshHandler
     const transport: BoshTransport = new BoshTransport(NO_RECEIVER, Number(body.attrs.rid), {
       sid: crypto.randomUUID(),
       ip,
-      secure: secure || isLoopback(ip),
+      secure,
       wait: Math.min(wait ?? maxWait, maxWait),
       hold: hold === 0 ? 0 : 1,
       inactivity: config.get<number>("bosh_max_inactivity"),

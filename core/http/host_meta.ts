@@ -25,7 +25,7 @@ export function websocketUrl(externalUrl: string, request: Request, info: HttpRe
   // The header named a served host (the route matched); keep its port only when it is one.
   const port = /:(\d{1,5})$/.exec(request.headers.get("host") ?? "")?.[1];
   const host = info.host.includes(":") ? `[${info.host}]` : info.host;
-  return `${info.secure ? "wss" : "ws"}://${host}${port ? `:${port}` : ""}${WEBSOCKET_PATH}`;
+  return `${info.https ? "wss" : "ws"}://${host}${port ? `:${port}` : ""}${WEBSOCKET_PATH}`;
 }
 
 /**

@@ -10,8 +10,16 @@ export interface HttpRequestInfo {
   readonly host: string;
   /** The peer's IP address. */
   readonly ip: string;
-  /** Whether the request came over HTTPS. */
+  /**
+   * The request was encrypted on its way: it was https, or it came from this machine (a TLS
+   * proxy in front, or a local client).
+   */
   readonly secure: boolean;
+  /**
+   * The client used https: TLS on our listener, or X-Forwarded-Proto from a trusted proxy (the
+   * scheme to put in URLs given back to it).
+   */
+  readonly https: boolean;
 }
 
 /** Per-route options for `HttpRoutes.add`. */

@@ -16,8 +16,8 @@ export const WEBSOCKET_PATH = "/xmpp-websocket";
 const IDLE_PING_SECONDS = 60;
 
 /**
- * The route handler that accepts RFC 7395 client connections. A peer on loopback counts as
- * encrypted (a local TLS proxy in front, or a local client), like a wss connection.
+ * The route handler that accepts RFC 7395 client connections (encrypted when the request was:
+ * HTTPS, a TLS proxy on loopback, or a trusted proxy saying https).
  */
 export function websocketHandler(deps: C2SDeps): HttpHandler {
   return (request, info) => {
@@ -44,17 +44,12 @@ export function websocketHandler(deps: C2SDeps): HttpHandler {
     });
     const transport = new WebSocketTransport(socket, NO_RECEIVER, {
       ip: info.ip,
-      secure: info.secure || isLoopback(info.ip),
+      secure: info.secure,
       maxStanzaBytes: deps.server.config.hostDefault("c2s_stanza_size_limit"),
     });
     new C2SSession(transport, deps);
     return response;
   };
-}
-
-/** Whether an address is the local machine's (127.0.0.0/8, ::1, IPv4-mapped 127.x). */
-export function isLoopback(ip: string): boolean {
-  return ip === "::1" || ip.startsWith("127.") || ip.startsWith("::ffff:127.");
 }
 
 function plain(status: number, body: string, headers: Record<string, string> = {}): Response {

@@ -114,3 +114,14 @@ export class AddressRanges {
     return this.#ranges.some((range) => (bits & range.mask) === range.bits);
   }
 }
+
+/**
+ * Whether an address is the local machine's (127.0.0.0/8, ::1, IPv4-mapped 127.x, or the name
+ * "localhost"): a peer there is this machine or a proxy on it.
+ */
+export function isLoopbackAddress(ip: string): boolean {
+  if (ip === "localhost") return true;
+  return LOOPBACK.includes(ip);
+}
+
+const LOOPBACK = AddressRanges.parse(["127.0.0.0/8", "::1"]);
