@@ -38,8 +38,6 @@ export interface HttpFrontOptions {
   kind: string;
   /** TLS with SNI for HTTPS; absent for plain HTTP. */
   tls?: TlsContexts;
-  /** Where the platform HTTP server listens (on loopback). */
-  backendPort: number;
   timeouts: () => FrontTimeouts;
 }
 
@@ -113,7 +111,8 @@ class FrontConnection implements FrontPeer {
  *
  * @example
  * ```ts
- * const front = new HttpFront({ kind: "https", tls, backendPort, timeouts });
+ * const front = new HttpFront({ kind: "https", tls, timeouts });
+ * front.backendPort = backend.port;
  * await listen("https", address, (socket) => front.accept(socket));
  * // in the backend's handler:
  * const peer = front.peer(info.remoteAddr.port); // undefined: not from the front
@@ -124,6 +123,8 @@ export class HttpFront {
   /** Backend-side local port of each relayed connection -> its outer connection. */
   #byPort = new Map<number, FrontConnection>();
   #sockets = new Set<net.Socket>();
+  /** Where the platform HTTP server listens (on loopback); set before the first accept. */
+  backendPort = 0;
 
   constructor(options: HttpFrontOptions) {
     this.#options = options;
@@ -165,7 +166,7 @@ export class HttpFront {
     if (outer.destroyed) return;
     outer.on("error", () => {});
     const connection = new FrontConnection(outer, ip, secure, this.#options.timeouts());
-    const inner = net.connect({ host: "127.0.0.1", port: this.#options.backendPort });
+    const inner = net.connect({ host: "127.0.0.1", port: this.backendPort });
     inner.setNoDelay(true);
     let port: number | undefined;
     this.#sockets.add(outer);

@@ -57,23 +57,17 @@ export async function listenHttp(options: HttpListenOptions): Promise<Listener> 
     }));
     return { kind, host: direct.hostname, port: direct.port, close: direct.close };
   }
-  let front: HttpFront | undefined;
+  const front = new HttpFront({ kind, tls: options.tls, timeouts: options.timeouts });
   const backend = await serve(options, { host: "127.0.0.1", port: 0 }, (info) => {
-    const peer = front?.peer(info.remoteAddr.port);
+    const peer = front.peer(info.remoteAddr.port);
     return peer
       ? { ip: peer.ip, https: peer.secure, local: isLoopbackAddress(peer.ip), front: peer }
       : undefined;
   });
-  front = new HttpFront({
-    kind,
-    tls: options.tls,
-    backendPort: backend.port,
-    timeouts: options.timeouts,
-  });
-  const frontDoor = front;
+  front.backendPort = backend.port;
   let outer: Listener;
   try {
-    outer = await listen(kind, address, (socket) => frontDoor.accept(socket));
+    outer = await listen(kind, address, (socket) => front.accept(socket));
   } catch (error) {
     await backend.close();
     throw error;
@@ -86,7 +80,7 @@ export async function listenHttp(options: HttpListenOptions): Promise<Listener> 
       // Stop accepting at once; the outer listener is done when its last connection is.
       const stopped = outer.close();
       await backend.close();
-      frontDoor.closeAll();
+      front.closeAll();
       await stopped;
     },
   };
