@@ -1,6 +1,7 @@
 // /metrics over real sockets: OpenMetrics text whose values move after a login and a message,
 // checked against the exposition format rules; the Prometheus text format read by an npm
-// parser; 403 for addresses outside metrics_allow.
+// parser and by Debian's prometheus_client (its strict OpenMetrics parser too); 403 for addresses
+// outside metrics_allow.
 
 import assert from "node:assert/strict";
 import parsePrometheusTextFormat from "parse-prometheus-text-format";
@@ -266,4 +267,68 @@ Deno.test("a scraper asking for text/plain only gets the Prometheus text format"
     ),
     false,
   );
+});
+
+/** Debian's python3-prometheus-client: the reference parsers of both text formats. */
+const PYTHON = "/usr/bin/python3";
+const PYTHON_PARSE = `
+import sys, json
+fmt = sys.argv[1]
+text = sys.stdin.read()
+if fmt == "openmetrics":
+    from prometheus_client.openmetrics.parser import text_string_to_metric_families
+else:
+    from prometheus_client.parser import text_string_to_metric_families
+print(json.dumps({f.name: [f.type, len(f.samples)] for f in text_string_to_metric_families(text)}))
+`;
+
+/** Parses `text` with prometheus_client's parser for `format`; its families by name. */
+async function pythonParse(
+  text: string,
+  format: "openmetrics" | "prometheus",
+): Promise<Record<string, [string, number]>> {
+  const child = new Deno.Command(PYTHON, {
+    args: ["-c", PYTHON_PARSE, format],
+    stdin: "piped",
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  const writer = child.stdin.getWriter();
+  await writer.write(new TextEncoder().encode(text));
+  await writer.close();
+  const { code, stdout, stderr } = await child.output();
+  const err = new TextDecoder().decode(stderr);
+  if (err.includes("No module named 'prometheus_client'")) {
+    throw new Error(
+      "Debian's python3-prometheus-client is missing: run scripts/install-test-deps as root",
+    );
+  }
+  assert.equal(code, 0, `prometheus_client refused the ${format} text:\n${err}`);
+  return JSON.parse(new TextDecoder().decode(stdout));
+}
+
+Deno.test("prometheus_client's strict OpenMetrics parser and its text-format parser read /metrics", async () => {
+  const t = await startTestServer({
+    globalToml: 'http_interfaces = ["127.0.0.1:0"]',
+    users: { alice: "pw" },
+    modules: ["http_metrics"],
+  });
+  try {
+    const { client: alice } = await RawClient.login(t.port, "alice", "pw");
+    const url = `http://127.0.0.1:${t.server.port("http")}/metrics`;
+    // What curl and Prometheus get: OpenMetrics, read by the strict parser.
+    const open = await pythonParse((await rawRequest(url, "localhost")).body, "openmetrics");
+    assert.deepEqual(open.lilt_stanzas?.[0], "counter");
+    assert.deepEqual(open.lilt_sessions?.[0], "gauge");
+    assert.deepEqual(open.lilt_storage_transaction_seconds?.[0], "summary");
+    assert.ok(open.lilt_stanzas[1] >= 6, "in and out for three kinds");
+    // A text/plain scraper: the older format, every family typed.
+    const plain = await rawRequest(url, "localhost", { headers: { accept: "text/plain" } });
+    const classic = await pythonParse(plain.body, "prometheus");
+    assert.deepEqual(classic.lilt_stanzas?.[0], "counter");
+    for (const [name, [type]] of Object.entries(classic)) assert.notEqual(type, "unknown", name);
+    alice.close();
+  } finally {
+    await t.stop();
+  }
 });
