@@ -232,6 +232,14 @@ export const GLOBAL_OPTIONS = {
     description: "Addresses for the HTTPS server (the same routes; each host's certificate " +
       "chosen by SNI), e.g. 127.0.0.1:5281; empty = no HTTPS",
   },
+  http_default_host: {
+    type: "string",
+    default: "",
+    scope: "global",
+    reload: "live",
+    description: "The host whose HTTP routes answer requests whose Host header names none of " +
+      "the served hosts (e.g. an IP address); empty = the first [[host]]",
+  },
   http_trusted_proxies: {
     type: "string[]",
     default: ["127.0.0.1", "::1"],

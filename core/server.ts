@@ -252,6 +252,8 @@ export class Server implements ServerContext {
       address,
       routes: this.http,
       maxBodyBytes: () => this.config.get<number>("http_max_body_size"),
+      defaultHost: () =>
+        this.config.get<string>("http_default_host") || this.config.hosts[0]?.domain,
       trustedProxies: () => {
         const text = this.config.get<string[]>("http_trusted_proxies");
         if (text !== proxiesText) {

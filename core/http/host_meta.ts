@@ -2,7 +2,7 @@
 // clients where this host's RFC 7395 WebSocket and XEP-0206 BOSH endpoints are.
 
 import { escapeAttr } from "../xml/serializer.ts";
-import type { HttpHandler, HttpRequestInfo } from "./routes.ts";
+import { hostFromHeader, type HttpHandler, type HttpRequestInfo } from "./routes.ts";
 import { WEBSOCKET_PATH } from "./websocket_route.ts";
 import { BOSH_PATH } from "./bosh_route.ts";
 
@@ -22,9 +22,12 @@ export function websocketUrl(externalUrl: string, request: Request, info: HttpRe
     const prefix = base.pathname.replace(/\/+$/, "");
     return `${scheme}//${base.host}${prefix}${WEBSOCKET_PATH}`;
   }
-  // The header named a served host (the route matched); keep its port only when it is one.
-  const port = /:(\d{1,5})$/.exec(request.headers.get("host") ?? "")?.[1];
-  const host = info.host.includes(":") ? `[${info.host}]` : info.host;
+  // The name the client reached us by (a served host, or an address the default host answers
+  // for); its port only when it names one.
+  const header = request.headers.get("host") ?? "";
+  const port = /:(\d{1,5})$/.exec(header)?.[1];
+  const name = hostFromHeader(header) ?? info.host;
+  const host = name.includes(":") ? `[${name}]` : name;
   return `${info.https ? "wss" : "ws"}://${host}${port ? `:${port}` : ""}${WEBSOCKET_PATH}`;
 }
 

@@ -22,6 +22,11 @@ export interface HttpListenOptions {
   routes: HttpRoutes;
   /** Largest request body in bytes; larger ones get 413. */
   maxBodyBytes: () => number;
+  /**
+   * The host whose routes answer a request whose Host header names no host with routes (an IP
+   * address, a name only the proxy knows); undefined: such requests get 404.
+   */
+  defaultHost: () => string | undefined;
   /** Peers whose X-Forwarded-For and X-Forwarded-Proto headers are believed. */
   trustedProxies: () => AddressRanges;
   /** Header and idle deadlines of connections that come through the front. */
@@ -122,6 +127,7 @@ async function serve(
       peer.front?.requestStarted();
       const context: HandleContext = {
         routes,
+        defaultHost: options.defaultHost,
         peer: forwardedPeer(request, peer, options.trustedProxies()),
         maxBodyBytes: options.maxBodyBytes(),
       };
@@ -184,6 +190,7 @@ function stripPort(hop: string): string {
 
 interface HandleContext {
   routes: HttpRoutes;
+  defaultHost: () => string | undefined;
   peer: Peer;
   maxBodyBytes: number;
 }
@@ -191,7 +198,10 @@ interface HandleContext {
 /** Routes one request and logs its outcome. */
 async function handle(request: Request, context: HandleContext): Promise<Response> {
   const url = new URL(request.url);
-  const host = hostFromHeader(request.headers.get("host"));
+  const named = hostFromHeader(request.headers.get("host"));
+  const host = named === undefined || context.routes.hasHost(named)
+    ? named
+    : context.defaultHost() ?? named;
   const response = await respond(request, url, host, context);
   log.debug("{ip} {method} {host}{path} -> {status}", {
     ip: context.peer.ip,

@@ -128,6 +128,11 @@ export class HttpRoutes {
     return lookup(routes, "GET", path);
   }
 
+  /** Whether any route is registered for this host. */
+  hasHost(host: string): boolean {
+    return this.#byHost.has(host);
+  }
+
   /** Whether any route exists for this host and path (to answer 405 rather than 404). */
   hasPath(host: string, path: string): boolean {
     const routes = this.#byHost.get(host);

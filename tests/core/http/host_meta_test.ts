@@ -33,8 +33,11 @@ Deno.test("host-meta and host-meta.json advertise the WebSocket and BOSH URLs of
         { rel: REL_BOSH, href: `http://${host}/http-bind` },
       ],
     });
-    // Only for hosts the server serves.
-    assert.equal((await rawRequest(`${base}/.well-known/host-meta`, "other.example")).status, 404);
+    // Reached by another name (an address the default host answers for): that name is given.
+    const byAddress = await rawRequest(`${base}/.well-known/host-meta.json`, "127.0.0.1:5280");
+    assert.equal(JSON.parse(byAddress.body).links[0].href, "ws://127.0.0.1:5280/xmpp-websocket");
+    const byIpv6 = await rawRequest(`${base}/.well-known/host-meta.json`, "[::1]:5280");
+    assert.equal(JSON.parse(byIpv6.body).links[0].href, "ws://[::1]:5280/xmpp-websocket");
   } finally {
     await t.stop();
   }

@@ -40,7 +40,7 @@ async function request(
   return { status, body };
 }
 
-Deno.test("a module route answers for its host only; unknown host and path get 404", async () => {
+Deno.test("a module route answers for its host only; unknown hosts get the default host", async () => {
   const { t, base } = await startWithEcho();
   try {
     assert.deepEqual(await request(`${base}/hello`, "localhost"), {
@@ -49,7 +49,9 @@ Deno.test("a module route answers for its host only; unknown host and path get 4
     });
     assert.equal((await request(`${base}/hello`, "LocalHost:5280")).body, "hello localhost");
     assert.equal((await request(`${base}/hello`, "other.test")).status, 404);
-    assert.equal((await request(`${base}/hello`, "unknown.example")).status, 404);
+    // A Host header naming no served host (an IP address, a proxy's name): the first host.
+    assert.equal((await request(`${base}/hello`, "unknown.example")).body, "hello localhost");
+    assert.equal((await request(`${base}/hello`, "127.0.0.1")).body, "hello localhost");
     assert.equal((await request(`${base}/nothing`, "localhost")).status, 404);
     assert.equal((await request(`${base}/hello`, "localhost", { method: "DELETE" })).status, 405);
   } finally {
@@ -146,5 +148,28 @@ Deno.test("an HTTP address already in use fails start-up with a clear error", as
     );
   } finally {
     taken.close();
+  }
+});
+
+Deno.test("http_default_host names the host that answers unknown Host headers", async () => {
+  const t = await startTestServer({
+    modules: ["disco"],
+    globalToml: 'http_interfaces = ["127.0.0.1:0"]\nhttp_default_host = "other.test"',
+    extraToml: '[[host]]\ndomain = "other.test"\n',
+  });
+  try {
+    for (const domain of ["localhost", "other.test"]) {
+      t.server.modules.register(`where_${domain}`, {
+        default(m: ModuleAPI) {
+          m.httpRoute("GET", "/where", (_request, info) => new Response(info.host));
+        },
+      });
+      await t.server.modules.load(t.server.hosts.get(domain)!, `where_${domain}`);
+    }
+    const base = `http://127.0.0.1:${t.server.port("http")}`;
+    assert.equal((await request(`${base}/where`, "192.0.2.1")).body, "other.test");
+    assert.equal((await request(`${base}/where`, "localhost")).body, "localhost");
+  } finally {
+    await t.stop();
   }
 });
