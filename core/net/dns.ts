@@ -303,6 +303,25 @@ export class Resolver {
     };
   }
 
+  /** IPv4 addresses (A records) of `name`; throws a DnsError as {@link srv} does. */
+  async ipv4(name: string): Promise<string[]> {
+    return await this.#query(() => this.#resolver.resolve4(name), name, "A");
+  }
+
+  /** IPv6 addresses (AAAA records) of `name`; throws a DnsError as {@link srv} does. */
+  async ipv6(name: string): Promise<string[]> {
+    return await this.#query(() => this.#resolver.resolve6(name), name, "AAAA");
+  }
+
+  /**
+   * TXT records of `name`, each joined from its character strings; throws a DnsError as
+   * {@link srv} does.
+   */
+  async txt(name: string): Promise<string[]> {
+    const records = await this.#query(() => this.#resolver.resolveTxt(name), name, "TXT");
+    return records.map((chunks) => chunks.join(""));
+  }
+
   /** Stops every outstanding query of this resolver (they fail with a "failed" DnsError). */
   cancel(): void {
     this.#resolver.cancel();

@@ -1,4 +1,4 @@
-// A tiny authoritative UDP DNS server on loopback for tests: answers SRV, A and AAAA questions
+// A tiny authoritative UDP DNS server on loopback for tests: answers SRV, A, AAAA and TXT questions
 // from a table, so resolver and federation tests never touch real DNS or system files.
 
 import * as dgram from "node:dgram";
@@ -24,6 +24,8 @@ export interface DnsRecords {
   a?: string[];
   /** IPv6 addresses (AAAA). */
   aaaa?: string[];
+  /** TXT records, each one text (sent as character strings of at most 255 bytes). */
+  txt?: string[];
   /** Never answer questions for this name (the resolver times out). */
   silent?: boolean;
   /** Answer SERVFAIL for this name. */
@@ -33,6 +35,7 @@ export interface DnsRecords {
 const TYPE_A = 1;
 const TYPE_AAAA = 28;
 const TYPE_SRV = 33;
+const TYPE_TXT = 16;
 const CLASS_IN = 1;
 const RCODE_SERVFAIL = 2;
 const RCODE_NXDOMAIN = 3;
@@ -97,6 +100,8 @@ export class DnsResponder {
       ? "AAAA"
       : question.type === TYPE_SRV
       ? "SRV"
+      : question.type === TYPE_TXT
+      ? "TXT"
       : String(question.type);
     const key = `${question.name}/${typeName}`;
     this.queries.set(key, (this.queries.get(key) ?? 0) + 1);
@@ -113,6 +118,8 @@ export class DnsResponder {
       for (const ip of entry.aaaa ?? []) answers.push(record(TYPE_AAAA, ipv6Bytes(ip)));
     } else if (question.type === TYPE_SRV) {
       for (const srv of entry.srv ?? []) answers.push(record(TYPE_SRV, srvBytes(srv)));
+    } else if (question.type === TYPE_TXT) {
+      for (const text of entry.txt ?? []) answers.push(record(TYPE_TXT, txtBytes(text)));
     }
     const header = new Uint8Array(12);
     const view = new DataView(header.buffer);
@@ -194,6 +201,16 @@ function srvBytes(srv: SrvAnswer): Uint8Array {
   view.setUint16(2, srv.weight);
   view.setUint16(4, srv.port);
   return concat([head, nameBytes(srv.target)]);
+}
+
+function txtBytes(text: string): Uint8Array {
+  const bytes = new TextEncoder().encode(text);
+  const parts: Uint8Array[] = [];
+  for (let offset = 0; offset < bytes.length || parts.length === 0; offset += 255) {
+    const chunk = bytes.subarray(offset, offset + 255);
+    parts.push(Uint8Array.of(chunk.length), chunk);
+  }
+  return concat(parts);
 }
 
 function nameBytes(name: string): Uint8Array {
