@@ -14,7 +14,7 @@ import { loadTrustStore } from "./core/net/peer_certificate.ts";
 import { checkHostCertificate } from "./core/net/certificate_check.ts";
 import type { OptionChange } from "./core/config_changes.ts";
 import { federationConfigured, s2sTrustOptions } from "./core/s2s/policy.ts";
-import { configureLogging, getLogger } from "./core/log.ts";
+import { configureLogging, getLogger, reopenLogFiles } from "./core/log.ts";
 import { Server } from "./core/server.ts";
 import { LILT_VERSION } from "./core/version.ts";
 import { Database } from "./core/storage/database.ts";
@@ -26,6 +26,7 @@ import { type AdminSocket, startAdminSocket } from "./shell/admin_socket.ts";
 import { AdminClient, runShell } from "./shell/client.ts";
 import { promptNewSecret } from "./shell/prompt.ts";
 import { type PendingChanges, reloadConfiguration } from "./shell/reload.ts";
+import { notifySystemd } from "./core/systemd_notify.ts";
 import { builtinSections } from "./shell/sections/all.ts";
 import { setShutdownHandler } from "./shell/sections/server.ts";
 
@@ -211,7 +212,11 @@ async function cmdStart(args: string[]): Promise<number> {
     log.error("Uncaught exception: {error}", { error: event.error });
   });
   // The same path as the shell's `config reload`: problems and failures are logged there.
-  Deno.addSignalListener("SIGHUP", () => void reloadConfiguration(server));
+  // The log file is opened again first, even when the new file has errors (logrotate).
+  Deno.addSignalListener("SIGHUP", () => {
+    reopenLogFiles();
+    void reloadConfiguration(server);
+  });
   const stop = async (reason?: string) => {
     log.info("Shutting down");
     await admin.close();
@@ -272,6 +277,7 @@ async function cmdShell(args: string[]): Promise<number> {
 async function cmdCheck(args: string[]): Promise<number> {
   const { values, positionals } = parse(args);
   if (values.help || positionals[0] !== "config") return help("check", !values.help);
+    notifySystemd("STOPPING=1");
   const file = values.config ?? await defaultConfigPath();
   const { config, problems } = loadConfig(file, { moduleOptions: moduleOptions() });
   for (const problem of problems) console.error(formatProblem(problem));
@@ -283,6 +289,9 @@ async function cmdCheck(args: string[]): Promise<number> {
   let errors = 0;
   const report = (line: number | undefined, message: string) => {
     errors++;
+  // Under systemd (Type=notify) the unit becomes active now that the listeners are open.
+  const notifyProblem = notifySystemd("READY=1\nSTATUS=Serving " + ports);
+  if (notifyProblem) log.warn("{problem}", { problem: notifyProblem });
     console.error(
       formatProblem({ file: config.file, line: line ?? 0, severity: "error", message }),
     );
@@ -403,7 +412,13 @@ async function cmdUser(args: string[]): Promise<number> {
       command: ["user", shellAction, jid.bareString()],
     });
   }
-  await configureLogging({ ...config.log, console: false, file: "" });
+  await configureLogging({
+    ...config.log,
+    console: false,
+    file: "",
+    syslog: false,
+    journald: false,
+  });
   await Deno.mkdir(config.dataDir, { recursive: true, mode: 0o700 });
   const database = Database.open({ path: config.storage.path, key: config.storage.key });
   try {

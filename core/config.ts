@@ -73,6 +73,16 @@ export interface LogConfig {
   file: string;
   /** Category ("lilt.c2s") to lowest level. */
   categories: Record<string, string>;
+  /** Whether to send records to the local syslog socket (absent: false). */
+  syslog?: boolean;
+  /** The syslog socket; "" or absent: /dev/log (/var/run/log on FreeBSD). */
+  syslogSocket?: string;
+  /** The syslog facility name (absent: "daemon"). */
+  syslogFacility?: string;
+  /** Whether to send records to journald's native socket (absent: false). */
+  journald?: boolean;
+  /** The journald socket; "" or absent: /run/systemd/journal/socket. */
+  journaldSocket?: string;
 }
 
 /** Options for {@link loadConfig} and {@link parseConfigText}. */
@@ -533,6 +543,11 @@ class Validator {
       if (key === "level") log.level = checked as string;
       else if (key === "console") log.console = checked as boolean;
       else if (key === "file") log.file = checked as string;
+      else if (key === "syslog") log.syslog = checked as boolean;
+      else if (key === "syslog_socket") log.syslogSocket = checked as string;
+      else if (key === "syslog_facility") log.syslogFacility = checked as string;
+      else if (key === "journald") log.journald = checked as boolean;
+      else if (key === "journald_socket") log.journaldSocket = checked as string;
     }
     return log;
   }

@@ -761,6 +761,14 @@ export const HOST_OPTIONS = {
   },
 } satisfies Record<string, CoreOptionSpec>;
 
+/** A Unix socket path must fit sockaddr_un (103 bytes on FreeBSD, 107 on Linux). */
+function checkUnixSocketPath(path: string, name: string): string | undefined {
+  const bytes = new TextEncoder().encode(path).length;
+  return bytes > 103
+    ? `option '${name}' must be a socket path of at most 103 bytes, found ${bytes} bytes`
+    : undefined;
+}
+
 /** Keys of the [log] table. */
 export const LOG_OPTIONS: Record<string, CoreOptionSpec> = {
   level: {
@@ -785,6 +793,58 @@ export const LOG_OPTIONS: Record<string, CoreOptionSpec> = {
     reload: "live",
     path: true,
     description: "File to append log lines to; empty = none",
+  },
+  syslog: {
+    type: "boolean",
+    default: false,
+    scope: "global",
+    reload: "live",
+    description: "Also send log records to the local syslog socket (RFC 3164, as syslog(3) does)",
+  },
+  syslog_socket: {
+    type: "string",
+    default: "",
+    scope: "global",
+    reload: "live",
+    path: true,
+    check: checkUnixSocketPath,
+    description: "The syslog socket; empty = /dev/log (/var/run/log on FreeBSD)",
+  },
+  syslog_facility: {
+    type: "enum",
+    default: "daemon",
+    values: [
+      "daemon",
+      "user",
+      "local0",
+      "local1",
+      "local2",
+      "local3",
+      "local4",
+      "local5",
+      "local6",
+      "local7",
+    ],
+    scope: "global",
+    reload: "live",
+    description: "The syslog facility of Lilt's records",
+  },
+  journald: {
+    type: "boolean",
+    default: false,
+    scope: "global",
+    reload: "live",
+    description:
+      "Also send log records to systemd-journald (native protocol: PRIORITY, MESSAGE, SYSLOG_IDENTIFIER=lilt)",
+  },
+  journald_socket: {
+    type: "string",
+    default: "",
+    scope: "global",
+    reload: "live",
+    path: true,
+    check: checkUnixSocketPath,
+    description: "The journald socket; empty = /run/systemd/journal/socket",
   },
   categories: {
     type: "table",

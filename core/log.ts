@@ -1,5 +1,6 @@
 // Logging for the whole server on top of LogTape: loggers under the "lilt" category, a console
-// sink, an optional file sink, per-category levels, and watchers for the admin shell.
+// sink, optional file, syslog and journald sinks, per-category levels, and watchers for the
+// admin shell.
 
 import {
   compareLogLevel,
@@ -14,6 +15,7 @@ import {
 } from "@logtape/logtape";
 import { dirname } from "node:path";
 import type { LogConfig } from "./config.ts";
+import { UnixDatagramSender } from "./unix_datagram.ts";
 
 export type { Logger, LogRecord };
 
@@ -45,7 +47,9 @@ const watchers = new Set<Watcher>();
 
 /**
  * Sets up logging from the [log] configuration: console (stderr), optional file (appended),
- * per-category levels. Call it again to apply a new configuration (on reload).
+ * syslog and journald, per-category levels. Call it again to apply a new configuration (on
+ * reload). A syslog or journald socket that cannot be used is reported on stderr; the other
+ * sinks keep working.
  */
 export function configureLogging(config: LogConfig): Promise<void> {
   current = config;
@@ -66,6 +70,15 @@ export function addLogWatcher(fn: (record: LogRecord) => void, level = "debug"):
   };
 }
 
+/**
+ * Opens the log file again (after logrotate moved it away) and the syslog and journald sockets,
+ * with the configuration in force. SIGHUP does this even when the new configuration file has
+ * errors and is not applied.
+ */
+export function reopenLogFiles(): void {
+  if (current) apply();
+}
+
 /** Removes all logging configuration and watchers and closes the log file. */
 export function resetLogging(): Promise<void> {
   current = undefined;
@@ -78,6 +91,11 @@ export function resetLogging(): Promise<void> {
 export function formatLogRecord(record: LogRecord): string {
   const time = new Date(record.timestamp).toISOString();
   const level = record.level.toUpperCase().padEnd(7);
+  return `${time} ${level} ${recordText(record)}\n`;
+}
+
+/** "category: message" on one line, then an error's stack lines (error and fatal only). */
+function recordText(record: LogRecord): string {
   let message = "";
   let stack = "";
   for (let i = 0; i < record.message.length; i++) {
@@ -91,7 +109,7 @@ export function formatLogRecord(record: LogRecord): string {
       stack += "\n" + part.stack.split("\n").slice(1).map((l) => `    ${l.trim()}`).join("\n");
     }
   }
-  return `${time} ${level} ${record.category.join(".")}: ${escapeControls(message)}${stack}\n`;
+  return `${record.category.join(".")}: ${escapeControls(message)}${stack}`;
 }
 
 function apply(): void {
@@ -99,11 +117,25 @@ function apply(): void {
     resetSync();
     return;
   }
-  const config = current ?? { level: "fatal", console: false, file: "", categories: {} };
+  const config: LogConfig = current ??
+    { level: "fatal", console: false, file: "", categories: {} };
   const levels = new CategoryLevels(config);
   const sinks: Record<string, Sink> = {};
-  if (config.console) sinks.console = filtered(levels, consoleSink);
+  if (config.console) {
+    sinks.console = filtered(levels, stderrIsJournal() ? journalStderrSink : consoleSink);
+  }
   if (config.file) sinks.file = filtered(levels, fileSink(config.file));
+  if (config.syslog) {
+    const path = config.syslogSocket || defaultSyslogSocket();
+    const facility = SYSLOG_FACILITIES[config.syslogFacility ?? "daemon"] ?? 3;
+    const sink = datagramSink("syslog", path, (record) => syslogDatagram(record, facility));
+    if (sink) sinks.syslog = filtered(levels, sink);
+  }
+  if (config.journald) {
+    const path = config.journaldSocket || JOURNALD_SOCKET;
+    const sink = datagramSink("journald", path, journalDatagram);
+    if (sink) sinks.journald = filtered(levels, sink);
+  }
   const outputs = Object.keys(sinks);
   if (watchers.size > 0) sinks.watchers = watcherSink;
   const all = Object.keys(sinks);
@@ -179,6 +211,164 @@ const encoder = new TextEncoder();
 
 function consoleSink(record: LogRecord): void {
   Deno.stderr.writeSync(encoder.encode(formatLogRecord(record)));
+}
+
+/** syslog(3) severities of LogTape's levels (LOG_CRIT ... LOG_DEBUG). */
+const SEVERITY: Record<LogLevel, number> = {
+  fatal: 2,
+  error: 3,
+  warning: 4,
+  info: 6,
+  debug: 7,
+  trace: 7,
+};
+
+/** The facilities `[log] syslog_facility` accepts, with their syslog(3) codes. */
+export const SYSLOG_FACILITIES: Readonly<Record<string, number>> = {
+  user: 1,
+  daemon: 3,
+  local0: 16,
+  local1: 17,
+  local2: 18,
+  local3: 19,
+  local4: 20,
+  local5: 21,
+  local6: 22,
+  local7: 23,
+};
+
+/** Where systemd-journald reads its native protocol. */
+const JOURNALD_SOCKET = "/run/systemd/journal/socket";
+
+/** The local syslog socket: FreeBSD's syslogd listens on /var/run/log, Linux's on /dev/log. */
+function defaultSyslogSocket(): string {
+  return Deno.build.os === "freebsd" ? "/var/run/log" : "/dev/log";
+}
+
+/**
+ * True when standard error is a stream to journald (systemd sets JOURNAL_STREAM to its
+ * device:inode): console lines then carry sd-daemon `<N>` priority prefixes instead of a time,
+ * which the journal adds itself.
+ */
+function stderrIsJournal(): boolean {
+  try {
+    const stream = Deno.env.get("JOURNAL_STREAM");
+    if (!stream || Deno.build.os !== "linux") return false;
+    const { dev, ino } = Deno.statSync("/proc/self/fd/2");
+    return stream === `${dev}:${ino}`;
+  } catch {
+    return false;
+  }
+}
+
+function journalStderrSink(record: LogRecord): void {
+  const prefix = `<${SEVERITY[record.level]}>`;
+  const text = recordText(record).split("\n").map((line) => prefix + line).join("\n");
+  Deno.stderr.writeSync(encoder.encode(text + "\n"));
+}
+
+/** Largest datagram sent to syslog: FreeBSD's net.local.dgram.maxdgram is 2048 by default. */
+const SYSLOG_MAX_BYTES = Deno.build.os === "freebsd" ? 2048 : 8192;
+/** Largest MESSAGE sent to journald (bigger ones would need a memfd, see systemd.journal-fields). */
+const JOURNAL_MAX_MESSAGE_BYTES = 48 * 1024;
+
+const MONTHS = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+
+/**
+ * One record as the local syslog socket expects it from syslog(3): the RFC 3164 form
+ * `<PRI>Mmm dd hh:mm:ss lilt[PID]: category: message`, on one line.
+ */
+export function syslogDatagram(record: LogRecord, facility: number): Uint8Array<ArrayBuffer> {
+  const at = new Date(record.timestamp);
+  const two = (n: number) => String(n).padStart(2, "0");
+  const stamp = `${MONTHS[at.getMonth()]} ${String(at.getDate()).padStart(2, " ")} ` +
+    `${two(at.getHours())}:${two(at.getMinutes())}:${two(at.getSeconds())}`;
+  const priority = facility * 8 + SEVERITY[record.level];
+  const text = recordText(record).replaceAll("\n", " ");
+  return truncated(`<${priority}>${stamp} lilt[${Deno.pid}]: ${text}`, SYSLOG_MAX_BYTES);
+}
+
+/**
+ * One record in journald's native protocol: MESSAGE, PRIORITY, SYSLOG_IDENTIFIER=lilt,
+ * SYSLOG_PID and LILT_CATEGORY fields (a value with a newline, such as a stack trace, in the
+ * protocol's length-prefixed binary form).
+ */
+export function journalDatagram(record: LogRecord): Uint8Array<ArrayBuffer> {
+  const message = truncated(recordText(record), JOURNAL_MAX_MESSAGE_BYTES);
+  const fields: [string, Uint8Array][] = [
+    ["MESSAGE", message],
+    ["PRIORITY", encoder.encode(String(SEVERITY[record.level]))],
+    ["SYSLOG_IDENTIFIER", encoder.encode("lilt")],
+    ["SYSLOG_PID", encoder.encode(String(Deno.pid))],
+    ["LILT_CATEGORY", encoder.encode(record.category.join("."))],
+  ];
+  const parts: Uint8Array[] = [];
+  for (const [name, value] of fields) {
+    if (!value.includes(0x0a)) {
+      parts.push(encoder.encode(`${name}=`), value, encoder.encode("\n"));
+      continue;
+    }
+    const length = new Uint8Array(8);
+    new DataView(length.buffer).setBigUint64(0, BigInt(value.length), true);
+    parts.push(encoder.encode(`${name}\n`), length, value, encoder.encode("\n"));
+  }
+  const datagram = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
+  let offset = 0;
+  for (const part of parts) {
+    datagram.set(part, offset);
+    offset += part.length;
+  }
+  return datagram;
+}
+
+/** UTF-8 of `text`, cut to at most `max` bytes on a character boundary. */
+function truncated(text: string, max: number): Uint8Array<ArrayBuffer> {
+  const bytes = encoder.encode(text);
+  if (bytes.length <= max) return bytes;
+  let end = max;
+  while (end > 0 && (bytes[end] & 0xc0) === 0x80) end--;
+  return bytes.slice(0, end);
+}
+
+/**
+ * A sink sending each record as one datagram to a local socket. When the socket cannot be
+ * opened, or sending starts or stops failing, one line on stderr says so: records sent while
+ * it fails are dropped (counted), the server goes on.
+ */
+function datagramSink(
+  name: string,
+  path: string,
+  encode: (record: LogRecord) => Uint8Array<ArrayBuffer>,
+): (Sink & Disposable) | undefined {
+  let socket: UnixDatagramSender;
+  try {
+    socket = new UnixDatagramSender(path);
+  } catch (error) {
+    stderrNotice(`cannot log to ${name} at ${path}: ${(error as Error).message}`);
+    return undefined;
+  }
+  let dropped = 0;
+  const sink = (record: LogRecord) => {
+    const problem = socket.send(encode(record));
+    if (problem === undefined) {
+      if (dropped > 0) {
+        stderrNotice(`logging to ${name} at ${path} works again (${dropped} records dropped)`);
+      }
+      dropped = 0;
+      return;
+    }
+    if (dropped++ === 0) {
+      stderrNotice(
+        `cannot send log records to ${name} at ${path}: ${problem}; ` +
+          "they are dropped until it accepts them again",
+      );
+    }
+  };
+  return Object.assign(sink, { [Symbol.dispose]: () => socket.close() });
+}
+
+function stderrNotice(text: string): void {
+  Deno.stderr.writeSync(encoder.encode(`lilt: ${text}\n`));
 }
 
 /**

@@ -1,17 +1,24 @@
 // Tests for logging setup: the file sink's lines, per-category levels, watchers that see
-// records below the configured level, and reconfiguration.
+// records below the configured level, reconfiguration, reopening after logrotate, and the
+// syslog and journald sinks (read from a Unix datagram socket the test listens on).
 
 import assert from "node:assert/strict";
 import { dirname, join } from "node:path";
-import type { LogConfig } from "../../core/config.ts";
+import { formatProblem, type LogConfig, parseConfigText } from "../../core/config.ts";
 import {
   addLogWatcher,
   configureLogging,
   formatLogRecord,
   getLogger,
   type LogRecord,
+  reopenLogFiles,
   resetLogging,
 } from "../../core/log.ts";
+import {
+  listenUnixDatagrams,
+  parseJournalFields,
+  type UnixDatagramListener,
+} from "../helpers/unix_datagram_listener.ts";
 
 async function withLogFile(
   config: Partial<LogConfig>,
@@ -181,4 +188,186 @@ Deno.test("formatted records stay on one line and show errors and objects", () =
     message: ["Failed: ", new TypeError("boom"), " with ", { n: 1 }, ""],
   });
   assert.match(error, /^\S+ ERROR {3}lilt\.c2s: Failed: TypeError: boom with \{ n: 1 \}\n {4}at /);
+});
+
+Deno.test("after logrotate moves the file away, reopening starts a new one", async () => {
+  await withLogFile({}, async (read, path) => {
+    getLogger("a").info("before rotation");
+    await Deno.rename(path, `${path}.1`);
+    getLogger("a").info("still into the moved file");
+    reopenLogFiles();
+    getLogger("a").info("after reopening");
+    assert.deepEqual((await read()).map((line) => line.replace(/^\S+ /, "")), [
+      "INFO    lilt.a: after reopening",
+    ]);
+    const rotated = await Deno.readTextFile(`${path}.1`);
+    assert.match(rotated, /before rotation\n.*still into the moved file\n$/);
+  });
+});
+
+async function withDatagramSocket(
+  body: (listener: UnixDatagramListener, dir: string) => Promise<void>,
+): Promise<void> {
+  const dir = await Deno.makeTempDir({ prefix: "lilt-log-" });
+  const listener = await listenUnixDatagrams(join(dir, "log.sock"));
+  try {
+    await body(listener, dir);
+  } finally {
+    await resetLogging();
+    await listener.close();
+    await Deno.remove(dir, { recursive: true });
+  }
+}
+
+Deno.test("the journald sink sends PRIORITY, MESSAGE and SYSLOG_IDENTIFIER", async () => {
+  await withDatagramSocket(async (journal) => {
+    await configureLogging({
+      level: "info",
+      console: false,
+      file: "",
+      categories: {},
+      journald: true,
+      journaldSocket: journal.path,
+    });
+    getLogger("c2s").debug("below the level");
+    getLogger("c2s").info("Client {ip} connected", { ip: "192.0.2.1" });
+    getLogger("s2s").warning("Link to {domain} slow", { domain: "example.net" });
+    getLogger("storage").error("Write failed: {error}", { error: new Error("disk full") });
+    getLogger("main").fatal("Cannot go on");
+
+    const info = parseJournalFields(await journal.next());
+    assert.equal(info.get("PRIORITY"), "6");
+    assert.equal(info.get("MESSAGE"), "lilt.c2s: Client 192.0.2.1 connected");
+    assert.equal(info.get("SYSLOG_IDENTIFIER"), "lilt");
+    assert.equal(info.get("SYSLOG_PID"), String(Deno.pid));
+    assert.equal(info.get("LILT_CATEGORY"), "lilt.c2s");
+    const warning = parseJournalFields(await journal.next());
+    assert.equal(warning.get("PRIORITY"), "4");
+    assert.equal(warning.get("MESSAGE"), "lilt.s2s: Link to example.net slow");
+    // An error's stack spans lines: the field goes in the protocol's length-prefixed form.
+    const error = parseJournalFields(await journal.next());
+    assert.equal(error.get("PRIORITY"), "3");
+    assert.match(error.get("MESSAGE")!, /^lilt\.storage: Write failed: Error: disk full\n {4}at /);
+    const fatal = parseJournalFields(await journal.next());
+    assert.deepEqual([fatal.get("PRIORITY"), fatal.get("MESSAGE")], [
+      "2",
+      "lilt.main: Cannot go on",
+    ]);
+  });
+});
+
+Deno.test("the syslog sink sends syslog(3) lines with the facility and severity", async () => {
+  await withDatagramSocket(async (syslog) => {
+    await configureLogging({
+      level: "info",
+      console: false,
+      file: "",
+      categories: { "lilt.c2s": "debug" },
+      syslog: true,
+      syslogSocket: syslog.path,
+    });
+    getLogger("c2s").debug("Stanza\nwith a newline");
+    const decode = async () => new TextDecoder().decode(await syslog.next());
+    // daemon (3) * 8 + debug (7)
+    assert.match(
+      await decode(),
+      new RegExp(
+        `^<31>[A-Z][a-z]{2} [ \\d]\\d \\d\\d:\\d\\d:\\d\\d lilt\\[${Deno.pid}\\]: ` +
+          "lilt\\.c2s: Stanza\\\\nwith a newline$",
+      ),
+    );
+    await configureLogging({
+      level: "info",
+      console: false,
+      file: "",
+      categories: {},
+      syslog: true,
+      syslogSocket: syslog.path,
+      syslogFacility: "local3",
+    });
+    getLogger("c2s").debug("no longer logged");
+    getLogger("s2s").warning("careful");
+    // local3 (19) * 8 + warning (4)
+    assert.match(await decode(), /^<156>.* lilt\[\d+\]: lilt\.s2s: careful$/);
+  });
+});
+
+Deno.test("a journald socket that is not there drops records until it appears", async () => {
+  await withDatagramSocket(async (_listener, dir) => {
+    const path = join(dir, "later.sock");
+    await configureLogging({
+      level: "info",
+      console: false,
+      file: join(dir, "lilt.log"),
+      categories: {},
+      journald: true,
+      journaldSocket: path,
+    });
+    getLogger("a").info("nobody listens");
+    const later = await listenUnixDatagrams(path);
+    try {
+      getLogger("a").info("now somebody does");
+      const fields = parseJournalFields(await later.next());
+      assert.equal(fields.get("MESSAGE"), "lilt.a: now somebody does");
+    } finally {
+      await later.close();
+    }
+    // The other sinks went on all along.
+    const lines = await Deno.readTextFile(join(dir, "lilt.log"));
+    assert.match(lines, /nobody listens\n.*now somebody does\n$/);
+  });
+});
+
+Deno.test("under systemd, console lines carry the sd-daemon priority prefix", async () => {
+  const logModule = new URL("../../core/log.ts", import.meta.url).href;
+  // The child says its standard error is the journal's stream, as systemd would.
+  const code = `
+    const { dev, ino } = Deno.statSync("/proc/self/fd/2");
+    Deno.env.set("JOURNAL_STREAM", dev + ":" + ino);
+    const { configureLogging, getLogger } = await import(${JSON.stringify(logModule)});
+    await configureLogging({ level: "info", console: true, file: "", categories: {} });
+    getLogger("s2s").warning("careful");
+    getLogger("c2s").info("hello");
+  `;
+  const output = await new Deno.Command(Deno.execPath(), {
+    args: ["eval", code],
+    stdout: "null",
+    stderr: "piped",
+  }).output();
+  assert.equal(
+    new TextDecoder().decode(output.stderr),
+    "<4>lilt.s2s: careful\n<6>lilt.c2s: hello\n",
+  );
+  // Without JOURNAL_STREAM, lines keep their time and level.
+  const plain = await new Deno.Command(Deno.execPath(), {
+    args: ["eval", code.replace(/Deno.env.set[^;]*;/, "")],
+    stdout: "null",
+    stderr: "piped",
+  }).output();
+  assert.match(new TextDecoder().decode(plain.stderr), /^\S+Z WARNING lilt\.s2s: careful\n/);
+});
+
+Deno.test("bad syslog and journald options are errors at their line", () => {
+  const long = "/run/" + "x".repeat(120) + ".sock";
+  const { config, problems } = parseConfigText(
+    `[log]\nsyslog = "yes"\nsyslog_facility = "mail"\njournald_socket = "${long}"\n` +
+      `[[host]]\ndomain = "localhost"\n`,
+    "/etc/lilt/lilt.toml",
+  );
+  assert.equal(config, undefined);
+  assert.deepEqual(problems.map(formatProblem), [
+    `/etc/lilt/lilt.toml:2: error: option 'log.syslog' must be true or false, found string "yes"`,
+    "/etc/lilt/lilt.toml:3: error: option 'log.syslog_facility' must be one of daemon, user, " +
+    `local0, local1, local2, local3, local4, local5, local6, local7, found string "mail"`,
+    "/etc/lilt/lilt.toml:4: error: option 'log.journald_socket' must be a socket path of at " +
+    "most 103 bytes, found 130 bytes",
+  ]);
+  const good = parseConfigText(
+    `[log]\nsyslog = true\njournald = true\njournald_socket = "journal.sock"\n` +
+      `[[host]]\ndomain = "localhost"\n`,
+    "/etc/lilt/lilt.toml",
+  );
+  assert.deepEqual(good.problems, []);
+  assert.equal(good.config!.log.syslog, true);
+  assert.equal(good.config!.log.journaldSocket, "/etc/lilt/journal.sock");
 });
