@@ -4,6 +4,7 @@
 import type { CommandSpec } from "../../core/admin_commands.ts";
 import { c2sCommands } from "./c2s.ts";
 import { configCommands } from "./config.ts";
+import { dnsCommands } from "./dns.ts";
 import { hostCommands } from "./host.ts";
 import { httpCommands } from "./http.ts";
 import { moduleCommands } from "./module.ts";
@@ -29,6 +30,7 @@ export function builtinSections(): CommandSpec[] {
     ...httpCommands(),
     ...c2sCommands(),
     ...s2sCommands(),
+    ...dnsCommands(),
     ...userCommands(),
     ...roleCommands(),
     ...rosterCommands(),
