@@ -5,6 +5,8 @@
 import type { ServerContext } from "./context.ts";
 import type { ModuleManager } from "./modules.ts";
 import type { Listener } from "./net/listener.ts";
+import type { LoadedCertificate } from "./net/certificates.ts";
+import type { CertificateChange, TlsHostEntry } from "./net/tls.ts";
 import type { ReloadReport } from "./config_changes.ts";
 import type { RouteObserver } from "./router.ts";
 import type { S2SManager } from "./s2s/manager.ts";
@@ -25,6 +27,12 @@ export interface AdminServer extends ServerContext {
   readonly remote: S2SManager | undefined;
   /** Applies a new configuration (SIGHUP, `config reload`). */
   reload(next: Config): Promise<ReloadReport>;
+  /** The certificates in force: one per host, and one per component that has its own. */
+  readonly certificates: readonly TlsHostEntry[];
+  /** The certificate TLS presents for a name (what SNI picks for it). */
+  certificateForName(name: string): LoadedCertificate;
+  /** Reads every certificate again and puts them in force for new connections. */
+  reloadCertificates(): Promise<CertificateChange[]>;
   /** Closes every stream and stops the server. */
   shutdown(reason?: string, condition?: StreamErrorCondition): Promise<void>;
 }

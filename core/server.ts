@@ -17,10 +17,14 @@ import { Metrics } from "./metrics.ts";
 import { ModuleManager, type ModuleReloadOutcome, type ModuleTable } from "./modules.ts";
 import { acceptC2S, C2SSession } from "./net/c2s.ts";
 import { ComponentSession } from "./net/component.ts";
-import { loadOrCreateCertificate } from "./net/certificates.ts";
+import {
+  type LoadedCertificate,
+  loadOrCreateCertificate,
+  loadStoredCertificate,
+} from "./net/certificates.ts";
 import { listen, type Listener } from "./net/listener.ts";
 import { type ListenAddress, parseListenAddress } from "./config_schema.ts";
-import { TlsContexts, type TlsHostEntry } from "./net/tls.ts";
+import { type CertificateChange, TlsContexts, type TlsHostEntry } from "./net/tls.ts";
 import { loadTrustStore } from "./net/peer_certificate.ts";
 import { S2SManager } from "./s2s/manager.ts";
 import { federationConfigured, s2sTrustOptions } from "./s2s/policy.ts";
@@ -110,6 +114,8 @@ export class Server implements ServerContext {
   /** Counters for `stats show`. */
   readonly metrics: Metrics = new Metrics();
   tls!: TlsContexts;
+  /** The certificates in force: one per host, and one per component that has its own. */
+  #certificates: TlsHostEntry[] = [];
   /** Server-side TLS for the `https_interfaces` listeners (ALPN http/1.1, SNI per host). */
   httpsTls: TlsContexts | undefined;
   /** HTTP routes modules registered, by host (served by the `http_interfaces` listeners). */
@@ -175,6 +181,7 @@ export class Server implements ServerContext {
   async #setUp(): Promise<void> {
     const config = this.config;
     const certificates = await this.#loadCertificates(config);
+    this.#certificates = certificates;
     this.tls = new TlsContexts(certificates);
     await this.#setUpFederation(config, certificates);
     for (const hostConfig of config.hosts) await this.#addHost(hostConfig.domain, "local");
@@ -295,7 +302,64 @@ export class Server implements ServerContext {
       }
       entries.push({ domain: host.domain, cert });
     }
+    // A component presents its own certificate when it has one (configured, or imported into
+    // data_dir/certs); otherwise SNI picks its parent host's, which a wildcard may cover.
+    for (const component of config.components) {
+      const files = {
+        certificate: config.hostOption<string>(component.domain, "certificate") ?? "",
+        key: config.hostOption<string>(component.domain, "key") ?? "",
+      };
+      const cert = files.certificate !== "" || files.key !== ""
+        ? await loadOrCreateCertificate(component.domain, { ...files, dataDir: config.dataDir })
+        : await loadStoredCertificate(component.domain, config.dataDir);
+      if (cert) entries.push({ domain: component.domain, cert });
+    }
     return entries;
+  }
+
+  /** The certificates in force: one per host, and one per component that has its own. */
+  get certificates(): readonly TlsHostEntry[] {
+    return this.#certificates;
+  }
+
+  /** The certificate TLS presents for `name` (what SNI picks for it). */
+  certificateForName(name: string): LoadedCertificate {
+    return this.tls.certificateForName(name);
+  }
+
+  /**
+   * Reads every certificate again (the configured files, or data_dir/certs) and puts them in
+   * force for new TLS handshakes (c2s, HTTPS, s2s); open connections keep theirs. Throws, with
+   * nothing changed, when one cannot be loaded. Returns what changed for each host.
+   */
+  async reloadCertificates(): Promise<CertificateChange[]> {
+    return await this.#applyCertificates(await this.#loadCertificates(this.config));
+  }
+
+  #applyCertificates(certificates: TlsHostEntry[]): CertificateChange[] {
+    const before = new Map(this.#certificates.map((e) => [e.domain, e.cert]));
+    this.#certificates = certificates;
+    this.tls.update(certificates);
+    this.httpsTls?.update(certificates);
+    this.s2sTls?.update(certificates);
+    const changes: CertificateChange[] = [];
+    for (const { domain, cert } of certificates) {
+      const old = before.get(domain);
+      before.delete(domain);
+      const changed = !old || old.certPem !== cert.certPem || old.keyPem !== cert.keyPem;
+      changes.push({ domain, before: old, after: cert, changed });
+      if (changed) {
+        log.info("Certificate for {domain}: {file}, valid until {until}", {
+          domain,
+          file: cert.certificateFile ?? "(in memory)",
+          until: cert.notAfter.toISOString(),
+        });
+      }
+    }
+    for (const [domain, old] of before) {
+      changes.push({ domain, before: old, after: undefined, changed: true });
+    }
+    return changes;
   }
 
   async #addHost(domain: string, kind: "local" | "component"): Promise<void> {
@@ -447,11 +511,8 @@ export class Server implements ServerContext {
     this.config = config;
     await configureLogging(config.log);
     this.throttle.configure(this.#throttleOptions(config));
-    const certificates = await this.#loadCertificates(config);
-    this.tls.update(certificates);
-    this.httpsTls?.update(certificates);
+    this.#applyCertificates(await this.#loadCertificates(config));
     if (this.remote) {
-      this.s2sTls!.update(certificates);
       this.remote.reconfigure(config);
       try {
         this.remote.setTrust(await loadTrustStore(s2sTrustOptions(config)));

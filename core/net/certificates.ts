@@ -40,6 +40,10 @@ export interface LoadedCertificate {
   notAfter: Date;
   /** DNS names from the leaf's subjectAltName extension, lower case (may hold wildcards). */
   names: string[];
+  /** The file the certificate was read from (or written to), when it came from one. */
+  certificateFile?: string;
+  /** The file the key was read from (or written to), when it came from one. */
+  keyFile?: string;
 }
 
 /** A certificate chain and its private key in PEM. */
@@ -120,6 +124,47 @@ export async function loadOrCreateCertificate(
   });
 }
 
+/** The files `lilt cert import` writes and the server reads for a host without its own files. */
+export interface StoredCertificatePaths {
+  /** `<dataDir>/certs/<domain>.crt`: the chain in PEM, leaf first. */
+  certificateFile: string;
+  /** `<dataDir>/certs/<domain>.key`: the private key in PEM, mode 0600. */
+  keyFile: string;
+}
+
+/**
+ * Where the certificate of `domain` lives under the data directory: the place
+ * {@link loadOrCreateCertificate} reuses (and generates into) when no files are configured.
+ * Throws for a name that cannot be a file name.
+ */
+export function storedCertificatePaths(dataDir: string, domain: string): StoredCertificatePaths {
+  const base = join(dataDir, "certs", fileNameFor(normalizeName(domain)));
+  return { certificateFile: `${base}.crt`, keyFile: `${base}.key` };
+}
+
+/**
+ * The certificate stored for `domain` under `<dataDir>/certs/` (imported, or generated earlier),
+ * when both files exist; undefined when they do not. Nothing is generated: components use this,
+ * and fall back to their parent host's certificate without one. Throws when the files exist
+ * but cannot be read or parsed, or the key does not match.
+ */
+export async function loadStoredCertificate(
+  domain: string,
+  dataDir: string,
+): Promise<LoadedCertificate | undefined> {
+  const { certificateFile, keyFile } = storedCertificatePaths(dataDir, domain);
+  let certPem: string;
+  let keyPem: string;
+  try {
+    certPem = await Deno.readTextFile(certificateFile);
+    keyPem = await Deno.readTextFile(keyFile);
+  } catch (error) {
+    if (error instanceof Deno.errors.NotFound) return undefined;
+    throw new Error(`Cannot read the stored certificate of ${domain}: ${messageOf(error)}`);
+  }
+  return describeCertificate(domain, { certPem, keyPem, certificateFile, keyFile });
+}
+
 /**
  * Parses a PEM certificate chain and key into a {@link LoadedCertificate}. Throws when either
  * cannot be parsed or when the key does not belong to the leaf certificate.
@@ -165,6 +210,8 @@ export function describeCertificate(domain: string, options: DescribeOptions): L
     generated: options.generated ?? false,
     notAfter: new Date(leaf.validTo),
     names: dnsNames(leaf),
+    certificateFile: options.certificateFile,
+    keyFile: options.keyFile,
   };
 }
 
@@ -297,7 +344,10 @@ async function reuseGenerated(
   }
   try {
     const loaded = describeCertificate(host, { ...pems, certificateFile, keyFile });
-    const fresh = loaded.notAfter.getTime() - Date.now() > RENEW_BEFORE_MS;
+    // A generated pair is renewed a week ahead; an imported one (`lilt cert import`, issued by
+    // a CA) is kept until it expires, since a self-signed stand-in would be no better.
+    const margin = loaded.selfSigned ? RENEW_BEFORE_MS : 0;
+    const fresh = loaded.notAfter.getTime() - Date.now() > margin;
     return fresh && certificateMatchesName(loaded, host) ? loaded : undefined;
   } catch {
     return undefined; // a damaged or mismatched pair is replaced by a new one
@@ -313,7 +363,11 @@ async function readPem(path: string, what: "certificate" | "key", host: string):
   }
 }
 
-async function writeFileAtomically(path: string, text: string, mode: number): Promise<void> {
+/**
+ * Writes `text` to `path` through a temporary file renamed into place, with exactly `mode`
+ * (whatever the umask), so a reader never sees half a certificate or a key with loose modes.
+ */
+export async function writeFileAtomically(path: string, text: string, mode: number): Promise<void> {
   const temporary = `${path}.${crypto.randomUUID()}.tmp`;
   try {
     await Deno.writeTextFile(temporary, text, { mode, createNew: true });

@@ -19,6 +19,18 @@ export interface TlsHostEntry {
   cert: LoadedCertificate;
 }
 
+/** What a certificate reload did for one host or component (`cert reload`, SIGHUP). */
+export interface CertificateChange {
+  /** The host or component. */
+  domain: string;
+  /** The certificate it had before; undefined when it had none of its own. */
+  before?: LoadedCertificate;
+  /** The certificate it has now; undefined when it no longer has one of its own. */
+  after?: LoadedCertificate;
+  /** False when the same certificate and key were read again. */
+  changed: boolean;
+}
+
 /** Options for {@link TlsContexts}. */
 export interface TlsContextsOptions {
   /** ALPN protocols offered (XEP-0368). Default `["xmpp-client"]`. */
