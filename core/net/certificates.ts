@@ -349,8 +349,26 @@ async function reuseGenerated(
     const margin = loaded.selfSigned ? RENEW_BEFORE_MS : 0;
     const fresh = loaded.notAfter.getTime() - Date.now() > margin;
     return fresh && certificateMatchesName(loaded, host) ? loaded : undefined;
+  } catch (error) {
+    // A damaged or mismatched generated pair is replaced by a new one; an imported one is not
+    // overwritten behind the operator's back (a broken import would turn into self-signed).
+    if (!isImported(pems.certPem)) return undefined;
+    throw new Error(
+      `The certificate stored for ${host} in '${certificateFile}' cannot be used (${
+        messageOf(error)
+      }): run 'lilt cert import DIR' again, or remove both files to use a self-signed one`,
+    );
+  }
+}
+
+// A stored leaf issued by someone else (a CA): it came from `lilt cert import`, not from us.
+function isImported(certPem: string): boolean {
+  const first = certPem.match(PEM_CERTIFICATE)?.[0];
+  if (!first) return false;
+  try {
+    return !isSelfSigned(new X509Certificate(first));
   } catch {
-    return undefined; // a damaged or mismatched pair is replaced by a new one
+    return false;
   }
 }
 

@@ -3,6 +3,7 @@
 
 import type { CommandSpec } from "../../core/admin_commands.ts";
 import { c2sCommands } from "./c2s.ts";
+import { certCommands } from "./cert.ts";
 import { configCommands } from "./config.ts";
 import { dnsCommands } from "./dns.ts";
 import { hostCommands } from "./host.ts";
@@ -28,6 +29,7 @@ export function builtinSections(): CommandSpec[] {
     ...hostCommands(),
     ...portCommands(),
     ...httpCommands(),
+    ...certCommands(),
     ...c2sCommands(),
     ...s2sCommands(),
     ...dnsCommands(),

@@ -12,6 +12,7 @@ import {
   loadX509,
   tlsServerEndPointHash,
 } from "../../../core/net/certificates.ts";
+import { createTestCa } from "../../helpers/test_ca.ts";
 
 async function withTempDir(run: (dir: string) => Promise<void>): Promise<void> {
   const dir = await Deno.makeTempDir({ prefix: "lilt-certs-" });
@@ -88,6 +89,33 @@ Deno.test("a generated certificate that expires within 7 days or is damaged is r
 
     await Deno.writeTextFile(crt, "not a certificate");
     assert.equal((await loadOrCreateCertificate("localhost", { dataDir })).generated, true);
+  });
+});
+
+Deno.test("an imported CA-issued certificate is kept until it expires, and never overwritten when broken", async () => {
+  await withTempDir(async (dataDir) => {
+    const crt = `${dataDir}/certs/localhost.crt`;
+    const key = `${dataDir}/certs/localhost.key`;
+    await Deno.mkdir(`${dataDir}/certs`);
+    const ca = await createTestCa();
+    const imported = await ca.issue({
+      names: ["localhost"],
+      notAfter: new Date(Date.now() + 3 * 24 * 3600_000),
+    });
+    await Deno.writeTextFile(crt, imported.chainPem);
+    await Deno.writeTextFile(key, imported.keyPem);
+    const kept = await loadOrCreateCertificate("localhost", { dataDir });
+    assert.equal(kept.generated, false, "3 days left: still served, not replaced");
+    assert.equal(kept.certPem, imported.chainPem);
+    assert.equal(kept.certificateFile, crt);
+
+    const stranger = await ca.issue({ names: ["localhost"] });
+    await Deno.writeTextFile(key, stranger.keyPem);
+    await assert.rejects(
+      loadOrCreateCertificate("localhost", { dataDir }),
+      /^Error: The certificate stored for localhost in '.*localhost\.crt' cannot be used \(Private key file .* does not match .*\): run 'lilt cert import DIR' again, or remove both files/,
+    );
+    assert.equal(await Deno.readTextFile(crt), imported.chainPem, "left as it was");
   });
 });
 
