@@ -22,6 +22,8 @@ import { Storage } from "./core/storage/stores.ts";
 import { backupDatabase, isServerRunning, restoreDatabase } from "./core/storage/backup.ts";
 import { convertStore } from "./core/storage/encryption.ts";
 import { builtinModules } from "./mod/builtin.ts";
+import { exportXep227 } from "./cli/migrate/xep227_export.ts";
+import { importXep227 } from "./cli/migrate/xep227_import.ts";
 import { type AdminSocket, startAdminSocket } from "./shell/admin_socket.ts";
 import { AdminClient, runShell } from "./shell/client.ts";
 import { promptNewSecret } from "./shell/prompt.ts";
@@ -46,6 +48,9 @@ Commands:
                                   manage accounts (works while the server runs)
   backup FILE [-c FILE]           write a verified snapshot of the store (works while it runs)
   restore FILE [-c FILE]          replace the store with a backup (server stopped)
+  export xep227 FILE [-c FILE]    write every account and its data as a XEP-0227 file
+  import xep227 FILE [--overwrite] [-c FILE]
+                                  read accounts from a XEP-0227 file (server stopped)
   storage encrypt|decrypt|rekey [--new-key-file FILE] [-c FILE]
                                   encrypt the store, decrypt it, change its key (server stopped)
   version                         print the version
@@ -129,6 +134,28 @@ then renamed over it: a crash midway leaves the old store whole. The old file is
 plain or old-key copy would undo the change): take 'lilt backup' first to keep one. Existing
 backups keep the key (or plaintext) they were written with. Needs SQLCipher 4: run
 scripts/sqlcipher/build.`,
+  export: `Usage: lilt export xep227 FILE [-c FILE]
+
+Writes every account of the configured hosts to FILE in the XEP-0227 format (urn:xmpp:pie:0):
+SCRAM-SHA-1 and SCRAM-SHA-256 credentials (never passwords), rosters with groups and pending
+subscriptions, vCards, private XML, offline messages, blocklists, PEP nodes with their
+configuration, affiliations and items, and the message archive. FILE gets mode 0600 (it holds
+credential hashes) and is written under a temporary name, then renamed; its directory must
+exist. Works while the server runs (one read transaction: a consistent snapshot). Accounts
+whose deletion is pending are left out, with a warning.`,
+  import: `Usage: lilt import xep227 FILE [--overwrite] [-c FILE]
+
+Reads accounts from a XEP-0227 file (urn:xmpp:pie:0, or the older namespace; XIncludes with
+relative paths are followed) into the store: credentials (SCRAM-SHA-1/-256 keys carried over,
+so users keep their passwords; a plaintext password attribute is hashed), rosters, pending
+subscription requests, vCards, private XML, offline messages, blocklists, PEP nodes and items,
+and the message archive. Refused while the server runs (its admin socket answers): stop it
+first. Every <host/> must be a configured host.
+
+All or nothing: a malformed file (the error names file:line and what is wrong) or a failure
+while writing leaves the store as it was. An account that exists already is skipped with a
+warning and keeps its data; --overwrite replaces it (its stored data is deleted first). Data
+Lilt has no place for is reported as a warning (file:line) and left out.`,
   version: `Usage: lilt version
 
 Prints the version of Lilt and of the Deno runtime.`,
@@ -590,6 +617,112 @@ async function cmdStorage(args: string[]): Promise<number> {
   return 0;
 }
 
+async function cmdExport(args: string[]): Promise<number> {
+  const { values, positionals } = parse(args);
+  if (values.help) return help("export");
+  if (positionals.length !== 2 || positionals[0] !== "xep227") return help("export", true);
+  const config = await readConfig(values.config);
+  if (!config) return 1;
+  const path = config.storage.path;
+  if (!(await Deno.stat(path).then((s) => s.isFile, () => false))) {
+    console.error(`lilt: export failed: there is no store at ${path}`);
+    return 1;
+  }
+  await configureLogging({ ...config.log, console: false, file: "" });
+  let database: Database;
+  try {
+    database = Database.open({ path, key: config.storage.key });
+  } catch (error) {
+    console.error(`lilt: export failed: ${(error as Error).message}`);
+    return 1;
+  }
+  try {
+    const result = await exportXep227(database, positionals[1], {
+      hosts: config.hosts.map((host) => host.domain),
+    });
+    for (const warning of result.warnings) console.error(`lilt: warning: ${warning}`);
+    const total = [...result.accounts.values()].reduce((a, b) => a + b, 0);
+    const perHost = [...result.accounts].map(([host, n]) => `${n} of ${host}`).join(", ");
+    console.log(`Exported ${total} accounts (${perHost}) to ${positionals[1]}`);
+    return 0;
+  } catch (error) {
+    console.error(`lilt: export failed: ${(error as Error).message}`);
+    return 1;
+  } finally {
+    database.close();
+  }
+}
+
+async function cmdImport(args: string[]): Promise<number> {
+  let parsed;
+  try {
+    parsed = parseArgs({
+      args,
+      allowPositionals: true,
+      options: {
+        config: { type: "string", short: "c" },
+        help: { type: "boolean", short: "h" },
+        overwrite: { type: "boolean" },
+      },
+    });
+  } catch (error) {
+    console.error(`lilt: ${(error as Error).message}\n`);
+    return help("import", true);
+  }
+  const { values, positionals } = parsed;
+  if (values.help) return help("import");
+  if (positionals.length !== 2 || positionals[0] !== "xep227") return help("import", true);
+  const config = await readConfig(values.config);
+  if (!config) return 1;
+  const socket = adminSocketPath(config);
+  if (await isServerRunning(socket)) {
+    console.error(
+      `lilt: cannot import while the server is running (its admin socket ${socket} answers): ` +
+        "it keeps rosters, blocklists and PEP services in memory; stop it first",
+    );
+    return 1;
+  }
+  await configureLogging({ ...config.log, console: false, file: "" });
+  let database: Database;
+  try {
+    database = Database.open({ path: config.storage.path, key: config.storage.key });
+  } catch (error) {
+    console.error(`lilt: import failed: ${(error as Error).message}`);
+    return 1;
+  }
+  try {
+    const result = await importXep227(database, positionals[1], {
+      hosts: config.hosts.map((host) => host.domain),
+      iterations: (host) => config.hostOption(host, "scram_iterations"),
+      overwrite: values.overwrite === true,
+    });
+    for (const warning of result.warnings) console.error(`lilt: warning: ${warning}`);
+    let imported = 0;
+    let replaced = 0;
+    let skipped = 0;
+    for (const { host, username, outcome } of result.results) {
+      if (outcome.status === "skipped") {
+        skipped++;
+        console.error(`lilt: skipped ${username}@${host}: ${outcome.reason}`);
+      } else {
+        imported++;
+        if (outcome.replaced) replaced++;
+      }
+    }
+    console.log(
+      `Imported ${imported} accounts from ${positionals[1]}` +
+        (replaced > 0 ? ` (${replaced} replaced)` : "") +
+        (skipped > 0 ? `; skipped ${skipped} (see above)` : ""),
+    );
+    return 0;
+  } catch (error) {
+    console.error(`lilt: import failed: ${(error as Error).message}\nNothing was imported.`);
+    return 1;
+  } finally {
+    database.close();
+  }
+}
+
 function cmdVersion(args: string[]): number {
   if (parse(args).values.help) return help("version");
   console.log(`lilt ${VERSION} (deno ${Deno.version.deno})`);
@@ -617,6 +750,10 @@ export async function main(args: string[]): Promise<number> {
       return await cmdBackup(rest);
     case "restore":
       return await cmdRestore(rest);
+    case "export":
+      return await cmdExport(rest);
+    case "import":
+      return await cmdImport(rest);
     case "storage":
       return await cmdStorage(rest);
     case "version":
