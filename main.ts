@@ -3,9 +3,18 @@
 
 import { dirname, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
+import { isIP } from "node:net";
 import { parseArgs } from "node:util";
 import { AccountStore } from "./core/auth/accounts.ts";
 import { checkRoleConfig } from "./core/auth/roles.ts";
+import {
+  CHECK_PARTS,
+  type CheckPart,
+  formatCheckProblem,
+  formatCheckSummary,
+  isCheckPart,
+  runCheck,
+} from "./core/check/all.ts";
 import { type Config, formatProblem, loadConfig, readKeyFile } from "./core/config.ts";
 import type { OptionSpec } from "./core/config_schema.ts";
 import { findConfigFile } from "./core/config_search.ts";
@@ -43,7 +52,8 @@ Commands:
   start [-c FILE]                 run the server
   shell [SECTION COMMAND ARGS...] [--json] [-c FILE]
                                   admin shell of the running server (REPL without a command)
-  check config [-c FILE]          validate the configuration file
+  check config|certs|dns|connectivity|all [--address IP]... [-c FILE]
+                                  validate the configuration, certificates, DNS, listeners
   user add|passwd|del JID [-c FILE]
                                   manage accounts (works while the server runs)
   backup FILE [-c FILE]           write a verified snapshot of the store (works while it runs)
@@ -84,8 +94,11 @@ stop on Ctrl-C or SIGTERM (exit 0) or when the server goes away (exit 1).
 
 Quote arguments with spaces: lilt shell announce online localhost "Back in 5 minutes"`,
   check: `Usage: lilt check config [-c FILE]
+       lilt check dns [--address IP]... [-c FILE]
+       lilt check connectivity [-c FILE]
+       lilt check all [--address IP]... [-c FILE]
 
-Validates the configuration. Prints one 'file:line: severity: message' line per problem and
+config validates the configuration. Prints one 'file:line: severity: message' line per problem and
 exits 1 when there are errors (warnings alone exit 0).
 
 Besides the options, it loads each configured certificate and key as a start would: a file
@@ -96,7 +109,20 @@ With storage.key_file set, the key file must exist, be readable by its owner onl
 0400) and not be empty; storage.key and storage.key_file cannot both be set.
 When the server runs on this file, options that differ from its running values but need a
 restart (listeners, data_dir, admin_socket, storage, s2s_dialback_secret) are warnings:
-'config reload' keeps their running values.`,
+'config reload' keeps their running values.
+
+dns asks the resolver the server uses (dns_nameservers, else the system's) whether each
+host has A/AAAA records and _xmpp-client._tcp/_xmpps-client._tcp SRV records that point at
+this server's addresses and the configured c2s ports; with federation also
+_xmpp-server._tcp/_xmpps-server._tcp, and that remote servers can find every component (SRV
+or A/AAAA). This server's addresses are the listeners' own, or the machine's for "*"; behind
+NAT name the public address with --address IP (repeatable).
+connectivity connects to every configured listener (c2s, direct TLS, s2s, components, HTTP,
+HTTPS; loopback for "*") of the server running on this configuration.
+all runs config, then dns and connectivity.
+Each problem is one 'PART: error|warning: message' line with the fix (for DNS the zone
+record to add); each part ends with 'PART: OK' or its counts. Exit status 1 on errors,
+0 with warnings only.`,
   user: `Usage: lilt user add JID [-c FILE]
        lilt user passwd JID [-c FILE]
        lilt user del JID [-c FILE]
@@ -245,6 +271,7 @@ async function cmdStart(args: string[]): Promise<number> {
     void reloadConfiguration(server);
   });
   const stop = async (reason?: string) => {
+    notifySystemd("STOPPING=1");
     log.info("Shutting down");
     await admin.close();
     await server.shutdown(reason);
@@ -256,6 +283,9 @@ async function cmdStart(args: string[]): Promise<number> {
   Deno.addSignalListener("SIGINT", () => void stop());
   const ports = server.listeners.map((l) => `${l.kind} ${l.host}:${l.port}`).join(", ");
   console.error(`lilt: serving ${config.hosts.map((h) => h.domain).join(", ")} (${ports})`);
+  // Under systemd (Type=notify) the unit becomes active now that the listeners are open.
+  const notifyProblem = notifySystemd("READY=1\nSTATUS=Serving " + ports);
+  if (notifyProblem) log.warn("{problem}", { problem: notifyProblem });
   // Keep running until a signal arrives.
   await new Promise(() => {});
   return 0;
@@ -302,23 +332,70 @@ async function cmdShell(args: string[]): Promise<number> {
 }
 
 async function cmdCheck(args: string[]): Promise<number> {
-  const { values, positionals } = parse(args);
-  if (values.help || positionals[0] !== "config") return help("check", !values.help);
-    notifySystemd("STOPPING=1");
+  let parsed;
+  try {
+    parsed = parseArgs({
+      args,
+      allowPositionals: true,
+      options: {
+        config: { type: "string", short: "c" },
+        help: { type: "boolean", short: "h" },
+        address: { type: "string", multiple: true },
+      },
+    });
+  } catch (error) {
+    console.error(`lilt: ${(error as Error).message}\n`);
+    return help("check", true);
+  }
+  const { values, positionals } = parsed;
+  const part = positionals[0] ?? "";
+  if (values.help) return help("check");
+  if (positionals.length !== 1 || !(part === "config" || part === "all" || isCheckPart(part))) {
+    return help("check", true);
+  }
+  const addresses = values.address ?? [];
+  const badAddress = addresses.find((a) => isIP(a) === 0);
+  if (badAddress !== undefined) {
+    console.error(`lilt: --address expects an IP address, found '${badAddress}'`);
+    return 2;
+  }
   const file = values.config ?? await defaultConfigPath();
+  let config: Config | undefined;
+  let failed = false;
+  if (part === "config" || part === "all") {
+    const checked = await checkConfigFile(file);
+    config = checked.config;
+    failed = !checked.ok;
+    if (part === "config" || !config) return failed ? 1 : 0;
+  } else {
+    config = await readConfig(file);
+    if (!config) return 1;
+  }
+  for (const each of part === "all" ? CHECK_PARTS : [part as CheckPart]) {
+    const problems = await runCheck(each, config, { addresses });
+    for (const problem of problems) console.error(formatCheckProblem(each, problem));
+    console.log(formatCheckSummary(each, problems));
+    if (problems.some((p) => p.level === "error")) failed = true;
+  }
+  return failed ? 1 : 0;
+}
+
+/**
+ * `lilt check config`: the options, modules, trust anchors, certificates and pending restarts,
+ * printed as file:line problems. `ok` is false on errors; `config` is absent when the file
+ * could not be loaded at all.
+ */
+async function checkConfigFile(file: string): Promise<{ config?: Config; ok: boolean }> {
   const { config, problems } = loadConfig(file, { moduleOptions: moduleOptions() });
   for (const problem of problems) console.error(formatProblem(problem));
-  if (!config) return 1;
+  if (!config) return { ok: false };
   const roleProblems = checkRoleConfig(config);
   for (const problem of roleProblems) console.error(formatProblem(problem));
-  if (roleProblems.some((p) => p.severity === "error")) return 1;
+  if (roleProblems.some((p) => p.severity === "error")) return { config, ok: false };
   const available = Object.keys(builtinModules).sort().join(", ");
   let errors = 0;
   const report = (line: number | undefined, message: string) => {
     errors++;
-  // Under systemd (Type=notify) the unit becomes active now that the listeners are open.
-  const notifyProblem = notifySystemd("READY=1\nSTATUS=Serving " + ports);
-  if (notifyProblem) log.warn("{problem}", { problem: notifyProblem });
     console.error(
       formatProblem({ file: config.file, line: line ?? 0, severity: "error", message }),
     );
@@ -377,9 +454,9 @@ async function cmdCheck(args: string[]): Promise<number> {
         "when it restarts (config reload keeps the running value)",
     );
   }
-  if (errors > 0) return 1;
+  if (errors > 0) return { config, ok: false };
   console.log(`${config.file}: OK (${config.hosts.length} host(s))`);
-  return 0;
+  return { config, ok: true };
 }
 
 /**
