@@ -94,6 +94,7 @@ stop on Ctrl-C or SIGTERM (exit 0) or when the server goes away (exit 1).
 
 Quote arguments with spaces: lilt shell announce online localhost "Back in 5 minutes"`,
   check: `Usage: lilt check config [-c FILE]
+       lilt check certs [-c FILE]
        lilt check dns [--address IP]... [-c FILE]
        lilt check connectivity [-c FILE]
        lilt check all [--address IP]... [-c FILE]
@@ -119,7 +120,9 @@ or A/AAAA). This server's addresses are the listeners' own, or the machine's for
 NAT name the public address with --address IP (repeatable).
 connectivity connects to every configured listener (c2s, direct TLS, s2s, components, HTTP,
 HTTPS; loopback for "*") of the server running on this configuration.
-all runs config, then dns and connectivity.
+certs checks the certificate each host and component would present: readable, key matching,
+chain to a trusted root ($SSL_CERT_FILE adds one), names covering the domain, expiry.
+all runs config, then certs, dns and connectivity.
 Each problem is one 'PART: error|warning: message' line with the fix (for DNS the zone
 record to add); each part ends with 'PART: OK' or its counts. Exit status 1 on errors,
 0 with warnings only.`,

@@ -11,11 +11,15 @@ import { createTestCa } from "./helpers/test_ca.ts";
 const ROOT = fileURLToPath(new URL("../", import.meta.url));
 const DAY_MS = 24 * 3600_000;
 
+/** The test CA's file, trusted by the certificate check through $SSL_CERT_FILE. */
+let trustedCa = "";
+
 /** Runs `main.ts ARGS...` to its end. */
 async function lilt(...args: string[]): Promise<CommandOutput> {
   const child = new Deno.Command(Deno.execPath(), {
     args: ["run", "-A", `${ROOT}main.ts`, ...args],
     cwd: ROOT,
+    env: { SSL_CERT_FILE: trustedCa },
     stdin: "null",
     stdout: "piped",
     stderr: "piped",
@@ -46,6 +50,8 @@ Deno.test("lilt check all passes on a good setup and names every fault of a brok
     notAfter: new Date(Date.now() + 90 * DAY_MS),
   });
   const files = await cert.writeTo(dir, "example.test");
+  trustedCa = `${dir}/ca.pem`;
+  await ca.writeCa(trustedCa);
   const [c2s, tls, s2s, component, http, unused] = freePorts(6);
   const good: Record<string, DnsRecords> = {
     "example.test": { a: ["127.0.0.1"] },
@@ -95,6 +101,7 @@ secret = "gateway-secret"
     assert.equal(ok.stderr, "", ok.stderr);
     assert.deepEqual(lines(ok.stdout), [
       `${goodFile}: OK (1 host(s))`,
+      "certs: OK",
       "dns: OK",
       "connectivity: OK",
     ]);
@@ -143,6 +150,7 @@ secret = "gateway-secret"
     const broken = await lilt("check", "all", "-c", brokenFile);
     assert.deepEqual(lines(broken.stdout), [
       `${brokenFile}: OK (1 host(s))`,
+      "certs: OK",
       "dns: FAILED (3 error(s))",
       "connectivity: FAILED (1 error(s))",
     ]);

@@ -3,12 +3,13 @@
 
 import type { Config } from "../config.ts";
 import type { Resolver } from "../net/dns.ts";
+import { checkCertificates } from "./certs.ts";
 import { checkConnectivity } from "./connectivity.ts";
 import { checkDns } from "./dns.ts";
 import type { Problem } from "./problem.ts";
 
 /** The checks `lilt check` runs on a loaded configuration, in the order `all` runs them. */
-export const CHECK_PARTS = ["dns", "connectivity"] as const;
+export const CHECK_PARTS = ["certs", "dns", "connectivity"] as const;
 
 /** One of {@link CHECK_PARTS}. */
 export type CheckPart = typeof CHECK_PARTS[number];
@@ -34,6 +35,8 @@ export async function runCheck(
 ): Promise<Problem[]> {
   try {
     switch (part) {
+      case "certs":
+        return await checkCertificates(config);
       case "dns":
         return await checkDns(config, {
           addresses: options.addresses,
