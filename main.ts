@@ -7,6 +7,7 @@ import { isIP } from "node:net";
 import { parseArgs } from "node:util";
 import { AccountStore } from "./core/auth/accounts.ts";
 import { checkRoleConfig } from "./core/auth/roles.ts";
+import { describeOutcome, importCertificates } from "./core/cert_import.ts";
 import {
   CHECK_PARTS,
   type CheckPart,
@@ -56,6 +57,9 @@ Commands:
                                   validate the configuration, certificates, DNS, listeners
   user add|passwd|del JID [-c FILE]
                                   manage accounts (works while the server runs)
+  cert import DIR... [--no-reload] [-c FILE]
+                                  copy certificates for the hosts from certbot's tree or PEM
+                                  files into data_dir/certs and reload the running server
   backup FILE [-c FILE]           write a verified snapshot of the store (works while it runs)
   restore FILE [-c FILE]          replace the store with a backup (server stopped)
   export xep227 FILE [-c FILE]    write every account and its data as a XEP-0227 file
@@ -135,6 +139,24 @@ The password is prompted for without echo on a terminal, or read from the first 
 standard input otherwise (for scripts). While the server runs these go through its admin
 shell (user create / password / delete: deletion then honours deletion_grace_period);
 otherwise they change the database directly and del removes the account and its data.`,
+  cert: `Usage: lilt cert import DIR... [--no-reload] [-c FILE]
+
+Finds a certificate for each configured host and component in the directories: a certbot
+tree (/etc/letsencrypt: its live/DOMAIN/fullchain.pem and privkey.pem) or any directory of
+PEM files. A certificate counts for a domain when its subjectAltName DNS names cover it
+(wildcards included); its key is found by its public key, in any file; the one valid now with
+the latest expiry wins. Each is copied to <data_dir>/certs/DOMAIN.crt and DOMAIN.key (mode
+0600; when run as root, owned by data_dir's owner), where the server reads a domain's
+certificate when the configuration sets no certificate/key for it (set ones win: remove them
+to use the imported files).
+
+Prints one line per host and component, imported or not covered, and exits 1 when no domain
+is covered. When something changed and the server runs (its admin socket answers), it is told
+to reload its certificates (as 'lilt shell cert reload'; open sessions stay); --no-reload
+leaves that to you ('lilt shell cert reload', or SIGHUP: systemctl reload lilt).
+
+As a certbot deploy hook:
+  certbot renew --deploy-hook "lilt cert import /etc/letsencrypt"`,
   backup: `Usage: lilt backup FILE [-c FILE]
 
 Writes a consistent snapshot of the store to FILE while the server keeps serving (it reads
@@ -569,6 +591,81 @@ async function cmdUser(args: string[]): Promise<number> {
   }
 }
 
+async function cmdCert(args: string[]): Promise<number> {
+  let parsed;
+  try {
+    parsed = parseArgs({
+      args,
+      allowPositionals: true,
+      options: {
+        config: { type: "string", short: "c" },
+        help: { type: "boolean", short: "h" },
+        "no-reload": { type: "boolean" },
+      },
+    });
+  } catch (error) {
+    console.error(`lilt: ${(error as Error).message}\n`);
+    return help("cert", true);
+  }
+  const { values, positionals } = parsed;
+  if (values.help) return help("cert");
+  const [action, ...directories] = positionals;
+  if (action !== "import" || directories.length === 0) return help("cert", true);
+  const config = await readConfig(values.config);
+  if (!config) return 1;
+  let result;
+  try {
+    result = await importCertificates(config, directories.map((d) => resolve(d)));
+  } catch (error) {
+    console.error(`lilt: cert import failed: ${(error as Error).message}`);
+    return 1;
+  }
+  for (const line of result.skipped) console.error(`lilt: skipped ${line}`);
+  for (const outcome of result.outcomes) console.log(describeOutcome(outcome));
+  const covered = result.outcomes.filter((o) => o.status !== "missing");
+  if (covered.length === 0) {
+    console.error(
+      `lilt: no certificate in ${directories.join(", ")} covers any host or component ` +
+        `of ${config.file}: nothing imported`,
+    );
+    return 1;
+  }
+  if (!covered.some((o) => o.status === "imported")) return 0;
+  const socket = adminSocketPath(config);
+  const reloadHint = "'lilt shell cert reload' or 'systemctl reload lilt' (SIGHUP)";
+  if (values["no-reload"]) {
+    console.log(`Not reloading (--no-reload): the server takes them on ${reloadHint}`);
+    return 0;
+  }
+  if (!await isServerRunning(socket)) {
+    console.log(
+      `No server answers on ${socket}: it uses them when it starts (if it runs elsewhere or ` +
+        `as another user, run ${reloadHint})`,
+    );
+    return 0;
+  }
+  let client: AdminClient;
+  try {
+    client = await AdminClient.connect(socket);
+  } catch (error) {
+    console.error(
+      `lilt: cannot reach the server to reload (${(error as Error).message}): run ${reloadHint}`,
+    );
+    return 1;
+  }
+  try {
+    const reply = await client.request("cert reload");
+    if (!reply.ok) {
+      console.error(`lilt: the server did not reload its certificates: ${reply.error}`);
+      return 1;
+    }
+    console.log(`Reloaded the running server's certificates:\n${reply.result.message ?? ""}`);
+    return 0;
+  } finally {
+    client.close();
+  }
+}
+
 async function cmdBackup(args: string[]): Promise<number> {
   const { values, positionals } = parse(args);
   if (values.help) return help("backup");
@@ -826,6 +923,8 @@ export async function main(args: string[]): Promise<number> {
       return await cmdCheck(rest);
     case "user":
       return await cmdUser(rest);
+    case "cert":
+      return await cmdCert(rest);
     case "backup":
       return await cmdBackup(rest);
     case "restore":
