@@ -462,7 +462,8 @@ export const GLOBAL_OPTIONS = {
     reload: "live",
     check: checkNameserver,
     description:
-      'DNS servers for federation lookups, as "ip:port" or "[ipv6]:port"; empty = the system\'s',
+      "DNS servers for federation lookups, `lilt check dns` and the shell's dns section, as " +
+      '"ip:port" or "[ipv6]:port"; empty = the system\'s',
   },
   dns: {
     type: "table",
