@@ -14,6 +14,7 @@ import {
   reopenLogFiles,
   resetLogging,
 } from "../../core/log.ts";
+import { testConfigText } from "../helpers/test_server.ts";
 import {
   listenUnixDatagrams,
   parseJournalFields,
@@ -370,4 +371,58 @@ Deno.test("bad syslog and journald options are errors at their line", () => {
   assert.deepEqual(good.problems, []);
   assert.equal(good.config!.log.syslog, true);
   assert.equal(good.config!.log.journaldSocket, "/etc/lilt/journal.sock");
+});
+
+/** Waits until `path` holds text matching `pattern` (or the process ends); returns the text. */
+async function waitForFile(
+  path: string,
+  pattern: RegExp,
+  process: Deno.ChildProcess,
+): Promise<string> {
+  let ended = false;
+  process.status.then(() => ended = true);
+  for (let tries = 0; tries < 400; tries++) {
+    const text = await Deno.readTextFile(path).catch(() => "");
+    if (pattern.test(text)) return text;
+    if (ended) break;
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+  throw new Error(`${path} never matched ${pattern}`);
+}
+
+Deno.test("SIGHUP reopens the log file moved by logrotate, even with a broken config", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "lilt-log-" });
+  const config = join(dir, "lilt.toml");
+  const logFile = join(dir, "log", "lilt.log");
+  const text = testConfigText(dir).replace(
+    'level = "warning"\nconsole = false',
+    `level = "info"\nconsole = false\nfile = ${JSON.stringify(logFile)}`,
+  );
+  await Deno.writeTextFile(config, text);
+  const server = new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", new URL("../../main.ts", import.meta.url).pathname, "start", "-c", config],
+    stdin: "null",
+    stdout: "null",
+    stderr: "null",
+  }).spawn();
+  try {
+    await waitForFile(logFile, /Listening/i, server);
+    await Deno.rename(logFile, `${logFile}.1`);
+    // What an operator may have half-edited when logrotate's postrotate sends SIGHUP.
+    await Deno.writeTextFile(config, text + "\nc2s_interfaces = 5\n");
+    server.kill("SIGHUP");
+    const reopened = await waitForFile(logFile, /keeping the running configuration/, server);
+    assert.match(reopened, /lilt\.toml:\d+: error: option 'c2s_interfaces'/);
+    assert.doesNotMatch(await Deno.readTextFile(`${logFile}.1`), /running configuration/);
+    server.kill("SIGTERM");
+    assert.equal((await server.status).code, 0);
+  } finally {
+    try {
+      server.kill("SIGKILL");
+    } catch {
+      // already exited
+    }
+    await server.status;
+    await Deno.remove(dir, { recursive: true });
+  }
 });
