@@ -55,9 +55,15 @@ export async function checkCertificates(
   const trust = options.trust ?? await defaultTrust();
   const problems: Problem[] = [];
   const hostCerts: Judged[] = [];
+  // Hosts that get a generated certificate at start (already warned about): it names the host
+  // and its wildcard, so it covers their direct subdomains.
+  const generated: string[] = [];
   for (const host of config.hosts) {
     const cert = await checkOne(config, host.domain, "host", { now, trust, problems });
     if (cert) hostCerts.push({ domain: host.domain, cert });
+    else if (!hasOwnFiles(config, host.domain) && !await storedExists(config, host.domain)) {
+      generated.push(host.domain);
+    }
   }
   // A component's name matters to remote servers (s2s) and to HTTPS clients (upload URLs).
   const needed = federationConfigured(config) ||
@@ -69,14 +75,17 @@ export async function checkCertificates(
     if (hasOwnFiles(config, domain)) continue; // its files are broken: reported above
     const covering = hostCerts.find((h) => certificateMatchesName(h.cert, domain));
     if (covering) continue;
+    if (generated.some((h) => certificateMatchesName({ names: [h, `*.${h}`] }, domain))) continue;
     const parent = hostCerts.find((h) => domain.endsWith(`.${h.domain}`)) ?? hostCerts[0];
-    const given = parent
-      ? `gets ${parent.domain}'s certificate, which names ${namesOf(parent.cert)}`
-      : "has no certificate";
+    const what = parent
+      ? `the component gets ${parent.domain}'s certificate, which names ${
+        namesOf(parent.cert)
+      }, not ${domain}`
+      : "no certificate covers the component";
     problems.push({
       level: needed ? "error" : "warning",
-      message: `${domain}: the component ${given}, not ${domain}: ` +
-        `add ${domain} (or a wildcard for it) to a certificate and run 'lilt cert import DIR'` +
+      message: `${domain}: ${what}: add ${domain} (or a wildcard for it) to a certificate ` +
+        "and run 'lilt cert import DIR'" +
         (needed ? "" : " (it matters once federation or HTTPS is on)"),
     });
   }
@@ -232,6 +241,11 @@ function validMoment(cert: LoadedCertificate, now: Date): Date {
 function hasOwnFiles(config: Config, domain: string): boolean {
   return (config.hostOption<string>(domain, "certificate") ?? "") !== "" ||
     (config.hostOption<string>(domain, "key") ?? "") !== "";
+}
+
+async function storedExists(config: Config, domain: string): Promise<boolean> {
+  const { certificateFile, keyFile } = storedCertificatePaths(config.dataDir, domain);
+  return await exists(certificateFile) || await exists(keyFile);
 }
 
 async function exists(path: string): Promise<boolean> {
