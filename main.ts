@@ -1,8 +1,7 @@
 // The `lilt` command line: start the server, check the configuration, manage accounts,
 // print the version. Each command has --help.
 
-import { dirname, resolve } from "node:path";
-import { fileURLToPath } from "node:url";
+import { resolve } from "node:path";
 import { isIP } from "node:net";
 import { parseArgs } from "node:util";
 import { AccountStore } from "./core/auth/accounts.ts";
@@ -19,6 +18,7 @@ import {
 import { type Config, formatProblem, loadConfig, readKeyFile } from "./core/config.ts";
 import type { OptionSpec } from "./core/config_schema.ts";
 import { findConfigFile } from "./core/config_search.ts";
+import { sourceTreeRoot } from "./core/source_tree.ts";
 import { JidError, parseJid } from "./core/jid.ts";
 import { loadTrustStore } from "./core/net/peer_certificate.ts";
 import { checkHostCertificate } from "./core/net/certificate_check.ts";
@@ -72,8 +72,8 @@ Commands:
 Every command accepts --help. Without -c, every command reads the first that exists of
 $LILT_CONFIG, ./lilt.toml, <lilt>/lilt.toml, /etc/lilt/lilt.toml, ./conf.example.toml and
 <lilt>/conf.example.toml, where <lilt> is the directory of main.ts (so a cron job, run from
-another directory, finds what 'lilt start' found there); when none exists it says which
-were tried.`,
+another directory, finds what 'lilt start' found there; a compiled binary or the bundle skips
+the <lilt> paths); when none exists it says which were tried.`,
   start: `Usage: lilt start [-c FILE]
 
 Runs the server in the foreground. SIGHUP reloads the configuration (as 'lilt shell config
@@ -219,10 +219,11 @@ function moduleOptions(): Record<string, OptionSpec> {
   return all;
 }
 
-/** The directory of this file: Lilt's own directory when it runs from source. */
-const INSTALL_DIR = import.meta.url.startsWith("file:")
-  ? dirname(fileURLToPath(import.meta.url))
-  : undefined;
+/**
+ * Lilt's own directory (where main.ts is) when it runs from source; a compiled binary or the
+ * bundle has none to look in.
+ */
+const INSTALL_DIR = sourceTreeRoot();
 
 /** Picks the configuration file when -c was not given; throws naming the paths tried. */
 async function defaultConfigPath(): Promise<string> {

@@ -3,7 +3,8 @@
 // the stores cannot tell which driver they run on. The library is built by
 // scripts/sqlcipher/build (or named by LILT_SQLCIPHER_LIBRARY); nothing loads it without a key.
 
-import { fileURLToPath } from "node:url";
+import { join } from "node:path";
+import { sourceTreeRoot } from "../source_tree.ts";
 import type {
   SqlConnection,
   SqlInputValue,
@@ -125,21 +126,32 @@ function readCString(pointer: Deno.PointerValue): string {
   return pointer === null ? "" : new Deno.UnsafePointerView(pointer).getCString();
 }
 
-/** Where the library is looked for, in order, when LILT_SQLCIPHER_LIBRARY is not set. */
+/**
+ * Where the library is looked for, in order, when LILT_SQLCIPHER_LIBRARY is not set: the build
+ * of scripts/sqlcipher/build when Lilt runs from its source checkout (a compiled binary or the
+ * bundle has no such directory), then the dynamic linker's own search.
+ */
 export function sqlCipherLibraryCandidates(): string[] {
   const candidates: string[] = [];
-  if (import.meta.url.startsWith("file:")) {
-    candidates.push(
-      fileURLToPath(new URL("../../.tools/sqlcipher/libsqlcipher.so", import.meta.url)),
-    );
+  const sourceRoot = sourceTreeRoot();
+  if (sourceRoot !== undefined) {
+    candidates.push(join(sourceRoot, ".tools", "sqlcipher", "libsqlcipher.so"));
   }
   // The dynamic linker's own search (ld.so.cache, LD_LIBRARY_PATH): a distribution's package.
   candidates.push("libsqlcipher.so", "libsqlcipher.so.1", "libsqlcipher.so.0");
   return candidates;
 }
 
-const BUILD_HINT = "run scripts/sqlcipher/build in Lilt's directory (it builds SQLCipher 4 into " +
-  ".tools/sqlcipher/), or set LILT_SQLCIPHER_LIBRARY to a SQLCipher 4 libsqlcipher.so";
+/** How to get the library: build it in the checkout, or (packaged) install it and name it. */
+function buildHint(): string {
+  if (sourceTreeRoot() !== undefined) {
+    return "run scripts/sqlcipher/build in Lilt's directory (it builds SQLCipher 4 into " +
+      ".tools/sqlcipher/), or set LILT_SQLCIPHER_LIBRARY to a SQLCipher 4 libsqlcipher.so";
+  }
+  return "install SQLCipher 4's shared library (libsqlcipher.so, version 4.x) and set " +
+    "LILT_SQLCIPHER_LIBRARY to its path, or put it where the dynamic linker finds " +
+    "libsqlcipher.so";
+}
 
 let loaded: { lib: Library; path: string; version: string } | undefined;
 
@@ -234,7 +246,7 @@ export function loadSqlCipher(): { path: string; version: string } {
   }
   const found = problems.length > 0 ? ` (${problems.join("; ")})` : "";
   throw new SqlCipherUnavailableError(
-    `An encrypted store needs the SQLCipher 4 library, and none was found${found}: ${BUILD_HINT}`,
+    `An encrypted store needs the SQLCipher 4 library, and none was found${found}: ${buildHint()}`,
   );
 }
 
