@@ -12,7 +12,7 @@ import {
   type SqlStatement,
 } from "./connection.ts";
 import { migrate, migrateModule, type Migration } from "./migrations.ts";
-import { StorageKeyError } from "./sqlcipher.ts";
+import { loadSqlCipher, StorageKeyError } from "./sqlcipher.ts";
 
 const log = getLogger("storage");
 
@@ -69,6 +69,14 @@ export class Database {
   static open(options: OpenDatabaseOptions): Database {
     const { path } = options;
     const inMemory = path === ":memory:";
+    if (options.key) {
+      // The library first: without it nothing is created on disk (not even an empty store).
+      try {
+        loadSqlCipher();
+      } catch (error) {
+        throw new Error(`Cannot open database '${path}': ${reason(error)}`, { cause: error });
+      }
+    }
     if (!inMemory) {
       Deno.mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
       // SQLite gives its -wal and -shm files the main file's permissions.
