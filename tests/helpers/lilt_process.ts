@@ -29,18 +29,32 @@ export interface LiltProcess {
   stop(): Promise<void>;
 }
 
+/** Another way to run `lilt` than `deno run -A main.ts` in the repository's root. */
+export interface LiltLaunch {
+  /** The program, e.g. Deno or a compiled binary. */
+  command: string;
+  /** Its arguments before `start -c FILE`, e.g. `["run", ...permissions, "lilt.js"]`. */
+  args: string[];
+  /** The working directory. */
+  cwd: string;
+  /** Environment variables to add. */
+  env?: Record<string, string>;
+}
+
 /**
- * Spawns `main.ts start -c configFile` in the repository's root (standard output discarded)
- * and waits until it logs "lilt: serving"; when it does not within `timeoutMs`, the process is
- * stopped and the error names what it logged.
+ * Spawns `main.ts start -c configFile` in the repository's root (or as `launch` says; standard
+ * output discarded) and waits until it logs "lilt: serving"; when it does not within
+ * `timeoutMs`, the process is stopped and the error names what it logged.
  */
 export async function startLiltProcess(
   configFile: string,
   timeoutMs = 20_000,
+  launch?: LiltLaunch,
 ): Promise<LiltProcess> {
-  const process = new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", `${ROOT}main.ts`, "start", "-c", configFile],
-    cwd: ROOT,
+  const process = new Deno.Command(launch?.command ?? Deno.execPath(), {
+    args: [...(launch?.args ?? ["run", "-A", `${ROOT}main.ts`]), "start", "-c", configFile],
+    cwd: launch?.cwd ?? ROOT,
+    env: launch?.env,
     stdin: "null",
     stdout: "null",
     stderr: "piped",
