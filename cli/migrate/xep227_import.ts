@@ -391,11 +391,16 @@ class Reader {
         if (formType !== undefined && formType !== NODE_CONFIG_FORM) {
           this.#fail(form, `${bare}: node '${name}' has a form of type '${formType}'`);
         }
-        try {
-          node.config = applyConfigFields(node.config, fields, PEP_LIMITS);
-        } catch (error) {
-          if (!(error instanceof PubsubError)) throw error;
-          this.#fail(form, `${bare}: configuration of node '${name}': ${error.message}`);
+        // One field at a time: a value Lilt cannot take (another server's empty or larger
+        // value) keeps Lilt's default for that option instead of stopping the import.
+        for (const [field, values] of fields) {
+          if (field === "FORM_TYPE") continue;
+          try {
+            node.config = applyConfigFields(node.config, new Map([[field, values]]), PEP_LIMITS);
+          } catch (error) {
+            if (!(error instanceof PubsubError)) throw error;
+            this.#warn(form, `${bare}: node '${name}': ${error.message}; Lilt's default is kept`);
+          }
         }
       } else if (child.name === "affiliations") {
         const node = this.#node(account, name);

@@ -8,6 +8,7 @@ import { fileURLToPath } from "node:url";
 import { AccountStore } from "../../../core/auth/accounts.ts";
 import { Database } from "../../../core/storage/database.ts";
 import { importXep227 } from "../../../cli/migrate/xep227_import.ts";
+import { PubsubStore } from "../../../mod/pubsub/storage.ts";
 import { finish, startLiltProcess } from "../../helpers/lilt_process.ts";
 import { RawClient, roundTrip } from "../../helpers/raw_client.ts";
 import { startTestServer, testConfigText } from "../../helpers/test_server.ts";
@@ -439,7 +440,14 @@ Deno.test("XEP-0227 import follows relative XIncludes and reports what it leaves
     await Deno.writeTextFile(
       `${dir}/localhost/juliet.xml`,
       "<user xmlns='urn:xmpp:pie:0' name='Juliet' password='r0m30'>\n" +
-        "  <query xmlns='jabber:iq:privacy'><list name='x'/></query>\n</user>",
+        "  <query xmlns='jabber:iq:privacy'><list name='x'/></query>\n" +
+        "  <pubsub xmlns='http://jabber.org/protocol/pubsub#owner'><configure node='urn:xmpp:microblog:0'>\n" +
+        "    <x xmlns='jabber:x:data' type='submit'>" +
+        "<field var='pubsub#access_model'><value>open</value></field>" +
+        "<field var='pubsub#max_items'><value>lots</value></field></x></configure></pubsub>\n" +
+        "  <pubsub xmlns='http://jabber.org/protocol/pubsub'><items node='urn:xmpp:microblog:0'>" +
+        "<item id='first'><entry xmlns='http://www.w3.org/2005/Atom'>Hi</entry></item>" +
+        "</items></pubsub>\n</user>",
     );
     const database = Database.open({ path: ":memory:" });
     try {
@@ -453,7 +461,19 @@ Deno.test("XEP-0227 import follows relative XIncludes and reports what it leaves
       assert.deepEqual(result.warnings, [
         `${dir}/localhost/juliet.xml:2: <query xmlns='jabber:iq:privacy'/> of juliet@localhost ` +
         "is not imported",
+        `${dir}/localhost/juliet.xml:4: juliet@localhost: node 'urn:xmpp:microblog:0': Field ` +
+        "'pubsub#max_items' expected an integer from 0 to 100000, found 'lots'; Lilt's default " +
+        "is kept",
       ]);
+      // The node came along with the options Lilt could take, and its item.
+      const pubsub = new PubsubStore(database);
+      const node = pubsub.node("juliet@localhost", "urn:xmpp:microblog:0")!;
+      assert.equal(node.config.accessModel, "open");
+      assert.equal(node.config.maxItems, 1);
+      assert.deepEqual(
+        pubsub.items("juliet@localhost", "urn:xmpp:microblog:0").map((i) => i.itemId),
+        ["first"],
+      );
       assert.ok(await new AccountStore(database).verifyPassword("localhost", "juliet", "r0m30"));
     } finally {
       database.close();
