@@ -497,3 +497,24 @@ Deno.test("XEP-0227 import is refused while the server runs", async () => {
     await Deno.remove(b.dir, { recursive: true }).catch(() => {});
   }
 });
+
+Deno.test("XEP-0227 export works while the server runs", async () => {
+  const a = await dataDirWithConfig();
+  const server = await startTestServer({ dataDir: a.dir, users: USERS });
+  try {
+    const { client } = await RawClient.login(server.port, "alice", USERS.alice);
+    await iq(client, "set", "<vCard xmlns='vcard-temp'><FN>Alice</FN></vCard>");
+    const file = `${a.dir}/live.xml`;
+    const result = await lilt(["export", "xep227", file, "-c", a.configFile]);
+    assert.equal(result.code, 0, result.stderr);
+    const xml = await Deno.readTextFile(file);
+    assert.match(xml, /<user name='alice'>.*<vCard xmlns='vcard-temp'><FN>Alice<\/FN><\/vCard>/);
+    assert.match(xml, /<user name='bob'>/);
+    // The server goes on serving.
+    await iq(client, "get", "<vCard xmlns='vcard-temp'/>");
+    client.close();
+  } finally {
+    await server.stop();
+    await Deno.remove(a.dir, { recursive: true }).catch(() => {});
+  }
+});
