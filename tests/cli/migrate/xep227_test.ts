@@ -7,6 +7,7 @@ import assert from "node:assert/strict";
 import { fileURLToPath } from "node:url";
 import { AccountStore } from "../../../core/auth/accounts.ts";
 import { Database } from "../../../core/storage/database.ts";
+import { importAccounts, pepDefaultConfig } from "../../../cli/migrate/account_import.ts";
 import { importXep227 } from "../../../cli/migrate/xep227_import.ts";
 import { PubsubStore } from "../../../mod/pubsub/storage.ts";
 import { finish, startLiltProcess } from "../../helpers/lilt_process.ts";
@@ -516,5 +517,23 @@ Deno.test("XEP-0227 export works while the server runs", async () => {
   } finally {
     await server.stop();
     await Deno.remove(a.dir, { recursive: true }).catch(() => {});
+  }
+});
+
+Deno.test("importAccounts writes all accounts or none when a write fails midway", async () => {
+  const database = Database.open({ path: ":memory:" });
+  try {
+    const node = { node: "urn:xmpp:tune", config: pepDefaultConfig(), items: [] };
+    await assert.rejects(
+      importAccounts(database, [
+        { host: "localhost", account: { username: "romeo", password: "pw" } },
+        // The same node twice cannot be stored: the second account fails while being written.
+        { host: "localhost", account: { username: "mercutio", password: "pw", pep: [node, node] } },
+      ], { iterations: () => 4096 }),
+    );
+    assert.deepEqual(new AccountStore(database).list("localhost"), []);
+    assert.deepEqual(new PubsubStore(database).nodes("mercutio@localhost"), []);
+  } finally {
+    database.close();
   }
 });
