@@ -99,6 +99,7 @@ export async function importCertificates(
   options: CertImportOptions = {},
 ): Promise<CertImportResult> {
   const now = options.now ?? new Date();
+  await checkDataDir(config.dataDir);
   const skipped: string[] = [];
   const leaves: Leaf[] = [];
   const others: X509Certificate[] = [];
@@ -332,6 +333,20 @@ async function sameText(path: string, text: string): Promise<boolean> {
     return await Deno.readTextFile(path) === text;
   } catch {
     return false;
+  }
+}
+
+// Root would create data_dir as its own, which the server's user then could not use.
+async function checkDataDir(dataDir: string): Promise<void> {
+  if (Deno.uid() !== 0) return;
+  try {
+    await Deno.stat(dataDir);
+  } catch (error) {
+    if (!(error instanceof Deno.errors.NotFound)) throw error;
+    throw new Error(
+      `The data directory '${dataDir}' does not exist: create it owned by the server's user ` +
+        "(or start Lilt once) before importing as root",
+    );
   }
 }
 

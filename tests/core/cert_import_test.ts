@@ -11,7 +11,8 @@ import { createTestCa, type IssuedCertificate } from "../helpers/test_ca.ts";
 
 const DAY_MS = 24 * 3600_000;
 
-function configFor(dir: string, extra = "") {
+async function configFor(dir: string, extra = "") {
+  await Deno.mkdir(`${dir}/data`, { recursive: true });
   const text = `data_dir = ${JSON.stringify(`${dir}/data`)}
 modules = []
 [[host]]
@@ -58,7 +59,7 @@ Deno.test("cert import takes certbot's live fullchain and key for a host and a w
     await certbotLineage(`${dir}/le`, "wild.example.test", wildcard);
     // An older certificate in archive/ is not looked at: only live/ is read.
     await Deno.writeTextFile(`${dir}/le/archive/example.test/cert0.pem`, "garbage");
-    const config = configFor(dir);
+    const config = await configFor(dir);
 
     const { outcomes } = await importCertificates(config, [`${dir}/le`]);
     const byDomain = Object.fromEntries(outcomes.map((o) => [o.domain, o]));
@@ -139,7 +140,7 @@ Deno.test("cert import in loose PEM files: keys found by public key, the latest 
     await Deno.writeTextFile(`${pems}/keys/one`, soon.keyPem);
     await Deno.writeTextFile(`${pems}/keys/two`, later.keyPem);
     await Deno.writeTextFile(`${pems}/notes.txt`, "not a PEM file\n");
-    const config = configFor(dir);
+    const config = await configFor(dir);
 
     const { outcomes, skipped } = await importCertificates(config, [pems]);
     assert.deepEqual(skipped, []);
@@ -166,7 +167,7 @@ Deno.test("cert import in loose PEM files: keys found by public key, the latest 
     const onlyExpired = `${dir}/expired-only`;
     await Deno.mkdir(onlyExpired);
     await Deno.writeTextFile(`${onlyExpired}/e.pem`, expired.chainPem + expired.keyPem);
-    const none = await importCertificates(configFor(`${dir}/second`), [onlyExpired]);
+    const none = await importCertificates(await configFor(`${dir}/second`), [onlyExpired]);
     assert.equal(none.outcomes[0].status, "missing");
     assert.match(none.outcomes[0].reason!, /expired or not yet valid/);
   } finally {
@@ -180,7 +181,7 @@ Deno.test("cert import says a configured certificate wins, and refuses a missing
     const ca = await createTestCa();
     const issued = await ca.issue({ names: ["example.test"] });
     await certbotLineage(`${dir}/le`, "example.test", issued);
-    const config = configFor(dir, `certificate = "/etc/ssl/x.crt"\nkey = "/etc/ssl/x.key"`);
+    const config = await configFor(dir, `certificate = "/etc/ssl/x.crt"\nkey = "/etc/ssl/x.key"`);
     const { outcomes } = await importCertificates(config, [`${dir}/le`]);
     assert.equal(outcomes[0].status, "imported");
     assert.equal(outcomes[0].configured, "/etc/ssl/x.crt");
@@ -195,4 +196,37 @@ Deno.test("cert import says a configured certificate wins, and refuses a missing
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
+});
+
+Deno.test({
+  name: "cert import as root gives the files to data_dir's owner, and refuses a missing data_dir",
+  ignore: Deno.uid() !== 0,
+  async fn() {
+    const dir = await Deno.makeTempDir({ prefix: "lilt-certimport-" });
+    try {
+      const ca = await createTestCa();
+      await certbotLineage(
+        `${dir}/le`,
+        "example.test",
+        await ca.issue({ names: ["example.test"] }),
+      );
+      const config = await configFor(dir);
+      await Deno.chown(`${dir}/data`, 65534, 65534); // the server's own user, e.g. lilt
+      const { outcomes } = await importCertificates(config, [`${dir}/le`]);
+      assert.equal(outcomes[0].status, "imported");
+      for (const path of ["certs", "certs/example.test.crt", "certs/example.test.key"]) {
+        const info = await Deno.stat(`${dir}/data/${path}`);
+        assert.deepEqual([info.uid, info.gid], [65534, 65534], path);
+      }
+
+      await Deno.remove(`${dir}/data`, { recursive: true });
+      await assert.rejects(
+        importCertificates(config, [`${dir}/le`]),
+        new RegExp(`^Error: The data directory '${dir}/data' does not exist: create it owned by`),
+      );
+      await assert.rejects(Deno.stat(`${dir}/data`), Deno.errors.NotFound, "not created");
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
 });
