@@ -26,6 +26,7 @@ import type { OptionChange } from "./core/config_changes.ts";
 import { federationConfigured, s2sTrustOptions } from "./core/s2s/policy.ts";
 import { configureLogging, getLogger, reopenLogFiles } from "./core/log.ts";
 import { Server } from "./core/server.ts";
+import { notifySystemd } from "./core/systemd_notify.ts";
 import { LILT_VERSION } from "./core/version.ts";
 import { Database } from "./core/storage/database.ts";
 import { Storage } from "./core/storage/stores.ts";
@@ -38,7 +39,6 @@ import { type AdminSocket, startAdminSocket } from "./shell/admin_socket.ts";
 import { AdminClient, runShell } from "./shell/client.ts";
 import { promptNewSecret } from "./shell/prompt.ts";
 import { type PendingChanges, reloadConfiguration } from "./shell/reload.ts";
-import { notifySystemd } from "./core/systemd_notify.ts";
 import { builtinSections } from "./shell/sections/all.ts";
 import { setShutdownHandler } from "./shell/sections/server.ts";
 
