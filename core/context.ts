@@ -5,6 +5,7 @@ import type { HttpRoutes } from "./http/routes.ts";
 import type { CommandRegistry } from "./admin_commands.ts";
 import type { AccountStore } from "./auth/accounts.ts";
 import type { Config } from "./config.ts";
+import type { EventLoopLag } from "./event_loop_lag.ts";
 import type { Host } from "./hosts.ts";
 import type { Metrics } from "./metrics.ts";
 import type { Session, SessionManager } from "./sessions.ts";
@@ -36,6 +37,8 @@ export interface ServerContext {
   readonly commands: CommandRegistry;
   /** Counters for `stats show`. */
   readonly metrics: Metrics;
+  /** Event-loop lag, sampled by the core for /metrics and the shell's `debug loop`. */
+  readonly loopLag: EventLoopLag;
   /** HTTP routes by host (see `ModuleAPI.httpRoute`). */
   readonly http: HttpRoutes;
   /** The bound port of the first HTTP or HTTPS listener (throws when there is none). */

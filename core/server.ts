@@ -12,6 +12,7 @@ import { configChanges, describeChange } from "./config_changes.ts";
 import type { ServerContext } from "./context.ts";
 import { Host } from "./hosts.ts";
 import { configureLogging, getLogger } from "./log.ts";
+import { EventLoopLag } from "./event_loop_lag.ts";
 import { MemoryTrimmer } from "./memory.ts";
 import { Metrics } from "./metrics.ts";
 import { ModuleManager, type ModuleReloadOutcome, type ModuleTable } from "./modules.ts";
@@ -113,6 +114,8 @@ export class Server implements ServerContext {
   readonly commands: CommandRegistry = new CommandRegistry();
   /** Counters for `stats show`. */
   readonly metrics: Metrics = new Metrics();
+  /** Event-loop lag, sampled from start to shutdown (/metrics, `debug loop`). */
+  readonly loopLag: EventLoopLag = new EventLoopLag();
   tls!: TlsContexts;
   /** The certificates in force: one per host, and one per component that has its own. */
   #certificates: TlsHostEntry[] = [];
@@ -179,6 +182,7 @@ export class Server implements ServerContext {
   }
 
   async #setUp(): Promise<void> {
+    this.loopLag.start();
     const config = this.config;
     const certificates = await this.#loadCertificates(config);
     this.#certificates = certificates;
@@ -615,6 +619,7 @@ export class Server implements ServerContext {
     for (const host of this.hosts.values()) this.modules.unloadAll(host);
     this.#stopMaintenance?.();
     this.#trimmer.stop();
+    this.loopLag.stop();
     this.accounts.flushActivity();
     this.database.close();
     log.info("Server stopped");

@@ -4,8 +4,8 @@
 
 import { isIPv4, isIPv6 } from "node:net";
 import type { OptionSpec } from "../core/config_schema.ts";
+import { metricFamilies, type MetricFamily, sampleKey } from "../core/metrics_snapshot.ts";
 import { type ModuleAPI, ModuleOptionError } from "../core/modules.ts";
-import { S2SStream } from "../core/s2s/s2s_stream.ts";
 
 /** One line for module listings. */
 export const description = "OpenMetrics text at /metrics for the addresses in metrics_allow";
@@ -88,14 +88,6 @@ export default function httpMetrics(m: ModuleAPI): void {
     if (problem) throw new ModuleOptionError(`Module '${m.name}' on ${m.domain}: ${problem}`);
   }
   const allowed = entries.map(parseAllow);
-  // Event-loop lag: how late a 500 ms timer fires, kept as the last measurement.
-  let lagSeconds = 0;
-  let expected = performance.now() + 500;
-  m.addTimer(500, () => {
-    const now = performance.now();
-    lagSeconds = Math.max(0, now - expected) / 1000;
-    expected = now + 500;
-  }, { repeat: true });
 
   m.httpRoute("GET", "/metrics", (request, info) => {
     if (!allowed.some((match) => match(info.ip))) {
@@ -105,20 +97,10 @@ export default function httpMetrics(m: ModuleAPI): void {
       });
     }
     const prometheus = wantsPrometheusText(request.headers.get("accept"));
-    return new Response(render(collect(m, lagSeconds), prometheus), {
+    return new Response(render(metricFamilies(m.server), prometheus), {
       headers: { "content-type": prometheus ? PROMETHEUS_TYPE : OPENMETRICS_TYPE },
     });
   });
-}
-
-/** One metric family: its samples carry the family name plus a suffix ("_total", "_sum"). */
-interface Family {
-  name: string;
-  type: "counter" | "gauge" | "summary";
-  help: string;
-  /** The OpenMetrics unit (the name ends in `_<unit>`). */
-  unit?: string;
-  samples: { suffix: string; labels?: Record<string, string>; value: number }[];
 }
 
 /** The format a scraper asked for: OpenMetrics unless it asks for text/plain only. */
@@ -128,128 +110,18 @@ export function wantsPrometheusText(accept: string | null): boolean {
   return !types.includes("application/openmetrics-text") && types.includes("text/plain");
 }
 
-/** The families /metrics exposes, read now. */
-function collect(m: ModuleAPI, lagSeconds: number): Family[] {
-  const server = m.server;
-  const counters = server.metrics.snapshot();
-  const kinds: Record<string, number> = { c2s: 0, s2sin: 0, s2sout: 0, component: 0 };
-  const remoteDomains = new Set<string>();
-  for (const session of server.sessions.all()) {
-    if (session.kind in kinds) kinds[session.kind]++;
-    if (session instanceof S2SStream) remoteDomains.add(session.remote);
-  }
-  const stanzaKinds = ["message", "presence", "iq"];
-  const transactions = server.database.transactionStats;
-  const memory = Deno.memoryUsage();
-  return [
-    {
-      name: "lilt_sessions",
-      type: "gauge",
-      help: "Connected sessions by kind",
-      samples: Object.entries(kinds).map(([kind, value]) => ({
-        suffix: "",
-        labels: { kind },
-        value,
-      })),
-    },
-    {
-      name: "lilt_s2s_links",
-      type: "gauge",
-      help: "Remote domains with at least one s2s stream",
-      samples: [{ suffix: "", value: remoteDomains.size }],
-    },
-    {
-      name: "lilt_stanzas",
-      type: "counter",
-      help: "Stanzas by direction (in: routed; out: written to streams) and kind",
-      samples: [
-        ...stanzaKinds.map((kind) => ({
-          suffix: "_total",
-          labels: { direction: "in", kind },
-          value: counters[`stanzas.${kind}`] ?? 0,
-        })),
-        ...stanzaKinds.map((kind) => ({
-          suffix: "_total",
-          labels: { direction: "out", kind },
-          value: counters[`stanzas_out.${kind}`] ?? 0,
-        })),
-      ],
-    },
-    {
-      name: "lilt_auth_successes",
-      type: "counter",
-      help: "Successful client logins",
-      samples: [{ suffix: "_total", value: counters["c2s.logins"] ?? 0 }],
-    },
-    {
-      name: "lilt_auth_failures",
-      type: "counter",
-      help: "Failed client and component authentications",
-      samples: [
-        { suffix: "_total", labels: { kind: "c2s" }, value: counters["c2s.auth_failures"] ?? 0 },
-        {
-          suffix: "_total",
-          labels: { kind: "component" },
-          value: counters["component.auth_failures"] ?? 0,
-        },
-      ],
-    },
-    {
-      name: "lilt_storage_transaction_seconds",
-      type: "summary",
-      help: "Time of committed database transactions (batched writes, archive flushes)",
-      unit: "seconds",
-      samples: [
-        { suffix: "_count", value: transactions.count },
-        { suffix: "_sum", value: transactions.seconds },
-      ],
-    },
-    {
-      name: "lilt_process_resident_memory_bytes",
-      type: "gauge",
-      help: "Resident set size",
-      unit: "bytes",
-      samples: [{ suffix: "", value: memory.rss }],
-    },
-    {
-      name: "lilt_process_heap_used_bytes",
-      type: "gauge",
-      help: "JavaScript heap in use",
-      unit: "bytes",
-      samples: [{ suffix: "", value: memory.heapUsed }],
-    },
-    {
-      name: "lilt_event_loop_lag_seconds",
-      type: "gauge",
-      help: "How late a periodic timer last fired",
-      unit: "seconds",
-      samples: [{ suffix: "", value: lagSeconds }],
-    },
-    {
-      name: "lilt_uptime_seconds",
-      type: "gauge",
-      help: "Seconds since the server started",
-      unit: "seconds",
-      samples: [{ suffix: "", value: (Date.now() - server.startedAt) / 1000 }],
-    },
-  ];
-}
-
 /**
  * The families as text: OpenMetrics 1.0 (family names without `_total`, UNIT lines, `# EOF`)
  * or the Prometheus text format 0.0.4 (a counter's TYPE names its `_total` sample, no UNIT).
  */
-function render(families: Family[], prometheus: boolean): string {
+function render(families: MetricFamily[], prometheus: boolean): string {
   const lines: string[] = [];
   for (const family of families) {
     const typed = prometheus && family.type === "counter" ? `${family.name}_total` : family.name;
     lines.push(`# TYPE ${typed} ${family.type}`, `# HELP ${typed} ${family.help}`);
     if (family.unit && !prometheus) lines.push(`# UNIT ${family.name} ${family.unit}`);
     for (const sample of family.samples) {
-      const labels = sample.labels
-        ? `{${Object.entries(sample.labels).map(([k, v]) => `${k}="${v}"`).join(",")}}`
-        : "";
-      lines.push(`${family.name}${sample.suffix}${labels} ${sample.value}`);
+      lines.push(`${sampleKey(family.name + sample.suffix, sample.labels)} ${sample.value}`);
     }
   }
   if (!prometheus) lines.push("# EOF");

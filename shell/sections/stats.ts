@@ -1,8 +1,11 @@
-// The `stats` section of the admin shell: the server's counters, live session counts and a
-// storage latency probe, filtered by a name pattern.
+// The `stats` section of the admin shell: `show` lists the metrics /metrics exposes, by the
+// same names and labels (read through core/metrics_snapshot.ts, so the http_metrics module need
+// not be loaded); `counters` lists the server's internal counters by their dotted names, with
+// live session counts and a storage latency probe.
 
 import type { CommandSpec } from "../../core/admin_commands.ts";
 import type { AdminServer } from "../../core/admin_commands.ts";
+import { metricFamilies, metricSamples, sampleKey } from "../../core/metrics_snapshot.ts";
 import { presenceOf } from "../../core/presence_state.ts";
 
 /** A `*` glob (anchored), or a plain substring when the pattern has no `*`. */
@@ -23,7 +26,7 @@ function storageLatencyMs(server: AdminServer): number {
   return Math.round((performance.now() - start) * 1000) / 1000;
 }
 
-/** Every value `stats show` reports, by name. */
+/** Every value `stats counters` reports, by name. */
 export function collectStats(server: AdminServer): Record<string, number> {
   const sessions = server.sessions.all().filter((s) => s.kind !== "internal");
   const values: Record<string, number> = {
@@ -42,7 +45,36 @@ export function statsCommands(): CommandSpec[] {
     {
       section: "stats",
       name: "show",
-      summary: "Show counters, session counts and storage latency (PATTERN: substring or glob)",
+      summary: "Show the metrics /metrics exposes, by the same names and labels " +
+        "(FILTER: substring or glob of name{labels})",
+      args: [{ name: "filter", kind: "string", optional: true }],
+      run: ({ server }, [filter]) => {
+        const matches = matcher(filter);
+        const samples = metricSamples(metricFamilies(server)).filter((sample) =>
+          matches(sample.name) || matches(sampleKey(sample.name, sample.labels))
+        );
+        if (samples.length === 0 && filter) {
+          return { message: `No metric matches '${filter}'`, data: [] };
+        }
+        return {
+          table: {
+            columns: ["name", "labels", "value", "type"],
+            rows: samples.map((sample) => [
+              sample.name,
+              Object.entries(sample.labels).map(([k, v]) => `${k}="${v}"`).join(","),
+              sample.value,
+              sample.type,
+            ]),
+          },
+          data: samples,
+        };
+      },
+    },
+    {
+      section: "stats",
+      name: "counters",
+      summary: "Show the internal counters (module counters too), session counts and storage " +
+        "latency by dotted name (PATTERN: substring or glob)",
       args: [{ name: "pattern", kind: "string", optional: true }],
       run: ({ server }, [pattern]) => {
         const matches = matcher(pattern);

@@ -280,10 +280,13 @@ Deno.test("port list shows the bound ports; host list the hosts", () =>
     assert.deepEqual(hosts.table!.rows, [["localhost", "local", MODULES.length, 0]]);
   }));
 
-Deno.test("stats show has stanza counters that increase and storage latency", () =>
+Deno.test("stats counters has stanza counters that increase and storage latency", () =>
   withServer(async (t) => {
     const stats = async (pattern?: string) =>
-      (await run(t, "stats show", ...(pattern ? [pattern] : []))).data as Record<string, number>;
+      (await run(t, "stats counters", ...(pattern ? [pattern] : []))).data as Record<
+        string,
+        number
+      >;
     const { client } = await RawClient.login(t.port, "alice", "pw");
     const before = (await stats("stanzas."))["stanzas.message"] ?? 0;
     client.send("<message to='bob@localhost' type='chat'><body>1</body></message>");

@@ -281,7 +281,7 @@ Deno.test("every admin shell command works end to end through lilt shell --json"
         lilt.json(["config", "get", "c2s_require_encryption"]),
         lilt.json(["module", "list", "localhost"]),
         lilt.json(["module", "info", "ping"]),
-        lilt.json(["stats", "show"]),
+        lilt.json(["stats", "counters"]),
         lilt.run(["nosuch", "cmd"]),
         lilt.run(["user", "activity", "a@@b"]),
       ]);
@@ -698,7 +698,7 @@ Deno.test("every admin shell command works end to end through lilt shell --json"
       const file = `${dir}/backup.sqlite`;
       const [backup, stats] = await Promise.all([
         lilt.json(["server", "backup", file]),
-        lilt.json(["stats", "show", "c2s.*"]),
+        lilt.json(["stats", "counters", "c2s.*"]),
       ]);
       assert.equal(backup.file, file);
       assert.equal(backup.size, (await Deno.stat(file)).size);
