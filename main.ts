@@ -35,6 +35,7 @@ import { convertStore } from "./core/storage/encryption.ts";
 import { builtinModules } from "./mod/builtin.ts";
 import { exportXep227 } from "./cli/migrate/xep227_export.ts";
 import { importXep227 } from "./cli/migrate/xep227_import.ts";
+import { importProsody } from "./cli/migrate/prosody_import.ts";
 import { type AdminSocket, startAdminSocket } from "./shell/admin_socket.ts";
 import { AdminClient, runShell } from "./shell/client.ts";
 import { promptNewSecret } from "./shell/prompt.ts";
@@ -65,6 +66,8 @@ Commands:
   export xep227 FILE [-c FILE]    write every account and its data as a XEP-0227 file
   import xep227 FILE [--overwrite] [-c FILE]
                                   read accounts from a XEP-0227 file (server stopped)
+  import prosody DATA_DIR [--storage internal|sql] [--overwrite] [-c FILE]
+                                  read accounts from Prosody 0.12's data (server stopped)
   storage encrypt|decrypt|rekey [--new-key-file FILE] [-c FILE]
                                   encrypt the store, decrypt it, change its key (server stopped)
   version                         print the version
@@ -195,6 +198,7 @@ credential hashes) and is written under a temporary name, then renamed; its dire
 exist. Works while the server runs (one read transaction: a consistent snapshot). Accounts
 whose deletion is pending are left out, with a warning.`,
   import: `Usage: lilt import xep227 FILE [--overwrite] [-c FILE]
+       lilt import prosody DATA_DIR [--storage internal|sql] [--overwrite] [-c FILE]
 
 Reads accounts from a XEP-0227 file (urn:xmpp:pie:0, or the older namespace; XIncludes with
 relative paths are followed) into the store: credentials (SCRAM-SHA-1/-256 keys carried over,
@@ -206,7 +210,19 @@ first. Every <host/> must be a configured host.
 All or nothing: a malformed file (the error names file:line and what is wrong) or a failure
 while writing leaves the store as it was. An account that exists already is skipped with a
 warning and keeps its data; --overwrite replaces it (its stored data is deleted first). Data
-Lilt has no place for is reported as a warning (file:line) and left out.`,
+Lilt has no place for is reported as a warning (file:line) and left out.
+
+import prosody reads a Prosody 0.12 data directory (its data_path): internal file storage
+(HOST/accounts/USER.dat, roster/, vcard/, private/, offline/, pep/, pep_NODE/, blocklist/) or SQL
+storage in DATA_DIR/prosody.sqlite (DATA_DIR may also name the SQLite file); --storage says which
+when both are there. Carried over: SCRAM-SHA-1 keys (users keep their passwords; Prosody keeps no
+SCRAM-SHA-256 keys unless password_hash was SHA-256, so those users log in with SCRAM-SHA-1 or
+PLAIN until they change their password), rosters with groups and pending subscriptions, vCards
+(vcard-temp), private XML (XEP-0048 bookmarks move to PEP on first use), offline messages, PEP
+nodes with their configuration and items (XEP-0402 bookmarks, nicknames, avatars...) and
+blocklists. Accounts of a Prosody host that is not configured here are skipped with a warning;
+MUC rooms and message archives are not read. Same rules as above: refused while the server runs,
+all or nothing, existing accounts skipped unless --overwrite.`,
   version: `Usage: lilt version
 
 Prints the version of Lilt and of the Deno runtime.`,
@@ -841,6 +857,7 @@ async function cmdImport(args: string[]): Promise<number> {
         config: { type: "string", short: "c" },
         help: { type: "boolean", short: "h" },
         overwrite: { type: "boolean" },
+        storage: { type: "string" },
       },
     });
   } catch (error) {
@@ -849,7 +866,21 @@ async function cmdImport(args: string[]): Promise<number> {
   }
   const { values, positionals } = parsed;
   if (values.help) return help("import");
-  if (positionals.length !== 2 || positionals[0] !== "xep227") return help("import", true);
+  const format = positionals[0];
+  if (positionals.length !== 2 || (format !== "xep227" && format !== "prosody")) {
+    return help("import", true);
+  }
+  const storageKind = values.storage ?? "auto";
+  if (format !== "prosody" && values.storage !== undefined) {
+    console.error("lilt: --storage is an option of 'import prosody' only");
+    return 2;
+  }
+  if (storageKind !== "auto" && storageKind !== "internal" && storageKind !== "sql") {
+    console.error(
+      `lilt: --storage takes internal or sql (Prosody's backends), found '${storageKind}'`,
+    );
+    return 2;
+  }
   const config = await readConfig(values.config);
   if (!config) return 1;
   const socket = adminSocketPath(config);
@@ -869,11 +900,22 @@ async function cmdImport(args: string[]): Promise<number> {
     return 1;
   }
   try {
-    const result = await importXep227(database, positionals[1], {
+    const importOptions = {
       hosts: config.hosts.map((host) => host.domain),
-      iterations: (host) => config.hostOption(host, "scram_iterations"),
+      iterations: (host: string) => config.hostOption(host, "scram_iterations"),
       overwrite: values.overwrite === true,
-    });
+    };
+    let source = positionals[1];
+    let result;
+    if (format === "prosody") {
+      result = await importProsody(database, positionals[1], {
+        ...importOptions,
+        storage: storageKind as "auto" | "internal" | "sql",
+      });
+      source = `Prosody's ${result.storage.kind} storage at ${result.storage.location}`;
+    } else {
+      result = await importXep227(database, positionals[1], importOptions);
+    }
     for (const warning of result.warnings) console.error(`lilt: warning: ${warning}`);
     let imported = 0;
     let replaced = 0;
@@ -888,7 +930,7 @@ async function cmdImport(args: string[]): Promise<number> {
       }
     }
     console.log(
-      `Imported ${imported} accounts from ${positionals[1]}` +
+      `Imported ${imported} accounts from ${source}` +
         (replaced > 0 ? ` (${replaced} replaced)` : "") +
         (skipped > 0 ? `; skipped ${skipped} (see above)` : ""),
     );

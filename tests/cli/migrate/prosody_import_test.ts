@@ -1,0 +1,414 @@
+// `lilt import prosody` against data a real Debian Prosody 0.12 wrote: accounts made with
+// prosodyctl, a client filling roster, vCard, private XML, PEP and an offline message over
+// SCRAM-SHA-1, once with internal file storage and once with SQLite storage; then Lilt serves the
+// imported accounts and users log in with their old passwords. Also: errors for data that is
+// not Prosody's, hosts not served here, and an import into a running server.
+
+import assert from "node:assert/strict";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { finish, startLiltProcess } from "../../helpers/lilt_process.ts";
+import { startProsody, writeProsodyAccount } from "../../helpers/prosody.ts";
+import { AccountStore } from "../../../core/auth/accounts.ts";
+import { deriveCredentials, utf8 } from "../../../core/auth/scram.ts";
+import { Database } from "../../../core/storage/database.ts";
+import { startDnsResponder } from "../../helpers/dns_responder.ts";
+import { makeTestCa } from "../../helpers/test_ca.ts";
+import { RawClient, roundTrip } from "../../helpers/raw_client.ts";
+import { startTestServer, testConfigText } from "../../helpers/test_server.ts";
+import { serialize } from "../../../core/xml/serializer.ts";
+
+const ROOT = fileURLToPath(new URL("../../../", import.meta.url));
+const DOMAIN = "prosody.test";
+const NS_ROSTER = "jabber:iq:roster";
+const NS_PUBSUB = "http://jabber.org/protocol/pubsub";
+const NS_NICK = "http://jabber.org/protocol/nick";
+const NS_BOOKMARKS = "urn:xmpp:bookmarks:1";
+const NS_DELAY = "urn:xmpp:delay";
+const USERS = { alice: "alice's old Prosody secret", bob: "bob-pw-ünïcode" };
+
+/** Runs `main.ts ARGS` as the operator would, in a process of its own. */
+async function lilt(args: string[]) {
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", `${ROOT}main.ts`, ...args],
+    cwd: ROOT,
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  return await finish(child);
+}
+
+/** A fresh Lilt data directory serving `domain`, with its configuration file. */
+async function liltDataDir(domain = DOMAIN): Promise<{ dir: string; configFile: string }> {
+  const dir = await Deno.makeTempDir({ prefix: "lilt-prosody-import-" });
+  const configFile = `${dir}/lilt.toml`;
+  await Deno.writeTextFile(configFile, testConfigText(dir, { domain }));
+  return { dir, configFile };
+}
+
+let counter = 0;
+/** Sends an iq and waits for its answer, which must be a result. */
+async function iq(client: RawClient, type: "get" | "set", body: string, to?: string) {
+  const id = `iq-${++counter}`;
+  const toAttr = to === undefined ? "" : ` to='${to}'`;
+  client.send(`<iq type='${type}' id='${id}'${toAttr}>${body}</iq>`);
+  const answer = await client.next((el) => el.name === "iq" && el.attrs.id === id);
+  assert.equal(answer.attrs.type, "result", `iq ${body} failed: ${serialize(answer)}`);
+  return answer;
+}
+
+/** STARTTLS, SCRAM-SHA-1 (the only hash Prosody 0.12 keeps), a new stream, a bound resource. */
+async function scramSha1Login(port: number, user: string, password: string): Promise<RawClient> {
+  const client = await RawClient.connect(port);
+  await client.open(DOMAIN);
+  await client.starttls(DOMAIN);
+  assert.ok(client.advertisedSasl().mechanisms.includes("SCRAM-SHA-1"), "SCRAM-SHA-1 offered");
+  const { outcome, verified } = await client.scram(user, password, { hash: "SHA-1" });
+  assert.equal(outcome.name, "success", `SCRAM-SHA-1 login of ${user} failed`);
+  assert.ok(verified, "the server signature proves the server holds the user's own keys");
+  client.restart();
+  await client.open(DOMAIN);
+  client.send(
+    "<iq type='set' id='bind'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'>" +
+      "<resource>r</resource></bind></iq>",
+  );
+  await client.next((el) => el.name === "iq" && el.attrs.id === "bind");
+  return client;
+}
+
+const BOOKMARK_OPTIONS = "<publish-options><x xmlns='jabber:x:data' type='submit'>" +
+  `<field var='FORM_TYPE' type='hidden'><value>${NS_PUBSUB}#publish-options</value></field>` +
+  "<field var='pubsub#persist_items'><value>true</value></field>" +
+  "<field var='pubsub#max_items'><value>max</value></field>" +
+  "<field var='pubsub#access_model'><value>whitelist</value></field>" +
+  "</x></publish-options>";
+
+/**
+ * Runs a real Prosody with `storage` in a temporary directory, registers the users with
+ * prosodyctl, fills alice's account over a client connection, stops Prosody and returns its
+ * data directory (the caller removes `dir`).
+ */
+async function prosodyData(storage: "internal" | "sql"): Promise<{ dir: string; dataDir: string }> {
+  const certDir = await Deno.makeTempDir({ prefix: "lilt-prosody-ca-" });
+  const dns = await startDnsResponder({});
+  try {
+    const ca = await makeTestCa(certDir, [DOMAIN]);
+    const prosody = await startProsody({
+      domain: DOMAIN,
+      dns: { port: dns.port },
+      certFile: ca.certFile,
+      keyFile: ca.keyFile,
+      modules: ["vcard", "private", "offline", "pep", "bookmarks", "blocklist"],
+      globalConfig: storage === "sql"
+        ? 'storage = "sql"\nsql = { driver = "SQLite3", database = "prosody.sqlite" }'
+        : "",
+      keepDir: true,
+    });
+    try {
+      for (const [user, password] of Object.entries(USERS)) {
+        const registered = await finish(
+          new Deno.Command("prosodyctl", {
+            args: ["--config", prosody.configFile, "register", user, DOMAIN, password],
+            stdin: "null",
+            stdout: "piped",
+            stderr: "piped",
+          }).spawn(),
+        );
+        assert.equal(registered.code, 0, `prosodyctl register ${user}: ${registered.stderr}`);
+      }
+      const alice = await scramSha1Login(prosody.c2sPort, "alice", USERS.alice);
+      await iq(
+        alice,
+        "set",
+        `<query xmlns='${NS_ROSTER}'><item jid='bob@${DOMAIN}' name='Bobby'>` +
+          "<group>Friends</group><group>Work</group></item></query>",
+      );
+      await iq(
+        alice,
+        "set",
+        `<query xmlns='${NS_ROSTER}'><item jid='carol@elsewhere.test' name='Carol'>` +
+          "<group>Far</group></item></query>",
+      );
+      alice.send(`<presence to='bob@${DOMAIN}' type='subscribe'/>`);
+      await roundTrip(alice);
+      await iq(
+        alice,
+        "set",
+        "<vCard xmlns='vcard-temp'><FN>Alice Liddell</FN><NICKNAME>al &amp; co</NICKNAME>" +
+          "<NOTE xml:lang='en'>ünïcode \"quoted\" line\nbreak</NOTE></vCard>",
+      );
+      await iq(
+        alice,
+        "set",
+        "<query xmlns='jabber:iq:private'><prefs xmlns='example:prefs'><theme>dark</theme>" +
+          "</prefs></query>",
+      );
+      await iq(
+        alice,
+        "set",
+        `<pubsub xmlns='${NS_PUBSUB}'><publish node='${NS_NICK}'><item id='current'>` +
+          `<nick xmlns='${NS_NICK}'>Ally</nick></item></publish></pubsub>`,
+      );
+      await iq(
+        alice,
+        "set",
+        `<pubsub xmlns='${NS_PUBSUB}'><publish node='${NS_BOOKMARKS}'>` +
+          `<item id='tea@rooms.elsewhere.test'><conference xmlns='${NS_BOOKMARKS}' ` +
+          "name='Tea party' autojoin='true'><nick>alice</nick></conference></item></publish>" +
+          `${BOOKMARK_OPTIONS}</pubsub>`,
+      );
+      alice.send(
+        `<message to='bob@${DOMAIN}' type='chat' id='m1'><body>Hello while you are away</body>` +
+          "</message>",
+      );
+      await roundTrip(alice);
+      alice.close();
+      await alice.waitClosed().catch(() => {});
+    } finally {
+      await prosody.stop();
+    }
+    return { dir: prosody.dir, dataDir: prosody.dataDir };
+  } finally {
+    await dns.close();
+    await Deno.remove(certDir, { recursive: true }).catch(() => {});
+  }
+}
+
+/** Imports `dataDir` into a fresh Lilt, logs both users in with their old passwords, checks. */
+async function importAndCheck(dataDir: string, storage: "internal" | "sql"): Promise<void> {
+  const lilt0 = await liltDataDir();
+  try {
+    const imported = await lilt(["import", "prosody", dataDir, "-c", lilt0.configFile]);
+    assert.equal(imported.code, 0, imported.stderr);
+    assert.match(
+      imported.stdout,
+      new RegExp(`Imported 2 accounts from Prosody's ${storage} storage`),
+    );
+
+    const server = await startTestServer({ dataDir: lilt0.dir, domain: DOMAIN });
+    try {
+      const alice = await scramSha1Login(server.port, "alice", USERS.alice);
+      const roster = await iq(alice, "get", `<query xmlns='${NS_ROSTER}'/>`);
+      const items = roster.getChild("query", NS_ROSTER)!.getChildren("item");
+      const bob = items.find((item) => item.attrs.jid === `bob@${DOMAIN}`);
+      assert.ok(bob, `bob is on alice's roster: ${serialize(roster)}`);
+      assert.equal(bob.attrs.name, "Bobby");
+      assert.equal(bob.attrs.subscription, "none");
+      assert.equal(bob.attrs.ask, "subscribe", "the pending outbound request is kept");
+      assert.deepEqual(bob.getChildren("group").map((g) => g.text()).sort(), ["Friends", "Work"]);
+      const carol = items.find((item) => item.attrs.jid === "carol@elsewhere.test");
+      assert.deepEqual(carol?.getChildren("group").map((g) => g.text()), ["Far"]);
+
+      const vcard = (await iq(alice, "get", "<vCard xmlns='vcard-temp'/>"))
+        .getChild("vCard", "vcard-temp")!;
+      assert.equal(vcard.getChildText("FN"), "Alice Liddell");
+      assert.equal(vcard.getChildText("NICKNAME"), "al & co");
+      const note = vcard.getChild("NOTE")!;
+      assert.equal(note.text(), 'ünïcode "quoted" line\nbreak');
+      assert.equal(note.attrs["xml:lang"], "en");
+
+      const prefs = (await iq(
+        alice,
+        "get",
+        "<query xmlns='jabber:iq:private'><prefs xmlns='example:prefs'/></query>",
+      )).getChild("query", "jabber:iq:private")!.getChild("prefs", "example:prefs")!;
+      assert.equal(prefs.getChildText("theme"), "dark");
+
+      const nick = await iq(
+        alice,
+        "get",
+        `<pubsub xmlns='${NS_PUBSUB}'><items node='${NS_NICK}'/></pubsub>`,
+        `alice@${DOMAIN}`,
+      );
+      const nickItem = nick.getChild("pubsub", NS_PUBSUB)!.getChild("items")!.getChild("item")!;
+      assert.equal(nickItem.attrs.id, "current");
+      assert.equal(nickItem.getChild("nick", NS_NICK)?.text(), "Ally");
+
+      const bookmarks = await iq(
+        alice,
+        "get",
+        `<pubsub xmlns='${NS_PUBSUB}'><items node='${NS_BOOKMARKS}'/></pubsub>`,
+        `alice@${DOMAIN}`,
+      );
+      const conference = bookmarks.getChild("pubsub", NS_PUBSUB)!.getChild("items")!
+        .getChild("item")!;
+      assert.equal(conference.attrs.id, "tea@rooms.elsewhere.test");
+      assert.equal(conference.getChild("conference", NS_BOOKMARKS)?.attrs.name, "Tea party");
+      alice.close();
+
+      // Bob's old password; the message alice sent while he was offline arrives, stamped.
+      const bobClient = await scramSha1Login(server.port, "bob", USERS.bob);
+      const bobRoster = await iq(bobClient, "get", `<query xmlns='${NS_ROSTER}'/>`);
+      assert.ok(bobRoster.getChild("query", NS_ROSTER), "bob's roster answers");
+      bobClient.send("<presence/>");
+      const offline = await bobClient.next((el) =>
+        el.name === "message" && el.getChildText("body") === "Hello while you are away"
+      );
+      assert.equal(offline.attrs.from?.split("/")[0], `alice@${DOMAIN}`);
+      const delay = offline.getChild("delay", NS_DELAY);
+      assert.ok(delay?.attrs.stamp, "the offline message keeps when it was sent");
+      // alice's subscription request waits for bob too.
+      const request = await bobClient.next((el) =>
+        el.name === "presence" && el.attrs.type === "subscribe"
+      );
+      assert.equal(request.attrs.from, `alice@${DOMAIN}`);
+      bobClient.close();
+    } finally {
+      await server.stop();
+    }
+  } finally {
+    await Deno.remove(lilt0.dir, { recursive: true }).catch(() => {});
+  }
+}
+
+Deno.test("import prosody: Prosody 0.12's internal storage, users keep their passwords", async () => {
+  const { dir, dataDir } = await prosodyData("internal");
+  try {
+    // What Prosody wrote is its own file storage.
+    const accounts = await Deno.readTextFile(join(dataDir, "prosody%2etest/accounts/alice.dat"));
+    assert.match(accounts, /\["stored_key"\] = "[0-9a-f]{40}"/);
+    await importAndCheck(dataDir, "internal");
+  } finally {
+    await Deno.remove(dir, { recursive: true }).catch(() => {});
+  }
+});
+
+Deno.test("import prosody: Prosody 0.12's SQLite storage, users keep their passwords", async () => {
+  const { dir, dataDir } = await prosodyData("sql");
+  try {
+    assert.ok((await Deno.stat(join(dataDir, "prosody.sqlite"))).isFile);
+    await importAndCheck(dataDir, "sql");
+  } finally {
+    await Deno.remove(dir, { recursive: true }).catch(() => {});
+  }
+});
+
+/** Writes a Prosody account file (internal storage, SCRAM-SHA-1) into `dataDir`. */
+async function prosodyAccount(dataDir: string, host: string, user: string, password: string) {
+  const salt = crypto.randomUUID();
+  const credentials = await deriveCredentials(password, {
+    hash: "SHA-1",
+    salt: utf8(salt),
+    iterations: 4096,
+  });
+  await writeProsodyAccount(dataDir, host, user, { ...credentials, salt });
+}
+
+/** The accounts Lilt's store at `dir` holds for DOMAIN. */
+function liltAccounts(dir: string): string[] {
+  const database = Database.open({ path: `${dir}/lilt.sqlite` });
+  try {
+    return new AccountStore(database).list(DOMAIN).sort();
+  } finally {
+    database.close();
+  }
+}
+
+Deno.test("import prosody: a directory that is not Prosody's is refused with a clear error", async () => {
+  const lilt0 = await liltDataDir();
+  const empty = await Deno.makeTempDir({ prefix: "lilt-not-prosody-" });
+  try {
+    await Deno.writeTextFile(`${empty}/notes.txt`, "hello");
+    const result = await lilt(["import", "prosody", empty, "-c", lilt0.configFile]);
+    assert.equal(result.code, 1);
+    assert.match(result.stderr, /is not a Prosody data directory: no HOST\/accounts\/USER\.dat/);
+    assert.match(result.stderr, /Nothing was imported/);
+    const missing = await lilt(["import", "prosody", `${empty}/nope`, "-c", lilt0.configFile]);
+    assert.equal(missing.code, 1);
+    assert.match(missing.stderr, /nope does not exist/);
+    const badStorage = await lilt([
+      "import",
+      "prosody",
+      empty,
+      "--storage",
+      "ldap",
+      "-c",
+      lilt0.configFile,
+    ]);
+    assert.equal(badStorage.code, 2);
+    assert.match(badStorage.stderr, /--storage takes internal or sql/);
+  } finally {
+    await Deno.remove(empty, { recursive: true });
+    await Deno.remove(lilt0.dir, { recursive: true });
+  }
+});
+
+Deno.test("import prosody: accounts of hosts Lilt does not serve are skipped with a warning", async () => {
+  const lilt0 = await liltDataDir();
+  const data = await Deno.makeTempDir({ prefix: "lilt-prosody-data-" });
+  try {
+    await prosodyAccount(data, DOMAIN, "first.last", "dotted pw");
+    await prosodyAccount(data, "other.test", "stranger", "pw");
+    const result = await lilt(["import", "prosody", data, "-c", lilt0.configFile]);
+    assert.equal(result.code, 0, result.stderr);
+    assert.match(
+      result.stderr,
+      /warning: host 'other\.test' \(1 accounts\) is not served here \(configured: prosody\.test\); its accounts are skipped/,
+    );
+    assert.match(result.stdout, /Imported 1 accounts from Prosody's internal storage/);
+    assert.deepEqual(liltAccounts(lilt0.dir), ["first.last"], "the %2e-encoded name is decoded");
+    const database = Database.open({ path: `${lilt0.dir}/lilt.sqlite` });
+    try {
+      assert.ok(await new AccountStore(database).verifyPassword(DOMAIN, "first.last", "dotted pw"));
+    } finally {
+      database.close();
+    }
+
+    // Only hosts that are not served: an error, nothing written.
+    const other = await liltDataDir("elsewhere.test");
+    try {
+      const none = await lilt(["import", "prosody", data, "-c", other.configFile]);
+      assert.equal(none.code, 1);
+      assert.match(none.stderr, /none of the hosts with accounts in .* is configured here/);
+    } finally {
+      await Deno.remove(other.dir, { recursive: true });
+    }
+  } finally {
+    await Deno.remove(data, { recursive: true });
+    await Deno.remove(lilt0.dir, { recursive: true });
+  }
+});
+
+Deno.test("import prosody: a malformed file stops the import before anything is written", async () => {
+  const lilt0 = await liltDataDir();
+  const data = await Deno.makeTempDir({ prefix: "lilt-prosody-data-" });
+  try {
+    await prosodyAccount(data, DOMAIN, "alice", "pw");
+    await prosodyAccount(data, DOMAIN, "bob", "pw");
+    await Deno.mkdir(`${data}/prosody%2etest/roster`);
+    // Code, not a literal: never run, refused with its place.
+    await Deno.writeTextFile(
+      `${data}/prosody%2etest/roster/bob.dat`,
+      'return {\n\t["x@y"] = os.execute("touch /tmp/pwned");\n};\n',
+    );
+    const result = await lilt(["import", "prosody", data, "-c", lilt0.configFile]);
+    assert.equal(result.code, 1);
+    assert.match(result.stderr, /roster\/bob\.dat:2:12: 'os' is not a literal \(no code is run\)/);
+    assert.match(result.stderr, /Nothing was imported/);
+    assert.deepEqual(liltAccounts(lilt0.dir), [], "alice, read before bob, was not written");
+  } finally {
+    await Deno.remove(data, { recursive: true });
+    await Deno.remove(lilt0.dir, { recursive: true });
+  }
+});
+
+Deno.test("import prosody: refused while the server runs", async () => {
+  const lilt0 = await liltDataDir();
+  const data = await Deno.makeTempDir({ prefix: "lilt-prosody-data-" });
+  try {
+    await prosodyAccount(data, DOMAIN, "alice", "pw");
+    const server = await startLiltProcess(lilt0.configFile);
+    try {
+      const result = await lilt(["import", "prosody", data, "-c", lilt0.configFile]);
+      assert.equal(result.code, 1);
+      assert.match(result.stderr, /cannot import while the server is running/);
+    } finally {
+      await server.stop();
+    }
+    assert.deepEqual(liltAccounts(lilt0.dir), []);
+  } finally {
+    await Deno.remove(data, { recursive: true });
+    await Deno.remove(lilt0.dir, { recursive: true });
+  }
+});
