@@ -81,6 +81,7 @@ export async function listenHttp(options: HttpListenOptions): Promise<Listener> 
     kind,
     host: outer.host,
     port: outer.port,
+    connections: () => outer.connections?.() ?? Promise.resolve(front.connections),
     async close() {
       // Stop accepting at once; the outer listener is done when its last connection is.
       const stopped = outer.close();

@@ -13,6 +13,11 @@ export interface Listener {
   readonly port: number;
   /** Stops accepting; existing connections stay. */
   close(): Promise<void>;
+  /**
+   * Connections this listener accepted that are still open (the shell's `debug handles`);
+   * absent where the platform does not tell (Deno.serve serving loopback HTTP directly).
+   */
+  connections?(): Promise<number>;
 }
 
 /** Starts listening; resolves once bound (rejects with the bind error, e.g. EADDRINUSE). */
@@ -42,6 +47,9 @@ export function listen(
         host,
         port,
         close: () => new Promise<void>((done) => server.close(() => done())),
+        // The server's own count: sockets leave it when destroyed, whoever listens to them.
+        connections: () =>
+          new Promise<number>((done) => server.getConnections((_error, count) => done(count))),
       });
     });
   });

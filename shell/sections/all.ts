@@ -5,6 +5,7 @@ import type { CommandSpec } from "../../core/admin_commands.ts";
 import { c2sCommands } from "./c2s.ts";
 import { certCommands } from "./cert.ts";
 import { configCommands } from "./config.ts";
+import { debugCommands } from "./debug.ts";
 import { dnsCommands } from "./dns.ts";
 import { hostCommands } from "./host.ts";
 import { httpCommands } from "./http.ts";
@@ -38,5 +39,6 @@ export function builtinSections(): CommandSpec[] {
     ...rosterCommands(),
     ...watchCommands(),
     ...statsCommands(),
+    ...debugCommands(),
   ];
 }
