@@ -6,6 +6,7 @@ import type { CommandRegistry } from "./admin_commands.ts";
 import type { AccountStore } from "./auth/accounts.ts";
 import type { Config } from "./config.ts";
 import type { EventLoopLag } from "./event_loop_lag.ts";
+import type { ScheduledTimers } from "./timers.ts";
 import type { Host } from "./hosts.ts";
 import type { Metrics } from "./metrics.ts";
 import type { Session, SessionManager } from "./sessions.ts";
@@ -39,6 +40,8 @@ export interface ServerContext {
   readonly metrics: Metrics;
   /** Event-loop lag, sampled by the core for /metrics and the shell's `debug loop`. */
   readonly loopLag: EventLoopLag;
+  /** The timers modules and the core set, with their owners (the shell's `debug timers`). */
+  readonly timers: ScheduledTimers;
   /** HTTP routes by host (see `ModuleAPI.httpRoute`). */
   readonly http: HttpRoutes;
   /** The bound port of the first HTTP or HTTPS listener (throws when there is none). */

@@ -87,6 +87,8 @@ export type StoreKind = "keyval" | "map" | "archive";
 export interface TimerOptions {
   /** Run every `ms` milliseconds until cancelled or unloaded. */
   repeat?: boolean;
+  /** What the timer does, shown by the shell's `debug timers` (e.g. "archive expiry"). */
+  label?: string;
 }
 
 export { IqError } from "./iq.ts";
@@ -389,13 +391,16 @@ export class ModuleAPI {
         this.log.error("Timer in module {module} threw: {error}", { module: this.name, error });
       }
     };
-    const id = options.repeat ? setInterval(run, ms) : setTimeout(() => {
-      cancel();
-      run();
-    }, ms);
+    const clear = this.server.timers.schedule(
+      ms,
+      options.repeat ? run : () => {
+        cancel();
+        run();
+      },
+      { owner: this.name, host: this.domain, label: options.label, repeat: options.repeat },
+    );
     const cancel = () => {
-      clearTimeout(id);
-      clearInterval(id);
+      clear();
       const i = this.#cleanups.indexOf(cancel);
       if (i >= 0) this.#cleanups.splice(i, 1);
     };

@@ -13,6 +13,7 @@ import type { ServerContext } from "./context.ts";
 import { Host } from "./hosts.ts";
 import { configureLogging, getLogger } from "./log.ts";
 import { EventLoopLag } from "./event_loop_lag.ts";
+import { ScheduledTimers } from "./timers.ts";
 import { MemoryTrimmer } from "./memory.ts";
 import { Metrics } from "./metrics.ts";
 import { ModuleManager, type ModuleReloadOutcome, type ModuleTable } from "./modules.ts";
@@ -116,6 +117,8 @@ export class Server implements ServerContext {
   readonly metrics: Metrics = new Metrics();
   /** Event-loop lag, sampled from start to shutdown (/metrics, `debug loop`). */
   readonly loopLag: EventLoopLag = new EventLoopLag();
+  /** The timers modules and the core set, with their owners (`debug timers`). */
+  readonly timers: ScheduledTimers = new ScheduledTimers();
   tls!: TlsContexts;
   /** The certificates in force: one per host, and one per component that has its own. */
   #certificates: TlsHostEntry[] = [];
@@ -133,7 +136,7 @@ export class Server implements ServerContext {
   remote: S2SManager | undefined;
   listeners: Listener[] = [];
   #hostSessions = new Map<string, HostSession>();
-  #sweeper: ReturnType<typeof setInterval> | undefined;
+  #stopSweeper: (() => void) | undefined;
   #stopMaintenance: (() => void) | undefined;
   #trimmer = new MemoryTrimmer();
   #stopping = false;
@@ -446,7 +449,7 @@ export class Server implements ServerContext {
    * (at most every 5 s): one timer for all sessions instead of one per session.
    */
   #startSweeper(): void {
-    clearInterval(this.#sweeper);
+    this.#stopSweeper?.();
     const config = this.config;
     const limits = [config.get<number>("c2s_auth_timeout")];
     for (const host of config.hosts) {
@@ -454,7 +457,11 @@ export class Server implements ServerContext {
       if (idle > 0) limits.push(idle);
     }
     const everyMs = Math.min(5000, Math.max(250, (Math.min(...limits) * 1000) / 4));
-    this.#sweeper = setInterval(() => this.#sweepIdle(), everyMs);
+    this.#stopSweeper = this.timers.schedule(everyMs, () => this.#sweepIdle(), {
+      owner: "core",
+      label: "authentication and idle timeouts",
+      repeat: true,
+    });
   }
 
   #sweepIdle(): void {
@@ -599,7 +606,7 @@ export class Server implements ServerContext {
   ): Promise<void> {
     if (this.#stopping) return;
     this.#stopping = true;
-    clearInterval(this.#sweeper);
+    this.#stopSweeper?.();
     this.remote?.shutdown();
     // Stopping the HTTP listeners cuts the requests BOSH sessions hold: answer those first.
     if (this.boshSessions.size > 0) {

@@ -601,8 +601,9 @@ export default function mam(m: ModuleAPI): void {
     if (deleted > 0) m.log.info("Expired {n} archived messages", { n: deleted });
     return deleted;
   };
-  m.addTimer(24 * 3600 * 1000, () => expire(), { repeat: true });
-  m.addTimer(60 * 1000, () => expire()); // and once soon after start
+  m.addTimer(24 * 3600 * 1000, () => expire(), { repeat: true, label: "archive expiry" });
+  // and once soon after start
+  m.addTimer(60 * 1000, () => expire(), { label: "archive expiry (after start)" });
 
   m.provide("archive", {
     items: archive,

@@ -86,5 +86,8 @@ export default function ping(m: ModuleAPI): void {
     }
   };
   // Check a few times per interval so a silent client is pinged soon after it is due.
-  m.addTimer(Math.min(15_000, Math.max(250, intervalMs / 4)), sweep, { repeat: true });
+  m.addTimer(Math.min(15_000, Math.max(250, intervalMs / 4)), sweep, {
+    repeat: true,
+    label: "keepalive pings to silent clients",
+  });
 }

@@ -534,7 +534,7 @@ export default function push(m: ModuleAPI): void {
       if (current && pending.get(key) === waiting && waiting.count > 0) {
         publish(current, waiting);
       }
-    });
+    }, { label: "notification after the throttle" });
   }
 
   /** Sends the notification (XEP-0357 §7) as a pubsub publish from the account's bare JID. */
@@ -586,7 +586,7 @@ export default function push(m: ModuleAPI): void {
           service: registration.service,
           id,
         });
-      }),
+      }, { label: "app server answer timeout" }),
     };
     inFlight.set(id, flight);
     m.metric("push.sent").inc();

@@ -405,7 +405,7 @@ export default function smacks(m: ModuleAPI) {
       state.requestTimer = m.addTimer(settings.ackDelayMs, () => {
         state.requestTimer = undefined;
         if (state.queue.length > 0 && !state.requested) sendRequest(state);
-      });
+      }, { label: "ack request" });
     }
   }
 
@@ -430,7 +430,7 @@ export default function smacks(m: ModuleAPI) {
         id: state.session.id,
       });
       state.session.close();
-    });
+    }, { label: "hibernation expiry" });
     // Bounded: the oldest hibernating sessions of this account, then of everyone, end first.
     const account = hibernating.get(state)!;
     let mine = 0;

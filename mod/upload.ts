@@ -410,8 +410,8 @@ export default function upload(m: ModuleAPI): void {
       m.log.warning("Upload expiry failed: {error}", { error: String(error) })
     );
   };
-  m.addTimer(DAY_MS, expireSoon, { repeat: true });
-  m.addTimer(60 * 1000, expireSoon);
+  m.addTimer(DAY_MS, expireSoon, { repeat: true, label: "upload expiry" });
+  m.addTimer(60 * 1000, expireSoon, { label: "upload expiry (after start)" });
 
   m.hook(`iq-get/host/${NS_UPLOAD}:request`, ({ stanza, origin }: StanzaEvent) => {
     const fail = (condition: Parameters<typeof errorReply>[1], text: string) => {

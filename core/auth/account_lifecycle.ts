@@ -154,8 +154,11 @@ export function startAccountMaintenance(
     }
   };
   run();
-  const timer = setInterval(run, intervalMs);
   // A daily timer must not keep a process (or a test) alive on its own.
-  Deno.unrefTimer(timer);
-  return () => clearInterval(timer);
+  return server.timers.schedule(intervalMs, run, {
+    owner: "core",
+    label: "account maintenance (purges accounts past their deletion grace period)",
+    repeat: true,
+    unref: true,
+  });
 }

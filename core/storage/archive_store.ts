@@ -155,6 +155,8 @@ class ArchiveWriter {
   #owners = new Map<string, Owner>();
   #pending: PendingItem[] = [];
   #timer: ReturnType<typeof setTimeout> | undefined;
+  /** When the scheduled flush is due (ms epoch), while one is. */
+  #flushDueAt: number | undefined;
   #tags = "";
 
   constructor(database: Database) {
@@ -210,6 +212,15 @@ class ArchiveWriter {
     }, ARCHIVE_FLUSH_DELAY_MS);
     Deno.unrefTimer(timer);
     this.#timer = timer;
+    this.#flushDueAt = Date.now() + ARCHIVE_FLUSH_DELAY_MS;
+  }
+
+  /** Items waiting to be written, and when the scheduled flush is due (`debug timers`). */
+  get state(): ArchiveWriteBehind {
+    return {
+      queued: this.#pending.length,
+      flushDueAt: this.#timer === undefined ? null : this.#flushDueAt ?? null,
+    };
   }
 
   /**
@@ -334,6 +345,19 @@ class ArchiveWriter {
 }
 
 const writers = new WeakMap<Database, ArchiveWriter>();
+
+/** The archive write-behind queue of a database: what `debug timers` shows of it. */
+export interface ArchiveWriteBehind {
+  /** Archive items accepted but not yet written. */
+  queued: number;
+  /** When the flush that writes them is due (ms epoch), or null when none is scheduled. */
+  flushDueAt: number | null;
+}
+
+/** The write-behind queue of a database's archives (empty before any archive write). */
+export function archiveWriteBehind(database: Database): ArchiveWriteBehind {
+  return writers.get(database)?.state ?? { queued: 0, flushDueAt: null };
+}
 
 function writerOf(database: Database): ArchiveWriter {
   let writer = writers.get(database);

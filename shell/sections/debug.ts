@@ -1,11 +1,14 @@
 // The `debug` section of the admin shell: what explains a slow or swelling server to an
-// operator: event-loop lag (`loop`), open connections and file descriptors by kind (`handles`)
-// and the process's memory as V8 and Deno report it (`memory`).
+// operator: event-loop lag (`loop`), open connections and file descriptors by kind (`handles`),
+// the process's memory as V8 and Deno report it (`memory`) and the scheduled timers with who set
+// them (`timers`, as Prosody's `debug:timers()`).
 
 import v8 from "node:v8";
 import type { AdminServer, CommandSpec } from "../../core/admin_commands.ts";
 import { LAG_SAMPLE_INTERVAL_MS, LAG_WINDOW_MS } from "../../core/event_loop_lag.ts";
 import { C2SSession } from "../../core/net/c2s.ts";
+import { archiveWriteBehind } from "../../core/storage/archive_store.ts";
+import { formatDuration } from "./server.ts";
 
 /** Milliseconds with three decimals, from seconds. */
 function milliseconds(seconds: number): number {
@@ -97,9 +100,55 @@ function otherSessions(server: AdminServer): Record<"s2sin" | "s2sout" | "compon
   return counts;
 }
 
+/** "500 ms" below a second, else "1d 0h 0m 0s". */
+function period(ms: number): string {
+  return ms < 1000 ? `${Math.round(ms)} ms` : formatDuration(Math.round(ms / 1000));
+}
+
+/** Timers with the same owner, host, purpose and period, counted, with the soonest due. */
+interface TimerGroup {
+  owner: string;
+  host: string | null;
+  label: string;
+  every_ms: number | null;
+  pending: number;
+  next_due_in_ms: number;
+}
+
+/** The pending timers grouped (a thousand clients' ack timers are one row). */
+function timerGroups(server: AdminServer): TimerGroup[] {
+  const now = Date.now();
+  const groups = new Map<string, TimerGroup>();
+  for (const timer of server.timers.list()) {
+    const key = JSON.stringify([timer.owner, timer.host, timer.label, timer.everyMs]);
+    const dueIn = Math.max(0, timer.dueAt - now);
+    const group = groups.get(key);
+    if (group) {
+      group.pending++;
+      group.next_due_in_ms = Math.min(group.next_due_in_ms, dueIn);
+    } else {
+      groups.set(key, {
+        owner: timer.owner,
+        host: timer.host,
+        label: timer.label,
+        every_ms: timer.everyMs,
+        pending: 1,
+        next_due_in_ms: dueIn,
+      });
+    }
+  }
+  // The core's own first, then by module, host and how soon they are due.
+  const rank = (group: TimerGroup) => group.owner === "core" ? 0 : 1;
+  return [...groups.values()].sort((a, b) =>
+    rank(a) - rank(b) || a.owner.localeCompare(b.owner) ||
+    (a.host ?? "").localeCompare(b.host ?? "") || a.next_due_in_ms - b.next_due_in_ms
+  );
+}
+
 /** What Deno does not let the server count, said once in `debug handles`. */
 const NOT_COUNTED = "Deno 2 has no list of open resources or timers (Deno.resources() was " +
-  "removed): timers are not counted";
+  "removed): timers are those modules and the core set through the server (debug timers); " +
+  "the platform's own are not counted";
 
 /** The commands of the `debug` section. */
 export function debugCommands(): CommandSpec[] {
@@ -177,7 +226,7 @@ export function debugCommands(): CommandSpec[] {
         } else {
           rows.push(["fd", "total", "not available (no /proc/self/fd)"]);
         }
-        rows.push(["timers", "", "not counted (Deno 2 does not list them)"]);
+        rows.push(["timers", "set through the server", server.timers.size]);
         return {
           table: { columns: ["kind", "detail", "open"], rows },
           data: {
@@ -186,8 +235,57 @@ export function debugCommands(): CommandSpec[] {
             s2s: { in: others.s2sin, out: others.s2sout },
             components: others.component,
             file_descriptors: descriptors ?? null,
-            timers: null,
+            timers: server.timers.size,
             note: NOT_COUNTED,
+          },
+        };
+      },
+    },
+    {
+      section: "debug",
+      name: "timers",
+      summary: "Show scheduled timers: who set them, for what, how often, when next due; " +
+        "the archive write-behind queue",
+      args: [],
+      run: ({ server }) => {
+        const groups = timerGroups(server);
+        const archive = archiveWriteBehind(server.database);
+        const archiveDueIn = archive.flushDueAt === null
+          ? null
+          : Math.max(0, archive.flushDueAt - Date.now());
+        const lag = server.loopLag;
+        const rows: (string | number)[][] = [
+          [
+            "core",
+            "",
+            "event-loop lag sampler",
+            lag.running ? period(LAG_SAMPLE_INTERVAL_MS) : "stopped",
+            lag.running ? 1 : 0,
+            "-",
+          ],
+          [
+            "core",
+            "",
+            `archive write-behind (${archive.queued} items queued)`,
+            "when queued",
+            archiveDueIn === null ? 0 : 1,
+            archiveDueIn === null ? "-" : period(archiveDueIn),
+          ],
+          ...groups.map((g) => [
+            g.owner,
+            g.host ?? "",
+            g.label,
+            g.every_ms === null ? "once" : period(g.every_ms),
+            g.pending,
+            period(g.next_due_in_ms),
+          ]),
+        ];
+        return {
+          table: { columns: ["owner", "host", "what", "every", "pending", "next due"], rows },
+          data: {
+            timers: groups,
+            loop_sampler: { every_ms: LAG_SAMPLE_INTERVAL_MS, running: lag.running },
+            archive_write_behind: { queued: archive.queued, flush_due_in_ms: archiveDueIn },
           },
         };
       },

@@ -6,6 +6,7 @@
 import assert from "node:assert/strict";
 import { fileURLToPath } from "node:url";
 import type { CommandResult } from "../../core/admin_commands.ts";
+import { ARCHIVE_FLUSH_DELAY_MS } from "../../core/storage/archive_store.ts";
 import { startAdminSocket } from "../../shell/admin_socket.ts";
 import { AdminClient, jsonOf } from "../../shell/client.ts";
 import { debugCommands } from "../../shell/sections/debug.ts";
@@ -63,7 +64,7 @@ interface Handles {
     other: number;
     limit: number | null;
   } | null;
-  timers: null;
+  timers: number;
   note: string;
 }
 
@@ -128,7 +129,7 @@ Deno.test("debug handles counts connections per listener and client sessions by 
     assert.deepEqual(idle.c2s, { tcp: 0, "direct-tls": 0, websocket: 0, bosh: 0, detached: 0 });
     assert.deepEqual(idle.s2s, { in: 0, out: 0 });
     assert.equal(idle.components, 0);
-    assert.equal(idle.timers, null);
+    assert.ok(idle.timers >= 2, "the idle sweep and account maintenance at least");
     assert.match(idle.note, /Deno\.resources\(\) was removed/);
 
     const { client: alice } = await RawClient.login(t.port, "alice", "pw");
@@ -166,7 +167,7 @@ Deno.test("debug handles counts connections per listener and client sessions by 
       "not counted (served by Deno.serve directly)",
     );
     assert.deepEqual(row("c2s", "tcp"), ["c2s", "tcp", 1]);
-    assert.deepEqual(row("timers", ""), ["timers", "", "not counted (Deno 2 does not list them)"]);
+    assert.deepEqual(row("timers", ""), ["timers", "set through the server", busy.timers]);
 
     alice.close();
     bob.close();
@@ -179,6 +180,100 @@ Deno.test("debug handles counts connections per listener and client sessions by 
     }, "the connections to close").catch(async (error) => {
       throw new Error(`${error.message}: ${JSON.stringify(await handles())}`);
     });
+  });
+});
+
+Deno.test("debug timers lists the core's and the modules' timers and the archive queue", async () => {
+  await withShell({ users: { alice: "pw" }, modules: ["mam", "ping"] }, async (t, call) => {
+    const result = await call("debug timers");
+    assert.deepEqual(result.table!.columns, [
+      "owner",
+      "host",
+      "what",
+      "every",
+      "pending",
+      "next due",
+    ]);
+    const rows = result.table!.rows;
+    const row = (what: string) => rows.find((r) => r[2] === what);
+    assert.deepEqual(row("event-loop lag sampler"), [
+      "core",
+      "",
+      "event-loop lag sampler",
+      "500 ms",
+      1,
+      "-",
+    ]);
+    assert.deepEqual(row("archive write-behind (0 items queued)")!.slice(3), [
+      "when queued",
+      0,
+      "-",
+    ]);
+    assert.deepEqual(
+      row("account maintenance (purges accounts past their deletion grace period)")!.slice(0, 5),
+      [
+        "core",
+        "",
+        "account maintenance (purges accounts past their deletion grace period)",
+        "1d 0h 0m 0s",
+        1,
+      ],
+    );
+    assert.equal(row("authentication and idle timeouts")![0], "core");
+    assert.deepEqual(row("archive expiry")!.slice(0, 5), [
+      "mam",
+      "localhost",
+      "archive expiry",
+      "1d 0h 0m 0s",
+      1,
+    ]);
+    assert.deepEqual(row("archive expiry (after start)")!.slice(0, 5), [
+      "mam",
+      "localhost",
+      "archive expiry (after start)",
+      "once",
+      1,
+    ]);
+    assert.match(String(row("archive expiry (after start)")![5]), /^(0m )?[0-9]+s$|^1m 0s$/);
+    assert.equal(row("keepalive pings to silent clients")![1], "localhost");
+    assert.deepEqual(
+      rows.slice(0, 4).map((r) => r[0]),
+      ["core", "core", "core", "core"],
+      "core first",
+    );
+    const data = jsonOf(result) as {
+      timers: { owner: string; label: string; every_ms: number | null; pending: number }[];
+      archive_write_behind: { queued: number; flush_due_in_ms: number | null };
+    };
+    assert.ok(data.timers.some((g) => g.owner === "mam" && g.every_ms === 86_400_000));
+    assert.deepEqual(data.archive_write_behind, { queued: 0, flush_due_in_ms: null });
+
+    // An unloaded module's timers are gone.
+    t.server.modules.unload(t.server.hosts.get("localhost")!, "ping");
+    const after = await call("debug timers");
+    assert.equal(after.table!.rows.some((r) => r[0] === "ping"), false);
+
+    // Archive items waiting to be written, read in the same task as they were queued.
+    const archive = t.server.storage.archive("localhost", "archive", {
+      writeBehindMs: ARCHIVE_FLUSH_DELAY_MS,
+    });
+    archive.append("alice", { with: "bob@localhost", type: "chat", payload: "<message/>" });
+    archive.append("alice", { with: "bob@localhost", type: "chat", payload: "<message/>" });
+    const timers = debugCommands().find((c) => c.name === "timers")!;
+    const queued = jsonOf(
+      await timers.run(
+        { server: t.server, emit: () => {}, signal: new AbortController().signal },
+        [],
+      ),
+    ) as typeof data;
+    assert.equal(queued.archive_write_behind.queued, 2);
+    assert.ok(queued.archive_write_behind.flush_due_in_ms! <= ARCHIVE_FLUSH_DELAY_MS);
+    t.server.database.flush();
+    assert.deepEqual((jsonOf(await call("debug timers")) as typeof data).archive_write_behind, {
+      queued: 0,
+      flush_due_in_ms: null,
+    });
+    assert.equal(archive.count("alice"), 2);
   });
 });
 
@@ -248,7 +343,7 @@ Deno.test("lilt shell debug: one-shot text and --json", async () => {
     assert.equal(handles.c2s.tcp, 1);
     assert.match(loopText.stdout, /^max +[\d.]+ ms +largest lag over the last 60 s$/m);
     assert.ok(JSON.parse(memoryJson.stdout).rss > 0);
-    for (const name of ["loop", "handles", "memory"]) {
+    for (const name of ["loop", "handles", "memory", "timers"]) {
       assert.match(help.stdout, new RegExp(`debug ${name}`));
     }
     client.close();
