@@ -36,6 +36,7 @@ import { builtinModules } from "./mod/builtin.ts";
 import { exportXep227 } from "./cli/migrate/xep227_export.ts";
 import { importXep227 } from "./cli/migrate/xep227_import.ts";
 import { importProsody } from "./cli/migrate/prosody_import.ts";
+import { MAX_HISTORY as MUC_MAX_HISTORY } from "./mod/muc.ts";
 import { type AdminSocket, startAdminSocket } from "./shell/admin_socket.ts";
 import { AdminClient, runShell } from "./shell/client.ts";
 import { promptNewSecret } from "./shell/prompt.ts";
@@ -220,9 +221,11 @@ SCRAM-SHA-256 keys unless password_hash was SHA-256, so those users log in with 
 PLAIN until they change their password), rosters with groups and pending subscriptions, vCards
 (vcard-temp), private XML (XEP-0048 bookmarks move to PEP on first use), offline messages, PEP
 nodes with their configuration and items (XEP-0402 bookmarks, nicknames, avatars...) and
-blocklists. Accounts of a Prosody host that is not configured here are skipped with a warning;
-MUC rooms and message archives are not read. Same rules as above: refused while the server runs,
-all or nothing, existing accounts skipped unless --overwrite.`,
+blocklists; and the persistent rooms of a Prosody MUC component whose domain is a [[component]]
+with the muc module here (configuration, affiliations, subject). Accounts of a Prosody host that
+is not configured here, and rooms of other MUC hosts, are skipped with a warning; message archives
+are not read. Same rules as above: refused while the server runs, all or nothing, existing
+accounts and rooms skipped unless --overwrite.`,
   version: `Usage: lilt version
 
 Prints the version of Lilt and of the Deno runtime.`,
@@ -908,11 +911,34 @@ async function cmdImport(args: string[]): Promise<number> {
     let source = positionals[1];
     let result;
     if (format === "prosody") {
-      result = await importProsody(database, positionals[1], {
+      const mucServices = new Map(
+        config.components.filter((c) => c.modules.includes("muc")).map((c) => {
+          const occupants = config.valueOf("muc_max_occupants", c.domain);
+          const archive = config.valueOf("muc_log_by_default", c.domain);
+          return [c.domain, {
+            maxOccupants: typeof occupants === "number" ? occupants : 200,
+            maxHistory: MUC_MAX_HISTORY,
+            archiveByDefault: typeof archive === "boolean" ? archive : true,
+          }];
+        }),
+      );
+      const prosody = await importProsody(database, positionals[1], {
         ...importOptions,
         storage: storageKind as "auto" | "internal" | "sql",
+        mucServices,
       });
-      source = `Prosody's ${result.storage.kind} storage at ${result.storage.location}`;
+      for (const { service, room, outcome } of prosody.rooms) {
+        if (outcome !== "imported" && outcome !== "replaced") {
+          console.error(`lilt: skipped room ${room}@${service}: ${outcome}`);
+        }
+      }
+      const roomCount = prosody.rooms.filter((r) =>
+        r.outcome === "imported" ||
+        r.outcome === "replaced"
+      ).length;
+      source = `Prosody's ${prosody.storage.kind} storage at ${prosody.storage.location}` +
+        (prosody.rooms.length > 0 ? ` and ${roomCount} MUC rooms` : "");
+      result = prosody;
     } else {
       result = await importXep227(database, positionals[1], importOptions);
     }

@@ -44,7 +44,7 @@ const NS_ITEMS = "http://jabber.org/protocol/disco#items";
 const NS_DATA = "jabber:x:data";
 const NS_PING = "urn:xmpp:ping";
 /** The most messages a room may keep for newcomers. */
-const MAX_HISTORY = 100;
+export const MAX_HISTORY = 100;
 /** Results per page of a room archive query without RSM <max/>, and the most a page holds. */
 const ARCHIVE_PAGE = 50;
 const ARCHIVE_PAGE_CAP = 250;

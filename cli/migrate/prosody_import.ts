@@ -1,7 +1,8 @@
 // `lilt import prosody DATA_DIR`: reads a Prosody 0.12 server's accounts and what they keep
 // (SCRAM credentials, rosters, vCards, private XML, offline messages, PEP nodes and items,
-// blocklists) from its internal file storage or its SQLite storage, turns them into AccountData
-// and writes them all in one transaction through account_import.ts.
+// blocklists) and its MUC components' persistent rooms from its internal file storage or its
+// SQLite storage, turns them into AccountData (and rooms) and writes them all in one transaction
+// through account_import.ts (and mod/muc/storage.ts).
 
 import type { ScramCredentials, ScramHash } from "../../core/auth/accounts.ts";
 import { HASH_BYTES } from "../../core/auth/scram.ts";
@@ -12,16 +13,22 @@ import { applyConfigFields } from "../../mod/pubsub/config.ts";
 import { PubsubError } from "../../mod/pubsub/errors.ts";
 import type { Affiliation } from "../../mod/pubsub/storage.ts";
 import type { Subscription } from "../../mod/roster_store.ts";
+import type { ConfigLimits } from "../../mod/muc/config.ts";
+import { MUC_MIGRATIONS, MucStore } from "../../mod/muc/storage.ts";
 import {
   type AccountData,
+  ensurePubsubSchema,
   type HostAccount,
-  importAccounts,
+  importAccount,
   type ImportSummary,
   type PendingSubscription,
   pepDefaultConfig,
   type PepNodeData,
+  prepareAccount,
+  type PreparedAccount,
   type RosterEntry,
 } from "./account_import.ts";
+import { type ProsodyRoom, readProsodyRooms } from "./prosody_muc.ts";
 import { LuaTable, type LuaValue } from "./lua_table.ts";
 import { elementFromLua, StoredStanzaError } from "./prosody_stanza.ts";
 import {
@@ -51,12 +58,19 @@ export interface ImportProsodyOptions {
   overwrite?: boolean;
   /** Which of Prosody's backends to read (default: decided by what the directory holds). */
   storage?: ProsodyStorageKind;
+  /**
+   * The MUC components here (domain -> the muc module's limits there): persistent rooms of a
+   * Prosody MUC host with the same domain are imported, others skipped with a warning.
+   */
+  mucServices?: Map<string, ConfigLimits>;
 }
 
 /** What {@link importProsody} did. */
 export interface ImportProsodyResult extends ImportSummary {
   /** The backend read ("internal" or "sql") and where. */
   storage: { kind: "internal" | "sql"; location: string };
+  /** The rooms, in the order read: imported, or skipped with the reason. */
+  rooms: { service: string; room: string; outcome: "imported" | "replaced" | string }[];
   /** Warnings from reading and from writing accounts. */
   warnings: string[];
 }
@@ -64,6 +78,7 @@ export interface ImportProsodyResult extends ImportSummary {
 /** What {@link readProsody} found. */
 export interface ProsodyData {
   accounts: HostAccount[];
+  rooms: ProsodyRoom[];
   warnings: string[];
 }
 
@@ -73,7 +88,11 @@ export interface ProsodyData {
  * `ProsodyDataError` for data that cannot be read (naming the file or row), and when no
  * account of a listed host is found.
  */
-export function readProsody(storage: ProsodyStorage, hosts: string[]): ProsodyData {
+export function readProsody(
+  storage: ProsodyStorage,
+  hosts: string[],
+  mucServices: Map<string, ConfigLimits> = new Map(),
+): ProsodyData {
   const warnings: string[] = [];
   const accounts: HostAccount[] = [];
   const served = new Set(hosts.map((h) => prepDomain(h)));
@@ -98,16 +117,17 @@ export function readProsody(storage: ProsodyStorage, hosts: string[]): ProsodyDa
       if (account !== undefined) accounts.push({ host, account });
     }
   }
-  if (found.length === 0) {
+  const rooms = readProsodyRooms(storage, mucServices, warnings);
+  if (found.length === 0 && rooms.length === 0) {
     throw new ProsodyDataError(`${storage.location} holds no Prosody accounts`);
   }
-  if (accounts.length === 0) {
+  if (found.length > 0 && accounts.length === 0) {
     throw new ProsodyDataError(
       `none of the hosts with accounts in ${storage.location} (${found.join(", ")}) is ` +
         `configured here (${[...served].join(", ")}); add a [[host]] for them`,
     );
   }
-  return { accounts, warnings };
+  return { accounts, rooms, warnings };
 }
 
 /**
@@ -123,17 +143,58 @@ export async function importProsody(
   const storage = openProsodyStorage(path, options.storage ?? "auto");
   let data: ProsodyData;
   try {
-    data = readProsody(storage, options.hosts);
+    data = readProsody(storage, options.hosts, options.mucServices);
   } finally {
     storage.close();
   }
-  const summary = await importAccounts(database, data.accounts, options);
+  // Hashing plaintext passwords is asynchronous: done before the one transaction that writes.
+  const prepared: { host: string; account: PreparedAccount }[] = [];
+  for (const { host, account } of data.accounts) {
+    prepared.push({
+      host,
+      account: await prepareAccount(account, { iterations: options.iterations(host) }),
+    });
+  }
+  if (prepared.some(({ account }) => (account.pep?.length ?? 0) > 0)) ensurePubsubSchema(database);
+  if (data.rooms.length > 0) database.migrateModule("muc", MUC_MIGRATIONS);
+  const results: ImportSummary["results"] = [];
+  const rooms: ImportProsodyResult["rooms"] = [];
+  database.transaction(() => {
+    for (const { host, account } of prepared) {
+      results.push({
+        host,
+        username: account.username,
+        outcome: importAccount(database, host, account, options),
+      });
+    }
+    const mucStore = new MucStore(database);
+    const existing = new Map<string, Set<string>>();
+    for (const { service, room } of data.rooms) {
+      let names = existing.get(service);
+      if (names === undefined) {
+        names = new Set(mucStore.rooms(service).map((r) => r.room));
+        existing.set(service, names);
+      }
+      const replaced = names.has(room.room);
+      if (replaced && !options.overwrite) {
+        rooms.push({
+          service,
+          room: room.room,
+          outcome: `${room.room}@${service} exists already (use --overwrite to replace it)`,
+        });
+        continue;
+      }
+      mucStore.saveRoom(service, room);
+      rooms.push({ service, room: room.room, outcome: replaced ? "replaced" : "imported" });
+    }
+  });
   const warnings = [...data.warnings];
-  for (const { outcome } of summary.results) {
+  for (const { outcome } of results) {
     if (outcome.status === "imported") warnings.push(...outcome.warnings);
   }
   return {
-    ...summary,
+    results,
+    rooms,
     storage: { kind: storage.kind, location: storage.location },
     warnings,
   };

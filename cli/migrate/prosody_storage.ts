@@ -44,6 +44,10 @@ export interface ProsodyStorage {
   users(host: string): string[];
   /** A keyval (or map) store's value for one user; undefined when it holds nothing. */
   keyval(host: string, user: string, store: string): LuaTable | undefined;
+  /** The hosts with a host-wide (user-less) value in `store`, such as MUC's "persistent". */
+  hostsWithStore(store: string): string[];
+  /** A store's host-wide value (Prosody's `store:get(nil)`); undefined when it holds nothing. */
+  hostKeyval(host: string, store: string): LuaTable | undefined;
   /** The archive stores a user has entries in whose name starts with `prefix`. */
   archiveStores(host: string, user: string, prefix: string): string[];
   /** A user's entries in an archive store, oldest first. */
@@ -148,7 +152,22 @@ class FileStorage implements ProsodyStorage {
   }
 
   keyval(host: string, user: string, store: string): LuaTable | undefined {
-    const path = this.#path(host, user, store, "dat");
+    return this.#readTable(this.#path(host, user, store, "dat"));
+  }
+
+  hostsWithStore(store: string): string[] {
+    return listDir(this.location)
+      .filter((e) =>
+        e.isDirectory && isFile(join(this.location, e.name, `${encodeStore(store)}.dat`))
+      )
+      .map((e) => prosodyDecode(e.name));
+  }
+
+  hostKeyval(host: string, store: string): LuaTable | undefined {
+    return this.#readTable(join(this.location, prosodyEncode(host), `${encodeStore(store)}.dat`));
+  }
+
+  #readTable(path: string): LuaTable | undefined {
     const bytes = this.#read(path);
     if (bytes === undefined) return undefined;
     const value = parse(() => parseLuaReturn(bytes, { source: path }));
@@ -249,6 +268,16 @@ class SqlStorage implements ProsodyStorage {
       "SELECT DISTINCT user FROM prosody WHERE host = ? AND store = 'accounts' AND user != '' " +
         "ORDER BY user",
     ).all(host).map((row) => String(row.user));
+  }
+
+  hostsWithStore(store: string): string[] {
+    return this.#db.prepare(
+      "SELECT DISTINCT host FROM prosody WHERE store = ? AND user = '' ORDER BY host",
+    ).all(store).map((row) => String(row.host));
+  }
+
+  hostKeyval(host: string, store: string): LuaTable | undefined {
+    return this.keyval(host, "", store);
   }
 
   keyval(host: string, user: string, store: string): LuaTable | undefined {

@@ -20,6 +20,8 @@ import { serialize } from "../../../core/xml/serializer.ts";
 
 const ROOT = fileURLToPath(new URL("../../../", import.meta.url));
 const DOMAIN = "prosody.test";
+const ROOMS = "rooms.prosody.test";
+const NS_MUC = "http://jabber.org/protocol/muc";
 const NS_ROSTER = "jabber:iq:roster";
 const NS_PUBSUB = "http://jabber.org/protocol/pubsub";
 const NS_NICK = "http://jabber.org/protocol/nick";
@@ -39,11 +41,14 @@ async function lilt(args: string[]) {
   return await finish(child);
 }
 
+/** Lilt's MUC service, at the domain of Prosody's MUC component. */
+const MUC_TOML = `[[component]]\ndomain = "${ROOMS}"\nmodules = ["disco", "muc"]\n`;
+
 /** A fresh Lilt data directory serving `domain`, with its configuration file. */
 async function liltDataDir(domain = DOMAIN): Promise<{ dir: string; configFile: string }> {
   const dir = await Deno.makeTempDir({ prefix: "lilt-prosody-import-" });
   const configFile = `${dir}/lilt.toml`;
-  await Deno.writeTextFile(configFile, testConfigText(dir, { domain }));
+  await Deno.writeTextFile(configFile, testConfigText(dir, { domain, extraToml: MUC_TOML }));
   return { dir, configFile };
 }
 
@@ -103,6 +108,7 @@ async function prosodyData(storage: "internal" | "sql"): Promise<{ dir: string; 
       globalConfig: storage === "sql"
         ? 'storage = "sql"\nsql = { driver = "SQLite3", database = "prosody.sqlite" }'
         : "",
+      extraConfig: `Component ${JSON.stringify(ROOMS)} "muc"\n`,
       keepDir: true,
     });
     try {
@@ -158,6 +164,34 @@ async function prosodyData(storage: "internal" | "sql"): Promise<{ dir: string; 
           "name='Tea party' autojoin='true'><nick>alice</nick></conference></item></publish>" +
           `${BOOKMARK_OPTIONS}</pubsub>`,
       );
+      // A persistent, members-only room with a subject, bob a member.
+      alice.send(`<presence to='tea@${ROOMS}/Alice'><x xmlns='${NS_MUC}'/></presence>`);
+      await alice.next((el) => el.name === "presence" && el.attrs.from === `tea@${ROOMS}/Alice`);
+      await iq(
+        alice,
+        "set",
+        `<query xmlns='${NS_MUC}#owner'><x xmlns='jabber:x:data' type='submit'>` +
+          `<field var='FORM_TYPE'><value>${NS_MUC}#roomconfig</value></field>` +
+          "<field var='muc#roomconfig_persistentroom'><value>1</value></field>" +
+          "<field var='muc#roomconfig_roomname'><value>Tea Party</value></field>" +
+          "<field var='muc#roomconfig_roomdesc'><value>Mad hatters only</value></field>" +
+          "<field var='muc#roomconfig_membersonly'><value>1</value></field>" +
+          "</x></query>",
+        `tea@${ROOMS}`,
+      );
+      await iq(
+        alice,
+        "set",
+        `<query xmlns='${NS_MUC}#admin'><item affiliation='member' jid='bob@${DOMAIN}'/></query>`,
+        `tea@${ROOMS}`,
+      );
+      alice.send(
+        `<message to='tea@${ROOMS}' type='groupchat'><subject>Why is a raven like a desk?</subject>` +
+          "</message>",
+      );
+      await alice.next((el) => el.name === "message" && el.getChild("subject") !== undefined);
+      alice.send(`<presence to='tea@${ROOMS}/Alice' type='unavailable'/>`);
+      await roundTrip(alice);
       alice.send(
         `<message to='bob@${DOMAIN}' type='chat' id='m1'><body>Hello while you are away</body>` +
           "</message>",
@@ -183,10 +217,14 @@ async function importAndCheck(dataDir: string, storage: "internal" | "sql"): Pro
     assert.equal(imported.code, 0, imported.stderr);
     assert.match(
       imported.stdout,
-      new RegExp(`Imported 2 accounts from Prosody's ${storage} storage`),
+      new RegExp(`Imported 2 accounts from Prosody's ${storage} storage at .* and 1 MUC rooms`),
     );
 
-    const server = await startTestServer({ dataDir: lilt0.dir, domain: DOMAIN });
+    const server = await startTestServer({
+      dataDir: lilt0.dir,
+      domain: DOMAIN,
+      extraToml: MUC_TOML,
+    });
     try {
       const alice = await scramSha1Login(server.port, "alice", USERS.alice);
       const roster = await iq(alice, "get", `<query xmlns='${NS_ROSTER}'/>`);
@@ -235,6 +273,30 @@ async function importAndCheck(dataDir: string, storage: "internal" | "sql"): Pro
         .getChild("item")!;
       assert.equal(conference.attrs.id, "tea@rooms.elsewhere.test");
       assert.equal(conference.getChild("conference", NS_BOOKMARKS)?.attrs.name, "Tea party");
+
+      // The room: its configuration, alice its owner, bob a member, the subject.
+      const form = (await iq(alice, "get", `<query xmlns='${NS_MUC}#owner'/>`, `tea@${ROOMS}`))
+        .getChild("query", `${NS_MUC}#owner`)!.getChild("x", "jabber:x:data")!;
+      const field = (name: string) =>
+        form.getChildren("field").find((f) => f.attrs.var === name)?.getChildText("value");
+      assert.equal(field("muc#roomconfig_roomname"), "Tea Party");
+      assert.equal(field("muc#roomconfig_roomdesc"), "Mad hatters only");
+      assert.equal(field("muc#roomconfig_persistentroom"), "1");
+      assert.equal(field("muc#roomconfig_membersonly"), "1");
+      const members = await iq(
+        alice,
+        "get",
+        `<query xmlns='${NS_MUC}#admin'><item affiliation='member'/></query>`,
+        `tea@${ROOMS}`,
+      );
+      const member = members.getChild("query", `${NS_MUC}#admin`)!.getChild("item")!;
+      assert.equal(member.attrs.jid, `bob@${DOMAIN}`);
+      alice.send(`<presence to='tea@${ROOMS}/Alice'><x xmlns='${NS_MUC}'/></presence>`);
+      const subject = await alice.next((el) =>
+        el.name === "message" && el.attrs.from?.startsWith(`tea@${ROOMS}`) === true &&
+        el.getChild("subject") !== undefined
+      );
+      assert.equal(subject.getChildText("subject"), "Why is a raven like a desk?");
       alice.close();
 
       // Bob's old password; the message alice sent while he was offline arrives, stamped.
@@ -340,11 +402,20 @@ Deno.test("import prosody: accounts of hosts Lilt does not serve are skipped wit
   try {
     await prosodyAccount(data, DOMAIN, "first.last", "dotted pw");
     await prosodyAccount(data, "other.test", "stranger", "pw");
+    await Deno.mkdir(`${data}/chat%2eother%2etest`);
+    await Deno.writeTextFile(
+      `${data}/chat%2eother%2etest/persistent.dat`,
+      'return {\n\t["tea@chat.other.test"] = true;\n};\n',
+    );
     const result = await lilt(["import", "prosody", data, "-c", lilt0.configFile]);
     assert.equal(result.code, 0, result.stderr);
     assert.match(
       result.stderr,
       /warning: host 'other\.test' \(1 accounts\) is not served here \(configured: prosody\.test\); its accounts are skipped/,
+    );
+    assert.match(
+      result.stderr,
+      /warning: MUC host 'chat\.other\.test' \(1 persistent rooms\) is not a \[\[component\]\] with the muc module here; its rooms are skipped/,
     );
     assert.match(result.stdout, /Imported 1 accounts from Prosody's internal storage/);
     assert.deepEqual(liltAccounts(lilt0.dir), ["first.last"], "the %2e-encoded name is decoded");
