@@ -1,11 +1,13 @@
 // `lilt import prosody` against data a real Debian Prosody 0.12 wrote: accounts made with
 // prosodyctl, a client filling roster, vCard, private XML, PEP and an offline message over
 // SCRAM-SHA-1, once with internal file storage and once with SQLite storage; then Lilt serves the
-// imported accounts and users log in with their old passwords. Also: errors for data that is
-// not Prosody's, hosts not served here, and an import into a running server.
+// imported accounts (and the MUC room) and users log in with their old passwords. Also: errors
+// for data that is not Prosody's, hosts not served here, malformed files, an import into a
+// running server, the choice between both backends and --overwrite.
 
 import assert from "node:assert/strict";
 import { join } from "node:path";
+import { DatabaseSync } from "node:sqlite";
 import { fileURLToPath } from "node:url";
 import { finish, startLiltProcess } from "../../helpers/lilt_process.ts";
 import { startProsody, writeProsodyAccount } from "../../helpers/prosody.ts";
@@ -478,6 +480,66 @@ Deno.test("import prosody: refused while the server runs", async () => {
       await server.stop();
     }
     assert.deepEqual(liltAccounts(lilt0.dir), []);
+  } finally {
+    await Deno.remove(data, { recursive: true });
+    await Deno.remove(lilt0.dir, { recursive: true });
+  }
+});
+
+Deno.test("import prosody: --storage chooses between both backends; --overwrite replaces", async () => {
+  const lilt0 = await liltDataDir();
+  const data = await Deno.makeTempDir({ prefix: "lilt-prosody-data-" });
+  try {
+    await prosodyAccount(data, DOMAIN, "alice", "old pw");
+    // An SQLite store in Prosody's layout beside the files, with an account of its own.
+    const sqlite = new DatabaseSync(`${data}/prosody.sqlite`);
+    sqlite.exec(
+      'CREATE TABLE prosody ("host" TEXT, "user" TEXT, "store" TEXT, "key" TEXT, "type" TEXT, ' +
+        '"value" TEXT)',
+    );
+    sqlite.prepare("INSERT INTO prosody VALUES (?, ?, 'accounts', 'password', 'string', ?)")
+      .run(DOMAIN, "sqluser", "plain pw");
+    sqlite.close();
+
+    const both = await lilt(["import", "prosody", data, "-c", lilt0.configFile]);
+    assert.equal(both.code, 1);
+    assert.match(
+      both.stderr,
+      /holds both internal storage .* say which Prosody used with --storage/,
+    );
+
+    const fromSql = await lilt([
+      "import",
+      "prosody",
+      data,
+      "--storage",
+      "sql",
+      "-c",
+      lilt0.configFile,
+    ]);
+    assert.equal(fromSql.code, 0, fromSql.stderr);
+    assert.deepEqual(liltAccounts(lilt0.dir), ["sqluser"]);
+
+    const files = ["import", "prosody", data, "--storage", "internal", "-c", lilt0.configFile];
+    assert.equal((await lilt(files)).code, 0);
+    assert.deepEqual(liltAccounts(lilt0.dir), ["alice", "sqluser"]);
+
+    // Again: alice exists, so she is skipped and keeps her password.
+    await prosodyAccount(data, DOMAIN, "alice", "new pw");
+    const again = await lilt(files);
+    assert.equal(again.code, 0, again.stderr);
+    assert.match(again.stderr, /skipped alice@prosody\.test: .* exists already \(use --overwrite/);
+    const replaced = await lilt([...files, "--overwrite"]);
+    assert.equal(replaced.code, 0, replaced.stderr);
+    assert.match(replaced.stdout, /Imported 1 accounts .* \(1 replaced\)/);
+    const database = Database.open({ path: `${lilt0.dir}/lilt.sqlite` });
+    try {
+      const accounts = new AccountStore(database);
+      assert.ok(await accounts.verifyPassword(DOMAIN, "alice", "new pw"));
+      assert.ok(await accounts.verifyPassword(DOMAIN, "sqluser", "plain pw"), "plain hashed");
+    } finally {
+      database.close();
+    }
   } finally {
     await Deno.remove(data, { recursive: true });
     await Deno.remove(lilt0.dir, { recursive: true });
