@@ -34,6 +34,9 @@ import {
   stopServer,
   waitForPort,
   warmupAccounts,
+  type WebSocketScheme,
+  webSocketScheme,
+  websocketWorkloads,
   withoutEjabberdWorkloads,
   type Workload,
   workloads,
@@ -106,11 +109,13 @@ function luaString(text: string): string {
 /** Starts Prosody on data directory `dataDir` with its config and logs in `dir`. */
 async function startProsody(
   setup: BenchSetup,
-  options: { dir: string; dataDir: string; pep?: boolean; muc?: boolean },
+  options: { dir: string; dataDir: string; pep?: boolean; muc?: boolean; ws?: boolean },
 ): Promise<RunningServer> {
   const { dir, dataDir } = options;
   const { cert, key } = setup;
   const port = await freePort();
+  // mod_websocket on plain HTTP, on loopback only; a ws:// stream counts as encrypted there
+  const httpPort = options.ws ? await freePort() : undefined;
   const config = join(dir, "prosody.cfg.lua");
   await Deno.writeTextFile(
     config,
@@ -126,8 +131,10 @@ c2s_ports = { ${port} }
 c2s_direct_tls_ports = { }
 s2s_ports = { }
 component_ports = { }
-http_ports = { }
+http_ports = { ${httpPort ?? ""} }
+http_interfaces = { "127.0.0.1" }
 https_ports = { }
+consider_websocket_secure = ${httpPort !== undefined}
 log = { { levels = { min = "warn" }, to = "file", filename = ${
       luaString(join(dir, "prosody.log"))
     } } }
@@ -138,7 +145,7 @@ allow_registration = false
 modules_enabled = { "roster", "saslauth", "tls", "disco", "ping", "offline", "carbons",
   "blocklist", "private", "lastactivity", "time", "version", "uptime"${
       options.pep ? ', "pep"' : ""
-    } }
+    }${options.ws ? ', "websocket"' : ""} }
 modules_disabled = { "s2s" }
 ssl = { certificate = ${luaString(cert)}, key = ${luaString(key)} }
 VirtualHost "${domain}"
@@ -156,11 +163,25 @@ ${
   });
   try {
     await waitForPort(port, { ms: 30000, child });
+    if (httpPort !== undefined) await waitForPort(httpPort, { ms: 30000, child });
   } catch (error) {
     await stopServer(child, "prosody");
     throw error;
   }
-  return { port, pid: child.pid, stop: () => stopServer(child, "prosody") };
+  return {
+    port,
+    wsUrl: httpPort === undefined ? undefined : websocketUrl(httpPort),
+    pid: child.pid,
+    stop: () => stopServer(child, "prosody"),
+  };
+}
+
+/**
+ * The RFC 7395 endpoint on a loopback HTTP port. The host name is the served domain because
+ * both servers find a request's virtual host from its Host header.
+ */
+function websocketUrl(httpPort: number, scheme: WebSocketScheme = "ws"): string {
+  return `${scheme}://${domain}:${httpPort}/xmpp-websocket`;
 }
 
 /**
@@ -186,21 +207,38 @@ const prosody: ServerKind = {
       template,
       "data",
       (dir, dataDir, workload) =>
-        startProsody(setup, { dir, dataDir, pep: workload === "pep", muc: workload === "muc" }),
+        startProsody(setup, {
+          dir,
+          dataDir,
+          pep: workload === "pep",
+          muc: workload === "muc",
+          ws: webSocketScheme(workload) === "ws",
+        }),
     );
   },
 };
 
 /**
  * Starts Lilt on data directory `dataDir` with its config and log in `dir`; `archive` adds the
- * message archive (the mam workload).
+ * message archive (the mam workload), `ws` an HTTP (ws) or HTTPS (wss) listener on loopback for
+ * RFC 7395 clients.
  */
 async function startLilt(
   setup: BenchSetup,
-  options: { dir: string; dataDir: string; archive?: boolean; pep?: boolean; muc?: boolean },
+  options: {
+    dir: string;
+    dataDir: string;
+    archive?: boolean;
+    pep?: boolean;
+    muc?: boolean;
+    ws?: WebSocketScheme;
+  },
 ): Promise<RunningServer & { config: string }> {
   const { dir, dataDir } = options;
   const port = await freePort();
+  const httpPort = options.ws ? await freePort() : undefined;
+  const listen = (scheme: WebSocketScheme) =>
+    options.ws === scheme ? `"127.0.0.1:${httpPort}"` : "";
   const config = join(dir, "lilt.toml");
   await Deno.writeTextFile(
     config,
@@ -212,6 +250,8 @@ modules = ["disco", "ping", "roster", "presence", "offline", "carbons", "blockli
     }]
 c2s_interfaces = ["127.0.0.1:${port}"]
 c2s_direct_tls_interfaces = []
+http_interfaces = [${listen("ws")}]
+https_interfaces = [${listen("wss")}]
 c2s_require_encryption = true
 scram_iterations = ${iterations}
 # Prosody and ejabberd keep every offline message by default; Lilt's default cap is 100
@@ -241,11 +281,18 @@ muc_joins_per_minute = 0
   );
   try {
     await waitForPort(port, { ms: 60000, child });
+    if (httpPort !== undefined) await waitForPort(httpPort, { ms: 60000, child });
   } catch (error) {
     await stopServer(child, "lilt");
     throw error;
   }
-  return { port, pid: child.pid, config, stop: () => stopServer(child, "lilt") };
+  return {
+    port,
+    wsUrl: httpPort === undefined ? undefined : websocketUrl(httpPort, options.ws),
+    pid: child.pid,
+    config,
+    stop: () => stopServer(child, "lilt"),
+  };
 }
 
 /**
@@ -301,6 +348,7 @@ const lilt: ServerKind = {
           archive: workload === "mam",
           pep: workload === "pep",
           muc: workload === "muc",
+          ws: webSocketScheme(workload),
         }),
     );
   },
@@ -649,6 +697,133 @@ const metrics: Metric[] = [
   },
 ];
 
+// The login and messages rows again for their WebSocket workloads, right after the messages rows.
+metrics.splice(
+  metrics.findLastIndex((m) => m.workload === "messages") + 1,
+  0,
+  ...websocketWorkloads.flatMap(({ ws, tcp }) =>
+    metrics.filter((m) => m.workload === tcp).map((m) => ({
+      ...m,
+      workload: ws,
+      label: m.label.replace(`${tcp}:`, `${ws}:`),
+    }))
+  ),
+);
+
+/** One figure of a TCP workload, set beside the same figure of its WebSocket workloads. */
+interface TransportComparison {
+  label: string;
+  /** The TCP workload; its WebSocket ones are those `websocketWorkloads` pairs with it. */
+  tcp: Workload;
+  field: string;
+  digits?: number;
+}
+
+/** The WebSocket-against-TCP rows (issue 16: per-message CPU over WebSocket vs TCP). */
+const transportComparisons: TransportComparison[] = [
+  { label: "server CPU per login (ms)", tcp: "login", field: "cpu_ms_per_login", digits: 2 },
+  { label: "logins/s", tcp: "login", field: "sessions_per_s" },
+  {
+    label: "server CPU per msg, saturated (µs)",
+    tcp: "messages",
+    field: "saturation_cpu_us_per_msg",
+  },
+  {
+    label: "delivered msgs/s at saturation",
+    tcp: "messages",
+    field: "saturation_msgs_per_s",
+    digits: 0,
+  },
+  { label: "server CPU per msg, open loop (µs)", tcp: "messages", field: "open_cpu_us_per_msg" },
+  {
+    label: "open-loop offered rate (msgs/s)",
+    tcp: "messages",
+    field: "open_offered_msgs_per_s",
+    digits: 0,
+  },
+  { label: "open-loop latency p50 (ms)", tcp: "messages", field: "latency_p50_ms" },
+];
+
+/** One server's figure over TCP and over one WebSocket workload, and WebSocket / TCP. */
+interface TransportFigure {
+  tcp: number | undefined;
+  ws: number | undefined;
+  ratio: number | undefined;
+}
+
+/** Per server that ran a WebSocket workload: `<ws workload>.<field>` -> its figures. */
+type TransportFigures = Partial<Record<ServerId, Record<string, TransportFigure>>>;
+
+/** The WebSocket workload of `scheme` paired with TCP workload `tcp`. */
+function webSocketPair(tcp: Workload, scheme: WebSocketScheme): Workload | undefined {
+  return websocketWorkloads.find((w) => w.tcp === tcp && w.scheme === scheme)?.ws;
+}
+
+/**
+ * Each server's WebSocket figures beside its TCP ones from the same run (JSON `ws_vs_tcp`),
+ * for the servers that ran a WebSocket workload.
+ */
+function transportFigures(results: Map<ServerId, Figures>): TransportFigures {
+  const out: TransportFigures = {};
+  for (const { id } of servers) {
+    const figures = results.get(id);
+    const number = (w: Workload, name: string) => {
+      const value = field(figures, w, name);
+      return typeof value === "number" && Number.isFinite(value) ? value : undefined;
+    };
+    const rows: Record<string, TransportFigure> = {};
+    for (const c of transportComparisons) {
+      for (const { ws, scheme } of websocketWorkloads) {
+        if (ws !== webSocketPair(c.tcp, scheme) || figures?.[ws] === undefined) continue;
+        const tcp = number(c.tcp, c.field);
+        const value = number(ws, c.field);
+        rows[`${ws}.${c.field}`] = {
+          tcp,
+          ws: value,
+          ratio: tcp !== undefined && value !== undefined && tcp !== 0 ? value / tcp : undefined,
+        };
+      }
+    }
+    if (Object.keys(rows).length) out[id] = rows;
+  }
+  return out;
+}
+
+/** The WebSocket-against-TCP table of one run, or nothing when no WebSocket workload ran. */
+function transportTable(figures: TransportFigures): string[] {
+  const ran = servers.filter((s) => figures[s.id]);
+  if (!ran.length) return [];
+  // the schemes some server ran, each a pair of columns (figure, ratio to TCP)
+  const schemes = (["ws", "wss"] as const).filter((scheme) =>
+    ran.some((s) =>
+      Object.keys(figures[s.id]!).some((key) =>
+        websocketWorkloads.some((w) => w.scheme === scheme && key.startsWith(`${w.ws}.`))
+      )
+    )
+  );
+  const lines = [
+    `| WebSocket vs TCP (STARTTLS, TLS 1.3), same run | ${
+      ran.map((s) =>
+        [`${s.title} TCP`, ...schemes.flatMap((x) => [`${s.title} ${x}`, `${x}/TCP`])].join(" | ")
+      ).join(" | ")
+    } |`,
+    `|---|${ran.map(() => "---:|".repeat(1 + 2 * schemes.length)).join("")}`,
+  ];
+  for (const c of transportComparisons) {
+    const cells = ran.flatMap((s) => {
+      const rows = figures[s.id]!;
+      const pairs = schemes.map((x) => rows[`${webSocketPair(c.tcp, x)}.${c.field}`]);
+      const tcp = pairs.find((f) => f !== undefined)?.tcp;
+      return [
+        fmt(tcp, c.digits),
+        ...pairs.flatMap((f) => [fmt(f?.ws, c.digits), fmt(f?.ratio, 2)]),
+      ];
+    });
+    lines.push(`| ${c.label} | ${cells.join(" | ")} |`);
+  }
+  return lines;
+}
+
 /** A metric's value for one server, divided as the row says; undefined when not measured. */
 function metricValue(figures: Figures | undefined, metric: Metric): number | undefined {
   const value = field(figures, metric.workload, metric.field);
@@ -682,6 +857,8 @@ function printTables(
       );
     }
     console.log(lines.join("\n"));
+    const transports = transportTable(transportFigures(results));
+    if (transports.length) console.log("\n" + transports.join("\n"));
   }
   const parser = options.parser;
   if (parser) {
@@ -744,6 +921,12 @@ async function printCombined(files: string[]): Promise<void> {
     ).join("\n") + "\n",
   );
   console.log(lines.join("\n"));
+  runs.forEach((record, i) => {
+    const results = new Map<ServerId, Figures>();
+    for (const { id } of servers) if (record[id]) results.set(id, record[id]!);
+    const table = transportTable(transportFigures(results));
+    if (table.length) console.log(`\nrun ${i + 1}:\n${table.join("\n")}`);
+  });
 }
 
 async function ensureTools(only: Set<string>): Promise<void> {
@@ -775,6 +958,16 @@ interface ServerRun {
 }
 
 /**
+ * The open-loop rate a WebSocket workload matches: the one its TCP workload used earlier in the
+ * same run on the same server, so both per-message CPU figures are taken at the same rate.
+ */
+function rateToMatch(figures: Figures, workload: Workload): number | undefined {
+  const tcp = websocketWorkloads.find((w) => w.ws === workload)?.tcp;
+  const rate = tcp === undefined ? undefined : field(figures, tcp, "open_offered_msgs_per_s");
+  return typeof rate === "number" && Number.isFinite(rate) ? rate : undefined;
+}
+
+/**
  * Prepares one server's accounts once, then for each workload starts it fresh on a copy of the
  * prepared data, runs the load client for that workload alone and stops it. Returns the
  * figures by workload, and `seconds` by phase.
@@ -801,6 +994,8 @@ async function benchServer(kind: ServerKind, options: ServerRun): Promise<Figure
           accounts: setup.accounts,
           workload,
           keys: prepared.keys,
+          wsUrl: server.wsUrl,
+          openRate: rateToMatch(figures, workload),
         });
         figures[workload] = out[workload];
       } finally {
@@ -985,6 +1180,7 @@ async function main(): Promise<void> {
     prosody: results.get("prosody"),
     ejabberd: results.get("ejabberd"),
     parser,
+    ws_vs_tcp: transportFigures(results),
     errors,
   };
   const line = JSON.stringify(record);

@@ -66,6 +66,10 @@ export interface Sizes {
 export const workloads = [
   "login",
   "messages",
+  "ws-login",
+  "ws-messages",
+  "wss-login",
+  "wss-messages",
   "mam",
   "carbons",
   "offline",
@@ -75,14 +79,43 @@ export const workloads = [
   "muc",
 ] as const;
 
-/** Workloads only Lilt runs (the others would need their own archive set up to compare). */
-export const liltOnlyWorkloads: readonly Workload[] = ["mam"];
+/**
+ * Workloads only Lilt runs (the others would need their own archive set up to compare, or
+ * their HTTPS listener set up for wss).
+ */
+export const liltOnlyWorkloads: readonly Workload[] = ["mam", "wss-login", "wss-messages"];
 
 /**
  * Workloads Lilt and Prosody run but ejabberd does not (its generated config has no
- * mod_pubsub/mod_caps).
+ * mod_pubsub/mod_caps, and no HTTP listener for WebSocket).
  */
-export const withoutEjabberdWorkloads: readonly Workload[] = ["pep"];
+export const withoutEjabberdWorkloads: readonly Workload[] = ["pep", "ws-login", "ws-messages"];
+
+/** How a WebSocket workload reaches the server: plain HTTP (ws://) or HTTPS (wss://). */
+export type WebSocketScheme = "ws" | "wss";
+
+/**
+ * The WebSocket workloads (RFC 7395 on loopback: plain ws://, and wss:// through the server's
+ * HTTPS listener) and the TCP workload each one is set beside in the report.
+ */
+export const websocketWorkloads: readonly {
+  ws: Workload;
+  tcp: Workload;
+  scheme: WebSocketScheme;
+}[] = [
+  { ws: "ws-login", tcp: "login", scheme: "ws" },
+  { ws: "ws-messages", tcp: "messages", scheme: "ws" },
+  { ws: "wss-login", tcp: "login", scheme: "wss" },
+  { ws: "wss-messages", tcp: "messages", scheme: "wss" },
+];
+
+/**
+ * The scheme a workload's clients connect with when they use WebSocket (the server then needs
+ * its HTTP or HTTPS listener), else undefined.
+ */
+export function webSocketScheme(workload: Workload): WebSocketScheme | undefined {
+  return websocketWorkloads.find((w) => w.ws === workload)?.scheme;
+}
 
 /** One measured workload. */
 export type Workload = (typeof workloads)[number];
@@ -115,6 +148,11 @@ export interface BenchSetup {
 export interface RunningServer {
   /** Its c2s port (STARTTLS required). */
   port: number;
+  /**
+   * Its RFC 7395 endpoint (`ws://localhost:PORT/xmpp-websocket`, or `wss://…` for the wss-
+   * workloads), for the WebSocket workloads.
+   */
+  wsUrl?: string;
   /** The PID whose CPU time and RSS are measured. */
   pid: number;
   /** Stops it (SIGTERM, SIGKILL after 10 s). */
@@ -286,6 +324,10 @@ export interface LoadRun {
   workload: Workload | "prime";
   /** The SCRAM key cache file (read; written back by "prime"). */
   keys: string;
+  /** The server's RFC 7395 endpoint, for the WebSocket workloads. */
+  wsUrl?: string;
+  /** The open-loop rate of the messages workloads to match (see load_client.ts). */
+  openRate?: number;
 }
 
 /** Runs load_client.ts pinned to CPU1 against `port` for one workload; returns its JSON. */
@@ -298,8 +340,14 @@ export async function runLoad(port: number, options: LoadRun): Promise<Figures> 
       Deno.execPath(),
       "run",
       "-A",
+      // the certificate is self-signed, as the TCP clients' rejectUnauthorized: false accepts
+      ...(options.wsUrl?.startsWith("wss:")
+        ? [`--unsafely-ignore-certificate-errors=${domain}`]
+        : []),
       join(benchDir, "load_client.ts"),
       `--port=${port}`,
+      ...(options.wsUrl ? [`--ws-url=${options.wsUrl}`] : []),
+      ...(options.openRate ? [`--open-rate=${options.openRate}`] : []),
       `--pid=${pid}`,
       `--domain=${domain}`,
       `--prefix=${prefix}`,

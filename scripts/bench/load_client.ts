@@ -1,15 +1,28 @@
 // XMPP load generator for the side-by-side benchmark (scripts/bench/compare.ts): one workload per
-// run against a freshly started server; raw sockets, string-scanning framing, STARTTLS +
-// SCRAM-SHA-1, and the server's CPU/RSS read from /proc.
+// run against a freshly started server; raw sockets (or RFC 7395 WebSockets for the ws-
+// workloads), string-scanning framing, STARTTLS + SCRAM-SHA-1, and the server's CPU/RSS read
+// from /proc.
 
 import net from "node:net";
 import tls from "node:tls";
 import { parseArgs } from "node:util";
 
+/** How a client reaches the server: XMPP over TCP with STARTTLS, or RFC 7395 WebSocket. */
+export type LoadTransport = "tcp" | "ws";
+
 /** Options of one load-client run, from the command line. */
 export interface LoadOptions {
   host: string;
   port: number;
+  /** How every connection of this run is made (the ws- workloads: "ws"). */
+  transport: LoadTransport;
+  /** The server's RFC 7395 endpoint, e.g. `ws://localhost:5280/xmpp-websocket` (transport ws). */
+  wsUrl: string;
+  /**
+   * The messages workloads' open-loop rate to match (msgs/s; 0: derive it from this run): the
+   * ws-messages workload runs at the rate the TCP messages workload of the same run used.
+   */
+  openRate: number;
   domain: string;
   pid: number;
   userPrefix: string;
@@ -49,6 +62,8 @@ export interface LoadOptions {
 }
 
 const encoder = new TextEncoder();
+/** RFC 7395's framing namespace (`<open/>`, `<close/>`). */
+const NS_FRAMING = "urn:ietf:params:xml:ns:xmpp-framing";
 const clockTicks = 100; // CLK_TCK on Linux x86-64/arm64
 
 /**
@@ -258,6 +273,13 @@ class Client {
   #opts: LoadOptions;
   #raw: net.Socket | undefined;
   #sock: net.Socket | tls.TLSSocket | undefined;
+  /** The WebSocket of a ws client (instead of the sockets). */
+  #ws: WebSocket | undefined;
+  /**
+   * ` xmlns='jabber:client'` on a WebSocket, where every top-level element names its namespace
+   * (RFC 7395 §3.3.3); nothing on TCP, where the stream header declares it.
+   */
+  readonly #ns: string;
   #buffer = "";
   #waiter: { marker: string; resolve: (text: string) => void } | undefined;
   #stanzaWaiter: { id: string; resolve: (stanza: string) => void } | undefined;
@@ -269,6 +291,7 @@ class Client {
     this.#opts = opts;
     this.user = user;
     this.resource = resource;
+    this.#ns = opts.transport === "ws" ? " xmlns='jabber:client'" : "";
     this.closed = new Promise((resolve) => this.#markClosed = resolve);
   }
 
@@ -287,21 +310,12 @@ class Client {
       30000,
     );
     try {
-      const raw = net.connect({ host: o.host, port: o.port });
-      raw.setNoDelay(true);
-      this.#raw = raw;
-      this.#attach(raw);
-      await step(new Promise<void>((resolve) => raw.once("connect", () => resolve())));
-      this.#send(this.#header());
-      await step(this.#wait("</stream:features>"));
-      this.#send("<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>");
-      await step(this.#wait("<proceed"));
-      raw.removeAllListeners("data");
-      this.#buffer = "";
-      const secure = tls.connect({ socket: raw, servername: o.domain, rejectUnauthorized: false });
-      this.#sock = secure;
-      this.#attach(secure);
-      await step(new Promise<void>((resolve) => secure.once("secureConnect", () => resolve())));
+      if (o.transport === "ws") {
+        // no STARTTLS on a WebSocket: ws:// on loopback counts as encrypted (a TLS proxy's place)
+        await step(this.#connectWebSocket());
+      } else {
+        await step(this.#connectTls());
+      }
       this.#send(this.#header());
       await step(this.#wait("</stream:features>"));
       const nonce = b64(crypto.getRandomValues(new Uint8Array(18)));
@@ -339,18 +353,17 @@ class Client {
       this.#send(this.#header());
       await step(this.#wait("</stream:features>"));
       this.#send(
-        `<iq type='set' id='b1'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'><resource>${this.resource}</resource></bind></iq>`,
+        `<iq${this.#ns} type='set' id='b1'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'><resource>${this.resource}</resource></bind></iq>`,
       );
       const bindResult = await step(this.#wait("</iq>"));
       const jid = /<jid>([^<]+)<\/jid>/.exec(bindResult);
       if (!jid) throw new Error(`Bind failed for ${this.user}: ${bindResult.slice(0, 200)}`);
       this.jid = jid[1];
       const bound = performance.now() - start;
+      const rosterGet = `<iq${this.#ns} type='get' id='r1'><query xmlns='jabber:iq:roster'/></iq>`;
       const roster = await step(
         this.iq(
-          `${
-            options.presence === false ? "" : "<presence/>"
-          }<iq type='get' id='r1'><query xmlns='jabber:iq:roster'/></iq>`,
+          options.presence === false ? rosterGet : [`<presence${this.#ns}/>`, rosterGet],
           "r1",
         ),
       );
@@ -364,9 +377,54 @@ class Client {
     }
   }
 
+  /**
+   * TCP: connects, sends the stream header, negotiates STARTTLS and reads and writes through
+   * TLS from then on (the caller sends the next header).
+   */
+  async #connectTls(): Promise<void> {
+    const o = this.#opts;
+    const raw = net.connect({ host: o.host, port: o.port });
+    raw.setNoDelay(true);
+    this.#raw = raw;
+    this.#attach(raw);
+    await new Promise<void>((resolve) => raw.once("connect", () => resolve()));
+    this.#send(this.#header());
+    await this.#wait("</stream:features>");
+    this.#send("<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>");
+    await this.#wait("<proceed");
+    raw.removeAllListeners("data");
+    this.#buffer = "";
+    const secure = tls.connect({ socket: raw, servername: o.domain, rejectUnauthorized: false });
+    this.#sock = secure;
+    this.#attach(secure);
+    await new Promise<void>((resolve) => secure.once("secureConnect", () => resolve()));
+  }
+
+  /**
+   * WebSocket: opens the RFC 7395 endpoint with the `xmpp` subprotocol; each text message the
+   * server sends is one element, appended to the same buffer the TCP framing scans.
+   */
+  async #connectWebSocket(): Promise<void> {
+    const ws = new WebSocket(this.#opts.wsUrl, "xmpp");
+    this.#ws = ws;
+    ws.addEventListener("message", (event) => this.#data(event.data as string));
+    ws.addEventListener("error", (event) => {
+      const message = event instanceof ErrorEvent ? event.message : "WebSocket error";
+      this.#fail(new Error(`WebSocket of ${this.user}: ${message}`));
+    });
+    ws.addEventListener("close", () => {
+      this.#markClosed();
+      if (!this.#closed) this.#fail(new Error(`WebSocket of ${this.user} closed by the server`));
+    });
+    await new Promise<void>((resolve) => ws.addEventListener("open", () => resolve()));
+    if (ws.protocol !== "xmpp") {
+      throw new Error(`The server chose subprotocol '${ws.protocol}', not 'xmpp'`);
+    }
+  }
+
   /** Sends one chat message to a JID. */
   sendMessage(to: string, body: string): void {
-    this.#send(`<message to='${to}' type='chat'><body>${body}</body></message>`);
+    this.#send(`<message${this.#ns} to='${to}' type='chat'><body>${body}</body></message>`);
   }
 
   /** Sends raw XML on the stream. */
@@ -375,11 +433,12 @@ class Client {
   }
 
   /**
-   * Sends `text` (ending with an iq whose id is `id`) and resolves with the stanza answering
+   * Sends `text` (ending with an iq whose id is `id`; several elements as an array, written at
+   * once on TCP and one message each on a WebSocket) and resolves with the stanza answering
    * that id; other stanzas meanwhile go to `onStanza` when set, else are dropped. Rejects when
    * no answer came within 60 s.
    */
-  iq(text: string, id: string): Promise<string> {
+  iq(text: string | string[], id: string): Promise<string> {
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => {
         if (this.#stanzaWaiter?.id !== id) return;
@@ -393,7 +452,9 @@ class Client {
           resolve(stanza);
         },
       };
-      this.#send(text);
+      if (typeof text === "string") this.#send(text);
+      else if (this.#ws) { for (const part of text) this.#send(part); }
+      else this.#send(text.join(""));
     });
   }
 
@@ -401,6 +462,13 @@ class Client {
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
+    if (this.#ws) {
+      try {
+        if (this.#ws.readyState === WebSocket.OPEN) this.#ws.send(`<close xmlns='${NS_FRAMING}'/>`);
+        this.#ws.close(1000);
+      } catch { /* already gone */ }
+      return;
+    }
     try {
       this.#sock?.write("</stream:stream>");
     } catch { /* already gone */ }
@@ -409,11 +477,13 @@ class Client {
   }
 
   #header(): string {
+    if (this.#ws) return `<open xmlns='${NS_FRAMING}' to='${this.#opts.domain}' version='1.0'/>`;
     return `<?xml version='1.0'?><stream:stream to='${this.#opts.domain}' xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' version='1.0'>`;
   }
 
   #send(text: string): void {
-    (this.#sock ?? this.#raw)!.write(text);
+    if (this.#ws) this.#ws.send(text);
+    else (this.#sock ?? this.#raw)!.write(text);
   }
 
   #fail(error: Error): void {
@@ -873,9 +943,10 @@ async function closedLoop(
 }
 
 /**
- * Closed-loop saturation, then an open loop for latency at half that rate, capped
- * at `clientHeadroom` of what the client itself can handle (its CPU time per message in a 1 s
- * open-loop calibration), so that the latency figures are the server's and not the client's.
+ * Closed-loop saturation, then an open loop for latency at half that rate (or at `openRate`,
+ * another transport's, up to 3/4 of saturation), capped at `clientHeadroom` of what the client
+ * itself can handle (its CPU time per message in a 1 s open-loop calibration), so that the
+ * latency figures are the server's and not the client's.
  */
 async function messageWorkload(opts: LoadOptions) {
   const { clients, errors } = await loginMany(opts, {
@@ -904,7 +975,10 @@ async function messageWorkload(opts: LoadOptions) {
     ? (calibration.clientCpuS * 1e6) / calibration.sent
     : 0;
   const clientMax = clientUs > 0 ? 1e6 / clientUs : Infinity;
-  const rate = Math.min(half, clientHeadroom * clientMax);
+  // a rate to match (another transport's) is taken up to 3/4 of this server's saturation
+  const matchLimit = 0.75 * saturation;
+  const target = opts.openRate > 0 ? Math.min(opts.openRate, matchLimit) : half;
+  const rate = Math.min(target, clientHeadroom * clientMax);
   await sleep(500);
   const open = await openLoop(opts, clients, pairs, rate, opts.seconds);
   closeAll(clients);
@@ -913,10 +987,18 @@ async function messageWorkload(opts: LoadOptions) {
   const lagP99 = percentile(lags, 0.99);
   const sentRate = sent / openSeconds;
   const notes: string[] = [];
-  if (rate < half) {
+  if (rate < target) {
     notes.push(
       `open-loop rate capped at ${Math.round(rate)} msgs/s (${clientHeadroom * 100}% of the ` +
-        `client's ${Math.round(clientMax)} msgs/s) instead of half saturation ${Math.round(half)}`,
+        `client's ${Math.round(clientMax)} msgs/s) instead of ${
+          opts.openRate > 0 ? "the rate to match" : "half saturation"
+        } ${Math.round(target)}`,
+    );
+  }
+  if (opts.openRate > 0 && target < opts.openRate) {
+    notes.push(
+      `open loop at 3/4 of saturation ${Math.round(matchLimit)} msgs/s, below the rate to ` +
+        `match ${Math.round(opts.openRate)} msgs/s`,
     );
   }
   if (closedOwn / closedSeconds > 0.9) {
@@ -943,7 +1025,8 @@ async function messageWorkload(opts: LoadOptions) {
     open_offered_msgs_per_s: rate,
     open_rate_msgs_per_s: sentRate,
     open_achieved_msgs_per_s: open.deliveredInWindow / openSeconds,
-    open_capped_by_client: rate < half,
+    open_capped_by_client: rate < target,
+    open_rate_to_match: opts.openRate > 0 ? opts.openRate : undefined,
     open_sent: sent,
     open_delivered: openDelivered,
     open_client_busy_pct: (open.clientCpuS / openSeconds) * 100,
@@ -1777,7 +1860,18 @@ const measured: Record<string, (opts: LoadOptions) => Promise<Record<string, unk
   memory: memoryWorkload,
   pep: pepWorkload,
   muc: mucWorkload,
+  // The login and messages workloads over RFC 7395 WebSocket (warm-up included), against the
+  // server's --ws-url (ws:// or wss://): the same figures, to set beside the TCP ones.
+  "ws-login": loginWorkload,
+  "ws-messages": messageWorkload,
+  "wss-login": loginWorkload,
+  "wss-messages": messageWorkload,
 };
+
+/** The transport a workload's clients use: WebSocket for the ws-/wss- ones, TCP otherwise. */
+export function transportOf(workload: string): LoadTransport {
+  return workload.startsWith("ws-") || workload.startsWith("wss-") ? "ws" : "tcp";
+}
 
 async function main(): Promise<void> {
   const { values } = parseArgs({
@@ -1785,6 +1879,8 @@ async function main(): Promise<void> {
     options: {
       host: { type: "string", default: "127.0.0.1" },
       port: { type: "string" },
+      "ws-url": { type: "string", default: "" },
+      "open-rate": { type: "string", default: "0" },
       domain: { type: "string", default: "localhost" },
       pid: { type: "string" },
       prefix: { type: "string", default: "bench" },
@@ -1821,9 +1917,16 @@ async function main(): Promise<void> {
       `Unknown workload '${workload}' (expected prime, ${Object.keys(measured).join(", ")})`,
     );
   }
+  const transport = transportOf(workload);
+  if (transport === "ws" && !values["ws-url"]) {
+    throw new Error(`Workload '${workload}' needs --ws-url (the server's RFC 7395 endpoint)`);
+  }
   const opts: LoadOptions = {
     host: values.host!,
     port: Number(values.port),
+    transport,
+    wsUrl: values["ws-url"]!,
+    openRate: Number(values["open-rate"]),
     domain: values.domain!,
     pid: Number(values.pid),
     userPrefix: values.prefix!,
