@@ -36,7 +36,7 @@ export interface ServerContext {
   readonly accounts: AccountStore;
   /** Admin shell commands. */
   readonly commands: CommandRegistry;
-  /** Counters for `stats show`. */
+  /** Counters (`stats counters`; /metrics and `stats show` read some of them). */
   readonly metrics: Metrics;
   /** Event-loop lag, sampled by the core for /metrics and the shell's `debug loop`. */
   readonly loopLag: EventLoopLag;

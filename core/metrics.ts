@@ -1,5 +1,5 @@
-// Server counters for `stats show` in the admin shell: cheap named counters that modules and
-// the core bump on their hot paths, read as one snapshot.
+// Server counters: cheap named counters that modules and the core bump on their hot paths, read
+// as one snapshot by the shell's `stats counters` (and some of them by /metrics and `stats show`).
 
 /** A monotonically increasing counter. */
 export interface Counter {

@@ -444,7 +444,7 @@ export class ModuleAPI {
     return roleModelFor(this.server, this.domain).may(action, actor);
   }
 
-  /** A named counter shown by `stats show` (e.g. `m.metric("offline.stored").inc()`). */
+  /** A named counter shown by `stats counters` (e.g. `m.metric("offline.stored").inc()`). */
   metric(name: string): { inc(n?: number): void } {
     return this.server.metrics.counter(name);
   }

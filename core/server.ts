@@ -113,7 +113,7 @@ export class Server implements ServerContext {
   readonly startedAt = Date.now();
   /** Admin shell commands (built-in sections and those modules add). */
   readonly commands: CommandRegistry = new CommandRegistry();
-  /** Counters for `stats show`. */
+  /** Counters (`stats counters`; /metrics and `stats show` read some of them). */
   readonly metrics: Metrics = new Metrics();
   /** Event-loop lag, sampled from start to shutdown (/metrics, `debug loop`). */
   readonly loopLag: EventLoopLag = new EventLoopLag();
