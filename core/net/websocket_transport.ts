@@ -101,15 +101,19 @@ export class WebSocketTransport implements Transport {
       );
       return;
     }
-    const bytes = new TextEncoder().encode(data).byteLength;
-    if (bytes > this.#limits.maxStanzaBytes) {
-      this.receiver.inputError(
-        new XmlStreamError(
-          "policy-violation",
-          `Stanza of ${bytes} bytes exceeds the limit of ${this.#limits.maxStanzaBytes}`,
-        ),
-      );
-      return;
+    const max = this.#limits.maxStanzaBytes;
+    // A UTF-16 code unit is 1 to 3 UTF-8 bytes: only a message near the limit is measured.
+    if (data.length * 3 > max) {
+      const bytes = utf8Bytes(data);
+      if (bytes > max) {
+        this.receiver.inputError(
+          new XmlStreamError(
+            "policy-violation",
+            `Stanza of ${bytes} bytes exceeds the limit of ${max}`,
+          ),
+        );
+        return;
+      }
     }
     let el: Element;
     try {
@@ -232,6 +236,13 @@ export class WebSocketTransport implements Transport {
   endpointBinding(): Uint8Array | undefined {
     return undefined;
   }
+}
+
+const encoder = new TextEncoder();
+
+/** The UTF-8 size of a text message. */
+function utf8Bytes(text: string): number {
+  return encoder.encode(text).byteLength;
 }
 
 /** The `<open/>` frame our side of the stream starts with. */

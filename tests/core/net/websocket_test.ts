@@ -267,3 +267,30 @@ Deno.test("a WebSocket message over c2s_stanza_size_limit closes the stream with
     await t.stop();
   }
 });
+
+Deno.test("the WebSocket stanza size limit counts UTF-8 bytes, not characters", async () => {
+  const t = await startTestServer({
+    users: { alice: "alice-pw" },
+    globalToml: 'http_interfaces = ["127.0.0.1:0"]',
+    hostToml: "c2s_stanza_size_limit = 10000",
+  });
+  const ws = await WsClient.connect(t);
+  try {
+    await ws.login("alice", "alice-pw", "web");
+    // 4,000 two-byte characters (8,000 bytes) fit; the ping's answer shows the stream is alive
+    ws.send(
+      `<iq xmlns='jabber:client' type='get' id='fits'><ping xmlns='urn:xmpp:ping'/><x xmlns='urn:x'>${
+        "é".repeat(4000)
+      }</x></iq>`,
+    );
+    await ws.next((el) => el.name === "iq" && el.attrs.id === "fits");
+    // 6,000 three-byte characters are fewer characters than the limit but 18,000 bytes
+    ws.send(`<message xmlns='jabber:client'><body>${"€".repeat(6000)}</body></message>`);
+    const error = await ws.next((el) => el.name === "error");
+    assert.ok(error.getChild("policy-violation", "urn:ietf:params:xml:ns:xmpp-streams"));
+    await ws.waitClosed();
+  } finally {
+    ws.socket.close();
+    await t.stop();
+  }
+});
