@@ -126,6 +126,8 @@ export class AccountStore {
   /** Login and logout times not written yet, by host NUL user (see `touchLogin`). */
   #activity = new Map<string, PendingActivity>();
   #activityTimer: ReturnType<typeof setTimeout> | undefined;
+  /** Per host, the SCRAM hashes every account has keys for (see `scramHashesOfAll`). */
+  #universalHashes = new Map<string, ReadonlySet<ScramHash>>();
 
   /** Uses the accounts tables of `db`. */
   constructor(db: Database, options: AccountStoreOptions = {}) {
@@ -265,8 +267,36 @@ export class AccountStore {
     });
   }
 
+  /**
+   * The SCRAM hashes every account of `host` has keys for. Accounts imported from a server that
+   * kept only SCRAM-SHA-1 keys (Prosody) cannot answer SCRAM-SHA-256 until their password is
+   * set again, so the host offers only the hashes all its accounts have. Cached per host: this
+   * store's own writes keep it right; other processes only add accounts with every hash while
+   * the server runs (imports refuse a running server).
+   */
+  scramHashesOfAll(host: string): ReadonlySet<ScramHash> {
+    let hashes = this.#universalHashes.get(host);
+    if (hashes === undefined) {
+      const database = this.#database;
+      const accounts = Number(
+        (database.prepare("SELECT COUNT(*) AS n FROM accounts WHERE host = ?").get(host) as {
+          n: number;
+        }).n,
+      );
+      const counts = new Map<string, number>();
+      const rows = database
+        .prepare("SELECT hash, COUNT(*) AS n FROM account_credentials WHERE host = ? GROUP BY hash")
+        .all(host) as { hash: string; n: number }[];
+      for (const row of rows) counts.set(row.hash, Number(row.n));
+      hashes = new Set(SCRAM_HASHES.filter((hash) => (counts.get(hash) ?? 0) >= accounts));
+      this.#universalHashes.set(host, hashes);
+    }
+    return hashes;
+  }
+
   /** Deletes an account and its credentials; false when there was none. Stored data is kept. */
   delete(host: string, username: string): boolean {
+    this.#universalHashes.delete(host);
     const database = this.#database;
     return database.transaction(() => {
       database.prepare("DELETE FROM account_credentials WHERE host = ? AND user = ?")
@@ -514,7 +544,9 @@ export class AccountStore {
         iterations: stored.iterations,
       });
       const storedKey = digest(hash, hmac(hash, salted, utf8("Client Key")));
-      return timingSafeEqual(storedKey, stored.storedKey);
+      const valid = timingSafeEqual(storedKey, stored.storedKey);
+      if (valid) await this.#addMissingHashes(host, username, prepared);
+      return valid;
     }
     const hash = SCRAM_HASHES[0];
     const salt = fakeSalt(`${hash}\0${host}\0${username}`);
@@ -558,11 +590,43 @@ export class AccountStore {
     return { "SHA-256": sha256, "SHA-1": sha1 };
   }
 
+  /**
+   * Gives an account keys for the hashes it lacks (an imported SCRAM-SHA-1-only account), now
+   * that a login has shown its password; FAST tokens stay, since the password is the same.
+   */
+  async #addMissingHashes(host: string, username: string, prepared: string): Promise<void> {
+    const missing = SCRAM_HASHES.filter((hash) => !this.credentials(host, username, hash));
+    if (missing.length === 0) return;
+    const iterations = this.iterationsFor(host);
+    const derived = await Promise.all(
+      missing.map((hash) => deriveCredentials(prepared, { hash, iterations })),
+    );
+    const insert = this.#database.prepare(
+      "INSERT OR IGNORE INTO account_credentials " +
+        "(host, user, hash, salt, iterations, stored_key, server_key, updated_ms) " +
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+    );
+    const now = Date.now();
+    this.#database.transaction(() => {
+      if (!this.exists(host, username)) return;
+      missing.forEach((hash, i) => {
+        const c = derived[i];
+        insert.run(host, username, hash, c.salt, c.iterations, c.storedKey, c.serverKey, now);
+      });
+    });
+    this.#universalHashes.delete(host);
+  }
+
   #writeCredentials(
     host: string,
     username: string,
     credentials: Partial<Record<ScramHash, ScramCredentials>>,
   ): void {
+    // Keys for every hash the host offers keep the cached set right; fewer may shrink it.
+    const universal = this.#universalHashes.get(host);
+    if (universal && [...universal].some((hash) => credentials[hash] === undefined)) {
+      this.#universalHashes.delete(host);
+    }
     // A new password ends every FAST token (XEP-0484): whoever had the old one is out.
     this.#dropFastTokens(host, username);
     const database = this.#database;

@@ -137,11 +137,23 @@ export interface SaslMechanism {
   step(input: Uint8Array | undefined): Promise<SaslStep>;
 }
 
-/** The mechanisms to offer on a stream, strongest first. */
+/**
+ * The mechanisms to offer on a stream, strongest first. A SCRAM hash is offered when every
+ * account of the host has keys for it (imported SCRAM-SHA-1-only accounts would fail
+ * SCRAM-SHA-256, and clients do not retry with another mechanism); when neither hash is held by
+ * all accounts, both are offered.
+ */
 export function advertisedMechanisms(ctx: SaslContext): string[] {
+  const held = ctx.accounts.scramHashesOfAll(ctx.host);
+  const sha256 = held.has("SHA-256") || held.size === 0;
+  const sha1 = held.has("SHA-1") || held.size === 0;
   const names: string[] = [];
-  if (ctx.channelBinding !== undefined) names.push("SCRAM-SHA-256-PLUS", "SCRAM-SHA-1-PLUS");
-  names.push("SCRAM-SHA-256", "SCRAM-SHA-1");
+  if (ctx.channelBinding !== undefined) {
+    if (sha256) names.push("SCRAM-SHA-256-PLUS");
+    if (sha1) names.push("SCRAM-SHA-1-PLUS");
+  }
+  if (sha256) names.push("SCRAM-SHA-256");
+  if (sha1) names.push("SCRAM-SHA-1");
   if (ctx.secure || ctx.allowPlainInsecure) names.push("PLAIN");
   return names;
 }
