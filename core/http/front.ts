@@ -41,6 +41,24 @@ export interface HttpFrontOptions {
   timeouts: () => FrontTimeouts;
 }
 
+/** The read switch of a socket's native handle. */
+interface ReadControl {
+  readStart(): number;
+  readStop(): number;
+}
+
+/**
+ * The TCP handle beneath a Deno TLS socket that wraps an accepted socket (undefined for a plain
+ * socket, or on a runtime that does not expose it, where pausing the TLS socket suffices).
+ */
+function readControl(socket: net.Socket): ReadControl | undefined {
+  const handle = (socket as unknown as { _handle?: { _nativeTcpHandle?: Partial<ReadControl> } })
+    ._handle?._nativeTcpHandle;
+  return typeof handle?.readStart === "function" && typeof handle.readStop === "function"
+    ? handle as ReadControl
+    : undefined;
+}
+
 /** One outer connection and its deadlines. */
 class FrontConnection implements FrontPeer {
   readonly ip: string;
@@ -184,8 +202,24 @@ export class HttpFront {
         return;
       }
       this.#byPort.set(port, connection);
-      outer.on("data", () => connection.clientData());
-      outer.pipe(inner);
+      // Backpressure by hand rather than outer.pipe(inner): pausing Deno's TLS socket stops
+      // only its plaintext events while the TCP socket beneath it goes on reading and
+      // decrypting, and resuming hands over all of that in one chunk, so an upload faster
+      // than the backend writes it to disk would sit in memory whole. The socket beneath
+      // stops reading with it.
+      const beneath = readControl(outer);
+      outer.on("data", (chunk: Uint8Array) => {
+        connection.clientData();
+        if (!inner.write(chunk)) {
+          outer.pause();
+          beneath?.readStop();
+        }
+      });
+      inner.on("drain", () => {
+        beneath?.readStart();
+        outer.resume();
+      });
+      outer.once("end", () => inner.end());
       inner.pipe(outer);
     });
     outer.once("close", () => {
