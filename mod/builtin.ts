@@ -11,6 +11,7 @@ import * as csi from "./csi.ts";
 import * as disco from "./disco.ts";
 import * as external_services from "./external_services.ts";
 import * as http_metrics from "./http_metrics.ts";
+import * as invites from "./invites.ts";
 import * as last from "./last.ts";
 import * as mam from "./mam.ts";
 import * as muc from "./muc.ts";
@@ -42,6 +43,7 @@ export const builtinModules: ModuleTable = {
   disco,
   external_services,
   http_metrics,
+  invites,
   last,
   mam,
   muc,

@@ -1,5 +1,6 @@
 // XEP-0077 In-Band Registration: account creation before login (off unless the operator allows
-// it, throttled per address), and password change and account removal for logged-in users.
+// it, throttled per address and server-wide, optionally only with an invite from mod/invites.ts),
+// and password change and account removal for logged-in users.
 
 import { isIPv6 } from "node:net";
 import { deleteAccount } from "../core/auth/account_lifecycle.ts";
@@ -13,9 +14,10 @@ import type { OptionSpec } from "../core/config_schema.ts";
 import type { StanzaEvent } from "../core/hosts.ts";
 import { prepLocal, tryParseJid } from "../core/jid.ts";
 import { AddressRanges, checkAddressRange, isAddressRange } from "../core/net/address_ranges.ts";
-import { type ModuleAPI, ModuleOptionError } from "../core/modules.ts";
+import { hostService, type ModuleAPI, ModuleOptionError } from "../core/modules.ts";
 import type { Session } from "../core/sessions.ts";
 import type { Element } from "../core/xml/element.ts";
+import { NS_IBR_TOKEN, NS_INVITE_LEGACY } from "./invites.ts";
 import {
   errorReply,
   type ErrorReplyOptions,
@@ -62,7 +64,49 @@ export const options: Record<string, OptionSpec> = {
     check: checkAddressRange,
     description: "IP addresses or CIDR ranges that register without the time limit",
   },
+  max_registrations_per_hour: {
+    type: "integer",
+    default: 0,
+    min: 0,
+    max: 1_000_000,
+    scope: "global",
+    description:
+      "In-band registrations the whole server accepts in any hour, rolling, all hosts together; 0 = no limit",
+  },
+  registration_requires_invite: {
+    type: "boolean",
+    default: false,
+    scope: "host",
+    description:
+      "In-band registration only with an invite token (XEP-0445) from `lilt shell invite create` (module invites)",
+  },
 };
+
+const HOUR_MS = 3600 * 1000;
+
+/**
+ * When the last hour's in-band registrations happened, per server: the hourly limit spans all
+ * the hosts of a server, whose register modules each see this through their own server.
+ */
+const serverRegistrations = new WeakMap<object, number[]>();
+
+/**
+ * Counts a registration on `server` now within `limit` per rolling hour: returns a function
+ * that takes it back (the registration failed), or the milliseconds to wait when the hour's
+ * registrations reached the limit.
+ */
+function takeHourlySlot(server: object, limit: number, now = Date.now()): (() => void) | number {
+  let times = serverRegistrations.get(server);
+  if (!times) serverRegistrations.set(server, times = []);
+  while (times.length > 0 && times[0] <= now - HOUR_MS) times.shift();
+  if (times.length >= limit) return times[times.length - limit] + HOUR_MS - now;
+  times.push(now);
+  const taken = times;
+  return () => {
+    const index = taken.lastIndexOf(now);
+    if (index >= 0) taken.splice(index, 1);
+  };
+}
 
 /** The eight 16-bit groups of an IPv6 address, as lowercase hex without leading zeros. */
 function ipv6Groups(address: string): string[] {
@@ -126,6 +170,10 @@ interface Policy {
   intervalMs: number;
   blocklist: AddressRanges;
   allowlist: AddressRanges;
+  /** Server-wide registrations per rolling hour (0: no limit). */
+  maxPerHour: number;
+  /** Only a session that presented an invite token may register. */
+  requiresInvite: boolean;
   /** A password may be sent in the clear only when SASL PLAIN may be too. */
   allowPlainInsecure: boolean;
   requireEncryption: boolean;
@@ -151,6 +199,8 @@ function readPolicy(m: ModuleAPI): Policy {
     intervalMs: m.option<number>("min_seconds_between_registrations") * 1000,
     blocklist: addressList(m, "registration_blocklist"),
     allowlist: addressList(m, "registration_allowlist"),
+    maxPerHour: m.option<number>("max_registrations_per_hour"),
+    requiresInvite: m.option<boolean>("registration_requires_invite"),
     allowPlainInsecure: m.hostOption("allow_unencrypted_plain_auth"),
     requireEncryption: m.hostOption("c2s_require_encryption"),
   };
@@ -209,6 +259,11 @@ export default function register(m: ModuleAPI): void {
     if (!session.secure && p.requireEncryption) return;
     if (!passwordChannelSafe(session, p)) return;
     features.c("register", { xmlns: NS_REGISTER_FEATURE });
+    // XEP-0445 §3: invite tokens are accepted here (and under XEP-0401's earlier namespace).
+    if (hostService(m.host, "invites")) {
+      features.c("register", { xmlns: NS_IBR_TOKEN });
+      features.c("register", { xmlns: NS_INVITE_LEGACY });
+    }
   });
 
   // ---------- before authentication: create an account (XEP-0077 §3.1) ----------
@@ -284,19 +339,62 @@ export default function register(m: ModuleAPI): void {
       fail("conflict", { text: "This username is already taken" });
       return;
     }
+    const invites = hostService(m.host, "invites");
+    const invite = invites?.presented(session);
+    if (p.requiresInvite && !invite) {
+      m.metric("register.refused_without_invite").inc();
+      fail("not-allowed", {
+        text: invites
+          ? "Registration on this server needs an invite: present its token first (XEP-0445)"
+          : "Registration on this server needs an invite, and none can be checked now",
+      });
+      return;
+    }
     const key = throttleKey(session.ip);
-    let undo = () => {};
-    if (p.intervalMs > 0 && !p.allowlist.includes(session.ip)) {
+    const undos: (() => void)[] = [];
+    const undo = () => undos.forEach((fn) => fn());
+    if (p.maxPerHour > 0) {
+      const slot = takeHourlySlot(m.server, p.maxPerHour);
+      if (typeof slot === "number") {
+        m.metric("register.throttled_server").inc();
+        m.log.warning(
+          "Registration from {ip} refused: the server-wide limit of {limit} per hour is reached",
+          {
+            ip: session.ip,
+            limit: p.maxPerHour,
+          },
+        );
+        fail("resource-constraint", {
+          type: "wait",
+          text: `This server accepts at most ${p.maxPerHour} registrations per hour; ` +
+            `try again in ${minutes(slot)}`,
+        });
+        return;
+      }
+      undos.push(slot);
+    }
+    // An invite vouches for the registration: no per-address spacing (a reusable invite may
+    // bring several people behind one address).
+    if (!invite && p.intervalMs > 0 && !p.allowlist.includes(session.ip)) {
       const wait = throttle.waitMs(key, p.intervalMs);
       if (wait > 0) {
+        undo();
+        m.metric("register.throttled_address").inc();
         fail("resource-constraint", {
           type: "wait",
           text: `Too many registrations from your address; try again in ${minutes(wait)}`,
         });
         return;
       }
-      undo = throttle.record(key, p.intervalMs);
+      undos.push(throttle.record(key, p.intervalMs));
     }
+    const claim = invite ? invites!.claim(session) : undefined;
+    if (invite && !claim) {
+      undo();
+      fail("not-allowed", { text: "The invite was used up meanwhile" });
+      return;
+    }
+    if (claim) undos.push(claim.release);
     try {
       await accounts.create(m.domain, username, password);
     } catch (error) {
@@ -315,11 +413,23 @@ export default function register(m: ModuleAPI): void {
       }
       return;
     }
-    m.log.info("Registered {user}@{host} in-band from {ip}", {
+    m.log.info("Registered {user}@{host} in-band from {ip}{how}", {
       user: username,
       host: m.domain,
       ip: session.ip,
+      how: claim ? ` with invite ${claim.invite.token}` : "",
     });
+    if (claim) {
+      try {
+        invites!.welcome(claim.invite, username);
+      } catch (error) {
+        m.log.error("Cannot subscribe {user}@{host} to its inviter: {error}", {
+          user: username,
+          host: m.domain,
+          error,
+        });
+      }
+    }
     session.send(unaddressed(reply(stanza)));
   }
 

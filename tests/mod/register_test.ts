@@ -194,6 +194,40 @@ Deno.test("allowlisted addresses skip the interval; 0 turns the limit off", asyn
   });
 });
 
+Deno.test("max_registrations_per_hour is server-wide: both hosts count, allowlisted addresses too", () =>
+  withServer({
+    globalToml: "allow_registration = true\nmin_seconds_between_registrations = 0\n" +
+      'max_registrations_per_hour = 2\nregistration_allowlist = ["127.0.0.0/8"]',
+    extraToml: `[[host]]\ndomain = "example.net"`,
+  }, async (port) => {
+    /** Registers on `domain` from a new connection; returns the answer. */
+    const registerOn = async (domain: string, id: string, user: string) => {
+      const client = await RawClient.connect(port);
+      await client.open(domain);
+      await client.starttls(domain);
+      const answer = await iq(client, id, registerXml(id, user, "pw"));
+      client.close();
+      return answer;
+    };
+    // A refused registration (name taken) does not use up the hour's allowance.
+    assert.equal(conditionOf(await registerOnce(port, "t", "taken", "pw")), undefined);
+    assert.equal(conditionOf(await registerOnce(port, "t2", "taken", "pw")), "conflict");
+    assert.equal((await registerOn("example.net", "b", "other")).attrs.type, "result");
+    // The allowlist lifts the per-address spacing, not the server-wide limit.
+    const third = await registerOnce(port, "c", "third", "pw");
+    assert.equal(conditionOf(third), "resource-constraint");
+    assert.equal(third.getChild("error")?.attrs.type, "wait");
+    assert.match(
+      third.getChild("error")!.getChildText("text")!,
+      /^This server accepts at most 2 registrations per hour; try again in \d+ minutes$/,
+    );
+    assert.equal(
+      conditionOf(await registerOn("example.net", "d", "fourth")),
+      "resource-constraint",
+    );
+    assert.equal(await plainOutcome(port, "third", "pw"), "failure");
+  }));
+
 Deno.test("blocklisted addresses see no feature and are refused with forbidden", () =>
   withServer({
     globalToml: `allow_registration = true\nregistration_blocklist = ["::1", "127.0.0.1/32"]`,
