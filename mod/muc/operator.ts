@@ -80,6 +80,23 @@ export class MucOperator {
     })).sort((a, b) => a.room.localeCompare(b.room));
   }
 
+  /**
+   * True when two real bare JIDs are both occupants of one room of this service (the
+   * `block_strangers` module lets such people message each other).
+   */
+  sharesRoom(a: string, b: string): boolean {
+    for (const room of this.#service.rooms()) {
+      let seenA = false;
+      let seenB = false;
+      for (const occupant of room.occupants.values()) {
+        if (occupant.bare === a) seenA = true;
+        if (occupant.bare === b) seenB = true;
+        if (seenA && seenB) return true;
+      }
+    }
+    return false;
+  }
+
   /** A room's configuration, subject, occupants and affiliations. */
   room(local: string): RoomView {
     const room = this.#room(local);
