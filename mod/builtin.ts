@@ -3,6 +3,7 @@
 import type { ModuleTable } from "../core/modules.ts";
 import * as announce from "./announce.ts";
 import * as blocklist from "./blocklist.ts";
+import * as block_strangers from "./block_strangers.ts";
 import * as bookmarks from "./bookmarks.ts";
 import * as caps from "./caps.ts";
 import * as carbons from "./carbons.ts";
@@ -24,7 +25,9 @@ import * as pubsub from "./pubsub.ts";
 import * as push from "./push.ts";
 import * as register from "./register.ts";
 import * as roster from "./roster.ts";
+import * as rtbl from "./rtbl.ts";
 import * as smacks from "./smacks.ts";
+import * as spam_reports from "./spam_reports.ts";
 import * as time from "./time.ts";
 import * as upload from "./upload.ts";
 import * as vcard from "./vcard.ts";
@@ -35,6 +38,7 @@ import * as version from "./version.ts";
 export const builtinModules: ModuleTable = {
   announce,
   blocklist,
+  block_strangers,
   bookmarks,
   caps,
   carbons,
@@ -56,7 +60,9 @@ export const builtinModules: ModuleTable = {
   push,
   register,
   roster,
+  rtbl,
   smacks,
+  spam_reports,
   time,
   upload,
   vcard,
