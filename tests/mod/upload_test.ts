@@ -3,6 +3,8 @@
 // component, and curl when installed), expiry and the shell section.
 
 import assert from "node:assert/strict";
+import * as net from "node:net";
+import * as tls from "node:tls";
 import type { Element } from "../../core/xml/element.ts";
 import { serialize } from "../../core/xml/serializer.ts";
 import { dailyLimitRetry } from "../../mod/upload.ts";
@@ -159,6 +161,86 @@ Deno.test("a slot takes one PUT of the exact size; GET returns the bytes and hea
     assert.equal(preflight.status, 204);
     assert.match(preflight.headers.get("access-control-allow-headers")!, /Authorization/);
     assert.match(preflight.headers.get("access-control-allow-methods")!, /PUT/);
+  } finally {
+    alice.close();
+    await t.stop();
+  }
+});
+
+/**
+ * Sends a PUT's headers and only the first KiB of its body, and resolves with the status of the
+ * answer, which must come while the rest of the body is still unsent (a server that waited
+ * for the body would leave this test waiting).
+ */
+function answerToFirstBytes(
+  url: string,
+  target: { port: number; secure: boolean },
+  headers: Record<string, string>,
+): Promise<number> {
+  const { host, hostname, pathname } = new URL(url);
+  return new Promise((resolve, reject) => {
+    const socket = target.secure
+      ? tls.connect({
+        host: "127.0.0.1",
+        port: target.port,
+        servername: hostname,
+        rejectUnauthorized: false,
+      })
+      : net.connect({ host: "127.0.0.1", port: target.port });
+    let head = `PUT ${pathname} HTTP/1.1\r\nHost: ${host}\r\n`;
+    for (const [name, value] of Object.entries(headers)) head += `${name}: ${value}\r\n`;
+    socket.once(target.secure ? "secureConnect" : "connect", () => {
+      socket.write(head + "\r\n");
+      socket.write(new Uint8Array(1024));
+    });
+    let text = "";
+    socket.on("data", (data: Uint8Array) => {
+      text += new TextDecoder().decode(data);
+      if (text.includes("\r\n\r\n")) {
+        socket.destroy();
+        resolve(Number(text.slice(9, 12)));
+      }
+    });
+    socket.once("error", reject);
+    socket.once("close", () => reject(new Error(`Closed without an answer: '${text}'`)));
+  });
+}
+
+Deno.test("unauthorized and oversized PUTs are answered before the body is sent", async () => {
+  const t = await startTestServer({
+    users: { alice: "pw" },
+    globalToml: 'http_interfaces = ["127.0.0.1:0"]\nhttps_interfaces = ["127.0.0.1:0"]',
+    extraToml: `[[component]]\ndomain = "${SERVICE}"\nmodules = ["disco", "upload"]\n` +
+      "upload_max_file_size = 60000000\n",
+  });
+  const alice = (await RawClient.login(t.port, "alice", "pw", "a")).client;
+  try {
+    const big = slotOf(await iq(alice, slotRequest("big.bin", 50_000_000)));
+    const small = slotOf(await iq(alice, slotRequest("small.bin", 1000)));
+    assert.match(big.put, /^https:/, "slot URLs are on the HTTPS listener");
+    const over = { "content-length": "50000000", authorization: small.auth };
+    const overMax = { "content-length": "70000000", authorization: big.auth };
+    for (const secure of [false, true]) {
+      const target = { port: t.server.port(secure ? "https" : "http"), secure };
+      const length = { "content-length": "50000000" };
+      assert.equal(await answerToFirstBytes(big.put, target, length), 401);
+      const wrong = { ...length, authorization: "Bearer nope" };
+      assert.equal(await answerToFirstBytes(big.put, target, wrong), 403);
+      // Above the slot's size, and above upload_max_file_size (the listener's check).
+      assert.equal(await answerToFirstBytes(small.put, target, over), 413);
+      assert.equal(await answerToFirstBytes(big.put, target, overMax), 413);
+    }
+    // The refusals used up nothing: the slot still takes its file.
+    const httpUrl = small.put.replace(
+      /^https:\/\/([^:/]+):\d+/,
+      `http://$1:${t.server.port("http")}`,
+    );
+    const bytes = new Uint8Array(1000).fill(7);
+    const put = await http(httpUrl, "PUT", {
+      authorization: small.auth,
+      "content-length": "1000",
+    }, bytes);
+    assert.equal(put.status, 201);
   } finally {
     alice.close();
     await t.stop();
