@@ -2,6 +2,7 @@
 // of loaded modules. The router finds a stanza's destination here by domain.
 
 import { EventBus, type HandlerFailure } from "./events.ts";
+import type { UnsentStanza } from "./net/stream.ts";
 import type { Session } from "./sessions.ts";
 import type { Element } from "./xml/element.ts";
 import { errorReply, wasAnswered } from "./xml/stanza.ts";
@@ -20,6 +21,16 @@ export interface StanzaEvent {
 export interface SessionEvent {
   session: Session;
   host: Host;
+}
+
+/**
+ * Payload of `stanzas-unsent`: a bound client session stopped reading and is being cut off;
+ * `stanzas` never reached its connection. A handler returning true hands them back itself
+ * (stream management, from its unacknowledged queue); otherwise the core delivers them again
+ * (core/redelivery.ts) once the resource is unbound.
+ */
+export interface UnsentStanzasEvent extends SessionEvent {
+  stanzas: readonly UnsentStanza[];
 }
 
 /** Payload of `account-purged`: an account and its stored data are gone for good. */
@@ -135,6 +146,7 @@ export interface NamedHostEvents {
   "stream-features": StreamFeaturesEvent;
   "stream-element": StreamElementEvent;
   "transport-lost": SessionEvent;
+  "stanzas-unsent": UnsentStanzasEvent;
   "transport-attached": SessionEvent;
   "sasl2-inline-features": InlineFeaturesEvent;
   "sasl2-inline": Sasl2InlineEvent;

@@ -15,13 +15,12 @@ import type {
 } from "../core/hosts.ts";
 import type { ModuleAPI } from "../core/modules.ts";
 import { C2SSession } from "../core/net/c2s.ts";
+import { redeliver as redeliverStanza, redeliveryOrigin } from "../core/redelivery.ts";
 import type { Session } from "../core/sessions.ts";
 import { Element } from "../core/xml/element.ts";
-import { errorReply, NS_STANZAS } from "../core/xml/stanza.ts";
+import { NS_STANZAS } from "../core/xml/stanza.ts";
 
 const NS_SM = "urn:xmpp:sm:3";
-const NS_CARBONS = "urn:xmpp:carbons:2";
-const NS_DELAY = "urn:xmpp:delay";
 /** Counters wrap at 2^32 (XEP-0198 §4). */
 const WRAP = 2 ** 32;
 /** `<r/>` a client may send without a stanza between them before it is cut off. */
@@ -253,6 +252,10 @@ export default function smacks(m: ModuleAPI) {
     hibernate(state);
     return true;
   });
+
+  // A client cut off for not reading: its unacknowledged queue holds every stanza it never got
+  // (and more), handed back when the resource is unbound.
+  m.hook("stanzas-unsent", ({ session }: SessionEvent) => states.has(session));
 
   m.hook("resource-unbind", ({ session }: SessionEvent) => {
     const state = states.get(session);
@@ -548,33 +551,16 @@ export default function smacks(m: ModuleAPI) {
   }
 
   /**
-   * A stanza the client never acknowledged: messages go to the account again (its other
-   * resources or offline storage, RFC 6121 §8.5.3.2.1, the resource being gone now), stamped
-   * with when they first arrived; an iq request gets an error; presence and copies of messages
-   * (carbons) are dropped, since the account's presence and the originals live elsewhere.
+   * A stanza the client never acknowledged goes to the account again as RFC 6121 says (the
+   * core's one path for stanzas a client never got).
    */
   function redeliver(stanza: Element, queuedAt: number): void {
-    const type = stanza.attrs.type;
-    if (stanza.name === "iq") {
-      if (type === "get" || type === "set") {
-        m.server.route(errorReply(stanza, "recipient-unavailable"), internalOrigin);
-      }
-      return;
-    }
-    if (stanza.name !== "message" || type === "error" || type === "groupchat") return;
-    if (type === "headline") return;
-    for (const child of stanza.children) {
-      if (typeof child !== "string" && child.ns === NS_CARBONS) return;
-    }
-    const again = stanza.clone();
-    if (!again.getChild("delay", NS_DELAY)) {
-      again.c("delay", {
-        xmlns: NS_DELAY,
-        from: m.domain,
-        stamp: new Date(queuedAt).toISOString().replace(/\.\d+Z$/, "Z"),
-      });
-    }
-    m.server.route(again, internalOrigin);
+    redeliverStanza(stanza, {
+      server: m.server,
+      domain: m.domain,
+      origin: internalOrigin,
+      queuedAt,
+    });
   }
 
   function describe(state: SmState): string {
@@ -587,24 +573,6 @@ export default function smacks(m: ModuleAPI) {
     return parts.join(", ");
   }
 
-  /**
-   * The origin of stanzas delivered again: no local host as sender (so the sender's `pre-`
-   * hooks, carbons among them, do not run twice) and nowhere to bounce to.
-   */
-  const internalOrigin: Session = {
-    id: `smacks:${m.domain}`,
-    kind: "internal",
-    host: "",
-    jid: undefined,
-    ip: "",
-    secure: true,
-    authenticated: true,
-    connectedAt: Date.now(),
-    lastActivity: Date.now(),
-    // An error about a stanza delivered again (offline storage full) goes to its sender.
-    send(stanza: Element) {
-      m.server.route(stanza, internalOrigin);
-    },
-    close() {},
-  };
+  /** The origin of stanzas delivered again (see core/redelivery.ts). */
+  const internalOrigin: Session = redeliveryOrigin(m.server, m.domain);
 }

@@ -16,6 +16,7 @@ import {
   streamHeader,
   type StreamHeaderOptions,
   StreamWriter,
+  type UnsentStanza,
 } from "./stream.ts";
 import type { TlsContexts } from "./tls.ts";
 import type { StreamReceiver, Transport } from "./transport.ts";
@@ -30,6 +31,11 @@ export interface SocketTransportOptions {
   maxStanzaBytes?: number;
   /** The connection came in on a direct TLS port: handshake before any XML. */
   directTls?: boolean;
+  /**
+   * Most output that may wait for a peer that stops reading (see {@link StreamWriter});
+   * past it the receiver's `outputOverflow` is told (default: no limit).
+   */
+  maxSendBuffer?: number;
 }
 
 /** An XML stream over a TCP socket, with STARTTLS or direct TLS. */
@@ -69,6 +75,8 @@ export class SocketTransport implements Transport {
     this.ip = socket.remoteAddress ?? "unknown";
     this.port = socket.remotePort;
     this.#out = new StreamWriter(socket);
+    if (options.maxSendBuffer !== undefined) this.setSendLimit(options.maxSendBuffer);
+    this.#out.onOverflow = (unsent) => this.#overflowed(unsent);
     socket.setNoDelay?.(true);
     this.#parser = new StreamParser({
       streamOpen: (header) => this.receiver.streamOpen(header, this.#parser.contentNamespace),
@@ -101,6 +109,26 @@ export class SocketTransport implements Transport {
 
   setLimits(limits: Partial<XmlLimits>): void {
     this.#parser.setLimits(limits);
+  }
+
+  /** Output waiting for the peer (queued here and buffered in the socket). */
+  get pendingOutput(): number {
+    return this.#out.pending;
+  }
+
+  /** Changes how much output may wait for the peer before the stream is cut off. */
+  setSendLimit(maxBytes: number): void {
+    this.#out.maxQueuedChars = maxBytes;
+  }
+
+  #overflowed(unsent: UnsentStanza[]): void {
+    const limit = this.#out.maxQueuedChars;
+    log.info("Output for {ip} passed {limit} bytes: the peer does not read", {
+      ip: this.ip,
+      limit,
+    });
+    if (this.receiver.outputOverflow) this.receiver.outputOverflow(unsent, limit);
+    else this.close("resource-constraint", `More than ${limit} bytes of output waited unread`);
   }
 
   get canStartTls(): boolean {
@@ -147,7 +175,7 @@ export class SocketTransport implements Transport {
 
   send(el: Element): void {
     if (this.#closed) return;
-    this.#out.write(serialize(el, this.#namespace));
+    this.#out.write(serialize(el, this.#namespace), el);
   }
 
   sendStreamLevel(el: Element): void {

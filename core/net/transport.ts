@@ -8,7 +8,7 @@
 import type { Element } from "../xml/element.ts";
 import type { XmlLimits, XmlStreamError } from "../xml/parser.ts";
 import type { StreamErrorCondition } from "../xml/stanza.ts";
-import type { StreamHeaderOptions } from "./stream.ts";
+import type { StreamHeaderOptions, UnsentStanza } from "./stream.ts";
 import type { TlsContexts } from "./tls.ts";
 
 /** How a client reached the server, for logs and the admin shell. */
@@ -33,6 +33,12 @@ export interface StreamReceiver {
    * `internal-server-error`, and the server go on.
    */
   internalError(error: unknown): void;
+  /**
+   * The peer stopped reading and the output waiting for it passed `limit`: the stream must
+   * close, and `unsent` (stanzas that never reached the connection) go elsewhere. Without this
+   * the transport closes with `resource-constraint` and the stanzas are dropped.
+   */
+  outputOverflow?(unsent: UnsentStanza[], limit: number): void;
 }
 
 /** The receiver a transport has until a session takes it (never called). */
@@ -68,6 +74,11 @@ export interface Transport {
   readonly limits: XmlLimits;
   /** Changes the input limits, from the next element on. */
   setLimits(limits: Partial<XmlLimits>): void;
+  /**
+   * Changes how much output may wait for a peer that stops reading before `outputOverflow`
+   * (transports that bound their output: TCP).
+   */
+  setSendLimit?(maxBytes: number): void;
 
   /** Opens our side of the stream (a header, or an `<open/>` frame). */
   openStream(options: StreamHeaderOptions): void;

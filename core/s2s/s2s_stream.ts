@@ -5,8 +5,11 @@ import type { Socket } from "node:net";
 import { getLogger } from "../log.ts";
 import type { PeerCertificateVerdict } from "../net/peer_certificate.ts";
 import { SocketTransport } from "../net/socket_transport.ts";
-import { serializeStreamLevel } from "../net/stream.ts";
+import { readRate } from "../net/rate_limit.ts";
+import { serializeStreamLevel, type UnsentStanza } from "../net/stream.ts";
 import type { StreamReceiver } from "../net/transport.ts";
+import { tryParseJid } from "../jid.ts";
+import { bounce } from "../router.ts";
 import type { Session } from "../sessions.ts";
 import { type Element, NS_SERVER } from "../xml/element.ts";
 import type { XmlStreamError } from "../xml/parser.ts";
@@ -60,9 +63,11 @@ export abstract class S2SStream implements Session, StreamReceiver {
     this.transport = new SocketTransport(socket, this, {
       namespace: NS_SERVER,
       maxStanzaBytes: ctx.config().get<number>("s2s_stanza_size_limit"),
+      maxSendBuffer: ctx.config().get<number>("s2s_max_send_buffer"),
     });
     this.ip = this.transport.ip;
     this.port = this.transport.port;
+    this.#applyReadRate();
     ctx.server.sessions.add(this);
   }
 
@@ -81,9 +86,22 @@ export abstract class S2SStream implements Session, StreamReceiver {
     return Math.max(this.#lastWrite, this.transport.lastActivity);
   }
 
-  /** Takes up a changed `s2s_stanza_size_limit` after a reload (from the next stanza on). */
+  /**
+   * Takes up a changed `s2s_stanza_size_limit` (from the next stanza on) and
+   * `s2s_max_send_buffer` after a reload.
+   */
   applyConfig(): void {
     this.transport.setLimits({ maxStanzaBytes: this.ctx.config().get("s2s_stanza_size_limit") });
+    this.#applyReadRate();
+  }
+
+  /** How fast the remote server may send on this stream (`limits_s2s_rate`, both directions). */
+  #applyReadRate(): void {
+    const config = this.ctx.config();
+    this.transport.setReadRate(
+      readRate(config.get<string>("limits_s2s_rate"), config.get<string>("limits_s2s_burst")),
+    );
+    this.transport.setSendLimit(this.ctx.config().get<number>("s2s_max_send_buffer"));
   }
 
   /** The remote domain (the first one authenticated, or the one the stream is for). */
@@ -141,6 +159,23 @@ export abstract class S2SStream implements Session, StreamReceiver {
     this.#forget();
   }
 
+  /**
+   * The remote server stopped reading and the output waiting for it passed
+   * `s2s_max_send_buffer`: the link closes with `resource-constraint` (the next stanza for the
+   * domain sets up a new one), and the stanzas that never reached the connection bounce to
+   * their senders with `remote-server-timeout`.
+   */
+  outputOverflow(unsent: UnsentStanza[], limit: number): void {
+    this.ctx.server.metrics.counter("s2s.slow_readers_cut").inc();
+    this.close("resource-constraint", `More than ${limit} bytes of output waited unread`);
+    const reason = `The link to ${this.remote || this.ip} stopped taking stanzas`;
+    for (const { stanza } of unsent) {
+      const local = tryParseJid(stanza.attrs.from ?? "")?.domain;
+      if (!local || !this.ctx.server.hosts.has(local)) continue;
+      bounce(stanza, this.ctx.server.hostSession(local), "remote-server-timeout", reason);
+    }
+  }
+
   // ---------- output ----------
 
   /** Writes raw text (stream-level elements, dialback). */
@@ -151,7 +186,9 @@ export abstract class S2SStream implements Session, StreamReceiver {
 
   /** Writes an element in the `jabber:server` stream namespace (dialback ones prefixed). */
   protected writeElement(el: Element): void {
-    this.write(el.ns === NS_DIALBACK ? serializeDialback(el) : serialize(el, NS_SERVER));
+    this.#lastWrite = Date.now();
+    if (el.ns === NS_DIALBACK) this.transport.sendRaw(serializeDialback(el));
+    else this.transport.send(el); // a stanza, handed back if it never leaves (outputOverflow)
   }
 
   /** Sends a stream header in the jabber:server namespace with the dialback prefix. */

@@ -1,0 +1,100 @@
+// A client that stops reading its socket while another floods it with messages is cut off once
+// its unsent output passes c2s_max_send_buffer, with a resource-constraint stream error, and the
+// messages that never reached its connection wait in offline storage for its next login: none
+// lost, none delivered twice. Over real sockets.
+
+import assert from "node:assert/strict";
+import type { Element } from "../../../core/xml/element.ts";
+import { RawClient, roundTrip } from "../../helpers/raw_client.ts";
+import { startTestServer, type TestServer } from "../../helpers/test_server.ts";
+
+const NS_STREAM_ERRORS = "urn:ietf:params:xml:ns:xmpp-streams";
+const BODY = "x".repeat(4000);
+/** Sent at most: the loopback socket buffers take a few MB before our own queue grows. */
+const MAX_MESSAGES = 4000;
+const BATCH = 100;
+
+function messageIds(elements: Element[]): string[] {
+  return elements.filter((el) => el.name === "message" && el.attrs.id?.startsWith("flood-"))
+    .map((el) => el.attrs.id!);
+}
+
+/** Logs in over plain TCP (allowed by the test config), bound and available. */
+async function plainLogin(t: TestServer, user: string, resource: string): Promise<RawClient> {
+  const client = await RawClient.connect(t.port);
+  await client.open();
+  await client.loginPlain(user, "pw", resource);
+  client.send("<presence/>");
+  await roundTrip(client);
+  return client;
+}
+
+Deno.test("a client that stops reading is cut off at its send buffer limit and its messages wait offline", async () => {
+  const t = await startTestServer({
+    users: { slow: "pw", flooder: "pw" },
+    globalToml: "c2s_max_send_buffer = 65536",
+    hostToml: "c2s_require_encryption = false\nallow_unencrypted_plain_auth = true\n" +
+      "offline_max_messages = 100000",
+  });
+  const clients: RawClient[] = [];
+  try {
+    const slow = await plainLogin(t, "slow", "phone");
+    clients.push(slow);
+    const flooder = await plainLogin(t, "flooder", "desk");
+    clients.push(flooder);
+    slow.socket.pause(); // stops reading: the kernel buffers fill, then the server's queue
+
+    const cut = t.server.metrics.counter("c2s.slow_readers_cut");
+    let sent = 0;
+    while (sent < MAX_MESSAGES && cut.value === 0) {
+      for (let i = 0; i < BATCH; i++, sent++) {
+        flooder.send(
+          `<message to='slow@localhost' type='chat' id='flood-${sent}'><body>${BODY}</body></message>`,
+        );
+      }
+      await roundTrip(flooder);
+    }
+    assert.equal(cut.value, 1, `the slow reader was not cut off after ${sent} messages`);
+    // Messages sent after the cut go to offline storage directly.
+    for (let i = 0; i < 10; i++, sent++) {
+      flooder.send(
+        `<message to='slow@localhost' type='chat' id='flood-${sent}'><body>late</body></message>`,
+      );
+    }
+    await roundTrip(flooder);
+    console.log(`slow reader cut off after ${sent - 10} messages of ${BODY.length} bytes`);
+
+    // What reached the connection is still readable, followed by the stream error.
+    slow.socket.resume();
+    await slow.waitClosed(20000);
+    const error = slow.received.find((el) =>
+      el.name === "error" && el.ns === NS_STREAM_ERRORS ||
+      el.name === "error" && el.getChild("resource-constraint", NS_STREAM_ERRORS) !== undefined
+    );
+    assert.ok(error, "no stream error before the close");
+    assert.ok(error.getChild("resource-constraint", NS_STREAM_ERRORS), "not resource-constraint");
+    assert.match(error.getChildText("text", NS_STREAM_ERRORS) ?? "", /did not read/);
+    const onOldStream = messageIds(slow.received);
+    console.log(`${onOldStream.length} messages reached the old connection`);
+    assert.ok(onOldStream.length < sent, "every message reached the connection: nothing queued");
+
+    // The rest waits offline and comes with the next login, each message once.
+    const again = await plainLogin(t, "slow", "laptop");
+    clients.push(again);
+    const expected = sent - onOldStream.length;
+    await again.waitUntil(
+      () => messageIds(again.received).length >= expected ? true : undefined,
+      20000,
+      `${expected} offline messages`,
+    );
+    const offline = messageIds(again.received);
+    const all = [...onOldStream, ...offline];
+    assert.equal(new Set(all).size, all.length, "a message was delivered twice");
+    assert.equal(all.length, sent, "a message was lost");
+    const stored = again.received.find((el) => el.attrs.id === offline[0])!;
+    assert.ok(stored.getChild("delay", "urn:xmpp:delay"), "offline message without a delay stamp");
+  } finally {
+    for (const client of clients) client.socket.destroy();
+    await t.stop();
+  }
+});
