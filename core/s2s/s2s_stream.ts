@@ -92,6 +92,7 @@ export abstract class S2SStream implements Session, StreamReceiver {
    */
   applyConfig(): void {
     this.transport.setLimits({ maxStanzaBytes: this.ctx.config().get("s2s_stanza_size_limit") });
+    this.transport.setSendLimit(this.ctx.config().get<number>("s2s_max_send_buffer"));
     this.#applyReadRate();
   }
 
@@ -101,7 +102,6 @@ export abstract class S2SStream implements Session, StreamReceiver {
     this.transport.setReadRate(
       readRate(config.get<string>("limits_s2s_rate"), config.get<string>("limits_s2s_burst")),
     );
-    this.transport.setSendLimit(this.ctx.config().get<number>("s2s_max_send_buffer"));
   }
 
   /** The remote domain (the first one authenticated, or the one the stream is for). */
