@@ -81,7 +81,7 @@ export default function offline(m: ModuleAPI): void {
       if (!isError(stanza)) {
         origin.send(errorReply(stanza, "resource-constraint", {
           includeOriginal: true,
-          text: "The recipient's offline message storage is full",
+          text: `The recipient's offline storage is full (at most ${maxMessages} messages)`,
         }));
       }
       return true;

@@ -1,6 +1,7 @@
 // XEP-0049 Private XML Storage: an account keeps small XML documents on the server (bookmarks,
 // client preferences), one per element name and namespace, readable only by itself.
 
+import type { OptionSpec } from "../core/config_schema.ts";
 import type { Host, StanzaEvent } from "../core/hosts.ts";
 import type { JID } from "../core/jid.ts";
 import type { ModuleAPI } from "../core/modules.ts";
@@ -46,6 +47,26 @@ declare module "../core/hosts.ts" {
 
 /** One line for module listings. */
 export const description = "XEP-0049: private XML storage for each account";
+
+/** Options the module reads. */
+export const options: Record<string, OptionSpec> = {
+  private_max_bytes: {
+    type: "integer",
+    default: 1_048_576,
+    min: 0,
+    max: 1_073_741_824,
+    scope: "host",
+    description:
+      "Bytes of private XML one account may store, all fragments together (UTF-8); 0 = no limit",
+  },
+};
+
+const encoder = new TextEncoder();
+
+/** The UTF-8 size of a stored fragment. */
+function utf8Bytes(text: string): number {
+  return encoder.encode(text).length;
+}
 
 /** The storage key of a fragment: its namespace and name in Clark notation, `{ns}name`. */
 export function privateKey(el: Element): string {
@@ -135,11 +156,34 @@ export default function privateStorage(m: ModuleAPI): void {
         return true;
       }
     }
+    const writes = new Map<string, string | undefined>();
     for (const { fragment: child } of events) {
       // An element with neither content nor attributes clears what was stored.
       const empty = child.children.length === 0 && Object.keys(child.attrs).length === 0;
-      store.set(username, privateKey(child), empty ? undefined : serialize(child, ""));
+      writes.set(privateKey(child), empty ? undefined : serialize(child, ""));
     }
+    const limit = m.option<number>("private_max_bytes");
+    if (limit > 0) {
+      const stored = store.getAll(username);
+      let before = 0;
+      for (const text of stored.values()) before += utf8Bytes(text);
+      let after = before;
+      for (const [key, text] of writes) {
+        const old = stored.get(key);
+        after += (text === undefined ? 0 : utf8Bytes(text)) -
+          (old === undefined ? 0 : utf8Bytes(old));
+      }
+      // A set that does not grow the total passes, so an account over a lowered limit can
+      // still shrink its data.
+      if (after > limit && after > before) {
+        origin.send(errorReply(stanza, "resource-constraint", {
+          text: `Private XML storage is limited to ${limit} bytes per account ` +
+            `(this would store ${after})`,
+        }));
+        return true;
+      }
+    }
+    for (const [key, text] of writes) store.set(username, key, text);
     origin.send(reply(stanza));
     return true;
   });

@@ -348,7 +348,9 @@ export class PubsubService {
     }
     if (this.#store.node(this.jid, node)) throw new PubsubError("conflict");
     if (this.#store.nodeCount(this.jid) >= this.#policy.maxNodes) {
-      throw new PubsubError("not-allowed", "max-nodes-exceeded");
+      throw new PubsubError("not-allowed", "max-nodes-exceeded", {
+        text: `A service holds at most ${this.#policy.maxNodes} nodes`,
+      });
     }
     let config = this.#policy.defaultConfig();
     if (fields) config = applyConfigFields(config, fields, this.limits);

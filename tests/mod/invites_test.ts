@@ -280,3 +280,19 @@ Deno.test("invites of an account that is deleted go with it", () =>
     assert.equal(rows.length, 1);
     assert.notEqual(rows[0].token, token);
   }));
+
+Deno.test("an inviter whose roster is full still brings the new account in, without the subscription", () =>
+  withServer(`${INVITE_ONLY}\nmax_roster_size = 1`, async (t) => {
+    const first = await createInvite(t, "--user", "alice@localhost");
+    assert.equal((await registerWith(t.port, first, "romeo")).register.attrs.type, "result");
+    const second = await createInvite(t, "--user", "alice@localhost");
+    assert.equal((await registerWith(t.port, second, "tybalt")).register.attrs.type, "result");
+    const { client } = await RawClient.login(t.port, "tybalt", "pw-tybalt");
+    const roster = await iq(
+      client,
+      "r",
+      `<iq type='get' id='r'><query xmlns='${NS_ROSTER}'/></iq>`,
+    );
+    assert.deepEqual(roster.getChild("query", NS_ROSTER)!.getChildren("item"), []);
+    client.close();
+  }));

@@ -111,6 +111,10 @@ Deno.test("a full offline store bounces further messages with resource-constrain
     assert.equal(bounce.attrs.from, "alice@localhost");
     assert.equal(conditionOf(bounce), "resource-constraint");
     assert.equal(bounce.getChild("error")!.attrs.type, "wait");
+    assert.equal(
+      bounce.getChild("error")!.getChildText("text"),
+      "The recipient's offline storage is full (at most 2 messages)",
+    );
     assert.equal(bounce.getChildText("body"), "3");
     await roundTrip(bob);
     assert.equal(messages(bob).length, 1, "only the third message bounced");

@@ -622,12 +622,18 @@ Deno.test("pep_max_nodes, pep_max_items and pep_max_item_size limit an account",
     const tooBig = await publish(alice, NS_TUNE, tune("x".repeat(300)));
     assert.equal(conditionOf(tooBig), "not-acceptable");
     assert.equal(
+      tooBig.getChild("error")!.getChildText("text"),
+      "The item is larger than 200 bytes",
+    );
+    assert.equal(
       (await publish(alice, NS_NICK, `<nick xmlns='${NS_NICK}'>A</nick>`)).attrs.type,
       "result",
     );
     const third = await publish(alice, "urn:example:third", "<x xmlns='urn:example:third'/>");
     assert.equal(third.attrs.type, "error");
     assert.equal(conditionOf(third), "not-allowed");
+    // Each account is its own PEP service: the text names the per-account limit.
+    assert.equal(third.getChild("error")!.getChildText("text"), "A service holds at most 2 nodes");
   } finally {
     for (const c of clients) c.close();
     await t.stop();

@@ -191,3 +191,59 @@ Deno.test("private XML survives a restart", async () => {
     await Deno.remove(dataDir, { recursive: true });
   }
 });
+
+Deno.test("private_max_bytes refuses a set that would grow an account's data past it, with the limit", async () => {
+  const t = await startTestServer({
+    users: { alice: "pw" },
+    modules: ["private"],
+    hostToml: "private_max_bytes = 100",
+  });
+  try {
+    const { client: alice } = await RawClient.login(t.port, "alice", "pw");
+    const fragment = (ns: string, text: string) => `<n xmlns='urn:example:${ns}'>${text}</n>`;
+    const set = (id: string, ...fragments: string[]) =>
+      ask(
+        alice,
+        `<iq type='set' id='${id}'><query xmlns='jabber:iq:private'>${
+          fragments.join("")
+        }</query></iq>`,
+      );
+    // 29 bytes of markup and 30 of text: 59 bytes stored.
+    const first = fragment("a", "x".repeat(30));
+    assert.equal(await set("s1", first), "<iq to='alice@localhost/test' id='s1' type='result'/>");
+    // Another 59 bytes would make 118: refused, and nothing of the set is stored.
+    assert.equal(
+      await set("s2", fragment("b", "y".repeat(30)), fragment("c", "")),
+      errorAnswer(
+        "s2",
+        "wait",
+        "resource-constraint",
+        "Private XML storage is limited to 100 bytes per account (this would store 118)",
+      ),
+    );
+    assert.equal(
+      await ask(
+        alice,
+        "<iq type='get' id='g1'><query xmlns='jabber:iq:private'><n xmlns='urn:example:c'/></query></iq>",
+      ),
+      "<iq to='alice@localhost/test' id='g1' type='result'><query xmlns='jabber:iq:private'><n xmlns='urn:example:c'/></query></iq>",
+    );
+    // Replacing the stored fragment counts its new size only; multi-byte text counts in UTF-8.
+    assert.equal(
+      await set("s3", fragment("a", "é".repeat(35))),
+      "<iq to='alice@localhost/test' id='s3' type='result'/>",
+    );
+    assert.equal(
+      await set("s4", fragment("a", "é".repeat(36))),
+      errorAnswer(
+        "s4",
+        "wait",
+        "resource-constraint",
+        "Private XML storage is limited to 100 bytes per account (this would store 101)",
+      ),
+    );
+    alice.close();
+  } finally {
+    await t.stop();
+  }
+});

@@ -564,6 +564,7 @@ Deno.test("the roster size limit refuses new items, not updates (max_roster_size
     assert.equal((await setRoster(a, "<item jid='carol@localhost'/>")).attrs.type, "result");
     const refused = await setRoster(a, "<item jid='dave@localhost'/>");
     assert.equal(conditionOf(refused), "policy-violation");
+    assert.equal(refused.getChild("error")!.getChildText("text"), "A roster holds at most 2 items");
     assert.equal(
       (await setRoster(a, "<item jid='bob@localhost' name='Bob'/>")).attrs.type,
       "result",
