@@ -384,7 +384,7 @@ export default function rtbl(m: ModuleAPI): void {
       }
     }
     return true;
-  });
+  }, FILTER_PRIORITY); // before a MUC service answers messages to its own address
 
   if (m.host.kind === "component") {
     // A room service: listed people cannot join rooms (told so) or write to them.
@@ -420,6 +420,7 @@ export default function rtbl(m: ModuleAPI): void {
     m.hook("message/bare", toAccount, FILTER_PRIORITY);
     m.hook("message/full", toAccount, FILTER_PRIORITY);
     m.hook("presence/bare", toAccount, FILTER_PRIORITY);
+    m.hook("presence/full", toAccount, FILTER_PRIORITY);
   }
 
   // Start once the server is up (routes to remote services need federation running).

@@ -225,6 +225,12 @@ export default function spamReports(m: ModuleAPI): void {
      ON CONFLICT (host, reporter, reported) DO UPDATE SET reason = excluded.reason,
        text = excluded.text, stanza_ids = excluded.stanza_ids, created_ms = excluded.created_ms`;
 
+  // A purged account's own reports go with it (reports about it stay: they are the operator's).
+  m.hook("account-purged", ({ user }) => {
+    m.database.prepare("DELETE FROM spam_reports WHERE host = ? AND reporter = ?")
+      .run(m.domain, `${user}@${m.domain}`);
+  });
+
   // Only a block the blocklist module will accept is recorded: it answers the iq (and refuses
   // one with a malformed item, which then records nothing).
   m.hook(`iq-set/self/${NS_BLOCKING}:block`, ({ stanza, origin }: StanzaEvent) => {

@@ -4,7 +4,9 @@
 // messages, subscription requests and room joins are dropped; the shell lists and tests.
 
 import assert from "node:assert/strict";
-import type { Element } from "../../core/xml/element.ts";
+import { Element } from "../../core/xml/element.ts";
+import { parseJid } from "../../core/jid.ts";
+import { hostService } from "../../core/modules.ts";
 import { parseConfigText } from "../../core/config.ts";
 import { options, rtblHash } from "../../mod/rtbl.ts";
 import { RawClient, roundTrip } from "../helpers/raw_client.ts";
@@ -178,4 +180,48 @@ Deno.test("the SHA-256 of a JID is its lowercase hex digest, as RTBL item ids ar
     rtblHash("sales@stolen-cardz.example"),
     "7583a9b348a498d329089a20d51b4fa0da65da0cab52bf300e0d775750311fc9",
   );
+});
+
+Deno.test("a list longer than one page (RSM) is fetched whole", async () => {
+  const t = await startTestServer({
+    modules: ["disco", "ping", "rtbl"],
+    users: { alice: "pw" },
+    hostToml: SERVICES,
+    extraToml: `[[component]]\ndomain = "${LIST}"\nmodules = ["disco", "pubsub"]\n` +
+      "pubsub_max_items = 5000\n",
+  });
+  try {
+    const alice = await login(t, "alice");
+    const form = "<x xmlns='jabber:x:data' type='submit'>" +
+      "<field var='FORM_TYPE' type='hidden'><value>http://jabber.org/protocol/pubsub#node_config</value></field>" +
+      "<field var='pubsub#max_items'><value>max</value></field></x>";
+    const created = await ask(
+      alice,
+      `<iq type='set' to='${LIST}'><pubsub xmlns='${PS}'><create node='${NODE}'/>` +
+        `<configure>${form}</configure></pubsub></iq>`,
+    );
+    assert.equal(created.attrs.type, "result");
+    // 2,345 entries (three pages of at most 1,000), published through the service itself: a
+    // client would take a minute at the per-account iq rate limit.
+    const total = 2345;
+    const service = hostService(t.server.hosts.get(LIST)!, "pubsub")!.service;
+    const owner = parseJid("alice@localhost");
+    for (let i = 0; i < total; i++) {
+      service.publish(owner, NODE, {
+        id: rtblHash(`spammer${i}@spam.example`),
+        payload: [new Element("report", { xmlns: "urn:xmpp:reporting:1" })],
+        hasItem: true,
+      });
+    }
+    await shell(t, "refresh");
+    const lists = (await shell(t, "list")).data as { items: number; status: string }[];
+    assert.deepEqual(lists.map((l) => [l.items, l.status]), [[total, "ok"]]);
+    assert.equal(
+      ((await shell(t, "test", "spammer2344@spam.example")).data as { blocked: boolean }).blocked,
+      true,
+    );
+    alice.close();
+  } finally {
+    await t.stop();
+  }
 });

@@ -3,6 +3,7 @@
 // `spam clear`; a block without one, or one the blocklist refuses, records nothing.
 
 import assert from "node:assert/strict";
+import { purgeAccount } from "../../core/auth/account_lifecycle.ts";
 import type { Element } from "../../core/xml/element.ts";
 import { parseSince } from "../../mod/spam_reports.ts";
 import { RawClient } from "../helpers/raw_client.ts";
@@ -116,6 +117,28 @@ Deno.test("a block with a spam report is recorded and listed for admins", async 
     assert.equal((await shell(t, "clear")).message, "Deleted 1 spam report");
     assert.equal((await shell(t, "reports")).message, "No spam reports");
     alice.close();
+  } finally {
+    await t.stop();
+  }
+});
+
+Deno.test("a purged account's own reports are deleted with it", async () => {
+  const t = await startTestServer({ modules: MODULES, users: { alice: "pw", bob: "pw" } });
+  try {
+    for (const user of ["alice", "bob"]) {
+      const { client } = await RawClient.login(t.port, user, "pw", "r");
+      const answer = await ask(
+        client,
+        block(
+          `<item jid='spammer@evil.example'><report xmlns='${NS_REPORTING}' reason='urn:xmpp:reporting:spam'/></item>`,
+        ),
+      );
+      assert.equal(answer.attrs.type, "result");
+      client.close();
+    }
+    assert.equal(purgeAccount(t.server, "localhost", "alice"), true);
+    const left = (await shell(t, "reports")).data as { reporter: string }[];
+    assert.deepEqual(left.map((r) => r.reporter), ["bob@localhost"]);
   } finally {
     await t.stop();
   }
