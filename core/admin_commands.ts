@@ -2,6 +2,7 @@
 // those modules add with `m.shellCommands`) is a typed spec here. The socket server and the
 // `lilt shell` client (shell/) only transport requests to these specs and print results.
 
+import type { AuthThrottle } from "./auth/throttle.ts";
 import type { ServerContext } from "./context.ts";
 import type { ModuleManager } from "./modules.ts";
 import type { Listener } from "./net/listener.ts";
@@ -25,6 +26,8 @@ export interface AdminServer extends ServerContext {
   readonly router: { observe(observer: RouteObserver): () => void };
   readonly listeners: readonly Listener[];
   readonly remote: S2SManager | undefined;
+  /** Failed-login counts and delays (core/auth/throttle.ts). */
+  readonly throttle: AuthThrottle;
   /** Applies a new configuration (SIGHUP, `config reload`). */
   reload(next: Config): Promise<ReloadReport>;
   /** The certificates in force: one per host, and one per component that has its own. */

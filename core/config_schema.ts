@@ -428,26 +428,6 @@ export const GLOBAL_OPTIONS = {
     reload: "live",
     description: "Largest stanza in bytes a remote server may send",
   },
-  c2s_max_send_buffer: {
-    type: "integer",
-    default: 1048576,
-    min: 16384,
-    max: 268435456,
-    scope: "global",
-    reload: "live",
-    description: "Bytes of output that may wait for a client that stops reading; past it the " +
-      "stream closes with resource-constraint and its messages go to offline storage",
-  },
-  s2s_max_send_buffer: {
-    type: "integer",
-    default: 4194304,
-    min: 16384,
-    max: 268435456,
-    scope: "global",
-    reload: "live",
-    description: "Bytes of output that may wait for a remote server that stops reading; past " +
-      "it the link closes with resource-constraint",
-  },
   c2s_auth_timeout: {
     type: "integer",
     default: 60,
@@ -464,7 +444,47 @@ export const GLOBAL_OPTIONS = {
     max: 1000000,
     scope: "global",
     reload: "live",
-    description: "Failed authentications per IP address per window before the address is refused",
+    description: "Failed logins of one account from one address before its further attempts " +
+      "wait (auth_throttle_delay, doubling up to auth_throttle_max_delay)",
+  },
+  auth_throttle_address_failures: {
+    type: "integer",
+    default: 20,
+    min: 1,
+    max: 1000000,
+    scope: "global",
+    reload: "live",
+    description: "Failed logins from one address (IPv6: its /64), any account, before its " +
+      "further attempts wait",
+  },
+  auth_throttle_account_failures: {
+    type: "integer",
+    default: 20,
+    min: 1,
+    max: 1000000,
+    scope: "global",
+    reload: "live",
+    description: "Failed logins of one account from any address before the attempts of " +
+      "addresses that failed for it wait; an address that has not failed for it never waits",
+  },
+  auth_throttle_delay: {
+    type: "number",
+    default: 1,
+    min: 0,
+    max: 60,
+    scope: "global",
+    reload: "live",
+    description: "Seconds a throttled login waits at first; each further failure doubles it",
+  },
+  auth_throttle_max_delay: {
+    type: "number",
+    default: 3,
+    min: 0,
+    max: 600,
+    scope: "global",
+    reload: "live",
+    description: "Longest wait of a throttled login in seconds: the real user behind a " +
+      "guessing address gets in this long after the guessing stops",
   },
   auth_throttle_window: {
     type: "integer",
@@ -473,7 +493,7 @@ export const GLOBAL_OPTIONS = {
     max: 86400,
     scope: "global",
     reload: "live",
-    description: "Seconds of the authentication throttling window",
+    description: "Seconds after its last failure that a failed-login count is forgotten",
   },
   dns_nameservers: {
     type: "string[]",

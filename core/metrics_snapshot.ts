@@ -116,6 +116,24 @@ export function metricFamilies(source: MetricsSource): MetricFamily[] {
       ],
     },
     {
+      name: "lilt_auth_throttled",
+      type: "counter",
+      help: "Client logins held back by the login throttle: made to wait, or refused after " +
+        "waiting too long",
+      samples: [
+        {
+          suffix: "_total",
+          labels: { outcome: "delayed" },
+          value: counters["c2s.auth_delayed"] ?? 0,
+        },
+        {
+          suffix: "_total",
+          labels: { outcome: "refused" },
+          value: counters["c2s.auth_throttled"] ?? 0,
+        },
+      ],
+    },
+    {
       name: "lilt_storage_transaction_seconds",
       type: "summary",
       help: "Time of committed database transactions (batched writes, archive flushes)",

@@ -180,6 +180,10 @@ export class Server implements ServerContext {
   #throttleOptions(config: Config) {
     return {
       maxFailures: config.get<number>("auth_throttle_max_failures"),
+      addressFailures: config.get<number>("auth_throttle_address_failures"),
+      accountFailures: config.get<number>("auth_throttle_account_failures"),
+      delayMs: config.get<number>("auth_throttle_delay") * 1000,
+      maxDelayMs: config.get<number>("auth_throttle_max_delay") * 1000,
       windowMs: config.get<number>("auth_throttle_window") * 1000,
     };
   }

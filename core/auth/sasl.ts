@@ -192,8 +192,9 @@ function finished(): SaslStep {
 }
 
 /**
- * The username in a mechanism's initial response, without starting the mechanism: for the
- * log line of an attempt refused before it runs (a throttled address). Undefined when the
+ * The username in a mechanism's initial response, without starting the mechanism: what the
+ * login throttle counts the attempt under, and the log line of an attempt refused before it
+ * runs. Undefined when the
  * mechanism is unknown or the response carries no username.
  */
 export function initialUsername(
@@ -205,6 +206,11 @@ export function initialUsername(
   if (mechanism === "PLAIN") {
     const parts = message.split("\0");
     return parts.length === 3 && parts[1] !== "" ? parts[1] : undefined;
+  }
+  if (mechanism.startsWith("HT-")) {
+    // XEP-0484: the username, a NUL byte, then the token's HMAC
+    const nul = message.indexOf("\0");
+    return nul > 0 ? message.slice(0, nul) : undefined;
   }
   if (!mechanism.startsWith("SCRAM-")) return undefined;
   // gs2-cbind-flag "," [authzid] "," then client-first-message-bare

@@ -11,7 +11,7 @@ import {
   type FastTokens,
   HtMechanism,
 } from "../auth/fast.ts";
-import type { AuthThrottle } from "../auth/throttle.ts";
+import type { AuthThrottle, ThrottleAttempt, ThrottleWait } from "../auth/throttle.ts";
 import {
   advertisedMechanisms,
   initialUsername,
@@ -20,6 +20,7 @@ import {
   type SaslFailureReason,
   type SaslMechanism,
   saslOffer,
+  type SaslStep,
   startMechanism,
 } from "../auth/sasl.ts";
 import { decodeBase64, encodeBase64, type SaslOffer } from "../auth/scram.ts";
@@ -42,9 +43,7 @@ import {
   reply,
   type StreamErrorCondition,
 } from "../xml/stanza.ts";
-import { redeliver, redeliveryOrigin } from "../redelivery.ts";
 import { SocketTransport } from "./socket_transport.ts";
-import type { UnsentStanza } from "./stream.ts";
 import type { TlsContexts } from "./tls.ts";
 import {
   NO_RECEIVER,
@@ -77,6 +76,19 @@ const FAILURE_REASONS: Record<SaslFailureReason, string> = {
   "channel-binding-mismatch": "channel binding does not match",
   "malformed-request": "malformed request",
 };
+
+/** Why the login throttle holds an attempt back, for the log. */
+function throttleReason(wait: ThrottleWait): string {
+  const of = wait.scope === "address+account"
+    ? "this account from this address"
+    : wait.scope === "address"
+    ? "this address"
+    : "this account";
+  const until = wait.ms === undefined
+    ? "another attempt is being checked"
+    : `${(wait.ms / 1000).toFixed(1)} s to wait`;
+  return `${wait.failures} failed logins of ${of}, ${until}`;
+}
 
 /** Longest username quoted in a log line; longer ones are cut. */
 const MAX_LOGGED_USERNAME = 100;
@@ -391,33 +403,6 @@ export class C2SSession implements Session, StreamReceiver {
     }
   }
 
-  /**
-   * The client stopped reading and its output passed `c2s_max_send_buffer`: the stream closes
-   * with `resource-constraint`, and the stanzas that never reached its connection go to the
-   * account again (other resources, offline storage), unless stream management hands them back
-   * from its own queue.
-   */
-  outputOverflow(unsent: UnsentStanza[], limit: number): void {
-    const server = this.#deps.server;
-    server.metrics.counter("c2s.slow_readers_cut").inc();
-    const wasBound = this.#bound;
-    const host = wasBound ? server.hosts.get(this.host) : undefined;
-    const taken = host
-      ? host.events.fire("stanzas-unsent", { session: this, host, stanzas: unsent })
-      : false;
-    this.close(
-      "resource-constraint",
-      `The client did not read its stream: more than ${limit} bytes of output waited`,
-    );
-    if (!wasBound) return;
-    whenUnhandled(taken, () => {
-      const origin = redeliveryOrigin(server, this.host);
-      for (const { stanza, queuedAt } of unsent) {
-        redeliver(stanza, { server, domain: this.host, origin, queuedAt });
-      }
-    });
-  }
-
   // ---------- input ----------
 
   internalError(): void {
@@ -480,7 +465,6 @@ export class C2SSession implements Session, StreamReceiver {
     this.#transport?.setLimits({
       maxStanzaBytes: this.#option<number>("c2s_stanza_size_limit"),
     });
-    this.#transport?.setSendLimit?.(this.#deps.server.config.get<number>("c2s_max_send_buffer"));
   }
 
   #sendFeatures(): void {
@@ -714,15 +698,6 @@ export class C2SSession implements Session, StreamReceiver {
         return;
       }
       const name = el.attrs.mechanism ?? "";
-      if (this.#deps.throttle.isBlocked(this.ip)) {
-        this.#logFailedLogin(name, initialUsername(name, input), "throttled");
-        this.#saslFailure(
-          "temporary-auth-failure",
-          "Too many failed logins from your address; try again later",
-          sasl2,
-        );
-        return;
-      }
       const ctx = this.#saslContext();
       if (!this.#mechanismsFor(ctx, sasl2).includes(name)) {
         const plainRefused = name === "PLAIN" && !this.secure;
@@ -767,7 +742,19 @@ export class C2SSession implements Session, StreamReceiver {
       return;
     }
     const mechanism = this.#sasl;
-    const step = await mechanism.step(input);
+    const attempt = await this.#admitLogin(mechanism, input, sasl2);
+    if (attempt === undefined) return;
+    let step: SaslStep;
+    try {
+      step = await mechanism.step(input);
+    } catch (error) {
+      attempt.released();
+      throw error;
+    }
+    // Settled before anything else, also when the client has gone meanwhile.
+    if (step.kind === "success") attempt.succeeded();
+    else if (step.kind === "failure" && isCredentialFailure(step.reason)) attempt.failed();
+    else attempt.released();
     if (this.#closed) return;
     if (step.kind === "challenge") {
       const challenge = new Element("challenge", { xmlns: sasl2 ? NS_SASL2 : NS_SASL });
@@ -788,7 +775,6 @@ export class C2SSession implements Session, StreamReceiver {
       // was refused may retry at once on this stream without being locked out.
       if (credential) {
         this.#deps.server.metrics.counter("c2s.auth_failures").inc();
-        this.#deps.throttle.recordFailure(this.ip);
         const delay = this.#option<number>("auth_failure_delay") * 1000;
         if (delay > 0) await new Promise((resolve) => setTimeout(resolve, delay));
         if (this.#closed) return;
@@ -796,7 +782,6 @@ export class C2SSession implements Session, StreamReceiver {
       this.#saslFailure(step.condition, step.text, sasl2);
       return;
     }
-    this.#deps.throttle.recordSuccess(this.ip);
     this.#deps.server.metrics.counter("c2s.logins").inc();
     this.#username = step.username;
     this.authenticated = true;
@@ -815,6 +800,53 @@ export class C2SSession implements Session, StreamReceiver {
     if (step.data && step.data.length > 0) success.t(encodeBase64(step.data));
     this.#transport?.send(success);
     this.#transport?.restart();
+  }
+
+  /**
+   * Passes a SASL step through the login throttle (core/auth/throttle.ts): an attempt whose
+   * address or account has failed too often waits before it is checked, so any client just sees
+   * a slower answer; one that would wait longer than the throttle allows is refused with
+   * `temporary-auth-failure` and the seconds to wait. Undefined when the step does not run.
+   */
+  async #admitLogin(
+    mechanism: SaslMechanism,
+    input: Uint8Array | undefined,
+    sasl2: boolean,
+  ): Promise<ThrottleAttempt | undefined> {
+    const raw = mechanism.username ?? initialUsername(mechanism.name, input);
+    let name = raw ?? "";
+    try {
+      name = prepLocal(name);
+    } catch {
+      // An unpreparable name is counted as sent; the mechanism refuses it.
+    }
+    const metrics = this.#deps.server.metrics;
+    const admission = await this.#deps.throttle.admit(this.ip, `${name}@${this.host}`, {
+      abandoned: () => this.#closed,
+      onWait: (wait) => {
+        metrics.counter("c2s.auth_delayed").inc();
+        log.info("Login as {user} on {host} from {ip} with {mechanism} waits: {why}", {
+          user: JSON.stringify((raw ?? "").slice(0, MAX_LOGGED_USERNAME)),
+          host: this.host,
+          ip: this.ip,
+          mechanism: mechanism.name,
+          why: throttleReason(wait),
+        });
+      },
+    });
+    if (admission.kind === "admitted") return admission.attempt;
+    this.#sasl = undefined;
+    this.#sasl2Request = undefined;
+    if (admission.kind === "abandoned") return undefined;
+    metrics.counter("c2s.auth_throttled").inc();
+    this.#logFailedLogin(mechanism.name, raw, `throttled (${throttleReason(admission.wait)})`);
+    const seconds = Math.max(1, Math.ceil((admission.wait.ms ?? 1000) / 1000));
+    this.#saslFailure(
+      "temporary-auth-failure",
+      `Too many failed logins for this account or from this address; try again in ${seconds} s`,
+      sasl2,
+    );
+    return undefined;
   }
 
   /**
@@ -1007,7 +1039,6 @@ export function acceptC2S(socket: Socket, directTls: boolean, deps: C2SDeps): C2
     namespace: NS_CLIENT,
     // The top-level limit until the stream header names the host (`applyConfig`).
     maxStanzaBytes: deps.server.config.hostDefault("c2s_stanza_size_limit"),
-    maxSendBuffer: deps.server.config.get<number>("c2s_max_send_buffer"),
     directTls,
   });
   const session = new C2SSession(transport, deps);

@@ -1,5 +1,6 @@
 // The `c2s` section of the admin shell: client sessions, their connection details, and
-// closing them with a reason the client sees as the stream error text.
+// closing them with a reason the client sees as the stream error text; the login throttle's
+// failed-login counts, and forgetting them.
 
 import { CommandError, type CommandSpec } from "../../core/admin_commands.ts";
 import { type JID, JidError, parseJid } from "../../core/jid.ts";
@@ -147,6 +148,55 @@ export function c2sCommands(): CommandSpec[] {
         return {
           message: `Closed ${sessions.length} session(s)`,
           data: { closed: sessions.length },
+        };
+      },
+    },
+    {
+      section: "c2s",
+      name: "throttle",
+      summary: "List failed-login counts: per address and account, per address, per account",
+      args: [],
+      run: ({ server }) => {
+        const entries = server.throttle.entries();
+        if (entries.length === 0) return { message: "No failed logins counted", data: [] };
+        const seconds = (ms: number) => Math.round(ms / 100) / 10;
+        return {
+          table: {
+            columns: ["scope", "key", "failures", "running", "wait", "last failure"],
+            rows: entries.map((e) => [
+              e.scope,
+              e.key,
+              e.failures,
+              e.running,
+              e.waitMs > 0 ? `${seconds(e.waitMs)} s` : "-",
+              `${seconds(e.sinceLastMs)} s ago`,
+            ]),
+          },
+          data: entries,
+        };
+      },
+    },
+    {
+      section: "c2s",
+      name: "unthrottle",
+      summary: "Forget the failed logins of an address or an account (bare JID)",
+      args: [{ name: "target", kind: "string" }],
+      run: ({ server }, [target]) => {
+        if (!target) throw new CommandError("Expected an IP address or a bare JID");
+        let key = target;
+        if (target.includes("@")) {
+          const jid = jidArg(target);
+          if (jid.resource !== undefined) {
+            throw new CommandError(`Expected a bare JID: '${target}'`);
+          }
+          key = `${jid.local}@${jid.domain}`;
+        }
+        const dropped = server.throttle.clear(key);
+        return {
+          message: dropped === 0
+            ? `No failed logins counted for '${key}'`
+            : `Forgot ${dropped} failed-login count(s) of '${key}'`,
+          data: { dropped },
         };
       },
     },

@@ -41,6 +41,8 @@ export interface RawClientOptions {
   /** Connect with direct TLS (XEP-0368). */
   tls?: boolean;
   servername?: string;
+  /** The own address of a STARTTLS client's socket (on Linux any of 127/8 reaches the server). */
+  localAddress?: string;
 }
 
 /** A test client speaking raw XML over a real socket. */
@@ -108,7 +110,7 @@ export class RawClient {
         socket.once("error", reject);
       } else {
         const socket = netConnect(
-          { host: "127.0.0.1", port },
+          { host: "127.0.0.1", port, localAddress: options.localAddress },
           () => resolve(new RawClient(socket)),
         );
         socket.once("error", reject);

@@ -328,6 +328,45 @@ Deno.test("roster subscribe acts as the user's presence subscription; roster sho
     bob.close();
   }));
 
+Deno.test("c2s throttle lists failed-login counts and c2s unthrottle forgets them", () =>
+  withServer(async (t) => {
+    assert.equal((await run(t, "c2s throttle")).message, "No failed logins counted");
+    const c = await RawClient.connect(t.port);
+    await c.open();
+    await c.starttls();
+    const NS_SASL = "urn:ietf:params:xml:ns:xmpp-sasl";
+    c.send(`<auth xmlns='${NS_SASL}' mechanism='PLAIN'>${btoa("\0alice\0nope")}</auth>`);
+    assert.ok((await c.next((el) => el.name === "failure")).getChild("not-authorized"));
+    const listed = await run(t, "c2s throttle");
+    assert.deepEqual(listed.table!.columns, [
+      "scope",
+      "key",
+      "failures",
+      "running",
+      "wait",
+      "last failure",
+    ]);
+    assert.deepEqual(
+      listed.table!.rows.map((r) => [r[0], r[1], r[2], r[3], r[4]]).sort(),
+      [
+        ["account", "alice@localhost", 1, 0, "-"],
+        ["address+account", "127.0.0.1 alice@localhost", 1, 0, "-"],
+        ["address", "127.0.0.1", 1, 0, "-"],
+      ],
+    );
+    assert.equal(
+      (await run(t, "c2s unthrottle", "alice@localhost")).message,
+      "Forgot 2 failed-login count(s) of 'alice@localhost'",
+    );
+    assert.equal(
+      (await run(t, "c2s unthrottle", "127.0.0.1")).message,
+      "Forgot 1 failed-login count(s) of '127.0.0.1'",
+    );
+    assert.equal((await run(t, "c2s throttle")).message, "No failed logins counted");
+    await assert.rejects(run(t, "c2s unthrottle", "alice@localhost/phone"), /bare JID/);
+    c.close();
+  }));
+
 Deno.test("s2s show is empty and s2s close finds no link while federation is off", () =>
   withServer(async (t) => {
     assert.deepEqual((await run(t, "s2s show")).table!.rows, []);

@@ -119,7 +119,7 @@ Deno.test("a wrong password gets not-authorized and the stream stays usable", ()
     c.close();
   }));
 
-Deno.test("repeated failures from one address are throttled", () =>
+Deno.test("past the allowed failures the next attempt waits, and the right password then gets in", () =>
   withServer(async (t) => {
     const c = await RawClient.connect(t.port);
     await c.open();
@@ -128,11 +128,17 @@ Deno.test("repeated failures from one address are throttled", () =>
       c.send(`<auth xmlns='${NS_SASL}' mechanism='PLAIN'>${btoa("\0alice\0nope")}</auth>`);
       assert.ok((await c.next((el) => el.name === "failure")).getChild("not-authorized"));
     }
+    assert.equal(t.server.metrics.counter("c2s.auth_delayed").value, 0);
+    // Held back (not refused) before it is checked; then answered as usual.
     c.send(`<auth xmlns='${NS_SASL}' mechanism='PLAIN'>${btoa("\0alice\0alice-pw")}</auth>`);
-    const failure = await c.next((el) => el.name === "failure");
-    assert.ok(failure.getChild("temporary-auth-failure"));
+    assert.equal(
+      (await c.next((el) => el.name === "success" || el.name === "failure")).name,
+      "success",
+    );
+    assert.equal(t.server.metrics.counter("c2s.auth_delayed").value, 1);
+    assert.equal(t.server.metrics.counter("c2s.auth_throttled").value, 0);
     c.close();
-  }, { globalToml: "auth_throttle_max_failures = 2" }));
+  }, { globalToml: "auth_throttle_max_failures = 2\nauth_throttle_delay = 0.2" }));
 
 Deno.test("failed logins are logged with the username, address, mechanism and reason", async () => {
   const logged: string[] = [];
@@ -167,12 +173,20 @@ Deno.test("failed logins are logged with the username, address, mechanism and re
       );
       assert.match(failedLine(), /as "mallory" .* with SCRAM-SHA-256: unknown user$/);
 
-      // Two guesses used up the window: the next attempt is refused before it runs.
-      c.send(`<auth xmlns='${NS_SASL}' mechanism='PLAIN'>${btoa("\0alice\0alice-pw")}</auth>`);
-      assert.equal(await failure(), "temporary-auth-failure");
-      assert.match(failedLine(), /as "alice" .* from 127\.0\.0\.1 with PLAIN: throttled$/);
+      // Two guesses from this address used up its allowance: the next attempt waits first.
+      c.send(`<auth xmlns='${NS_SASL}' mechanism='PLAIN'>${btoa("\0alice\0nope")}</auth>`);
+      assert.equal(await failure(), "not-authorized");
+      assert.match(
+        logged.find((l) => l.includes(" waits: ")) ?? "",
+        new RegExp(
+          'Login as "alice" on localhost from 127\\.0\\.0\\.1 with PLAIN waits: ' +
+            "2 failed logins of this address, 0\\.2 s to wait$",
+        ),
+      );
       c.close();
-    }, { globalToml: "auth_throttle_max_failures = 2" });
+    }, {
+      globalToml: "auth_throttle_address_failures = 2\nauth_throttle_delay = 0.2",
+    });
   } finally {
     stopWatching();
   }
