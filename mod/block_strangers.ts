@@ -10,6 +10,8 @@ import { type JID, tryParseJid } from "../core/jid.ts";
 import { hostService, type ModuleAPI } from "../core/modules.ts";
 import { errorReply, reply } from "../core/xml/stanza.ts";
 import type { RosterItem } from "./roster_store.ts";
+// For the `muc` service's type (rooms a user is in), declared beside the MUC operator.
+import type {} from "./muc/operator.ts";
 
 /** The namespace of the per-account toggle clients get and set (a Lilt extension). */
 export const NS_BLOCK_STRANGERS = "urn:lilt:block-strangers:0";
@@ -17,6 +19,12 @@ export const NS_BLOCK_STRANGERS = "urn:lilt:block-strangers:0";
 const FILTER_PRIORITY = 900;
 /** Most people one account's recent-outgoing memory holds (the oldest go first). */
 const MAX_RECENT_PER_ACCOUNT = 1000;
+/** Most remembered verdicts per account (a flood from many senders pushes out the oldest). */
+const MAX_VERDICTS_PER_ACCOUNT = 256;
+/** How long a sender found in an account's roster or rooms stays known without a new check. */
+const VERDICT_KNOWN_MS = 60_000;
+/** How long a sender in none of the account's rooms stays out of them without a new scan. */
+const VERDICT_STRANGER_MS = 10_000;
 /** Accounts whose setting is kept in memory; the cache starts over past this. */
 const MAX_CACHED_SETTINGS = 10_000;
 
@@ -113,6 +121,29 @@ export default function blockStrangers(m: ModuleAPI): void {
   const cache = new Map<string, StrangerSetting>();
   /** Per account: bare JIDs it wrote to, with when that stops counting (ms). */
   const recent = new Map<string, Map<string, number>>();
+  /**
+   * Per account: senders found in its roster or rooms (until when, ms), or in none of its rooms
+   * (minus until when), so the checks do not run for every stanza of a busy sender.
+   */
+  const verdicts = new Map<string, Map<string, number>>();
+
+  /** Records `value` for (user, bare), newest last, at most `limit` per user. */
+  function remember(
+    map: Map<string, Map<string, number>>,
+    user: string,
+    bare: string,
+    value: number,
+    limit = MAX_RECENT_PER_ACCOUNT,
+  ) {
+    let people = map.get(user);
+    if (!people) {
+      people = new Map();
+      map.set(user, people);
+    }
+    people.delete(bare); // re-inserted last: the map's order is oldest first
+    people.set(bare, value);
+    if (people.size > limit) people.delete(people.keys().next().value!);
+  }
 
   const settingOf = (user: string): StrangerSetting => {
     let setting = cache.get(user);
@@ -148,10 +179,28 @@ export default function blockStrangers(m: ModuleAPI): void {
     if (served && (from.local === undefined || served.kind === "component")) return true;
     if (from.local === user && from.domain === m.domain) return true;
     const bare = from.bareString();
-    const item = rosters.get(user, bare);
-    if (item && !item.hidden) return true;
+    const now = Date.now();
     const until = recent.get(user)?.get(bare);
-    if (until !== undefined && until > Date.now()) return true;
+    if (until !== undefined && until > now) return true;
+    // A sender found in the roster or a shared room stays known for VERDICT_KNOWN_MS (a contact
+    // just removed may still write for that long). The roster is read again for every other
+    // stanza, so an added contact counts at once; the room scan, which walks every room of the
+    // server's MUC services, runs once per VERDICT_STRANGER_MS for a sender in none of them.
+    const verdict = verdicts.get(user)?.get(bare);
+    if (verdict !== undefined && verdict > now) return true;
+    const item = rosters.get(user, bare);
+    if (item && !item.hidden) {
+      remember(verdicts, user, bare, now + VERDICT_KNOWN_MS, MAX_VERDICTS_PER_ACCOUNT);
+      return true;
+    }
+    if (verdict !== undefined && -verdict > now) return false;
+    const inRoom = sharesRoom(user, bare);
+    const value = inRoom ? now + VERDICT_KNOWN_MS : -(now + VERDICT_STRANGER_MS);
+    remember(verdicts, user, bare, value, MAX_VERDICTS_PER_ACCOUNT);
+    return inRoom;
+  }
+
+  function sharesRoom(user: string, bare: string): boolean {
     const own = `${user}@${m.domain}`;
     for (const host of m.server.hosts.values()) {
       if (host.kind !== "component") continue;
@@ -193,14 +242,8 @@ export default function blockStrangers(m: ModuleAPI): void {
     const to = tryParseJid(stanza.attrs.to ?? "");
     if (!to) return false;
     const bare = to.bareString();
-    let people = recent.get(user);
-    if (!people) {
-      people = new Map();
-      recent.set(user, people);
-    }
-    people.delete(bare); // re-inserted last: the map's order is oldest first
-    people.set(bare, Date.now() + replyWindowMs);
-    if (people.size > MAX_RECENT_PER_ACCOUNT) people.delete(people.keys().next().value!);
+    if (recent.get(user)?.get(bare) === undefined) verdicts.get(user)?.delete(bare);
+    remember(recent, user, bare, Date.now() + replyWindowMs);
     return false;
   };
   m.hook("pre-message/bare", outbound);
@@ -208,12 +251,14 @@ export default function blockStrangers(m: ModuleAPI): void {
   m.hook("pre-presence/bare", outbound);
   m.hook("pre-presence/full", outbound);
 
-  // Forget the memory of accounts whose entries all ran out.
-  m.addTimer(Math.max(60_000, Math.min(replyWindowMs, 3_600_000)), () => {
+  // Forget entries that ran out (verdicts last seconds, so this runs every minute).
+  m.addTimer(60_000, () => {
     const now = Date.now();
-    for (const [user, people] of recent) {
-      for (const [bare, until] of people) if (until <= now) people.delete(bare);
-      if (people.size === 0) recent.delete(user);
+    for (const map of [recent, verdicts]) {
+      for (const [user, people] of map) {
+        for (const [bare, until] of people) if (Math.abs(until) <= now) people.delete(bare);
+        if (people.size === 0) map.delete(user);
+      }
     }
   }, { repeat: true, label: "block_strangers recent-contact expiry" });
 

@@ -156,22 +156,40 @@ Deno.test("an account turns stranger blocking on and off itself, and the shell s
 Deno.test("people in a room with the account are not strangers", async () => {
   const t = await start("block_strangers = true");
   try {
-    const [bob, dave] = await Promise.all([login(t, "bob"), login(t, "dave")]);
-    assert.equal(await delivered(dave, bob, "bob@localhost"), false);
-
-    // Both join one room (an instant room: the joins carry no MUC <x/>).
+    const [bob, carol, dave] = await Promise.all([
+      login(t, "bob"),
+      login(t, "carol"),
+      login(t, "dave"),
+    ]);
+    // Bob and Dave join one room (an instant room: the joins carry no MUC <x/>); Carol does not.
     for (const [client, nick] of [[bob, "bob"], [dave, "dave"]] as const) {
       client.send(`<presence to='lobby@${MUC}/${nick}'/>`);
       await client.next((el) => el.name === "presence" && el.attrs.from === `lobby@${MUC}/${nick}`);
     }
     assert.equal(await delivered(dave, bob, "bob@localhost"), true);
+    assert.equal(await delivered(carol, bob, "bob@localhost"), false);
+    // Again, now that both answers are remembered.
+    assert.equal(await delivered(dave, bob, "bob@localhost"), true);
+    assert.equal(await delivered(carol, bob, "bob@localhost"), false);
+    for (const c of [bob, carol, dave]) c.close();
+  } finally {
+    await t.stop();
+  }
+});
 
-    // Once Dave leaves, he is a stranger again.
-    dave.send(`<presence to='lobby@${MUC}/dave' type='unavailable'/>`);
-    await roundTrip(dave);
-    assert.equal(await delivered(dave, bob, "bob@localhost"), false);
+Deno.test("a stranger added to the roster counts at once", async () => {
+  const t = await start("block_strangers = true");
+  try {
+    const [bob, carol] = await Promise.all([login(t, "bob"), login(t, "carol")]);
+    assert.equal(await delivered(carol, bob, "bob@localhost"), false);
+    const added = await ask(
+      bob,
+      "<iq type='set'><query xmlns='jabber:iq:roster'><item jid='carol@localhost'/></query></iq>",
+    );
+    assert.equal(added.attrs.type, "result");
+    assert.equal(await delivered(carol, bob, "bob@localhost"), true);
     bob.close();
-    dave.close();
+    carol.close();
   } finally {
     await t.stop();
   }
