@@ -944,7 +944,7 @@ async function closedLoop(
 
 /**
  * Closed-loop saturation, then an open loop for latency at half that rate (or at `openRate`,
- * another transport's, up to 3/4 of saturation), capped at `clientHeadroom` of what the client
+ * another transport's, when that is lower), capped at `clientHeadroom` of what the client
  * itself can handle (its CPU time per message in a 1 s open-loop calibration), so that the
  * latency figures are the server's and not the client's.
  */
@@ -975,9 +975,8 @@ async function messageWorkload(opts: LoadOptions) {
     ? (calibration.clientCpuS * 1e6) / calibration.sent
     : 0;
   const clientMax = clientUs > 0 ? 1e6 / clientUs : Infinity;
-  // a rate to match (another transport's) is taken up to 3/4 of this server's saturation
-  const matchLimit = 0.75 * saturation;
-  const target = opts.openRate > 0 ? Math.min(opts.openRate, matchLimit) : half;
+  // a rate to match (another transport's) is taken up to half this server's saturation
+  const target = opts.openRate > 0 ? Math.min(opts.openRate, half) : half;
   const rate = Math.min(target, clientHeadroom * clientMax);
   await sleep(500);
   const open = await openLoop(opts, clients, pairs, rate, opts.seconds);
@@ -997,8 +996,8 @@ async function messageWorkload(opts: LoadOptions) {
   }
   if (opts.openRate > 0 && target < opts.openRate) {
     notes.push(
-      `open loop at 3/4 of saturation ${Math.round(matchLimit)} msgs/s, below the rate to ` +
-        `match ${Math.round(opts.openRate)} msgs/s`,
+      `open loop at half saturation ${Math.round(half)} msgs/s, below the rate to match ` +
+        `${Math.round(opts.openRate)} msgs/s`,
     );
   }
   if (closedOwn / closedSeconds > 0.9) {
