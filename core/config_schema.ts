@@ -428,6 +428,26 @@ export const GLOBAL_OPTIONS = {
     reload: "live",
     description: "Largest stanza in bytes a remote server may send",
   },
+  c2s_max_send_buffer: {
+    type: "integer",
+    default: 1048576,
+    min: 16384,
+    max: 268435456,
+    scope: "global",
+    reload: "live",
+    description: "Bytes of output that may wait for a client that stops reading; past it the " +
+      "stream closes with resource-constraint and its messages go to offline storage",
+  },
+  s2s_max_send_buffer: {
+    type: "integer",
+    default: 4194304,
+    min: 16384,
+    max: 268435456,
+    scope: "global",
+    reload: "live",
+    description: "Bytes of output that may wait for a remote server that stops reading; past " +
+      "it the link closes with resource-constraint",
+  },
   c2s_auth_timeout: {
     type: "integer",
     default: 60,

@@ -43,7 +43,9 @@ import {
   reply,
   type StreamErrorCondition,
 } from "../xml/stanza.ts";
+import { redeliver, redeliveryOrigin } from "../redelivery.ts";
 import { SocketTransport } from "./socket_transport.ts";
+import type { UnsentStanza } from "./stream.ts";
 import type { TlsContexts } from "./tls.ts";
 import {
   NO_RECEIVER,
@@ -403,6 +405,33 @@ export class C2SSession implements Session, StreamReceiver {
     }
   }
 
+  /**
+   * The client stopped reading and its output passed `c2s_max_send_buffer`: the stream closes
+   * with `resource-constraint`, and the stanzas that never reached its connection go to the
+   * account again (other resources, offline storage), unless stream management hands them back
+   * from its own queue.
+   */
+  outputOverflow(unsent: UnsentStanza[], limit: number): void {
+    const server = this.#deps.server;
+    server.metrics.counter("c2s.slow_readers_cut").inc();
+    const wasBound = this.#bound;
+    const host = wasBound ? server.hosts.get(this.host) : undefined;
+    const taken = host
+      ? host.events.fire("stanzas-unsent", { session: this, host, stanzas: unsent })
+      : false;
+    this.close(
+      "resource-constraint",
+      `The client did not read its stream: more than ${limit} bytes of output waited`,
+    );
+    if (!wasBound) return;
+    whenUnhandled(taken, () => {
+      const origin = redeliveryOrigin(server, this.host);
+      for (const { stanza, queuedAt } of unsent) {
+        redeliver(stanza, { server, domain: this.host, origin, queuedAt });
+      }
+    });
+  }
+
   // ---------- input ----------
 
   internalError(): void {
@@ -465,6 +494,7 @@ export class C2SSession implements Session, StreamReceiver {
     this.#transport?.setLimits({
       maxStanzaBytes: this.#option<number>("c2s_stanza_size_limit"),
     });
+    this.#transport?.setSendLimit?.(this.#deps.server.config.get<number>("c2s_max_send_buffer"));
   }
 
   #sendFeatures(): void {
@@ -1039,6 +1069,7 @@ export function acceptC2S(socket: Socket, directTls: boolean, deps: C2SDeps): C2
     namespace: NS_CLIENT,
     // The top-level limit until the stream header names the host (`applyConfig`).
     maxStanzaBytes: deps.server.config.hostDefault("c2s_stanza_size_limit"),
+    maxSendBuffer: deps.server.config.get<number>("c2s_max_send_buffer"),
     directTls,
   });
   const session = new C2SSession(transport, deps);
