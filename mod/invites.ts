@@ -6,15 +6,22 @@
 
 import { type AdminServer, CommandError, type CommandSpec } from "../core/admin_commands.ts";
 import type { OptionSpec } from "../core/config_schema.ts";
-import type { AccountPurgedEvent, UnauthenticatedStanzaEvent } from "../core/hosts.ts";
+import type { AccountPurgedEvent, StanzaEvent, UnauthenticatedStanzaEvent } from "../core/hosts.ts";
 import { prepLocal, tryParseJid } from "../core/jid.ts";
 import { hostService, type ModuleAPI } from "../core/modules.ts";
 import type { Session } from "../core/sessions.ts";
 import type { Database } from "../core/storage/database.ts";
 import type { Migration } from "../core/storage/migrations.ts";
-import type { Element } from "../core/xml/element.ts";
+import { Element } from "../core/xml/element.ts";
 import { errorReply, reply } from "../core/xml/stanza.ts";
-import { MAX_ROSTER_SIZE_OPTION, maxRosterSize, type RosterItem, Rosters } from "./roster_store.ts";
+import {
+  hasFrom,
+  hasTo,
+  MAX_ROSTER_SIZE_OPTION,
+  maxRosterSize,
+  type RosterItem,
+  Rosters,
+} from "./roster_store.ts";
 
 /** The XEP-0379 namespace of the <preauth/> element (also used by XEP-0445). */
 export const NS_PARS = "urn:xmpp:pars:0";
@@ -540,6 +547,53 @@ export default function invites(m: ModuleAPI): void {
     presentedTokens.set(session, token);
     return answer(reply(stanza));
   });
+
+  /**
+   * XEP-0379: a subscription request that carries a contact invite's token is approved for
+   * the inviter, and the inviter asks back, so that both end up subscribed. Runs before the
+   * presence module, which then finds the request pre-approved (RFC 6121 §3.4) and answers it;
+   * anything else (no token, a wrong one, a full roster) leaves the request to the user.
+   */
+  m.hook("presence/bare", ({ stanza }: StanzaEvent) => {
+    const preauth = stanza.getChild("preauth", NS_PARS);
+    if (stanza.attrs.type !== "subscribe" || !preauth) return false;
+    const to = tryParseJid(stanza.attrs.to ?? "");
+    const from = tryParseJid(stanza.attrs.from ?? "");
+    const token = preauth.attrs.token ?? "";
+    if (!to?.local || !from || !TOKEN_SHAPE.test(token)) return false;
+    const inviter = to.local;
+    const contact = from.bare.toString();
+    const invite = store.get(token);
+    if (
+      !invite || invite.inviter !== inviter || !hasUseLeft(invite) ||
+      invite.expiresMs <= Date.now() || contact === to.bare.toString()
+    ) {
+      m.log.info("Subscription request from {contact} to {user} with an unusable invite token", {
+        contact,
+        user: to.bare.toString(),
+      });
+      return false;
+    }
+    const item = rosters.get(inviter, contact);
+    if (item && hasFrom(item.subscription)) return false; // already subscribed: nothing to do
+    if ((!item || item.hidden) && rosters.visibleAtLeast(inviter, maxRosterSize(m))) return false;
+    if (!store.use(token)) return false;
+    const changed: RosterItem = { ...(item ?? { subscription: "none", groups: [] }) };
+    delete changed.hidden;
+    changed.approved = true;
+    const askBack = !hasTo(changed.subscription) && !changed.ask;
+    if (askBack) changed.ask = "subscribe";
+    rosters.update(inviter, contact, changed);
+    m.metric("invites.used").inc();
+    m.log.info("{contact} subscribed to {user} with an invite: approved, asked back", {
+      contact,
+      user: to.bare.toString(),
+    });
+    if (askBack) {
+      m.send(new Element("presence", { type: "subscribe", from: to.bare.toString(), to: contact }));
+    }
+    return false;
+  }, 10);
 
   m.hook("account-purged", ({ user }: AccountPurgedEvent) => {
     store.removeInviter(user);

@@ -296,3 +296,58 @@ Deno.test("an inviter whose roster is full still brings the new account in, with
     assert.deepEqual(roster.getChild("query", NS_ROSTER)!.getChildren("item"), []);
     client.close();
   }));
+
+Deno.test("a subscription request with alice's invite token is approved and alice asks back (XEP-0379)", () =>
+  withServer(INVITE_ONLY, async (t) => {
+    await t.server.accounts.create("localhost", "bob", "bob-pw");
+    await t.server.accounts.create("localhost", "carol", "carol-pw");
+    const token = await createInvite(t, "--user", "alice@localhost");
+    const { client: bob } = await RawClient.login(t.port, "bob", "bob-pw");
+    await iq(bob, "r0", `<iq type='get' id='r0'><query xmlns='${NS_ROSTER}'/></iq>`);
+    bob.send("<presence/>");
+    bob.send(
+      `<presence type='subscribe' to='alice@localhost'><preauth xmlns='${NS_PARS}' token='${token}'/></presence>`,
+    );
+    // alice is offline: her server answers for her, and asks bob back.
+    const subscribed = await bob.next((el) =>
+      el.name === "presence" && el.attrs.type === "subscribed"
+    );
+    assert.equal(subscribed.attrs.from, "alice@localhost");
+    const askedBack = await bob.next((el) =>
+      el.name === "presence" && el.attrs.type === "subscribe"
+    );
+    assert.equal(askedBack.attrs.from, "alice@localhost");
+    bob.send("<presence type='subscribed' to='alice@localhost'/>");
+
+    const { client: alice } = await RawClient.login(t.port, "alice", "alice-pw");
+    const roster = await iq(
+      alice,
+      "r1",
+      `<iq type='get' id='r1'><query xmlns='${NS_ROSTER}'/></iq>`,
+    );
+    const items = roster.getChild("query", NS_ROSTER)!.getChildren("item");
+    assert.deepEqual(items.map((i) => [i.attrs.jid, i.attrs.subscription, i.attrs.ask]), [
+      ["bob@localhost", "both", undefined],
+    ]);
+
+    alice.send("<presence/>");
+    // The token was single-use: carol's request with it waits for alice like any other.
+    const { client: carol } = await RawClient.login(t.port, "carol", "carol-pw");
+    carol.send(
+      `<presence type='subscribe' to='alice@localhost'><preauth xmlns='${NS_PARS}' token='${token}'/></presence>`,
+    );
+    const request = await alice.next((el) =>
+      el.name === "presence" && el.attrs.type === "subscribe"
+    );
+    assert.equal(request.attrs.from, "carol@localhost");
+    const after = await iq(
+      alice,
+      "r2",
+      `<iq type='get' id='r2'><query xmlns='${NS_ROSTER}'/></iq>`,
+    );
+    assert.deepEqual(
+      after.getChild("query", NS_ROSTER)!.getChildren("item").map((i) => i.attrs.jid),
+      ["bob@localhost"],
+    );
+    for (const c of [alice, bob, carol]) c.close();
+  }));
