@@ -424,8 +424,10 @@ export default function rtbl(m: ModuleAPI): void {
   }
 
   // Start once the server is up (routes to remote services need federation running).
-  m.addTimer(0, () => void refresh(), { label: "rtbl first fetch" });
-  m.addTimer(RESYNC_MS, () => void refresh(), { repeat: true, label: "rtbl resync" });
+  if (lists.length > 0) {
+    m.addTimer(0, () => void refresh(), { label: "rtbl first fetch" });
+    m.addTimer(RESYNC_MS, () => void refresh(), { repeat: true, label: "rtbl resync" });
+  }
 
   m.onUnload(() => {
     unloaded = true;
