@@ -298,8 +298,13 @@ function parseCreateArgs(joined: string | undefined): CreateRequest {
       throw new CommandError(
         `Unknown option '${flag}': expected --reusable, --expires DURATION or --user JID`,
       );
-    } else if (host === undefined) host = word;
-    else throw new CommandError(`Unexpected argument '${word}'`);
+    } else if (host === undefined) {
+      const jid = tryParseJid(word);
+      if (!jid || jid.local !== undefined || jid.resource !== undefined) {
+        throw new CommandError(`Expected a host, found '${word}'`);
+      }
+      host = jid.domain;
+    } else throw new CommandError(`Unexpected argument '${word}'`);
   }
   let inviter: string | undefined;
   if (user !== undefined) {
@@ -362,7 +367,7 @@ const INVITE_COMMANDS: CommandSpec[] = [
     name: "create",
     summary:
       "Create an invite and print its xmpp: URI: HOST (an account) or --user JID (an account that becomes JID's contact), [--reusable] [--expires DURATION]",
-    args: [{ name: "host|--user JID [--reusable] [--expires DURATION]", kind: "host", rest: true }],
+    args: [{ name: "host|options", kind: "host", rest: true }],
     run: ({ server }, [words]) => {
       const request = parseCreateArgs(words);
       const service = serviceOf(server, request.host);

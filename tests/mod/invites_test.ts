@@ -259,6 +259,13 @@ Deno.test("invite create refuses bad options with clear errors", () =>
     await assert.rejects(shell(t, "create", "--user", "localhost"), /Expected an account JID/);
     await assert.rejects(shell(t, "create", "elsewhere.example"), /No host 'elsewhere.example'/);
     await assert.rejects(
+      shell(t, "create", "bob@localhost"),
+      /Expected a host, found 'bob@localhost'/,
+    );
+    await assert.rejects(shell(t, "create", "localhost", "extra"), /Unexpected argument 'extra'/);
+    // A host is prepared as a JID domain is.
+    assert.match((await shell(t, "create", "LocalHost")).message!, /^xmpp:localhost\?register;/);
+    await assert.rejects(
       shell(t, "create", "other.example", "--user", "alice@localhost"),
       /not on 'other.example'/,
     );
