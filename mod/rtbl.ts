@@ -368,9 +368,11 @@ export default function rtbl(m: ModuleAPI): void {
     const from = tryParseJid(stanza.attrs.from ?? "")?.bareString();
     const ofService = lists.filter((list) => list.service === from);
     if (ofService.length === 0) return false;
+    let ours = false; // events of other nodes of the same service are left to other modules
     for (const child of event.elements()) {
       const list = ofService.find((l) => l.node === child.attrs.node);
       if (!list) continue;
+      ours = true;
       if (child.name === "items") {
         for (const item of child.elements()) {
           if (item.attrs.id === undefined) continue;
@@ -383,7 +385,7 @@ export default function rtbl(m: ModuleAPI): void {
         if (child.name === "delete") list.status = "node deleted";
       }
     }
-    return true;
+    return ours;
   }, FILTER_PRIORITY); // before a MUC service answers messages to its own address
 
   if (m.host.kind === "component") {

@@ -158,6 +158,38 @@ Deno.test("a followed block list drops listed senders, and follows additions and
     const after = (await shell(t, "list")).data as { items: number }[];
     assert.deepEqual(after.map((l) => l.items), [1, 1]);
 
+    // Someone listed while in a room can no longer write to it.
+    for (const [client, nick] of [[alice, "alice"], [bob, "bob"]] as const) {
+      client.send(`<presence to='lobby@${MUC}/${nick}'/>`);
+      await client.next((el) => el.name === "presence" && el.attrs.from === `lobby@${MUC}/${nick}`);
+    }
+    const said = async () => {
+      const id = `g-${crypto.randomUUID()}`;
+      bob.send(
+        `<message to='lobby@${MUC}' type='groupchat' id='${id}'><body>offer</body></message>`,
+      );
+      await roundTrip(bob);
+      await roundTrip(alice);
+      return alice.received.some((el) => el.attrs.id === id);
+    };
+    assert.equal(await said(), true);
+    await publish(alice, rtblHash("bob@localhost"));
+    await roundTrip(alice);
+    assert.equal(await said(), false);
+
+    // Purging the node empties the list everywhere.
+    const purged = await ask(
+      alice,
+      `<iq type='set' to='${LIST}'><pubsub xmlns='${PS}#owner'><purge node='${NODE}'/></pubsub></iq>`,
+    );
+    assert.equal(purged.attrs.type, "result");
+    await roundTrip(alice);
+    assert.deepEqual(((await shell(t, "list")).data as { items: number }[]).map((l) => l.items), [
+      0,
+      0,
+    ]);
+    assert.equal(await said(), true);
+
     for (const c of [alice, bob, mallory]) c.close();
   } finally {
     await t.stop();
