@@ -351,6 +351,12 @@ class Tokenizer {
    * keeps no native decoder (about 0.8 KiB each) and a login creates none.
    */
   #decoder: TextDecoder | undefined;
+  /**
+   * The bytes of an unfinished character the streaming decoder holds from the previous chunk:
+   * when a chunk then turns out invalid, the characters before the invalid bytes are parsed
+   * first, so the stream's events do not depend on where a read ended.
+   */
+  #carry: Uint8Array = NO_BYTES;
   /** Nothing decoded since the start or the last reset: a byte order mark here is dropped. */
   #atStart = true;
   /** Bumped by reset(), so a loop interrupted by a handler's reset() stops. */
@@ -445,6 +451,7 @@ class Tokenizer {
   reset(): void {
     this.#generation++;
     this.#decoder = undefined;
+    this.#carry = NO_BYTES;
     this.#atStart = true;
     this.#init();
   }
@@ -498,16 +505,16 @@ class Tokenizer {
       try {
         s = this.#decode(chunk);
       } catch {
-        this.#fail(
-          new XmlStreamError(
-            "unsupported-encoding",
-            "Expected UTF-8 (RFC 6120 §11.6), found an invalid byte sequence",
-          ),
-        );
+        this.#invalidUtf8(chunk);
         return;
       }
     }
     if (s.length === 0) return;
+    this.#processChecked(s, fromString);
+  }
+
+  /** Parses decoded text, turning a parse failure into the stream's error. */
+  #processChecked(s: string, fromString: boolean): void {
     const generation = this.#generation;
     try {
       this.#process(s, fromString);
@@ -517,9 +524,42 @@ class Tokenizer {
     }
   }
 
+  /**
+   * A chunk holds invalid UTF-8: what precedes the invalid bytes is parsed as if it had come
+   * alone (it may hold stanzas, or an earlier error), then the stream fails.
+   */
+  #invalidUtf8(chunk: Uint8Array): void {
+    let bytes = chunk;
+    if (this.#carry.length > 0) {
+      bytes = new Uint8Array(this.#carry.length + chunk.length);
+      bytes.set(this.#carry);
+      bytes.set(chunk, this.#carry.length);
+    }
+    this.#decoder = undefined;
+    this.#carry = NO_BYTES;
+    let s = WHOLE_UTF8.decode(bytes.subarray(0, validUtf8Length(bytes)));
+    if (this.#atStart && s.length > 0) {
+      this.#atStart = false;
+      if (s.charCodeAt(0) === 0xfeff) s = s.slice(1);
+    }
+    const generation = this.#generation;
+    if (s.length > 0) this.#processChecked(s, false);
+    if (this.#generation !== generation || this.#state === ST_DONE) return;
+    this.#fail(
+      new XmlStreamError(
+        "unsupported-encoding",
+        "Expected UTF-8 (RFC 6120 §11.6), found an invalid byte sequence",
+      ),
+    );
+  }
+
   /** UTF-8 to text; throws on invalid bytes (a character split across chunks is fine). */
   #decode(chunk: Uint8Array): string {
-    if (this.#decoder) return this.#decoder.decode(chunk, { stream: true });
+    if (this.#decoder) {
+      const s = this.#decoder.decode(chunk, { stream: true });
+      this.#carry = unfinishedTail(this.#carry, chunk);
+      return s;
+    }
     let s: string;
     try {
       s = WHOLE_UTF8.decode(chunk);
@@ -528,6 +568,7 @@ class Tokenizer {
       // decoder tells them apart, and it keeps the partial character for the next chunk.
       this.#decoder = new TextDecoder("utf-8", { fatal: true, ignoreBOM: !this.#atStart });
       s = this.#decoder.decode(chunk, { stream: true });
+      this.#carry = unfinishedTail(NO_BYTES, chunk);
       if (s.length > 0) this.#atStart = false;
       return s;
     }
@@ -748,6 +789,9 @@ class Tokenizer {
               p = end;
               break;
             }
+            // The fast path may have moved the next-position caches past the attribute values
+            // the slow path now reads again from the tag's start.
+            this.#forgetPositions();
             this.#nameAcc = "";
             this.#state = ST_OPEN_NAME;
           } else if (c === 47) {
@@ -1418,6 +1462,67 @@ function checkPrefixDeclaration(name: string, prefix: string, value: string): vo
 function find(s: string, search: string, from: number): number {
   const at = s.indexOf(search, from);
   return at === -1 ? NOT_FOUND : at;
+}
+
+const NO_BYTES = new Uint8Array(0);
+
+/**
+ * The bytes of a character left unfinished at the end of `chunk` (with `previous`, the
+ * unfinished bytes before it, when the chunk is shorter than a character): what a streaming
+ * UTF-8 decoder keeps for the next chunk.
+ */
+function unfinishedTail(previous: Uint8Array, chunk: Uint8Array): Uint8Array {
+  let bytes = chunk;
+  if (chunk.length < 3 && previous.length > 0) {
+    bytes = new Uint8Array(previous.length + chunk.length);
+    bytes.set(previous);
+    bytes.set(chunk, previous.length);
+  }
+  const end = bytes.length;
+  for (let back = 1; back <= 3 && back <= end; back++) {
+    const b = bytes[end - back];
+    if ((b & 0xc0) === 0x80) continue; // a continuation byte: look further back
+    const length = b >= 0xf0 ? 4 : b >= 0xe0 ? 3 : b >= 0xc0 ? 2 : 1;
+    return length > back ? bytes.slice(end - back) : NO_BYTES;
+  }
+  return NO_BYTES;
+}
+
+/** How many bytes at the start of `bytes` are whole, valid UTF-8 characters. */
+function validUtf8Length(bytes: Uint8Array): number {
+  let i = 0;
+  const end = bytes.length;
+  while (i < end) {
+    const b = bytes[i];
+    if (b < 0x80) {
+      i++;
+      continue;
+    }
+    let length: number;
+    let min: number;
+    let max = 0xbf; // the allowed range of the second byte (RFC 3629 §4)
+    if (b >= 0xc2 && b <= 0xdf) {
+      length = 2;
+      min = 0x80;
+    } else if (b >= 0xe0 && b <= 0xef) {
+      length = 3;
+      min = b === 0xe0 ? 0xa0 : 0x80;
+      if (b === 0xed) max = 0x9f;
+    } else if (b >= 0xf0 && b <= 0xf4) {
+      length = 4;
+      min = b === 0xf0 ? 0x90 : 0x80;
+      if (b === 0xf4) max = 0x8f;
+    } else {
+      return i;
+    }
+    if (i + length > end) return i;
+    if (bytes[i + 1] < min || bytes[i + 1] > max) return i;
+    for (let k = 2; k < length; k++) {
+      if ((bytes[i + k] & 0xc0) !== 0x80) return i;
+    }
+    i += length;
+  }
+  return i;
 }
 
 function loneSurrogateIndex(s: string): number {
