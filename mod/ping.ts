@@ -42,8 +42,14 @@ function answerPing({ stanza, origin }: StanzaEvent): boolean {
 /** Loads the ping responder and the client keepalive on a host. */
 export default function ping(m: ModuleAPI): void {
   m.addFeature(NS_PING);
-  m.hook(`iq-get/host/${NS_PING}:ping`, answerPing);
-  m.hook(`iq-get/self/${NS_PING}:ping`, answerPing);
+  // A ping round trip tells a client its earlier stanzas were handled, stored ones included:
+  // the writes of this moment commit before the reply can reach the socket.
+  const answer = (event: StanzaEvent) => {
+    m.database.commitWrites();
+    return answerPing(event);
+  };
+  m.hook(`iq-get/host/${NS_PING}:ping`, answer);
+  m.hook(`iq-get/self/${NS_PING}:ping`, answer);
 
   const intervalMs = m.option<number>("c2s_ping_interval") * 1000;
   const timeoutMs = m.option<number>("c2s_ping_timeout") * 1000;

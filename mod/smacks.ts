@@ -347,6 +347,8 @@ export default function smacks(m: ModuleAPI) {
       state.requestsWithoutStanza = 0;
       state.lastInboundAtRequest = received;
     }
+    // The count promises the stanzas are stored: their writes commit before it goes out.
+    m.database.commitWrites();
     session.sendNonza(smElement("a", { h: String(received) }));
     return true;
   }

@@ -227,6 +227,17 @@ export class Database {
     this.#flushers.push(fn);
   }
 
+  /**
+   * Commits the writes of the current moment now instead of in their microtask: for an answer
+   * that tells a peer its stanzas are safe (a stream management `<a/>`, a ping reply), which
+   * must not reach the socket before them. Output queued earlier in the same task is flushed
+   * by a microtask that can run before the batch's own commit. The archive's write-behind queue
+   * is not flushed (its items are not promised to anyone).
+   */
+  commitWrites(): void {
+    this.#commitBatch();
+  }
+
   /** Writes every row the registered writers still hold in memory. */
   flush(): void {
     if (!this.db.isOpen) return;
