@@ -10,6 +10,7 @@ import {
   ThrottleAttempt,
   type ThrottleWait,
 } from "../../../core/auth/throttle.ts";
+import { formatProblem, parseConfigText } from "../../../core/config.ts";
 
 const OPTIONS: AuthThrottleOptions = {
   maxFailures: 3,
@@ -181,4 +182,27 @@ Deno.test("an attempt waiting for a running one starts when that one is settled"
   const admission = await waiting;
   assert.equal(admission.kind, "admitted");
   if (admission.kind === "admitted") admission.attempt.released();
+});
+
+Deno.test("throttle options out of bounds are errors at their line", () => {
+  const text = [
+    "auth_throttle_max_failures = 0",
+    "auth_throttle_address_failures = 'many'",
+    "auth_throttle_account_failures = 1.5",
+    "auth_throttle_delay = -1",
+    "auth_throttle_max_delay = 601",
+    "auth_throttle_window = 0",
+    "[[host]]",
+    'domain = "localhost"',
+  ].join("\n");
+  const result = parseConfigText(text, "conf.toml");
+  assert.equal(result.config, undefined);
+  assert.deepEqual(result.problems.map(formatProblem), [
+    "conf.toml:1: error: option 'auth_throttle_max_failures' must be at least 1, found 0",
+    `conf.toml:2: error: option 'auth_throttle_address_failures' must be an integer, found string "many"`,
+    "conf.toml:3: error: option 'auth_throttle_account_failures' must be an integer, found float 1.5",
+    "conf.toml:4: error: option 'auth_throttle_delay' must be at least 0, found -1",
+    "conf.toml:5: error: option 'auth_throttle_max_delay' must be at most 600, found 601",
+    "conf.toml:6: error: option 'auth_throttle_window' must be at least 1, found 0",
+  ]);
 });
