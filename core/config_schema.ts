@@ -4,6 +4,7 @@
 import { isIPv4, isIPv6 } from "node:net";
 import { parseJid } from "./jid.ts";
 import { checkAddressRange } from "./net/address_ranges.ts";
+import { checkBurst, checkByteRate } from "./net/rate_limit.ts";
 
 /** The value types an option can have ("table[]": a list of tables its reader checks). */
 export type OptionType =
@@ -514,6 +515,118 @@ export const GLOBAL_OPTIONS = {
     scope: "global",
     reload: "live",
     description: "Seconds after its last failure that a failed-login count is forgotten",
+  },
+  limits_c2s_unauthed_rate: {
+    type: "string",
+    default: "10kb/s",
+    scope: "global",
+    reload: "live",
+    check: checkByteRate,
+    description: 'Bytes per second a client may send before it authenticates ("10kb/s", ' +
+      'kb = 1000 bytes, or "unlimited"); faster input is read later (TCP backpressure), never dropped',
+  },
+  limits_c2s_unauthed_burst: {
+    type: "string",
+    default: "10s",
+    scope: "global",
+    reload: "live",
+    check: checkBurst,
+    description: 'What a client may send at once before it authenticates: seconds of the rate ("10s") or a size ("64kb")',
+  },
+  limits_c2s_rate: {
+    type: "string",
+    default: "100kb/s",
+    scope: "global",
+    reload: "live",
+    check: checkByteRate,
+    description: 'Bytes per second an authenticated client may send ("100kb/s", or "unlimited")',
+  },
+  limits_c2s_burst: {
+    type: "string",
+    default: "5s",
+    scope: "global",
+    reload: "live",
+    check: checkBurst,
+    description: 'What an authenticated client may send at once: seconds of the rate ("5s") or a size ("512kb")',
+  },
+  limits_s2s_rate: {
+    type: "string",
+    default: "500kb/s",
+    scope: "global",
+    reload: "live",
+    check: checkByteRate,
+    description: 'Bytes per second a remote server may send on one stream, inbound or outbound ("500kb/s", or "unlimited")',
+  },
+  limits_s2s_burst: {
+    type: "string",
+    default: "5s",
+    scope: "global",
+    reload: "live",
+    check: checkBurst,
+    description: 'What a remote server may send at once on one stream: seconds of the rate ("5s") or a size',
+  },
+  limits_component_rate: {
+    type: "string",
+    default: "unlimited",
+    scope: "global",
+    reload: "live",
+    check: checkByteRate,
+    description: 'Bytes per second an external component (XEP-0114) may send ("1mb/s", or "unlimited")',
+  },
+  limits_component_burst: {
+    type: "string",
+    default: "5s",
+    scope: "global",
+    reload: "live",
+    check: checkBurst,
+    description: 'What a component may send at once: seconds of the rate ("5s") or a size',
+  },
+  limits_message_rate: {
+    type: "number",
+    default: 50,
+    min: 0,
+    max: 1000000,
+    scope: "global",
+    reload: "live",
+    description: "Messages per second one account may send, all its sessions together; 0 = unlimited",
+  },
+  limits_presence_rate: {
+    type: "number",
+    default: 50,
+    min: 0,
+    max: 1000000,
+    scope: "global",
+    reload: "live",
+    description: "Presence stanzas per second one account may send; 0 = unlimited",
+  },
+  limits_iq_rate: {
+    type: "number",
+    default: 50,
+    min: 0,
+    max: 1000000,
+    scope: "global",
+    reload: "live",
+    description: "Iq requests (get/set) per second one account may send; 0 = unlimited",
+  },
+  limits_stanza_burst: {
+    type: "number",
+    default: 10,
+    min: 0.1,
+    max: 3600,
+    scope: "global",
+    reload: "live",
+    description: "Seconds of each stanza rate an account may send at once after a quiet time",
+  },
+  limits_stanza_max_delay: {
+    type: "number",
+    default: 5,
+    min: 0,
+    max: 600,
+    scope: "global",
+    reload: "live",
+    description: "Seconds a stanza over its account's rate may wait; one that would wait longer is " +
+      "refused with policy-violation, and a session still over the rate that long after a " +
+      "refusal is closed with a policy-violation stream error",
   },
   dns_nameservers: {
     type: "string[]",

@@ -28,6 +28,7 @@ import { listen, type Listener } from "./net/listener.ts";
 import { type ListenAddress, parseListenAddress } from "./config_schema.ts";
 import { type CertificateChange, TlsContexts, type TlsHostEntry } from "./net/tls.ts";
 import { loadTrustStore } from "./net/peer_certificate.ts";
+import { AccountStanzaLimits } from "./net/rate_limit.ts";
 import { S2SManager } from "./s2s/manager.ts";
 import { federationConfigured, s2sTrustOptions } from "./s2s/policy.ts";
 import { Router } from "./router.ts";
@@ -108,6 +109,8 @@ export class Server implements ServerContext {
   readonly router: Router;
   readonly modules: ModuleManager;
   readonly throttle: AuthThrottle;
+  /** Per-account stanza rates, shared by each account's client sessions (c2s.ts reads them). */
+  readonly stanzaLimits: AccountStanzaLimits = new AccountStanzaLimits();
   /** XEP-0484 FAST tokens. */
   readonly fastTokens: FastTokens;
   readonly startedAt = Date.now();
@@ -386,6 +389,7 @@ export class Server implements ServerContext {
           return currentTls();
         },
         throttle: this.throttle,
+        stanzaLimits: this.stanzaLimits,
         fast: this.fastTokens,
       };
       const hostMeta = hostMetaHandlers(() => this.config.get<string>("http_external_url"));
@@ -428,6 +432,7 @@ export class Server implements ServerContext {
       server: this,
       tls: this.tls,
       throttle: this.throttle,
+      stanzaLimits: this.stanzaLimits,
       fast: this.fastTokens,
     });
   }

@@ -47,6 +47,14 @@ import { redeliver, redeliveryOrigin } from "../redelivery.ts";
 import { SocketTransport } from "./socket_transport.ts";
 import type { UnsentStanza } from "./stream.ts";
 import type { TlsContexts } from "./tls.ts";
+import type { Config } from "../config.ts";
+import {
+  type AccountStanzaLimits,
+  type ReadRate,
+  readRate,
+  type StanzaKind,
+  type StanzaRates,
+} from "./rate_limit.ts";
 import {
   NO_RECEIVER,
   type StreamReceiver,
@@ -64,6 +72,25 @@ const NS_BIND2 = "urn:xmpp:bind:0";
 const NS_FAST = "urn:xmpp:fast:0";
 /** XEP-0478 stream limits namespace. */
 const NS_STREAM_LIMITS = "urn:xmpp:stream-limits:0";
+
+/** The per-account stanza rates the configuration sets (`limits_*_rate`). */
+export function stanzaRates(config: Config): StanzaRates {
+  return {
+    message: config.get<number>("limits_message_rate"),
+    presence: config.get<number>("limits_presence_rate"),
+    iq: config.get<number>("limits_iq_rate"),
+    burstSeconds: config.get<number>("limits_stanza_burst"),
+    maxDelaySeconds: config.get<number>("limits_stanza_max_delay"),
+  };
+}
+
+/** Which stanza rate a stanza draws from; errors and iq results answer others and draw none. */
+function rateKind(stanza: Element): StanzaKind | undefined {
+  const type = stanza.attrs.type;
+  if (type === "error") return undefined;
+  if (stanza.name === "iq") return type === "get" || type === "set" ? "iq" : undefined;
+  return stanza.name === "message" || stanza.name === "presence" ? stanza.name : undefined;
+}
 
 /** How a refused login reads in the log, by the mechanism's reason. */
 const FAILURE_REASONS: Record<SaslFailureReason, string> = {
@@ -102,6 +129,8 @@ export interface C2SDeps {
   server: ServerContext;
   tls: TlsContexts;
   throttle: AuthThrottle;
+  /** Per-account stanza rates, shared by all client sessions of the server. */
+  stanzaLimits: AccountStanzaLimits;
   /** XEP-0484 tokens. */
   fast: FastTokens;
 }
@@ -171,6 +200,14 @@ export class C2SSession implements Session, StreamReceiver {
   #saslOffer: SaslOffer | undefined;
   /** The SASL2 `<authenticate/>` of the exchange running, for its inline requests. */
   #sasl2Request: Element | undefined;
+  /** The account whose stanza buckets this bound session draws from (rate_limit.ts). */
+  #rateAccount: string | undefined;
+  /** Stanzas waiting for the account's stanza rate, in arrival order, with their due times. */
+  #held: { stanza: Element; due: number }[] | undefined;
+  #heldTimer: ReturnType<typeof setTimeout> | undefined;
+  /** When the first stanza of the flood going on was refused, and the last one (ms epoch). */
+  #refusingSince: number | undefined;
+  #lastRefusal = 0;
 
   /** A session on a transport that is about to start (see {@link acceptC2S}). */
   constructor(transport: Transport, deps: C2SDeps) {
@@ -181,6 +218,7 @@ export class C2SSession implements Session, StreamReceiver {
     this.#transportKind = transport.kind;
     transport.receiver = this;
     deps.server.sessions.add(this);
+    transport.setReadRate?.(this.#readRate());
   }
 
   /** The peer's address (the last transport's while detached). */
@@ -388,6 +426,7 @@ export class C2SSession implements Session, StreamReceiver {
 
   #unbindAndForget(): void {
     const server = this.#deps.server;
+    this.#detachRates();
     // Also true for a session replaced by a new login with the same resource: it must still
     // announce that it went away (unavailable presence, directed presence cleanup).
     const wasBound = this.#bound;
@@ -490,6 +529,7 @@ export class C2SSession implements Session, StreamReceiver {
 
   /** Takes up the host's options that the stream holds (its stanza size limit), after a reload. */
   applyConfig(): void {
+    this.#transport?.setReadRate?.(this.#readRate());
     if (this.host === "") return;
     this.#transport?.setLimits({
       maxStanzaBytes: this.#option<number>("c2s_stanza_size_limit"),
@@ -556,6 +596,8 @@ export class C2SSession implements Session, StreamReceiver {
 
   streamClose(): void {
     log.debug("Client closed stream {id}", { id: this.id });
+    // What the client sent before closing is handled, however fast it came.
+    this.#releaseHeld(true);
     this.close();
   }
 
@@ -596,7 +638,133 @@ export class C2SSession implements Session, StreamReceiver {
       this.close("not-authorized", "Bind a resource before sending stanzas");
       return;
     }
+    if (this.#rateAccount !== undefined && !this.#passesRate(el)) return;
     this.#onStanza(el);
+  }
+
+  // ---------- rate limits ----------
+
+  /** The read rate for the session's state: before or after authentication. */
+  #readRate(): ReadRate | undefined {
+    const config = this.#deps.server.config;
+    return this.authenticated
+      ? readRate(config.get<string>("limits_c2s_rate"), config.get<string>("limits_c2s_burst"))
+      : readRate(
+        config.get<string>("limits_c2s_unauthed_rate"),
+        config.get<string>("limits_c2s_unauthed_burst"),
+      );
+  }
+
+  /** The account's stanza buckets, with the rates of the configuration in force. */
+  #stanzaLimits(): AccountStanzaLimits {
+    const limits = this.#deps.stanzaLimits;
+    const config = this.#deps.server.config;
+    if (limits.configuredFrom !== config) {
+      limits.configure(stanzaRates(config));
+      limits.configuredFrom = config;
+    }
+    return limits;
+  }
+
+  /** The session is bound: its stanzas draw from its account's buckets from now on. */
+  #attachRates(jid: JID): void {
+    if (this.#rateAccount !== undefined) return;
+    this.#rateAccount = `${jid.local}@${jid.domain}`;
+    this.#deps.stanzaLimits.attach(this.#rateAccount);
+  }
+
+  #detachRates(): void {
+    clearTimeout(this.#heldTimer);
+    this.#heldTimer = undefined;
+    this.#held = undefined;
+    if (this.#rateAccount === undefined) return;
+    this.#deps.stanzaLimits.detach(this.#rateAccount);
+    this.#rateAccount = undefined;
+  }
+
+  /**
+   * True when the stanza may be handled now; otherwise it waits for its account's rate (the
+   * session then stops reading), or is refused with policy-violation when it would wait too
+   * long. Stanzas keep their order: once one waits, all that follow wait behind it.
+   */
+  #passesRate(stanza: Element): boolean {
+    const now = Date.now();
+    const kind = rateKind(stanza);
+    if (kind === undefined) {
+      if (this.#held === undefined) return true;
+      this.#hold(stanza, now);
+      return false;
+    }
+    const limits = this.#stanzaLimits();
+    const wait = limits.reserve(this.#rateAccount!, kind, now);
+    if (wait < 0) {
+      this.#refuse(stanza, kind, now, limits.rates);
+      return false;
+    }
+    if (wait === 0 && this.#held === undefined) return true;
+    this.#hold(stanza, now + wait);
+    return false;
+  }
+
+  #hold(stanza: Element, due: number): void {
+    const held = this.#held ??= [];
+    held.push({ stanza, due });
+    if (held.length > 1) return;
+    this.#deps.server.metrics.counter("c2s.rate_delayed").inc();
+    this.#transport?.holdInput?.(true);
+    this.#heldTimer = setTimeout(() => this.#releaseHeld(false), Math.max(0, due - Date.now()));
+  }
+
+  /** Handles the held stanzas that are due (all of them when `all`), in order. */
+  #releaseHeld(all: boolean): void {
+    clearTimeout(this.#heldTimer);
+    this.#heldTimer = undefined;
+    const held = this.#held;
+    if (held === undefined) return;
+    const now = Date.now();
+    try {
+      while (held.length > 0 && !this.#closed && (all || held[0].due <= now)) {
+        this.#onStanza(held.shift()!.stanza);
+      }
+    } catch (error) {
+      // A bug while handling a held stanza must not take the server down.
+      log.error("Internal error on a held stanza of {id}: {error}", { id: this.id, error });
+      this.close("internal-server-error");
+      return;
+    }
+    if (held.length > 0 && !this.#closed) {
+      this.#heldTimer = setTimeout(
+        () => this.#releaseHeld(false),
+        Math.max(0, held[0].due - Date.now()),
+      );
+      return;
+    }
+    this.#held = undefined;
+    this.#transport?.holdInput?.(false);
+  }
+
+  /**
+   * A stanza over its account's rate would wait too long: it is refused with policy-violation.
+   * Refusals less than twice the maximum delay (at least 1 s) apart make one flood (a flood
+   * is read again only once the stanzas held before it went through); a flood that lasts
+   * longer than that delay closes the session with a policy-violation stream error.
+   */
+  #refuse(stanza: Element, kind: StanzaKind, now: number, rates: StanzaRates): void {
+    const server = this.#deps.server;
+    server.metrics.counter("c2s.rate_refused").inc();
+    const text = `Too many ${kind} stanzas: an account may send ${rates[kind]} per second`;
+    const patience = Math.max(1, rates.maxDelaySeconds) * 1000;
+    if (this.#refusingSince === undefined || now - this.#lastRefusal > 2 * patience) {
+      this.#refusingSince = now;
+    }
+    this.#lastRefusal = now;
+    const since = this.#refusingSince;
+    if (now - since >= patience) {
+      server.metrics.counter("c2s.rate_closed").inc();
+      this.close("policy-violation", `${text}, and this session went on for ${now - since} ms`);
+      return;
+    }
+    this.send(errorReply(stanza, "policy-violation", { type: "wait", text }));
   }
 
   // ---------- STARTTLS ----------
@@ -815,6 +983,7 @@ export class C2SSession implements Session, StreamReceiver {
     this.#deps.server.metrics.counter("c2s.logins").inc();
     this.#username = step.username;
     this.authenticated = true;
+    this.#transport?.setReadRate?.(this.#readRate());
     this.#deps.server.accounts.touchLogin(this.host, step.username);
     log.info("{user}@{host} authenticated from {ip} with {mechanism}", {
       user: step.username,
@@ -972,6 +1141,7 @@ export class C2SSession implements Session, StreamReceiver {
     if (!server.sessions.bind(this, jid).ok) return undefined;
     this.jid = jid;
     this.#bound = true;
+    this.#attachRates(jid);
     log.info("Bound {jid} ({id}) with Bind2", { jid: jid.toString(), id: this.id });
     const host = server.hosts.get(this.host)!;
     host.events.fire("resource-bind", { session: this, host });
@@ -1009,6 +1179,7 @@ export class C2SSession implements Session, StreamReceiver {
     }
     this.jid = jid;
     this.#bound = true;
+    this.#attachRates(jid);
     const answer = reply(iq);
     delete answer.attrs.from;
     delete answer.attrs.to;

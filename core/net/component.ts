@@ -18,6 +18,7 @@ import {
   toClientNamespace,
 } from "../xml/stanza.ts";
 import { SocketTransport } from "./socket_transport.ts";
+import { readRate } from "./rate_limit.ts";
 import type { StreamReceiver } from "./transport.ts";
 
 const log = getLogger("component");
@@ -71,6 +72,13 @@ export class ComponentSession implements Session, StreamReceiver {
       namespace: NS_COMPONENT,
     });
     this.ip = this.#transport.ip;
+    const config = deps.server.config;
+    this.#transport.setReadRate(
+      readRate(
+        config.get<string>("limits_component_rate"),
+        config.get<string>("limits_component_burst"),
+      ),
+    );
     deps.server.sessions.add(this);
     this.#transport.start(undefined);
   }

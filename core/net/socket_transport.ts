@@ -20,8 +20,32 @@ import {
 } from "./stream.ts";
 import type { TlsContexts } from "./tls.ts";
 import type { StreamReceiver, Transport } from "./transport.ts";
+import { type ReadRate, TokenBucket } from "./rate_limit.ts";
 
 const log = getLogger("net");
+
+/** Why reading is paused: the read rate's bucket is in debt, or the session holds input. */
+const PAUSED_BY_RATE = 1;
+const PAUSED_BY_HOLD = 2;
+
+/** The read switch of a socket's native TCP handle. */
+interface NativeReads {
+  readStart(): number;
+  readStop(): number;
+}
+
+/**
+ * The TCP handle beneath Deno's TLS socket: pausing the TLS socket stops only its plaintext
+ * events while the handle goes on reading and decrypting, so a paused peer would still fill
+ * our memory. Undefined on a runtime that does not expose it.
+ */
+function nativeReads(socket: Socket): NativeReads | undefined {
+  const handle = (socket as unknown as { _handle?: { _nativeTcpHandle?: Partial<NativeReads> } })
+    ._handle?._nativeTcpHandle;
+  return typeof handle?.readStart === "function" && typeof handle.readStop === "function"
+    ? handle as NativeReads
+    : undefined;
+}
 
 /** How a {@link SocketTransport} starts. */
 export interface SocketTransportOptions {
@@ -55,8 +79,21 @@ export class SocketTransport implements Transport {
   #parser: StreamParser;
   #closed = false;
   #gone = false;
+  /** The read rate's bucket; undefined: unlimited. */
+  #readBucket: TokenBucket | undefined;
+  /** PAUSED_BY_* bits; reading is paused while any is set. */
+  #pausedBy = 0;
+  #rateTimer: ReturnType<typeof setTimeout> | undefined;
   #onData = (chunk: Uint8Array) => {
-    this.lastActivity = Date.now();
+    const now = Date.now();
+    this.lastActivity = now;
+    const bucket = this.#readBucket;
+    if (bucket !== undefined) {
+      // The chunk is read whatever the bucket holds (nothing is dropped); in debt, the socket
+      // stops reading until the debt is paid, and TCP slows the peer meanwhile.
+      const waitMs = bucket.take(chunk.length, now);
+      if (waitMs > 0) this.#pauseForRate(waitMs);
+    }
     try {
       this.#parser.feed(chunk);
     } catch (error) {
@@ -111,6 +148,60 @@ export class SocketTransport implements Transport {
     this.#parser.setLimits(limits);
   }
 
+  setReadRate(rate: ReadRate | undefined): void {
+    if (rate === undefined) {
+      this.#readBucket = undefined;
+      clearTimeout(this.#rateTimer);
+      this.#rateTimer = undefined;
+      this.#resume(PAUSED_BY_RATE);
+    } else if (this.#readBucket) {
+      this.#readBucket.reconfigure(rate.bytesPerSecond, rate.burstBytes);
+    } else {
+      this.#readBucket = new TokenBucket(rate.bytesPerSecond, rate.burstBytes);
+    }
+  }
+
+  holdInput(held: boolean): void {
+    if (held) this.#pause(PAUSED_BY_HOLD);
+    else this.#resume(PAUSED_BY_HOLD);
+  }
+
+  /** True while reading is paused (read rate or held input), for tests and the shell. */
+  get readingPaused(): boolean {
+    return this.#pausedBy !== 0;
+  }
+
+  #pauseForRate(waitMs: number): void {
+    if (this.#rateTimer !== undefined || this.#closed) return;
+    this.#pause(PAUSED_BY_RATE);
+    this.#rateTimer = setTimeout(() => {
+      this.#rateTimer = undefined;
+      this.#resume(PAUSED_BY_RATE);
+    }, waitMs);
+  }
+
+  #pause(reason: number): void {
+    const before = this.#pausedBy;
+    this.#pausedBy |= reason;
+    if (before === 0) this.#stopReading(this.#socket);
+  }
+
+  #resume(reason: number): void {
+    if ((this.#pausedBy & reason) === 0) return;
+    this.#pausedBy &= ~reason;
+    if (this.#pausedBy === 0 && !this.#closed) this.#startReading(this.#socket);
+  }
+
+  #stopReading(socket: Socket): void {
+    socket.pause();
+    if (this.secure) nativeReads(socket)?.readStop();
+  }
+
+  #startReading(socket: Socket): void {
+    if (this.secure) nativeReads(socket)?.readStart();
+    socket.resume();
+  }
+
   /** Output waiting for the peer (queued here and buffered in the socket). */
   get pendingOutput(): number {
     return this.#out.pending;
@@ -151,6 +242,9 @@ export class SocketTransport implements Transport {
 
   #detach(): Socket {
     const raw = this.#socket;
+    // The TLS handshake must go on even while reading is paused; the TLS socket that replaces
+    // this one is paused again (#useSecure).
+    if (this.#pausedBy !== 0) raw.resume();
     raw.off("data", this.#onData);
     raw.removeAllListeners("close");
     raw.removeAllListeners("error");
@@ -160,6 +254,7 @@ export class SocketTransport implements Transport {
 
   #lost(): void {
     this.#closed = true;
+    clearTimeout(this.#rateTimer);
     this.#out.drop();
     if (this.#gone) return;
     this.#gone = true;
@@ -265,6 +360,7 @@ export class SocketTransport implements Transport {
     this.tlsVersion = secure.getProtocol() ?? undefined;
     this.restart();
     this.#attach(secure);
+    if (this.#pausedBy !== 0) this.#stopReading(secure);
   }
 
   endpointBinding(tls: TlsContexts): Uint8Array | undefined {

@@ -10,6 +10,7 @@ import type { XmlLimits, XmlStreamError } from "../xml/parser.ts";
 import type { StreamErrorCondition } from "../xml/stanza.ts";
 import type { StreamHeaderOptions, UnsentStanza } from "./stream.ts";
 import type { TlsContexts } from "./tls.ts";
+import type { ReadRate } from "./rate_limit.ts";
 
 /** How a client reached the server, for logs and the admin shell. */
 export type TransportKind = "tcp" | "direct-tls" | "websocket" | "bosh";
@@ -74,6 +75,16 @@ export interface Transport {
   readonly limits: XmlLimits;
   /** Changes the input limits, from the next element on. */
   setLimits(limits: Partial<XmlLimits>): void;
+  /**
+   * Limits how fast the peer may send (rate_limit.ts); undefined lifts the limit. Input over
+   * the rate is slowed (reading pauses, or WebSocket messages wait), never dropped.
+   */
+  setReadRate?(rate: ReadRate | undefined): void;
+  /**
+   * Stops handing input to the receiver (true) until released (false): the session holds
+   * stanzas that wait for the account's stanza rate, and the peer must not add more meanwhile.
+   */
+  holdInput?(held: boolean): void;
   /**
    * Changes how much output may wait for a peer that stops reading before `outputOverflow`
    * (transports that bound their output: TCP).

@@ -10,6 +10,7 @@ import { escapeAttr, serialize } from "../xml/serializer.ts";
 import { NS_STREAM, streamError, type StreamErrorCondition } from "../xml/stanza.ts";
 import { serializeStreamLevel, type StreamHeaderOptions } from "./stream.ts";
 import type { StreamReceiver, Transport } from "./transport.ts";
+import { type ReadRate, TokenBucket } from "./rate_limit.ts";
 
 const log = getLogger("net");
 
@@ -46,6 +47,16 @@ export class WebSocketTransport implements Transport {
   #peerClosed = false;
   #gone = false;
   #closeTimer: ReturnType<typeof setTimeout> | undefined;
+  /**
+   * Deno's WebSocket cannot stop reading, so input over the read rate (or while the session
+   * holds input) waits here unhandled, in order; past what may wait the stream is closed.
+   */
+  #readBucket: TokenBucket | undefined;
+  #burstBytes = 0;
+  #waiting: string[] | undefined;
+  #waitingChars = 0;
+  #rateTimer: ReturnType<typeof setTimeout> | undefined;
+  #held = false;
 
   constructor(socket: WebSocket, receiver: StreamReceiver, options: WebSocketTransportOptions) {
     this.#socket = socket;
@@ -78,8 +89,94 @@ export class WebSocketTransport implements Transport {
     this.#limits = { ...this.#limits, ...limits };
   }
 
+  setReadRate(rate: ReadRate | undefined): void {
+    if (rate === undefined) {
+      this.#readBucket = undefined;
+      this.#burstBytes = 0;
+      if (this.#rateTimer !== undefined) this.#rateDue();
+    } else {
+      this.#burstBytes = rate.burstBytes;
+      if (this.#readBucket) this.#readBucket.reconfigure(rate.bytesPerSecond, rate.burstBytes);
+      else this.#readBucket = new TokenBucket(rate.bytesPerSecond, rate.burstBytes);
+    }
+  }
+
+  holdInput(held: boolean): void {
+    this.#held = held;
+    if (!held) this.#drain();
+  }
+
   #onMessage(data: unknown): void {
-    this.lastActivity = Date.now();
+    const now = Date.now();
+    this.lastActivity = now;
+    if (this.#closed) return;
+    if (this.#held || this.#waiting !== undefined) {
+      this.#wait(data);
+      return;
+    }
+    this.#take(data, now);
+    this.#dispatch(data);
+  }
+
+  /** Takes a message's size from the read bucket; in debt, later messages wait. */
+  #take(data: unknown, now: number): void {
+    const bucket = this.#readBucket;
+    if (bucket === undefined || typeof data !== "string") return;
+    const waitMs = bucket.take(data.length, now);
+    if (waitMs <= 0 || this.#rateTimer !== undefined) return;
+    this.#waiting ??= [];
+    this.#rateTimer = setTimeout(() => this.#rateDue(), waitMs);
+  }
+
+  #wait(data: unknown): void {
+    if (typeof data !== "string") {
+      this.#dispatch(data); // refused at once (binary)
+      return;
+    }
+    (this.#waiting ??= []).push(data);
+    this.#waitingChars += data.length;
+    const most = this.#burstBytes + 2 * this.#limits.maxStanzaBytes;
+    if (this.#waitingChars > most) {
+      log.info("WebSocket client {ip} sent {size} bytes more than it may; closing", {
+        ip: this.ip,
+        size: this.#waitingChars,
+      });
+      this.#waiting = undefined;
+      this.#waitingChars = 0;
+      this.receiver.inputError(
+        new XmlStreamError(
+          "policy-violation",
+          `Sending faster than the server reads: more than ${most} bytes waited`,
+        ),
+      );
+    }
+  }
+
+  #rateDue(): void {
+    clearTimeout(this.#rateTimer);
+    this.#rateTimer = undefined;
+    this.#drain();
+  }
+
+  /** Handles waiting messages while neither the rate nor the session holds them back. */
+  #drain(): void {
+    const waiting = this.#waiting;
+    while (waiting !== undefined && !this.#closed && !this.#held && this.#rateTimer === undefined) {
+      const data = waiting.shift();
+      if (data === undefined) break;
+      this.#waitingChars -= data.length;
+      this.#take(data, Date.now());
+      this.#dispatch(data);
+    }
+    if (
+      this.#waiting !== undefined && this.#waiting.length === 0 && this.#rateTimer === undefined
+    ) {
+      this.#waiting = undefined;
+      this.#waitingChars = 0;
+    }
+  }
+
+  #dispatch(data: unknown): void {
     if (this.#closed) return;
     try {
       this.#handle(data);
@@ -155,6 +252,8 @@ export class WebSocketTransport implements Transport {
   #lost(): void {
     this.#closed = true;
     if (this.#closeTimer !== undefined) clearTimeout(this.#closeTimer);
+    clearTimeout(this.#rateTimer);
+    this.#waiting = undefined;
     if (this.#gone) return;
     this.#gone = true;
     this.receiver.transportClosed();

@@ -18,6 +18,9 @@ import type { S2SContext } from "./context.ts";
 import { dialbackKey, NS_DIALBACK, NS_DIALBACK_FEATURE, sameKey } from "./dialback.ts";
 import { type S2SAuthMethod, S2SStream } from "./s2s_stream.ts";
 
+/** XEP-0478 stream limits namespace. */
+const NS_STREAM_LIMITS = "urn:xmpp:stream-limits:0";
+
 const log = getLogger("s2s");
 
 /**
@@ -181,6 +184,11 @@ export class S2SIn extends S2SStream {
     if ((this.secure || !requireTls) && this.ctx.policy.dialbackEnabled(this.local)) {
       features.c("dialback", { xmlns: NS_DIALBACK_FEATURE }).c("errors");
     }
+    // XEP-0478: what this stream accepts from the remote server.
+    const config = this.ctx.config();
+    const limits = features.c("limits", { xmlns: NS_STREAM_LIMITS });
+    limits.c("max-bytes").t(String(config.get<number>("s2s_stanza_size_limit")));
+    limits.c("idle-seconds").t(String(config.get<number>("s2s_idle_timeout")));
     this.sendFeatures(features);
   }
 

@@ -256,6 +256,13 @@ c2s_require_encryption = true
 scram_iterations = ${iterations}
 # Prosody and ejabberd keep every offline message by default; Lilt's default cap is 100
 offline_max_messages = ${Math.max(100, setup.sizes.offline * 2)}
+# Prosody runs without mod_limits and ejabberd with shaper none: limits that never bite, so the
+# per-read and per-stanza accounting still runs and is measured
+limits_c2s_unauthed_rate = "1gb/s"
+limits_c2s_rate = "1gb/s"
+limits_message_rate = 1000000
+limits_presence_rate = 1000000
+limits_iq_rate = 1000000
 certificate = ${JSON.stringify(setup.cert)}
 key = ${JSON.stringify(setup.key)}
 [log]
