@@ -294,3 +294,59 @@ Deno.test("the WebSocket stanza size limit counts UTF-8 bytes, not characters", 
     await t.stop();
   }
 });
+
+Deno.test("WebSocket input over limits_c2s_rate waits and is handled in order", async () => {
+  const t = await startTestServer({
+    users: { alice: "alice-pw" },
+    globalToml: 'http_interfaces = ["127.0.0.1:0"]\nlimits_c2s_rate = "2kb/s"\n' +
+      'limits_c2s_burst = "2kb"',
+  });
+  const ws = await WsClient.connect(t);
+  try {
+    await ws.login("alice", "alice-pw", "web");
+    const started = performance.now();
+    // Ten pings of about 500 bytes: 2 kB at once, the other 3 kB at 2 kB/s.
+    for (let i = 0; i < 10; i++) {
+      ws.send(
+        `<iq xmlns='jabber:client' type='get' id='r${i}'><ping xmlns='urn:xmpp:ping'/>` +
+          `<x xmlns='urn:x'>${"p".repeat(420)}</x></iq>`,
+      );
+    }
+    const ids: string[] = [];
+    while (ids.length < 10) ids.push((await ws.next((el) => el.name === "iq")).attrs.id);
+    const elapsed = performance.now() - started;
+    console.log(
+      `10 WebSocket pings of ~500 bytes at 2 kB/s (2 kB burst): ${elapsed.toFixed(0)} ms`,
+    );
+    assert.deepEqual(ids, Array.from({ length: 10 }, (_, i) => `r${i}`));
+    // 3 kB past the burst at 2 kB/s cannot be through in less than 1.5 s.
+    assert.ok(elapsed >= 1000, `answered after ${elapsed} ms`);
+  } finally {
+    ws.socket.close();
+    await t.stop();
+  }
+});
+
+Deno.test("a WebSocket flooding far past its burst is closed with policy-violation", async () => {
+  const t = await startTestServer({
+    users: { alice: "alice-pw" },
+    globalToml: 'http_interfaces = ["127.0.0.1:0"]\nlimits_c2s_rate = "2kb/s"\n' +
+      'limits_c2s_burst = "2kb"',
+    hostToml: "c2s_stanza_size_limit = 10000",
+  });
+  const ws = await WsClient.connect(t);
+  try {
+    await ws.login("alice", "alice-pw", "web");
+    // 60 kB at once: more than the burst and two stanzas of the size limit may wait.
+    for (let i = 0; i < 60; i++) {
+      ws.send(`<message xmlns='jabber:client'><body>${"f".repeat(1000)}</body></message>`);
+    }
+    const error = await ws.next((el) => el.name === "error");
+    assert.ok(error.getChild("policy-violation", "urn:ietf:params:xml:ns:xmpp-streams"));
+    assert.match(error.getChildText("text") ?? "", /Sending faster than the server reads/);
+    await ws.waitClosed();
+  } finally {
+    ws.socket.close();
+    await t.stop();
+  }
+});

@@ -293,3 +293,18 @@ Deno.test("inbound: a stream closed after STARTTLS, before the peer's new header
       socket.destroy();
     }
   }));
+
+Deno.test("inbound: features announce XEP-0478 limits (s2s_stanza_size_limit, s2s_idle_timeout)", () =>
+  withServer({
+    globalToml:
+      `s2s_dialback_secret = "${SECRET}"\ns2s_stanza_size_limit = 123456\ns2s_idle_timeout = 77`,
+  }, async (t) => {
+    const peer = await RawClient.connect(t.server.port("s2s"));
+    const plain = await peer.open("a.test", { ...SERVER, from: "b.test" });
+    for (const features of [plain, await peer.starttls("a.test", { ...SERVER, from: "b.test" })]) {
+      const limits = features.getChild("limits", "urn:xmpp:stream-limits:0");
+      assert.equal(limits?.getChildText("max-bytes"), "123456");
+      assert.equal(limits?.getChildText("idle-seconds"), "77");
+    }
+    peer.close();
+  }));
