@@ -162,6 +162,9 @@ export class ThrottleAttempt {
       if (!entry) continue;
       entry.running = Math.max(0, entry.running - 1);
       apply(map, key, entry);
+      // A key is remembered only while it has failures (or attempts running): a login that
+      // went right leaves nothing behind.
+      if (entry.failures === 0 && entry.running === 0) map.delete(key);
     }
     this.#throttle.notifySettled();
   }
@@ -347,6 +350,11 @@ export class AuthThrottle {
       }
     }
     return rows.sort((a, b) => a.sinceLastMs - b.sinceLastMs);
+  }
+
+  /** How many keys are remembered (the three scopes together). */
+  get size(): number {
+    return this.#pairs.size + this.#addresses.size + this.#accounts.size;
   }
 
   /** Drops expired counts. */

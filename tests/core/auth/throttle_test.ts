@@ -110,6 +110,16 @@ Deno.test("concurrent attempts of a throttled key start one at a time", () => {
   assert.equal(held(throttle.tryStart("192.0.2.1", "alice", later)).ms, 2000);
 });
 
+Deno.test("an attempt without failures leaves no count behind", () => {
+  const throttle = new AuthThrottle(OPTIONS);
+  started(throttle.tryStart("192.0.2.1", "alice", 0)).succeeded();
+  started(throttle.tryStart("192.0.2.1", "bob", 0)).released();
+  const running = started(throttle.tryStart("192.0.2.1", "carol", 0));
+  assert.equal(throttle.size, 3, "a running attempt is counted under its three keys");
+  running.released();
+  assert.equal(throttle.size, 0);
+});
+
 Deno.test("counts are forgotten a window after the last failure", () => {
   const throttle = new AuthThrottle(OPTIONS);
   const now = 1_000_000;
