@@ -186,7 +186,10 @@ export class C2SSession implements Session, StreamReceiver {
   #transportKind: TransportKind;
   #filters: SendFilter[] | undefined;
   #gates: SendGate[] | undefined;
-  /** Stanzas received from the client (stream management counts from here). */
+  /**
+   * Stanzas received from the client and handled (stream management counts from here); one
+   * held for the account's stanza rate counts once it is handled or refused.
+   */
   stanzasReceived = 0;
   /** Lines modules add to `c2s show` (stream management, client state), computed when shown. */
   readonly info = new Map<string, () => string>();
@@ -629,8 +632,8 @@ export class C2SSession implements Session, StreamReceiver {
       );
       return;
     }
-    this.stanzasReceived++;
     if (!this.jid) {
+      this.stanzasReceived++;
       if (el.name === "iq" && el.attrs.type === "set") {
         const bind = el.getChild("bind", NS_BIND);
         if (bind) return this.#onBind(el, bind);
@@ -638,7 +641,10 @@ export class C2SSession implements Session, StreamReceiver {
       this.close("not-authorized", "Bind a resource before sending stanzas");
       return;
     }
+    // A stanza held for the account's rate is counted when it is handled: stream management
+    // must not acknowledge one that a crash would still lose.
     if (this.#rateAccount !== undefined && !this.#passesRate(el)) return;
+    this.stanzasReceived++;
     this.#onStanza(el);
   }
 
@@ -724,6 +730,7 @@ export class C2SSession implements Session, StreamReceiver {
     const now = Date.now();
     try {
       while (held.length > 0 && !this.#closed && (all || held[0].due <= now)) {
+        this.stanzasReceived++;
         this.#onStanza(held.shift()!.stanza);
       }
     } catch (error) {
@@ -764,6 +771,7 @@ export class C2SSession implements Session, StreamReceiver {
       this.close("policy-violation", `${text}, and this session went on for ${now - since} ms`);
       return;
     }
+    this.stanzasReceived++; // handled: answered with an error
     this.send(errorReply(stanza, "policy-violation", { type: "wait", text }));
   }
 

@@ -88,3 +88,27 @@ Deno.test("a ping reply leaves only after the offline message before it is commi
     await t.stop();
   }
 });
+
+Deno.test("a stream management <a/> does not count stanzas held back for the account's stanza rate", async () => {
+  const t = await startTestServer({
+    modules: MODULES,
+    users: { alice: "a-pw", bob: "b-pw" },
+    globalToml: "limits_message_rate = 1\nlimits_stanza_burst = 1\nlimits_stanza_max_delay = 30",
+  });
+  const { client } = await RawClient.login(t.port, "alice", "a-pw");
+  try {
+    client.send("<enable xmlns='urn:xmpp:sm:3'/>");
+    await client.next((el) => el.name === "enabled");
+    // One read: the first message uses the burst, the next two wait for the rate.
+    let stanzas = "";
+    for (let i = 1; i <= 3; i++) {
+      stanzas += `<message to='bob@localhost' type='chat' id='m${i}'><body>${i}</body></message>`;
+    }
+    client.send(stanzas + "<r xmlns='urn:xmpp:sm:3'/>");
+    const ack = await client.next((el) => el.name === "a");
+    assert.equal(ack.attrs.h, "1", "only the message handled so far is acknowledged");
+  } finally {
+    client.close();
+    await t.stop();
+  }
+});
