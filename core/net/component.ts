@@ -19,6 +19,7 @@ import {
 } from "../xml/stanza.ts";
 import { SocketTransport } from "./socket_transport.ts";
 import { readRate } from "./rate_limit.ts";
+import { readRate } from "./rate_limit.ts";
 import type { StreamReceiver } from "./transport.ts";
 
 const log = getLogger("component");
@@ -72,15 +73,20 @@ export class ComponentSession implements Session, StreamReceiver {
       namespace: NS_COMPONENT,
     });
     this.ip = this.#transport.ip;
-    const config = deps.server.config;
+    this.applyConfig();
+    deps.server.sessions.add(this);
+    this.#transport.start(undefined);
+  }
+
+  /** Takes up the read rate (`limits_component_rate`, `limits_component_burst`), after a reload too. */
+  applyConfig(): void {
+    const config = this.#deps.server.config;
     this.#transport.setReadRate(
       readRate(
         config.get<string>("limits_component_rate"),
         config.get<string>("limits_component_burst"),
       ),
     );
-    deps.server.sessions.add(this);
-    this.#transport.start(undefined);
   }
 
   /** Last time any bytes arrived (ms epoch). */
