@@ -389,6 +389,8 @@ export class C2SSession implements Session, StreamReceiver {
     this.#transportKind = transport.kind;
     this.#ip = transport.ip;
     transport.receiver = this;
+    // Stanzas still wait for the account's rate: the new connection waits behind them.
+    if (this.#held !== undefined) transport.holdInput?.(true);
     // After the caller's own output (a resumption's <resumed/> and the stanzas sent again).
     queueMicrotask(() => {
       const host = this.#deps.server.hosts.get(this.host);
