@@ -34,6 +34,7 @@ export interface FuzzTarget {
 
 /** A message's shape for signatures: what was found, quoted text and numbers taken out. */
 export function shape(message: string): string {
-  return message.replace(/\bfound\b.*$/s, "found").replace(/'[^']*'|"[^"]*"|<[^>]*>/g, "''")
+  // Greedy: a quoted input may hold quotes itself.
+  return message.replace(/\bfound\b.*$/s, "found").replace(/'.*'|".*"|<\S*/gs, "''")
     .replace(/U\+[0-9A-F]+/g, "U+X").replace(/\d+/g, "N").slice(0, 80);
 }
