@@ -293,7 +293,7 @@ for (const transport of ["starttls", "direct-tls"] as const) {
 
 Deno.test("with -PLUS offered, slixmpp's tls-unique attempts fail recoverably and are not counted as wrong passwords", async () => {
   await requireSlixmpp();
-  // One wrong password would block the address: the two channel binding failures must not.
+  // One wrong password would make the next attempt wait: the two channel binding failures must not.
   const result = await withClient(
     slixmppDefaults("starttls"),
     "sasl_offer_channel_binding = true\nauth_throttle_max_failures = 1",
