@@ -439,6 +439,16 @@ export const GLOBAL_OPTIONS = {
     description: "Bytes of output that may wait for a client that stops reading; past it the " +
       "stream closes with resource-constraint and its messages go to offline storage",
   },
+  c2s_preauth_stanza_size_limit: {
+    type: "integer",
+    default: 16384,
+    min: 4096,
+    max: 16777216,
+    scope: "global",
+    reload: "live",
+    description: "Largest stanza in bytes a client may send before it has authenticated " +
+      "(c2s_stanza_size_limit applies after)",
+  },
   s2s_max_send_buffer: {
     type: "integer",
     default: 4194304,

@@ -536,10 +536,22 @@ export class C2SSession implements Session, StreamReceiver {
   applyConfig(): void {
     this.#transport?.setReadRate?.(this.#readRate());
     if (this.host === "") return;
-    this.#transport?.setLimits({
-      maxStanzaBytes: this.#option<number>("c2s_stanza_size_limit"),
-    });
+    this.#applyStanzaLimit();
     this.#transport?.setSendLimit?.(this.#deps.server.config.get<number>("c2s_max_send_buffer"));
+  }
+
+  /**
+   * The host's stanza size limit, or before authentication the smaller
+   * `c2s_preauth_stanza_size_limit`: a connection that has not logged in cannot make the
+   * parser hold more (hundreds of them, each growing a stanza that never ends).
+   */
+  #applyStanzaLimit(): void {
+    const limit = this.#option<number>("c2s_stanza_size_limit");
+    this.#transport?.setLimits({
+      maxStanzaBytes: this.authenticated
+        ? limit
+        : Math.min(limit, this.#deps.server.config.get<number>("c2s_preauth_stanza_size_limit")),
+    });
   }
 
   #sendFeatures(): void {
@@ -993,6 +1005,7 @@ export class C2SSession implements Session, StreamReceiver {
     this.#deps.server.metrics.counter("c2s.logins").inc();
     this.#username = step.username;
     this.authenticated = true;
+    this.#applyStanzaLimit();
     this.#transport?.setReadRate?.(this.#readRate());
     this.#deps.server.accounts.touchLogin(this.host, step.username);
     log.info("{user}@{host} authenticated from {ip} with {mechanism}", {
@@ -1249,7 +1262,10 @@ export function acceptC2S(socket: Socket, directTls: boolean, deps: C2SDeps): C2
   const transport = new SocketTransport(socket, NO_RECEIVER, {
     namespace: NS_CLIENT,
     // The top-level limit until the stream header names the host (`applyConfig`).
-    maxStanzaBytes: deps.server.config.hostDefault("c2s_stanza_size_limit"),
+    maxStanzaBytes: Math.min(
+      deps.server.config.hostDefault("c2s_stanza_size_limit"),
+      deps.server.config.get<number>("c2s_preauth_stanza_size_limit"),
+    ),
     maxSendBuffer: deps.server.config.get<number>("c2s_max_send_buffer"),
     directTls,
   });

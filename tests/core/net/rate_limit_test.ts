@@ -404,12 +404,14 @@ Deno.test("XEP-0478: client streams announce max-bytes, and idle-seconds once au
   try {
     const c = await RawClient.connect(t.port);
     const first = (await c.open()).getChild("limits", NS_LIMITS);
-    assert.equal(first?.getChildText("max-bytes"), "70000");
+    // Before authentication the smaller c2s_preauth_stanza_size_limit is in force.
+    assert.equal(first?.getChildText("max-bytes"), "16384");
     assert.equal(first?.getChild("idle-seconds"), undefined);
     await c.starttls();
     await c.loginPlain("alice", "alice-pw");
     const after = c.received.filter((el) => el.name === "features").at(-1)!;
     assert.equal(after.getChild("limits", NS_LIMITS)?.getChildText("idle-seconds"), "321");
+    assert.equal(after.getChild("limits", NS_LIMITS)?.getChildText("max-bytes"), "70000");
     c.close();
   } finally {
     await t.stop();
