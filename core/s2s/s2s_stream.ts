@@ -6,7 +6,6 @@ import { getLogger } from "../log.ts";
 import type { PeerCertificateVerdict } from "../net/peer_certificate.ts";
 import { SocketTransport } from "../net/socket_transport.ts";
 import { readRate } from "../net/rate_limit.ts";
-import { readRate } from "../net/rate_limit.ts";
 import { serializeStreamLevel, type UnsentStanza } from "../net/stream.ts";
 import type { StreamReceiver } from "../net/transport.ts";
 import { tryParseJid } from "../jid.ts";
@@ -69,7 +68,6 @@ export abstract class S2SStream implements Session, StreamReceiver {
     this.ip = this.transport.ip;
     this.port = this.transport.port;
     this.#applyReadRate();
-    this.#applyReadRate();
     ctx.server.sessions.add(this);
   }
 
@@ -94,15 +92,6 @@ export abstract class S2SStream implements Session, StreamReceiver {
    */
   applyConfig(): void {
     this.transport.setLimits({ maxStanzaBytes: this.ctx.config().get("s2s_stanza_size_limit") });
-    this.#applyReadRate();
-  }
-
-  /** How fast the remote server may send on this stream (`limits_s2s_rate`, both directions). */
-  #applyReadRate(): void {
-    const config = this.ctx.config();
-    this.transport.setReadRate(
-      readRate(config.get<string>("limits_s2s_rate"), config.get<string>("limits_s2s_burst")),
-    );
     this.transport.setSendLimit(this.ctx.config().get<number>("s2s_max_send_buffer"));
     this.#applyReadRate();
   }
