@@ -19,7 +19,6 @@ import {
 } from "../xml/stanza.ts";
 import { SocketTransport } from "./socket_transport.ts";
 import { readRate } from "./rate_limit.ts";
-import { readRate } from "./rate_limit.ts";
 import type { StreamReceiver } from "./transport.ts";
 
 const log = getLogger("component");
