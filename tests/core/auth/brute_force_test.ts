@@ -12,8 +12,11 @@ const NS_SASL = "urn:ietf:params:xml:ns:xmpp-sasl";
 const ATTACKER = "127.0.0.2";
 const USER = "127.0.0.3";
 
-async function withServer(fn: (t: TestServer) => Promise<void>): Promise<void> {
-  const t = await startTestServer({ users: { alice: "alice-pw" } });
+async function withServer(
+  fn: (t: TestServer) => Promise<void>,
+  globalToml?: string,
+): Promise<void> {
+  const t = await startTestServer({ users: { alice: "alice-pw" }, globalToml });
   try {
     await fn(t);
   } finally {
@@ -165,3 +168,26 @@ Deno.test("the user behind the guesser's address gets in within 5 s of the guess
     stopWatching();
   }
 });
+
+Deno.test("SASL2 logins are counted and held back the same way", () =>
+  withServer(async (t) => {
+    const metrics = t.server.metrics;
+    const c = await connectFrom(t, ATTACKER);
+    const authenticate = (password: string) =>
+      c.send(
+        `<authenticate xmlns='urn:xmpp:sasl:2' mechanism='PLAIN'><initial-response>${
+          btoa(`\0alice\0${password}`)
+        }</initial-response></authenticate>`,
+      );
+    for (let i = 0; i < 2; i++) {
+      authenticate("nope");
+      const failure = await c.next((el) => el.name === "failure");
+      assert.equal(failure.ns, "urn:xmpp:sasl:2");
+      assert.ok(failure.getChild("not-authorized"), failure.toString());
+    }
+    authenticate("alice-pw");
+    const outcome = await c.next((el) => el.name === "success" || el.name === "failure");
+    assert.equal(outcome.name, "success", outcome.toString());
+    assert.equal(metrics.counter("c2s.auth_delayed").value, 1);
+    c.close();
+  }, "auth_throttle_max_failures = 2\nauth_throttle_delay = 0.2"));
