@@ -817,6 +817,11 @@ function transportTable(figures: TransportFigures): string[] {
     `|---|${ran.map(() => "---:|".repeat(1 + 2 * schemes.length)).join("")}`,
   ];
   for (const c of transportComparisons) {
+    // a row whose WebSocket workloads did not run (e.g. --workloads=messages,ws-messages) is left out
+    const measured = ran.some((s) =>
+      schemes.some((x) => figures[s.id]![`${webSocketPair(c.tcp, x)}.${c.field}`] !== undefined)
+    );
+    if (!measured) continue;
     const cells = ran.flatMap((s) => {
       const rows = figures[s.id]!;
       const pairs = schemes.map((x) => rows[`${webSocketPair(c.tcp, x)}.${c.field}`]);
