@@ -1,10 +1,10 @@
 // A flooding client in its own process, for the rate limit tests: the server's memory can then
-// be measured without the flood's own buffers in it. It logs in alice (STARTTLS, or direct TLS
-// with --direct-tls), writes COUNT headline messages to bob's bare JID (bob is offline: the server
+// be measured without the flood's own buffers in it. It logs in alice (STARTTLS, direct TLS with
+// --direct-tls, or in the clear with --plain), writes COUNT headline messages to bob's bare JID (bob is offline: the server
 // routes each and discards it, so nothing comes back) as fast as the socket takes them, and
 // reports one JSON line per 100 ms on standard output until standard input closes.
 //
-// deno run -A tests/helpers/flood_client.ts PORT COUNT BODY_BYTES [--direct-tls]
+// deno run -A tests/helpers/flood_client.ts PORT COUNT BODY_BYTES [--direct-tls | --plain]
 
 import type { Socket } from "node:net";
 import { RawClient } from "./raw_client.ts";
@@ -21,9 +21,9 @@ export interface FloodReport {
   elapsedMs: number;
 }
 
-async function login(port: number, user: string, directTls: boolean): Promise<RawClient> {
-  if (!directTls) return (await RawClient.login(port, user, `${user}-pw`, "flood")).client;
-  const client = await RawClient.connect(port, { tls: true });
+async function login(port: number, user: string, mode: string): Promise<RawClient> {
+  if (mode === "starttls") return (await RawClient.login(port, user, `${user}-pw`, "flood")).client;
+  const client = await RawClient.connect(port, { tls: mode === "direct-tls" });
   await client.open();
   await client.loginPlain(user, `${user}-pw`, "flood");
   return client;
@@ -31,11 +31,15 @@ async function login(port: number, user: string, directTls: boolean): Promise<Ra
 
 async function main(): Promise<void> {
   const [portText, countText, bodyText] = Deno.args;
-  const directTls = Deno.args.includes("--direct-tls");
+  const mode = Deno.args.includes("--direct-tls")
+    ? "direct-tls"
+    : Deno.args.includes("--plain")
+    ? "plain"
+    : "starttls";
   const port = Number(portText);
   const count = Number(countText);
   const body = "x".repeat(Number(bodyText));
-  const flooder = await login(port, "alice", directTls);
+  const flooder = await login(port, "alice", mode);
   const out = Deno.stdout;
   const encoder = new TextEncoder();
   const report = (line: FloodReport) => out.writeSync(encoder.encode(JSON.stringify(line) + "\n"));
