@@ -5,7 +5,7 @@
 
 import { parseArgs } from "node:util";
 import { fileURLToPath } from "node:url";
-import { type Finding, readCorpus, runInput } from "./engine.ts";
+import { type Finding, findingKey, readCorpus, runInput } from "./engine.ts";
 import { TARGETS } from "./targets.ts";
 import { SHARED_HEADER_BYTES, type WorkerReport, type WorkerStart } from "./worker.ts";
 
@@ -207,6 +207,7 @@ async function main(): Promise<number> {
 
   console.log(`fuzz: ${names.join(", ")} for ${seconds} s, seed ${seed}`);
   const findings: Finding[] = [];
+  const reported = new Set<string>();
   const started = Date.now();
   for (let i = 0; i < names.length; i++) {
     const name = names[i];
@@ -214,6 +215,12 @@ async function main(): Promise<number> {
     const deadline = Date.now() + Math.max(left / (names.length - i), 1000);
     const before = findings.length;
     const totals = await fuzzTarget(name, seed, deadline, budgetMs, async (finding) => {
+      // A worker started again after a hang does not know what the one before it reported.
+      const key = finding.kind === "hang"
+        ? `${name} hang ${finding.input}`
+        : findingKey(name, finding.kind, finding.message);
+      if (reported.has(key)) return;
+      reported.add(key);
       findings.push(finding);
       print(finding, await save(directory, finding));
     });
