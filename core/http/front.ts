@@ -8,6 +8,7 @@
 import * as net from "node:net";
 import type * as tls from "node:tls";
 import { getLogger } from "../log.ts";
+import { nativeReads } from "../net/native_reads.ts";
 import type { TlsContexts } from "../net/tls.ts";
 
 const log = getLogger("http");
@@ -39,24 +40,6 @@ export interface HttpFrontOptions {
   /** TLS with SNI for HTTPS; absent for plain HTTP. */
   tls?: TlsContexts;
   timeouts: () => FrontTimeouts;
-}
-
-/** The read switch of a socket's native handle. */
-interface ReadControl {
-  readStart(): number;
-  readStop(): number;
-}
-
-/**
- * The TCP handle beneath a Deno TLS socket that wraps an accepted socket (undefined for a plain
- * socket, or on a runtime that does not expose it, where pausing the TLS socket suffices).
- */
-function readControl(socket: net.Socket): ReadControl | undefined {
-  const handle = (socket as unknown as { _handle?: { _nativeTcpHandle?: Partial<ReadControl> } })
-    ._handle?._nativeTcpHandle;
-  return typeof handle?.readStart === "function" && typeof handle.readStop === "function"
-    ? handle as ReadControl
-    : undefined;
 }
 
 /** One outer connection and its deadlines. */
@@ -207,7 +190,7 @@ export class HttpFront {
       // decrypting, and resuming hands over all of that in one chunk, so an upload faster
       // than the backend writes it to disk would sit in memory whole. The socket beneath
       // stops reading with it.
-      const beneath = readControl(outer);
+      const beneath = nativeReads(outer);
       outer.on("data", (chunk: Uint8Array) => {
         connection.clientData();
         if (!inner.write(chunk)) {

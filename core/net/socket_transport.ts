@@ -20,6 +20,7 @@ import {
 } from "./stream.ts";
 import type { TlsContexts } from "./tls.ts";
 import type { StreamReceiver, Transport } from "./transport.ts";
+import { nativeReads } from "./native_reads.ts";
 import { type ReadRate, TokenBucket } from "./rate_limit.ts";
 
 const log = getLogger("net");
@@ -27,25 +28,6 @@ const log = getLogger("net");
 /** Why reading is paused: the read rate's bucket is in debt, or the session holds input. */
 const PAUSED_BY_RATE = 1;
 const PAUSED_BY_HOLD = 2;
-
-/** The read switch of a socket's native TCP handle. */
-interface NativeReads {
-  readStart(): number;
-  readStop(): number;
-}
-
-/**
- * The TCP handle beneath Deno's TLS socket: pausing the TLS socket stops only its plaintext
- * events while the handle goes on reading and decrypting, so a paused peer would still fill
- * our memory. Undefined on a runtime that does not expose it.
- */
-function nativeReads(socket: Socket): NativeReads | undefined {
-  const handle = (socket as unknown as { _handle?: { _nativeTcpHandle?: Partial<NativeReads> } })
-    ._handle?._nativeTcpHandle;
-  return typeof handle?.readStart === "function" && typeof handle.readStop === "function"
-    ? handle as NativeReads
-    : undefined;
-}
 
 /** How a {@link SocketTransport} starts. */
 export interface SocketTransportOptions {
