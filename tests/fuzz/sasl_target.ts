@@ -29,7 +29,7 @@ import {
 } from "../../core/auth/scram.ts";
 import { parseJid, prepLocal } from "../../core/jid.ts";
 import { Database } from "../../core/storage/database.ts";
-import { FuzzFinding, type FuzzTarget, shape } from "./target.ts";
+import { FuzzFinding, type FuzzTarget } from "./target.ts";
 
 const HOST = "example.com";
 const USER = "juliet";
