@@ -41,3 +41,22 @@ Deno.test("once authenticated, the client's full stanza size limit applies", asy
     await t.stop();
   }
 });
+
+Deno.test("over direct TLS a stanza that never ends is cut at the pre-authentication limit too", async () => {
+  const t = await startTestServer({ users: { alice: "pw" } });
+  try {
+    const c = await RawClient.connect(t.tlsPort, { tls: true });
+    await c.open();
+    c.send("<message to='alice@localhost'><body>");
+    // 4 KiB at a time, never closing the element: the parser must give up at the limit.
+    for (let i = 0; i < 8 && !c.closedByServer; i++) {
+      c.send("b".repeat(4096));
+      await new Promise((resolve) => setTimeout(resolve, 10));
+    }
+    await c.waitClosed();
+    const error = c.received.find((el) => el.name === "error" && el.ns === NS_STREAM);
+    assert.ok(error?.getChild("policy-violation", NS_STREAM_ERRORS), "no policy-violation");
+  } finally {
+    await t.stop();
+  }
+});

@@ -13,6 +13,9 @@ const BODY = "x".repeat(4000);
 /** Sent at most: the loopback socket buffers take a few MB before our own queue grows. */
 const MAX_MESSAGES = 4000;
 const BATCH = 100;
+/** The send limit under test, and rate limits that let the flood through at once. */
+const FAST_FLOOD = 'c2s_max_send_buffer = 65536\nlimits_c2s_rate = "1gb/s"\n' +
+  "limits_message_rate = 1000000";
 
 function messageIds(elements: Element[]): string[] {
   return elements.filter((el) => el.name === "message" && el.attrs.id?.startsWith("flood-"))
@@ -20,10 +23,19 @@ function messageIds(elements: Element[]): string[] {
 }
 
 /** Logs in over plain TCP (allowed by the test config), bound and available. */
-async function plainLogin(t: TestServer, user: string, resource: string): Promise<RawClient> {
+async function plainLogin(
+  t: TestServer,
+  user: string,
+  resource: string,
+  streamManagement = false,
+): Promise<RawClient> {
   const client = await RawClient.connect(t.port);
   await client.open();
   await client.loginPlain(user, "pw", resource);
+  if (streamManagement) {
+    client.send("<enable xmlns='urn:xmpp:sm:3'/>");
+    await client.next((el) => el.name === "enabled");
+  }
   client.send("<presence/>");
   await roundTrip(client);
   return client;
@@ -32,7 +44,7 @@ async function plainLogin(t: TestServer, user: string, resource: string): Promis
 Deno.test("a client that stops reading is cut off at its send buffer limit and its messages wait offline", async () => {
   const t = await startTestServer({
     users: { slow: "pw", flooder: "pw" },
-    globalToml: "c2s_max_send_buffer = 65536",
+    globalToml: FAST_FLOOD,
     hostToml: "c2s_require_encryption = false\nallow_unencrypted_plain_auth = true\n" +
       "offline_max_messages = 100000",
   });
@@ -93,6 +105,56 @@ Deno.test("a client that stops reading is cut off at its send buffer limit and i
     assert.equal(all.length, sent, "a message was lost");
     const stored = again.received.find((el) => el.attrs.id === offline[0])!;
     assert.ok(stored.getChild("delay", "urn:xmpp:delay"), "offline message without a delay stamp");
+  } finally {
+    for (const client of clients) client.socket.destroy();
+    await t.stop();
+  }
+});
+
+Deno.test("with stream management the unacknowledged queue hands back what a cut-off reader never got", async () => {
+  const t = await startTestServer({
+    users: { slow: "pw", flooder: "pw" },
+    globalToml: FAST_FLOOD,
+    // Stream management's own queue limit would cut the session first.
+    hostToml: "c2s_require_encryption = false\nallow_unencrypted_plain_auth = true\n" +
+      "offline_max_messages = 100000\nsmacks_max_queue_size = 100000",
+  });
+  const clients: RawClient[] = [];
+  try {
+    const slow = await plainLogin(t, "slow", "phone", true);
+    clients.push(slow);
+    const flooder = await plainLogin(t, "flooder", "desk");
+    clients.push(flooder);
+    slow.socket.pause();
+    const cut = t.server.metrics.counter("c2s.slow_readers_cut");
+    let sent = 0;
+    while (sent < MAX_MESSAGES && cut.value === 0) {
+      for (let i = 0; i < BATCH; i++, sent++) {
+        flooder.send(
+          `<message to='slow@localhost' type='chat' id='flood-${sent}'><body>${BODY}</body></message>`,
+        );
+      }
+      await roundTrip(flooder);
+    }
+    assert.equal(cut.value, 1, `the slow reader was not cut off after ${sent} messages`);
+    slow.socket.resume();
+    await slow.waitClosed(20000);
+    const onOldStream = new Set(messageIds(slow.received));
+
+    // The client never acknowledged anything: stream management delivers every message again
+    // (at least once, as XEP-0198 does), and the core adds no second copy of the unsent ones.
+    const again = await plainLogin(t, "slow", "laptop");
+    clients.push(again);
+    await again.waitUntil(
+      () => messageIds(again.received).length >= sent ? true : undefined,
+      20000,
+      `${sent} offline messages`,
+    );
+    await roundTrip(again);
+    const offline = messageIds(again.received);
+    assert.equal(offline.length, sent, "a message came back twice, or was lost");
+    assert.equal(new Set(offline).size, sent);
+    console.log(`${onOldStream.size} of ${sent} messages reached the old connection`);
   } finally {
     for (const client of clients) client.socket.destroy();
     await t.stop();
