@@ -66,7 +66,10 @@ export class SocketTransport implements Transport {
   /** PAUSED_BY_* bits; reading is paused while any is set. */
   #pausedBy = 0;
   #rateTimer: ReturnType<typeof setTimeout> | undefined;
+  /** The stream was closed without waiting for the peer's: its input is no longer parsed. */
+  #deaf = false;
   #onData = (chunk: Uint8Array) => {
+    if (this.#deaf) return;
     const now = Date.now();
     this.lastActivity = now;
     const bucket = this.#readBucket;
@@ -277,12 +280,27 @@ export class SocketTransport implements Transport {
     this.#closed = true;
     const closing = closingTags(this.headerSent, condition, text);
     if (waitForPeerMs !== undefined) this.#out.endAfterPeer(closing, waitForPeerMs);
-    else this.#out.end(closing);
+    else {
+      this.#stopInput();
+      this.#out.end(closing);
+    }
   }
 
   destroy(): void {
     this.#closed = true;
+    this.#stopInput();
     this.#out.destroy();
+  }
+
+  /**
+   * Parses no more input: neither the rest of the chunk being parsed (a peer closed for its
+   * first stanza before authentication may have sent 2,000 in one write) nor what follows,
+   * which nobody would handle. Hundreds of such connections a second otherwise fill the heap
+   * with elements built for nothing.
+   */
+  #stopInput(): void {
+    this.#deaf = true;
+    this.#parser.reset();
   }
 
   // ---------- TLS ----------

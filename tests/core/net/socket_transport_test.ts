@@ -1,6 +1,7 @@
 // The TCP transport on its own, over a real socket: stream events reach the receiver, output is
 // written in the stream's namespace, closing writes the closing tags, and a receiver that throws
-// while handling input ends the stream with internal-server-error instead of the server.
+// while handling input ends the stream with internal-server-error instead of the server, and a
+// closed stream parses no more of its input.
 
 import assert from "node:assert/strict";
 import net from "node:net";
@@ -136,6 +137,26 @@ Deno.test("input that breaks the XML rules reaches the receiver as an input erro
     h.peer.write(`${HEADER}<!-- a comment -->`);
     await until(() => events.some((e) => e.startsWith("input")), "the input error");
     assert.ok(events.includes("input restricted-xml"), events.join(", "));
+  } finally {
+    await h.close();
+  }
+});
+
+Deno.test("once the stream is closed, the rest of the chunk being parsed is not handled", async () => {
+  const events: string[] = [];
+  const h = await connected((t) => ({
+    ...recording(events, t),
+    element(el) {
+      events.push(`element ${el.name}`);
+      t().close("not-authorized", "Authenticate first");
+    },
+  }));
+  try {
+    h.peer.write(`${HEADER}${"<presence/>".repeat(2000)}`);
+    await until(() => h.received().endsWith("</stream:stream>"), "the stream to end");
+    h.peer.write("<presence/><presence/>");
+    await until(() => events.includes("gone"), "the connection to go");
+    assert.deepEqual(events.filter((e) => e.startsWith("element")), ["element presence"]);
   } finally {
     await h.close();
   }
