@@ -1,9 +1,11 @@
 // A client that stops reading its socket while another floods it with messages is cut off once
 // its unsent output passes c2s_max_send_buffer, with a resource-constraint stream error, and the
 // messages that never reached its connection wait in offline storage for its next login: none
-// lost, none delivered twice. Over real sockets.
+// lost, none delivered twice. Over real sockets, plain TCP and TLS.
 
 import assert from "node:assert/strict";
+import type { Socket } from "node:net";
+import { nativeReads } from "../../../core/net/native_reads.ts";
 import type { Element } from "../../../core/xml/element.ts";
 import { RawClient, roundTrip } from "../../helpers/raw_client.ts";
 import { startTestServer, type TestServer } from "../../helpers/test_server.ts";
@@ -155,6 +157,63 @@ Deno.test("with stream management the unacknowledged queue hands back what a cut
     assert.equal(offline.length, sent, "a message came back twice, or was lost");
     assert.equal(new Set(offline).size, sent);
     console.log(`${onOldStream.size} of ${sent} messages reached the old connection`);
+  } finally {
+    for (const client of clients) client.socket.destroy();
+    await t.stop();
+  }
+});
+
+Deno.test("over TLS too a client that stops reading is cut off and its messages wait offline", async () => {
+  const t = await startTestServer({
+    users: { slow: "pw", flooder: "pw" },
+    globalToml: FAST_FLOOD,
+    hostToml: "offline_max_messages = 100000",
+  });
+  const clients: RawClient[] = [];
+  try {
+    const { client: slow } = await RawClient.login(t.port, "slow", "pw", "phone");
+    clients.push(slow);
+    slow.send("<presence/>");
+    await roundTrip(slow);
+    const { client: flooder } = await RawClient.login(t.port, "flooder", "pw", "desk");
+    clients.push(flooder);
+    // Deno's TLS socket goes on reading its TCP handle while paused: stop that too.
+    const reads = nativeReads(slow.socket as Socket);
+    assert.ok(reads, "no native TCP handle beneath the client's TLS socket");
+    slow.socket.pause();
+    reads.readStop();
+
+    const cut = t.server.metrics.counter("c2s.slow_readers_cut");
+    let sent = 0;
+    while (sent < MAX_MESSAGES && cut.value === 0) {
+      for (let i = 0; i < BATCH; i++, sent++) {
+        flooder.send(
+          `<message to='slow@localhost' type='chat' id='flood-${sent}'><body>${BODY}</body></message>`,
+        );
+      }
+      await roundTrip(flooder);
+    }
+    assert.equal(cut.value, 1, `the slow reader was not cut off after ${sent} messages`);
+    reads.readStart();
+    slow.socket.resume();
+    await slow.waitClosed(20000);
+    const onOldStream = messageIds(slow.received);
+
+    const { client: again } = await RawClient.login(t.port, "slow", "pw", "laptop");
+    clients.push(again);
+    again.send("<presence/>");
+    const expected = sent - onOldStream.length;
+    await again.waitUntil(
+      () => messageIds(again.received).length >= expected ? true : undefined,
+      20000,
+      `${expected} offline messages`,
+    );
+    const all = [...onOldStream, ...messageIds(again.received)];
+    assert.equal(new Set(all).size, all.length, "a message was delivered twice");
+    assert.equal(all.length, sent, "a message was lost");
+    console.log(
+      `over TLS: cut after ${sent} messages, ${onOldStream.length} reached the connection`,
+    );
   } finally {
     for (const client of clients) client.socket.destroy();
     await t.stop();
