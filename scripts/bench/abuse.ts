@@ -15,7 +15,15 @@ import tls from "node:tls";
 import { parseArgs } from "node:util";
 import { join } from "node:path";
 import { GLOBAL_OPTIONS } from "../../core/config_schema.ts";
-import { freePort, root, run, sleep, stopServer, waitForPort } from "./harness.ts";
+import {
+  freePort,
+  makeBenchCertificate,
+  root,
+  run,
+  sleep,
+  stopServer,
+  waitForPort,
+} from "./harness.ts";
 
 const DOMAIN = "localhost";
 const PASSWORD = "abusepass";
@@ -371,30 +379,8 @@ class Hostiles {
   }
 }
 
-async function makeCertificate(dir: string): Promise<{ cert: string; key: string }> {
-  const cert = join(dir, "cert.pem");
-  const key = join(dir, "key.pem");
-  await run([
-    "openssl",
-    "req",
-    "-x509",
-    "-newkey",
-    "ec",
-    "-pkeyopt",
-    "ec_paramgen_curve:prime256v1",
-    "-nodes",
-    "-keyout",
-    key,
-    "-out",
-    cert,
-    "-days",
-    "2",
-    "-subj",
-    `/CN=${DOMAIN}`,
-    "-addext",
-    `subjectAltName=DNS:${DOMAIN}`,
-  ]);
-  return { cert, key };
+function makeCertificate(dir: string): Promise<{ cert: string; key: string }> {
+  return makeBenchCertificate(dir, [DOMAIN]);
 }
 
 async function addUser(config: string, user: string): Promise<void> {

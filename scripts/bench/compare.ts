@@ -17,6 +17,7 @@ import {
   KeyCacheWriter,
   liltOnlyWorkloads,
   log,
+  makeBenchCertificate,
   mucDomain,
   password,
   plannedWorkloads,
@@ -1057,28 +1058,7 @@ async function main(): Promise<void> {
   const work = await Deno.makeTempDir({ prefix: "lilt-bench-" });
   const started = new Date();
   log(`work dir ${work}; sizes ${JSON.stringify(sizes)}`);
-  const cert = join(work, "cert.pem");
-  const key = join(work, "key.pem");
-  await run([
-    "openssl",
-    "req",
-    "-x509",
-    "-newkey",
-    "ec",
-    "-pkeyopt",
-    "ec_paramgen_curve:prime256v1",
-    "-nodes",
-    "-keyout",
-    key,
-    "-out",
-    cert,
-    "-days",
-    "2",
-    "-subj",
-    `/CN=${domain}`,
-    "-addext",
-    `subjectAltName=DNS:${domain}`,
-  ]);
+  const { cert, key } = await makeBenchCertificate(work, [domain]);
   const setup: BenchSetup = {
     work,
     cert,

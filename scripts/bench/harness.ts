@@ -270,6 +270,39 @@ export async function run(
 }
 
 /**
+ * Writes a self-signed ECDSA P-256 certificate for `names` (the first is the CN) into `dir`,
+ * valid for two days; returns the certificate and key paths.
+ */
+export async function makeBenchCertificate(
+  dir: string,
+  names: string[],
+): Promise<{ cert: string; key: string }> {
+  const cert = join(dir, "cert.pem");
+  const key = join(dir, "key.pem");
+  await run([
+    "openssl",
+    "req",
+    "-x509",
+    "-newkey",
+    "ec",
+    "-pkeyopt",
+    "ec_paramgen_curve:prime256v1",
+    "-nodes",
+    "-keyout",
+    key,
+    "-out",
+    cert,
+    "-days",
+    "2",
+    "-subj",
+    `/CN=${names[0]}`,
+    "-addext",
+    `subjectAltName=${names.map((name) => `DNS:${name}`).join(",")}`,
+  ]);
+  return { cert, key };
+}
+
+/**
  * Starts a server pinned to CPU0 with its output in `logFile`. taskset execs the command, so
  * the child's PID is the server's own as long as the command execs its way to the server.
  */

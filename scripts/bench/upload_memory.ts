@@ -19,8 +19,8 @@ import { RawClient } from "../../tests/helpers/raw_client.ts";
 import {
   freePort,
   log,
+  makeBenchCertificate,
   root,
-  run,
   sleep,
   startServer,
   stopServer,
@@ -167,28 +167,7 @@ function getBack(
 
 const MB = 1024 * 1024;
 const work = await Deno.makeTempDir({ prefix: "lilt-upload-bench-" });
-const cert = join(work, "cert.pem");
-const key = join(work, "key.pem");
-await run([
-  "openssl",
-  "req",
-  "-x509",
-  "-newkey",
-  "ec",
-  "-pkeyopt",
-  "ec_paramgen_curve:prime256v1",
-  "-nodes",
-  "-keyout",
-  key,
-  "-out",
-  cert,
-  "-days",
-  "2",
-  "-subj",
-  "/CN=localhost",
-  "-addext",
-  `subjectAltName=DNS:localhost,DNS:${SERVICE}`,
-]);
+const { cert, key } = await makeBenchCertificate(work, ["localhost", SERVICE]);
 const c2sPort = await freePort();
 const httpPort = await freePort();
 const httpsPort = await freePort();
