@@ -541,7 +541,8 @@ export const GLOBAL_OPTIONS = {
     scope: "global",
     reload: "live",
     check: checkBurst,
-    description: 'What a client may send at once before it authenticates: seconds of the rate ("10s") or a size ("64kb")',
+    description:
+      'What a client may send at once before it authenticates: seconds of the rate ("10s") or a size ("64kb")',
   },
   limits_c2s_rate: {
     type: "string",
@@ -557,7 +558,8 @@ export const GLOBAL_OPTIONS = {
     scope: "global",
     reload: "live",
     check: checkBurst,
-    description: 'What an authenticated client may send at once: seconds of the rate ("5s") or a size ("512kb")',
+    description:
+      'What an authenticated client may send at once: seconds of the rate ("5s") or a size ("512kb")',
   },
   limits_s2s_rate: {
     type: "string",
@@ -565,7 +567,8 @@ export const GLOBAL_OPTIONS = {
     scope: "global",
     reload: "live",
     check: checkByteRate,
-    description: 'Bytes per second a remote server may send on one stream, inbound or outbound ("500kb/s", or "unlimited")',
+    description:
+      'Bytes per second a remote server may send on one stream, inbound or outbound ("500kb/s", or "unlimited")',
   },
   limits_s2s_burst: {
     type: "string",
@@ -573,7 +576,8 @@ export const GLOBAL_OPTIONS = {
     scope: "global",
     reload: "live",
     check: checkBurst,
-    description: 'What a remote server may send at once on one stream: seconds of the rate ("5s") or a size',
+    description:
+      'What a remote server may send at once on one stream: seconds of the rate ("5s") or a size',
   },
   limits_component_rate: {
     type: "string",
@@ -581,7 +585,8 @@ export const GLOBAL_OPTIONS = {
     scope: "global",
     reload: "live",
     check: checkByteRate,
-    description: 'Bytes per second an external component (XEP-0114) may send ("1mb/s", or "unlimited")',
+    description:
+      'Bytes per second an external component (XEP-0114) may send ("1mb/s", or "unlimited")',
   },
   limits_component_burst: {
     type: "string",
@@ -598,7 +603,8 @@ export const GLOBAL_OPTIONS = {
     max: 1000000,
     scope: "global",
     reload: "live",
-    description: "Messages per second one account may send, all its sessions together; 0 = unlimited",
+    description:
+      "Messages per second one account may send, all its sessions together; 0 = unlimited",
   },
   limits_presence_rate: {
     type: "number",
@@ -634,7 +640,8 @@ export const GLOBAL_OPTIONS = {
     max: 600,
     scope: "global",
     reload: "live",
-    description: "Seconds a stanza over its account's rate may wait; one that would wait longer is " +
+    description:
+      "Seconds a stanza over its account's rate may wait; one that would wait longer is " +
       "refused with policy-violation, and a session still over the rate that long after a " +
       "refusal is closed with a policy-violation stream error",
   },
