@@ -3,7 +3,7 @@
 
 import { resolve } from "node:path";
 import { isIP } from "node:net";
-import { parseArgs } from "node:util";
+import { parseArgs, type ParseArgsOptionDescriptor } from "node:util";
 import { AccountStore } from "./core/auth/accounts.ts";
 import { checkRoleConfig } from "./core/auth/roles.ts";
 import { describeOutcome, importCertificates } from "./core/cert_import.ts";
@@ -267,6 +267,32 @@ async function readConfig(path: string | undefined): Promise<Config | undefined>
   return roleProblems.some((p) => p.severity === "error") ? undefined : config;
 }
 
+/**
+ * Parses a command's arguments: -c/--config, -h/--help and the command's own `extra` options.
+ * A malformed or unknown option prints the reason and the command's usage, and the exit status
+ * is returned instead.
+ */
+function parseCommand<const T extends Record<string, ParseArgsOptionDescriptor>>(
+  topic: string,
+  args: string[],
+  extra: T,
+) {
+  try {
+    return parseArgs({
+      args,
+      allowPositionals: true,
+      options: {
+        config: { type: "string", short: "c" },
+        help: { type: "boolean", short: "h" },
+        ...extra,
+      } as const,
+    });
+  } catch (error) {
+    console.error(`lilt: ${(error as Error).message}\n`);
+    return help(topic, true);
+  }
+}
+
 function parse(args: string[]) {
   return parseArgs({
     args,
@@ -377,21 +403,8 @@ async function cmdShell(args: string[]): Promise<number> {
 }
 
 async function cmdCheck(args: string[]): Promise<number> {
-  let parsed;
-  try {
-    parsed = parseArgs({
-      args,
-      allowPositionals: true,
-      options: {
-        config: { type: "string", short: "c" },
-        help: { type: "boolean", short: "h" },
-        address: { type: "string", multiple: true },
-      },
-    });
-  } catch (error) {
-    console.error(`lilt: ${(error as Error).message}\n`);
-    return help("check", true);
-  }
+  const parsed = parseCommand("check", args, { address: { type: "string", multiple: true } });
+  if (typeof parsed === "number") return parsed;
   const { values, positionals } = parsed;
   const part = positionals[0] ?? "";
   if (values.help) return help("check");
@@ -612,21 +625,8 @@ async function cmdUser(args: string[]): Promise<number> {
 }
 
 async function cmdCert(args: string[]): Promise<number> {
-  let parsed;
-  try {
-    parsed = parseArgs({
-      args,
-      allowPositionals: true,
-      options: {
-        config: { type: "string", short: "c" },
-        help: { type: "boolean", short: "h" },
-        "no-reload": { type: "boolean" },
-      },
-    });
-  } catch (error) {
-    console.error(`lilt: ${(error as Error).message}\n`);
-    return help("cert", true);
-  }
+  const parsed = parseCommand("cert", args, { "no-reload": { type: "boolean" } });
+  if (typeof parsed === "number") return parsed;
   const { values, positionals } = parsed;
   if (values.help) return help("cert");
   const [action, ...directories] = positionals;
@@ -729,21 +729,8 @@ async function cmdRestore(args: string[]): Promise<number> {
 }
 
 async function cmdStorage(args: string[]): Promise<number> {
-  let parsed;
-  try {
-    parsed = parseArgs({
-      args,
-      allowPositionals: true,
-      options: {
-        config: { type: "string", short: "c" },
-        help: { type: "boolean", short: "h" },
-        "new-key-file": { type: "string" },
-      },
-    });
-  } catch (error) {
-    console.error(`lilt: ${(error as Error).message}\n`);
-    return help("storage", true);
-  }
+  const parsed = parseCommand("storage", args, { "new-key-file": { type: "string" } });
+  if (typeof parsed === "number") return parsed;
   const { values, positionals } = parsed;
   if (values.help) return help("storage");
   const [action] = positionals;
@@ -851,22 +838,11 @@ async function cmdExport(args: string[]): Promise<number> {
 }
 
 async function cmdImport(args: string[]): Promise<number> {
-  let parsed;
-  try {
-    parsed = parseArgs({
-      args,
-      allowPositionals: true,
-      options: {
-        config: { type: "string", short: "c" },
-        help: { type: "boolean", short: "h" },
-        overwrite: { type: "boolean" },
-        storage: { type: "string" },
-      },
-    });
-  } catch (error) {
-    console.error(`lilt: ${(error as Error).message}\n`);
-    return help("import", true);
-  }
+  const parsed = parseCommand("import", args, {
+    overwrite: { type: "boolean" },
+    storage: { type: "string" },
+  });
+  if (typeof parsed === "number") return parsed;
   const { values, positionals } = parsed;
   if (values.help) return help("import");
   const format = positionals[0];
