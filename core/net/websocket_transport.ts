@@ -8,7 +8,7 @@ import { Element, NS_CLIENT } from "../xml/element.ts";
 import { DEFAULT_XML_LIMITS, parseElement, type XmlLimits, XmlStreamError } from "../xml/parser.ts";
 import { escapeAttr, serialize } from "../xml/serializer.ts";
 import { NS_STREAM, streamError, type StreamErrorCondition } from "../xml/stanza.ts";
-import { serializeStreamLevel, type StreamHeaderOptions } from "./stream.ts";
+import { serializeStreamLevel, type StreamHeaderOptions, type UnsentStanza } from "./stream.ts";
 import type { StreamReceiver, Transport } from "./transport.ts";
 import { type ReadRate, TokenBucket } from "./rate_limit.ts";
 
@@ -16,6 +16,21 @@ const log = getLogger("net");
 
 /** The RFC 7395 framing namespace of `<open/>` and `<close/>`. */
 export const NS_FRAMING = "urn:ietf:params:xml:ns:xmpp-framing";
+
+/**
+ * Bytes Deno's WebSocket may hold unsent before output waits in the transport's own queue
+ * instead (where it can still be taken back when the peer is cut off).
+ */
+const SOCKET_BUFFER_HIGH = 65536;
+/**
+ * How often a backlog is looked at while the socket takes nothing (Deno's WebSocket has
+ * `bufferedAmount` but no drain event); while it takes output the next look is at once, and
+ * no timer runs without a backlog. A socket that took nothing for this long is stalled.
+ */
+const BACKLOG_POLL_MS = 25;
+
+/** The most the socket may hold after one look at the backlog (like a kernel's buffer). */
+const MAX_BUDGET = 1048576;
 
 /** How a {@link WebSocketTransport} starts. */
 export interface WebSocketTransportOptions {
@@ -57,6 +72,33 @@ export class WebSocketTransport implements Transport {
   #waitingChars = 0;
   #rateTimer: ReturnType<typeof setTimeout> | undefined;
   #held = false;
+  /**
+   * Output waiting while the socket's buffer is over SOCKET_BUFFER_HIGH (a peer that reads
+   * slower than we write); undefined while there is none, so a send costs one comparison.
+   */
+  #backlog: string[] | undefined;
+  /** The stanza each backlog text is, when it is one, and when it was queued (aligned). */
+  #backlogStanzas: (Element | undefined)[] = [];
+  #backlogTimes: number[] = [];
+  #backlogChars = 0;
+  /**
+   * The socket took nothing for BACKLOG_POLL_MS (its buffered amount did not fall between
+   * looks at the backlog): output queued from then on counts in #stalledChars. Deno's
+   * `bufferedAmount` counts every frame of a burst sent in one event-loop turn, even those the
+   * kernel takes at once, so only a later look tells a peer that reads from one that does not.
+   */
+  #stalled = false;
+  #stalledChars = 0;
+  #lastBuffered = 0;
+  /** How much the socket may buffer at the next look at the backlog. */
+  #budget = SOCKET_BUFFER_HIGH;
+  /** When the socket last took output while a backlog waited (ms epoch). */
+  #lastProgress = 0;
+  #backlogTimer: ReturnType<typeof setTimeout> | undefined;
+  /** Most output that may wait for a peer that reads nothing (c2s_max_send_buffer). */
+  #maxSend = Infinity;
+  /** Set once the limit was passed: stanzas written until the stream closes. */
+  #unsent: UnsentStanza[] | undefined;
 
   constructor(socket: WebSocket, receiver: StreamReceiver, options: WebSocketTransportOptions) {
     this.#socket = socket;
@@ -254,14 +296,147 @@ export class WebSocketTransport implements Transport {
     if (this.#closeTimer !== undefined) clearTimeout(this.#closeTimer);
     clearTimeout(this.#rateTimer);
     this.#waiting = undefined;
+    this.#takeBacklog();
     if (this.#gone) return;
     this.#gone = true;
     this.receiver.transportClosed();
   }
 
-  #write(text: string): void {
+  /** Sends `text` (`stanza` when it is one), or queues it while the socket's buffer is full. */
+  #write(text: string, stanza?: Element): void {
+    if (this.#backlog === undefined && this.#socket.bufferedAmount < SOCKET_BUFFER_HIGH) {
+      if (this.#socket.readyState === WebSocket.OPEN) this.#socket.send(text);
+      return;
+    }
+    this.#queue(text, stanza);
+  }
+
+  #queue(text: string, stanza: Element | undefined): void {
+    if (this.#unsent !== undefined) {
+      if (stanza !== undefined) this.#unsent.push({ stanza, queuedAt: Date.now() });
+      return;
+    }
     if (this.#socket.readyState !== WebSocket.OPEN) return;
-    this.#socket.send(text);
+    if (this.#backlog === undefined) {
+      this.#backlog = [];
+      this.#stalled = false;
+      this.#stalledChars = 0;
+      this.#lastBuffered = this.#socket.bufferedAmount;
+      this.#lastProgress = Date.now();
+      this.#backlogTimer = setTimeout(() => this.#drainBacklog(), 0);
+    }
+    this.#backlog.push(text);
+    this.#backlogStanzas.push(stanza);
+    this.#backlogTimes.push(stanza === undefined ? 0 : Date.now());
+    this.#backlogChars += text.length;
+    if (!this.#stalled) return;
+    this.#stalledChars += text.length;
+    if (this.#overStalled()) this.#overflow();
+  }
+
+  /**
+   * The peer is not reading: more than the limit was queued since the socket stalled, or
+   * twice the limit waits in all (queued here and buffered in the socket), as for TCP
+   * (stream.ts): a burst written at once to a client that reads does not count alone.
+   */
+  #overStalled(): boolean {
+    const max = this.#maxSend;
+    return this.#stalledChars > max ||
+      this.#backlogChars + this.#socket.bufferedAmount > 2 * max;
+  }
+
+  /** Hands the backlog on while the socket's buffer has room; stops the timer once empty. */
+  #drainBacklog(): void {
+    const backlog = this.#backlog;
+    if (backlog === undefined) return;
+    const socket = this.#socket;
+    if (socket.readyState !== WebSocket.OPEN) {
+      this.#takeBacklog();
+      return;
+    }
+    const now = Date.now();
+    const progress = socket.bufferedAmount < this.#lastBuffered;
+    if (progress) {
+      this.#lastProgress = now;
+      this.#stalled = false;
+      this.#stalledChars = 0;
+    } else if (now - this.#lastProgress >= BACKLOG_POLL_MS) {
+      this.#stalled = true;
+    }
+    // A socket that took all it had may take twice as much by the next look (a busy event
+    // loop looks seldom), up to MAX_BUDGET; one that did not is given the threshold.
+    this.#budget = socket.bufferedAmount === 0
+      ? Math.min(2 * this.#budget, MAX_BUDGET)
+      : SOCKET_BUFFER_HIGH;
+    let sent = 0;
+    while (sent < backlog.length && socket.bufferedAmount < this.#budget) {
+      socket.send(backlog[sent]);
+      this.#backlogChars -= backlog[sent].length;
+      sent++;
+    }
+    backlog.splice(0, sent);
+    this.#backlogStanzas.splice(0, sent);
+    this.#backlogTimes.splice(0, sent);
+    this.#lastBuffered = socket.bufferedAmount;
+    if (backlog.length === 0) this.#takeBacklog();
+    else {
+      this.#backlogTimer = setTimeout(() => this.#drainBacklog(), progress ? 0 : BACKLOG_POLL_MS);
+    }
+  }
+
+  /** Empties the backlog and stops its timer; returns what was in it. */
+  #takeBacklog(): { texts: string[]; stanzas: (Element | undefined)[]; times: number[] } {
+    const taken = {
+      texts: this.#backlog ?? [],
+      stanzas: this.#backlogStanzas,
+      times: this.#backlogTimes,
+    };
+    if (this.#backlogTimer !== undefined) clearTimeout(this.#backlogTimer);
+    this.#backlogTimer = undefined;
+    this.#backlog = undefined;
+    this.#backlogStanzas = [];
+    this.#backlogTimes = [];
+    this.#backlogChars = 0;
+    this.#stalled = false;
+    this.#stalledChars = 0;
+    return taken;
+  }
+
+  /** Drops the backlog and tells the receiver, outside this write, of the stanzas in it. */
+  #overflow(): void {
+    const { stanzas, times } = this.#takeBacklog();
+    const unsent: UnsentStanza[] = [];
+    for (let i = 0; i < stanzas.length; i++) {
+      const stanza = stanzas[i];
+      if (stanza !== undefined) unsent.push({ stanza, queuedAt: times[i] });
+    }
+    this.#unsent = unsent;
+    const limit = this.#maxSend;
+    log.info("WebSocket output for {ip} passed {limit} bytes: the peer does not read", {
+      ip: this.ip,
+      limit,
+    });
+    // Often in the middle of routing another session's stanza; stanzas written meanwhile
+    // join the list.
+    queueMicrotask(() => {
+      if (this.receiver.outputOverflow) this.receiver.outputOverflow(unsent, limit);
+      else this.close("resource-constraint", `More than ${limit} bytes of output waited unread`);
+    });
+  }
+
+  /** Changes how much output may wait for the peer before the stream is cut off. */
+  setSendLimit(maxBytes: number): void {
+    this.#maxSend = maxBytes;
+  }
+
+  /** Output waiting for the peer (queued here and buffered in the socket). */
+  get pendingOutput(): number {
+    return this.#backlogChars + this.#socket.bufferedAmount;
+  }
+
+  /** Sends `text` past the backlog (the backlog was handed on or dropped first). */
+  #sendNow(text: string): void {
+    if (this.#socket.readyState === WebSocket.OPEN) this.#socket.send(text);
   }
 
   // ---------- output ----------
@@ -274,13 +449,11 @@ export class WebSocketTransport implements Transport {
   send(el: Element): void {
     if (this.#closed) return;
     // An empty context namespace: every top-level element declares its own (RFC 7395 §3.3.3).
-    this.#write(serialize(el, ""));
+    this.#write(serialize(el, ""), el);
   }
 
   sendStreamLevel(el: Element): void {
-    this.#write(
-      serializeStreamLevel(el).replace(/^<stream:[a-z-]+/, `$& xmlns:stream='${NS_STREAM}'`),
-    );
+    this.#write(streamLevel(el));
   }
 
   sendRaw(text: string): void {
@@ -300,11 +473,17 @@ export class WebSocketTransport implements Transport {
   close(condition?: StreamErrorCondition, text?: string, waitForPeerMs?: number): void {
     if (this.#closed) return;
     this.#closed = true;
+    // What waits in the backlog goes first, then the closing frames, whatever the socket
+    // buffers (after an overflow the backlog is already gone).
+    for (const queued of this.#takeBacklog().texts) this.#sendNow(queued);
     if (condition) {
-      if (!this.headerSent) this.openStream({ ns: NS_CLIENT, id: "", version: true });
-      this.sendStreamLevel(streamError(condition, text));
+      if (!this.headerSent) {
+        this.#sendNow(openFrame({ ns: NS_CLIENT, id: "", version: true }));
+        this.headerSent = true;
+      }
+      this.#sendNow(streamLevel(streamError(condition, text)));
     }
-    this.#write(`<close xmlns='${NS_FRAMING}'/>`);
+    this.#sendNow(`<close xmlns='${NS_FRAMING}'/>`);
     if (waitForPeerMs === undefined || this.#peerClosed) {
       this.#end();
       return;
@@ -342,6 +521,11 @@ const encoder = new TextEncoder();
 /** The UTF-8 size of a text message. */
 function utf8Bytes(text: string): number {
   return encoder.encode(text).byteLength;
+}
+
+/** A stream-level element with its `stream` prefix declared (each message stands alone). */
+function streamLevel(el: Element): string {
+  return serializeStreamLevel(el).replace(/^<stream:[a-z-]+/, `$& xmlns:stream='${NS_STREAM}'`);
 }
 
 /** The `<open/>` frame our side of the stream starts with. */
