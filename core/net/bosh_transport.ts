@@ -8,7 +8,7 @@ import { Element, NS_CLIENT } from "../xml/element.ts";
 import { DEFAULT_XML_LIMITS, type XmlLimits, XmlStreamError } from "../xml/parser.ts";
 import { escapeAttr, serialize } from "../xml/serializer.ts";
 import { NS_STREAM, streamError, type StreamErrorCondition } from "../xml/stanza.ts";
-import { serializeStreamLevel, type StreamHeaderOptions } from "./stream.ts";
+import { serializeStreamLevel, type StreamHeaderOptions, type UnsentStanza } from "./stream.ts";
 import type { StreamReceiver, Transport } from "./transport.ts";
 
 const log = getLogger("net");
@@ -112,6 +112,14 @@ export class BoshTransport implements Transport {
   #onEnd: (() => void) | undefined;
   /** Serialized output waiting for a request to carry it. */
   #queue: string[] = [];
+  /** The stanza each queued text is, when it is one, and when it was queued (aligned). */
+  #queueStanzas: (Element | undefined)[] = [];
+  #queueTimes: number[] = [];
+  #queuedChars = 0;
+  /** Most output that may wait for a client that sends no request (c2s_max_send_buffer). */
+  #maxSend = Infinity;
+  /** Set once the limit was passed: stanzas written until the stream closes. */
+  #unsent: UnsentStanza[] | undefined;
   #flushScheduled = false;
   #held: HeldRequest[] = [];
   #waiting = new Map<number, WaitingRequest>();
@@ -395,8 +403,7 @@ export class BoshTransport implements Transport {
     if (index < 0) return;
     this.#held.splice(index, 1);
     if (entry.timer !== undefined) clearTimeout(entry.timer);
-    const content = this.#queue.join("");
-    this.#queue = [];
+    const content = this.#takeQueue().join("");
     const text = bodyXml(this.#pendingAttrs, content);
     this.#pendingAttrs = "";
     this.#lastAnswerEmpty = content === "";
@@ -476,7 +483,7 @@ export class BoshTransport implements Transport {
       for (const resolve of waiting.resolvers) resolve(response);
     }
     this.#waiting.clear();
-    this.#queue = [];
+    this.#takeQueue();
     this.#onEnd?.();
     this.receiver.transportClosed();
   }
@@ -514,16 +521,74 @@ export class BoshTransport implements Transport {
     this.headerSent = true;
   }
 
-  #write(text: string): void {
+  /** Queues `text` (`stanza` when it is one) for the next answer. */
+  #write(text: string, stanza?: Element): void {
     if (this.#gone) return;
+    if (this.#unsent !== undefined) {
+      if (stanza !== undefined) this.#unsent.push({ stanza, queuedAt: Date.now() });
+      return;
+    }
     this.#queue.push(text);
+    this.#queueStanzas.push(stanza);
+    this.#queueTimes.push(stanza === undefined ? 0 : Date.now());
+    this.#queuedChars += text.length;
+    if (this.#queuedChars > this.#maxSend) this.#checkOverflow();
     if (this.#held.length > 0) this.#scheduleFlush();
+  }
+
+  /** Empties the output queue; returns its texts. */
+  #takeQueue(): string[] {
+    const texts = this.#queue;
+    this.#queue = [];
+    this.#queueStanzas = [];
+    this.#queueTimes = [];
+    this.#queuedChars = 0;
+    return texts;
+  }
+
+  /**
+   * More than the limit waits: with no request held the client stopped asking for its output
+   * (a held request takes the whole queue at the end of this event-loop turn, so a burst
+   * written at once to a client that polls does not count). The queue is dropped and the
+   * receiver told, outside this write, of the stanzas in it, which no answer carried.
+   */
+  #checkOverflow(): void {
+    const max = this.#maxSend;
+    if (this.#held.length > 0) return;
+    const stanzas = this.#queueStanzas;
+    const times = this.#queueTimes;
+    this.#takeQueue();
+    const unsent: UnsentStanza[] = [];
+    for (let i = 0; i < stanzas.length; i++) {
+      const stanza = stanzas[i];
+      if (stanza !== undefined) unsent.push({ stanza, queuedAt: times[i] });
+    }
+    this.#unsent = unsent;
+    log.info("BOSH session {sid} from {ip}: more than {limit} bytes of output unasked for", {
+      sid: this.sid,
+      ip: this.ip,
+      limit: max,
+    });
+    queueMicrotask(() => {
+      if (this.receiver.outputOverflow) this.receiver.outputOverflow(unsent, max);
+      else this.close("resource-constraint", `More than ${max} bytes of output waited unread`);
+    });
+  }
+
+  /** Changes how much output may wait for the client before the session is ended. */
+  setSendLimit(maxBytes: number): void {
+    this.#maxSend = maxBytes;
+  }
+
+  /** Output waiting for a request to carry it. */
+  get pendingOutput(): number {
+    return this.#queuedChars;
   }
 
   send(el: Element): void {
     if (this.#closed) return;
     // An empty context namespace: every top-level element declares its own.
-    this.#write(serialize(el, ""));
+    this.#write(serialize(el, ""), el);
   }
 
   sendStreamLevel(el: Element): void {
@@ -544,8 +609,8 @@ export class BoshTransport implements Transport {
     if (this.#closed) return;
     this.#closed = true;
     let attrs = " type='terminate'";
-    let content = this.#queue.join("");
-    this.#queue = [];
+    // After an overflow the queue is already gone (its stanzas went back to the account).
+    let content = this.#takeQueue().join("");
     if (condition) {
       const binding = SHARED_CONDITIONS.has(condition) ? condition : "remote-stream-error";
       attrs += ` condition='${binding}'`;
