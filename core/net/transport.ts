@@ -87,7 +87,7 @@ export interface Transport {
   holdInput?(held: boolean): void;
   /**
    * Changes how much output may wait for a peer that stops reading before `outputOverflow`
-   * (transports that bound their output: TCP).
+   * (TCP and WebSocket streams and BOSH sessions bound their output this way).
    */
   setSendLimit?(maxBytes: number): void;
 
