@@ -1500,43 +1500,20 @@ async function pepWorkload(opts: LoadOptions) {
     };
   }
 
-  // publishes `count` items with prefix `prefix` at `pepRate`, at most 50 not yet complete;
-  // resolves once all are complete, or 60 s after the schedule's end
+  // publishes `count` items with prefix `prefix` at `pepRate`, at most 50 not yet complete
   const inFlightMax = 50;
-  const publishAll = async (prefix: string, count: number) => {
-    let sent = 0;
-    let done = 0;
-    let held = 0;
-    let allDone = () => {};
-    const finished = new Promise<void>((resolve) => allDone = resolve);
-    onComplete = (id) => {
-      if (id.startsWith(prefix) && ++done === count) allDone();
-    };
-    const lags: number[] = [];
-    const t0 = performance.now();
-    // held items that never complete must not keep the loop going: 60 s past the schedule
-    const deadline = t0 + (count / opts.pepRate) * 1000 + 60000;
-    while (sent < count && performance.now() < deadline) {
-      const due = Math.min(count, Math.floor(((performance.now() - t0) / 1000) * opts.pepRate) + 1);
-      while (sent < due) {
-        if (sent - done >= inFlightMax) {
-          held++;
-          break;
-        }
-        const id = `${prefix}${sent++}`;
+  const publishAll = (prefix: string, count: number) =>
+    sendPaced({
+      prefix,
+      count,
+      rate: opts.pepRate,
+      inFlightMax,
+      listen: (complete) => onComplete = complete,
+      send: (id) => {
         publishedAt.set(id, performance.now());
         publisher.send(publishIq(id));
-      }
-      const before = performance.now();
-      await sleep(tickMs);
-      lags.push(performance.now() - before - tickMs);
-    }
-    const publishSeconds = (performance.now() - t0) / 1000;
-    if (done < count) {
-      await Promise.race([finished, sleep(Math.max(0, deadline - performance.now()))]);
-    }
-    return { sent, done, held, publishSeconds, lags };
-  };
+      },
+    });
 
   await publishAll("w", 20);
   await sleep(1000);
@@ -1579,7 +1556,7 @@ async function pepWorkload(opts: LoadOptions) {
     contacts: contacts.length,
     items: opts.pepItems,
     offered_items_per_s: opts.pepRate,
-    publish_seconds: run.publishSeconds,
+    publish_seconds: run.seconds,
     notifications: count,
     notifications_per_item: count / opts.pepItems,
     notifications_per_s: fanOutSeconds > 0 ? count / fanOutSeconds : NaN,
@@ -1755,42 +1732,21 @@ async function mucWorkload(opts: LoadOptions) {
   const setupSeconds = (performance.now() - setupT0) / 1000;
 
   // sends `count` messages with marker prefix `prefix` at `mucRate`, at most 50 not yet
-  // complete; resolves once all are complete, or 60 s after the schedule's end
+  // complete, the senders taking turns
   const senders = occupants.slice(0, Math.max(1, Math.min(opts.mucSenders, n)));
   const inFlightMax = 50;
-  const sendAll = async (prefix: string, count: number) => {
-    let sent = 0;
-    let done = 0;
-    let held = 0;
-    let allDone = () => {};
-    const finished = new Promise<void>((resolve) => allDone = resolve);
-    onComplete = (id) => {
-      if (id.startsWith(prefix) && ++done === count) allDone();
-    };
-    const lags: number[] = [];
-    const t0 = performance.now();
-    const deadline = t0 + (count / opts.mucRate) * 1000 + 60000;
-    while (sent < count && performance.now() < deadline) {
-      const due = Math.min(count, Math.floor(((performance.now() - t0) / 1000) * opts.mucRate) + 1);
-      while (sent < due) {
-        if (sent - done >= inFlightMax) {
-          held++;
-          break;
-        }
-        const id = `${prefix}${sent}`;
+  const sendAll = (prefix: string, count: number) =>
+    sendPaced({
+      prefix,
+      count,
+      rate: opts.mucRate,
+      inFlightMax,
+      listen: (complete) => onComplete = complete,
+      send: (id, index) => {
         sentAt.set(id, performance.now());
-        senders[sent++ % senders.length].send(groupchat(room, id));
-      }
-      const before = performance.now();
-      await sleep(tickMs);
-      lags.push(performance.now() - before - tickMs);
-    }
-    const sendSeconds = (performance.now() - t0) / 1000;
-    if (done < count) {
-      await Promise.race([finished, sleep(Math.max(0, deadline - performance.now()))]);
-    }
-    return { sent, done, held, sendSeconds, lags };
-  };
+        senders[index % senders.length].send(groupchat(room, id));
+      },
+    });
 
   await sendAll("w", 20);
   await sleep(1000);
@@ -1828,7 +1784,7 @@ async function mucWorkload(opts: LoadOptions) {
     senders: senders.length,
     messages: opts.mucMessages,
     offered_messages_per_s: opts.mucRate,
-    send_seconds: run.sendSeconds,
+    send_seconds: run.seconds,
     deliveries: count,
     deliveries_per_message: count / opts.mucMessages,
     deliveries_per_s: fanOutSeconds > 0 ? count / fanOutSeconds : NaN,
@@ -1845,6 +1801,67 @@ async function mucWorkload(opts: LoadOptions) {
     notes,
     errors: summarizeErrors(errors),
   };
+}
+
+/** What a paced fan-out run did (see {@link sendPaced}). */
+interface PacedRun {
+  /** Items sent. */
+  sent: number;
+  /** Items complete (delivered to every recipient). */
+  done: number;
+  /** Times sending waited because `inFlightMax` items were not complete. */
+  held: number;
+  /** Seconds from the first send to the last. */
+  seconds: number;
+  /** How late each `tickMs` timer fired, in ms. */
+  lags: number[];
+}
+
+/**
+ * Sends `count` items named `${prefix}${index}` at `rate` per second in `tickMs` ticks, with at
+ * most `inFlightMax` not yet complete (the workload calls the function given to `listen` with
+ * an item's id once it reached every recipient); resolves once all are complete, or 60 s after
+ * the schedule's end, so that items that never complete do not keep it going.
+ */
+async function sendPaced(options: {
+  prefix: string;
+  count: number;
+  rate: number;
+  inFlightMax: number;
+  listen: (complete: (id: string) => void) => void;
+  send: (id: string, index: number) => void;
+}): Promise<PacedRun> {
+  const { prefix, count, rate, inFlightMax } = options;
+  let sent = 0;
+  let done = 0;
+  let held = 0;
+  let allDone = () => {};
+  const finished = new Promise<void>((resolve) => allDone = resolve);
+  options.listen((id) => {
+    if (id.startsWith(prefix) && ++done === count) allDone();
+  });
+  const lags: number[] = [];
+  const t0 = performance.now();
+  const deadline = t0 + (count / rate) * 1000 + 60000;
+  while (sent < count && performance.now() < deadline) {
+    const due = Math.min(count, Math.floor(((performance.now() - t0) / 1000) * rate) + 1);
+    while (sent < due) {
+      if (sent - done >= inFlightMax) {
+        held++;
+        break;
+      }
+      options.send(`${prefix}${sent}`, sent);
+      sent++;
+    }
+    const before = performance.now();
+    await sleep(tickMs);
+    lags.push(performance.now() - before - tickMs);
+  }
+  const seconds = (performance.now() - t0) / 1000;
+  if (done < count) {
+    await Promise.race([finished, sleep(Math.max(0, deadline - performance.now()))]);
+  }
+  return { sent, done, held, seconds, lags };
 }
 
 /** The measured workloads by `--workload` name. */
