@@ -9,7 +9,7 @@ import { DEFAULT_XML_LIMITS, type XmlLimits, XmlStreamError } from "../xml/parse
 import { escapeAttr, serialize } from "../xml/serializer.ts";
 import { NS_STREAM, streamError, type StreamErrorCondition } from "../xml/stanza.ts";
 import { serializeStreamLevel, type StreamHeaderOptions, type UnsentStanza } from "./stream.ts";
-import type { StreamReceiver, Transport } from "./transport.ts";
+import { reportOutputOverflow, type StreamReceiver, type Transport } from "./transport.ts";
 
 const log = getLogger("net");
 
@@ -569,10 +569,7 @@ export class BoshTransport implements Transport {
       ip: this.ip,
       limit: max,
     });
-    queueMicrotask(() => {
-      if (this.receiver.outputOverflow) this.receiver.outputOverflow(unsent, max);
-      else this.close("resource-constraint", `More than ${max} bytes of output waited unread`);
-    });
+    queueMicrotask(() => reportOutputOverflow(this, unsent, max));
   }
 
   /** Changes how much output may wait for the client before the session is ended. */

@@ -19,7 +19,7 @@ import {
   type UnsentStanza,
 } from "./stream.ts";
 import type { TlsContexts } from "./tls.ts";
-import type { StreamReceiver, Transport } from "./transport.ts";
+import { reportOutputOverflow, type StreamReceiver, type Transport } from "./transport.ts";
 import { nativeReads } from "./native_reads.ts";
 import { type ReadRate, TokenBucket } from "./rate_limit.ts";
 
@@ -203,8 +203,7 @@ export class SocketTransport implements Transport {
       ip: this.ip,
       limit,
     });
-    if (this.receiver.outputOverflow) this.receiver.outputOverflow(unsent, limit);
-    else this.close("resource-constraint", `More than ${limit} bytes of output waited unread`);
+    reportOutputOverflow(this, unsent, limit);
   }
 
   get canStartTls(): boolean {

@@ -42,6 +42,19 @@ export interface StreamReceiver {
   outputOverflow?(unsent: UnsentStanza[], limit: number): void;
 }
 
+/**
+ * A transport's output passed its limit: the receiver's `outputOverflow` decides, or, when it
+ * has none, the transport closes with `resource-constraint` (the stanzas are then dropped).
+ */
+export function reportOutputOverflow(
+  transport: Pick<Transport, "receiver" | "close">,
+  unsent: UnsentStanza[],
+  limit: number,
+): void {
+  if (transport.receiver.outputOverflow) transport.receiver.outputOverflow(unsent, limit);
+  else transport.close("resource-constraint", `More than ${limit} bytes of output waited unread`);
+}
+
 /** The receiver a transport has until a session takes it (never called). */
 export const NO_RECEIVER: StreamReceiver = {
   streamOpen() {},

@@ -9,7 +9,7 @@ import { DEFAULT_XML_LIMITS, parseElement, type XmlLimits, XmlStreamError } from
 import { escapeAttr, serialize } from "../xml/serializer.ts";
 import { NS_STREAM, streamError, type StreamErrorCondition } from "../xml/stanza.ts";
 import { serializeStreamLevel, type StreamHeaderOptions, type UnsentStanza } from "./stream.ts";
-import type { StreamReceiver, Transport } from "./transport.ts";
+import { reportOutputOverflow, type StreamReceiver, type Transport } from "./transport.ts";
 import { type ReadRate, TokenBucket } from "./rate_limit.ts";
 
 const log = getLogger("net");
@@ -418,10 +418,7 @@ export class WebSocketTransport implements Transport {
     });
     // Often in the middle of routing another session's stanza; stanzas written meanwhile
     // join the list.
-    queueMicrotask(() => {
-      if (this.receiver.outputOverflow) this.receiver.outputOverflow(unsent, limit);
-      else this.close("resource-constraint", `More than ${limit} bytes of output waited unread`);
-    });
+    queueMicrotask(() => reportOutputOverflow(this, unsent, limit));
   }
 
   /** Changes how much output may wait for the peer before the stream is cut off. */
