@@ -14,7 +14,7 @@ import { Element } from "../core/xml/element.ts";
 import { errorReply, reply } from "../core/xml/stanza.ts";
 import type { CapsFeaturesEvent } from "./caps.ts";
 import { hasFrom, type RosterItem } from "./roster_store.ts";
-import { defaultNodeConfig } from "./pubsub/config.ts";
+import { pepNodeConfig } from "./pubsub/config.ts";
 import { PubsubError, pubsubErrorReply } from "./pubsub/errors.ts";
 import {
   addNodeItems,
@@ -248,12 +248,7 @@ export default function pep(m: ModuleAPI): void {
       // §2.2: the account is the only publisher, and owns every node.
       mayCreate: (actor) => actor.bareString() === ownerBare,
       isServiceAdmin: (bare) => bare === ownerBare,
-      defaultConfig: () => ({
-        ...defaultNodeConfig(maxItemBytes),
-        maxItems: 1,
-        accessModel: "presence",
-        sendLastPublishedItem: "on_sub_and_presence",
-      }),
+      defaultConfig: () => pepNodeConfig(maxItemBytes),
       rosterGroups: (owner, contact) => {
         const owning = userOf(owner);
         return owning === undefined ? undefined : rosterItem(owning, contact)?.groups;

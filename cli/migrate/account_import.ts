@@ -10,7 +10,8 @@ import type { Database } from "../../core/storage/database.ts";
 import { Storage } from "../../core/storage/stores.ts";
 import type { Element } from "../../core/xml/element.ts";
 import { serialize } from "../../core/xml/serializer.ts";
-import { type NodeConfig } from "../../mod/pubsub/config.ts";
+import { type NodeConfig, pepNodeConfig } from "../../mod/pubsub/config.ts";
+import { options as pepOptions } from "../../mod/pep.ts";
 import {
   type Affiliation,
   PUBSUB_MIGRATIONS,
@@ -145,28 +146,11 @@ export interface ImportSummary {
 }
 
 /**
- * The configuration a PEP node gets in Lilt when its owner does not say otherwise (mod/pep.ts
- * creates nodes with these), for importers whose source gives only some options.
+ * The configuration a PEP node gets in Lilt when its owner does not say otherwise (mod/pep.ts's
+ * defaults with its default item size), for importers whose source gives only some options.
  */
 export function pepDefaultConfig(): NodeConfig {
-  return {
-    title: "",
-    type: "",
-    maxItems: 1,
-    persistItems: true,
-    accessModel: "presence",
-    rosterGroupsAllowed: [],
-    publishModel: "publishers",
-    deliverNotifications: true,
-    deliverPayloads: true,
-    notifyConfig: false,
-    notifyDelete: true,
-    notifyRetract: true,
-    sendLastPublishedItem: "on_sub_and_presence",
-    maxPayloadSize: 262_144,
-    itemExpire: 0,
-    notificationType: "headline",
-  };
+  return pepNodeConfig(pepOptions.pep_max_item_size.default as number);
 }
 
 /**
@@ -311,7 +295,11 @@ export function importAccount(
 export async function importAccounts(
   database: Database,
   accounts: HostAccount[],
-  options: ImportAccountOptions & { iterations: (host: string) => number },
+  options: ImportAccountOptions & {
+    iterations: (host: string) => number;
+    /** More writes of the same import (rooms), in the same transaction after the accounts. */
+    alsoInTransaction?: () => void;
+  },
 ): Promise<ImportSummary> {
   const prepared: { host: string; account: PreparedAccount }[] = [];
   for (const { host, account } of accounts) {
@@ -330,6 +318,7 @@ export async function importAccounts(
         outcome: importAccount(database, host, account, options),
       });
     }
+    options.alsoInTransaction?.();
   });
   return { results };
 }

@@ -17,15 +17,12 @@ import type { ConfigLimits } from "../../mod/muc/config.ts";
 import { MUC_MIGRATIONS, MucStore } from "../../mod/muc/storage.ts";
 import {
   type AccountData,
-  ensurePubsubSchema,
   type HostAccount,
-  importAccount,
+  importAccounts,
   type ImportSummary,
   type PendingSubscription,
   pepDefaultConfig,
   type PepNodeData,
-  prepareAccount,
-  type PreparedAccount,
   type RosterEntry,
 } from "./account_import.ts";
 import { type ProsodyRoom, readProsodyRooms } from "./prosody_muc.ts";
@@ -147,46 +144,33 @@ export async function importProsody(
   } finally {
     storage.close();
   }
-  // Hashing plaintext passwords is asynchronous: done before the one transaction that writes.
-  const prepared: { host: string; account: PreparedAccount }[] = [];
-  for (const { host, account } of data.accounts) {
-    prepared.push({
-      host,
-      account: await prepareAccount(account, { iterations: options.iterations(host) }),
-    });
-  }
-  if (prepared.some(({ account }) => (account.pep?.length ?? 0) > 0)) ensurePubsubSchema(database);
   if (data.rooms.length > 0) database.migrateModule("muc", MUC_MIGRATIONS);
-  const results: ImportSummary["results"] = [];
   const rooms: ImportProsodyResult["rooms"] = [];
-  database.transaction(() => {
-    for (const { host, account } of prepared) {
-      results.push({
-        host,
-        username: account.username,
-        outcome: importAccount(database, host, account, options),
-      });
-    }
-    const mucStore = new MucStore(database);
-    const existing = new Map<string, Set<string>>();
-    for (const { service, room } of data.rooms) {
-      let names = existing.get(service);
-      if (names === undefined) {
-        names = new Set(mucStore.rooms(service).map((r) => r.room));
-        existing.set(service, names);
+  // Accounts and rooms in one transaction: all of it is imported, or nothing.
+  const { results } = await importAccounts(database, data.accounts, {
+    ...options,
+    alsoInTransaction: () => {
+      const mucStore = new MucStore(database);
+      const existing = new Map<string, Set<string>>();
+      for (const { service, room } of data.rooms) {
+        let names = existing.get(service);
+        if (names === undefined) {
+          names = new Set(mucStore.rooms(service).map((r) => r.room));
+          existing.set(service, names);
+        }
+        const replaced = names.has(room.room);
+        if (replaced && !options.overwrite) {
+          rooms.push({
+            service,
+            room: room.room,
+            outcome: `${room.room}@${service} exists already (use --overwrite to replace it)`,
+          });
+          continue;
+        }
+        mucStore.saveRoom(service, room);
+        rooms.push({ service, room: room.room, outcome: replaced ? "replaced" : "imported" });
       }
-      const replaced = names.has(room.room);
-      if (replaced && !options.overwrite) {
-        rooms.push({
-          service,
-          room: room.room,
-          outcome: `${room.room}@${service} exists already (use --overwrite to replace it)`,
-        });
-        continue;
-      }
-      mucStore.saveRoom(service, room);
-      rooms.push({ service, room: room.room, outcome: replaced ? "replaced" : "imported" });
-    }
+    },
   });
   const warnings = [...data.warnings];
   for (const { outcome } of results) {

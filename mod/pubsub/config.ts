@@ -66,6 +66,19 @@ export function defaultNodeConfig(maxPayloadSize: number): NodeConfig {
   };
 }
 
+/**
+ * A PEP node's defaults (XEP-0163: one item, presence access, the last item on subscription
+ * and presence): what mod/pep.ts creates nodes with, and importers start from.
+ */
+export function pepNodeConfig(maxPayloadSize: number): NodeConfig {
+  return {
+    ...defaultNodeConfig(maxPayloadSize),
+    maxItems: 1,
+    accessModel: "presence",
+    sendLastPublishedItem: "on_sub_and_presence",
+  };
+}
+
 type FieldKind = "boolean" | "text" | "list" | "list-multi" | "integer" | "max";
 
 /** One form field: its var, how it is typed and which config key it maps to. */
