@@ -407,19 +407,9 @@ export class MucService {
   #leave(room: Room, occupant: Occupant, full: string, stanza: Element): void {
     occupant.sessions.delete(full);
     room.bySession.delete(full);
-    if (occupant.sessions.size > 0) {
-      // Other resources stay under the nick: only the leaving one is told it left.
-      this.send(occupantPresence(room, occupant, full, {
-        type: "unavailable",
-        role: "none",
-        withJid: true,
-        jid: full,
-        statuses: [110],
-      }));
-      occupant.presence = [...occupant.sessions.values()].at(-1)!;
-      return;
-    }
-    occupant.presence = stanza;
+    const remaining = occupant.sessions.size > 0;
+    // With other resources under the nick, only the leaving one is told it left.
+    if (!remaining) occupant.presence = stanza;
     this.send(occupantPresence(room, occupant, full, {
       type: "unavailable",
       role: "none",
@@ -427,6 +417,10 @@ export class MucService {
       jid: full,
       statuses: [110],
     }));
+    if (remaining) {
+      occupant.presence = [...occupant.sessions.values()].at(-1)!;
+      return;
+    }
     this.removeOccupant(room, occupant, { type: "unavailable", role: "none", jid: full });
   }
 
