@@ -11,18 +11,19 @@ import { parseElement } from "../../core/xml/parser.ts";
 import { escapeAttr, serialize } from "../../core/xml/serializer.ts";
 import { configForm, NODE_CONFIG_FORM } from "../../mod/pubsub/config.ts";
 import { PubsubStore } from "../../mod/pubsub/storage.ts";
-import type { RosterItem } from "../../mod/roster_store.ts";
-import { NS_PIE, NS_PIE_MAM, NS_PIE_SCRAM } from "./xep227_import.ts";
-
-const NS_ROSTER = "jabber:iq:roster";
-const NS_PRIVATE = "jabber:iq:private";
-const NS_BLOCKING = "urn:xmpp:blocking";
-const NS_PUBSUB = "http://jabber.org/protocol/pubsub";
-const NS_PUBSUB_OWNER = "http://jabber.org/protocol/pubsub#owner";
-const NS_DATA = "jabber:x:data";
-const NS_MAM = "urn:xmpp:mam:2";
-const NS_FORWARD = "urn:xmpp:forward:0";
-const NS_DELAY = "urn:xmpp:delay";
+import { NS_ROSTER, type RosterItem } from "../../mod/roster_store.ts";
+import { NS_MAM } from "../../mod/mam.ts";
+import { NS_PUBSUB, NS_PUBSUB_OWNER } from "../../mod/pubsub/protocol.ts";
+import {
+  NS_BLOCKING,
+  NS_DATA,
+  NS_DELAY,
+  NS_FORWARD,
+  NS_PIE,
+  NS_PIE_MAM,
+  NS_PIE_SCRAM,
+  NS_PRIVATE,
+} from "./xep227_import.ts";
 
 /** Options for {@link exportXep227}. */
 export interface ExportXep227Options {

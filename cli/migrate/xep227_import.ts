@@ -6,11 +6,13 @@ import type { ScramCredentials, ScramHash } from "../../core/auth/accounts.ts";
 import { HASH_BYTES } from "../../core/auth/scram.ts";
 import { prepDomain, prepLocal, tryParseJid } from "../../core/jid.ts";
 import type { Database } from "../../core/storage/database.ts";
-import type { Element } from "../../core/xml/element.ts";
+import { type Element, NS_CLIENT } from "../../core/xml/element.ts";
+import { NS_MAM } from "../../mod/mam.ts";
 import { applyConfigFields, formFields, NODE_CONFIG_FORM } from "../../mod/pubsub/config.ts";
 import { PubsubError } from "../../mod/pubsub/errors.ts";
+import { NS_PUBSUB, NS_PUBSUB_OWNER } from "../../mod/pubsub/protocol.ts";
 import type { Affiliation, SubscriptionState } from "../../mod/pubsub/storage.ts";
-import type { Subscription } from "../../mod/roster_store.ts";
+import { NS_ROSTER, type Subscription } from "../../mod/roster_store.ts";
 import {
   type AccountData,
   type ArchivedMessage,
@@ -32,17 +34,14 @@ export const NS_PIE_SCRAM = "urn:xmpp:pie:0#scram";
 /** An account's message archive. */
 export const NS_PIE_MAM = "urn:xmpp:pie:0#mam";
 
-const NS_CLIENT = "jabber:client";
-const NS_ROSTER = "jabber:iq:roster";
-const NS_PRIVATE = "jabber:iq:private";
-const NS_VCARD = "vcard-temp";
-const NS_BLOCKING = "urn:xmpp:blocking";
-const NS_PUBSUB = "http://jabber.org/protocol/pubsub";
-const NS_PUBSUB_OWNER = "http://jabber.org/protocol/pubsub#owner";
-const NS_DATA = "jabber:x:data";
-const NS_MAM = "urn:xmpp:mam:2";
-const NS_FORWARD = "urn:xmpp:forward:0";
-const NS_DELAY = "urn:xmpp:delay";
+// The namespaces of the data XEP-0227 carries that no core module exports (shared with
+// xep227_export.ts).
+export const NS_PRIVATE = "jabber:iq:private";
+export const NS_VCARD = "vcard-temp";
+export const NS_BLOCKING = "urn:xmpp:blocking";
+export const NS_DATA = "jabber:x:data";
+export const NS_FORWARD = "urn:xmpp:forward:0";
+export const NS_DELAY = "urn:xmpp:delay";
 
 const SUBSCRIPTIONS = new Set<string>(["none", "to", "from", "both"]);
 const AFFILIATIONS = new Set<string>(["owner", "publisher", "publish-only", "member", "outcast"]);
