@@ -707,14 +707,7 @@ async function cmdRestore(args: string[]): Promise<number> {
   if (positionals.length !== 1) return help("restore", true);
   const config = await readConfig(values.config);
   if (!config) return 1;
-  const socket = adminSocketPath(config);
-  if (await isServerRunning(socket)) {
-    console.error(
-      `lilt: cannot restore while the server is running (its admin socket ${socket} answers); ` +
-        "stop it first",
-    );
-    return 1;
-  }
+  if (await refusedWhileRunning(config, "restore")) return 1;
   try {
     const { replacedPath } = await restoreDatabase(positionals[0], config.storage.path, {
       key: config.storage.key,
@@ -726,6 +719,20 @@ async function cmdRestore(args: string[]): Promise<number> {
     return 1;
   }
   return 0;
+}
+
+/**
+ * True, after saying so on stderr, when the server of `config` runs (its admin socket answers):
+ * `what` (a command working on the store offline) must wait until it is stopped.
+ */
+async function refusedWhileRunning(config: Config, what: string, why = ""): Promise<boolean> {
+  const socket = adminSocketPath(config);
+  if (!await isServerRunning(socket)) return false;
+  console.error(
+    `lilt: cannot ${what} while the server is running (its admin socket ${socket} answers)` +
+      `${why ? `: ${why}` : ""}; stop it first`,
+  );
+  return true;
 }
 
 async function cmdStorage(args: string[]): Promise<number> {
@@ -748,14 +755,7 @@ async function cmdStorage(args: string[]): Promise<number> {
   }
   const config = await readConfig(values.config);
   if (!config) return 1;
-  const socket = adminSocketPath(config);
-  if (await isServerRunning(socket)) {
-    console.error(
-      `lilt: cannot ${action} the store while the server is running (its admin socket ` +
-        `${socket} answers); stop it first`,
-    );
-    return 1;
-  }
+  if (await refusedWhileRunning(config, `${action} the store`)) return 1;
   const { path, key } = config.storage;
   const keySetting = config.storage.key_file
     ? `storage.key_file (${config.storage.key_file})`
@@ -862,14 +862,8 @@ async function cmdImport(args: string[]): Promise<number> {
   }
   const config = await readConfig(values.config);
   if (!config) return 1;
-  const socket = adminSocketPath(config);
-  if (await isServerRunning(socket)) {
-    console.error(
-      `lilt: cannot import while the server is running (its admin socket ${socket} answers): ` +
-        "it keeps rosters, blocklists and PEP services in memory; stop it first",
-    );
-    return 1;
-  }
+  const why = "it keeps rosters, blocklists and PEP services in memory";
+  if (await refusedWhileRunning(config, "import", why)) return 1;
   await configureLogging({ ...config.log, console: false, file: "" });
   let database: Database;
   try {
