@@ -5,27 +5,13 @@
 import assert from "node:assert/strict";
 import { X509Certificate } from "node:crypto";
 import type { TLSSocket } from "node:tls";
-import { fileURLToPath } from "node:url";
-import { finish, type LiltProcess, startLiltProcess } from "./helpers/lilt_process.ts";
+import { type LiltProcess, runLilt, startLiltProcess } from "./helpers/lilt_process.ts";
 import { RawClient, roundTrip } from "./helpers/raw_client.ts";
 import { createTestCa, type IssuedCertificate } from "./helpers/test_ca.ts";
 import { testConfigText } from "./helpers/test_server.ts";
 
-const ROOT = fileURLToPath(new URL("../", import.meta.url));
-
-async function lilt(args: string[], stdin?: string) {
-  const env = { ...Deno.env.toObject() };
-  delete env.LILT_CONFIG;
-  const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", `${ROOT}main.ts`, ...args],
-    cwd: ROOT,
-    env,
-    clearEnv: true,
-    stdin: stdin === undefined ? "null" : "piped",
-    stdout: "piped",
-    stderr: "piped",
-  }).spawn();
-  return await finish(child, stdin);
+function lilt(args: string[], stdin?: string) {
+  return runLilt(args, { stdin });
 }
 
 /**

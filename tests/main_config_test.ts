@@ -3,27 +3,14 @@
 // running server applies only when it restarts.
 
 import assert from "node:assert/strict";
-import { fileURLToPath } from "node:url";
-import { startLiltProcess } from "./helpers/lilt_process.ts";
+import { runLilt, startLiltProcess } from "./helpers/lilt_process.ts";
 import { testConfigText } from "./helpers/test_server.ts";
 import { createTestCa } from "./helpers/test_ca.ts";
 
-const ROOT = fileURLToPath(new URL("../", import.meta.url));
 const DAY_MS = 24 * 3600_000;
 
-async function lilt(args: string[]) {
-  const out = await new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", `${ROOT}main.ts`, ...args],
-    cwd: ROOT,
-    stdin: "null",
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  return {
-    code: out.code,
-    stdout: new TextDecoder().decode(out.stdout),
-    stderr: new TextDecoder().decode(out.stderr),
-  };
+function lilt(args: string[]) {
+  return runLilt(args);
 }
 
 async function withDir(fn: (dir: string) => Promise<void>): Promise<void> {

@@ -3,25 +3,14 @@
 
 import assert from "node:assert/strict";
 import { fileURLToPath } from "node:url";
-import { finish, type LiltProcess, startLiltProcess } from "./helpers/lilt_process.ts";
+import { type LiltProcess, runLilt, startLiltProcess } from "./helpers/lilt_process.ts";
 import { RawClient } from "./helpers/raw_client.ts";
 import { testConfigText } from "./helpers/test_server.ts";
 
 const ROOT = fileURLToPath(new URL("../", import.meta.url));
 
-async function lilt(args: string[], stdin?: string, options: { cwd?: string } = {}) {
-  const env = { ...Deno.env.toObject() };
-  delete env.LILT_CONFIG;
-  const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", `${ROOT}main.ts`, ...args],
-    cwd: options.cwd ?? ROOT,
-    env,
-    clearEnv: true,
-    stdin: stdin === undefined ? "null" : "piped",
-    stdout: "piped",
-    stderr: "piped",
-  }).spawn();
-  return await finish(child, stdin);
+function lilt(args: string[], stdin?: string, options: { cwd?: string } = {}) {
+  return runLilt(args, { stdin, cwd: options.cwd });
 }
 
 Deno.test("check config accepts the example configuration", async () => {

@@ -129,3 +129,29 @@ export async function finish(child: Deno.ChildProcess, stdin?: string): Promise<
     stderr: new TextDecoder().decode(out.stderr),
   };
 }
+
+const MAIN_TS = new URL("../../main.ts", import.meta.url).pathname;
+const REPO_ROOT = new URL("../../", import.meta.url).pathname;
+
+/**
+ * Runs `main.ts ARGS` as an operator would, in a process of its own (from the repository root
+ * unless `cwd` says otherwise, with `stdin` written to it when given, and without the caller's
+ * LILT_CONFIG so that only `-c` or the default search picks the configuration).
+ */
+export function runLilt(
+  args: string[],
+  options: { stdin?: string; cwd?: string } = {},
+): Promise<CommandOutput> {
+  const env = Deno.env.toObject();
+  delete env.LILT_CONFIG;
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", MAIN_TS, ...args],
+    cwd: options.cwd ?? REPO_ROOT,
+    env,
+    clearEnv: true,
+    stdin: options.stdin === undefined ? "null" : "piped",
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  return finish(child, options.stdin);
+}

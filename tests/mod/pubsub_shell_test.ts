@@ -3,7 +3,6 @@
 // PEP service, and one-shot `lilt shell pubsub ... --json` over a real admin socket.
 
 import assert from "node:assert/strict";
-import { fileURLToPath } from "node:url";
 import type { CommandResult } from "../../core/admin_commands.ts";
 import type { ModuleAPI } from "../../core/modules.ts";
 import type { Element } from "../../core/xml/element.ts";
@@ -16,8 +15,8 @@ import { PubsubStore } from "../../mod/pubsub/storage.ts";
 import { startAdminSocket } from "../../shell/admin_socket.ts";
 import { RawClient, roundTrip } from "../helpers/raw_client.ts";
 import { startTestServer, testConfigText, type TestServer } from "../helpers/test_server.ts";
+import { runLilt } from "../helpers/lilt_process.ts";
 
-const ROOT = fileURLToPath(new URL("../../", import.meta.url));
 const PS = "http://jabber.org/protocol/pubsub";
 const EVENT = "http://jabber.org/protocol/pubsub#event";
 const SERVICE = "pubsub.localhost";
@@ -410,16 +409,8 @@ Deno.test("an account's bare JID names its PEP service; a second registration is
   }
 });
 
-async function lilt(args: string[]) {
-  const out = await new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", `${ROOT}main.ts`, ...args],
-    cwd: ROOT,
-    stdin: "null",
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  const decoder = new TextDecoder();
-  return { code: out.code, stdout: decoder.decode(out.stdout), stderr: decoder.decode(out.stderr) };
+function lilt(args: string[]) {
+  return runLilt(args);
 }
 
 Deno.test("lilt shell pubsub ... --json answers over the admin socket", async () => {

@@ -8,8 +8,7 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { DatabaseSync } from "node:sqlite";
-import { fileURLToPath } from "node:url";
-import { finish, startLiltProcess } from "../../helpers/lilt_process.ts";
+import { finish, runLilt, startLiltProcess } from "../../helpers/lilt_process.ts";
 import { startProsody, writeProsodyAccount } from "../../helpers/prosody.ts";
 import { AccountStore } from "../../../core/auth/accounts.ts";
 import { deriveCredentials, utf8 } from "../../../core/auth/scram.ts";
@@ -20,7 +19,6 @@ import { RawClient, roundTrip } from "../../helpers/raw_client.ts";
 import { startTestServer, testConfigText } from "../../helpers/test_server.ts";
 import { serialize } from "../../../core/xml/serializer.ts";
 
-const ROOT = fileURLToPath(new URL("../../../", import.meta.url));
 const DOMAIN = "prosody.test";
 const ROOMS = "rooms.prosody.test";
 const NS_MUC = "http://jabber.org/protocol/muc";
@@ -32,15 +30,8 @@ const NS_DELAY = "urn:xmpp:delay";
 const USERS = { alice: "alice's old Prosody secret", bob: "bob-pw-ünïcode" };
 
 /** Runs `main.ts ARGS` as the operator would, in a process of its own. */
-async function lilt(args: string[]) {
-  const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", `${ROOT}main.ts`, ...args],
-    cwd: ROOT,
-    stdin: "null",
-    stdout: "piped",
-    stderr: "piped",
-  }).spawn();
-  return await finish(child);
+function lilt(args: string[]) {
+  return runLilt(args);
 }
 
 /** Lilt's MUC service, at the domain of Prosody's MUC component. */

@@ -4,17 +4,15 @@
 // wrong, and an import into a running server is refused.
 
 import assert from "node:assert/strict";
-import { fileURLToPath } from "node:url";
 import { AccountStore } from "../../../core/auth/accounts.ts";
 import { Database } from "../../../core/storage/database.ts";
 import { importAccounts, pepDefaultConfig } from "../../../cli/migrate/account_import.ts";
 import { importXep227 } from "../../../cli/migrate/xep227_import.ts";
 import { PubsubStore } from "../../../mod/pubsub/storage.ts";
-import { finish, startLiltProcess } from "../../helpers/lilt_process.ts";
+import { runLilt, startLiltProcess } from "../../helpers/lilt_process.ts";
 import { RawClient, roundTrip } from "../../helpers/raw_client.ts";
 import { startTestServer, testConfigText } from "../../helpers/test_server.ts";
 
-const ROOT = fileURLToPath(new URL("../../../", import.meta.url));
 const NS_ROSTER = "jabber:iq:roster";
 const NS_PUBSUB = "http://jabber.org/protocol/pubsub";
 const NS_NICK = "http://jabber.org/protocol/nick";
@@ -27,15 +25,8 @@ const NS_MAM = "urn:xmpp:mam:2";
 const USERS = { alice: "alice's old secret", bob: "bob-pw-2024" };
 
 /** Runs `main.ts ARGS` as the operator would, in a process of its own. */
-async function lilt(args: string[]) {
-  const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", `${ROOT}main.ts`, ...args],
-    cwd: ROOT,
-    stdin: "null",
-    stdout: "piped",
-    stderr: "piped",
-  }).spawn();
-  return await finish(child);
+function lilt(args: string[]) {
+  return runLilt(args);
 }
 
 /** A data directory with its configuration file written (what `-c` points at). */

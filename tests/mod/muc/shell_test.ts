@@ -3,7 +3,6 @@
 // message from the room), its errors, and one-shot `lilt shell muc ... --json` over the socket.
 
 import assert from "node:assert/strict";
-import { fileURLToPath } from "node:url";
 import { CommandError, type CommandResult } from "../../../core/admin_commands.ts";
 import type { Element } from "../../../core/xml/element.ts";
 import { serialize } from "../../../core/xml/serializer.ts";
@@ -21,8 +20,8 @@ import {
   statuses,
   world,
 } from "./helpers.ts";
+import { runLilt } from "../../helpers/lilt_process.ts";
 
-const ROOT = fileURLToPath(new URL("../../../", import.meta.url));
 const ROOM = `lounge@${MUC}`;
 
 async function muc(t: TestServer, name: string, ...args: string[]) {
@@ -307,16 +306,8 @@ Deno.test("rooms created and changed from the shell survive a restart; destroyed
   }
 });
 
-async function lilt(args: string[]) {
-  const out = await new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", `${ROOT}main.ts`, ...args],
-    cwd: ROOT,
-    stdin: "null",
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  const decoder = new TextDecoder();
-  return { code: out.code, stdout: decoder.decode(out.stdout), stderr: decoder.decode(out.stderr) };
+function lilt(args: string[]) {
+  return runLilt(args);
 }
 
 Deno.test("lilt shell muc ... --json answers over the admin socket", async () => {
