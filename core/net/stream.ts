@@ -87,6 +87,12 @@ export class StreamWriter {
   #queuedChars = 0;
   /** Output queued since the socket last took some (while it waits for `drain`). */
   #stalledChars = 0;
+  /**
+   * Queued output written while the socket was taking all it was given (offline messages at
+   * login, an archive page): a burst the peer has not yet had time to read, not a sign that it
+   * reads nothing. Flushed first (the queue is in order), so it shrinks as batches leave.
+   */
+  #burstChars = 0;
   #scheduled = false;
   /** The socket's buffer is full: nothing more goes to it until `drain`. */
   #waiting = false;
@@ -141,7 +147,10 @@ export class StreamWriter {
     if (this.#waiting) {
       this.#stalledChars += text.length;
       if (this.#overStalled()) this.#overflow();
-    } else if (!this.#scheduled) {
+      return;
+    }
+    this.#burstChars += text.length;
+    if (!this.#scheduled) {
       this.#scheduled = true;
       queueMicrotask(() => this.flush());
     }
@@ -169,6 +178,7 @@ export class StreamWriter {
     this.#stanzas.splice(0, count);
     this.#times.splice(0, count);
     this.#queuedChars -= chars;
+    this.#burstChars = Math.max(0, this.#burstChars - chars);
     if (!socket.write(data)) return this.#waitForDrain();
     this.#scheduled = true;
     queueMicrotask(() => this.flush());
@@ -181,6 +191,7 @@ export class StreamWriter {
     this.#stanzas = [];
     this.#times = [];
     this.#queuedChars = 0;
+    this.#burstChars = 0;
     return data;
   }
 
@@ -191,14 +202,14 @@ export class StreamWriter {
 
   /**
    * The peer is not reading: more than the limit was queued since the socket last took
-   * anything, or twice the limit waits in all (a peer that reads a trickle). Output queued at
-   * once while the socket was taking it (offline messages at login, an archive page) does not
-   * count until the socket stalls.
+   * anything, or twice the limit waits in all (a peer that reads a trickle). A burst queued
+   * while the socket was taking output (offline messages at login, an archive page) does not
+   * count: a client that reads it at its own pace while other stanzas arrive is not cut off.
    */
   #overStalled(): boolean {
     const max = this.maxQueuedChars;
     return this.#stalledChars > max ||
-      this.#queuedChars + this.#socket.writableLength > 2 * max;
+      this.#queuedChars - this.#burstChars + this.#socket.writableLength > 2 * max;
   }
 
   #overflow(): void {

@@ -89,6 +89,13 @@ export class WebSocketTransport implements Transport {
    */
   #stalled = false;
   #stalledChars = 0;
+  /**
+   * Backlog queued before its first look (offline messages at login, an archive page): a
+   * burst the peer has not had time to read, not a sign that it reads nothing. Sent first (the
+   * backlog is in order), so it shrinks as the socket takes it.
+   */
+  #burstChars = 0;
+  #looked = false;
   #lastBuffered = 0;
   /** How much the socket may buffer at the next look at the backlog. */
   #budget = SOCKET_BUFFER_HIGH;
@@ -321,6 +328,7 @@ export class WebSocketTransport implements Transport {
       this.#backlog = [];
       this.#stalled = false;
       this.#stalledChars = 0;
+      this.#looked = false;
       this.#lastBuffered = this.#socket.bufferedAmount;
       this.#lastProgress = Date.now();
       this.#backlogTimer = setTimeout(() => this.#drainBacklog(), 0);
@@ -329,6 +337,7 @@ export class WebSocketTransport implements Transport {
     this.#backlogStanzas.push(stanza);
     this.#backlogTimes.push(stanza === undefined ? 0 : Date.now());
     this.#backlogChars += text.length;
+    if (!this.#looked) this.#burstChars += text.length;
     if (!this.#stalled) return;
     this.#stalledChars += text.length;
     if (this.#overStalled()) this.#overflow();
@@ -336,13 +345,13 @@ export class WebSocketTransport implements Transport {
 
   /**
    * The peer is not reading: more than the limit was queued since the socket stalled, or
-   * twice the limit waits in all (queued here and buffered in the socket), as for TCP
-   * (stream.ts): a burst written at once to a client that reads does not count alone.
+   * twice the limit waits in the backlog besides the burst it began with (a peer that reads a
+   * trickle), as for TCP (stream.ts). What the socket itself holds is bounded by MAX_BUDGET and
+   * may be that burst, so it does not count.
    */
   #overStalled(): boolean {
     const max = this.#maxSend;
-    return this.#stalledChars > max ||
-      this.#backlogChars + this.#socket.bufferedAmount > 2 * max;
+    return this.#stalledChars > max || this.#backlogChars - this.#burstChars > 2 * max;
   }
 
   /** Hands the backlog on while the socket's buffer has room; stops the timer once empty. */
@@ -354,6 +363,7 @@ export class WebSocketTransport implements Transport {
       this.#takeBacklog();
       return;
     }
+    this.#looked = true;
     const now = Date.now();
     const progress = socket.bufferedAmount < this.#lastBuffered;
     if (progress) {
@@ -372,6 +382,7 @@ export class WebSocketTransport implements Transport {
     while (sent < backlog.length && socket.bufferedAmount < this.#budget) {
       socket.send(backlog[sent]);
       this.#backlogChars -= backlog[sent].length;
+      this.#burstChars = Math.max(0, this.#burstChars - backlog[sent].length);
       sent++;
     }
     backlog.splice(0, sent);
@@ -397,6 +408,7 @@ export class WebSocketTransport implements Transport {
     this.#backlogStanzas = [];
     this.#backlogTimes = [];
     this.#backlogChars = 0;
+    this.#burstChars = 0;
     this.#stalled = false;
     this.#stalledChars = 0;
     return taken;

@@ -113,6 +113,58 @@ Deno.test("a client that stops reading is cut off at its send buffer limit and i
   }
 });
 
+Deno.test("a client reading a large offline backlog at its own pace is not cut off when more arrives", async () => {
+  const t = await startTestServer({
+    users: { slow: "pw", flooder: "pw" },
+    globalToml: FAST_FLOOD,
+    hostToml: "c2s_require_encryption = false\nallow_unencrypted_plain_auth = true\n" +
+      "offline_max_messages = 100000",
+  });
+  const clients: RawClient[] = [];
+  try {
+    const flooder = await plainLogin(t, "flooder", "desk");
+    clients.push(flooder);
+    // 8 MB waits offline: more than the loopback socket buffers hold, and far more than twice
+    // the 64 KiB send limit.
+    const stored = 2000;
+    for (let i = 0; i < stored; i++) {
+      flooder.send(
+        `<message to='slow@localhost' type='chat' id='flood-${i}'><body>${BODY}</body></message>`,
+      );
+    }
+    await roundTrip(flooder);
+
+    const slow = await RawClient.connect(t.port);
+    clients.push(slow);
+    await slow.open();
+    await slow.loginPlain("slow", "pw", "phone");
+    // The backlog comes with the first presence, while the client is busy elsewhere: the
+    // server's socket fills and the rest waits in its queue.
+    slow.socket.pause();
+    slow.send("<presence/>");
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    flooder.send(
+      `<message to='slow@localhost/phone' type='chat' id='flood-${stored}'><body>late</body></message>`,
+    );
+    await roundTrip(flooder);
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    slow.socket.resume();
+
+    await slow.waitUntil(
+      () => messageIds(slow.received).length > stored ? true : undefined,
+      20000,
+      `${stored + 1} messages`,
+    );
+    await roundTrip(slow);
+    assert.equal(t.server.metrics.counter("c2s.slow_readers_cut").value, 0, "cut off");
+    assert.ok(!slow.received.some((el) => el.name === "error"), "a stream error");
+    assert.equal(new Set(messageIds(slow.received)).size, stored + 1);
+  } finally {
+    for (const client of clients) client.socket.destroy();
+    await t.stop();
+  }
+});
+
 Deno.test("with stream management the unacknowledged queue hands back what a cut-off reader never got", async () => {
   const t = await startTestServer({
     users: { slow: "pw", flooder: "pw" },

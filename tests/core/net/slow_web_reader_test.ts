@@ -164,6 +164,16 @@ class RawWsClient {
 
   /** Opens the stream, logs in with PLAIN, binds, enables stream management on demand. */
   async login(user: string, resource: string, streamManagement: boolean): Promise<void> {
+    await this.bind(user, resource, streamManagement);
+    this.send("<presence xmlns='jabber:client'/>");
+    this.send(
+      "<iq xmlns='jabber:client' type='get' id='p1' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>",
+    );
+    await this.next((el) => el.attrs.id === "p1");
+  }
+
+  /** {@link login} up to the bound resource: no presence sent yet. */
+  async bind(user: string, resource: string, streamManagement: boolean): Promise<void> {
     const open = `<open xmlns='${NS_FRAMING}' to='localhost' version='1.0'/>`;
     this.send(open);
     await this.next((el) => el.name === "features");
@@ -181,11 +191,6 @@ class RawWsClient {
       this.send("<enable xmlns='urn:xmpp:sm:3'/>");
       await this.next((el) => el.name === "enabled");
     }
-    this.send("<presence xmlns='jabber:client'/>");
-    this.send(
-      "<iq xmlns='jabber:client' type='get' id='p1' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>",
-    );
-    await this.next((el) => el.attrs.id === "p1");
   }
 }
 
@@ -318,6 +323,49 @@ Deno.test("a WebSocket client that reads gets a flood far over its send buffer l
     assert.equal(new Set(messageIds(client.received)).size, sent);
   } finally {
     reader?.socket.destroy();
+    for (const client of clients) client.socket.destroy();
+    await t.stop();
+  }
+});
+
+Deno.test("a WebSocket client reading a large offline backlog at its own pace is not cut off when more arrives", async () => {
+  const t = await startTestServer({
+    users: { slow: "pw", flooder: "pw" },
+    globalToml: GLOBAL,
+    hostToml: HOST,
+  });
+  const clients: RawClient[] = [];
+  let slow: RawWsClient | undefined;
+  try {
+    const flooder = await plainLogin(t, "flooder", "desk");
+    clients.push(flooder);
+    // 8 MB waits offline: more than the socket buffers hold, far more than twice the limit.
+    const stored = 2000;
+    for (let i = 0; i < stored; i++) {
+      flooder.send(
+        `<message to='slow@localhost' type='chat' id='flood-${i}'><body>${BODY}</body></message>`,
+      );
+    }
+    await roundTrip(flooder);
+    slow = await RawWsClient.connect(t);
+    await slow.bind("slow", "phone", false);
+    // The backlog comes with the first presence while the client is busy elsewhere; another
+    // message arrives meanwhile.
+    slow.socket.pause();
+    slow.send("<presence xmlns='jabber:client'/>");
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    flooder.send(
+      `<message to='slow@localhost/phone' type='chat' id='flood-${stored}'><body>late</body></message>`,
+    );
+    await roundTrip(flooder);
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    slow.socket.resume();
+    const client = slow;
+    await client.waitFor(() => messageIds(client.received).length > stored ? true : undefined);
+    assert.equal(t.server.metrics.counter("c2s.slow_readers_cut").value, 0, "cut off");
+    assert.equal(new Set(messageIds(client.received)).size, stored + 1);
+  } finally {
+    slow?.socket.destroy();
     for (const client of clients) client.socket.destroy();
     await t.stop();
   }
