@@ -217,8 +217,9 @@ export class Config {
   valueOf(name: string, host?: string): unknown {
     // The storage key is a secret: the shell shows whether one is set, never the key.
     if (name === "storage") {
-      const { path, key, key_file } = this.storage;
-      return { path, key: key === "" ? "" : "(set, not shown)", key_file };
+      const { driver, path, key, key_file, url, password_file, schema } = this.storage;
+      if (driver === "postgresql") return { driver, url, password_file, schema };
+      return { driver, path, key: key === "" ? "" : "(set, not shown)", key_file };
     }
     if (isGlobalOption(name)) return this.get(name);
     if (isHostOption(name)) {
@@ -309,8 +310,18 @@ interface ConfigInit {
 
 /** The `[storage]` table, resolved. */
 export interface StorageConfig {
-  /** The database file (absolute). */
+  /** "sqlite" (the embedded store) or "postgresql". */
+  driver: "sqlite" | "postgresql";
+  /** The database file (absolute); with PostgreSQL unused. */
   path: string;
+  /** PostgreSQL: the connection URL (without the password), "" with SQLite. */
+  url: string;
+  /** PostgreSQL: the password read from `password_file` ("" when none). */
+  password: string;
+  /** PostgreSQL: the password file (absolute), or "". */
+  password_file: string;
+  /** PostgreSQL: the schema for Lilt's tables, or "" for the default search_path. */
+  schema: string;
   /**
    * The SQLCipher passphrase: `storage.key`, or the content of `storage.key_file` (one trailing
    * newline stripped). Empty for a plain store.
@@ -324,18 +335,21 @@ export interface StorageConfig {
  * Reads a `storage.key_file`: it must be a regular file that only its owner can read or write
  * (mode 0600 or 0400), since it holds the key to every account's data.
  */
-export function readKeyFile(path: string): { key: string } | { error: string } {
+export function readKeyFile(
+  path: string,
+  option = "storage.key_file",
+): { key: string } | { error: string } {
   let info: Deno.FileInfo;
   try {
     info = Deno.statSync(path);
   } catch (error) {
-    return { error: `cannot read storage.key_file '${path}': ${(error as Error).message}` };
+    return { error: `cannot read ${option} '${path}': ${(error as Error).message}` };
   }
-  if (!info.isFile) return { error: `storage.key_file '${path}' is not a regular file` };
+  if (!info.isFile) return { error: `${option} '${path}' is not a regular file` };
   const mode = info.mode ?? 0;
   if ((mode & 0o077) !== 0) {
     return {
-      error: `storage.key_file '${path}' can be accessed by group or others (mode ` +
+      error: `${option} '${path}' can be accessed by group or others (mode ` +
         `${(mode & 0o777).toString(8).padStart(4, "0")}): run chmod 600 on it`,
     };
   }
@@ -343,15 +357,15 @@ export function readKeyFile(path: string): { key: string } | { error: string } {
   try {
     text = Deno.readTextFileSync(path);
   } catch (error) {
-    return { error: `cannot read storage.key_file '${path}': ${(error as Error).message}` };
+    return { error: `cannot read ${option} '${path}': ${(error as Error).message}` };
   }
   const key = text.endsWith("\r\n")
     ? text.slice(0, -2)
     : text.endsWith("\n")
     ? text.slice(0, -1)
     : text;
-  if (key === "") return { error: `storage.key_file '${path}' is empty` };
-  if (key.includes("\0")) return { error: `storage.key_file '${path}' contains a NUL character` };
+  if (key === "") return { error: `${option} '${path}' is empty` };
+  if (key.includes("\0")) return { error: `${option} '${path}' contains a NUL character` };
   return { key };
 }
 
@@ -572,7 +586,16 @@ class Validator {
   }
 
   #storage(value: unknown, dataDir: string): StorageConfig {
-    const storage = { path: resolve(dataDir, "lilt.sqlite"), key: "", key_file: "" };
+    const storage: StorageConfig = {
+      driver: "sqlite",
+      path: resolve(dataDir, "lilt.sqlite"),
+      key: "",
+      key_file: "",
+      url: "",
+      password: "",
+      password_file: "",
+      schema: "",
+    };
     const table = this.#table(value, "storage", ["storage"]);
     if (!table) return storage;
     for (const [key, raw] of Object.entries(table)) {
@@ -592,7 +615,22 @@ class Validator {
           this.#problem(path, "error", "option 'storage.key' must not contain a NUL character");
         } else storage.key = checked as string;
       } else if (key === "key_file") storage.key_file = checked as string;
+      else if (key === "driver") {
+        if (checked === "sqlite" || checked === "postgresql") storage.driver = checked;
+        else {
+          this.#problem(
+            path,
+            "error",
+            `option 'storage.driver' must be "sqlite" or "postgresql", found ${
+              JSON.stringify(checked)
+            }`,
+          );
+        }
+      } else if (key === "url") storage.url = checked as string;
+      else if (key === "password_file") storage.password_file = checked as string;
+      else if (key === "schema") storage.schema = checked as string;
     }
+    this.#postgresStorage(storage, table);
     if (storage.key_file !== "") {
       const path = ["storage", "key_file"];
       if (storage.key !== "") {
@@ -608,6 +646,74 @@ class Validator {
       else this.#problem(path, "error", read.error);
     }
     return storage;
+  }
+
+  /**
+   * Checks the PostgreSQL options against the driver: they need each other, the URL must be
+   * one libpq reads and carry no password (it would show in logs and the shell), and the
+   * embedded store's encryption key has no meaning there.
+   */
+  #postgresStorage(storage: StorageConfig, table: Table): void {
+    const postgresOnly = ["url", "password_file", "schema"].filter((key) => key in table);
+    if (storage.driver !== "postgresql") {
+      for (const key of postgresOnly) {
+        this.#problem(
+          ["storage", key],
+          "error",
+          `option 'storage.${key}' needs storage.driver = "postgresql"`,
+        );
+      }
+      return;
+    }
+    const at = (key: string) => key in table ? ["storage", key] : ["storage", "driver"];
+    for (const key of ["key", "key_file"].filter((key) => key in table)) {
+      this.#problem(
+        ["storage", key],
+        "error",
+        `option 'storage.${key}' encrypts the embedded store only; with PostgreSQL, encrypt ` +
+          "the database server's disks instead",
+      );
+    }
+    storage.key = "";
+    storage.key_file = "";
+    if (storage.url === "") {
+      this.#problem(at("url"), "error", 'storage.driver = "postgresql" needs storage.url');
+    } else {
+      let url: URL | undefined;
+      try {
+        url = new URL(storage.url);
+      } catch {
+        url = undefined;
+      }
+      if (!url || (url.protocol !== "postgresql:" && url.protocol !== "postgres:")) {
+        this.#problem(
+          at("url"),
+          "error",
+          "option 'storage.url' must look like postgresql://user@host:5432/database, found " +
+            JSON.stringify(storage.url),
+        );
+      } else if (url.password !== "") {
+        this.#problem(
+          at("url"),
+          "error",
+          "option 'storage.url' must not hold the password: put it in storage.password_file",
+        );
+        storage.url = "";
+      }
+    }
+    if (storage.schema !== "" && !/^[a-z_][a-z0-9_]{0,62}$/.test(storage.schema)) {
+      this.#problem(
+        at("schema"),
+        "error",
+        "option 'storage.schema' must be a lower-case SQL name (letters, digits, _), found " +
+          JSON.stringify(storage.schema),
+      );
+    }
+    if (storage.password_file !== "") {
+      const read = readKeyFile(storage.password_file, "storage.password_file");
+      if ("key" in read) storage.password = read.key;
+      else this.#problem(["storage", "password_file"], "error", read.error);
+    }
   }
 
   /** Validates the [[host]] or [[component]] sections and yields the good ones. */

@@ -674,7 +674,8 @@ export const GLOBAL_OPTIONS = {
     default: {},
     scope: "global",
     reload: "restart",
-    description: "Storage: path (relative to data_dir); key_file or key for encryption at rest",
+    description: "Storage: driver (sqlite or postgresql); path (relative to data_dir) and " +
+      "key_file or key for the embedded store; url, password_file and schema for PostgreSQL",
   },
   host: {
     type: "table",
@@ -1048,6 +1049,39 @@ export const LOG_OPTIONS: Record<string, CoreOptionSpec> = {
 
 /** Keys of the [storage] table. */
 export const STORAGE_OPTIONS: Record<string, CoreOptionSpec> = {
+  driver: {
+    type: "string",
+    default: "sqlite",
+    scope: "global",
+    reload: "restart",
+    description: 'Where data lives: "sqlite" (the embedded store, a file under data_dir) or ' +
+      '"postgresql" (a shared PostgreSQL database, for several nodes)',
+  },
+  url: {
+    type: "string",
+    default: "",
+    scope: "global",
+    reload: "restart",
+    description: "PostgreSQL connection URL (postgresql://user@host:port/database); keep the " +
+      "password in password_file",
+  },
+  password_file: {
+    type: "string",
+    default: "",
+    scope: "global",
+    reload: "restart",
+    path: true,
+    description: "File holding the PostgreSQL password (mode 0600), relative to the " +
+      "configuration file's directory",
+  },
+  schema: {
+    type: "string",
+    default: "",
+    scope: "global",
+    reload: "restart",
+    description: "PostgreSQL schema for Lilt's tables (created when missing); empty: the " +
+      "database's default search_path",
+  },
   path: {
     type: "string",
     default: "lilt.sqlite",

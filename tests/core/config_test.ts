@@ -61,9 +61,14 @@ Deno.test("a valid file gives values, defaults and resolved paths", () => {
   assert.equal(config.file, FILE);
   assert.equal(config.dataDir, "/etc/lilt/data");
   assert.deepEqual(config.storage, {
+    driver: "sqlite",
     path: "/etc/lilt/data/db/lilt.sqlite",
     key: "",
     key_file: "",
+    url: "",
+    password: "",
+    password_file: "",
+    schema: "",
   });
   assert.deepEqual(config.log, {
     level: "warning",
@@ -156,7 +161,16 @@ Deno.test("a minimal file uses the defaults everywhere", () => {
   assert.deepEqual(messages(result), []);
   const config = result.config!;
   assert.equal(config.dataDir, "/srv/data");
-  assert.deepEqual(config.storage, { path: "/srv/data/lilt.sqlite", key: "", key_file: "" });
+  assert.deepEqual(config.storage, {
+    driver: "sqlite",
+    path: "/srv/data/lilt.sqlite",
+    key: "",
+    key_file: "",
+    url: "",
+    password: "",
+    password_file: "",
+    schema: "",
+  });
   assert.deepEqual(config.log, { level: "info", console: true, file: "", categories: {} });
   assert.deepEqual(config.hosts[0].modules, HOST_OPTIONS.modules.default);
   assert.equal(config.hostDefault("certificate"), "");
@@ -351,6 +365,7 @@ Deno.test("storage.key is the passphrase; an empty key means a plain store", () 
   assert.equal(keyed.config?.storage.key_file, "");
   // What the admin shell's `config get storage` shows: that a key is set, not the key.
   assert.deepEqual(keyed.config?.valueOf("storage"), {
+    driver: "sqlite",
     path: keyed.config?.storage.path,
     key: "(set, not shown)",
     key_file: "",
@@ -518,4 +533,61 @@ Deno.test("listen addresses accept IPv4, [IPv6], names and '*' with ports 0-6553
   assert.equal(parseListenAddress("127.0.0.1:65536"), undefined);
   assert.equal(parseListenAddress("1.2.3:5"), undefined);
   assert.equal(parseListenAddress("[nope]:5"), undefined);
+});
+
+Deno.test("storage.driver = postgresql takes a URL without password, a password file and a schema", () => {
+  const dir = Deno.makeTempDirSync();
+  try {
+    Deno.writeTextFileSync(`${dir}/pg_password`, "s3cret\n", { mode: 0o600 });
+    Deno.chmodSync(`${dir}/pg_password`, 0o600);
+    const good = parseConfigText(
+      '[storage]\ndriver = "postgresql"\nurl = "postgresql://lilt@db.example:5432/lilt"\n' +
+        'password_file = "pg_password"\nschema = "xmpp"\n[[host]]\ndomain = "a"\n',
+      `${dir}/lilt.toml`,
+    );
+    assert.deepEqual(messages(good), []);
+    const storage = good.config!.storage;
+    assert.equal(storage.driver, "postgresql");
+    assert.equal(storage.url, "postgresql://lilt@db.example:5432/lilt");
+    assert.equal(storage.password, "s3cret");
+    assert.equal(storage.password_file, `${dir}/pg_password`);
+    assert.equal(storage.schema, "xmpp");
+    // The shell shows where the data is, never the password.
+    const shown = JSON.stringify(good.config!.valueOf("storage"));
+    assert.ok(shown.includes("db.example") && !shown.includes("s3cret"));
+
+    const check = (text: string) => messages(parseConfigText(text, `${dir}/lilt.toml`));
+    const host = '[[host]]\ndomain = "a"\n';
+    assert.match(check('[storage]\ndriver = "mysql"\n' + host)[0], /"sqlite" or "postgresql"/);
+    assert.match(check('[storage]\ndriver = "postgresql"\n' + host)[0], /needs storage\.url/);
+    assert.match(
+      check('[storage]\ndriver = "postgresql"\nurl = "postgresql://u:pw@h/d"\n' + host)[0],
+      /must not hold the password/,
+    );
+    assert.match(
+      check('[storage]\ndriver = "postgresql"\nurl = "mysql://h/d"\n' + host)[0],
+      /must look like postgresql:\/\//,
+    );
+    assert.match(check('[storage]\nurl = "postgresql://h/d"\n' + host)[0], /needs storage\.driver/);
+    assert.match(
+      check('[storage]\ndriver = "postgresql"\nurl = "postgresql://h/d"\nkey = "k"\n' + host)[0],
+      /encrypts the embedded store only/,
+    );
+    assert.match(
+      check(
+        '[storage]\ndriver = "postgresql"\nurl = "postgresql://h/d"\nschema = "X-1"\n' + host,
+      )[0],
+      /lower-case SQL name/,
+    );
+    Deno.chmodSync(`${dir}/pg_password`, 0o644);
+    assert.match(
+      check(
+        '[storage]\ndriver = "postgresql"\nurl = "postgresql://h/d"\npassword_file = "pg_password"\n' +
+          host,
+      )[0],
+      /storage\.password_file .* chmod 600/,
+    );
+  } finally {
+    Deno.removeSync(dir, { recursive: true });
+  }
 });
