@@ -1,7 +1,9 @@
 // The schema's history as forward-only steps, so every database file, old or new, reaches the
-// layout this code expects; `PRAGMA user_version` records how far a file has come.
+// layout this code expects; `PRAGMA user_version` records how far a file has come (on
+// PostgreSQL, the one-row table lilt_schema_version).
 
 import type { SqlConnection } from "./connection.ts";
+import { isPostgres } from "./postgresql.ts";
 
 /** One forward-only schema step. */
 export interface Migration {
@@ -117,7 +119,11 @@ export const MIGRATIONS: readonly Migration[] = [
 
         INSERT INTO archive_counts (host, user, store, n)
           SELECT host, user, store, count(*) FROM archive GROUP BY host, user, store;
-
+      `);
+      // SQLite's trigger syntax. A PostgreSQL schema is always created by a Lilt that has
+      // step 5, which drops `archive` (and its triggers) before anything is archived in it.
+      if (isPostgres(db)) return;
+      db.exec(`
         CREATE TRIGGER archive_counted_insert AFTER INSERT ON archive BEGIN
           INSERT INTO archive_counts (host, user, store, n)
             VALUES (NEW.host, NEW.user, NEW.store, 1)
@@ -186,7 +192,11 @@ export const MIGRATIONS: readonly Migration[] = [
         INSERT INTO archive_owners (host, user, store, items, next_seq)
           SELECT host, user, store, count(*), count(*) + 1 FROM archive
           GROUP BY host, user, store;
-
+      `);
+      // SQLite's instr(). On PostgreSQL `archive` is always empty here (see step 3): there is
+      // nothing to copy.
+      if (!isPostgres(db)) {
+        db.exec(`
         INSERT INTO archive_items
             (owner, seq, tag, when_ms, with_jid, with_resource, type, payload)
           SELECT o.id,
@@ -200,7 +210,9 @@ export const MIGRATIONS: readonly Migration[] = [
           FROM archive a JOIN archive_owners o
             ON o.host = a.host AND o.user = a.user AND o.store = a.store
           ORDER BY a.host, a.user, a.store, a.when_ms, a.id;
-
+      `);
+      }
+      db.exec(`
         CREATE INDEX archive_items_when ON archive_items (owner, when_ms);
         CREATE INDEX archive_items_with ON archive_items (owner, with_jid, when_ms);
 
@@ -243,7 +255,7 @@ export function migrate(db: SqlConnection, options: MigrateOptions = {}): void {
   const label = options.label ?? "database";
   applySteps(db, options.migrations ?? MIGRATIONS, {
     read: readVersion,
-    write: (version) => db.exec(`PRAGMA user_version = ${version}`),
+    write: (version) => writeVersion(db, version),
     tooNew: (found, known) =>
       `Cannot open ${label}: its schema version is ${found} but this Lilt knows up to ` +
       `${known}; upgrade Lilt or restore a backup made by this version`,
@@ -304,6 +316,7 @@ function applySteps(db: SqlConnection, migrations: readonly Migration[], slot: V
     // waits and then re-reads the version instead of applying the step twice.
     db.exec("BEGIN IMMEDIATE");
     try {
+      if (isPostgres(db)) lockSchema(db);
       const current = slot.read(db);
       check(current);
       if (current < migration.version) {
@@ -327,8 +340,48 @@ function applySteps(db: SqlConnection, migrations: readonly Migration[], slot: V
   }
 }
 
-/** Reads the schema version recorded in the file (0 for a new database). */
+/**
+ * Reads the schema version recorded in the file (0 for a new database); on PostgreSQL, in the
+ * table lilt_schema_version of the connection's schema (0 while it does not exist).
+ */
 export function readVersion(db: SqlConnection): number {
+  if (isPostgres(db)) {
+    const table = db.prepare("SELECT to_regclass('lilt_schema_version') IS NOT NULL AS found")
+      .get() as { found: number };
+    if (table.found === 0) return 0;
+    const row = db.prepare("SELECT version FROM lilt_schema_version").get() as
+      | { version: number }
+      | undefined;
+    return row?.version ?? 0;
+  }
   const row = db.prepare("PRAGMA user_version").get() as { user_version: number };
   return row.user_version;
+}
+
+/**
+ * Records the schema version: `PRAGMA user_version` on SQLite; on PostgreSQL (which has no
+ * such header) the one row of lilt_schema_version, created when missing. Runs inside the
+ * migration's transaction, so the version and the step it records commit together.
+ */
+function writeVersion(db: SqlConnection, version: number): void {
+  if (!isPostgres(db)) {
+    db.exec(`PRAGMA user_version = ${version}`);
+    return;
+  }
+  db.exec(`
+    CREATE TABLE IF NOT EXISTS lilt_schema_version (version INTEGER NOT NULL);
+    DELETE FROM lilt_schema_version;
+    INSERT INTO lilt_schema_version (version) VALUES (${Math.trunc(version)});
+  `);
+}
+
+/**
+ * Serialises migrations of one PostgreSQL schema (BEGIN takes no lock there, unlike SQLite's
+ * BEGIN IMMEDIATE): a second server waits here, then re-reads the version. The lock is held
+ * until the transaction ends.
+ */
+function lockSchema(db: SqlConnection): void {
+  db.exec(
+    "SELECT pg_advisory_xact_lock(hashtext('lilt migrations ' || coalesce(current_schema(), '')))",
+  );
 }
