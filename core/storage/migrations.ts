@@ -346,8 +346,12 @@ function applySteps(db: SqlConnection, migrations: readonly Migration[], slot: V
  */
 export function readVersion(db: SqlConnection): number {
   if (isPostgres(db)) {
-    const table = db.prepare("SELECT to_regclass('lilt_schema_version') IS NOT NULL AS found")
-      .get() as { found: number };
+    // A query of the catalog, not to_regclass(): after waiting for another server's migration
+    // a lookup by name can still answer from the session's cache, made before that commit.
+    const table = db.prepare(
+      "SELECT count(*) AS found FROM pg_catalog.pg_tables " +
+        "WHERE schemaname = current_schema() AND tablename = 'lilt_schema_version'",
+    ).get() as { found: number };
     if (table.found === 0) return 0;
     const row = db.prepare("SELECT version FROM lilt_schema_version").get() as
       | { version: number }

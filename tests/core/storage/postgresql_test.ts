@@ -505,3 +505,42 @@ Deno.test("the accounts and archive tables take the statements Lilt writes to th
     items: 3,
   });
 });
+
+Deno.test("two servers migrating one new schema at once both succeed, one applying each step", async () => {
+  const url = await postgresUrl();
+  using schema = freshSchema(url);
+  const module = (path: string) => new URL(path, import.meta.url).href;
+  // Each child loads the code first, then both start at the same moment.
+  const code = `
+    import { openPostgres } from "${module("../../../core/storage/postgresql.ts")}";
+    import { migrate, readVersion } from "${module("../../../core/storage/migrations.ts")}";
+    const startAt = Number(Deno.env.get("START_AT"));
+    await new Promise((resolve) => setTimeout(resolve, Math.max(0, startAt - Date.now())));
+    const db = openPostgres({ url: Deno.env.get("PG_URL"), schema: Deno.env.get("PG_SCHEMA") });
+    migrate(db);
+    console.log(readVersion(db));
+    db.close();
+  `;
+  const env = { PG_URL: url, PG_SCHEMA: schema.name, START_AT: String(Date.now() + 2000) };
+  const children = [0, 1].map(() =>
+    new Deno.Command(Deno.execPath(), {
+      args: ["eval", code],
+      env,
+      stdout: "piped",
+      stderr: "piped",
+    })
+      .output()
+  );
+  for (const output of await Promise.all(children)) {
+    const stderr = new TextDecoder().decode(output.stderr);
+    assert.ok(output.success, `a child failed: ${stderr}`);
+    assert.equal(new TextDecoder().decode(output.stdout).trim(), String(SCHEMA_VERSION));
+  }
+  const db = openPostgres({ url, schema: schema.name });
+  try {
+    assert.equal(readVersion(db), SCHEMA_VERSION);
+    assert.deepEqual(db.prepare("SELECT count(*) AS n FROM lilt_schema_version").get(), { n: 1 });
+  } finally {
+    db.close();
+  }
+});
