@@ -419,7 +419,8 @@ export class PostgresConnection implements SqlConnection {
     const { names, oids } = columns;
     const rows: SqlRow[] = new Array(count);
     for (let r = 0; r < count; r++) {
-      const row: SqlRow = {};
+      // A null prototype, as node:sqlite gives: a column may be named like an Object method.
+      const row: SqlRow = Object.create(null);
       for (let c = 0; c < names.length; c++) {
         if (lib.PQgetisnull(result, r, c) !== 0) {
           row[names[c]] = null;

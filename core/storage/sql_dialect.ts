@@ -6,11 +6,11 @@
 export class UnsupportedSqlError extends Error {}
 
 /** Words that become other words wherever they appear outside literals and quoted names. */
-const TYPE_WORDS: Record<string, string> = {
-  integer: "BIGINT",
-  real: "DOUBLE PRECISION",
-  blob: "BYTEA",
-};
+const TYPE_WORDS = new Map([
+  ["integer", "BIGINT"],
+  ["real", "DOUBLE PRECISION"],
+  ["blob", "BYTEA"],
+]);
 
 /** What an `INSERT OR <word>` becomes; only IGNORE has a PostgreSQL spelling. */
 const CONFLICT_WORDS = new Set(["ignore", "replace", "abort", "fail", "rollback"]);
@@ -192,7 +192,7 @@ export function toPostgresSql(sql: string): string {
         continue;
       }
     }
-    const type = TYPE_WORDS[word];
+    const type = TYPE_WORDS.get(word);
     out.push(type ?? token.text);
   }
   closeIgnore();

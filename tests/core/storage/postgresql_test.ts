@@ -9,6 +9,7 @@ import { migrate, readVersion, SCHEMA_VERSION } from "../../../core/storage/migr
 import {
   loadLibpq,
   openPostgres,
+  type OpenPostgresOptions,
   PostgresConnection,
   PostgresError,
   quoteIdentifier,
@@ -17,11 +18,32 @@ import {
 import { Storage } from "../../../core/storage/stores.ts";
 import { freshSchema, postgresUrl } from "../../helpers/postgres.ts";
 
+/**
+ * Opens a connection whose rows come back as plain objects, to compare with literals: the
+ * driver's rows have a null prototype, as node:sqlite's do (checked on its own below).
+ */
+function open(options: OpenPostgresOptions): PostgresConnection {
+  const db = openPostgres(options);
+  const prepare = db.prepare.bind(db);
+  db.prepare = (sql: string) => {
+    const statement = prepare(sql);
+    return {
+      run: (...params) => statement.run(...params),
+      get: (...params) => {
+        const row = statement.get(...params);
+        return row === undefined ? undefined : { ...row };
+      },
+      all: (...params) => statement.all(...params).map((row) => ({ ...row })),
+    };
+  };
+  return db;
+}
+
 /** A connection in a schema of its own, closed and dropped when the test ends. */
 async function connect(): Promise<{ db: PostgresConnection; url: string } & Disposable> {
   const url = await postgresUrl();
   const schema = freshSchema(url);
-  const db = openPostgres({ url, schema: schema.name });
+  const db = open({ url, schema: schema.name });
   return {
     db,
     url,
@@ -35,6 +57,20 @@ async function connect(): Promise<{ db: PostgresConnection; url: string } & Disp
 function codeOf(error: unknown): string | undefined {
   return (error as { code?: string }).code;
 }
+
+Deno.test("rows have a null prototype, as node:sqlite's", async () => {
+  const url = await postgresUrl();
+  const db = openPostgres({ url });
+  try {
+    const row = db.prepare("SELECT 1 AS constructor, 'x' AS \"__proto__\"").get()!;
+    assert.equal(Object.getPrototypeOf(row), null);
+    assert.equal(row.constructor, 1);
+    assert.equal(row["__proto__"], "x");
+    assert.equal(Object.getPrototypeOf(db.prepare("SELECT 1 AS a").all()[0]), null);
+  } finally {
+    db.close();
+  }
+});
 
 Deno.test("libpq is found and reports its version", () => {
   const { path, version } = loadLibpq();
@@ -249,7 +285,7 @@ Deno.test("errors carry the server's message and SQLSTATE", async () => {
 
 Deno.test("use after close throws", async () => {
   const url = await postgresUrl();
-  const db = openPostgres({ url });
+  const db = open({ url });
   const statement = db.prepare("SELECT 1 AS one");
   assert.deepEqual(statement.get(), { one: 1 });
   db.close();
@@ -263,7 +299,7 @@ Deno.test("use after close throws", async () => {
 
 Deno.test("a wrong password and an unreachable server give clear errors without the password", async () => {
   const url = await postgresUrl();
-  const admin = openPostgres({ url });
+  const admin = open({ url });
   const role = `lilt_pw_${Deno.pid}_${crypto.getRandomValues(new Uint32Array(1))[0].toString(36)}`;
   const password = "correct horse battery staple";
   // scripts/postgres/cluster makes members of lilt_password_login give a password.
@@ -277,11 +313,11 @@ Deno.test("a wrong password and an unreachable server give clear errors without 
     const target = new URL(url);
     target.username = role;
     const roleUrl = target.toString();
-    const good = openPostgres({ url: roleUrl, password });
+    const good = open({ url: roleUrl, password });
     assert.deepEqual(good.prepare("SELECT current_user AS me").get(), { me: role });
     good.close();
     for (const wrong of ["wrong password", ""]) {
-      assert.throws(() => openPostgres({ url: roleUrl, password: wrong }), (error: unknown) => {
+      assert.throws(() => open({ url: roleUrl, password: wrong }), (error: unknown) => {
         assert.ok(error instanceof PostgresError);
         assert.match(error.message, /^Cannot connect to PostgreSQL at postgresql:\/\/lilt_pw_/);
         assert.match(error.message, /password authentication failed|no password supplied/);
@@ -292,7 +328,7 @@ Deno.test("a wrong password and an unreachable server give clear errors without 
     }
     // A password inside the URL is redacted from the message.
     target.password = "secret-in-url";
-    assert.throws(() => openPostgres({ url: target.toString() }), (error: unknown) => {
+    assert.throws(() => open({ url: target.toString() }), (error: unknown) => {
       assert.match((error as Error).message, /:\*\*\*@/);
       assert.ok(!(error as Error).message.includes("secret-in-url"));
       return true;
@@ -303,7 +339,7 @@ Deno.test("a wrong password and an unreachable server give clear errors without 
   }
   // Nothing listens on port 1.
   assert.throws(
-    () => openPostgres({ url: "postgresql://lilt@127.0.0.1:1/lilt" }),
+    () => open({ url: "postgresql://lilt@127.0.0.1:1/lilt" }),
     /^Error: Cannot connect to PostgreSQL at postgresql:\/\/lilt@127\.0\.0\.1:1\/lilt: .*(refused|failed)/,
   );
   assert.equal(
@@ -319,7 +355,7 @@ Deno.test("a wrong password and an unreachable server give clear errors without 
 Deno.test("a schema option creates the schema and keeps the tables in it", async () => {
   const url = await postgresUrl();
   using schema = freshSchema(url);
-  const db = openPostgres({ url, schema: schema.name });
+  const db = open({ url, schema: schema.name });
   db.exec("CREATE TABLE here (x INTEGER)");
   assert.deepEqual(
     db.prepare("SELECT table_schema FROM information_schema.tables WHERE table_name = 'here'")
@@ -328,7 +364,7 @@ Deno.test("a schema option creates the schema and keeps the tables in it", async
   );
   db.close();
   // A second connection to the same schema sees the table.
-  const again = openPostgres({ url, schema: schema.name });
+  const again = open({ url, schema: schema.name });
   assert.deepEqual(again.prepare("SELECT count(*) AS n FROM here").get(), { n: 0 });
   again.close();
 });
@@ -536,7 +572,7 @@ Deno.test("two servers migrating one new schema at once both succeed, one applyi
     assert.ok(output.success, `a child failed: ${stderr}`);
     assert.equal(new TextDecoder().decode(output.stdout).trim(), String(SCHEMA_VERSION));
   }
-  const db = openPostgres({ url, schema: schema.name });
+  const db = open({ url, schema: schema.name });
   try {
     assert.equal(readVersion(db), SCHEMA_VERSION);
     assert.deepEqual(db.prepare("SELECT count(*) AS n FROM lilt_schema_version").get(), { n: 1 });

@@ -41,6 +41,13 @@ Deno.test("string literals, quoted identifiers and comments are copied unchanged
   assert.equal(toPostgresSql("SELECT '' || ?"), "SELECT '' || $1");
 });
 
+Deno.test("words named like Object's properties are left alone", () => {
+  assert.equal(
+    toPostgresSql("SELECT constructor, toString, __proto__, hasOwnProperty FROM t"),
+    "SELECT constructor, toString, __proto__, hasOwnProperty FROM t",
+  );
+});
+
 Deno.test("column types become PostgreSQL's", () => {
   assert.equal(
     toPostgresSql("CREATE TABLE t (a INTEGER NOT NULL, b REAL, c BLOB, d TEXT)"),
