@@ -142,6 +142,16 @@ Deno.test("values round-trip with their types", async () => {
     db.prepare("SELECT ? AS b").get(backing.subarray(2, 5)),
     { b: new Uint8Array([1, 2, 3]) },
   );
+  // Large values: a megabyte of bytes and of text.
+  const bytes = new Uint8Array(1 << 20);
+  for (let k = 0; k < bytes.length; k += 65536) {
+    crypto.getRandomValues(bytes.subarray(k, k + 65536));
+  }
+  const text = "é🎉x".repeat(1 << 18);
+  const { id: large } = insert.get(null, null, text, bytes, null) as { id: number };
+  const back = db.prepare("SELECT t, b FROM v WHERE id = ?").get(large)!;
+  assert.equal(back.t, text);
+  assert.deepEqual(back.b, bytes);
   assert.deepEqual(db.prepare("SELECT * FROM v WHERE id = -1").get(), undefined);
   assert.deepEqual(db.prepare("SELECT * FROM v WHERE id = -1").all(), []);
 });
@@ -188,13 +198,18 @@ Deno.test("placeholders: repeated statements, numbered ones, user, and untyped p
   insert.run("example.com", "in-tx", "s", "v");
   db.exec("COMMIT");
   assert.equal(db.prepare("SELECT count(*) AS n FROM kv2").get()!.n, 6);
-  // A statement prepared twice runs as one server-side statement.
+  // A statement prepared again runs as the same server-side statement.
+  const serverStatements = () =>
+    db.prepare("SELECT count(*) AS n FROM pg_prepared_statements").get()!.n as number;
+  const before = serverStatements();
   for (let k = 0; k < 3; k++) {
     assert.equal(
       db.prepare("SELECT count(*) AS n FROM kv2 WHERE host = ?").get("example.com")!.n,
       6,
     );
   }
+  // One more: the first of the loop (the count's own statement was made before).
+  assert.equal(serverStatements(), before + 1);
 });
 
 Deno.test("run reports the rows changed and no rowid", async () => {
@@ -369,10 +384,17 @@ Deno.test("a schema option creates the schema and keeps the tables in it", async
   again.close();
 });
 
-/** A Database over a PostgreSQL connection, until Database.open learns the driver itself. */
+/**
+ * A Database over a PostgreSQL connection (its constructor is private: Database.open will open
+ * PostgreSQL itself once the driver is wired in, and this test can then use that).
+ */
 function databaseOver(db: SqlConnection): Database {
-  const construct = Database as unknown as new (db: SqlConnection, path: string) => Database;
-  return new construct(db, "postgresql");
+  const construct = Database as unknown as new (
+    db: SqlConnection,
+    path: string,
+    dialect: string,
+  ) => Database;
+  return new construct(db, "postgresql", "postgresql");
 }
 
 Deno.test("the core migrations run on an empty schema, once", async () => {
