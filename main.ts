@@ -33,6 +33,12 @@ import { Storage } from "./core/storage/stores.ts";
 import { backupDatabase, isServerRunning, restoreDatabase } from "./core/storage/backup.ts";
 import { convertStore } from "./core/storage/encryption.ts";
 import { builtinModules } from "./mod/builtin.ts";
+import {
+  MIGRATE_OPTION_NAMES,
+  MIGRATE_OPTIONS,
+  parseMigrateArgs,
+  runStorageMigrate,
+} from "./cli/storage_migrate.ts";
 import { exportXep227 } from "./cli/migrate/xep227_export.ts";
 import { importXep227 } from "./cli/migrate/xep227_import.ts";
 import { importProsody } from "./cli/migrate/prosody_import.ts";
@@ -71,6 +77,8 @@ Commands:
                                   read accounts from Prosody 0.12's data (server stopped)
   storage encrypt|decrypt|rekey [--new-key-file FILE] [-c FILE]
                                   encrypt the store, decrypt it, change its key (server stopped)
+  storage migrate --to postgresql|sqlite [--url URL|--path FILE] [-c FILE]
+                                  copy the store into PostgreSQL or back into a file (stopped)
   version                         print the version
 
 Every command accepts --help. Without -c, every command reads the first that exists of
@@ -175,10 +183,12 @@ its -wal/-shm files are kept aside as <store>.replaced-<timestamp>.`,
   storage: `Usage: lilt storage encrypt [-c FILE]
        lilt storage decrypt [-c FILE]
        lilt storage rekey --new-key-file FILE [-c FILE]
+       lilt storage migrate --to postgresql --url URL [--password-file F] [--schema S] [-c FILE]
+       lilt storage migrate --to sqlite --path FILE [-c FILE]
 
-Rewrites the store (storage.path) with SQLCipher 4; refused while the server runs (its admin
-socket answers). The key is the configured one (storage.key_file, or storage.key); it never
-goes on the command line.
+encrypt, decrypt and rekey rewrite the store (storage.path) with SQLCipher 4; refused while
+the server runs (its admin socket answers). The key is the configured one (storage.key_file,
+or storage.key); it never goes on the command line.
   encrypt  a plain store becomes encrypted with the configured key (set key_file first)
   decrypt  the encrypted store becomes plain; then remove storage.key_file/key from the config
   rekey    the store, encrypted with the configured key, is encrypted with the key read from
@@ -188,7 +198,17 @@ The new file is written next to the store, verified (integrity check, Lilt schem
 then renamed over it: a crash midway leaves the old store whole. The old file is not kept (a
 plain or old-key copy would undo the change): take 'lilt backup' first to keep one. Existing
 backups keep the key (or plaintext) they were written with. Needs SQLCipher 4: run
-scripts/sqlcipher/build.`,
+scripts/sqlcipher/build.
+
+migrate copies the whole store into another database; refused while the server runs.
+--to postgresql copies the embedded store (storage.path, decrypted with the configured key)
+into the PostgreSQL database at URL (no password in it: --password-file F holds it), in the
+schema S when given; --to sqlite copies the configured PostgreSQL store into the new file
+FILE. The target must hold no rows (an empty schema, a new file). It gets Lilt's schema and
+every module schema the source has through the migrations, then every table's rows, in
+batches of one transaction each. Then both sides are counted, table by table: a difference
+is an error (exit status 1). The source keeps its data; the output says what to change in
+the [storage] table to use the copy.`,
   export: `Usage: lilt export xep227 FILE [-c FILE]
 
 Writes every account of the configured hosts to FILE in the XEP-0227 format (urn:xmpp:pie:0):
@@ -736,13 +756,22 @@ async function refusedWhileRunning(config: Config, what: string, why = ""): Prom
 }
 
 async function cmdStorage(args: string[]): Promise<number> {
-  const parsed = parseCommand("storage", args, { "new-key-file": { type: "string" } });
+  const parsed = parseCommand("storage", args, {
+    "new-key-file": { type: "string" },
+    ...MIGRATE_OPTIONS,
+  });
   if (typeof parsed === "number") return parsed;
   const { values, positionals } = parsed;
   if (values.help) return help("storage");
   const [action] = positionals;
-  if (positionals.length !== 1 || !["encrypt", "decrypt", "rekey"].includes(action)) {
+  if (positionals.length !== 1 || !["encrypt", "decrypt", "rekey", "migrate"].includes(action)) {
     return help("storage", true);
+  }
+  if (action === "migrate") return await cmdStorageMigrate(values);
+  const migrateOption = MIGRATE_OPTION_NAMES.find((name) => values[name] !== undefined);
+  if (migrateOption !== undefined) {
+    console.error(`lilt: --${migrateOption} is for storage migrate, not storage ${action}`);
+    return 2;
   }
   const newKeyFile = values["new-key-file"];
   if ((action === "rekey") !== (newKeyFile !== undefined)) {
@@ -799,6 +828,25 @@ async function cmdStorage(args: string[]): Promise<number> {
     );
   }
   return 0;
+}
+
+/** `lilt storage migrate`: the store copied into PostgreSQL or back into a file. */
+async function cmdStorageMigrate(
+  values: Parameters<typeof parseMigrateArgs>[0] & { config?: string; "new-key-file"?: string },
+): Promise<number> {
+  if (values["new-key-file"] !== undefined) {
+    console.error("lilt: --new-key-file is for storage rekey, not storage migrate");
+    return 2;
+  }
+  const request = parseMigrateArgs(values);
+  if ("error" in request) {
+    console.error(`lilt: ${request.error}`);
+    return 2;
+  }
+  const config = await readConfig(values.config);
+  if (!config) return 1;
+  if (await refusedWhileRunning(config, "migrate the store")) return 1;
+  return await runStorageMigrate(config, request, builtinModules);
 }
 
 async function cmdExport(args: string[]): Promise<number> {
