@@ -12,7 +12,10 @@ import type {
   SqlRunResult,
   SqlStatement,
 } from "./connection.ts";
+import { getLogger } from "../log.ts";
 import { toPostgresSql } from "./sql_dialect.ts";
+
+const log = getLogger("storage");
 
 const CONNECTION_OK = 0;
 const PGRES_EMPTY_QUERY = 0;
@@ -71,6 +74,7 @@ const SYMBOLS = {
   PQcmdTuples: { parameters: ["pointer"], result: "pointer" },
   PQcmdStatus: { parameters: ["pointer"], result: "pointer" },
   PQclear: { parameters: ["pointer"], result: "void" },
+  PQsetNoticeProcessor: { parameters: ["pointer", "function", "pointer"], result: "pointer" },
 } as const satisfies Deno.ForeignLibraryInterface;
 
 type Library = Deno.DynamicLibrary<typeof SYMBOLS>["symbols"];
@@ -155,6 +159,21 @@ function library(): Library {
   return loaded!.lib;
 }
 
+const NOTICE_PROCESSOR = { parameters: ["pointer", "pointer"], result: "void" } as const;
+let noticeCallback: Deno.UnsafeCallback<typeof NOTICE_PROCESSOR> | undefined;
+
+/**
+ * libpq's notice processor for every connection: the server's warnings (client_min_messages is
+ * warning) go to Lilt's log instead of libpq's default, stderr. libpq calls it synchronously,
+ * from inside the call that received the notice.
+ */
+function noticeProcessor(): Deno.PointerObject {
+  noticeCallback ??= new Deno.UnsafeCallback(NOTICE_PROCESSOR, (_arg, message) => {
+    log.warn("PostgreSQL: {notice}", { notice: oneLine(readCString(message)) });
+  });
+  return noticeCallback.pointer;
+}
+
 /** Quotes `name` as a PostgreSQL identifier. */
 export function quoteIdentifier(name: string): string {
   return `"${name.replaceAll('"', '""')}"`;
@@ -222,6 +241,7 @@ export function openPostgres(options: OpenPostgresOptions): PostgresConnection {
     lib.PQfinish(conn);
     throw new PostgresError(`Cannot connect to PostgreSQL at ${target}: ${reason}`, "08001");
   }
+  lib.PQsetNoticeProcessor(conn, noticeProcessor(), null);
   const db = new PostgresConnection(lib, conn);
   try {
     db.exec("SET client_min_messages = warning");

@@ -3,6 +3,7 @@
 // transactions, errors, connection failures, and the core schema with the stores on it.
 
 import assert from "node:assert/strict";
+import { addLogWatcher } from "../../../core/log.ts";
 import type { SqlConnection } from "../../../core/storage/connection.ts";
 import { Database } from "../../../core/storage/database.ts";
 import { migrate, readVersion, SCHEMA_VERSION } from "../../../core/storage/migrations.ts";
@@ -296,6 +297,27 @@ Deno.test("errors carry the server's message and SQLSTATE", async () => {
   assert.throws(() => db.exec("PRAGMA foreign_keys = ON"), /PRAGMA is SQLite-only/);
   // Text with NUL cannot be sent.
   assert.throws(() => db.prepare("SELECT ? AS x").get("a\0b"), /NUL/);
+});
+
+Deno.test("the server's warnings go to Lilt's log", async () => {
+  const url = await postgresUrl();
+  const db = openPostgres({ url });
+  const seen: string[] = [];
+  const stop = addLogWatcher((record) => {
+    if (record.category.at(-1) === "storage") seen.push(String(record.properties.notice));
+  }, "warning");
+  try {
+    // COMMIT without a transaction is a warning, not an error.
+    db.exec("COMMIT");
+    assert.deepEqual(seen, ["WARNING:  there is no transaction in progress"]);
+    // Notices below the warning level are not sent at all.
+    db.exec("CREATE TABLE IF NOT EXISTS pg_temp.t (x INTEGER)");
+    db.exec("CREATE TABLE IF NOT EXISTS pg_temp.t (x INTEGER)");
+    assert.equal(seen.length, 1);
+  } finally {
+    stop();
+    db.close();
+  }
 });
 
 Deno.test("use after close throws", async () => {
