@@ -22,6 +22,8 @@ const PGRES_EMPTY_QUERY = 0;
 const PGRES_COMMAND_OK = 1;
 const PGRES_TUPLES_OK = 2;
 const PQTRANS_IDLE = 0;
+const PQTRANS_INTRANS = 2;
+const PQTRANS_INERROR = 3;
 const PG_DIAG_SQLSTATE = "C".charCodeAt(0);
 const PG_DIAG_MESSAGE_PRIMARY = "M".charCodeAt(0);
 const PG_DIAG_MESSAGE_DETAIL = "D".charCodeAt(0);
@@ -36,6 +38,9 @@ const OID_OID = 26;
 const OID_FLOAT4 = 700;
 const OID_FLOAT8 = 701;
 const OID_NUMERIC = 1700;
+
+/** How long after a failed reconnection the next call may try again. */
+const RECONNECT_INTERVAL_MS = 1000;
 
 /** Translations kept per connection before the cache starts over. */
 const MAX_CACHED_TRANSLATIONS = 10_000;
@@ -53,6 +58,7 @@ const SYMBOLS = {
   PQstatus: { parameters: ["pointer"], result: "i32" },
   PQerrorMessage: { parameters: ["pointer"], result: "pointer" },
   PQfinish: { parameters: ["pointer"], result: "void" },
+  PQreset: { parameters: ["pointer"], result: "void" },
   PQserverVersion: { parameters: ["pointer"], result: "i32" },
   PQtransactionStatus: { parameters: ["pointer"], result: "i32" },
   PQexec: { parameters: ["pointer", "buffer"], result: "pointer" },
@@ -244,7 +250,7 @@ export function openPostgres(options: OpenPostgresOptions): PostgresConnection {
   lib.PQsetNoticeProcessor(conn, noticeProcessor(), null);
   const db = new PostgresConnection(lib, conn);
   try {
-    db.exec("SET client_min_messages = warning");
+    db.setSession("SET client_min_messages = warning");
     if (options.schema !== undefined) useSchema(db, options.schema);
   } catch (error) {
     db.close();
@@ -263,7 +269,7 @@ function useSchema(db: PostgresConnection, schema: string): void {
     const code = (error as PostgresError).code;
     if (code !== "23505" && code !== "42P06") throw error;
   }
-  db.exec(`SET search_path TO ${name}`);
+  db.setSession(`SET search_path TO ${name}`);
 }
 
 /** A NULL-terminated `char**` of `texts`; the encoded strings are pushed to `keep`. */
@@ -303,6 +309,11 @@ interface Execution {
  *
  * Unlike SQLite, an error inside a transaction aborts the whole transaction on PostgreSQL:
  * every later statement fails (SQLSTATE 25P02) until ROLLBACK (or ROLLBACK TO a savepoint).
+ *
+ * A lost connection (server restart, network) fails the statement that finds it; the next one
+ * reconnects (at most once a second) and restores the session's settings. When the connection
+ * was lost inside a transaction, the transaction is gone: every statement throws (08006) until
+ * the caller's ROLLBACK, so no later write of it commits on its own.
  */
 export class PostgresConnection implements SqlConnection {
   /** Which SQL dialect the connection speaks. */
@@ -319,6 +330,14 @@ export class PostgresConnection implements SqlConnection {
   /** Translations, by original text. */
   #translated = new Map<string, string>();
   #nextName = 1;
+  /** SET statements run on connecting, and again after a reconnection. */
+  #session: string[] = [];
+  /** Whether the connection was inside a transaction when the current call began. */
+  #transactionBefore = false;
+  /** The connection broke inside a transaction, which the caller has not rolled back yet. */
+  #lostTransaction = false;
+  /** performance.now() before which no reconnection is tried. */
+  #nextReconnect = 0;
 
   /** Use `openPostgres`. */
   constructor(lib: Library, conn: Deno.PointerObject) {
@@ -331,9 +350,21 @@ export class PostgresConnection implements SqlConnection {
     return this.#conn !== null;
   }
 
-  /** True inside an explicit transaction (also one an error has aborted). */
+  /**
+   * True inside an explicit transaction (also one an error has aborted, or one whose
+   * connection was lost, until ROLLBACK).
+   */
   get isTransaction(): boolean {
-    return this.#conn !== null && this.#lib.PQtransactionStatus(this.#conn) !== PQTRANS_IDLE;
+    if (this.#conn === null) return false;
+    if (this.#lostTransaction) return true;
+    const status = this.#lib.PQtransactionStatus(this.#conn);
+    return status === PQTRANS_INTRANS || status === PQTRANS_INERROR;
+  }
+
+  /** Runs a SET statement now, and again whenever the connection is re-established. */
+  setSession(sql: string): void {
+    this.exec(sql);
+    this.#session.push(sql);
   }
 
   /** The server's version number (150018 for 15.18). */
@@ -346,8 +377,13 @@ export class PostgresConnection implements SqlConnection {
    * the server turns into a ROLLBACK (the transaction had failed) throws.
    */
   exec(sql: string): void {
-    const conn = this.#handle();
     const text = this.#translate(sql);
+    if (this.#lostTransaction && /^\s*rollback\s*(transaction|work)?\s*;?\s*$/i.test(text)) {
+      // The server rolled it back when the connection went.
+      this.#lostTransaction = false;
+      return;
+    }
+    const conn = this.#ready();
     const result = this.#lib.PQexec(conn, cString(text, "SQL"));
     try {
       this.#check(result);
@@ -378,7 +414,7 @@ export class PostgresConnection implements SqlConnection {
 
   /** Runs `text` (already translated) with `params`; the caller reads and frees the result. */
   execute(text: string, params: SqlInputValue[]): Execution {
-    const conn = this.#handle();
+    const conn = this.#ready();
     const prepared = this.#preparedFor(text, params);
     const count = params.length;
     let values: BigUint64Array | null = null;
@@ -509,7 +545,7 @@ export class PostgresConnection implements SqlConnection {
     const name = cString(`lilt_${this.#nextName++}`, "a statement name");
     // A failed prepare would abort the surrounding transaction, as any error does on
     // PostgreSQL; inside one, a savepoint keeps the transaction usable, as with SQLite.
-    const inTransaction = this.#lib.PQtransactionStatus(conn) !== PQTRANS_IDLE;
+    const inTransaction = this.#lib.PQtransactionStatus(conn) === PQTRANS_INTRANS;
     if (inTransaction) this.exec("SAVEPOINT lilt_prepare");
     const result = this.#lib.PQprepare(
       conn,
@@ -560,7 +596,7 @@ export class PostgresConnection implements SqlConnection {
     const message = primary !== ""
       ? primary
       : oneLine(readCString(lib.PQresultErrorMessage(result)));
-    return new PostgresError(
+    return this.#failure(
       message || "PostgreSQL reported an error without a message",
       code,
       detail || undefined,
@@ -571,7 +607,63 @@ export class PostgresConnection implements SqlConnection {
     const message = this.#conn === null
       ? ""
       : oneLine(readCString(this.#lib.PQerrorMessage(this.#conn)));
-    return new PostgresError(message || "libpq returned no result (out of memory?)", "08006");
+    return this.#failure(message || "libpq returned no result (out of memory?)", "08006");
+  }
+
+  /**
+   * The error for a failed call; when the connection broke in it, notes whether a transaction
+   * went with it, and gives libpq's own messages (no SQLSTATE) connection_failure's.
+   */
+  #failure(message: string, code: string, detail?: string): PostgresError {
+    const conn = this.#conn;
+    if (conn !== null && this.#lib.PQstatus(conn) !== CONNECTION_OK) {
+      if (this.#transactionBefore) this.#lostTransaction = true;
+      if (code === "") code = "08006";
+    }
+    return new PostgresError(message, code, detail);
+  }
+
+  /**
+   * The handle for a call that talks to the server: reconnects first when the connection was
+   * lost; throws while a lost transaction awaits its ROLLBACK.
+   */
+  #ready(): Deno.PointerObject {
+    const conn = this.#handle();
+    if (this.#lostTransaction) {
+      throw new PostgresError(
+        "The connection to PostgreSQL was lost inside a transaction, which was rolled back: " +
+          "roll back before going on",
+        "08006",
+      );
+    }
+    if (this.#lib.PQstatus(conn) !== CONNECTION_OK) this.#reconnect(conn);
+    this.#transactionBefore = this.#lib.PQtransactionStatus(conn) !== PQTRANS_IDLE;
+    return conn;
+  }
+
+  #reconnect(conn: Deno.PointerObject): void {
+    const now = performance.now();
+    if (now < this.#nextReconnect) {
+      throw new PostgresError(
+        "Not connected to PostgreSQL: the connection was lost, and the last reconnection " +
+          "failed (next attempt within a second)",
+        "08006",
+      );
+    }
+    this.#lib.PQreset(conn);
+    if (this.#lib.PQstatus(conn) !== CONNECTION_OK) {
+      // Each attempt may block up to connect_timeout: not on every call while the server is away.
+      this.#nextReconnect = performance.now() + RECONNECT_INTERVAL_MS;
+      throw new PostgresError(
+        "Lost the connection to PostgreSQL and could not reconnect: " +
+          oneLine(readCString(this.#lib.PQerrorMessage(conn))),
+        "08001",
+      );
+    }
+    // The new session has none of the old one's prepared statements or settings.
+    this.#prepared.clear();
+    log.warn("Reconnected to PostgreSQL after the connection was lost");
+    for (const sql of this.#session) this.exec(sql);
   }
 
   #handle(): Deno.PointerObject {

@@ -320,6 +320,75 @@ Deno.test("the server's warnings go to Lilt's log", async () => {
   }
 });
 
+Deno.test("a lost connection fails one statement, then reconnects with the session restored", async () => {
+  using c = await connect();
+  const { db, url } = c;
+  db.exec("CREATE TABLE t (k TEXT PRIMARY KEY)");
+  const insert = db.prepare("INSERT INTO t (k) VALUES (?)");
+  const keys = () => db.prepare("SELECT k FROM t ORDER BY k").all().map((row) => row.k);
+  insert.run("before");
+  const admin = openPostgres({ url });
+  const kill = () => {
+    const pid = db.prepare("SELECT pg_backend_pid() AS pid").get()!.pid;
+    admin.prepare("SELECT pg_terminate_backend(?) AS done").get(pid);
+  };
+  try {
+    // Outside a transaction: the statement that finds the loss fails, the next one reconnects
+    // (in the test's schema again, with statements prepared anew).
+    kill();
+    assert.throws(() => insert.run("lost"), (error: unknown) => {
+      assert.ok(error instanceof PostgresError);
+      assert.ok(["57P01", "08006"].includes(error.code), error.message);
+      return true;
+    });
+    assert.equal(db.isTransaction, false);
+    insert.run("after");
+    assert.deepEqual(keys(), ["after", "before"]);
+
+    // Inside a transaction: its writes are gone, and nothing runs until the ROLLBACK.
+    db.exec("BEGIN");
+    insert.run("in-lost-transaction");
+    kill();
+    assert.throws(() => insert.run("x"), PostgresError);
+    assert.equal(db.isTransaction, true);
+    assert.throws(() => insert.run("y"), /lost inside a transaction.*08006/);
+    assert.throws(() => db.exec("COMMIT"), /lost inside a transaction/);
+    db.exec("ROLLBACK");
+    assert.equal(db.isTransaction, false);
+    insert.run("later");
+    assert.deepEqual(keys(), ["after", "before", "later"]);
+  } finally {
+    admin.close();
+  }
+});
+
+Deno.test("while the server is down, reconnection is tried at most once a second", async () => {
+  // A cluster of this test's own, since it is stopped.
+  const script = new URL("../../../scripts/postgres/cluster", import.meta.url).pathname;
+  const dir = await Deno.makeTempDir({ prefix: "lilt-postgres-down-" });
+  const started = await new Deno.Command(script, { args: ["start", dir], stdout: "piped" })
+    .output();
+  assert.ok(started.success);
+  const url = new TextDecoder().decode(started.stdout).trim();
+  const db = open({ url });
+  try {
+    assert.deepEqual(db.prepare("SELECT 1 AS one").get(), { one: 1 });
+    assert.ok((await new Deno.Command(script, { args: ["stop", dir] }).output()).success);
+    assert.throws(() => db.prepare("SELECT 1 AS one").get(), (error: unknown) => {
+      assert.ok(error instanceof PostgresError);
+      return ["57P01", "08006"].includes(error.code);
+    });
+    assert.throws(
+      () => db.prepare("SELECT 1 AS one").get(),
+      /^Error: Lost the connection to PostgreSQL and could not reconnect: .*\(SQLSTATE 08001\)$/,
+    );
+    assert.throws(() => db.prepare("SELECT 1 AS one").get(), /next attempt within a second/);
+  } finally {
+    db.close();
+    await new Deno.Command(script, { args: ["stop", dir] }).output();
+  }
+});
+
 Deno.test("use after close throws", async () => {
   const url = await postgresUrl();
   const db = open({ url });
