@@ -243,7 +243,9 @@ export function openPostgres(options: OpenPostgresOptions): PostgresConnection {
   }
   if (lib.PQstatus(conn) !== CONNECTION_OK) {
     let reason = oneLine(readCString(lib.PQerrorMessage(conn)));
-    if (options.password) reason = reason.replaceAll(options.password, "***");
+    // libpq does not quote passwords back; this is a second line of defence, for passwords
+    // long enough not to mangle the message.
+    if ((options.password?.length ?? 0) >= 4) reason = reason.replaceAll(options.password!, "***");
     lib.PQfinish(conn);
     throw new PostgresError(`Cannot connect to PostgreSQL at ${target}: ${reason}`, "08001");
   }
