@@ -39,7 +39,8 @@ interface Token {
  *   RETURNING clause);
  * - `BEGIN IMMEDIATE`/`EXCLUSIVE`/`DEFERRED` becomes `BEGIN`.
  *
- * String literals, quoted identifiers and comments are copied unchanged. PRAGMA statements and
+ * String literals (also PostgreSQL's dollar-quoted ones), quoted identifiers and comments are
+ * copied unchanged. PRAGMA statements and
  * the other `INSERT OR …` forms throw UnsupportedSqlError; anything else SQLite-only is left
  * for PostgreSQL to reject.
  *
@@ -225,6 +226,7 @@ function clip(text: string): string {
   return text.length > 80 ? text.slice(0, 77) + "..." : text;
 }
 
+const DOLLAR_QUOTE = /^\$(?:[A-Za-z_][A-Za-z0-9_]*)?\$/;
 const WORD_START = /[A-Za-z_\u0080-\uffff]/;
 const WORD_PART = /[A-Za-z0-9_$\u0080-\uffff]/;
 
@@ -250,6 +252,12 @@ function tokenize(sql: string): Token[] {
     } else if (c === "'" || c === '"' || c === "`") {
       i = endOfQuoted(sql, i, c);
       tokens.push({ kind: c === "'" ? "string" : "quoted", text: sql.slice(start, i) });
+    } else if (c === "$" && DOLLAR_QUOTE.test(sql.slice(i, i + 64))) {
+      // PostgreSQL's dollar quoting ($$…$$, $tag$…$tag$), for statements written for it.
+      const tag = DOLLAR_QUOTE.exec(sql.slice(i, i + 64))![0];
+      const end = sql.indexOf(tag, i + tag.length);
+      i = end < 0 ? n : end + tag.length;
+      tokens.push({ kind: "string", text: sql.slice(start, i) });
     } else if (c === "[") {
       // SQLite also quotes identifiers in brackets.
       const end = sql.indexOf("]", i);

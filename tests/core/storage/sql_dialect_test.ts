@@ -39,6 +39,13 @@ Deno.test("string literals, quoted identifiers and comments are copied unchanged
       "FROM t /* user ? INSERT OR IGNORE */ WHERE x = $1",
   );
   assert.equal(toPostgresSql("SELECT '' || ?"), "SELECT '' || $1");
+  // PostgreSQL's dollar quoting, in statements written for it.
+  const body = "DO $$ BEGIN UPDATE t SET user = 1 WHERE x = 'a;b'; END $$";
+  assert.equal(toPostgresSql(body), body);
+  assert.equal(
+    toPostgresSql("SELECT $fn$ user ? $$ $fn$, user"),
+    'SELECT $fn$ user ? $$ $fn$, "user"',
+  );
 });
 
 Deno.test("words named like Object's properties are left alone", () => {
