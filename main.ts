@@ -28,7 +28,7 @@ import { configureLogging, getLogger, reopenLogFiles } from "./core/log.ts";
 import { Server } from "./core/server.ts";
 import { notifySystemd } from "./core/systemd_notify.ts";
 import { LILT_VERSION } from "./core/version.ts";
-import { Database } from "./core/storage/database.ts";
+import { Database, storageOptions } from "./core/storage/database.ts";
 import { Storage } from "./core/storage/stores.ts";
 import { backupDatabase, isServerRunning, restoreDatabase } from "./core/storage/backup.ts";
 import { convertStore } from "./core/storage/encryption.ts";
@@ -602,7 +602,7 @@ async function cmdUser(args: string[]): Promise<number> {
     journald: false,
   });
   await Deno.mkdir(config.dataDir, { recursive: true, mode: 0o700 });
-  const database = Database.open({ path: config.storage.path, key: config.storage.key });
+  const database = Database.open(storageOptions(config.storage));
   try {
     const accounts = new AccountStore(database, {
       hostIterations: (host) => config.hostOption(host, "scram_iterations"),
@@ -712,6 +712,7 @@ async function cmdBackup(args: string[]): Promise<number> {
   if (positionals.length !== 1) return help("backup", true);
   const config = await readConfig(values.config);
   if (!config) return 1;
+  if (embeddedStoreOnly(config, "backup", "pg_dump")) return 1;
   try {
     await backupDatabase(config.storage.path, positionals[0], { key: config.storage.key });
   } catch (error) {
@@ -727,6 +728,7 @@ async function cmdRestore(args: string[]): Promise<number> {
   if (positionals.length !== 1) return help("restore", true);
   const config = await readConfig(values.config);
   if (!config) return 1;
+  if (embeddedStoreOnly(config, "restore", "pg_restore")) return 1;
   if (await refusedWhileRunning(config, "restore")) return 1;
   try {
     const { replacedPath } = await restoreDatabase(positionals[0], config.storage.path, {
@@ -739,6 +741,19 @@ async function cmdRestore(args: string[]): Promise<number> {
     return 1;
   }
   return 0;
+}
+
+/**
+ * True, after saying so on stderr, when `config` stores its data in PostgreSQL: `command`
+ * works on the embedded store's file, and PostgreSQL has its own `tool` for it.
+ */
+function embeddedStoreOnly(config: Config, command: string, tool: string): boolean {
+  if (config.storage.driver !== "postgresql") return false;
+  console.error(
+    `lilt: ${command} works on the embedded store (storage.driver = "sqlite"); this server ` +
+      `stores its data in PostgreSQL (${config.storage.url}): use ${tool} there`,
+  );
+  return true;
 }
 
 /**
@@ -784,6 +799,9 @@ async function cmdStorage(args: string[]): Promise<number> {
   }
   const config = await readConfig(values.config);
   if (!config) return 1;
+  if (embeddedStoreOnly(config, `storage ${action}`, "the database server's disk encryption")) {
+    return 1;
+  }
   if (await refusedWhileRunning(config, `${action} the store`)) return 1;
   const { path, key } = config.storage;
   const keySetting = config.storage.key_file
@@ -856,14 +874,15 @@ async function cmdExport(args: string[]): Promise<number> {
   const config = await readConfig(values.config);
   if (!config) return 1;
   const path = config.storage.path;
-  if (!(await Deno.stat(path).then((s) => s.isFile, () => false))) {
+  const embedded = config.storage.driver === "sqlite";
+  if (embedded && !(await Deno.stat(path).then((s) => s.isFile, () => false))) {
     console.error(`lilt: export failed: there is no store at ${path}`);
     return 1;
   }
   await configureLogging({ ...config.log, console: false, file: "" });
   let database: Database;
   try {
-    database = Database.open({ path, key: config.storage.key });
+    database = Database.open(storageOptions(config.storage));
   } catch (error) {
     console.error(`lilt: export failed: ${(error as Error).message}`);
     return 1;
@@ -915,7 +934,7 @@ async function cmdImport(args: string[]): Promise<number> {
   await configureLogging({ ...config.log, console: false, file: "" });
   let database: Database;
   try {
-    database = Database.open({ path: config.storage.path, key: config.storage.key });
+    database = Database.open(storageOptions(config.storage));
   } catch (error) {
     console.error(`lilt: import failed: ${(error as Error).message}`);
     return 1;

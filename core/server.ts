@@ -33,7 +33,7 @@ import { S2SManager } from "./s2s/manager.ts";
 import { federationConfigured, s2sTrustOptions } from "./s2s/policy.ts";
 import { Router } from "./router.ts";
 import { type Session, SessionManager } from "./sessions.ts";
-import { Database } from "./storage/database.ts";
+import { Database, storageOptions } from "./storage/database.ts";
 import { Storage } from "./storage/stores.ts";
 import { type HttpListenOptions, listenHttp } from "./http/listener.ts";
 import { AddressRanges } from "./net/address_ranges.ts";
@@ -169,7 +169,7 @@ export class Server implements ServerContext {
   static async start(config: Config, options: ServerOptions): Promise<Server> {
     if (options.configureLogging !== false) await configureLogging(config.log);
     await Deno.mkdir(config.dataDir, { recursive: true, mode: 0o700 });
-    const database = Database.open({ path: config.storage.path, key: config.storage.key });
+    const database = Database.open(storageOptions(config.storage));
     const server = new Server(config, database, options);
     try {
       await server.#setUp();

@@ -1,7 +1,8 @@
-// The one SQLite connection a server process writes through: opened with the pragmas Lilt
-// relies on (WAL, foreign keys, busy timeout), migrated, with nestable transactions and a
+// The one SQL connection a server process writes through: opened with the settings Lilt relies
+// on (for SQLite: WAL, foreign keys, busy timeout), migrated, with nestable transactions and a
 // statement cache so hot paths do not re-parse SQL. Plain stores use node:sqlite; a store with
-// a key is opened through SQLCipher (connection.ts).
+// a key is opened through SQLCipher (connection.ts); storage.driver = "postgresql" opens a
+// PostgreSQL database through libpq (postgresql.ts), with the same synchronous interface.
 
 import { dirname } from "node:path";
 import { getLogger } from "../log.ts";
@@ -13,6 +14,7 @@ import {
 } from "./connection.ts";
 import { migrate, migrateModule, type Migration } from "./migrations.ts";
 import { loadSqlCipher, StorageKeyError } from "./sqlcipher.ts";
+import { openPostgres } from "./postgresql.ts";
 
 const log = getLogger("storage");
 
@@ -28,6 +30,35 @@ export interface OpenDatabaseOptions {
    * `StorageKeyError` before anything is written. Empty or unset: a plain SQLite file.
    */
   key?: string;
+  /**
+   * Opens this PostgreSQL database instead of a file (`path` is then only its name in
+   * messages): `url` without the password, `schema` "" for the default search_path.
+   */
+  postgres?: { url: string; password: string; schema: string };
+}
+
+/** The SQL engine behind a {@link Database}. */
+export type SqlDialect = "sqlite" | "postgresql";
+
+/** The options that open the store a configuration's `[storage]` table names. */
+export function storageOptions(storage: {
+  driver: SqlDialect;
+  path: string;
+  key: string;
+  url: string;
+  password: string;
+  schema: string;
+}): OpenDatabaseOptions {
+  if (storage.driver === "postgresql") {
+    const { url, password, schema } = storage;
+    return { path: postgresLabel(url, schema), postgres: { url, password, schema } };
+  }
+  return { path: storage.path, key: storage.key };
+}
+
+/** How a PostgreSQL store is named in messages: its URL (which never holds the password). */
+function postgresLabel(url: string, schema: string): string {
+  return schema === "" ? url : `${url} (schema ${schema})`;
 }
 
 /**
@@ -46,8 +77,10 @@ export interface OpenDatabaseOptions {
 export class Database {
   /** The raw connection, for core code that needs SQLite directly. */
   readonly db: SqlConnection;
-  /** The path the database was opened from. */
+  /** The path the database was opened from (for PostgreSQL, its URL and schema). */
   readonly path: string;
+  /** The engine: SQL written for Lilt runs on both, but backups and pragmas differ. */
+  readonly dialect: SqlDialect;
   #statements = new Map<string, SqlStatement>();
   #depth = 0;
   /** True while the current task's writes share one transaction (see `batchWrites`). */
@@ -55,9 +88,10 @@ export class Database {
   /** Writers that hold rows in memory (the archive's write-behind queue); see `flush`. */
   #flushers: (() => void)[] = [];
 
-  private constructor(db: SqlConnection, path: string) {
+  private constructor(db: SqlConnection, path: string, dialect: SqlDialect) {
     this.db = db;
     this.path = path;
+    this.dialect = dialect;
   }
 
   /**
@@ -67,6 +101,7 @@ export class Database {
    * wrong key leaves the file byte-identical.
    */
   static open(options: OpenDatabaseOptions): Database {
+    if (options.postgres) return Database.#openPostgres(options, options.postgres);
     const { path } = options;
     const inMemory = path === ":memory:";
     if (options.key) {
@@ -105,7 +140,36 @@ export class Database {
       db.close();
       throw error;
     }
-    return new Database(db, path);
+    return new Database(db, path, "sqlite");
+  }
+
+  static #openPostgres(
+    options: OpenDatabaseOptions,
+    postgres: NonNullable<OpenDatabaseOptions["postgres"]>,
+  ): Database {
+    let db: SqlConnection;
+    try {
+      db = openPostgres({
+        url: postgres.url,
+        password: postgres.password || undefined,
+        schema: postgres.schema || undefined,
+        applicationName: "lilt",
+      });
+    } catch (error) {
+      throw new Error(`Cannot open database ${options.path}: ${reason(error)}`, { cause: error });
+    }
+    try {
+      migrate(db, { migrations: options.migrations, label: `database ${options.path}` });
+    } catch (error) {
+      db.close();
+      throw error;
+    }
+    return new Database(db, options.path, "postgresql");
+  }
+
+  /** What starts a write transaction: SQLite takes its write lock up front. */
+  get #begin(): string {
+    return this.dialect === "sqlite" ? "BEGIN IMMEDIATE" : "BEGIN";
   }
 
   /** A prepared statement for `sql`, cached by its text for the connection's lifetime. */
@@ -128,7 +192,7 @@ export class Database {
     const depth = this.#depth;
     const started = depth === 0 ? performance.now() : 0;
     const savepoint = `lilt_savepoint_${depth}`;
-    this.db.exec(depth === 0 ? "BEGIN IMMEDIATE" : `SAVEPOINT ${savepoint}`);
+    this.db.exec(depth === 0 ? this.#begin : `SAVEPOINT ${savepoint}`);
     this.#depth = depth + 1;
     let result: T;
     try {
@@ -173,7 +237,7 @@ export class Database {
    */
   batchWrites(): void {
     if (this.#depth > 0) return;
-    this.db.exec("BEGIN IMMEDIATE");
+    this.db.exec(this.#begin);
     this.#batching = true;
     this.#depth = 1;
     queueMicrotask(() => this.#commitBatch());
@@ -249,6 +313,12 @@ export class Database {
    * stopping writers. An encrypted store gives a copy encrypted with the same key.
    */
   async backup(destPath: string): Promise<void> {
+    if (this.dialect === "postgresql") {
+      throw new Error(
+        "The store is a PostgreSQL database: back it up with PostgreSQL's tools (pg_dump), " +
+          "not lilt backup",
+      );
+    }
     this.flush();
     this.#commitBatch();
     Deno.mkdirSync(dirname(destPath), { recursive: true, mode: 0o700 });

@@ -1,6 +1,7 @@
 // Starts a real Lilt server for a test: its own temp data dir, listeners on port 0, quiet
 // logging, and accounts created up front. Stop it with `await t.stop()`.
 
+import { createHash } from "node:crypto";
 import { AccountStore } from "../../core/auth/accounts.ts";
 import { type Config, parseConfigText } from "../../core/config.ts";
 import { Server } from "../../core/server.ts";
@@ -39,9 +40,36 @@ export interface TestServer {
   stop(): Promise<void>;
 }
 
+/** True when the suite runs against PostgreSQL (LILT_TEST_STORAGE=postgresql, issue 19). */
+export const TESTING_ON_POSTGRESQL = Deno.env.get("LILT_TEST_STORAGE") === "postgresql";
+
+/**
+ * The `[storage]` table of a test server's configuration: none (the embedded store under
+ * `dataDir`), or with LILT_TEST_STORAGE=postgresql a schema of its own, named after `dataDir`
+ * (a server restarted on the same data finds it again), in the cluster at
+ * LILT_TEST_POSTGRES_URL (scripts/test starts one). A test that writes its own `[storage]`
+ * table keeps it.
+ */
+export function testStorageToml(dataDir: string, otherToml = ""): string {
+  if (!TESTING_ON_POSTGRESQL || /^\[storage\]/m.test(otherToml)) return "";
+  const url = Deno.env.get("LILT_TEST_POSTGRES_URL");
+  if (!url) {
+    throw new Error(
+      "LILT_TEST_STORAGE=postgresql needs LILT_TEST_POSTGRES_URL: run the tests with " +
+        "scripts/test, which starts a PostgreSQL cluster (scripts/postgres/cluster)",
+    );
+  }
+  const schema = `t_${createHash("sha256").update(dataDir).digest("hex").slice(0, 24)}`;
+  return `[storage]\ndriver = "postgresql"\nurl = ${JSON.stringify(url)}\nschema = "${schema}"\n`;
+}
+
 /** Builds the TOML text of a test configuration. */
 export function testConfigText(dataDir: string, options: TestServerOptions = {}): string {
   const modules = options.modules ?? Object.keys(builtinModules);
+  const storage = testStorageToml(
+    dataDir,
+    `${options.globalToml ?? ""}\n${options.hostToml ?? ""}\n${options.extraToml ?? ""}`,
+  );
   return `data_dir = ${JSON.stringify(dataDir)}
 modules = ${JSON.stringify(modules)}
 c2s_interfaces = ["127.0.0.1:0"]
@@ -53,6 +81,7 @@ ${options.globalToml ?? ""}
 level = "warning"
 console = false
 
+${storage}
 [[host]]
 domain = ${JSON.stringify(options.domain ?? "localhost")}
 ${options.hostToml ?? ""}
