@@ -167,9 +167,12 @@ export class PubsubStore {
 
   /** The services with at least one node whose JID ends with `suffix` (e.g. `@host`), sorted. */
   servicesEndingWith(suffix: string): string[] {
+    // Stored JIDs are prepared, so the suffix is compared exactly (LIKE ignores ASCII case on
+    // SQLite but not on PostgreSQL).
     return this.#db.prepare(
-      "SELECT DISTINCT service FROM pubsub_nodes WHERE service LIKE ? ESCAPE '\\' ORDER BY service",
-    ).all(`%${likeEscape(suffix)}`).map((row) => String(row.service));
+      "SELECT DISTINCT service FROM pubsub_nodes WHERE length(service) >= length(?) " +
+        "AND substr(service, length(service) - length(?) + 1) = ? ORDER BY service",
+    ).all(suffix, suffix, suffix).map((row) => String(row.service));
   }
 
   /** Deletes every node, item, affiliation and subscription of a service (a deleted account's). */
@@ -269,10 +272,11 @@ export class PubsubStore {
       return query.ids.map((id) => this.item(service, node, id))
         .filter((item): item is StoredItem => item !== undefined && item.publishedMs > expired);
     }
-    const rows = this.#db.prepare(
-      "SELECT item_id, publisher, payload, published_ms FROM pubsub_items " +
-        "WHERE service = ? AND node = ? AND published_ms > ? ORDER BY id DESC LIMIT ?",
-    ).all(service, node, expired, query.max ?? -1);
+    const newestFirst = "SELECT item_id, publisher, payload, published_ms FROM pubsub_items " +
+      "WHERE service = ? AND node = ? AND published_ms > ? ORDER BY id DESC";
+    const rows = query.max === undefined
+      ? this.#db.prepare(newestFirst).all(service, node, expired)
+      : this.#db.prepare(`${newestFirst} LIMIT ?`).all(service, node, expired, query.max);
     return rows.map(itemOf).reverse();
   }
 
@@ -402,10 +406,12 @@ export class PubsubStore {
 
   /** Every subscription of the JIDs given (a bare JID and its full JIDs) across a service. */
   subscriptionsOf(service: string, bare: string): StoredSubscription[] {
+    // The bare JID, or it with a resource: its prefix compared exactly, as servicesEndingWith.
+    const prefix = `${bare}/`;
     return this.#db.prepare(
       "SELECT node, jid, subid, state, options FROM pubsub_subscriptions " +
-        "WHERE service = ? AND (jid = ? OR jid LIKE ? ESCAPE '\\') ORDER BY node, jid",
-    ).all(service, bare, `${likeEscape(bare)}/%`).map(subscriptionOf);
+        "WHERE service = ? AND (jid = ? OR substr(jid, 1, length(?)) = ?) ORDER BY node, jid",
+    ).all(service, bare, prefix, prefix).map(subscriptionOf);
   }
 
   /** Stores a subscription (replacing one of the same JID). */
@@ -432,10 +438,6 @@ export class PubsubStore {
     ).run(service, node, jid);
     return Number(result.changes) > 0;
   }
-}
-
-function likeEscape(text: string): string {
-  return text.replace(/[\\%_]/g, (c) => `\\${c}`);
 }
 
 function nodeOf(row: Record<string, unknown>): StoredNode {
