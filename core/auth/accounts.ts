@@ -384,7 +384,7 @@ export class AccountStore {
         this.#database
           .prepare(
             "INSERT INTO account_tombstones (host, user, deleted_ms, expires_ms) " +
-              "VALUES (?, ?, ?, ?) ON CONFLICT DO UPDATE SET " +
+              "VALUES (?, ?, ?, ?) ON CONFLICT (host, user) DO UPDATE SET " +
               "deleted_ms = excluded.deleted_ms, expires_ms = excluded.expires_ms",
           )
           .run(host, username, now, tombstoneUntil);
@@ -602,9 +602,9 @@ export class AccountStore {
       missing.map((hash) => deriveCredentials(prepared, { hash, iterations })),
     );
     const insert = this.#database.prepare(
-      "INSERT OR IGNORE INTO account_credentials " +
+      "INSERT INTO account_credentials " +
         "(host, user, hash, salt, iterations, stored_key, server_key, updated_ms) " +
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (host, user, hash) DO NOTHING",
     );
     const now = Date.now();
     this.#database.transaction(() => {
