@@ -189,9 +189,7 @@ function randomEpoch(): string {
 
 /** Whether the pubsub tables exist (the pep or pubsub module has run on this store once). */
 function hasPubsubTables(database: Database): boolean {
-  return database.prepare(
-    "SELECT 1 AS found FROM sqlite_schema WHERE type = 'table' AND name = 'pubsub_nodes'",
-  ).get() !== undefined;
+  return database.hasTable("pubsub_nodes");
 }
 
 /**

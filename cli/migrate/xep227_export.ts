@@ -63,7 +63,11 @@ export async function exportXep227(
   const result: ExportXep227Result = { accounts: new Map(), warnings: [] };
   try {
     const write = (text: string) => writeAll(file, encoder.encode(text));
-    database.db.exec("BEGIN");
+    // A read transaction sees one snapshot on SQLite (WAL); PostgreSQL's default isolation
+    // takes a new snapshot per statement, so the export asks for one for the whole transaction.
+    database.db.exec(
+      database.dialect === "sqlite" ? "BEGIN" : "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY",
+    );
     try {
       write(`<?xml version='1.0' encoding='UTF-8'?>\n<server-data xmlns='${NS_PIE}'>\n`);
       const exporter = new UserExporter(database, result.warnings);
@@ -85,7 +89,9 @@ export async function exportXep227(
       }
       write("</server-data>\n");
     } finally {
-      if (database.db.isTransaction) database.db.exec("COMMIT");
+      // Only read: ending it by ROLLBACK keeps a failed statement's own error (PostgreSQL
+      // refuses the COMMIT of a transaction in which a statement failed).
+      if (database.db.isTransaction) database.db.exec("ROLLBACK");
     }
     file.syncSync();
     file.close();
@@ -117,10 +123,7 @@ class UserExporter {
   constructor(database: Database, warnings: string[]) {
     this.#storage = new Storage(database);
     this.#accounts = new AccountStore(database);
-    const hasPubsub = database.prepare(
-      "SELECT 1 AS found FROM sqlite_schema WHERE type = 'table' AND name = 'pubsub_nodes'",
-    ).get() !== undefined;
-    this.#pubsub = hasPubsub ? new PubsubStore(database) : undefined;
+    this.#pubsub = database.hasTable("pubsub_nodes") ? new PubsubStore(database) : undefined;
     this.#warnings = warnings;
   }
 

@@ -326,6 +326,18 @@ export class Database {
     await backupConnection(this.db, destPath);
   }
 
+  /**
+   * Whether table `name` exists (in the store's schema on PostgreSQL): for code that reads a
+   * module's tables only when that module has created them.
+   */
+  hasTable(name: string): boolean {
+    const sql = this.dialect === "sqlite"
+      ? "SELECT 1 AS found FROM sqlite_schema WHERE type = 'table' AND name = ?"
+      : "SELECT 1 AS found FROM information_schema.tables " +
+        "WHERE table_schema = current_schema() AND table_name = ?";
+    return this.prepare(sql).get(name) !== undefined;
+  }
+
   /** Closes the connection; further use throws. Calling it twice is harmless. */
   close(): void {
     if (!this.db.isOpen) return;

@@ -299,10 +299,7 @@ Deno.test("a module's own migrations run once, in order, and a failing or too ne
     );
     assert.equal(t.server.modules.isLoaded("localhost", "broken"), false);
     assert.equal(version("broken"), undefined);
-    assert.equal(
-      db.prepare("SELECT count(*) AS n FROM sqlite_schema WHERE name = 'broken_items'").get()!.n,
-      0,
-    );
+    assert.equal(db.hasTable("broken_items"), false, "the failed step's table is rolled back");
 
     // Tables written by a newer release of a module are not touched by an older one.
     db.prepare("INSERT INTO module_schema (module, version) VALUES ('newer', 3)").run();
