@@ -25,7 +25,7 @@ function echoBot(m: ModuleAPI): void {
     const sender = stanza.attrs.from!.split("/")[0];
     const { n } = m.database.prepare(
       "INSERT INTO echo_bot_counts (host, sender, n) VALUES (?, ?, 1) " +
-        "ON CONFLICT (host, sender) DO UPDATE SET n = n + 1 RETURNING n",
+        "ON CONFLICT (host, sender) DO UPDATE SET n = echo_bot_counts.n + 1 RETURNING n",
     ).get(m.domain, sender) as { n: number };
     m.send(
       new Element("message", { to: stanza.attrs.from!, from: m.domain, type: "chat" })

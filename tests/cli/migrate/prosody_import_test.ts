@@ -12,10 +12,10 @@ import { finish, runLilt, startLiltProcess } from "../../helpers/lilt_process.ts
 import { startProsody, writeProsodyAccount } from "../../helpers/prosody.ts";
 import { AccountStore } from "../../../core/auth/accounts.ts";
 import { deriveCredentials, utf8 } from "../../../core/auth/scram.ts";
-import { Database } from "../../../core/storage/database.ts";
 import { startDnsResponder } from "../../helpers/dns_responder.ts";
 import { makeTestCa } from "../../helpers/test_ca.ts";
 import { RawClient, roundTrip } from "../../helpers/raw_client.ts";
+import { openTestStore } from "../../helpers/test_store.ts";
 import { startTestServer, testConfigText } from "../../helpers/test_server.ts";
 import { serialize } from "../../../core/xml/serializer.ts";
 
@@ -352,7 +352,7 @@ async function prosodyAccount(dataDir: string, host: string, user: string, passw
 
 /** The accounts Lilt's store at `dir` holds for DOMAIN. */
 function liltAccounts(dir: string): string[] {
-  const database = Database.open({ path: `${dir}/lilt.sqlite` });
+  const database = openTestStore(dir);
   try {
     return new AccountStore(database).list(DOMAIN).sort();
   } finally {
@@ -412,7 +412,7 @@ Deno.test("import prosody: accounts of hosts Lilt does not serve are skipped wit
     );
     assert.match(result.stdout, /Imported 1 accounts from Prosody's internal storage/);
     assert.deepEqual(liltAccounts(lilt0.dir), ["first.last"], "the %2e-encoded name is decoded");
-    const database = Database.open({ path: `${lilt0.dir}/lilt.sqlite` });
+    const database = openTestStore(lilt0.dir);
     try {
       assert.ok(await new AccountStore(database).verifyPassword(DOMAIN, "first.last", "dotted pw"));
     } finally {
@@ -523,7 +523,7 @@ Deno.test("import prosody: --storage chooses between both backends; --overwrite 
     const replaced = await lilt([...files, "--overwrite"]);
     assert.equal(replaced.code, 0, replaced.stderr);
     assert.match(replaced.stdout, /Imported 1 accounts .* \(1 replaced\)/);
-    const database = Database.open({ path: `${lilt0.dir}/lilt.sqlite` });
+    const database = openTestStore(lilt0.dir);
     try {
       const accounts = new AccountStore(database);
       assert.ok(await accounts.verifyPassword(DOMAIN, "alice", "new pw"));

@@ -11,6 +11,7 @@ import { importXep227 } from "../../../cli/migrate/xep227_import.ts";
 import { PubsubStore } from "../../../mod/pubsub/storage.ts";
 import { runLilt, startLiltProcess } from "../../helpers/lilt_process.ts";
 import { RawClient, roundTrip } from "../../helpers/raw_client.ts";
+import { openTestStore } from "../../helpers/test_store.ts";
 import { startTestServer, testConfigText } from "../../helpers/test_server.ts";
 
 const NS_ROSTER = "jabber:iq:roster";
@@ -314,7 +315,7 @@ function oneAccountFile(password: string, extra = ""): string {
 Deno.test("XEP-0227 import skips an existing account and replaces it with --overwrite", async () => {
   const b = await dataDirWithConfig();
   try {
-    const database = Database.open({ path: `${b.dir}/lilt.sqlite` });
+    const database = openTestStore(b.dir);
     try {
       const accounts = new AccountStore(database, { iterations: 4096 });
       await accounts.create("localhost", "alice", "kept-password");
@@ -329,7 +330,7 @@ Deno.test("XEP-0227 import skips an existing account and replaces it with --over
     assert.match(skipped.stderr, /skipped alice@localhost: alice@localhost exists already/);
     assert.match(skipped.stdout, /Imported 0 accounts .*skipped 1/);
     {
-      const database = Database.open({ path: `${b.dir}/lilt.sqlite` });
+      const database = openTestStore(b.dir);
       const accounts = new AccountStore(database);
       assert.ok(await accounts.verifyPassword("localhost", "alice", "kept-password"));
       database.close();
@@ -404,7 +405,7 @@ Deno.test("a malformed XEP-0227 file is refused with file:line and writes nothin
     assert.equal(host.code, 1);
     assert.match(host.stderr, /other\.xml:4: host 'elsewhere\.example' is not served here/);
 
-    const database = Database.open({ path: `${b.dir}/lilt.sqlite` });
+    const database = openTestStore(b.dir);
     try {
       assert.deepEqual(new AccountStore(database).list("localhost"), [], "nothing was written");
     } finally {
