@@ -14,6 +14,13 @@ export function serverBackupCommands(): CommandSpec[] {
       args: [{ name: "file", kind: "file" }],
       run: async ({ server }, [file]) => {
         if (!file) throw new CommandError("Expected the path of the backup file to write");
+        if (server.database.dialect === "postgresql") {
+          // A snapshot file is the embedded store's; a PostgreSQL database has its own tools.
+          throw new CommandError(
+            'server backup works on the embedded store (storage.driver = "sqlite"); this ' +
+              `server stores its data in PostgreSQL (${server.database.path}): use pg_dump there`,
+          );
+        }
         try {
           await backupDatabase(server.database, file);
         } catch (error) {
