@@ -9,7 +9,7 @@ import { fileURLToPath } from "node:url";
 import { backupDatabase, verifyStore } from "../core/storage/backup.ts";
 import { finish, startLiltProcess } from "./helpers/lilt_process.ts";
 import { RawClient, roundTrip } from "./helpers/raw_client.ts";
-import { startTestServer, testConfigText } from "./helpers/test_server.ts";
+import { startTestServer, testConfigText, TESTING_ON_POSTGRESQL } from "./helpers/test_server.ts";
 
 const ROOT = fileURLToPath(new URL("../", import.meta.url));
 const SQLCIPHER_SHELL = `${ROOT}.tools/sqlcipher/sqlcipher`;
@@ -77,72 +77,84 @@ async function addUser(config: string, jid: string, password: string): Promise<v
   assert.equal(added.code, 0, added.stderr);
 }
 
-Deno.test("accounts and messages written with a key are readable by the sqlcipher shell only, and a wrong key changes nothing", async () => {
-  const { dir, config, store } = await setUp("store.key");
-  try {
-    await writeKey(`${dir}/store.key`, KEY);
-    await addUser(config, "alice@localhost", "alice-pw");
-    await addUser(config, "bob@localhost", "bob-pw");
-    const server = await startLiltProcess(config);
+// A key encrypts the embedded store's file (SQLCipher); a PostgreSQL store has no such key.
+Deno.test(
+  "accounts and messages written with a key are readable by the sqlcipher shell only, and a wrong key changes nothing",
+  { ignore: TESTING_ON_POSTGRESQL },
+  async () => {
+    const { dir, config, store } = await setUp("store.key");
     try {
-      const { client } = await RawClient.login(server.port, "alice", "alice-pw", "desk");
-      client.send(
-        "<message to='bob@localhost' type='chat' id='m1'><body>meet at the orchard</body></message>",
+      await writeKey(`${dir}/store.key`, KEY);
+      await addUser(config, "alice@localhost", "alice-pw");
+      await addUser(config, "bob@localhost", "bob-pw");
+      const server = await startLiltProcess(config);
+      try {
+        const { client } = await RawClient.login(server.port, "alice", "alice-pw", "desk");
+        client.send(
+          "<message to='bob@localhost' type='chat' id='m1'><body>meet at the orchard</body></message>",
+        );
+        await roundTrip(client);
+        // An account created through the running server is committed to the WAL (not yet
+        // checkpointed): encrypted there too.
+        await addUser(config, "carol@localhost", "carol-pw");
+        const wal = await Deno.readFile(`${store}-wal`);
+        assert.ok(wal.length > 0);
+        const walText = new TextDecoder("latin1").decode(wal);
+        assert.ok(!walText.includes("carol") && !walText.includes("alice"));
+        client.close();
+        server.process.kill("SIGTERM");
+        assert.equal((await server.process.status).code, 0);
+      } finally {
+        await server.stop();
+      }
+
+      const accounts = await sqlcipher(
+        store,
+        KEY,
+        "SELECT host, user FROM accounts ORDER BY user;",
       );
-      await roundTrip(client);
-      // An account created through the running server is committed to the WAL (not yet
-      // checkpointed): encrypted there too.
-      await addUser(config, "carol@localhost", "carol-pw");
-      const wal = await Deno.readFile(`${store}-wal`);
-      assert.ok(wal.length > 0);
-      const walText = new TextDecoder("latin1").decode(wal);
-      assert.ok(!walText.includes("carol") && !walText.includes("alice"));
-      client.close();
-      server.process.kill("SIGTERM");
-      assert.equal((await server.process.status).code, 0);
+      assert.equal(accounts.code, 0, accounts.stderr);
+      assert.equal(accounts.stdout, "ok\nlocalhost|alice\nlocalhost|bob\nlocalhost|carol\n");
+      // Every table, whatever the archive's layout: the offline message for bob is there.
+      const dump = await run(SQLCIPHER_SHELL, [store, `PRAGMA key = '${KEY}';`, ".dump"]);
+      assert.equal(dump.code, 0, dump.stderr);
+      assert.match(dump.stdout, /INSERT INTO .*bob@localhost.*meet at the orchard/);
+      const version = await sqlcipher(store, KEY, "PRAGMA cipher_version;");
+      assert.match(version.stdout, /^ok\n4\.\d+\.\d+/);
+      // Nothing readable on disk: not the header, not the message, not the names.
+      const bytes = new TextDecoder("latin1").decode(await Deno.readFile(store));
+      assert.ok(!bytes.startsWith("SQLite format 3"));
+      assert.ok(!bytes.includes("orchard") && !bytes.includes("alice"));
+
+      const plain = await run("sqlite3", [store, "SELECT count(*) FROM accounts;"]);
+      assert.notEqual(plain.code, 0);
+      assert.match(plain.stderr, /file is not a database/);
+      const wrong = await sqlcipher(store, "not the key", "SELECT count(*) FROM accounts;");
+      assert.match(wrong.stderr, /file is not a database/);
+
+      // A wrong key stops the start and leaves the file byte-identical, with no -wal or -shm.
+      const before = await sha256(store);
+      const filesBefore = await names(dir);
+      await writeKey(`${dir}/store.key`, "correct horse battery stapler");
+      const started = await lilt(["start", "-c", config]);
+      assert.equal(started.code, 1);
+      assert.equal(
+        started.stderr,
+        `lilt: cannot start: The storage key does not open '${store}': it is encrypted with ` +
+          "another key, or not encrypted, or not a database\n",
+      );
+      assert.equal(await sha256(store), before);
+      assert.deepEqual(await names(dir), filesBefore);
     } finally {
-      await server.stop();
+      await Deno.remove(dir, { recursive: true });
     }
+  },
+);
 
-    const accounts = await sqlcipher(store, KEY, "SELECT host, user FROM accounts ORDER BY user;");
-    assert.equal(accounts.code, 0, accounts.stderr);
-    assert.equal(accounts.stdout, "ok\nlocalhost|alice\nlocalhost|bob\nlocalhost|carol\n");
-    // Every table, whatever the archive's layout: the offline message for bob is there.
-    const dump = await run(SQLCIPHER_SHELL, [store, `PRAGMA key = '${KEY}';`, ".dump"]);
-    assert.equal(dump.code, 0, dump.stderr);
-    assert.match(dump.stdout, /INSERT INTO .*bob@localhost.*meet at the orchard/);
-    const version = await sqlcipher(store, KEY, "PRAGMA cipher_version;");
-    assert.match(version.stdout, /^ok\n4\.\d+\.\d+/);
-    // Nothing readable on disk: not the header, not the message, not the names.
-    const bytes = new TextDecoder("latin1").decode(await Deno.readFile(store));
-    assert.ok(!bytes.startsWith("SQLite format 3"));
-    assert.ok(!bytes.includes("orchard") && !bytes.includes("alice"));
-
-    const plain = await run("sqlite3", [store, "SELECT count(*) FROM accounts;"]);
-    assert.notEqual(plain.code, 0);
-    assert.match(plain.stderr, /file is not a database/);
-    const wrong = await sqlcipher(store, "not the key", "SELECT count(*) FROM accounts;");
-    assert.match(wrong.stderr, /file is not a database/);
-
-    // A wrong key stops the start and leaves the file byte-identical, with no -wal or -shm.
-    const before = await sha256(store);
-    const filesBefore = await names(dir);
-    await writeKey(`${dir}/store.key`, "correct horse battery stapler");
-    const started = await lilt(["start", "-c", config]);
-    assert.equal(started.code, 1);
-    assert.equal(
-      started.stderr,
-      `lilt: cannot start: The storage key does not open '${store}': it is encrypted with ` +
-        "another key, or not encrypted, or not a database\n",
-    );
-    assert.equal(await sha256(store), before);
-    assert.deepEqual(await names(dir), filesBefore);
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
-});
-
-Deno.test("storage encrypt, rekey and decrypt keep the data and change who can read it", async () => {
+// A key encrypts the embedded store's file (SQLCipher); a PostgreSQL store has no such key.
+Deno.test("storage encrypt, rekey and decrypt keep the data and change who can read it", {
+  ignore: TESTING_ON_POSTGRESQL,
+}, async () => {
   const { dir, config: plainConfig, store } = await setUp();
   try {
     await addUser(plainConfig, "alice@localhost", "alice-pw");
@@ -233,58 +245,72 @@ Deno.test("storage encrypt, rekey and decrypt keep the data and change who can r
   }
 });
 
-Deno.test("an encrypted store's backups are encrypted with its key, restore with it, and storage commands wait for the server to stop", async () => {
-  const { dir, config, store } = await setUp("store.key");
-  try {
-    await writeKey(`${dir}/store.key`, KEY);
-    await addUser(config, "alice@localhost", "alice-pw");
-    const backup = `${dir}/backup.sqlite`;
-    const server = await startLiltProcess(config);
+// A key encrypts the embedded store's file (SQLCipher); a PostgreSQL store has no such key.
+Deno.test(
+  "an encrypted store's backups are encrypted with its key, restore with it, and storage commands wait for the server to stop",
+  { ignore: TESTING_ON_POSTGRESQL },
+  async () => {
+    const { dir, config, store } = await setUp("store.key");
     try {
-      const refused = await lilt(["storage", "decrypt", "-c", config]);
-      assert.equal(refused.code, 1);
-      assert.match(refused.stderr, /cannot decrypt the store while the server is running/);
-      const backedUp = await lilt(["backup", backup, "-c", config]);
-      assert.equal(backedUp.code, 0, backedUp.stderr);
-    } finally {
-      await server.stop();
-    }
-    assert.match(
-      (await run("sqlite3", [backup, "SELECT 1 FROM accounts;"])).stderr,
-      /not a database/,
-    );
-    assert.equal(
-      (await sqlcipher(backup, KEY, "SELECT user FROM accounts; PRAGMA journal_mode;")).stdout,
-      "ok\nalice\ndelete\n",
-    );
+      await writeKey(`${dir}/store.key`, KEY);
+      await addUser(config, "alice@localhost", "alice-pw");
+      const backup = `${dir}/backup.sqlite`;
+      const server = await startLiltProcess(config);
+      try {
+        const refused = await lilt(["storage", "decrypt", "-c", config]);
+        assert.equal(refused.code, 1);
+        assert.match(refused.stderr, /cannot decrypt the store while the server is running/);
+        const backedUp = await lilt(["backup", backup, "-c", config]);
+        assert.equal(backedUp.code, 0, backedUp.stderr);
+      } finally {
+        await server.stop();
+      }
+      assert.match(
+        (await run("sqlite3", [backup, "SELECT 1 FROM accounts;"])).stderr,
+        /not a database/,
+      );
+      assert.equal(
+        (await sqlcipher(backup, KEY, "SELECT user FROM accounts; PRAGMA journal_mode;")).stdout,
+        "ok\nalice\ndelete\n",
+      );
 
-    // Restore it over a store that lost the account; alice logs in again afterwards.
-    const deleted = await lilt(["user", "del", "alice@localhost", "-c", config]);
-    assert.equal(deleted.code, 0, deleted.stderr);
-    const restored = await lilt(["restore", backup, "-c", config]);
-    assert.equal(restored.code, 0, restored.stderr);
-    assert.equal((await sqlcipher(store, KEY, "SELECT user FROM accounts;")).stdout, "ok\nalice\n");
-    const again = await startLiltProcess(config);
-    try {
-      const { client } = await RawClient.login(again.port, "alice", "alice-pw");
-      client.close();
-    } finally {
-      await again.stop();
-    }
+      // Restore it over a store that lost the account; alice logs in again afterwards.
+      const deleted = await lilt(["user", "del", "alice@localhost", "-c", config]);
+      assert.equal(deleted.code, 0, deleted.stderr);
+      const restored = await lilt(["restore", backup, "-c", config]);
+      assert.equal(restored.code, 0, restored.stderr);
+      assert.equal(
+        (await sqlcipher(store, KEY, "SELECT user FROM accounts;")).stdout,
+        "ok\nalice\n",
+      );
+      const again = await startLiltProcess(config);
+      try {
+        const { client } = await RawClient.login(again.port, "alice", "alice-pw");
+        client.close();
+      } finally {
+        await again.stop();
+      }
 
-    // A plain backup cannot be restored under a key: it would not open at start.
-    const plainCopy = `${dir}/plain.sqlite`;
-    const decryptedConfig = `${dir}/plain.toml`;
-    await Deno.writeTextFile(decryptedConfig, testConfigText(`${dir}/other`, { modules: MODULES }));
-    await addUser(decryptedConfig, "carol@localhost", "carol-pw");
-    await Deno.copyFile(`${dir}/other/lilt.sqlite`, plainCopy);
-    const mismatch = await lilt(["restore", plainCopy, "-c", config]);
-    assert.equal(mismatch.code, 1);
-    assert.match(mismatch.stderr, /restore failed: Cannot open '.*plain\.sqlite': The storage key/);
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
-});
+      // A plain backup cannot be restored under a key: it would not open at start.
+      const plainCopy = `${dir}/plain.sqlite`;
+      const decryptedConfig = `${dir}/plain.toml`;
+      await Deno.writeTextFile(
+        decryptedConfig,
+        testConfigText(`${dir}/other`, { modules: MODULES }),
+      );
+      await addUser(decryptedConfig, "carol@localhost", "carol-pw");
+      await Deno.copyFile(`${dir}/other/lilt.sqlite`, plainCopy);
+      const mismatch = await lilt(["restore", plainCopy, "-c", config]);
+      assert.equal(mismatch.code, 1);
+      assert.match(
+        mismatch.stderr,
+        /restore failed: Cannot open '.*plain\.sqlite': The storage key/,
+      );
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+);
 
 Deno.test("the running server's own backup of an encrypted store is encrypted with the same key", async () => {
   const t = await startTestServer({

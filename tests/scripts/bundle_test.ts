@@ -9,7 +9,7 @@ import assert from "node:assert/strict";
 import { fileURLToPath } from "node:url";
 import { type CommandOutput, finish, startLiltProcess } from "../helpers/lilt_process.ts";
 import { RawClient, roundTrip } from "../helpers/raw_client.ts";
-import { testConfigText } from "../helpers/test_server.ts";
+import { testConfigText, TESTING_ON_POSTGRESQL } from "../helpers/test_server.ts";
 
 const ROOT = fileURLToPath(new URL("../../", import.meta.url)).replace(/\/$/, "");
 const SQLCIPHER_LIBRARY = `${ROOT}/.tools/sqlcipher/libsqlcipher.so`;
@@ -135,92 +135,97 @@ Deno.test("scripts/bundle writes one file that runs under Deno from elsewhere: v
   }
 });
 
-Deno.test("the bundle with a storage key names the SQLCipher library it needs and leaves the store as it was", async () => {
-  try {
-    await Deno.stat(SQLCIPHER_LIBRARY);
-  } catch {
-    throw new Error(`${SQLCIPHER_LIBRARY} is missing: run scripts/sqlcipher/build`);
-  }
-  const tmp = await Deno.makeTempDir({ prefix: "lilt-bundle-key-" });
-  try {
-    await Deno.mkdir(`${tmp}/cwd`);
-    const { lilt } = await buildBundle(tmp);
-    const data = `${tmp}/data`;
-    await Deno.mkdir(data);
-    const config = `${data}/lilt.toml`;
-    await Deno.writeTextFile(
-      config,
-      testConfigText(data, { modules: MODULES }) + '\n[storage]\nkey_file = "store.key"\n',
-    );
-    await Deno.writeTextFile(`${data}/store.key`, "correct horse battery staple\n", {
-      mode: 0o600,
-    });
-    await Deno.chmod(`${data}/store.key`, 0o600);
-    const nowhere = `${tmp}/nowhere/libsqlcipher.so`;
-    const lines = (args: string[], env: Record<string, string>, unset: string[] = []) =>
-      run(Deno.execPath(), [...lilt, ...args], { cwd: `${tmp}/cwd`, env, unset, stdin: "pw\n" });
-
-    // No store yet, the library missing: a clear error, and no store is created.
-    const before = await names(data);
-    const first = await lines(["start", "-c", config], { LILT_SQLCIPHER_LIBRARY: nowhere });
-    assert.equal(first.code, 1, first.stderr);
-    const message = new RegExp(
-      `^lilt: cannot start: Cannot open database '${data}/lilt.sqlite': ` +
-        "An encrypted store needs the SQLCipher 4 library, and none was " +
-        `found \\('${nowhere}' cannot be loaded: [^\\n]+\\): install SQLCipher 4's shared ` +
-        "library \\(libsqlcipher\\.so, version 4\\.x\\) and set LILT_SQLCIPHER_LIBRARY to its " +
-        "path, or put it where the dynamic linker finds libsqlcipher\\.so\n$",
-    );
-    assert.match(first.stderr, message);
-    assert.deepEqual(await names(data), before);
-
-    // With the library: an encrypted store, an account in it, a login.
-    const withLibrary = { LILT_SQLCIPHER_LIBRARY: SQLCIPHER_LIBRARY };
-    const added = await lines(["user", "add", "alice@localhost", "-c", config], withLibrary);
-    assert.equal(added.code, 0, added.stderr);
-    const server = await startLiltProcess(config, 30_000, {
-      command: Deno.execPath(),
-      args: lilt,
-      cwd: `${tmp}/cwd`,
-      env: withLibrary,
-    });
+// A storage key encrypts the embedded store's file; a PostgreSQL store has no such key.
+Deno.test(
+  "the bundle with a storage key names the SQLCipher library it needs and leaves the store as it was",
+  { ignore: TESTING_ON_POSTGRESQL },
+  async () => {
     try {
-      const { client } = await RawClient.login(server.port, "alice", "pw");
-      await roundTrip(client);
-      client.close();
-      server.process.kill("SIGTERM");
-      assert.equal((await server.process.status).code, 0, server.log);
-    } finally {
-      await server.stop();
+      await Deno.stat(SQLCIPHER_LIBRARY);
+    } catch {
+      throw new Error(`${SQLCIPHER_LIBRARY} is missing: run scripts/sqlcipher/build`);
     }
-    const store = `${data}/lilt.sqlite`;
-    const header = new TextDecoder("latin1").decode((await Deno.readFile(store)).slice(0, 16));
-    assert.notEqual(header, "SQLite format 3\0");
+    const tmp = await Deno.makeTempDir({ prefix: "lilt-bundle-key-" });
+    try {
+      await Deno.mkdir(`${tmp}/cwd`);
+      const { lilt } = await buildBundle(tmp);
+      const data = `${tmp}/data`;
+      await Deno.mkdir(data);
+      const config = `${data}/lilt.toml`;
+      await Deno.writeTextFile(
+        config,
+        testConfigText(data, { modules: MODULES }) + '\n[storage]\nkey_file = "store.key"\n',
+      );
+      await Deno.writeTextFile(`${data}/store.key`, "correct horse battery staple\n", {
+        mode: 0o600,
+      });
+      await Deno.chmod(`${data}/store.key`, 0o600);
+      const nowhere = `${tmp}/nowhere/libsqlcipher.so`;
+      const lines = (args: string[], env: Record<string, string>, unset: string[] = []) =>
+        run(Deno.execPath(), [...lilt, ...args], { cwd: `${tmp}/cwd`, env, unset, stdin: "pw\n" });
 
-    // The library gone again: the same error, the store byte for byte as it was.
-    const digest = await sha256(store);
-    const files = await names(data);
-    const again = await lines(["start", "-c", config], { LILT_SQLCIPHER_LIBRARY: nowhere });
-    assert.equal(again.code, 1);
-    assert.match(again.stderr, message);
-    assert.equal(await sha256(store), digest);
-    assert.deepEqual(await names(data), files);
+      // No store yet, the library missing: a clear error, and no store is created.
+      const before = await names(data);
+      const first = await lines(["start", "-c", config], { LILT_SQLCIPHER_LIBRARY: nowhere });
+      assert.equal(first.code, 1, first.stderr);
+      const message = new RegExp(
+        `^lilt: cannot start: Cannot open database '${data}/lilt.sqlite': ` +
+          "An encrypted store needs the SQLCipher 4 library, and none was " +
+          `found \\('${nowhere}' cannot be loaded: [^\\n]+\\): install SQLCipher 4's shared ` +
+          "library \\(libsqlcipher\\.so, version 4\\.x\\) and set LILT_SQLCIPHER_LIBRARY to its " +
+          "path, or put it where the dynamic linker finds libsqlcipher\\.so\n$",
+      );
+      assert.match(first.stderr, message);
+      assert.deepEqual(await names(data), before);
 
-    // A packaged Lilt does not look for the library beside itself, as a source checkout looks
-    // in .tools/: a SQLCipher build where ../../.tools/sqlcipher/ of the bundle would be is not
-    // used (this machine's own libsqlcipher, if any, is Debian's SQLCipher 3, refused).
-    await Deno.mkdir(`${tmp}/.tools/sqlcipher`, { recursive: true });
-    await Deno.copyFile(SQLCIPHER_LIBRARY, `${tmp}/.tools/sqlcipher/libsqlcipher.so`);
-    const beside = await lines(["start", "-c", config], {}, ["LILT_SQLCIPHER_LIBRARY"]);
-    assert.equal(beside.code, 1, beside.stderr);
-    assert.match(
-      beside.stderr,
-      /^lilt: cannot start: Cannot open database '[^']+': An encrypted store needs the SQLCipher 4 /,
-    );
-    assert.match(beside.stderr, /set LILT_SQLCIPHER_LIBRARY to its path/);
-    assert.doesNotMatch(beside.stderr, /\.tools/);
-    assert.equal(await sha256(store), digest);
-  } finally {
-    await Deno.remove(tmp, { recursive: true });
-  }
-});
+      // With the library: an encrypted store, an account in it, a login.
+      const withLibrary = { LILT_SQLCIPHER_LIBRARY: SQLCIPHER_LIBRARY };
+      const added = await lines(["user", "add", "alice@localhost", "-c", config], withLibrary);
+      assert.equal(added.code, 0, added.stderr);
+      const server = await startLiltProcess(config, 30_000, {
+        command: Deno.execPath(),
+        args: lilt,
+        cwd: `${tmp}/cwd`,
+        env: withLibrary,
+      });
+      try {
+        const { client } = await RawClient.login(server.port, "alice", "pw");
+        await roundTrip(client);
+        client.close();
+        server.process.kill("SIGTERM");
+        assert.equal((await server.process.status).code, 0, server.log);
+      } finally {
+        await server.stop();
+      }
+      const store = `${data}/lilt.sqlite`;
+      const header = new TextDecoder("latin1").decode((await Deno.readFile(store)).slice(0, 16));
+      assert.notEqual(header, "SQLite format 3\0");
+
+      // The library gone again: the same error, the store byte for byte as it was.
+      const digest = await sha256(store);
+      const files = await names(data);
+      const again = await lines(["start", "-c", config], { LILT_SQLCIPHER_LIBRARY: nowhere });
+      assert.equal(again.code, 1);
+      assert.match(again.stderr, message);
+      assert.equal(await sha256(store), digest);
+      assert.deepEqual(await names(data), files);
+
+      // A packaged Lilt does not look for the library beside itself, as a source checkout looks
+      // in .tools/: a SQLCipher build where ../../.tools/sqlcipher/ of the bundle would be is not
+      // used (this machine's own libsqlcipher, if any, is Debian's SQLCipher 3, refused).
+      await Deno.mkdir(`${tmp}/.tools/sqlcipher`, { recursive: true });
+      await Deno.copyFile(SQLCIPHER_LIBRARY, `${tmp}/.tools/sqlcipher/libsqlcipher.so`);
+      const beside = await lines(["start", "-c", config], {}, ["LILT_SQLCIPHER_LIBRARY"]);
+      assert.equal(beside.code, 1, beside.stderr);
+      assert.match(
+        beside.stderr,
+        /^lilt: cannot start: Cannot open database '[^']+': An encrypted store needs the SQLCipher 4 /,
+      );
+      assert.match(beside.stderr, /set LILT_SQLCIPHER_LIBRARY to its path/);
+      assert.doesNotMatch(beside.stderr, /\.tools/);
+      assert.equal(await sha256(store), digest);
+    } finally {
+      await Deno.remove(tmp, { recursive: true });
+    }
+  },
+);
