@@ -14,6 +14,7 @@ import type { S2SManager } from "./s2s/manager.ts";
 import type { Database } from "./storage/database.ts";
 import type { StreamErrorCondition } from "./xml/stanza.ts";
 import type { Config } from "./config.ts";
+import type { ClusterNodeStatus } from "./cluster/cluster.ts";
 
 /**
  * What admin commands may use of the running server: the module-facing context plus the
@@ -28,6 +29,8 @@ export interface AdminServer extends ServerContext {
   readonly remote: S2SManager | undefined;
   /** Failed-login counts and delays (core/auth/throttle.ts). */
   readonly throttle: AuthThrottle;
+  /** This node's view of its cluster (core/cluster/); undefined on a single node. */
+  readonly cluster?: { readonly node: string; status(): ClusterNodeStatus[] } | undefined;
   /** Applies a new configuration (SIGHUP, `config reload`). */
   reload(next: Config): Promise<ReloadReport>;
   /** The certificates in force: one per host, and one per component that has its own. */

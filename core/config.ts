@@ -4,6 +4,7 @@
 import { parse, TomlDate, TomlError } from "smol-toml";
 import { dirname, resolve } from "node:path";
 import {
+  CLUSTER_OPTIONS,
   COMPONENT_OPTIONS,
   type CoreOptionSpec,
   GLOBAL_OPTIONS as GLOBAL_OPTION_SPECS,
@@ -148,6 +149,8 @@ export class Config {
   readonly log: LogConfig;
   /** Storage settings; `path` is absolute. */
   readonly storage: StorageConfig;
+  /** The [cluster] table, or undefined when this server is a single node. */
+  readonly cluster: ClusterConfig | undefined;
   #globals: Map<string, unknown>;
   #raw: Table;
   #sections: Map<string, SectionState>;
@@ -161,6 +164,7 @@ export class Config {
     this.components = init.components;
     this.log = init.log;
     this.storage = init.storage;
+    this.cluster = init.cluster;
     this.#globals = init.globals;
     this.#raw = init.raw;
     this.#sections = init.sections;
@@ -221,6 +225,10 @@ export class Config {
       if (driver === "postgresql") return { driver, url, password_file, schema };
       return { driver, path, key: key === "" ? "" : "(set, not shown)", key_file };
     }
+    if (name === "cluster" && this.cluster) {
+      const { password: _password, ...shown } = this.cluster;
+      return shown;
+    }
     if (isGlobalOption(name)) return this.get(name);
     if (isHostOption(name)) {
       return host === undefined ? this.hostDefault(name) : this.hostOption(host, name);
@@ -249,6 +257,8 @@ export class Config {
       components: this.components,
       log: this.log,
       storage: keepsStorage ? running.storage : this.storage,
+      // Joining or leaving a cluster takes a restart: the running node keeps its table.
+      cluster: running.cluster,
       globals,
       raw: this.#raw,
       sections: this.#sections,
@@ -302,6 +312,7 @@ interface ConfigInit {
   components: ComponentConfig[];
   log: LogConfig;
   storage: StorageConfig;
+  cluster: ClusterConfig | undefined;
   globals: Map<string, unknown>;
   raw: Table;
   sections: Map<string, SectionState>;
@@ -329,6 +340,22 @@ export interface StorageConfig {
   key: string;
   /** The key file (absolute), or "" when the key is not read from a file. */
   key_file: string;
+}
+
+/** The `[cluster]` table, resolved (see core/cluster/). */
+export interface ClusterConfig {
+  /** This node's name (the host name unless set). */
+  node: string;
+  /** The shared Redis server, without a password. */
+  redis_url: string;
+  /** The Redis password file (absolute), or "". */
+  redis_password_file: string;
+  /** The password read from `redis_password_file` ("" when none). */
+  password: string;
+  /** Seconds between heartbeats. */
+  heartbeat_interval: number;
+  /** Seconds without a heartbeat after which a node is dead. */
+  node_timeout: number;
 }
 
 /**
@@ -467,7 +494,10 @@ class Validator {
       ...Object.keys(this.#moduleOptions),
     ];
     for (const [key, value] of Object.entries(doc)) {
-      if (key === "log" || key === "storage" || key === "host" || key === "component") continue;
+      if (
+        key === "log" || key === "storage" || key === "cluster" || key === "host" ||
+        key === "component"
+      ) continue;
       if (key === "dns") {
         this.#dns(value, doc, globals);
         continue;
@@ -485,6 +515,7 @@ class Validator {
     const log = this.#log(doc.log);
     const dataDir = globals.get("data_dir") as string;
     const storage = this.#storage(doc.storage, dataDir);
+    const cluster = this.#cluster(doc.cluster, storage);
 
     const sections = new Map<string, SectionState>();
     const domainLines = new Map<string, number>();
@@ -521,6 +552,7 @@ class Validator {
       components,
       log,
       storage,
+      cluster,
       globals,
       raw: doc,
       sections,
@@ -646,6 +678,95 @@ class Validator {
       else this.#problem(path, "error", read.error);
     }
     return storage;
+  }
+
+  /**
+   * The [cluster] table: the nodes share the PostgreSQL store (each node's own embedded file
+   * would split the accounts), and find each other through Redis.
+   */
+  #cluster(value: unknown, storage: StorageConfig): ClusterConfig | undefined {
+    const table = this.#table(value, "cluster", ["cluster"]);
+    if (!table) return undefined;
+    const cluster: ClusterConfig = {
+      node: "",
+      redis_url: "",
+      redis_password_file: "",
+      password: "",
+      heartbeat_interval: CLUSTER_OPTIONS.heartbeat_interval.default as number,
+      node_timeout: CLUSTER_OPTIONS.node_timeout.default as number,
+    };
+    for (const [key, raw] of Object.entries(table)) {
+      const path = ["cluster", key];
+      const spec = CLUSTER_OPTIONS[key];
+      if (!spec) {
+        this.#unknown(path, `cluster.${key}`, Object.keys(CLUSTER_OPTIONS));
+        continue;
+      }
+      const checked = this.#value(spec, raw, `cluster.${key}`, path);
+      if (checked === INVALID) continue;
+      if (key === "node") cluster.node = checked as string;
+      else if (key === "redis_url") cluster.redis_url = checked as string;
+      else if (key === "redis_password_file") cluster.redis_password_file = checked as string;
+      else if (key === "heartbeat_interval") cluster.heartbeat_interval = checked as number;
+      else if (key === "node_timeout") cluster.node_timeout = checked as number;
+    }
+    const at = (key: string) => key in table ? ["cluster", key] : ["cluster"];
+    if (storage.driver !== "postgresql") {
+      this.#problem(
+        ["cluster"],
+        "error",
+        'a [cluster] table needs storage.driver = "postgresql": the nodes must share one store',
+      );
+    }
+    if (cluster.node === "") cluster.node = Deno.hostname();
+    if (!/^[A-Za-z0-9._-]{1,64}$/.test(cluster.node)) {
+      this.#problem(
+        at("node"),
+        "error",
+        "option 'cluster.node' must be 1 to 64 letters, digits, '.', '_' or '-', found " +
+          JSON.stringify(cluster.node),
+      );
+    }
+    if (cluster.redis_url === "") {
+      this.#problem(at("redis_url"), "error", "a [cluster] table needs cluster.redis_url");
+    } else {
+      let url: URL | undefined;
+      try {
+        url = new URL(cluster.redis_url);
+      } catch {
+        url = undefined;
+      }
+      if (!url || (url.protocol !== "redis:" && url.protocol !== "rediss:")) {
+        this.#problem(
+          at("redis_url"),
+          "error",
+          "option 'cluster.redis_url' must look like redis://host:6379/0, found " +
+            JSON.stringify(cluster.redis_url),
+        );
+      } else if (url.password !== "") {
+        this.#problem(
+          at("redis_url"),
+          "error",
+          "option 'cluster.redis_url' must not hold the password: put it in " +
+            "cluster.redis_password_file",
+        );
+        cluster.redis_url = "";
+      }
+    }
+    if (cluster.node_timeout <= cluster.heartbeat_interval) {
+      this.#problem(
+        at("node_timeout"),
+        "error",
+        `option 'cluster.node_timeout' must be longer than cluster.heartbeat_interval ` +
+          `(${cluster.heartbeat_interval}), found ${cluster.node_timeout}`,
+      );
+    }
+    if (cluster.redis_password_file !== "") {
+      const read = readKeyFile(cluster.redis_password_file, "cluster.redis_password_file");
+      if ("key" in read) cluster.password = read.key;
+      else this.#problem(["cluster", "redis_password_file"], "error", read.error);
+    }
+    return cluster;
   }
 
   /**

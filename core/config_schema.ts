@@ -1107,6 +1107,56 @@ export const STORAGE_OPTIONS: Record<string, CoreOptionSpec> = {
   },
 };
 
+/**
+ * Keys of the [cluster] table: several nodes serving the same domains, sharing the PostgreSQL
+ * store and routing through Redis (core/cluster/). No [cluster] table: one node, no broker.
+ */
+export const CLUSTER_OPTIONS: Record<string, CoreOptionSpec> = {
+  node: {
+    type: "string",
+    default: "",
+    scope: "global",
+    reload: "restart",
+    description: "This node's name, unique in the cluster (default: the host name)",
+  },
+  redis_url: {
+    type: "string",
+    default: "",
+    scope: "global",
+    reload: "restart",
+    description: "The Redis server the nodes share (redis://host:port/db); keep the password " +
+      "in redis_password_file",
+  },
+  redis_password_file: {
+    type: "string",
+    default: "",
+    scope: "global",
+    reload: "restart",
+    path: true,
+    description: "File holding the Redis password (mode 0600), relative to the configuration " +
+      "file's directory",
+  },
+  heartbeat_interval: {
+    type: "number",
+    default: 2,
+    min: 0.05,
+    max: 60,
+    scope: "global",
+    reload: "restart",
+    description: "Seconds between a node's heartbeats",
+  },
+  node_timeout: {
+    type: "number",
+    default: 10,
+    min: 0.2,
+    max: 600,
+    scope: "global",
+    reload: "restart",
+    description: "Seconds without a heartbeat after which a node counts as dead (its sessions " +
+      "are dropped and its registry entries expire)",
+  },
+};
+
 /** Keys specific to [[component]] sections (host options and module options are allowed too). */
 export const COMPONENT_OPTIONS: Record<string, CoreOptionSpec> = {
   domain: {

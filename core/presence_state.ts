@@ -27,6 +27,15 @@ const NONE: Readonly<ResourcePresence> = Object.freeze({
 
 const states = new WeakMap<Session, ResourcePresence>();
 
+/** Told of each change (the cluster announces its local sessions'); none on a single node. */
+const changeObservers = new Set<(session: Session) => void>();
+
+/** Calls `observer` after each change of any session's presence; returns a function removing it. */
+export function observePresenceChanges(observer: (session: Session) => void): () => void {
+  changeObservers.add(observer);
+  return () => changeObservers.delete(observer);
+}
+
 /** The presence of a session (unavailable and not interested when nothing was recorded). */
 export function presenceOf(session: Session): Readonly<ResourcePresence> {
   return states.get(session) ?? NONE;
@@ -37,4 +46,5 @@ export function updatePresence(session: Session, change: Partial<ResourcePresenc
   let state = states.get(session);
   if (!state) states.set(session, state = { ...NONE });
   Object.assign(state, change);
+  if (changeObservers.size > 0) { for (const observer of changeObservers) observer(session); }
 }

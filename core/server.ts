@@ -42,6 +42,7 @@ import { WEBSOCKET_PATH, websocketHandler } from "./http/websocket_route.ts";
 import { hostMetaHandlers } from "./http/host_meta.ts";
 import { BOSH_PATH, boshHandlers, BoshSessions } from "./http/bosh_route.ts";
 import type { Element } from "./xml/element.ts";
+import type { Cluster } from "./cluster/cluster.ts";
 import type { StreamErrorCondition } from "./xml/stanza.ts";
 
 const log = getLogger("server");
@@ -137,6 +138,8 @@ export class Server implements ServerContext {
   s2sTls: TlsContexts | undefined;
   /** Federation; undefined without s2s listeners. */
   remote: S2SManager | undefined;
+  /** This node's membership of a cluster; undefined without a [cluster] table. */
+  cluster: Cluster | undefined;
   listeners: Listener[] = [];
   #hostSessions = new Map<string, HostSession>();
   #stopSweeper: (() => void) | undefined;
@@ -201,6 +204,11 @@ export class Server implements ServerContext {
     for (const hostConfig of config.hosts) await this.#addHost(hostConfig.domain, "local");
     for (const component of config.components) {
       await this.#addHost(component.domain, "component");
+    }
+    if (config.cluster) {
+      // Imported only here: a single node never loads the Redis client.
+      const { Cluster } = await import("./cluster/cluster.ts");
+      this.cluster = await Cluster.start(this, config.cluster);
     }
     for (const address of addresses(config, "c2s_interfaces")) {
       this.listeners.push(await listen("c2s", address, (s) => this.#accept(s, false)));
@@ -629,6 +637,8 @@ export class Server implements ServerContext {
     for (const session of sessions) session.close(condition, reason);
     if (sessions.length > 0) await new Promise((resolve) => setTimeout(resolve, 100));
     for (const session of sessions) session.destroy?.();
+    // After this node's sessions ended (announced to the others), before storage closes.
+    await this.cluster?.stop();
     // BOSH sessions whose stream already ended may still hold requests or a pending answer.
     this.boshSessions.destroyAll();
     await closing;

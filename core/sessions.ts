@@ -51,6 +51,14 @@ export function generateResource(): string {
   return out;
 }
 
+/** Told of every binding that starts or ends (the cluster announces local ones). */
+export interface BindObserver {
+  /** `session` is now bound under `jid` (its `jid` field may be set only after this call). */
+  bound(session: Session, jid: JID): void;
+  /** `session` is no longer bound (unbound or removed; not when replaced by another bind). */
+  unbound(session: Session): void;
+}
+
 /**
  * Registry of bound client sessions per host and user. Binding a resource that is already
  * bound replaces the old session, which is closed with a `conflict` stream error
@@ -68,6 +76,13 @@ export class SessionManager {
   }
 
   #removed = new Set<(session: Session) => void>();
+  /** At most one, and none on a single node: a bind costs one undefined check. */
+  #bindObserver: BindObserver | undefined;
+
+  /** Sets (or with undefined, removes) the observer of bindings. */
+  observeBindings(observer: BindObserver | undefined): void {
+    this.#bindObserver = observer;
+  }
 
   /** Calls `fn` for every session that goes away; returns a function removing it. */
   onRemove(fn: (session: Session) => void): () => void {
@@ -97,6 +112,7 @@ export class SessionManager {
       previous.close("conflict", "Replaced by a new connection with the same resource");
     }
     resources.set(jid.resource, session);
+    this.#bindObserver?.bound(session, jid);
     return { ok: true, jid };
   }
 
@@ -109,6 +125,7 @@ export class SessionManager {
     if (resources?.get(jid.resource) === session) {
       resources.delete(jid.resource);
       if (resources.size === 0) users!.delete(jid.local);
+      this.#bindObserver?.unbound(session);
     }
   }
 

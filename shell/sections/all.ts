@@ -4,6 +4,7 @@
 import type { CommandSpec } from "../../core/admin_commands.ts";
 import { c2sCommands } from "./c2s.ts";
 import { certCommands } from "./cert.ts";
+import { clusterCommands } from "./cluster.ts";
 import { configCommands } from "./config.ts";
 import { debugCommands } from "./debug.ts";
 import { dnsCommands } from "./dns.ts";
@@ -33,6 +34,7 @@ export function builtinSections(): CommandSpec[] {
     ...certCommands(),
     ...c2sCommands(),
     ...s2sCommands(),
+    ...clusterCommands(),
     ...dnsCommands(),
     ...userCommands(),
     ...roleCommands(),

@@ -1,0 +1,487 @@
+// One node of several serving the same domains (issue 19): it announces its client sessions
+// and their presence in Redis, mirrors the other nodes' sessions (replica.ts), carries stanzas
+// for remote sessions to their node, and notices nodes that die. Loaded only with [cluster].
+
+import type { ClusterConfig } from "../config.ts";
+import type { Host } from "../hosts.ts";
+import { type JID, tryParseJid } from "../jid.ts";
+import { getLogger } from "../log.ts";
+import { observePresenceChanges, presenceOf } from "../presence_state.ts";
+import type { Session, SessionManager } from "../sessions.ts";
+import type { ScheduledTimers } from "../timers.ts";
+import type { Element } from "../xml/element.ts";
+import { parseElement } from "../xml/parser.ts";
+import { serialize } from "../xml/serializer.ts";
+import { errorReply, isError, type StreamErrorCondition } from "../xml/stanza.ts";
+import {
+  CLUSTER_CHANNEL,
+  type ClusterMessage,
+  type NodeInfo,
+  nodeKey,
+  type NodeMessage,
+  nodeOfKey,
+  parseClusterMessage,
+  parseNodeInfo,
+  parseNodeMessage,
+  parseSessionRecord,
+  type SessionRecord,
+  sessionsKey,
+  type StanzaItem,
+} from "./protocol.ts";
+import { RedisBus } from "./redis_bus.ts";
+import { type KnownNode, type ReplicaServer, SessionReplica } from "./replica.ts";
+import { type RemoteOutbox, RemoteSession } from "./remote_session.ts";
+
+const log = getLogger("cluster");
+
+/** Stanzas between nodes were checked when they entered the cluster. */
+const STANZA_LIMITS = { maxStanzaBytes: 16 << 20 };
+
+/** What the cluster needs of the server. */
+export interface ClusterServer extends ReplicaServer {
+  readonly sessions: SessionManager;
+  readonly hosts: ReadonlyMap<string, Host>;
+  readonly timers: ScheduledTimers;
+  readonly listeners: readonly { kind: string; host: string; port: number }[];
+  route(stanza: Element, origin: Session): void;
+  hostSession(domain: string): Session;
+}
+
+/** One node as `cluster show` lists it. */
+export interface ClusterNodeStatus {
+  name: string;
+  /** This node. */
+  self: boolean;
+  /** When its last heartbeat arrived (ms epoch; now for this node). */
+  lastHeartbeat: number;
+  started: number;
+  pid: number;
+  listeners: string[];
+  /** Full JIDs of its client sessions, sorted. */
+  sessions: string[];
+}
+
+/** A registry change waiting for the end of the event-loop turn. */
+type Pending = { session: Session } | { unboundId: string };
+
+/** This node's membership of the cluster. */
+export class Cluster {
+  /** This node's name. */
+  readonly node: string;
+  readonly started = Date.now();
+  #server: ClusterServer;
+  #config: ClusterConfig;
+  #bus!: RedisBus;
+  #replica: SessionReplica;
+  /** This node's bound client sessions by full JID. */
+  #local = new Map<string, Session>();
+  /** Registry changes of this turn, by full JID, in the order they happened. */
+  #pending = new Map<string, Pending>();
+  /** Stanzas of this turn for each other node. */
+  #outboxes = new Map<string, StanzaItem[]>();
+  #flushQueued = false;
+  /** Set while handling a stanza that missed its session here (see #missedSession). */
+  #rerouting = false;
+  /** Messages that came while the registry was being read at start. */
+  #early: [string, string][] | undefined = [];
+  #stopHeartbeat: (() => void) | undefined;
+  #stopObserving: (() => void) | undefined;
+  #stopped = false;
+
+  private constructor(server: ClusterServer, config: ClusterConfig) {
+    this.#server = server;
+    this.#config = config;
+    this.node = config.node;
+    const outbox: RemoteOutbox = {
+      send: (node, jid, stanza) => this.#queueStanza(node, jid, stanza),
+      close: (session, condition, text) => this.#requestClose(session, condition, text),
+    };
+    this.#replica = new SessionReplica(server, outbox);
+  }
+
+  /**
+   * Joins the cluster: connects to Redis, reads the other nodes and their sessions, then
+   * follows the registry channel and starts heartbeats. Call before accepting clients.
+   */
+  static async start(server: ClusterServer, config: ClusterConfig): Promise<Cluster> {
+    const cluster = new Cluster(server, config);
+    await cluster.#start();
+    return cluster;
+  }
+
+  get #timeoutMs(): number {
+    return this.#config.node_timeout * 1000;
+  }
+
+  async #start(): Promise<void> {
+    this.#bus = await RedisBus.connect({
+      url: this.#config.redis_url,
+      password: this.#config.password,
+      channels: [CLUSTER_CHANNEL, nodeKey(this.node)],
+      onMessage: (channel, text) => this.#onMessage(channel, text),
+      connectTimeoutMs: Math.max(5000, this.#timeoutMs),
+    });
+    // A previous run under this name left sessions that no longer exist.
+    await this.#bus.delete(sessionsKey(this.node));
+    const now = Date.now();
+    for (const key of await this.#bus.keys(nodeKey("*"))) {
+      const name = nodeOfKey(key);
+      if (name === undefined || name === this.node) continue;
+      const info = parseNodeInfo(await this.#bus.get(key));
+      if (!info) continue;
+      this.#replica.heard(name, info, now);
+      await this.#loadSessions(name);
+    }
+    const early = this.#early ?? [];
+    this.#early = undefined;
+    for (const [channel, text] of early) this.#onMessage(channel, text);
+    this.#server.sessions.observeBindings({
+      bound: (session, jid) => this.#bound(session, jid),
+      unbound: (session) => this.#unbound(session),
+    });
+    this.#stopObserving = observePresenceChanges((session) => this.#presenceChanged(session));
+    await this.#heartbeat();
+    this.#stopHeartbeat = this.#server.timers.schedule(
+      this.#config.heartbeat_interval * 1000,
+      () => void this.#heartbeat().catch((error) => this.#heartbeatFailed(error)),
+      { owner: "cluster", label: "heartbeat and dead-node check", repeat: true },
+    );
+    log.info("Joined the cluster as {node} ({others} other nodes)", {
+      node: this.node,
+      others: this.#replica.nodes().length,
+    });
+  }
+
+  /**
+   * Leaves the cluster after this node's sessions have ended (their unbinds are announced
+   * first): the other nodes forget it at once instead of waiting for the timeout.
+   */
+  async stop(): Promise<void> {
+    if (this.#stopped) return;
+    this.#stopped = true;
+    this.#stopHeartbeat?.();
+    this.#flush();
+    this.#server.sessions.observeBindings(undefined);
+    this.#stopObserving?.();
+    for (const known of this.#replica.nodes()) this.#replica.drop(known.name, "left");
+    try {
+      await this.#bus.delete(nodeKey(this.node), sessionsKey(this.node));
+      this.#bus.publish(CLUSTER_CHANNEL, JSON.stringify({ t: "leave", node: this.node }));
+    } catch (error) {
+      log.warn("Leaving the cluster: {error}", { error: (error as Error).message });
+    }
+    await this.#bus.close();
+    log.info("Left the cluster");
+  }
+
+  /** The nodes and their sessions, this one first. */
+  status(): ClusterNodeStatus[] {
+    const now = Date.now();
+    const own = this.#info();
+    const rows: ClusterNodeStatus[] = [{
+      name: this.node,
+      self: true,
+      lastHeartbeat: now,
+      started: own.started,
+      pid: own.pid,
+      listeners: own.listeners,
+      sessions: [...this.#local.keys()].sort(),
+    }];
+    for (const known of this.#replica.nodes()) {
+      rows.push({
+        name: known.name,
+        self: false,
+        lastHeartbeat: known.lastHeard,
+        started: known.info.started,
+        pid: known.info.pid,
+        listeners: known.info.listeners ?? [],
+        sessions: [...known.proxies.keys()].sort(),
+      });
+    }
+    return rows;
+  }
+
+  // ---------- this node's sessions, announced once per event-loop turn ----------
+
+  #bound(session: Session, jid: JID): void {
+    if (session instanceof RemoteSession || session.kind !== "c2s") return;
+    const key = jid.toString();
+    this.#local.set(key, session);
+    this.#pending.delete(key);
+    this.#pending.set(key, { session });
+    this.#schedule();
+  }
+
+  #unbound(session: Session): void {
+    if (session instanceof RemoteSession) return;
+    const key = session.jid?.toString();
+    if (key === undefined || this.#local.get(key) !== session) return;
+    this.#local.delete(key);
+    this.#pending.delete(key);
+    this.#pending.set(key, { unboundId: session.id });
+    this.#schedule();
+  }
+
+  #presenceChanged(session: Session): void {
+    if (session instanceof RemoteSession) return;
+    const key = session.jid?.toString();
+    if (key === undefined || this.#local.get(key) !== session) return;
+    if (!this.#pending.has(key)) this.#pending.set(key, { session });
+    this.#schedule();
+  }
+
+  #record(session: Session): SessionRecord {
+    const presence = presenceOf(session);
+    return {
+      id: session.id,
+      connectedAt: session.connectedAt,
+      ip: session.ip,
+      secure: session.secure,
+      available: presence.available,
+      interested: presence.interested,
+      priority: presence.priority,
+      presence: presence.presence ? serialize(presence.presence) : null,
+    };
+  }
+
+  #schedule(): void {
+    if (this.#flushQueued) return;
+    this.#flushQueued = true;
+    queueMicrotask(() => this.#flush());
+  }
+
+  /**
+   * Sends what this turn produced, in order on one connection: registry changes (hash, then
+   * channel), then one PUBLISH per node with the stanzas for its sessions.
+   */
+  #flush(): void {
+    this.#flushQueued = false;
+    if (this.#stopped && this.#pending.size === 0 && this.#outboxes.size === 0) return;
+    const hash = sessionsKey(this.node);
+    let wrote = false;
+    for (const [jid, change] of this.#pending) {
+      if ("session" in change) {
+        const record = this.#record(change.session);
+        this.#bus.hashSet(hash, jid, JSON.stringify(record));
+        wrote = true;
+        this.#publish({ t: "session", node: this.node, jid, session: record });
+      } else {
+        this.#bus.hashDelete(hash, jid);
+        this.#publish({ t: "unbound", node: this.node, jid, id: change.unboundId });
+      }
+    }
+    this.#pending.clear();
+    if (wrote) this.#bus.expire(hash, this.#timeoutMs).catch(() => {});
+    for (const [node, items] of this.#outboxes) {
+      const message: NodeMessage = { t: "stanzas", from: this.node, items };
+      this.#bus.publish(nodeKey(node), JSON.stringify(message));
+    }
+    this.#outboxes.clear();
+  }
+
+  #publish(message: ClusterMessage): void {
+    this.#bus.publish(CLUSTER_CHANNEL, JSON.stringify(message));
+  }
+
+  // ---------- stanzas for other nodes' sessions ----------
+
+  #queueStanza(node: string, jid: string, stanza: Element): void {
+    let items = this.#outboxes.get(node);
+    if (!items) this.#outboxes.set(node, items = []);
+    items.push(this.#rerouting ? [jid, serialize(stanza), 1] : [jid, serialize(stanza)]);
+    this.#schedule();
+  }
+
+  #requestClose(session: RemoteSession, condition?: StreamErrorCondition, text?: string): void {
+    // After what was already queued for that session.
+    this.#flush();
+    const message: NodeMessage = {
+      t: "close",
+      from: this.node,
+      jid: session.jid.toString(),
+      id: session.remoteId,
+      ...(condition === undefined ? {} : { condition }),
+      ...(text === undefined ? {} : { text }),
+    };
+    this.#bus.publish(nodeKey(session.node), JSON.stringify(message));
+    this.#replica.forget(session);
+  }
+
+  // ---------- what the other nodes say ----------
+
+  #onMessage(channel: string, text: string): void {
+    if (this.#early) {
+      this.#early.push([channel, text]);
+      return;
+    }
+    if (this.#stopped) return;
+    try {
+      if (channel === CLUSTER_CHANNEL) {
+        const message = parseClusterMessage(text);
+        if (!message) log.warn("Ignoring a malformed cluster message: {text}", { text });
+        else if (message.node !== this.node) this.#onClusterMessage(message);
+      } else {
+        const message = parseNodeMessage(text);
+        if (!message) log.warn("Ignoring a malformed message for this node: {text}", { text });
+        else this.#onNodeMessage(message);
+      }
+    } catch (error) {
+      log.error("Handling a cluster message failed: {error}", { error });
+    }
+  }
+
+  #onClusterMessage(message: ClusterMessage): void {
+    switch (message.t) {
+      case "heartbeat": {
+        const outcome = this.#replica.heard(message.node, message.info, Date.now());
+        if (outcome !== "known") {
+          this.#loadSessions(message.node).catch((error) =>
+            log.warn("Reading the sessions of node {node}: {error}", {
+              node: message.node,
+              error: (error as Error).message,
+            })
+          );
+        }
+        return;
+      }
+      case "session":
+        this.#replica.upsert(message.node, message.jid, message.session);
+        return;
+      case "unbound":
+        this.#replica.unbound(message.node, message.jid, message.id);
+        return;
+      case "leave":
+        this.#replica.drop(message.node, "left");
+        return;
+    }
+  }
+
+  #onNodeMessage(message: NodeMessage): void {
+    if (message.t === "close") {
+      const jid = tryParseJid(message.jid);
+      const session = jid && this.#server.sessions.get(jid);
+      if (session && !(session instanceof RemoteSession) && session.id === message.id) {
+        session.close(message.condition as StreamErrorCondition | undefined, message.text);
+      }
+      return;
+    }
+    for (const [jidText, xml, rerouted] of message.items) {
+      const jid = tryParseJid(jidText);
+      if (!jid) continue;
+      let stanza: Element;
+      try {
+        stanza = parseElement(xml, STANZA_LIMITS);
+      } catch (error) {
+        log.warn("Ignoring an unreadable stanza from node {node}: {error}", {
+          node: message.from,
+          error,
+        });
+        continue;
+      }
+      const session = this.#server.sessions.get(jid);
+      if (session && !(session instanceof RemoteSession)) session.send(stanza);
+      else this.#missedSession(stanza, jid, rerouted === 1);
+    }
+  }
+
+  /**
+   * A stanza for a full JID this node no longer holds (it ended while the stanza travelled):
+   * what RFC 6121 §8.5.3.2 says for a resource that is not available. A chat or normal message
+   * is routed again (the router falls back to the bare JID: another resource, or offline
+   * storage), once; an iq request is answered with an error; the rest is dropped.
+   */
+  #missedSession(stanza: Element, jid: JID, rerouted: boolean): void {
+    const origin = this.#server.hostSession(jid.domain);
+    if (stanza.name === "message") {
+      const type = stanza.attrs.type ?? "normal";
+      if ((type === "chat" || type === "normal") && !rerouted) {
+        this.#rerouting = true;
+        try {
+          this.#server.route(stanza, origin);
+        } finally {
+          this.#rerouting = false;
+        }
+      } else if (type === "groupchat") {
+        this.#server.route(errorReply(stanza, "service-unavailable"), origin);
+      }
+      return;
+    }
+    if (stanza.name === "iq" && !isError(stanza)) {
+      const type = stanza.attrs.type;
+      if (type === "get" || type === "set") {
+        this.#server.route(errorReply(stanza, "service-unavailable"), origin);
+      }
+    }
+  }
+
+  // ---------- heartbeats and dead nodes ----------
+
+  #info(): NodeInfo {
+    return {
+      started: this.started,
+      pid: Deno.pid,
+      listeners: this.#server.listeners.map((l) => `${l.kind} ${l.host}:${l.port}`),
+      sessions: this.#local.size,
+    };
+  }
+
+  /**
+   * Refreshes this node's key and session hash (both expire after the node timeout without
+   * it), tells the others it is alive, and drops the nodes not heard from in time.
+   */
+  async #heartbeat(): Promise<void> {
+    if (this.#stopped) return;
+    const info = this.#info();
+    const ttl = this.#timeoutMs;
+    const hash = sessionsKey(this.node);
+    const refreshing = Promise.all([
+      this.#bus.setWithTtl(nodeKey(this.node), JSON.stringify(info), ttl),
+      this.#bus.expire(hash, ttl),
+    ]);
+    this.#publish({ t: "heartbeat", node: this.node, info });
+    this.#checkNodes();
+    const [, hashExists] = await refreshing;
+    if (!hashExists && this.#local.size > 0 && !this.#stopped) {
+      // The hash expired (Redis was out of reach longer than the timeout, or restarted).
+      const entries: Record<string, string> = {};
+      for (const [jid, session] of this.#local) {
+        entries[jid] = JSON.stringify(this.#record(session));
+      }
+      await this.#bus.hashSetAll(hash, entries);
+      await this.#bus.expire(hash, ttl);
+      log.info("Wrote this node's {count} sessions to Redis again", { count: this.#local.size });
+    }
+  }
+
+  #heartbeatFailed(error: unknown): void {
+    log.warn("Cluster heartbeat failed: {error}", { error: (error as Error).message });
+  }
+
+  /**
+   * Drops the nodes silent for longer than the timeout. The surviving node whose name sorts
+   * first ends their sessions for everyone (unavailable presence to their contacts); the
+   * others only forget them.
+   */
+  #checkNodes(): void {
+    const now = Date.now();
+    const dead = new Set(this.#replica.expired(now, this.#timeoutMs));
+    if (dead.size === 0) return;
+    const alive = [this.node, ...this.#replica.nodes().map((n) => n.name)]
+      .filter((name) => !dead.has(name))
+      .sort();
+    const announce = alive[0] === this.node;
+    for (const name of dead) this.#replica.drop(name, "dead", announce);
+  }
+
+  async #loadSessions(name: string): Promise<void> {
+    const entries = await this.#bus.hashGetAll(sessionsKey(name));
+    const known: KnownNode | undefined = this.#replica.node(name);
+    if (!known) return;
+    for (const [jid, text] of Object.entries(entries)) {
+      // An announcement that arrived meanwhile is newer than what was read.
+      if (known.proxies.has(jid)) continue;
+      const record = parseSessionRecord(text);
+      if (record) this.#replica.upsert(name, jid, record);
+    }
+  }
+}
