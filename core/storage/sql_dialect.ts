@@ -37,7 +37,9 @@ interface Token {
  *   `AUTOINCREMENT` and `WITHOUT ROWID` are dropped;
  * - `INSERT OR IGNORE INTO …` becomes `INSERT INTO … ON CONFLICT DO NOTHING` (placed before a
  *   RETURNING clause);
- * - `BEGIN IMMEDIATE`/`EXCLUSIVE`/`DEFERRED` becomes `BEGIN`.
+ * - `BEGIN IMMEDIATE`/`EXCLUSIVE`/`DEFERRED` becomes `BEGIN`;
+ * - a TEXT column in `CREATE TABLE`/`ALTER TABLE` gets `COLLATE "C"`: SQLite compares text
+ *   by code point, PostgreSQL by the database's locale unless told otherwise.
  *
  * String literals (also PostgreSQL's dollar-quoted ones), quoted identifiers and comments are
  * copied unchanged. PRAGMA statements and
@@ -59,6 +61,12 @@ export function toPostgresSql(sql: string): string {
   let statementStart = true;
   /** Set while inside an `INSERT OR IGNORE` statement, until its ON CONFLICT is placed. */
   let pendingIgnore = false;
+  /**
+   * Inside `CREATE TABLE` (column types at depth 1) or `ALTER TABLE` (at depth 0): where a
+   * TEXT column gets the "C" collation, so text compares and sorts by code point as in SQLite
+   * whatever the database's locale (indexes on it too).
+   */
+  let tableDdl: "create" | "alter" | undefined;
   /** Where the statement's code ends in `out` (before trailing space and comments). */
   let codeEnd = 0;
   const closeIgnore = () => {
@@ -109,6 +117,7 @@ export function toPostgresSql(sql: string): string {
           out.push(token.text);
           codeEnd = out.length;
           statementStart = true;
+          tableDdl = undefined;
           depth = 0;
           continue;
         }
@@ -121,6 +130,25 @@ export function toPostgresSql(sql: string): string {
     const word = token.text.toLowerCase();
     const first = statementStart;
     statementStart = false;
+    if (first && (word === "create" || word === "alter")) {
+      let next = nextWord(tokens, i);
+      const modifier = next === undefined ? "" : tokens[next].text.toLowerCase();
+      if (modifier === "temp" || modifier === "temporary") next = nextWord(tokens, next!);
+      if (next !== undefined && tokens[next].text.toLowerCase() === "table") {
+        tableDdl = word === "create" ? "create" : "alter";
+      }
+    }
+    if (
+      word === "text" &&
+      (tableDdl === "create" && depth === 1 || tableDdl === "alter" && depth === 0)
+    ) {
+      const next = nextWord(tokens, i);
+      if (next === undefined || tokens[next].text.toLowerCase() !== "collate") {
+        out.push(`${token.text} COLLATE "C"`);
+        codeEnd = out.length;
+        continue;
+      }
+    }
     if (first && word === "pragma") {
       throw new UnsupportedSqlError(
         `PRAGMA is SQLite-only; PostgreSQL has no equivalent for '${
