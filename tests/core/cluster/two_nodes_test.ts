@@ -5,136 +5,32 @@
 // node's client logs in again on the survivor and finds its roster and offline message.
 
 import assert from "node:assert/strict";
-import type { Element } from "../../../core/xml/element.ts";
 import { startRedis } from "../../helpers/brokers.ts";
 import { type LiltProcess, runLilt, startLiltProcess } from "../../helpers/lilt_process.ts";
 import { freshSchema, postgresUrl } from "../../helpers/postgres.ts";
 import { RawClient, roundTrip } from "../../helpers/raw_client.ts";
-
-const MODULES = ["disco", "ping", "roster", "presence", "offline"];
-/** Short, so the test does not wait long for a dead node; no assertion is about speed. */
-const HEARTBEAT_S = 0.2;
-const NODE_TIMEOUT_S = 1;
-
-interface NodeSetup {
-  name: string;
-  dir: string;
-  config: string;
-}
-
-async function nodeConfig(
-  name: string,
-  storage: { url: string; schema: string },
-  redisUrl: string,
-): Promise<NodeSetup> {
-  const dir = await Deno.makeTempDir({ prefix: `lilt-cluster-${name}-` });
-  const config = `${dir}/lilt.toml`;
-  await Deno.writeTextFile(
-    config,
-    `data_dir = ${JSON.stringify(dir)}
-modules = ${JSON.stringify(MODULES)}
-c2s_interfaces = ["127.0.0.1:0"]
-c2s_direct_tls_interfaces = []
-scram_iterations = 4096
-auth_failure_delay = 0
-
-[log]
-level = "info"
-
-[storage]
-driver = "postgresql"
-url = ${JSON.stringify(storage.url)}
-schema = ${JSON.stringify(storage.schema)}
-
-[cluster]
-node = ${JSON.stringify(name)}
-redis_url = ${JSON.stringify(redisUrl)}
-heartbeat_interval = ${HEARTBEAT_S}
-node_timeout = ${NODE_TIMEOUT_S}
-
-[[host]]
-domain = "localhost"
-`,
-  );
-  return { name, dir, config };
-}
-
-interface NodeStatus {
-  name: string;
-  self: boolean;
-  sessions: string[];
-  lastHeartbeatAgoMs: number;
-}
-
-/** `lilt shell cluster show --json` against a node. */
-async function clusterShow(node: NodeSetup): Promise<{ node: string; nodes: NodeStatus[] }> {
-  const out = await runLilt(["shell", "cluster", "show", "--json", "-c", node.config]);
-  assert.equal(out.code, 0, out.stderr);
-  return JSON.parse(out.stdout);
-}
-
-/** Polls `cluster show` on a node until `check` accepts what it lists. */
-async function untilShown(
-  node: NodeSetup,
-  check: (nodes: NodeStatus[]) => boolean,
-  what: string,
-): Promise<NodeStatus[]> {
-  const deadline = Date.now() + 15_000;
-  let last: NodeStatus[] = [];
-  while (Date.now() < deadline) {
-    last = (await clusterShow(node)).nodes;
-    if (check(last)) return last;
-    await new Promise((resolve) => setTimeout(resolve, 100));
-  }
-  throw new Error(`Timed out waiting for ${what}; cluster show: ${JSON.stringify(last)}`);
-}
-
-function sessionsOf(nodes: NodeStatus[], name: string): string[] {
-  return nodes.find((n) => n.name === name)?.sessions ?? [];
-}
-
-const isPresence = (from: string, type?: string) => (el: Element) =>
-  el.name === "presence" && el.attrs.from === from && el.attrs.type === type;
-
-async function login(port: number, user: string, resource: string): Promise<RawClient> {
-  const { client } = await RawClient.login(port, user, `${user}-pw`, resource);
-  // Interested (roster requested) and available: what a client does after binding.
-  client.send(`<iq type='get' id='roster-${resource}'><query xmlns='jabber:iq:roster'/></iq>`);
-  await client.next((el) => el.attrs.id === `roster-${resource}`);
-  return client;
-}
-
-/** Mutual subscription, each side answering on its own node. */
-async function subscribeBoth(alice: RawClient, bob: RawClient): Promise<void> {
-  for (
-    const [asker, askerJid, answerer, answererJid] of [
-      [alice, "alice@localhost", bob, "bob@localhost"],
-      [bob, "bob@localhost", alice, "alice@localhost"],
-    ] as const
-  ) {
-    asker.send(`<presence type='subscribe' to='${answererJid}'/>`);
-    await answerer.next(isPresence(askerJid, "subscribe"), 10_000);
-    answerer.send(`<presence type='subscribed' to='${askerJid}'/>`);
-    await asker.next(isPresence(answererJid, "subscribed"), 10_000);
-  }
-}
+import {
+  addUsers,
+  clusterShow,
+  isPresence,
+  login,
+  nodeConfig,
+  sessionsOf,
+  subscribeBoth,
+  untilShown,
+} from "./nodes.ts";
 
 Deno.test("two nodes serve one domain: messages and presence cross nodes, a killed node's client moves to the survivor", async () => {
   const url = await postgresUrl();
   using schema = freshSchema(url);
   await using redis = await startRedis();
-  const storage = { url, schema: schema.name };
-  const alpha = await nodeConfig("alpha", storage, redis.url);
-  const beta = await nodeConfig("beta", storage, redis.url);
+  const setup = { postgresUrl: url, schema: schema.name, redisUrl: redis.url };
+  const alpha = await nodeConfig("alpha", setup);
+  const beta = await nodeConfig("beta", setup);
   const processes: LiltProcess[] = [];
   const clients: RawClient[] = [];
   try {
-    for (const user of ["alice", "bob"]) {
-      const added = await runLilt(["user", "add", `${user}@localhost`, "-c", alpha.config], {
-        stdin: `${user}-pw\n`,
-      });
-      assert.equal(added.code, 0, added.stderr);
-    }
+    await addUsers(alpha, ["alice", "bob"]);
     const nodeA = await startLiltProcess(alpha.config);
     processes.push(nodeA);
     const nodeB = await startLiltProcess(beta.config);
@@ -165,7 +61,10 @@ Deno.test("two nodes serve one domain: messages and presence cross nodes, a kill
     );
 
     // Subscriptions both ways, answered across nodes; then each sees the other's presence.
-    await subscribeBoth(alice, bob);
+    await subscribeBoth(
+      { client: alice, jid: "alice@localhost" },
+      { client: bob, jid: "bob@localhost" },
+    );
     await alice.next(isPresence("bob@localhost/phone"), 10_000);
     await bob.next(isPresence("alice@localhost/desk"), 10_000);
 
@@ -207,6 +106,7 @@ Deno.test("two nodes serve one domain: messages and presence cross nodes, a kill
     nodeA.process.kill("SIGKILL");
     await nodeA.process.status;
     await bob.next(isPresence("alice@localhost/desk", "unavailable"), 15_000);
+    await nodeB.waitFor(/Cluster node alpha stopped answering; 1 of its sessions dropped/);
     await untilShown(beta, (nodes) => nodes.length === 1, "beta to drop alpha");
     // bob's node keeps serving: a message to alice now waits offline.
     bob.send("<message to='alice@localhost' type='chat' id='m3'><body>while away</body></message>");
