@@ -67,6 +67,11 @@ export function toPostgresSql(sql: string): string {
    * whatever the database's locale (indexes on it too).
    */
   let tableDdl: "create" | "alter" | undefined;
+  /**
+   * Words of the column definition being read (CREATE TABLE: since the last `(` or `,` at
+   * depth 1; ALTER TABLE: since ADD, COLUMN not counted): the second is its type.
+   */
+  let columnWords = -1;
   /** Where the statement's code ends in `out` (before trailing space and comments). */
   let codeEnd = 0;
   const closeIgnore = () => {
@@ -112,12 +117,15 @@ export function toPostgresSql(sql: string): string {
       case "punct":
         if (token.text === "(") depth++;
         else if (token.text === ")") depth--;
-        else if (token.text === ";" && depth <= 0) {
+        if (tableDdl === "create" && depth === 1 && (token.text === "(" || token.text === ",")) {
+          columnWords = 0;
+        } else if (token.text === ";" && depth <= 0) {
           closeIgnore();
           out.push(token.text);
           codeEnd = out.length;
           statementStart = true;
           tableDdl = undefined;
+          columnWords = -1;
           depth = 0;
           continue;
         }
@@ -138,10 +146,16 @@ export function toPostgresSql(sql: string): string {
         tableDdl = word === "create" ? "create" : "alter";
       }
     }
-    if (
-      word === "text" &&
-      (tableDdl === "create" && depth === 1 || tableDdl === "alter" && depth === 0)
+    const atColumns = tableDdl === "create" && depth === 1 ||
+      tableDdl === "alter" && depth === 0;
+    if (tableDdl === "alter" && depth === 0 && word === "add") columnWords = 0;
+    else if (
+      columnWords >= 0 && atColumns &&
+      !(tableDdl === "alter" && columnWords === 0 && word === "column")
     ) {
+      columnWords++;
+    }
+    if (word === "text" && atColumns && columnWords === 2) {
       const next = nextWord(tokens, i);
       if (next === undefined || tokens[next].text.toLowerCase() !== "collate") {
         out.push(`${token.text} COLLATE "C"`);

@@ -93,6 +93,15 @@ Deno.test('TEXT columns compare by code point as in SQLite (COLLATE "C"), only w
     ),
     `CREATE TEMP TABLE x (a TEXT COLLATE "C", b TEXT COLLATE "C" CHECK (CAST(b AS TEXT) <> ''))`,
   );
+  // A column named text keeps its name.
+  assert.equal(
+    toPostgresSql("CREATE TABLE r (text TEXT, n INTEGER, PRIMARY KEY (text))"),
+    'CREATE TABLE r (text TEXT COLLATE "C", n BIGINT, PRIMARY KEY (text))',
+  );
+  assert.equal(
+    toPostgresSql("ALTER TABLE r ADD text TEXT"),
+    'ALTER TABLE r ADD text TEXT COLLATE "C"',
+  );
   assert.equal(
     toPostgresSql("SELECT CAST(a AS TEXT) FROM t WHERE b = ?"),
     "SELECT CAST(a AS TEXT) FROM t WHERE b = $1",
