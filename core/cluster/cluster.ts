@@ -59,6 +59,8 @@ export interface ClusterNodeStatus {
   listeners: string[];
   /** Full JIDs of its client sessions, sorted. */
   sessions: string[];
+  /** Those of them that are available (RFC 6121: sent initial presence), sorted. */
+  available: string[];
 }
 
 /** A registry change waiting for the end of the event-loop turn. */
@@ -186,6 +188,7 @@ export class Cluster {
       pid: own.pid,
       listeners: own.listeners,
       sessions: [...this.#local.keys()].sort(),
+      available: availableOf(this.#local),
     }];
     for (const known of this.#replica.nodes()) {
       rows.push({
@@ -196,6 +199,7 @@ export class Cluster {
         pid: known.info.pid,
         listeners: known.info.listeners ?? [],
         sessions: [...known.proxies.keys()].sort(),
+        available: availableOf(known.proxies),
       });
     }
     return rows;
@@ -333,7 +337,14 @@ export class Cluster {
   #onClusterMessage(message: ClusterMessage): void {
     switch (message.t) {
       case "heartbeat": {
-        const outcome = this.#replica.heard(message.node, message.info, Date.now());
+        const known = this.#replica.node(message.node);
+        const restarted = known !== undefined && known.info.started !== message.info.started;
+        const outcome = this.#replica.heard(
+          message.node,
+          message.info,
+          Date.now(),
+          restarted && this.#announces(new Set([message.node])),
+        );
         if (outcome !== "known") {
           this.#loadSessions(message.node).catch((error) =>
             log.warn("Reading the sessions of node {node}: {error}", {
@@ -466,11 +477,16 @@ export class Cluster {
     const now = Date.now();
     const dead = new Set(this.#replica.expired(now, this.#timeoutMs));
     if (dead.size === 0) return;
-    const alive = [this.node, ...this.#replica.nodes().map((n) => n.name)]
-      .filter((name) => !dead.has(name))
-      .sort();
-    const announce = alive[0] === this.node;
+    const announce = this.#announces(dead);
     for (const name of dead) this.#replica.drop(name, "dead", announce);
+  }
+
+  /** True when this node sorts first among the nodes alive apart from `gone`. */
+  #announces(gone: Set<string>): boolean {
+    const alive = [this.node, ...this.#replica.nodes().map((n) => n.name)]
+      .filter((name) => !gone.has(name))
+      .sort();
+    return alive[0] === this.node;
   }
 
   async #loadSessions(name: string): Promise<void> {
@@ -484,4 +500,10 @@ export class Cluster {
       if (record) this.#replica.upsert(name, jid, record);
     }
   }
+}
+
+/** The full JIDs of the available sessions among `sessions`, sorted. */
+function availableOf(sessions: ReadonlyMap<string, Session>): string[] {
+  return [...sessions].filter(([, session]) => presenceOf(session).available)
+    .map(([jid]) => jid).sort();
 }

@@ -57,9 +57,15 @@ export class SessionReplica {
   /**
    * Records a heartbeat (or the registry key read at start). "new": a node not known until
    * now, whose sessions the caller loads; "restarted": it came back under a new start time,
-   * so its old sessions were dropped as a dead node's; "known" otherwise.
+   * so its old sessions were dropped as a dead node's (their end announced from here when
+   * `announceRestart`); "known" otherwise.
    */
-  heard(name: string, info: NodeInfo, now: number): "new" | "restarted" | "known" {
+  heard(
+    name: string,
+    info: NodeInfo,
+    now: number,
+    announceRestart = false,
+  ): "new" | "restarted" | "known" {
     const known = this.#nodes.get(name);
     if (known && known.info.started === info.started) {
       known.info = info;
@@ -68,7 +74,7 @@ export class SessionReplica {
     }
     let outcome: "new" | "restarted" = "new";
     if (known) {
-      this.drop(name, "restarted");
+      this.drop(name, "restarted", announceRestart);
       outcome = "restarted";
     }
     this.#nodes.set(name, { name, info, lastHeard: now, proxies: new Map() });
@@ -127,10 +133,11 @@ export class SessionReplica {
       for (const proxy of proxies) this.#announceEnd(proxy);
     }
     const level = reason === "left" ? "info" : "warn";
-    log[level]("Cluster node {node} {what}; {count} of its sessions dropped here", {
+    log[level]("Cluster node {node} {what}; {count} of its sessions dropped here{announced}", {
       node: name,
       what: reason === "left" ? "left" : reason === "dead" ? "stopped answering" : "restarted",
       count: proxies.length,
+      announced: announce ? ", their end announced from this node" : "",
     });
   }
 

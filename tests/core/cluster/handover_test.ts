@@ -12,6 +12,7 @@ import { freshSchema, postgresUrl } from "../../helpers/postgres.ts";
 import { RawClient } from "../../helpers/raw_client.ts";
 import {
   addUsers,
+  availableOn,
   isPresence,
   login,
   nodeConfig,
@@ -51,6 +52,19 @@ Deno.test("a full JID bound on another node moves there, a late stanza finds the
     clients.push(bob);
     aliceOnA.send("<presence/>");
     bob.send("<presence/>");
+    await aliceOnA.next(isPresence("alice@localhost/desk"));
+    await bob.next(isPresence("bob@localhost/phone"));
+    // Each node learns of the other's available session before the subscriptions.
+    await untilShown(
+      alpha,
+      (nodes) => availableOn(nodes, "beta").includes("bob@localhost/phone"),
+      "alpha to list bob available on beta",
+    );
+    await untilShown(
+      beta,
+      (nodes) => availableOn(nodes, "alpha").includes("alice@localhost/desk"),
+      "beta to list alice available on alpha",
+    );
     await subscribeBoth(
       { client: aliceOnA, jid: "alice@localhost" },
       { client: bob, jid: "bob@localhost" },

@@ -83,6 +83,8 @@ export interface NodeStatus {
   name: string;
   self: boolean;
   sessions: string[];
+  /** The sessions that sent initial presence. */
+  available: string[];
   lastHeartbeatAgoMs: number;
 }
 
@@ -114,6 +116,11 @@ export async function untilShown(
 /** The full JIDs `cluster show` lists for a node. */
 export function sessionsOf(nodes: NodeStatus[], name: string): string[] {
   return nodes.find((n) => n.name === name)?.sessions ?? [];
+}
+
+/** The available full JIDs `cluster show` lists for a node. */
+export function availableOn(nodes: NodeStatus[], name: string): string[] {
+  return nodes.find((n) => n.name === name)?.available ?? [];
 }
 
 /** Matches a presence from `from` of `type` (undefined: available). */

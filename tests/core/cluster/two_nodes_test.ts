@@ -11,6 +11,7 @@ import { freshSchema, postgresUrl } from "../../helpers/postgres.ts";
 import { RawClient, roundTrip } from "../../helpers/raw_client.ts";
 import {
   addUsers,
+  availableOn,
   clusterShow,
   isPresence,
   login,
@@ -49,14 +50,14 @@ Deno.test("two nodes serve one domain: messages and presence cross nodes, a kill
     const shown = await untilShown(
       alpha,
       (nodes) =>
-        sessionsOf(nodes, "beta").includes("bob@localhost/phone") &&
+        availableOn(nodes, "beta").includes("bob@localhost/phone") &&
         sessionsOf(nodes, "alpha").includes("alice@localhost/desk"),
       "alpha to list bob on beta",
     );
     assert.deepEqual(shown.map((n) => [n.name, n.self]), [["alpha", true], ["beta", false]]);
     await untilShown(
       beta,
-      (nodes) => sessionsOf(nodes, "alpha").includes("alice@localhost/desk"),
+      (nodes) => availableOn(nodes, "alpha").includes("alice@localhost/desk"),
       "beta to list alice on alpha",
     );
 
