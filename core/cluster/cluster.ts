@@ -86,6 +86,12 @@ export class Cluster {
   #rerouting = false;
   /** Messages that came while the registry was being read at start. */
   #early: [string, string][] | undefined = [];
+  /** When this node last heard its own heartbeat through Redis (its view is current). */
+  #lastEcho = 0;
+  /** Told once per outage that the other nodes' silence means nothing while this node is deaf. */
+  #deaf = false;
+  /** A heartbeat is waiting for Redis (none is started beside it). */
+  #beating = false;
   #stopHeartbeat: (() => void) | undefined;
   #stopObserving: (() => void) | undefined;
   #stopped = false;
@@ -121,22 +127,13 @@ export class Cluster {
       password: this.#config.password,
       channels: [CLUSTER_CHANNEL, nodeKey(this.node)],
       onMessage: (channel, text) => this.#onMessage(channel, text),
+      onResubscribed: () => void this.#resync(),
       connectTimeoutMs: Math.max(5000, this.#timeoutMs),
     });
     // A previous run under this name left sessions that no longer exist.
     await this.#bus.delete(sessionsKey(this.node));
-    const now = Date.now();
-    for (const key of await this.#bus.keys(nodeKey("*"))) {
-      const name = nodeOfKey(key);
-      if (name === undefined || name === this.node) continue;
-      const info = parseNodeInfo(await this.#bus.get(key));
-      if (!info) continue;
-      this.#replica.heard(name, info, now);
-      await this.#loadSessions(name);
-    }
-    const early = this.#early ?? [];
-    this.#early = undefined;
-    for (const [channel, text] of early) this.#onMessage(channel, text);
+    await this.#loadNodes();
+    this.#lastEcho = Date.now();
     this.#server.sessions.observeBindings({
       bound: (session, jid) => this.#bound(session, jid),
       unbound: (session) => this.#unbound(session),
@@ -152,6 +149,47 @@ export class Cluster {
       node: this.node,
       others: this.#replica.nodes().length,
     });
+  }
+
+  /**
+   * Reads the other nodes and their sessions from Redis, with what the channels say meanwhile
+   * held back and applied after.
+   */
+  async #loadNodes(): Promise<void> {
+    this.#early ??= [];
+    try {
+      const now = Date.now();
+      for (const key of await this.#bus.keys(nodeKey("*"))) {
+        const name = nodeOfKey(key);
+        if (name === undefined || name === this.node) continue;
+        const info = parseNodeInfo(await this.#bus.get(key));
+        if (!info) continue;
+        this.#replica.heard(name, info, now);
+        await this.#loadSessions(name);
+      }
+    } finally {
+      const early = this.#early ?? [];
+      this.#early = undefined;
+      for (const [channel, text] of early) this.#onMessage(channel, text);
+    }
+  }
+
+  /**
+   * After the subscription was lost and made again (Redis restarted or was out of reach),
+   * announcements may have been missed: the replica is read again from Redis. A node that has
+   * not written itself back yet returns with its next heartbeat.
+   */
+  async #resync(): Promise<void> {
+    if (this.#stopped) return;
+    log.info("Reconnected to Redis: reading the other nodes' sessions again");
+    for (const known of this.#replica.nodes()) this.#replica.drop(known.name, "resync");
+    try {
+      await this.#loadNodes();
+    } catch (error) {
+      log.warn("Reading the cluster again after a reconnection: {error}", {
+        error: (error as Error).message,
+      });
+    }
   }
 
   /**
@@ -324,6 +362,7 @@ export class Cluster {
         const message = parseClusterMessage(text);
         if (!message) log.warn("Ignoring a malformed cluster message: {text}", { text });
         else if (message.node !== this.node) this.#onClusterMessage(message);
+        else if (message.t === "heartbeat") this.#ownHeartbeat(message.info);
       } else {
         const message = parseNodeMessage(text);
         if (!message) log.warn("Ignoring a malformed message for this node: {text}", { text });
@@ -436,31 +475,56 @@ export class Cluster {
     };
   }
 
+  /** This node's heartbeat came back: its subscription works. Or another node took its name. */
+  #ownHeartbeat(info: NodeInfo): void {
+    if (info.started !== this.started || info.pid !== Deno.pid) {
+      log.error("Another node (pid {pid}) uses this node's name {node}: set cluster.node", {
+        pid: info.pid,
+        node: this.node,
+      });
+      return;
+    }
+    this.#lastEcho = Date.now();
+    if (this.#deaf) {
+      this.#deaf = false;
+      log.info("Hearing the cluster again");
+    }
+  }
+
   /**
-   * Refreshes this node's key and session hash (both expire after the node timeout without
-   * it), tells the others it is alive, and drops the nodes not heard from in time.
+   * Drops the nodes not heard from in time, then refreshes this node's key and session hash
+   * (both expire after the node timeout without it), writing the hash again when Redis lost
+   * it, and only then tells the others it is alive (a node new to them reads the hash).
    */
   async #heartbeat(): Promise<void> {
     if (this.#stopped) return;
-    const info = this.#info();
-    const ttl = this.#timeoutMs;
-    const hash = sessionsKey(this.node);
-    const refreshing = Promise.all([
-      this.#bus.setWithTtl(nodeKey(this.node), JSON.stringify(info), ttl),
-      this.#bus.expire(hash, ttl),
-    ]);
-    this.#publish({ t: "heartbeat", node: this.node, info });
     this.#checkNodes();
-    const [, hashExists] = await refreshing;
-    if (!hashExists && this.#local.size > 0 && !this.#stopped) {
-      // The hash expired (Redis was out of reach longer than the timeout, or restarted).
-      const entries: Record<string, string> = {};
-      for (const [jid, session] of this.#local) {
-        entries[jid] = JSON.stringify(this.#record(session));
+    if (this.#beating) return; // the previous one still waits for Redis
+    this.#beating = true;
+    try {
+      const info = this.#info();
+      const ttl = this.#timeoutMs;
+      const hash = sessionsKey(this.node);
+      const [, hashExists] = await Promise.all([
+        this.#bus.setWithTtl(nodeKey(this.node), JSON.stringify(info), ttl),
+        this.#bus.expire(hash, ttl),
+      ]);
+      if (this.#stopped) return;
+      if (!hashExists && this.#local.size > 0) {
+        // The hash expired (Redis was out of reach longer than the timeout, or restarted).
+        const entries: Record<string, string> = {};
+        for (const [jid, session] of this.#local) {
+          entries[jid] = JSON.stringify(this.#record(session));
+        }
+        await this.#bus.hashSetAll(hash, entries);
+        await this.#bus.expire(hash, ttl);
+        log.info("Wrote this node's {count} sessions to Redis again", {
+          count: this.#local.size,
+        });
       }
-      await this.#bus.hashSetAll(hash, entries);
-      await this.#bus.expire(hash, ttl);
-      log.info("Wrote this node's {count} sessions to Redis again", { count: this.#local.size });
+      this.#publish({ t: "heartbeat", node: this.node, info: this.#info() });
+    } finally {
+      this.#beating = false;
     }
   }
 
@@ -469,12 +533,22 @@ export class Cluster {
   }
 
   /**
-   * Drops the nodes silent for longer than the timeout. The surviving node whose name sorts
+   * Drops the nodes silent for longer than the timeout, as long as this node hears itself. The
+   * surviving node whose name sorts
    * first ends their sessions for everyone (unavailable presence to their contacts); the
    * others only forget them.
    */
   #checkNodes(): void {
     const now = Date.now();
+    if (now - this.#lastEcho > this.#timeoutMs) {
+      // Not even this node's own heartbeat comes back: the others' silence says nothing, and
+      // dropping them would end every remote session for their contacts.
+      if (!this.#deaf) {
+        this.#deaf = true;
+        log.warn("Not hearing the cluster through Redis: no node is counted dead meanwhile");
+      }
+      return;
+    }
     const dead = new Set(this.#replica.expired(now, this.#timeoutMs));
     if (dead.size === 0) return;
     const announce = this.#announces(dead);

@@ -17,6 +17,8 @@ export interface RedisBusOptions {
   channels: string[];
   /** Called for each message of those channels, in the order Redis delivers them. */
   onMessage(channel: string, text: string): void;
+  /** Called when the subscription is made again after a lost connection (messages missed). */
+  onResubscribed(): void;
   /** Gives up connecting after this long (ms). */
   connectTimeoutMs: number;
 }
@@ -63,12 +65,18 @@ export class RedisBus {
     client.on("ready", () => (reported = ""));
     const subscriber = client.duplicate();
     subscriber.on("error", onError);
+    let subscribed = false;
+    subscriber.on("ready", () => {
+      // The client subscribes again by itself on reconnection; what came meanwhile is lost.
+      if (subscribed) queueMicrotask(() => options.onResubscribed());
+    });
     const connecting = (async () => {
       await client.connect();
       await subscriber.connect();
       await subscriber.subscribe(options.channels, (message: string, channel: string) => {
         options.onMessage(channel, message);
       });
+      subscribed = true;
     })();
     let timer: ReturnType<typeof setTimeout> | undefined;
     const timeout = new Promise<never>((_, reject) => {

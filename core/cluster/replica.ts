@@ -121,9 +121,9 @@ export class SessionReplica {
    * `announce`, each of its sessions ends here as a local one does (`resource-unbind`: the
    * presence module sends the unavailable presence to the contacts, last activity is
    * recorded); exactly one surviving node announces. A node that left in order has ended its
-   * sessions itself.
+   * sessions itself; one read again after a Redis outage (`"resync"`) is still there.
    */
-  drop(name: string, reason: "dead" | "restarted" | "left", announce = false): void {
+  drop(name: string, reason: "dead" | "restarted" | "left" | "resync", announce = false): void {
     const known = this.#nodes.get(name);
     if (!known) return;
     this.#nodes.delete(name);
@@ -132,10 +132,16 @@ export class SessionReplica {
     if (announce) {
       for (const proxy of proxies) this.#announceEnd(proxy);
     }
-    const level = reason === "left" ? "info" : "warn";
+    const level = reason === "left" || reason === "resync" ? "info" : "warn";
+    const what = {
+      left: "left",
+      dead: "stopped answering",
+      restarted: "restarted",
+      resync: "is read again from Redis",
+    }[reason];
     log[level]("Cluster node {node} {what}; {count} of its sessions dropped here{announced}", {
       node: name,
-      what: reason === "left" ? "left" : reason === "dead" ? "stopped answering" : "restarted",
+      what,
       count: proxies.length,
       announced: announce ? ", their end announced from this node" : "",
     });
