@@ -14,6 +14,7 @@ import {
   ArchiveItemNotFoundError,
   type ArchiveQuery,
   type ArchiveStore,
+  MAX_ARCHIVE_IDS,
 } from "../core/storage/archive_store.ts";
 import { Element } from "../core/xml/element.ts";
 import { parseElement } from "../core/xml/parser.ts";
@@ -373,6 +374,12 @@ function parseFilter(query: Element): Filter {
     }
   }
   const ids = fields.get("ids");
+  if (ids !== undefined && ids.length > MAX_ARCHIVE_IDS) {
+    throw new RequestError(
+      "policy-violation",
+      `The field 'ids' expected at most ${MAX_ARCHIVE_IDS} ids, found ${ids.length}`,
+    );
+  }
   if (ids !== undefined && ids.length > 0) filter.ids = ids;
   // Understood and checked, but it changes nothing: account archives hold no groupchat
   // messages (the room's own archive has them).

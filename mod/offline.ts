@@ -11,6 +11,7 @@ import { parseElement } from "../core/xml/parser.ts";
 import { serialize } from "../core/xml/serializer.ts";
 import { errorReply, isError } from "../core/xml/stanza.ts";
 import { presenceOf } from "../core/presence_state.ts";
+import { MAX_ARCHIVE_IDS } from "../core/storage/stores.ts";
 
 const NS_DELAY = "urn:xmpp:delay";
 const NS_CHATSTATES = "http://jabber.org/protocol/chatstates";
@@ -134,6 +135,9 @@ export default function offline(m: ModuleAPI): void {
       }
       session.send(message);
     }
-    store.delete(user, { ids: items.map((item) => item.id) });
+    const ids = items.map((item) => item.id);
+    for (let start = 0; start < ids.length; start += MAX_ARCHIVE_IDS) {
+      store.delete(user, { ids: ids.slice(start, start + MAX_ARCHIVE_IDS) });
+    }
   });
 }

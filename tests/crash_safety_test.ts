@@ -2,15 +2,17 @@
 // real `lilt start` process, is killed with SIGKILL at random moments, round after round. Every
 // message the server acknowledged (a stream management <a/> counting it, or the reply to a ping
 // sent after it) must be delivered once the contact logs in after the last restart, none twice,
-// and SQLite's integrity check must pass on the store after every kill.
+// and SQLite's integrity check must pass on the store after every kill (on the embedded store;
+// with PostgreSQL the database server is not what gets killed).
 
 import assert from "node:assert/strict";
 import { DatabaseSync } from "node:sqlite";
 import { AccountStore } from "../core/auth/accounts.ts";
-import { Database } from "../core/storage/database.ts";
+import { parseConfigText } from "../core/config.ts";
+import { Database, storageOptions } from "../core/storage/database.ts";
 import { startLiltProcess } from "./helpers/lilt_process.ts";
 import { RawClient, roundTrip } from "./helpers/raw_client.ts";
-import { testConfigText } from "./helpers/test_server.ts";
+import { testConfigText, TESTING_ON_POSTGRESQL } from "./helpers/test_server.ts";
 import { createRandom, randomInt } from "./core/xml/corpus.ts";
 
 const MODULES = ["disco", "roster", "presence", "offline", "smacks", "ping"];
@@ -18,6 +20,8 @@ const ROUNDS = 5;
 /** Most messages one round sends (the kill usually comes first). */
 const MAX_PER_ROUND = 3000;
 const NS_SM = "urn:xmpp:sm:3";
+/** Most stanzas the client sends beyond the server's last acknowledgement. */
+const MAX_UNACKED = 400;
 
 /** What one round sent after enabling stream management, in order. */
 type Sent = { kind: "message"; body: string } | { kind: "ping"; id: string };
@@ -54,7 +58,19 @@ async function round(
       }, killAfterMs);
     });
     let messages = 0;
+    let ackedH = 0;
+    let scanned = 0;
     while (!killed && !client.ended && messages < MAX_PER_ROUND) {
+      for (; scanned < client.received.length; scanned++) {
+        const el = client.received[scanned];
+        if (el.name === "a" && el.ns === NS_SM) ackedH = Math.max(ackedH, Number(el.attrs.h));
+      }
+      // A client that reads its acks: a server slower than the flood (PostgreSQL's round trips
+      // per stored message) answers only once it catches up, which a kill may never let happen.
+      if (sent.length - ackedH > MAX_UNACKED) {
+        await new Promise((resolve) => setTimeout(resolve, 1));
+        continue;
+      }
       for (let burst = 0; burst < 10; burst++) {
         const body = `r${index}-m${messages++}`;
         client.send(
@@ -120,7 +136,11 @@ Deno.test("messages acknowledged before a SIGKILL are delivered after restart, o
           globalToml: limited ? "" : "limits_message_rate = 0\nlimits_iq_rate = 0",
         }),
       );
-    const database = Database.open({ path: store });
+    // The server's own store: the embedded file, or its schema on PostgreSQL.
+    await writeConfig(true);
+    const { config: parsed, problems } = parseConfigText(await Deno.readTextFile(config), config);
+    if (!parsed) throw new Error(`Test config invalid: ${JSON.stringify(problems)}`);
+    const database = Database.open(storageOptions(parsed.storage));
     const accounts = new AccountStore(database, { iterations: 4096 });
     await accounts.create("localhost", "alice", "alice-pw");
     await accounts.create("localhost", "bob", "bob-pw");
@@ -139,7 +159,10 @@ Deno.test("messages acknowledged before a SIGKILL are delivered after restart, o
         `round ${i} (${i % 2 === 0 ? "default stanza rates" : "no stanza rates"}): killed after ` +
           `${killAfterMs} ms, ${result.sent.length} sent, ${result.acked.length} acknowledged`,
       );
-      assert.equal(integrityCheck(store), "ok", `integrity check after round ${i}`);
+      // The file check is SQLite's; PostgreSQL is a separate process the kill does not reach.
+      if (!TESTING_ON_POSTGRESQL) {
+        assert.equal(integrityCheck(store), "ok", `integrity check after round ${i}`);
+      }
     }
 
     const server = await startLiltProcess(config);
@@ -167,7 +190,9 @@ Deno.test("messages acknowledged before a SIGKILL are delivered after restart, o
     } finally {
       await server.stop();
     }
-    assert.equal(integrityCheck(store), "ok", "integrity check at the end");
+    if (!TESTING_ON_POSTGRESQL) {
+      assert.equal(integrityCheck(store), "ok", "integrity check at the end");
+    }
   } finally {
     await Deno.remove(dir, { recursive: true }).catch(() => {});
   }

@@ -43,13 +43,19 @@ export interface ArchiveQuery {
   before?: string;
   /** Only items strictly after the item with this id (throws if it does not exist). */
   after?: string;
-  /** Only items with one of these ids. */
+  /** Only items with one of these ids (at most MAX_ARCHIVE_IDS; more throw a RangeError). */
   ids?: string[];
   /** At most this many items (counted from the newest end when `reverse`). */
   limit?: number;
   /** Newest first: with `limit`, the last `limit` items, newest first. */
   reverse?: boolean;
 }
+
+/**
+ * The most ids one `ArchiveQuery` may list: each is two statement parameters, and SQLite
+ * takes at most 32,766 parameters (PostgreSQL 65,535).
+ */
+export const MAX_ARCHIVE_IDS = 15 * 1024;
 
 /** A per-user, time-ordered archive. */
 export interface ArchiveStore {
@@ -267,11 +273,15 @@ class ArchiveWriter {
             item.payload,
           );
         }
+        // CASE rather than SQLite's two-argument max(), which PostgreSQL lacks.
         const update = database.prepare(
-          "UPDATE archive_owners SET items = items + ?, next_seq = max(next_seq, ?) WHERE id = ?",
+          "UPDATE archive_owners SET items = items + ?, " +
+            "next_seq = CASE WHEN next_seq > ? THEN next_seq ELSE ? END WHERE id = ?",
         );
         for (const owner of touched) {
-          if (Number(update.run(owner.pending, owner.nextSeq, owner.id!).changes) === 0) {
+          const changes =
+            update.run(owner.pending, owner.nextSeq, owner.nextSeq, owner.id!).changes;
+          if (Number(changes) === 0) {
             // Its row went away under us (an outer transaction rolled back after it was
             // made): write the batch again under a new one.
             stale.push(owner);
@@ -478,7 +488,7 @@ class SqlArchiveStore implements ArchiveStore {
     const row = this.database
       .prepare(
         "SELECT count(*) AS n FROM (SELECT 1 FROM archive_items WHERE " + selection.where +
-          " LIMIT ?)",
+          " LIMIT ?) AS matched",
       )
       .get(...selection.params, limit) as { n: number };
     return row.n;
@@ -517,13 +527,18 @@ class SqlArchiveStore implements ArchiveStore {
   bytes(user: string, query: ArchiveQuery = {}): number {
     const selection = this.#select(user, query);
     if (selection === undefined) return 0;
+    // The engines name the UTF-8 length differently: SQLite before 3.43 (an older SQLCipher)
+    // has no octet_length(), and PostgreSQL's CAST to bytea reads backslashes as escapes.
+    const byteLength = this.database.dialect === "postgresql"
+      ? "octet_length(payload)"
+      : "length(CAST(payload AS BLOB))";
     const row = this.database
       .prepare(
-        "SELECT coalesce(sum(length(CAST(payload AS BLOB))), 0) AS n FROM archive_items WHERE " +
+        `SELECT coalesce(sum(${byteLength}), 0) AS n FROM archive_items WHERE ` +
           selection.where,
       )
       .get(...selection.params) as { n: number };
-    return row.n;
+    return Number(row.n);
   }
 
   replace(user: string, id: string, payload: string, type?: string): boolean {
@@ -549,9 +564,14 @@ class SqlArchiveStore implements ArchiveStore {
   /**
    * The rows `query` selects, after writing the queued items; undefined when the archive has
    * never been written (nothing can match). Throws ArchiveItemNotFoundError for an unknown
-   * `before`/`after` id.
+   * `before`/`after` id, RangeError for more than MAX_ARCHIVE_IDS ids.
    */
   #select(user: string, query: ArchiveQuery): Selection | undefined {
+    if (query.ids !== undefined && query.ids.length > MAX_ARCHIVE_IDS) {
+      throw new RangeError(
+        `Expected at most ${MAX_ARCHIVE_IDS} archive ids in one query, found ${query.ids.length}`,
+      );
+    }
     this.writer.flush();
     const owner = this.writer.owner(this.host, user, this.store);
     if (owner.id === undefined) {
@@ -559,6 +579,8 @@ class SqlArchiveStore implements ArchiveStore {
       if (missing !== undefined) throw new ArchiveItemNotFoundError(missing);
       return undefined;
     }
+    /** True when no row can match (an id list without a well-formed id). */
+    let nothing = false;
     const conditions = ["owner = ?"];
     const params: SQLInputValue[] = [owner.id];
     if (query.start !== undefined) {
@@ -579,14 +601,18 @@ class SqlArchiveStore implements ArchiveStore {
       }
     }
     if (query.ids !== undefined) {
-      // One parameter whatever the number of ids, so the statement text stays cacheable; the
-      // times find the rows through the time index, the whole id (with its tag) must match.
+      // The times find the rows through the time index, the whole id (with its tag) must match.
       const ids = query.ids.filter((id) => parseId(id) !== undefined);
-      conditions.push(
-        "when_ms IN (SELECT value FROM json_each(?)) AND " +
-          "(when_ms || '-' || seq || '.' || tag) IN (SELECT value FROM json_each(?))",
-      );
-      params.push(JSON.stringify(ids.map((id) => parseId(id)!.when)), JSON.stringify(ids));
+      if (ids.length === 0) {
+        nothing = true;
+      } else {
+        const padded = padIds(ids);
+        const list = new Array(padded.length).fill("?").join(", ");
+        conditions.push(
+          `when_ms IN (${list}) AND (when_ms || '-' || seq || '.' || tag) IN (${list})`,
+        );
+        params.push(...padded.map((id) => parseId(id)!.when), ...padded);
+      }
     }
     if (query.after !== undefined) {
       const anchor = this.#anchor(owner.id, query.after);
@@ -598,7 +624,7 @@ class SqlArchiveStore implements ArchiveStore {
       conditions.push("(when_ms, id) < (?, ?)");
       params.push(anchor.when_ms, anchor.id);
     }
-    return { where: conditions.join(" AND "), params };
+    return nothing ? undefined : { where: conditions.join(" AND "), params };
   }
 
   #anchor(owner: number, id: string): { when_ms: number; id: number } {
@@ -614,6 +640,25 @@ class SqlArchiveStore implements ArchiveStore {
     if (row === undefined) throw new ArchiveItemNotFoundError(id);
     return row;
   }
+}
+
+/**
+ * Id lists are padded to a power of two up to 1024, then to a multiple of 1024, so few
+ * distinct statement texts are cached.
+ */
+function idListSize(n: number): number {
+  if (n > 1024) return Math.ceil(n / 1024) * 1024;
+  let size = 1;
+  while (size < n) size *= 2;
+  return size;
+}
+
+/** A non-empty `ids` with its last id repeated up to its padded length (IN ignores repeats). */
+function padIds(ids: string[]): string[] {
+  const padded = ids.slice();
+  const size = idListSize(ids.length);
+  while (padded.length < size) padded.push(ids[ids.length - 1]);
+  return padded;
 }
 
 /** The ORDER BY and LIMIT clauses of `query`; appends the limit to `params`. */

@@ -15,6 +15,7 @@ export {
   type ArchiveOptions,
   type ArchiveQuery,
   type ArchiveStore,
+  MAX_ARCHIVE_IDS,
 } from "./archive_store.ts";
 
 /** One JSON value per (host, user, store); `user` is "" for host-level data. */
