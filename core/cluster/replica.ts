@@ -90,11 +90,14 @@ export class SessionReplica {
     const sessions = this.#server.sessions;
     let proxy = known.proxies.get(jidText);
     if (!proxy || proxy.remoteId !== record.id || sessions.get(jid) !== proxy) {
+      const previous = sessions.get(jid);
+      // The newer connection wins, as on one node: news of an older session that crossed the
+      // newer one's login (a presence change in flight) must not end the newer one.
+      if (previous && previous !== proxy && previous.connectedAt > record.connectedAt) return;
       if (proxy) this.#unbind(known, proxy);
       proxy = new RemoteSession(node, jid, record, this.#outbox);
       // A proxy of the same JID from another node is stale (the session moved): dropped
       // quietly. A local session with that JID is closed with `conflict` by bind().
-      const previous = sessions.get(jid);
       if (previous instanceof RemoteSession) this.#forgetStale(previous);
       sessions.bind(proxy, jid);
       known.proxies.set(jidText, proxy);

@@ -9,7 +9,7 @@ import { createClient } from "@redis/client";
 import { startRedis } from "../../helpers/brokers.ts";
 import { type LiltProcess, startLiltProcess } from "../../helpers/lilt_process.ts";
 import { freshSchema, postgresUrl } from "../../helpers/postgres.ts";
-import { RawClient } from "../../helpers/raw_client.ts";
+import { RawClient, roundTrip } from "../../helpers/raw_client.ts";
 import {
   addUsers,
   availableOn,
@@ -94,10 +94,42 @@ Deno.test("a full JID bound on another node moves there, a late stanza finds the
     bob.send("<message to='alice@localhost/desk' type='chat' id='m1'><body>here?</body></message>");
     await aliceOnB.next((el) => el.name === "message" && el.attrs.id === "m1", 10_000);
 
+    // News of the older session on alpha, late (a presence change that crossed the new
+    // login): neither node lets it replace the newer session.
+    await publisher.connect();
+    await publisher.publish(
+      "lilt:cluster",
+      JSON.stringify({
+        t: "session",
+        node: "alpha",
+        jid: "alice@localhost/desk",
+        session: {
+          id: "older",
+          connectedAt: 1,
+          ip: "127.0.0.1",
+          secure: true,
+          available: true,
+          interested: true,
+          priority: 0,
+          presence: null,
+        },
+      }),
+    );
+    await roundTrip(aliceOnB);
+    await untilShown(
+      alpha,
+      (nodes) => sessionsOf(nodes, "beta").includes("alice@localhost/desk"),
+      "alpha to keep alice/desk on beta",
+    );
+    bob.send(
+      "<message to='alice@localhost/desk' type='chat' id='m2'><body>still?</body></message>",
+    );
+    await aliceOnB.next((el) => el.name === "message" && el.attrs.id === "m2", 10_000);
+    assert.equal(aliceOnB.closedByServer, false);
+
     // Stanzas beta gets for a resource it no longer holds (as if alpha's view were late): a
     // chat message goes to the bare JID once, a request is answered with an error, and one
     // already sent on again is dropped.
-    await publisher.connect();
     const late = (id: string, body: string) =>
       `<message from='alice@localhost/desk' to='bob@localhost/gone' type='chat' id='${id}'>` +
       `<body>${body}</body></message>`;
