@@ -246,8 +246,15 @@ export class Cluster {
   // ---------- this node's sessions, announced once per event-loop turn ----------
 
   #bound(session: Session, jid: JID): void {
-    if (session instanceof RemoteSession || session.kind !== "c2s") return;
     const key = jid.toString();
+    if (session instanceof RemoteSession) {
+      // A newer login elsewhere took the JID from a session here (closing it with conflict):
+      // this node no longer holds it, whenever that session's stream ends.
+      const replaced = this.#local.get(key);
+      if (replaced) this.#unbound(replaced);
+      return;
+    }
+    if (session.kind !== "c2s") return;
     this.#local.set(key, session);
     this.#pending.delete(key);
     this.#pending.set(key, { session });
