@@ -64,6 +64,15 @@ import {
 
 const log = getLogger("c2s");
 
+/** A stanza waiting for its account's rate, or for its turn to be refused. */
+interface HeldStanza {
+  stanza: Element;
+  /** When it may be handled (ms epoch). */
+  due: number;
+  /** Set when the stanza is to be refused (it would have waited too long), not handled. */
+  refusal?: { kind: StanzaKind; rates: StanzaRates; arrived: number };
+}
+
 /** XEP-0440 channel binding type capability namespace. */
 const NS_SASL_CB = "urn:xmpp:sasl-cb:0";
 /** XEP-0388 SASL2, XEP-0386 Bind2 and XEP-0484 FAST namespaces. */
@@ -206,7 +215,7 @@ export class C2SSession implements Session, StreamReceiver {
   /** The account whose stanza buckets this bound session draws from (rate_limit.ts). */
   #rateAccount: string | undefined;
   /** Stanzas waiting for the account's stanza rate, in arrival order, with their due times. */
-  #held: { stanza: Element; due: number }[] | undefined;
+  #held: HeldStanza[] | undefined;
   #heldTimer: ReturnType<typeof setTimeout> | undefined;
   /** When the first stanza of the flood going on was refused, and the last one (ms epoch). */
   #refusingSince: number | undefined;
@@ -718,7 +727,14 @@ export class C2SSession implements Session, StreamReceiver {
     const limits = this.#stanzaLimits();
     const wait = limits.reserve(this.#rateAccount!, kind, now);
     if (wait < 0) {
-      this.#refuse(stanza, kind, now, limits.rates);
+      const held = this.#held;
+      if (held === undefined) this.#refuse(stanza, kind, now, limits.rates);
+      // Refused in its turn, after the stanzas held before it: stream management's count
+      // must not pass a held stanza that a crash would still lose, and the error replies keep
+      // the order of the stanzas they answer.
+      else {
+        this.#hold(stanza, held[held.length - 1].due, { kind, rates: limits.rates, arrived: now });
+      }
       return false;
     }
     if (wait === 0 && this.#held === undefined) return true;
@@ -726,9 +742,9 @@ export class C2SSession implements Session, StreamReceiver {
     return false;
   }
 
-  #hold(stanza: Element, due: number): void {
+  #hold(stanza: Element, due: number, refusal?: HeldStanza["refusal"]): void {
     const held = this.#held ??= [];
-    held.push({ stanza, due });
+    held.push({ stanza, due, refusal });
     if (held.length > 1) return;
     this.#deps.server.metrics.counter("c2s.rate_delayed").inc();
     this.#transport?.holdInput?.(true);
@@ -744,8 +760,13 @@ export class C2SSession implements Session, StreamReceiver {
     const now = Date.now();
     try {
       while (held.length > 0 && !this.#closed && (all || held[0].due <= now)) {
-        this.stanzasReceived++;
-        this.#onStanza(held.shift()!.stanza);
+        const { stanza, refusal } = held.shift()!;
+        // A flood is timed by when its stanzas arrived, not by when their turn came.
+        if (refusal) this.#refuse(stanza, refusal.kind, refusal.arrived, refusal.rates);
+        else {
+          this.stanzasReceived++;
+          this.#onStanza(stanza);
+        }
       }
     } catch (error) {
       // A bug while handling a held stanza must not take the server down.
