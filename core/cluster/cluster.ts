@@ -203,14 +203,15 @@ export class Cluster {
     this.#flush();
     this.#server.sessions.observeBindings(undefined);
     this.#stopObserving?.();
-    for (const known of this.#replica.nodes()) this.#replica.drop(known.name, "left");
+    // Redis out of reach must not hold the shutdown: the others then time this node out.
+    const limitMs = Math.max(1000, this.#timeoutMs);
     try {
-      await this.#bus.delete(nodeKey(this.node), sessionsKey(this.node));
+      await withTimeout(this.#bus.delete(nodeKey(this.node), sessionsKey(this.node)), limitMs);
       this.#bus.publish(CLUSTER_CHANNEL, JSON.stringify({ t: "leave", node: this.node }));
     } catch (error) {
       log.warn("Leaving the cluster: {error}", { error: (error as Error).message });
     }
-    await this.#bus.close();
+    await this.#bus.close(limitMs);
     log.info("Left the cluster");
   }
 
@@ -587,4 +588,17 @@ export class Cluster {
 function availableOf(sessions: ReadonlyMap<string, Session>): string[] {
   return [...sessions].filter(([, session]) => presenceOf(session).available)
     .map(([jid]) => jid).sort();
+}
+
+/** Rejects when `promise` takes longer than `ms`. */
+async function withTimeout<T>(promise: Promise<T>, ms: number): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`Redis did not answer within ${ms} ms`)), ms);
+  });
+  try {
+    return await Promise.race([promise, timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
 }

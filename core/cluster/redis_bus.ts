@@ -37,7 +37,7 @@ function newClient(url: string, password: string, connectTimeoutMs: number) {
 
 type Client = ReturnType<typeof newClient>;
 /** All the bus does with the subscribed connection once it listens. */
-type Subscriber = { close(): Promise<unknown> };
+type Subscriber = { close(): Promise<unknown>; destroy(): void };
 
 /** Publishing, the registry commands the cluster uses, and a subscription. */
 export class RedisBus {
@@ -148,10 +148,25 @@ export class RedisBus {
     await this.#client.del(keys);
   }
 
-  /** Waits for what was sent before, then closes both connections. */
-  async close(): Promise<void> {
-    await this.#subscriber.close().catch(() => {});
-    await this.#client.close().catch(() => {});
+  /**
+   * Waits for what was sent before (at most `waitMs`: Redis may be out of reach), then closes
+   * both connections.
+   */
+  async close(waitMs: number): Promise<void> {
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const gaveUp = new Promise<"late">((resolve) => {
+      timer = setTimeout(() => resolve("late"), waitMs);
+    });
+    const closing = Promise.all([
+      this.#subscriber.close().catch(() => {}),
+      this.#client.close().catch(() => {}),
+    ]);
+    const outcome = await Promise.race([closing, gaveUp]);
+    clearTimeout(timer);
+    if (outcome === "late") {
+      this.#subscriber.destroy();
+      this.#client.destroy();
+    }
   }
 
   #failed(command: string, error: Error): void {

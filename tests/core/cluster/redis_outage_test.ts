@@ -1,7 +1,7 @@
 // Redis stopped for longer than the node timeout and started again empty: no node counts the
 // other dead meanwhile (each notices it cannot hear even itself), so no client is told that its
 // contacts went away; afterwards each node writes its sessions again, reads the other's, and
-// stanzas cross nodes as before.
+// stanzas cross nodes as before. A node stopped while Redis is away still exits.
 
 import assert from "node:assert/strict";
 import { startRedis } from "../../helpers/brokers.ts";
@@ -85,6 +85,11 @@ Deno.test("a Redis restart longer than the node timeout ends no session; the nod
     assert.ok(!alice.received.some(isPresence("bob@localhost/phone", "unavailable")));
     for (const node of [nodeA, nodeB]) assert.doesNotMatch(node.log, /stopped answering/);
     if (Deno.env.get("DEBUG_CLUSTER")) console.log(nodeA.log, nodeB.log);
+
+    // A node stopped while Redis is out of reach still stops (the others time it out).
+    await redis.stop({ keepDir: true });
+    nodeA.process.kill("SIGTERM");
+    assert.equal((await nodeA.process.status).code, 0);
   } finally {
     for (const client of clients) client.close();
     for (const process of processes) await process.stop();
