@@ -382,7 +382,8 @@ export const GLOBAL_OPTIONS = {
     default: "",
     scope: "global",
     reload: "restart",
-    description: "Secret for dialback keys (XEP-0185); empty = a random one at each start",
+    description: "Secret for dialback keys (XEP-0185); empty = a random one at each start (on " +
+      "cluster nodes: one shared through their store)",
   },
   s2s_connect_timeout: {
     type: "integer",

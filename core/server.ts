@@ -34,6 +34,7 @@ import { federationConfigured, s2sTrustOptions } from "./s2s/policy.ts";
 import { Router } from "./router.ts";
 import { type Session, SessionManager } from "./sessions.ts";
 import { Database, storageOptions } from "./storage/database.ts";
+import { sharedDialbackSecret } from "./s2s/shared_secret.ts";
 import { Storage } from "./storage/stores.ts";
 import { type HttpListenOptions, listenHttp } from "./http/listener.ts";
 import { AddressRanges } from "./net/address_ranges.ts";
@@ -269,6 +270,7 @@ export class Server implements ServerContext {
       tls: this.s2sTls,
       trust,
       certificateFor: (local) => this.tls.certificateForName(local),
+      defaultSecret: config.cluster ? sharedDialbackSecret(this.database) : undefined,
     });
   }
 

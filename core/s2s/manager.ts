@@ -38,6 +38,11 @@ export interface S2SManagerOptions {
   certificateFor: (local: string) => LoadedCertificate | undefined;
   /** DNS resolver (tests point it at a responder on loopback). */
   resolver?: Resolver;
+  /**
+   * The dialback secret when `s2s_dialback_secret` is empty (cluster nodes share one from
+   * their store); otherwise a random one for this process.
+   */
+  defaultSecret?: string;
 }
 
 /** One line of `s2s show`. */
@@ -93,7 +98,9 @@ export class S2SManager implements RemoteDelivery {
       nameservers: server.config.get<string[]>("dns_nameservers"),
     });
     const configured = server.config.get<string>("s2s_dialback_secret");
-    const secret = configured !== "" ? configured : crypto.randomUUID() + crypto.randomUUID();
+    const secret = configured !== ""
+      ? configured
+      : options.defaultSecret ?? crypto.randomUUID() + crypto.randomUUID();
     this.#ctx = {
       server,
       config,
