@@ -25,7 +25,7 @@ export interface OptionChange {
 }
 
 // Tables compared key by key below, or through the hosts they define.
-const TABLES = new Set(["log", "storage", "dns", "host", "component"]);
+const TABLES = new Set(["log", "storage", "cluster", "dns", "host", "component"]);
 
 function same(a: unknown, b: unknown): boolean {
   return JSON.stringify(a) === JSON.stringify(b);
@@ -66,6 +66,10 @@ export function configChanges(
     if (running.storage[key] !== next.storage[key]) {
       add(`storage.${key}`, STORAGE_OPTIONS[key].reload, storageLine);
     }
+  }
+  // Joining, leaving or changing a cluster takes a restart (the running node keeps its table).
+  if (!same(running.cluster, next.cluster)) {
+    add("cluster", "restart", next.lineOf(undefined, "cluster"));
   }
   const domains = (c: Config) => c.hosts.map((h) => h.domain);
   if (!same(domains(running), domains(next))) add("host", GLOBAL_OPTIONS.host.reload, undefined);
