@@ -19,6 +19,12 @@ export type { ToType } from "./hosts.ts";
 export type RouteObserver = (stanza: Element, origin: Session) => void;
 
 /**
+ * Takes a stanza for an internal component that another cluster node serves (returns true),
+ * or leaves it to this node (false). Set only on a cluster node (core/cluster/).
+ */
+export type ComponentForwarder = (stanza: Element, host: Host) => boolean;
+
+/**
  * Routes stanzas between sessions and hosts. Event order for a stanza of kind K to type T:
  * `pre-K/T` on the origin's host (may stop it), then on the destination host: for messages
  * and presence `K/T`; for iqs `iq/T` (filters), then for get/set
@@ -29,6 +35,7 @@ export type RouteObserver = (stanza: Element, origin: Session) => void;
 export class Router {
   #server: ServerContext;
   #observers = new Set<RouteObserver>();
+  #forwarder: ComponentForwarder | undefined;
 
   constructor(server: ServerContext) {
     this.#server = server;
@@ -38,6 +45,26 @@ export class Router {
   observe(observer: RouteObserver): () => void {
     this.#observers.add(observer);
     return () => this.#observers.delete(observer);
+  }
+
+  /**
+   * Lets `forwarder` take the stanzas for internal components (after the sender's `pre-`
+   * events) before this node's component hosts see them; undefined ends it.
+   */
+  forwardComponents(forwarder: ComponentForwarder | undefined): void {
+    this.#forwarder = forwarder;
+  }
+
+  /**
+   * Routes a stanza another cluster node forwarded here: its sender's `pre-` events ran there,
+   * so only the destination host's events and delivery run, and it is never forwarded again.
+   */
+  routeForwarded(stanza: Element, origin: Session): void {
+    for (const observer of this.#observers) observer(stanza, origin);
+    const to = stanza.attrs.to === undefined ? undefined : tryParseJid(stanza.attrs.to);
+    if (!to) return; // the sending node checked it
+    const kind = stanza.name as "message" | "presence" | "iq";
+    this.#toDestination(stanza, origin, to, this.#toType(stanza, to, origin), kind, true);
   }
 
   /** Routes one stanza whose `from` the origin's session has already stamped. */
@@ -76,6 +103,7 @@ export class Router {
     to: JID | undefined,
     toType: ToType,
     kind: "message" | "presence" | "iq",
+    forwarded = false,
   ): void {
     const host = this.#server.hosts.get(to ? to.domain : origin.host);
     if (!host) {
@@ -86,6 +114,7 @@ export class Router {
       this.#deliverToComponent(stanza, origin, host);
       return;
     }
+    if (host.kind === "component" && !forwarded && this.#forwarder?.(stanza, host)) return;
     const event: StanzaEvent = { stanza, origin, host };
     if (kind !== "iq") {
       whenUnhandled(

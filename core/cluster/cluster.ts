@@ -1,15 +1,18 @@
 // One node of several serving the same domains (issue 19): it announces its client sessions
 // and their presence in Redis, mirrors the other nodes' sessions (replica.ts), carries stanzas
-// for remote sessions to their node, and notices nodes that die. Loaded only with [cluster].
+// for remote sessions to their node, forwards stanzas for internal components (MUC, pubsub) to
+// the one node serving them, and notices nodes that die. Loaded only with [cluster].
 
 import type { ClusterConfig } from "../config.ts";
 import type { Host } from "../hosts.ts";
+import type { ModuleManager } from "../modules.ts";
+import type { Router } from "../router.ts";
 import { type JID, tryParseJid } from "../jid.ts";
 import { getLogger } from "../log.ts";
 import { observePresenceChanges, presenceOf } from "../presence_state.ts";
 import type { Session, SessionManager } from "../sessions.ts";
 import type { ScheduledTimers } from "../timers.ts";
-import type { Element } from "../xml/element.ts";
+import { Element } from "../xml/element.ts";
 import { parseElement } from "../xml/parser.ts";
 import { serialize } from "../xml/serializer.ts";
 import { errorReply, isError, type StreamErrorCondition } from "../xml/stanza.ts";
@@ -43,6 +46,8 @@ export interface ClusterServer extends ReplicaServer {
   readonly hosts: ReadonlyMap<string, Host>;
   readonly timers: ScheduledTimers;
   readonly listeners: readonly { kind: string; host: string; port: number }[];
+  readonly router: Pick<Router, "forwardComponents" | "routeForwarded">;
+  readonly modules: Pick<ModuleManager, "loaded" | "load" | "unloadAll">;
   route(stanza: Element, origin: Session): void;
   hostSession(domain: string): Session;
 }
@@ -81,6 +86,21 @@ export class Cluster {
   #pending = new Map<string, Pending>();
   /** Stanzas of this turn for each other node. */
   #outboxes = new Map<string, StanzaItem[]>();
+  /** Stanzas of this turn for the internal components, by the node serving them. */
+  #componentOutboxes = new Map<string, string[]>();
+  /**
+   * The node serving the internal components: the live node whose name sorts first, as every
+   * node reads it from its own replica. Changes only in #checkOwner.
+   */
+  #owner: string;
+  /** The components' modules starting over (one change of ownership after the other). */
+  #restarting: Promise<void> = Promise.resolve();
+  /**
+   * As the owner: the occupant and directed addresses of internal components each remote
+   * session sent available presence to, owed an unavailable when its node dies (RFC 6121 §4.6:
+   * its own node would have sent it).
+   */
+  #componentPresence = new WeakMap<RemoteSession, Set<string>>();
   #flushQueued = false;
   /** Set while handling a stanza that missed its session here (see #missedSession). */
   #rerouting = false;
@@ -100,6 +120,7 @@ export class Cluster {
     this.#server = server;
     this.#config = config;
     this.node = config.node;
+    this.#owner = config.node;
     const outbox: RemoteOutbox = {
       send: (node, jid, stanza) => this.#queueStanza(node, jid, stanza),
       close: (session, condition, text) => this.#requestClose(session, condition, text),
@@ -133,6 +154,9 @@ export class Cluster {
     // A previous run under this name left sessions that no longer exist.
     await this.#bus.delete(sessionsKey(this.node));
     await this.#loadNodes();
+    // Just started: the components' modules read the store a moment ago.
+    this.#owner = this.#ownerNow();
+    this.#server.router.forwardComponents((stanza, host) => this.#forwardToOwner(stanza, host));
     this.#lastEcho = Date.now();
     this.#server.sessions.observeBindings({
       bound: (session, jid) => this.#bound(session, jid),
@@ -145,10 +169,14 @@ export class Cluster {
       () => void this.#heartbeat().catch((error) => this.#heartbeatFailed(error)),
       { owner: "cluster", label: "heartbeat and dead-node check", repeat: true },
     );
-    log.info("Joined the cluster as {node} ({others} other nodes)", {
-      node: this.node,
-      others: this.#replica.nodes().length,
-    });
+    log.info(
+      "Joined the cluster as {node} ({others} other nodes); internal components on {owner}",
+      {
+        node: this.node,
+        others: this.#replica.nodes().length,
+        owner: this.#owner,
+      },
+    );
   }
 
   /**
@@ -190,6 +218,7 @@ export class Cluster {
         error: (error as Error).message,
       });
     }
+    this.#checkOwner();
   }
 
   /**
@@ -200,6 +229,7 @@ export class Cluster {
     if (this.#stopped) return;
     this.#stopped = true;
     this.#stopHeartbeat?.();
+    this.#server.router.forwardComponents(undefined);
     this.#flush();
     this.#server.sessions.observeBindings(undefined);
     this.#stopObserving?.();
@@ -306,7 +336,12 @@ export class Cluster {
    */
   #flush(): void {
     this.#flushQueued = false;
-    if (this.#stopped && this.#pending.size === 0 && this.#outboxes.size === 0) return;
+    if (
+      this.#stopped && this.#pending.size === 0 && this.#outboxes.size === 0 &&
+      this.#componentOutboxes.size === 0
+    ) {
+      return;
+    }
     const hash = sessionsKey(this.node);
     let wrote = false;
     for (const [jid, change] of this.#pending) {
@@ -327,6 +362,11 @@ export class Cluster {
       this.#bus.publish(nodeKey(node), JSON.stringify(message));
     }
     this.#outboxes.clear();
+    for (const [node, items] of this.#componentOutboxes) {
+      const message: NodeMessage = { t: "component", from: this.node, items };
+      this.#bus.publish(nodeKey(node), JSON.stringify(message));
+    }
+    this.#componentOutboxes.clear();
   }
 
   #publish(message: ClusterMessage): void {
@@ -386,12 +426,18 @@ export class Cluster {
       case "heartbeat": {
         const known = this.#replica.node(message.node);
         const restarted = known !== undefined && known.info.started !== message.info.started;
+        // A restarted node's sessions are gone: those in components leave them (see below).
+        const previous = restarted ? [...known.proxies.values()] : [];
         const outcome = this.#replica.heard(
           message.node,
           message.info,
           Date.now(),
           restarted && this.#announces(new Set([message.node])),
         );
+        if (outcome === "new") this.#checkOwner();
+        if (outcome === "restarted" && this.#owner === this.node) {
+          this.#leaveComponents(previous);
+        }
         if (outcome !== "known") {
           this.#loadSessions(message.node).catch((error) =>
             log.warn("Reading the sessions of node {node}: {error}", {
@@ -410,6 +456,7 @@ export class Cluster {
         return;
       case "leave":
         this.#replica.drop(message.node, "left");
+        this.#checkOwner();
         return;
     }
   }
@@ -421,6 +468,10 @@ export class Cluster {
       if (session && !(session instanceof RemoteSession) && session.id === message.id) {
         session.close(message.condition as StreamErrorCondition | undefined, message.text);
       }
+      return;
+    }
+    if (message.t === "component") {
+      for (const xml of message.items) this.#fromForwarder(message.from, xml);
       return;
     }
     for (const [jidText, xml, rerouted] of message.items) {
@@ -470,6 +521,133 @@ export class Cluster {
         this.#server.route(errorReply(stanza, "service-unavailable"), origin);
       }
     }
+  }
+
+  // ---------- internal components, served by one node ----------
+
+  /** The live node whose name sorts first, as this node's replica has it. */
+  #ownerNow(): string {
+    let first = this.node;
+    for (const known of this.#replica.nodes()) if (known.name < first) first = known.name;
+    return first;
+  }
+
+  /**
+   * A stanza for an internal component routed here: on a node that does not serve the
+   * components it goes to the owner (true); the owner keeps it (false).
+   */
+  #forwardToOwner(stanza: Element, host: Host): boolean {
+    const owner = this.#owner;
+    if (owner === this.node || this.#stopped || host.external) return false;
+    let items = this.#componentOutboxes.get(owner);
+    if (!items) this.#componentOutboxes.set(owner, items = []);
+    items.push(serialize(stanza));
+    this.#schedule();
+    return true;
+  }
+
+  /**
+   * A stanza another node forwarded to the components served here, routed into the
+   * component's host as one from a client of this node: the sender's proxy session is its
+   * origin (answers go back through it), or the component itself for any other sender.
+   */
+  #fromForwarder(node: string, xml: string): void {
+    let stanza: Element;
+    try {
+      stanza = parseElement(xml, STANZA_LIMITS);
+    } catch (error) {
+      log.warn("Ignoring an unreadable component stanza from node {node}: {error}", {
+        node,
+        error,
+      });
+      return;
+    }
+    const to = tryParseJid(stanza.attrs.to ?? "");
+    if (!to) return;
+    const from = tryParseJid(stanza.attrs.from ?? "");
+    const sender = from?.resource !== undefined ? this.#server.sessions.get(from) : undefined;
+    if (sender instanceof RemoteSession && stanza.name === "presence") {
+      this.#noteComponentPresence(sender, stanza);
+    }
+    this.#server.router.routeForwarded(stanza, sender ?? this.#server.hostSession(to.domain));
+  }
+
+  #noteComponentPresence(sender: RemoteSession, presence: Element): void {
+    const type = presence.attrs.type;
+    const target = presence.attrs.to!;
+    let targets = this.#componentPresence.get(sender);
+    if (type === undefined) {
+      if (!targets) this.#componentPresence.set(sender, targets = new Set());
+      targets.add(target);
+    } else if (type === "unavailable" || type === "error") {
+      targets?.delete(target);
+    }
+  }
+
+  /**
+   * The sessions of a dead node leave the components they had sent presence to, as their node
+   * would have made them leave (rooms drop them as occupants).
+   */
+  #leaveComponents(proxies: readonly RemoteSession[]): void {
+    for (const proxy of proxies) {
+      const targets = this.#componentPresence.get(proxy);
+      if (!targets) continue;
+      this.#componentPresence.delete(proxy);
+      const from = proxy.jid.toString();
+      for (const to of targets) {
+        const unavailable = new Element("presence", { from, to, type: "unavailable" });
+        const domain = tryParseJid(to)?.domain;
+        if (domain) {
+          this.#server.router.routeForwarded(unavailable, this.#server.hostSession(domain));
+        }
+      }
+    }
+  }
+
+  /**
+   * After the set of live nodes changed: when this node starts or stops serving the internal
+   * components, their modules start over from the shared store (rooms, nodes, affiliations,
+   * archives), so an owner never serves from what it remembered of an earlier turn as owner,
+   * and a node that handed over keeps no occupants.
+   */
+  #checkOwner(): void {
+    const owner = this.#ownerNow();
+    if (owner === this.#owner || this.#stopped) return;
+    const previous = this.#owner;
+    const was = previous === this.node;
+    this.#owner = owner;
+    const is = owner === this.node;
+    log.info("Internal components are served by node {owner} now (was {previous})", {
+      owner,
+      previous,
+    });
+    if (was === is) return;
+    this.#restarting = this.#restarting.then(() => this.#restartComponents(is));
+  }
+
+  async #restartComponents(owner: boolean): Promise<void> {
+    const modules = this.#server.modules;
+    for (const host of this.#server.hosts.values()) {
+      if (host.kind !== "component" || host.external) continue;
+      const names = modules.loaded(host.domain);
+      modules.unloadAll(host);
+      for (const name of names) {
+        try {
+          await modules.load(host, name);
+        } catch (error) {
+          log.error("Module {module} on {host} failed to start over: {error}", {
+            module: name,
+            host: host.domain,
+            error: (error as Error).message,
+          });
+        }
+      }
+    }
+    log.info(
+      owner
+        ? "This node serves the internal components now: their state was read from the store"
+        : "This node no longer serves the internal components: their state here was dropped",
+    );
   }
 
   // ---------- heartbeats and dead nodes ----------
@@ -560,7 +738,11 @@ export class Cluster {
     const dead = new Set(this.#replica.expired(now, this.#timeoutMs));
     if (dead.size === 0) return;
     const announce = this.#announces(dead);
-    for (const name of dead) this.#replica.drop(name, "dead", announce);
+    for (const name of dead) {
+      const proxies = this.#replica.drop(name, "dead", announce);
+      if (this.#owner === this.node) this.#leaveComponents(proxies);
+    }
+    this.#checkOwner();
   }
 
   /** True when this node sorts first among the nodes alive apart from `gone`. */

@@ -71,7 +71,13 @@ export type NodeMessage =
   /** What one event-loop turn of the sender produced for this node's sessions. */
   | { t: "stanzas"; from: string; items: StanzaItem[] }
   /** Closes the session `id` bound to `jid` (replaced by a login elsewhere, or shell action). */
-  | { t: "close"; from: string; jid: string; id: string; condition?: string; text?: string };
+  | { t: "close"; from: string; jid: string; id: string; condition?: string; text?: string }
+  /**
+   * What one event-loop turn of the sender routed to internal components (MUC, pubsub, ...),
+   * which this node serves as their owner: serialised stanzas, `from` stamped, after the
+   * sender's `pre-` events.
+   */
+  | { t: "component"; from: string; items: string[] };
 
 function isObject(value: unknown): value is Record<string, unknown> {
   return typeof value === "object" && value !== null && !Array.isArray(value);
@@ -110,6 +116,11 @@ export function parseNodeMessage(text: string): NodeMessage | undefined {
         value.items.every((item) =>
           Array.isArray(item) && typeof item[0] === "string" && typeof item[1] === "string"
         )
+      ? value as NodeMessage
+      : undefined;
+  }
+  if (value.t === "component") {
+    return Array.isArray(value.items) && value.items.every((item) => typeof item === "string")
       ? value as NodeMessage
       : undefined;
   }

@@ -125,10 +125,15 @@ export class SessionReplica {
    * presence module sends the unavailable presence to the contacts, last activity is
    * recorded); exactly one surviving node announces. A node that left in order has ended its
    * sessions itself; one read again after a Redis outage (`"resync"`) is still there.
+   * Returns the proxies of its sessions, now unbound.
    */
-  drop(name: string, reason: "dead" | "restarted" | "left" | "resync", announce = false): void {
+  drop(
+    name: string,
+    reason: "dead" | "restarted" | "left" | "resync",
+    announce = false,
+  ): RemoteSession[] {
     const known = this.#nodes.get(name);
-    if (!known) return;
+    if (!known) return [];
     this.#nodes.delete(name);
     const proxies = [...known.proxies.values()];
     for (const proxy of proxies) this.#unbind(known, proxy);
@@ -148,6 +153,7 @@ export class SessionReplica {
       count: proxies.length,
       announced: announce ? ", their end announced from this node" : "",
     });
+    return proxies;
   }
 
   /** The nodes not heard from for longer than `timeoutMs`. */
