@@ -24,7 +24,20 @@ export interface LoadOptions {
    */
   openRate: number;
   domain: string;
+  /** The server process; with `--pid=A,B` (several nodes) the first one. */
   pid: number;
+  /** Every server process whose CPU is the "server CPU" (summed): `--pid=A,B`. */
+  pids: number[];
+  /**
+   * The cluster benchmark's second node: when not 0, accounts with an odd index log in here
+   * and each pair is one client on `port` and one on `peerPort`, so every message crosses.
+   */
+  peerPort: number;
+  /**
+   * Other processes measured beside the server in the messages workloads' loops (`--measure=
+   * redis:PID,postgres:PID`), each with its descendants (see processTreeCpuSeconds).
+   */
+  measure: { name: string; pid: number }[];
   userPrefix: string;
   password: string;
   logins: number;
@@ -92,6 +105,55 @@ function cpuSeconds(pid: number): number {
     } catch { /* the thread exited meanwhile */ }
   }
   return nanoseconds / 1e9;
+}
+
+/** CPU seconds so far of all the server processes (`--pid=A,B`), summed. */
+function serverCpuSeconds(opts: LoadOptions): number {
+  let sum = 0;
+  for (const pid of opts.pids) sum += cpuSeconds(pid);
+  return sum;
+}
+
+/**
+ * CPU seconds so far of process `pid` and its descendants (PostgreSQL forks a backend per
+ * connection): each live process's threads as in cpuSeconds, plus the ticks of children it
+ * has already reaped (cutime + cstime of /proc/PID/stat), so a child that exits keeps counting.
+ */
+function processTreeCpuSeconds(pid: number): number {
+  let sum = 0;
+  try {
+    sum += cpuSeconds(pid);
+    const stat = Deno.readTextFileSync(`/proc/${pid}/stat`);
+    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    sum += (Number(fields[13]) + Number(fields[14])) / clockTicks;
+    for (const task of Deno.readDirSync(`/proc/${pid}/task`)) {
+      const children = Deno.readTextFileSync(`/proc/${pid}/task/${task.name}/children`);
+      for (const child of children.split(" ")) {
+        if (child) sum += processTreeCpuSeconds(Number(child));
+      }
+    }
+  } catch { /* the process exited meanwhile */ }
+  return sum;
+}
+
+/** CPU seconds so far of each `--measure` process tree, by name. */
+function measuredCpuSeconds(opts: LoadOptions): Record<string, number> {
+  const result: Record<string, number> = {};
+  for (const { name, pid } of opts.measure) result[name] = processTreeCpuSeconds(pid);
+  return result;
+}
+
+/** `after - before` per name, as µs per message over `messages`. */
+function usPerMessage(
+  before: Record<string, number>,
+  after: Record<string, number>,
+  messages: number,
+): Record<string, number> {
+  const result: Record<string, number> = {};
+  for (const name in after) {
+    result[name] = messages ? ((after[name] - before[name]) * 1e6) / messages : NaN;
+  }
+  return result;
 }
 
 /** The server's resident set size in KiB. */
@@ -286,9 +348,12 @@ class Client {
   #failed: ((error: Error) => void) | undefined;
   #closed = false;
   #markClosed: () => void = () => {};
+  /** The c2s port this client connects to. */
+  readonly port: number;
 
-  constructor(opts: LoadOptions, user: string, resource: string) {
+  constructor(opts: LoadOptions, user: string, resource: string, port = opts.port) {
     this.#opts = opts;
+    this.port = port;
     this.user = user;
     this.resource = resource;
     this.#ns = opts.transport === "ws" ? " xmlns='jabber:client'" : "";
@@ -383,7 +448,7 @@ class Client {
    */
   async #connectTls(): Promise<void> {
     const o = this.#opts;
-    const raw = net.connect({ host: o.host, port: o.port });
+    const raw = net.connect({ host: o.host, port: this.port });
     raw.setNoDelay(true);
     this.#raw = raw;
     this.#attach(raw);
@@ -652,7 +717,8 @@ async function loginMany(
   async function worker() {
     while (next < count) {
       const i = first + next++;
-      const client = new Client(opts, `${opts.userPrefix}${i}`, resource);
+      const port = opts.peerPort && i % 2 === 1 ? opts.peerPort : opts.port;
+      const client = new Client(opts, `${opts.userPrefix}${i}`, resource, port);
       try {
         const t = await client.login({ presence });
         bound.push(t.bound);
@@ -677,9 +743,18 @@ function summarizeErrors(errors: string[]) {
   return { count: errors.length, first: errors.filter((e) => e).slice(0, 3) };
 }
 
-/** Consecutive clients as pairs: (0, 1), (2, 3), … */
+/**
+ * Consecutive clients as pairs: (0, 1), (2, 3), …; with two nodes (`peerPort`) each pair is one
+ * client of each node.
+ */
 function pairUp(clients: Client[]): [Client, Client][] {
   const pairs: [Client, Client][] = [];
+  if (clients.some((c) => c.port !== clients[0].port)) {
+    const here = clients.filter((c) => c.port === clients[0].port);
+    const there = clients.filter((c) => c.port !== clients[0].port);
+    for (let i = 0; i < Math.min(here.length, there.length); i++) pairs.push([here[i], there[i]]);
+    return pairs;
+  }
   for (let i = 0; i + 1 < clients.length; i += 2) pairs.push([clients[i], clients[i + 1]]);
   return pairs;
 }
@@ -826,6 +901,8 @@ interface OpenLoopResult {
   lags: number[];
   clientCpuS: number;
   serverCpuS: number;
+  /** µs per delivered message of each `--measure` process tree. */
+  measuredUsPerMsg: Record<string, number>;
 }
 
 /**
@@ -857,7 +934,8 @@ async function openLoop(
   let cursor = 0;
   let sent = 0;
   const lags: number[] = [];
-  const server0 = cpuSeconds(opts.pid);
+  const server0 = serverCpuSeconds(opts);
+  const measured0 = measuredCpuSeconds(opts);
   const own0 = cpuSeconds(Deno.pid);
   const t0 = performance.now();
   const end = t0 + seconds * 1000;
@@ -877,9 +955,11 @@ async function openLoop(
   const clientCpuS = cpuSeconds(Deno.pid) - own0;
   const deliveredInWindow = delivered;
   await sleep(1500); // let the last ones arrive
-  const serverCpuS = cpuSeconds(opts.pid) - server0;
+  const serverCpuS = serverCpuSeconds(opts) - server0;
+  const measuredUsPerMsg = usPerMessage(measured0, measuredCpuSeconds(opts), delivered);
   measuring = false;
   return {
+    measuredUsPerMsg,
     sent,
     delivered,
     deliveredInWindow,
@@ -900,6 +980,8 @@ interface ClosedLoopResult {
   seconds: number;
   serverCpuS: number;
   clientCpuS: number;
+  /** µs per delivered message of each `--measure` process tree. */
+  measuredUsPerMsg: Record<string, number>;
 }
 
 /**
@@ -927,19 +1009,21 @@ async function closedLoop(
     for (let w = 0; w < opts.window; w++) a.sendMessage(b.jid, filler);
   }
   await sleep(options.warmupMs);
-  const cpu0 = cpuSeconds(opts.pid);
+  const cpu0 = serverCpuSeconds(opts);
+  const measured0 = measuredCpuSeconds(opts);
   const own0 = cpuSeconds(Deno.pid);
   const count0 = delivered;
   const t0 = performance.now();
   await sleep(options.seconds * 1000);
   const seconds = (performance.now() - t0) / 1000;
   const count = delivered - count0;
-  const serverCpuS = cpuSeconds(opts.pid) - cpu0;
+  const serverCpuS = serverCpuSeconds(opts) - cpu0;
+  const measuredUsPerMsg = usPerMessage(measured0, measuredCpuSeconds(opts), count);
   const clientCpuS = cpuSeconds(Deno.pid) - own0;
   running = false;
   await sleep(1500); // drain
   for (const [a, b] of pairs) a.onMessage = b.onMessage = undefined;
-  return { delivered: count, total: delivered, seconds, serverCpuS, clientCpuS };
+  return { delivered: count, total: delivered, seconds, serverCpuS, clientCpuS, measuredUsPerMsg };
 }
 
 /**
@@ -1019,6 +1103,7 @@ async function messageWorkload(opts: LoadOptions) {
     window_per_pair: opts.window,
     saturation_msgs_per_s: saturation,
     saturation_cpu_us_per_msg: closedCount ? (closedCpu * 1e6) / closedCount : NaN,
+    ...(opts.measure.length ? { saturation_measured_us_per_msg: closed.measuredUsPerMsg } : {}),
     saturation_client_busy_pct: (closedOwn / closedSeconds) * 100,
     client_max_msgs_per_s: clientMax,
     open_offered_msgs_per_s: rate,
@@ -1038,6 +1123,7 @@ async function messageWorkload(opts: LoadOptions) {
     latency_p90_ms: percentile(latencies, 0.9),
     latency_p99_ms: percentile(latencies, 0.99),
     open_cpu_us_per_msg: openDelivered ? (open.serverCpuS * 1e6) / openDelivered : NaN,
+    ...(opts.measure.length ? { open_measured_us_per_msg: open.measuredUsPerMsg } : {}),
     notes,
     errors: summarizeErrors(errors),
   };
@@ -1884,6 +1970,15 @@ const measured: Record<string, (opts: LoadOptions) => Promise<Record<string, unk
   "wss-messages": messageWorkload,
 };
 
+/** One `--measure` entry, `name:PID`. */
+function measureArg(entry: string): { name: string; pid: number } {
+  const [name, pid] = entry.split(":");
+  if (!name || !(Number(pid) > 0)) {
+    throw new Error(`Expected --measure entries as name:PID, found '${entry}'`);
+  }
+  return { name, pid: Number(pid) };
+}
+
 /** The transport a workload's clients use: WebSocket for the ws-/wss- ones, TCP otherwise. */
 export function transportOf(workload: string): LoadTransport {
   return workload.startsWith("ws-") || workload.startsWith("wss-") ? "ws" : "tcp";
@@ -1895,6 +1990,8 @@ async function main(): Promise<void> {
     options: {
       host: { type: "string", default: "127.0.0.1" },
       port: { type: "string" },
+      "peer-port": { type: "string", default: "0" },
+      measure: { type: "string", default: "" },
       "ws-url": { type: "string", default: "" },
       "open-rate": { type: "string", default: "0" },
       domain: { type: "string", default: "localhost" },
@@ -1944,7 +2041,10 @@ async function main(): Promise<void> {
     wsUrl: values["ws-url"]!,
     openRate: Number(values["open-rate"]),
     domain: values.domain!,
-    pid: Number(values.pid),
+    pid: Number(values.pid.split(",")[0]),
+    pids: values.pid.split(",").map(Number),
+    peerPort: Number(values["peer-port"]),
+    measure: values.measure ? values.measure.split(",").map(measureArg) : [],
     userPrefix: values.prefix!,
     password: values.password!,
     logins: Number(values.logins),
@@ -1980,8 +2080,8 @@ async function main(): Promise<void> {
       warmup = await warmUp(opts);
     }
     log(`${workload}: measuring`);
-    const ticks0 = tickCpuSeconds(opts.pid);
-    const precise0 = cpuSeconds(opts.pid);
+    const ticks0 = opts.pids.reduce((sum, pid) => sum + tickCpuSeconds(pid), 0);
+    const precise0 = serverCpuSeconds(opts);
     let figures: Record<string, unknown>;
     try {
       figures = await measured[workload](opts);
@@ -1990,8 +2090,8 @@ async function main(): Promise<void> {
       const message = (error as Error).message;
       figures = { error: message, errors: summarizeErrors([message]) };
     }
-    const ticks = tickCpuSeconds(opts.pid) - ticks0;
-    const precise = cpuSeconds(opts.pid) - precise0;
+    const ticks = opts.pids.reduce((sum, pid) => sum + tickCpuSeconds(pid), 0) - ticks0;
+    const precise = serverCpuSeconds(opts) - precise0;
     const notes = (figures.notes ?? []) as string[];
     // tick counts are truncated to 10 ms for utime and stime each: 20 ms of slack, and 1%
     if (Math.abs(ticks - precise) > 0.02 + 0.01 * ticks) {
