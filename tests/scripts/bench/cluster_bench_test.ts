@@ -18,7 +18,7 @@ Deno.test("cluster bench: two nodes deliver every open-loop message and Redis CP
         "--configs=two-nodes",
         "--pairs=2",
         "--seconds=1",
-        "--warmup=2",
+        "--warmup=0",
         "--rate=200",
         `--results=${results}`,
       ],
