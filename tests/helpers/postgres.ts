@@ -30,7 +30,9 @@ async function startCluster(): Promise<string> {
   const dir = await Deno.makeTempDir({ prefix: "lilt-postgres-" });
   const started = performance.now();
   const output = await new Deno.Command(CLUSTER_SCRIPT, {
-    args: ["start", dir],
+    // Stopped by the cluster script itself once this process is gone, even when it is killed
+    // before the unload handler below runs.
+    args: ["start", dir, "--owner-pid", String(Deno.pid)],
     stdout: "piped",
     stderr: "piped",
   }).output();
