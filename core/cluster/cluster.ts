@@ -673,6 +673,9 @@ export class Cluster {
     this.#lastEcho = Date.now();
     if (this.#deaf) {
       this.#deaf = false;
+      // What the others said while this node heard nothing was lost, not unsaid: none of them
+      // counts as dead before a whole timeout from now.
+      this.#replica.heardAll(this.#lastEcho);
       log.info("Hearing the cluster again");
     }
   }
@@ -698,12 +701,18 @@ export class Cluster {
       if (this.#stopped) return;
       if (!hashExists && this.#local.size > 0) {
         // The hash expired (Redis was out of reach longer than the timeout, or restarted).
+        const records = [...this.#local].map(([jid, session]) =>
+          [jid, this.#record(session)] as const
+        );
         const entries: Record<string, string> = {};
-        for (const [jid, session] of this.#local) {
-          entries[jid] = JSON.stringify(this.#record(session));
-        }
+        for (const [jid, record] of records) entries[jid] = JSON.stringify(record);
         await this.#bus.hashSetAll(hash, entries);
         await this.#bus.expire(hash, ttl);
+        // A node that read this hash while it was gone (its own resync raced this one) learns
+        // the sessions from the announcements.
+        for (const [jid, session] of records) {
+          this.#publish({ t: "session", node: this.node, jid, session });
+        }
         log.info("Wrote this node's {count} sessions to Redis again", {
           count: this.#local.size,
         });
@@ -735,7 +744,10 @@ export class Cluster {
       }
       return;
     }
-    const dead = new Set(this.#replica.expired(now, this.#timeoutMs));
+    // Timed against this node's own last echo, not the clock: a node is dead only when the
+    // channel was seen working after its deadline (otherwise a Redis stall would condemn the
+    // nodes whose last heartbeat happened to come a little before this node's own).
+    const dead = new Set(this.#replica.expired(this.#lastEcho, this.#timeoutMs));
     if (dead.size === 0) return;
     const announce = this.#announces(dead);
     for (const name of dead) {

@@ -156,6 +156,14 @@ export class SessionReplica {
     return proxies;
   }
 
+  /**
+   * Counts every node as heard `now`: after this node could not hear the cluster at all, the
+   * others' silence meanwhile says nothing, and each gets a whole timeout to be heard again.
+   */
+  heardAll(now: number): void {
+    for (const known of this.#nodes.values()) known.lastHeard = now;
+  }
+
   /** The nodes not heard from for longer than `timeoutMs`. */
   expired(now: number, timeoutMs: number): string[] {
     return this.nodes().filter((n) => now - n.lastHeard > timeoutMs).map((n) => n.name);

@@ -7,7 +7,7 @@ import type { Element } from "../../../core/xml/element.ts";
 import { runLilt } from "../../helpers/lilt_process.ts";
 import { RawClient } from "../../helpers/raw_client.ts";
 
-const MODULES = ["disco", "ping", "roster", "presence", "offline"];
+const MODULES = ["disco", "ping", "roster", "presence", "offline", "mam"];
 /** Short, so the tests do not wait long for a dead node; no assertion is about speed. */
 export const HEARTBEAT_S = 0.2;
 export const NODE_TIMEOUT_S = 1;

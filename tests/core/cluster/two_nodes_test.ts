@@ -2,7 +2,8 @@
 // PostgreSQL schema and one Redis, all started by the test. Clients on different nodes
 // subscribe to each other, exchange messages and presence; `cluster show` lists both nodes;
 // a node killed with SIGKILL is noticed by the other, which tells its clients, and the killed
-// node's client logs in again on the survivor and finds its roster and offline message.
+// node's client logs in again on the survivor and finds its roster, archive and offline
+// message.
 
 import assert from "node:assert/strict";
 import { startRedis } from "../../helpers/brokers.ts";
@@ -123,6 +124,20 @@ Deno.test("two nodes serve one domain: messages and presence cross nodes, a kill
       i.attrs.jid === "bob@localhost"
     );
     assert.equal(item?.attrs.subscription, "both");
+    // Her archive has the messages of both nodes (each node archived what it routed).
+    aliceAgain.send(
+      "<iq type='set' id='q1'><query xmlns='urn:xmpp:mam:2' queryid='f1'/></iq>",
+    );
+    await aliceAgain.next((el) => el.attrs.id === "q1" && el.attrs.type === "result", 10_000);
+    const archived = aliceAgain.received
+      .map((el) => el.getChild("result", "urn:xmpp:mam:2"))
+      .filter((result) => result?.attrs.queryid === "f1")
+      .map((result) =>
+        result!.getChild("forwarded", "urn:xmpp:forward:0")?.getChild("message")?.getChildText(
+          "body",
+        )
+      );
+    assert.deepEqual(archived, ["to your phone", "to you", "while away"]);
     aliceAgain.send("<presence/>");
     const m3 = await aliceAgain.next(
       (el) => el.name === "message" && el.getChildText("body") === "while away",
