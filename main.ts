@@ -24,7 +24,7 @@ import { loadTrustStore } from "./core/net/peer_certificate.ts";
 import { checkHostCertificate } from "./core/net/certificate_check.ts";
 import type { OptionChange } from "./core/config_changes.ts";
 import { federationConfigured, s2sTrustOptions } from "./core/s2s/policy.ts";
-import { configureLogging, getLogger, reopenLogFiles } from "./core/log.ts";
+import { configureLogging, configureSilentLogging, getLogger, reopenLogFiles } from "./core/log.ts";
 import { Server } from "./core/server.ts";
 import { notifySystemd } from "./core/systemd_notify.ts";
 import { LILT_VERSION } from "./core/version.ts";
@@ -594,13 +594,7 @@ async function cmdUser(args: string[]): Promise<number> {
       command: ["user", shellAction, jid.bareString()],
     });
   }
-  await configureLogging({
-    ...config.log,
-    console: false,
-    file: "",
-    syslog: false,
-    journald: false,
-  });
+  await configureSilentLogging(config.log);
   await Deno.mkdir(config.dataDir, { recursive: true, mode: 0o700 });
   const database = Database.open(storageOptions(config.storage));
   try {

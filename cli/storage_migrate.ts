@@ -4,7 +4,7 @@
 
 import { resolve } from "node:path";
 import { type Config, readKeyFile } from "../core/config.ts";
-import { configureLogging } from "../core/log.ts";
+import { configureSilentLogging } from "../core/log.ts";
 import type { ModuleTable } from "../core/modules.ts";
 import {
   openConnection,
@@ -589,13 +589,7 @@ export async function runStorageMigrate(
       startOver: `remove ${request.path} (and its -wal and -shm files) or give another --path`,
     };
   }
-  await configureLogging({
-    ...config.log,
-    console: false,
-    file: "",
-    syslog: false,
-    journald: false,
-  });
+  await configureSilentLogging(config.log);
 
   const started = performance.now();
   let result: MigrateStoreResult;

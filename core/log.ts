@@ -46,6 +46,15 @@ let current: LogConfig | undefined;
 const watchers = new Set<Watcher>();
 
 /**
+ * Logging for a command that works on the store while no server runs (`lilt user`, `lilt
+ * storage migrate`): the configured levels, but no output anywhere, so the command's own
+ * messages are all the operator sees and the server's log files are left alone.
+ */
+export function configureSilentLogging(config: LogConfig): Promise<void> {
+  return configureLogging({ ...config, console: false, file: "", syslog: false, journald: false });
+}
+
+/**
  * Sets up logging from the [log] configuration: console (stderr), optional file (appended),
  * syslog and journald, per-category levels. Call it again to apply a new configuration (on
  * reload). A syslog or journald socket that cannot be used is reported on stderr; the other
