@@ -6,17 +6,12 @@
 
 import assert from "node:assert/strict";
 import { createClient } from "@redis/client";
-import { startRedis } from "../../helpers/brokers.ts";
-import { type LiltProcess, startLiltProcess } from "../../helpers/lilt_process.ts";
-import { freshSchema, postgresUrl } from "../../helpers/postgres.ts";
-import { RawClient, roundTrip } from "../../helpers/raw_client.ts";
+import { roundTrip } from "../../helpers/raw_client.ts";
 import {
-  addUsers,
-  availableOn,
   isPresence,
-  login,
-  nodeConfig,
+  seeEachOther,
   sessionsOf,
+  startCluster,
   subscribeBoth,
   untilShown,
 } from "./nodes.ts";
@@ -25,45 +20,20 @@ const REDIS_PASSWORD = "correct horse battery staple";
 const NS_STREAMS = "urn:ietf:params:xml:ns:xmpp-streams";
 
 Deno.test("a full JID bound on another node moves there, a late stanza finds the bare JID, a stopped node leaves at once", async () => {
-  const url = await postgresUrl();
-  using schema = freshSchema(url);
-  await using redis = await startRedis({ args: ["--requirepass", REDIS_PASSWORD] });
-  const setup = {
-    postgresUrl: url,
-    schema: schema.name,
-    redisUrl: redis.url,
+  await using cluster = await startCluster(["alpha", "beta"], {
+    users: ["alice", "bob"],
     redisPassword: REDIS_PASSWORD,
-  };
-  const alpha = await nodeConfig("alpha", setup);
-  const beta = await nodeConfig("beta", setup);
-  const processes: LiltProcess[] = [];
-  const clients: RawClient[] = [];
-  const publisher = createClient({ url: redis.url, password: REDIS_PASSWORD });
+  });
+  const [alpha, beta] = cluster.nodes;
+  const [nodeA, nodeB] = cluster.processes;
+  const publisher = createClient({ url: cluster.redisUrl, password: REDIS_PASSWORD });
   try {
-    await addUsers(alpha, ["alice", "bob"]);
-    const nodeA = await startLiltProcess(alpha.config);
-    processes.push(nodeA);
-    const nodeB = await startLiltProcess(beta.config);
-    processes.push(nodeB);
-
-    const aliceOnA = await login(nodeA.port, "alice", "desk");
-    clients.push(aliceOnA);
-    const bob = await login(nodeB.port, "bob", "phone");
-    clients.push(bob);
-    aliceOnA.send("<presence/>");
-    bob.send("<presence/>");
-    await aliceOnA.next(isPresence("alice@localhost/desk"));
-    await bob.next(isPresence("bob@localhost/phone"));
+    const aliceOnA = await cluster.login(nodeA, "alice", "desk");
+    const bob = await cluster.login(nodeB, "bob", "phone");
     // Each node learns of the other's available session before the subscriptions.
-    await untilShown(
-      alpha,
-      (nodes) => availableOn(nodes, "beta").includes("bob@localhost/phone"),
-      "alpha to list bob available on beta",
-    );
-    await untilShown(
-      beta,
-      (nodes) => availableOn(nodes, "alpha").includes("alice@localhost/desk"),
-      "beta to list alice available on alpha",
+    await seeEachOther(
+      { node: alpha, client: aliceOnA, jid: "alice@localhost/desk" },
+      { node: beta, client: bob, jid: "bob@localhost/phone" },
     );
     await subscribeBoth(
       { client: aliceOnA, jid: "alice@localhost" },
@@ -76,8 +46,7 @@ Deno.test("a full JID bound on another node moves there, a late stanza finds the
     );
 
     // alice/desk logs in again on beta: the session on alpha ends with a conflict.
-    const aliceOnB = await login(nodeB.port, "alice", "desk");
-    clients.push(aliceOnB);
+    const aliceOnB = await cluster.login(nodeB, "alice", "desk");
     const streamError = await aliceOnA.next(
       (el) => el.name === "error" && el.ns === "http://etherx.jabber.org/streams",
       10_000,
@@ -158,8 +127,7 @@ Deno.test("a full JID bound on another node moves there, a late stanza finds the
 
     // bob on alpha too, then alpha stops in order: it ends bob/laptop itself (bob/phone on beta
     // hears the unavailable) and leaves, so beta forgets it without waiting for the timeout.
-    const bobOnA = await login(nodeA.port, "bob", "laptop");
-    clients.push(bobOnA);
+    const bobOnA = await cluster.login(nodeA, "bob", "laptop");
     bobOnA.send("<presence/>");
     await bob.next(isPresence("bob@localhost/laptop"), 10_000);
     nodeA.process.kill("SIGTERM");
@@ -174,10 +142,5 @@ Deno.test("a full JID bound on another node moves there, a late stanza finds the
     assert.ok(!nodeB.log.includes("stopped answering"), nodeB.log);
   } finally {
     await publisher.close().catch(() => {});
-    for (const client of clients) client.close();
-    for (const process of processes) await process.stop();
-    for (const node of [alpha, beta]) {
-      await Deno.remove(node.dir, { recursive: true }).catch(() => {});
-    }
   }
 });

@@ -1,10 +1,13 @@
 // Shared by the cluster tests: the configuration of one node of a test cluster (one PostgreSQL
-// schema, one Redis, short heartbeats), `lilt shell cluster show` read as JSON, and client
-// logins that make a session available and interested as a real client does.
+// schema, one Redis, short heartbeats), a whole cluster started and torn down in one call,
+// `lilt shell cluster show` read as JSON, and client logins that make a session available and
+// interested as a real client does.
 
 import assert from "node:assert/strict";
 import type { Element } from "../../../core/xml/element.ts";
-import { runLilt } from "../../helpers/lilt_process.ts";
+import { type Broker, startRedis } from "../../helpers/brokers.ts";
+import { type LiltProcess, runLilt, startLiltProcess } from "../../helpers/lilt_process.ts";
+import { freshSchema, postgresUrl, type TestSchema } from "../../helpers/postgres.ts";
 import { RawClient } from "../../helpers/raw_client.ts";
 
 const MODULES = ["disco", "ping", "roster", "presence", "offline", "mam"];
@@ -146,5 +149,140 @@ export async function subscribeBoth(
     await answerer.client.next(isPresence(asker.jid, "subscribe"), 10_000);
     answerer.client.send(`<presence type='subscribed' to='${asker.jid}'/>`);
     await asker.client.next(isPresence(answerer.jid, "subscribed"), 10_000);
+  }
+}
+
+/** Options of {@link startCluster}. */
+export interface StartClusterOptions {
+  /** Accounts to create (password: `<user>-pw`) before any node starts. */
+  users?: string[];
+  /** The Redis password: the cluster's Redis requires it and every node reads it from a file. */
+  redisPassword?: string;
+  /** A Redis the test starts and stops itself (default: one started here, stopped at the end). */
+  redisUrl?: string;
+  /** Appended to every node's configuration (components, for example). */
+  extraConfig?: string;
+  /** Whether every node starts now, in the order named (default true). */
+  start?: boolean;
+}
+
+/** A test cluster: one schema, one Redis, a configuration per node, and what it started. */
+export interface TestCluster extends AsyncDisposable {
+  /** The nodes' files, in the order named. */
+  nodes: NodeSetup[];
+  /** Every `lilt start` process started so far; stopped at the end. */
+  processes: LiltProcess[];
+  /** Clients to close at the end (those {@link TestCluster.login} opened, and any pushed). */
+  clients: RawClient[];
+  /** The Redis the nodes use. */
+  redisUrl: string;
+  /** Starts a node (again) and stops it at the end. */
+  start(node: NodeSetup): Promise<LiltProcess>;
+  /** {@link login} on a node, the client closed at the end. */
+  login(node: LiltProcess, user: string, resource: string): Promise<RawClient>;
+}
+
+/**
+ * A fresh PostgreSQL schema and Redis, a node configuration per name, the accounts, and (unless
+ * `start: false`) a `lilt start` per node; disposing it closes the clients, stops the processes
+ * and removes what it made. With `DEBUG_CLUSTER` set, the nodes' logs are printed at the end.
+ *
+ * @example
+ * ```ts
+ * await using cluster = await startCluster(["alpha", "beta"], { users: ["alice", "bob"] });
+ * const [nodeA, nodeB] = cluster.processes;
+ * const alice = await cluster.login(nodeA, "alice", "desk");
+ * ```
+ */
+export async function startCluster(
+  names: string[],
+  options: StartClusterOptions = {},
+): Promise<TestCluster> {
+  const url = await postgresUrl();
+  const schema: TestSchema = freshSchema(url);
+  let redis: Broker | undefined;
+  const nodes: NodeSetup[] = [];
+  const processes: LiltProcess[] = [];
+  const clients: RawClient[] = [];
+  const dispose = async () => {
+    if (Deno.env.get("DEBUG_CLUSTER")) { for (const p of processes) console.log(p.log); }
+    for (const client of clients) client.close();
+    for (const process of processes) await process.stop();
+    for (const node of nodes) await Deno.remove(node.dir, { recursive: true }).catch(() => {});
+    await redis?.stop();
+    schema.drop();
+  };
+  try {
+    let redisUrl = options.redisUrl;
+    if (redisUrl === undefined) {
+      const args = options.redisPassword === undefined
+        ? []
+        : ["--requirepass", options.redisPassword];
+      redis = await startRedis({ args });
+      redisUrl = redis.url;
+    }
+    const setup = {
+      postgresUrl: url,
+      schema: schema.name,
+      redisUrl,
+      redisPassword: options.redisPassword,
+    };
+    for (const name of names) {
+      const node = await nodeConfig(name, setup);
+      nodes.push(node);
+      if (options.extraConfig) {
+        await Deno.writeTextFile(node.config, options.extraConfig, { append: true });
+      }
+    }
+    await addUsers(nodes[0], options.users ?? []);
+    const cluster: TestCluster = {
+      nodes,
+      processes,
+      clients,
+      redisUrl,
+      async start(node) {
+        const process = await startLiltProcess(node.config);
+        processes.push(process);
+        return process;
+      },
+      async login(node, user, resource) {
+        const client = await login(node.port, user, resource);
+        clients.push(client);
+        return client;
+      },
+      [Symbol.asyncDispose]: dispose,
+    };
+    if (options.start ?? true) { for (const node of nodes) await cluster.start(node); }
+    return cluster;
+  } catch (error) {
+    await dispose();
+    throw error;
+  }
+}
+
+/** A client's session as {@link seeEachOther} needs it: its node and its full JID. */
+export interface PlacedSession {
+  node: NodeSetup;
+  client: RawClient;
+  /** The full JID. */
+  jid: string;
+}
+
+/**
+ * Both clients send initial presence and get it back; then each node lists the other's session
+ * as available, so what follows (subscriptions, messages) crosses nodes.
+ */
+export async function seeEachOther(a: PlacedSession, b: PlacedSession): Promise<void> {
+  a.client.send("<presence/>");
+  b.client.send("<presence/>");
+  await a.client.next(isPresence(a.jid));
+  await b.client.next(isPresence(b.jid));
+  for (const [viewer, other] of [[a, b], [b, a]]) {
+    const user = other.jid.split("@")[0];
+    await untilShown(
+      viewer.node,
+      (nodes) => availableOn(nodes, other.node.name).includes(other.jid),
+      `${viewer.node.name} to list ${user} available on ${other.node.name}`,
+    );
   }
 }

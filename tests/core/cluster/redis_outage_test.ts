@@ -5,52 +5,32 @@
 
 import assert from "node:assert/strict";
 import { startRedis } from "../../helpers/brokers.ts";
-import { type LiltProcess, startLiltProcess } from "../../helpers/lilt_process.ts";
-import { freshSchema, postgresUrl } from "../../helpers/postgres.ts";
-import type { RawClient } from "../../helpers/raw_client.ts";
 import {
-  addUsers,
   availableOn,
   isPresence,
-  login,
   NODE_TIMEOUT_S,
-  nodeConfig,
+  seeEachOther,
+  startCluster,
   subscribeBoth,
   untilShown,
 } from "./nodes.ts";
 
 Deno.test("a Redis restart longer than the node timeout ends no session; the nodes find each other again", async () => {
-  const url = await postgresUrl();
-  using schema = freshSchema(url);
   const redisDir = await Deno.makeTempDir({ prefix: "lilt-redis-outage-" });
   let redis = await startRedis({ dir: redisDir });
   const port = redis.port;
-  const setup = { postgresUrl: url, schema: schema.name, redisUrl: redis.url };
-  const alpha = await nodeConfig("alpha", setup);
-  const beta = await nodeConfig("beta", setup);
-  const processes: LiltProcess[] = [];
-  const clients: RawClient[] = [];
   try {
-    await addUsers(alpha, ["alice", "bob"]);
-    const nodeA = await startLiltProcess(alpha.config);
-    const nodeB = await startLiltProcess(beta.config);
-    processes.push(nodeA, nodeB);
-    const alice = await login(nodeA.port, "alice", "desk");
-    const bob = await login(nodeB.port, "bob", "phone");
-    clients.push(alice, bob);
-    alice.send("<presence/>");
-    bob.send("<presence/>");
-    await alice.next(isPresence("alice@localhost/desk"));
-    await bob.next(isPresence("bob@localhost/phone"));
-    await untilShown(
-      alpha,
-      (nodes) => availableOn(nodes, "beta").includes("bob@localhost/phone"),
-      "alpha to list bob available on beta",
-    );
-    await untilShown(
-      beta,
-      (nodes) => availableOn(nodes, "alpha").includes("alice@localhost/desk"),
-      "beta to list alice available on alpha",
+    await using cluster = await startCluster(["alpha", "beta"], {
+      users: ["alice", "bob"],
+      redisUrl: redis.url,
+    });
+    const [alpha, beta] = cluster.nodes;
+    const [nodeA, nodeB] = cluster.processes;
+    const alice = await cluster.login(nodeA, "alice", "desk");
+    const bob = await cluster.login(nodeB, "bob", "phone");
+    await seeEachOther(
+      { node: alpha, client: alice, jid: "alice@localhost/desk" },
+      { node: beta, client: bob, jid: "bob@localhost/phone" },
     );
     await subscribeBoth(
       { client: alice, jid: "alice@localhost" },
@@ -91,11 +71,7 @@ Deno.test("a Redis restart longer than the node timeout ends no session; the nod
     nodeA.process.kill("SIGTERM");
     assert.equal((await nodeA.process.status).code, 0);
   } finally {
-    for (const client of clients) client.close();
-    for (const process of processes) await process.stop();
     await redis.stop();
-    for (const dir of [alpha.dir, beta.dir, redisDir]) {
-      await Deno.remove(dir, { recursive: true }).catch(() => {});
-    }
+    await Deno.remove(redisDir, { recursive: true }).catch(() => {});
   }
 });
