@@ -11,6 +11,7 @@ import { openPostgres } from "../../core/storage/postgresql.ts";
 import { runLilt, startLiltProcess } from "../helpers/lilt_process.ts";
 import { freshSchema, postgresUrl } from "../helpers/postgres.ts";
 import { RawClient, roundTrip } from "../helpers/raw_client.ts";
+import { iqResult } from "../helpers/iq.ts";
 import { startTestServer, testConfigText, type TestServerOptions } from "../helpers/test_server.ts";
 
 const MUC = "conference.localhost";
@@ -44,15 +45,36 @@ function postgresStorage(url: string, schema: string): string {
   return `driver = "postgresql"\nurl = ${JSON.stringify(url)}\nschema = "${schema}"\n`;
 }
 
-let counter = 0;
-/** Sends an iq and waits for its result (an error answer fails the test). */
-async function iq(client: RawClient, type: "get" | "set", body: string, to?: string) {
-  const id = `iq-${++counter}`;
-  const toAttr = to === undefined ? "" : ` to='${to}'`;
-  client.send(`<iq type='${type}' id='${id}'${toAttr}>${body}</iq>`);
-  const answer = await client.next((el) => el.name === "iq" && el.attrs.id === id);
-  assert.equal(answer.attrs.type, "result", `iq ${body} failed`);
-  return answer;
+/** Where `lilt storage migrate --to postgresql` copies to. */
+interface PostgresTarget {
+  url: string;
+  schema: string;
+  passwordFile?: string;
+}
+
+/** `lilt storage migrate --to postgresql` from the store `configFile` names. */
+function migrateToPostgres(configFile: string, target: PostgresTarget) {
+  const password = target.passwordFile === undefined
+    ? []
+    : ["--password-file", target.passwordFile];
+  return runLilt([
+    "storage",
+    "migrate",
+    "--to",
+    "postgresql",
+    "--url",
+    target.url,
+    ...password,
+    "--schema",
+    target.schema,
+    "-c",
+    configFile,
+  ]);
+}
+
+/** `lilt storage migrate --to sqlite` from the store `configFile` names into a file at `path`. */
+function migrateToSqlite(configFile: string, path: string) {
+  return runLilt(["storage", "migrate", "--to", "sqlite", "--path", path, "-c", configFile]);
 }
 
 /** Logs in and sends initial presence. */
@@ -71,7 +93,7 @@ async function online(port: number, user: keyof typeof USERS): Promise<RawClient
 async function fill(port: number): Promise<void> {
   const alice = await online(port, "alice");
   const bob = await online(port, "bob");
-  await iq(
+  await iqResult(
     alice,
     "set",
     `<query xmlns='${NS_ROSTER}'><item jid='bob@localhost' name='Bobby'>` +
@@ -87,14 +109,19 @@ async function fill(port: number): Promise<void> {
     );
     await bob.next((el) => el.name === "message" && el.getChildText("body") === `chat ${i}`);
   }
-  await iq(
+  await iqResult(
     alice,
     "set",
     `<pubsub xmlns='${NS_PUBSUB}'><publish node='${NS_NICK}'><item id='current'>` +
       `<nick xmlns='${NS_NICK}'>Ally</nick></item></publish></pubsub>`,
   );
-  await iq(alice, "set", `<pubsub xmlns='${NS_PUBSUB}'><create node='news'/></pubsub>`, PUBSUB);
-  await iq(
+  await iqResult(
+    alice,
+    "set",
+    `<pubsub xmlns='${NS_PUBSUB}'><create node='news'/></pubsub>`,
+    PUBSUB,
+  );
+  await iqResult(
     alice,
     "set",
     `<pubsub xmlns='${NS_PUBSUB}'><publish node='news'><item id='first'>` +
@@ -104,7 +131,7 @@ async function fill(port: number): Promise<void> {
   );
   alice.send(`<presence to='lounge@${MUC}/Al'><x xmlns='${NS_MUC}'/></presence>`);
   await alice.next((el) => el.name === "message" && el.getChild("subject") !== undefined);
-  await iq(
+  await iqResult(
     alice,
     "set",
     `<query xmlns='${NS_OWNER}'><x xmlns='jabber:x:data' type='submit'>` +
@@ -183,18 +210,7 @@ Deno.test("a store moves into PostgreSQL, serves its users there, and comes back
       await first.stop();
     }
 
-    const there = await runLilt([
-      "storage",
-      "migrate",
-      "--to",
-      "postgresql",
-      "--url",
-      url,
-      "--schema",
-      schema.name,
-      "-c",
-      source.configFile,
-    ]);
+    const there = await migrateToPostgres(source.configFile, { url, schema: schema.name });
     assert.equal(there.code, 0, there.stderr + there.stdout);
     assert.match(there.stdout, /^table +source rows +target rows$/m);
     assert.deepEqual(countsOf(there.stdout, "accounts"), [2, 2]);
@@ -229,16 +245,7 @@ Deno.test("a store moves into PostgreSQL, serves its users there, and comes back
 
     // The way back, before any server writes to PostgreSQL: a new file with the same rows.
     const back = `${source.dir}/back/lilt.sqlite`;
-    const home = await runLilt([
-      "storage",
-      "migrate",
-      "--to",
-      "sqlite",
-      "--path",
-      back,
-      "-c",
-      onPostgres.configFile,
-    ]);
+    const home = await migrateToSqlite(onPostgres.configFile, back);
     assert.equal(home.code, 0, home.stderr + home.stdout);
     assert.match(home.stdout, new RegExp(`path = "${back.replaceAll(".", "\\.")}"`));
     const original = tableRows(`${source.dir}/lilt.sqlite`);
@@ -265,7 +272,7 @@ Deno.test("a store moves into PostgreSQL, serves its users there, and comes back
       scram.close();
 
       const alice = await online(server.port, "alice");
-      const roster = await iq(alice, "get", `<query xmlns='${NS_ROSTER}'/>`);
+      const roster = await iqResult(alice, "get", `<query xmlns='${NS_ROSTER}'/>`);
       const bobItem = roster.getChild("query", NS_ROSTER)!.getChildren("item")
         .find((item) => item.attrs.jid === "bob@localhost")!;
       assert.equal(bobItem.attrs.subscription, "to", "bob approved alice's subscription");
@@ -294,7 +301,7 @@ Deno.test("a store moves into PostgreSQL, serves its users there, and comes back
         "after the move",
       ]);
 
-      const nick = await iq(
+      const nick = await iqResult(
         alice,
         "get",
         `<pubsub xmlns='${NS_PUBSUB}'><items node='${NS_NICK}'/></pubsub>`,
@@ -305,7 +312,7 @@ Deno.test("a store moves into PostgreSQL, serves its users there, and comes back
           .getChild("nick", NS_NICK)!.text(),
         /Ally/,
       );
-      const news = await iq(
+      const news = await iqResult(
         bob,
         "get",
         `<pubsub xmlns='${NS_PUBSUB}'><items node='news'/></pubsub>`,
@@ -315,7 +322,7 @@ Deno.test("a store moves into PostgreSQL, serves its users there, and comes back
         news.getChild("pubsub", NS_PUBSUB)!.getChild("items")!.getChild("item")!.attrs.id,
         "first",
       );
-      const room = await iq(
+      const room = await iqResult(
         bob,
         "get",
         `<query xmlns='http://jabber.org/protocol/disco#info'/>`,
@@ -338,19 +345,7 @@ Deno.test("storage migrate refuses a running server, a target that holds data an
   const url = await postgresUrl();
   const schema = freshSchema(url);
   const source = await dataDirWithConfig();
-  const migrate = () =>
-    runLilt([
-      "storage",
-      "migrate",
-      "--to",
-      "postgresql",
-      "--url",
-      url,
-      "--schema",
-      schema.name,
-      "-c",
-      source.configFile,
-    ]);
+  const migrate = () => migrateToPostgres(source.configFile, { url, schema: schema.name });
   try {
     const lilt = await startLiltProcess(source.configFile);
     try {
@@ -380,18 +375,7 @@ Deno.test("storage migrate refuses a running server, a target that holds data an
       const store = Database.open({ path: `${source.dir}/lilt.sqlite` });
       store.prepare("INSERT INTO module_schema (module, version) VALUES ('weather', 2)").run();
       store.close();
-      const unknown = await runLilt([
-        "storage",
-        "migrate",
-        "--to",
-        "postgresql",
-        "--url",
-        url,
-        "--schema",
-        other.name,
-        "-c",
-        source.configFile,
-      ]);
+      const unknown = await migrateToPostgres(source.configFile, { url, schema: other.name });
       assert.equal(unknown.code, 1);
       assert.match(
         unknown.stderr,
@@ -418,16 +402,7 @@ Deno.test("storage migrate refuses a running server, a target that holds data an
       const taken = Database.open({ path: file });
       taken.prepare("INSERT INTO kv (host, user, store, value) VALUES ('x', '', 's', 'v')").run();
       taken.close();
-      const back = await runLilt([
-        "storage",
-        "migrate",
-        "--to",
-        "sqlite",
-        "--path",
-        file,
-        "-c",
-        onPostgres.configFile,
-      ]);
+      const back = await migrateToSqlite(onPostgres.configFile, file);
       assert.equal(back.code, 1);
       assert.match(back.stderr, new RegExp(`To start over, remove ${file}`));
     } finally {
@@ -459,18 +434,7 @@ Deno.test("storage migrate exits non-zero naming the table whose row counts diff
         WHEN (NEW."user" = 'bob') EXECUTE FUNCTION drop_row();
     `);
     target.close();
-    const result = await runLilt([
-      "storage",
-      "migrate",
-      "--to",
-      "postgresql",
-      "--url",
-      url,
-      "--schema",
-      schema.name,
-      "-c",
-      source.configFile,
-    ]);
+    const result = await migrateToPostgres(source.configFile, { url, schema: schema.name });
     assert.equal(result.code, 1, result.stdout);
     assert.deepEqual(countsOf(result.stdout, "accounts"), [2, 2]);
     const [had, got] = countsOf(result.stdout, "account_credentials")!;
@@ -507,20 +471,7 @@ Deno.test("an encrypted store moves into PostgreSQL as a role that logs in with 
     const passwordFile = `${source.dir}/pg.password`;
     const roleUrl = url.replace("//lilt@", `//${role}@`);
     const migrate = () =>
-      runLilt([
-        "storage",
-        "migrate",
-        "--to",
-        "postgresql",
-        "--url",
-        roleUrl,
-        "--password-file",
-        passwordFile,
-        "--schema",
-        schema.name,
-        "-c",
-        source.configFile,
-      ]);
+      migrateToPostgres(source.configFile, { url: roleUrl, schema: schema.name, passwordFile });
 
     await Deno.writeTextFile(passwordFile, "not the password\n", { mode: 0o600 });
     await Deno.chmod(passwordFile, 0o600);

@@ -15,6 +15,7 @@ import { deriveCredentials, utf8 } from "../../../core/auth/scram.ts";
 import { startDnsResponder } from "../../helpers/dns_responder.ts";
 import { makeTestCa } from "../../helpers/test_ca.ts";
 import { RawClient, roundTrip } from "../../helpers/raw_client.ts";
+import { iqResult } from "../../helpers/iq.ts";
 import { openTestStore } from "../../helpers/test_store.ts";
 import { startTestServer, testConfigText } from "../../helpers/test_server.ts";
 import { serialize } from "../../../core/xml/serializer.ts";
@@ -43,17 +44,6 @@ async function liltDataDir(domain = DOMAIN): Promise<{ dir: string; configFile: 
   const configFile = `${dir}/lilt.toml`;
   await Deno.writeTextFile(configFile, testConfigText(dir, { domain, extraToml: MUC_TOML }));
   return { dir, configFile };
-}
-
-let counter = 0;
-/** Sends an iq and waits for its answer, which must be a result. */
-async function iq(client: RawClient, type: "get" | "set", body: string, to?: string) {
-  const id = `iq-${++counter}`;
-  const toAttr = to === undefined ? "" : ` to='${to}'`;
-  client.send(`<iq type='${type}' id='${id}'${toAttr}>${body}</iq>`);
-  const answer = await client.next((el) => el.name === "iq" && el.attrs.id === id);
-  assert.equal(answer.attrs.type, "result", `iq ${body} failed: ${serialize(answer)}`);
-  return answer;
 }
 
 /** STARTTLS, SCRAM-SHA-1 (the only hash Prosody 0.12 keeps), a new stream, a bound resource. */
@@ -117,13 +107,13 @@ async function prosodyData(storage: "internal" | "sql"): Promise<{ dir: string; 
         assert.equal(registered.code, 0, `prosodyctl register ${user}: ${registered.stderr}`);
       }
       const alice = await scramSha1Login(prosody.c2sPort, "alice", USERS.alice);
-      await iq(
+      await iqResult(
         alice,
         "set",
         `<query xmlns='${NS_ROSTER}'><item jid='bob@${DOMAIN}' name='Bobby'>` +
           "<group>Friends</group><group>Work</group></item></query>",
       );
-      await iq(
+      await iqResult(
         alice,
         "set",
         `<query xmlns='${NS_ROSTER}'><item jid='carol@elsewhere.test' name='Carol'>` +
@@ -131,25 +121,25 @@ async function prosodyData(storage: "internal" | "sql"): Promise<{ dir: string; 
       );
       alice.send(`<presence to='bob@${DOMAIN}' type='subscribe'/>`);
       await roundTrip(alice);
-      await iq(
+      await iqResult(
         alice,
         "set",
         "<vCard xmlns='vcard-temp'><FN>Alice Liddell</FN><NICKNAME>al &amp; co</NICKNAME>" +
           "<NOTE xml:lang='en'>ünïcode \"quoted\" line\nbreak</NOTE></vCard>",
       );
-      await iq(
+      await iqResult(
         alice,
         "set",
         "<query xmlns='jabber:iq:private'><prefs xmlns='example:prefs'><theme>dark</theme>" +
           "</prefs></query>",
       );
-      await iq(
+      await iqResult(
         alice,
         "set",
         `<pubsub xmlns='${NS_PUBSUB}'><publish node='${NS_NICK}'><item id='current'>` +
           `<nick xmlns='${NS_NICK}'>Ally</nick></item></publish></pubsub>`,
       );
-      await iq(
+      await iqResult(
         alice,
         "set",
         `<pubsub xmlns='${NS_PUBSUB}'><publish node='${NS_BOOKMARKS}'>` +
@@ -160,7 +150,7 @@ async function prosodyData(storage: "internal" | "sql"): Promise<{ dir: string; 
       // A persistent, members-only room with a subject, bob a member.
       alice.send(`<presence to='tea@${ROOMS}/Alice'><x xmlns='${NS_MUC}'/></presence>`);
       await alice.next((el) => el.name === "presence" && el.attrs.from === `tea@${ROOMS}/Alice`);
-      await iq(
+      await iqResult(
         alice,
         "set",
         `<query xmlns='${NS_MUC}#owner'><x xmlns='jabber:x:data' type='submit'>` +
@@ -172,7 +162,7 @@ async function prosodyData(storage: "internal" | "sql"): Promise<{ dir: string; 
           "</x></query>",
         `tea@${ROOMS}`,
       );
-      await iq(
+      await iqResult(
         alice,
         "set",
         `<query xmlns='${NS_MUC}#admin'><item affiliation='member' jid='bob@${DOMAIN}'/></query>`,
@@ -220,7 +210,7 @@ async function importAndCheck(dataDir: string, storage: "internal" | "sql"): Pro
     });
     try {
       const alice = await scramSha1Login(server.port, "alice", USERS.alice);
-      const roster = await iq(alice, "get", `<query xmlns='${NS_ROSTER}'/>`);
+      const roster = await iqResult(alice, "get", `<query xmlns='${NS_ROSTER}'/>`);
       const items = roster.getChild("query", NS_ROSTER)!.getChildren("item");
       const bob = items.find((item) => item.attrs.jid === `bob@${DOMAIN}`);
       assert.ok(bob, `bob is on alice's roster: ${serialize(roster)}`);
@@ -231,7 +221,7 @@ async function importAndCheck(dataDir: string, storage: "internal" | "sql"): Pro
       const carol = items.find((item) => item.attrs.jid === "carol@elsewhere.test");
       assert.deepEqual(carol?.getChildren("group").map((g) => g.text()), ["Far"]);
 
-      const vcard = (await iq(alice, "get", "<vCard xmlns='vcard-temp'/>"))
+      const vcard = (await iqResult(alice, "get", "<vCard xmlns='vcard-temp'/>"))
         .getChild("vCard", "vcard-temp")!;
       assert.equal(vcard.getChildText("FN"), "Alice Liddell");
       assert.equal(vcard.getChildText("NICKNAME"), "al & co");
@@ -239,14 +229,14 @@ async function importAndCheck(dataDir: string, storage: "internal" | "sql"): Pro
       assert.equal(note.text(), 'ünïcode "quoted" line\nbreak');
       assert.equal(note.attrs["xml:lang"], "en");
 
-      const prefs = (await iq(
+      const prefs = (await iqResult(
         alice,
         "get",
         "<query xmlns='jabber:iq:private'><prefs xmlns='example:prefs'/></query>",
       )).getChild("query", "jabber:iq:private")!.getChild("prefs", "example:prefs")!;
       assert.equal(prefs.getChildText("theme"), "dark");
 
-      const nick = await iq(
+      const nick = await iqResult(
         alice,
         "get",
         `<pubsub xmlns='${NS_PUBSUB}'><items node='${NS_NICK}'/></pubsub>`,
@@ -256,7 +246,7 @@ async function importAndCheck(dataDir: string, storage: "internal" | "sql"): Pro
       assert.equal(nickItem.attrs.id, "current");
       assert.equal(nickItem.getChild("nick", NS_NICK)?.text(), "Ally");
 
-      const bookmarks = await iq(
+      const bookmarks = await iqResult(
         alice,
         "get",
         `<pubsub xmlns='${NS_PUBSUB}'><items node='${NS_BOOKMARKS}'/></pubsub>`,
@@ -268,15 +258,16 @@ async function importAndCheck(dataDir: string, storage: "internal" | "sql"): Pro
       assert.equal(conference.getChild("conference", NS_BOOKMARKS)?.attrs.name, "Tea party");
 
       // The room: its configuration, alice its owner, bob a member, the subject.
-      const form = (await iq(alice, "get", `<query xmlns='${NS_MUC}#owner'/>`, `tea@${ROOMS}`))
-        .getChild("query", `${NS_MUC}#owner`)!.getChild("x", "jabber:x:data")!;
+      const form =
+        (await iqResult(alice, "get", `<query xmlns='${NS_MUC}#owner'/>`, `tea@${ROOMS}`))
+          .getChild("query", `${NS_MUC}#owner`)!.getChild("x", "jabber:x:data")!;
       const field = (name: string) =>
         form.getChildren("field").find((f) => f.attrs.var === name)?.getChildText("value");
       assert.equal(field("muc#roomconfig_roomname"), "Tea Party");
       assert.equal(field("muc#roomconfig_roomdesc"), "Mad hatters only");
       assert.equal(field("muc#roomconfig_persistentroom"), "1");
       assert.equal(field("muc#roomconfig_membersonly"), "1");
-      const members = await iq(
+      const members = await iqResult(
         alice,
         "get",
         `<query xmlns='${NS_MUC}#admin'><item affiliation='member'/></query>`,
@@ -294,7 +285,7 @@ async function importAndCheck(dataDir: string, storage: "internal" | "sql"): Pro
 
       // Bob's old password; the message alice sent while he was offline arrives, stamped.
       const bobClient = await scramSha1Login(server.port, "bob", USERS.bob);
-      const bobRoster = await iq(bobClient, "get", `<query xmlns='${NS_ROSTER}'/>`);
+      const bobRoster = await iqResult(bobClient, "get", `<query xmlns='${NS_ROSTER}'/>`);
       assert.ok(bobRoster.getChild("query", NS_ROSTER), "bob's roster answers");
       bobClient.send("<presence/>");
       const offline = await bobClient.next((el) =>

@@ -11,6 +11,7 @@ import { importXep227 } from "../../../cli/migrate/xep227_import.ts";
 import { PubsubStore } from "../../../mod/pubsub/storage.ts";
 import { runLilt, startLiltProcess } from "../../helpers/lilt_process.ts";
 import { RawClient, roundTrip } from "../../helpers/raw_client.ts";
+import { iqResult } from "../../helpers/iq.ts";
 import { openTestStore } from "../../helpers/test_store.ts";
 import { startTestServer, testConfigText } from "../../helpers/test_server.ts";
 
@@ -36,17 +37,6 @@ async function dataDirWithConfig(): Promise<{ dir: string; configFile: string }>
   const configFile = `${dir}/lilt.toml`;
   await Deno.writeTextFile(configFile, testConfigText(dir));
   return { dir, configFile };
-}
-
-let counter = 0;
-/** Sends an iq and waits for its answer. */
-async function iq(client: RawClient, type: "get" | "set", body: string, to?: string) {
-  const id = `iq-${++counter}`;
-  const toAttr = to === undefined ? "" : ` to='${to}'`;
-  client.send(`<iq type='${type}' id='${id}'${toAttr}>${body}</iq>`);
-  const answer = await client.next((el) => el.name === "iq" && el.attrs.id === id);
-  assert.equal(answer.attrs.type, "result", `iq ${body} failed`);
-  return answer;
 }
 
 /** SCRAM login with `hash`, then the new stream and a bound resource. */
@@ -84,13 +74,13 @@ const OPEN_ACCESS = "<publish-options><x xmlns='jabber:x:data' type='submit'>" +
 /** Fills server A over real sockets with what users keep on a server. */
 async function fillServerA(port: number): Promise<void> {
   const { client: alice } = await RawClient.login(port, "alice", USERS.alice, "desk");
-  await iq(
+  await iqResult(
     alice,
     "set",
     `<query xmlns='${NS_ROSTER}'><item jid='bob@localhost' name='Bobby'>` +
       "<group>Friends</group><group>Work</group></item></query>",
   );
-  await iq(
+  await iqResult(
     alice,
     "set",
     `<query xmlns='${NS_ROSTER}'><item jid='carol@elsewhere.example' name='Carol'>` +
@@ -99,23 +89,23 @@ async function fillServerA(port: number): Promise<void> {
   // Pending out for alice, pending in for bob (who is offline).
   alice.send("<presence to='bob@localhost' type='subscribe'/>");
   await roundTrip(alice);
-  await iq(
+  await iqResult(
     alice,
     "set",
     "<vCard xmlns='vcard-temp'><FN>Alice Liddell</FN><NICKNAME>al</NICKNAME></vCard>",
   );
-  await iq(
+  await iqResult(
     alice,
     "set",
     "<query xmlns='jabber:iq:private'><prefs xmlns='example:prefs'><theme>dark</theme></prefs></query>",
   );
-  await iq(alice, "set", publish(NS_NICK, "current", `<nick xmlns='${NS_NICK}'>Ally</nick>`));
-  await iq(
+  await iqResult(alice, "set", publish(NS_NICK, "current", `<nick xmlns='${NS_NICK}'>Ally</nick>`));
+  await iqResult(
     alice,
     "set",
     publish(NS_AVATAR_DATA, "abc123", `<data xmlns='${NS_AVATAR_DATA}'>iVBORw0KGgo=</data>`),
   );
-  await iq(
+  await iqResult(
     alice,
     "set",
     publish(
@@ -124,7 +114,7 @@ async function fillServerA(port: number): Promise<void> {
       `<metadata xmlns='${NS_AVATAR_META}'><info id='abc123' bytes='8' type='image/png'/></metadata>`,
     ),
   );
-  await iq(
+  await iqResult(
     alice,
     "set",
     publish(
@@ -134,7 +124,7 @@ async function fillServerA(port: number): Promise<void> {
       OPEN_ACCESS,
     ),
   );
-  await iq(
+  await iqResult(
     alice,
     "set",
     `<block xmlns='${NS_BLOCKING}'><item jid='spammer@evil.example'/></block>`,
@@ -177,7 +167,7 @@ Deno.test("XEP-0227 round trip between two Lilt servers keeps what users see", a
       (await scramLogin(serverB.port, "alice", USERS.alice, "SHA-1")).close();
       const alice = await scramLogin(serverB.port, "alice", USERS.alice, "SHA-256");
 
-      const roster = await iq(alice, "get", `<query xmlns='${NS_ROSTER}'/>`);
+      const roster = await iqResult(alice, "get", `<query xmlns='${NS_ROSTER}'/>`);
       const items = roster.getChild("query", NS_ROSTER)!.getChildren("item");
       const bob = items.find((item) => item.attrs.jid === "bob@localhost")!;
       assert.equal(bob.attrs.name, "Bobby");
@@ -189,7 +179,7 @@ Deno.test("XEP-0227 round trip between two Lilt servers keeps what users see", a
 
       // A change is pushed with the item as kept.
       alice.send("<presence/>");
-      await iq(
+      await iqResult(
         alice,
         "set",
         `<query xmlns='${NS_ROSTER}'><item jid='carol@elsewhere.example' name='Caroline'>` +
@@ -200,10 +190,10 @@ Deno.test("XEP-0227 round trip between two Lilt servers keeps what users see", a
       );
       assert.equal(push.getChild("query", NS_ROSTER)!.getChild("item")!.attrs.name, "Caroline");
 
-      const vcard = await iq(alice, "get", "<vCard xmlns='vcard-temp'/>");
+      const vcard = await iqResult(alice, "get", "<vCard xmlns='vcard-temp'/>");
       assert.equal(vcard.getChild("vCard", "vcard-temp")!.getChildText("FN"), "Alice Liddell");
 
-      const priv = await iq(
+      const priv = await iqResult(
         alice,
         "get",
         "<query xmlns='jabber:iq:private'><prefs xmlns='example:prefs'/></query>",
@@ -214,7 +204,7 @@ Deno.test("XEP-0227 round trip between two Lilt servers keeps what users see", a
         "dark",
       );
 
-      const nick = await iq(
+      const nick = await iqResult(
         alice,
         "get",
         `<pubsub xmlns='${NS_PUBSUB}'><items node='${NS_NICK}'/></pubsub>`,
@@ -225,7 +215,7 @@ Deno.test("XEP-0227 round trip between two Lilt servers keeps what users see", a
           .getChild("item")!.getChild("nick", NS_NICK)!.text()),
         /Ally/,
       );
-      const meta = await iq(
+      const meta = await iqResult(
         alice,
         "get",
         `<pubsub xmlns='${NS_PUBSUB}'><items node='${NS_AVATAR_META}'/></pubsub>`,
@@ -235,7 +225,7 @@ Deno.test("XEP-0227 round trip between two Lilt servers keeps what users see", a
         .getChild("metadata", NS_AVATAR_META)!.getChild("info")!;
       assert.equal(info.attrs.id, "abc123");
 
-      const blocked = await iq(alice, "get", `<blocklist xmlns='${NS_BLOCKING}'/>`);
+      const blocked = await iqResult(alice, "get", `<blocklist xmlns='${NS_BLOCKING}'/>`);
       assert.deepEqual(
         blocked.getChild("blocklist", NS_BLOCKING)!.getChildren("item").map((i) => i.attrs.jid),
         ["spammer@evil.example"],
@@ -277,7 +267,7 @@ Deno.test("XEP-0227 round trip between two Lilt servers keeps what users see", a
         el.name === "presence" && el.attrs.type === "subscribe"
       );
       assert.equal(request.attrs.from?.split("/")[0], "alice@localhost");
-      const devices = await iq(
+      const devices = await iqResult(
         bobClient,
         "get",
         `<pubsub xmlns='${NS_PUBSUB}'><items node='${OMEMO_DEVICES}'/></pubsub>`,
@@ -342,7 +332,7 @@ Deno.test("XEP-0227 import skips an existing account and replaces it with --over
     const server = await startTestServer({ dataDir: b.dir });
     try {
       const { client } = await RawClient.login(server.port, "alice", "from-file");
-      const roster = await iq(client, "get", `<query xmlns='${NS_ROSTER}'/>`);
+      const roster = await iqResult(client, "get", `<query xmlns='${NS_ROSTER}'/>`);
       const item = roster.getChild("query", NS_ROSTER)!.getChild("item")!;
       assert.equal(item.attrs.jid, "bob@localhost");
       assert.equal(item.attrs.subscription, "both");
@@ -496,7 +486,7 @@ Deno.test("XEP-0227 export works while the server runs", async () => {
   const server = await startTestServer({ dataDir: a.dir, users: USERS });
   try {
     const { client } = await RawClient.login(server.port, "alice", USERS.alice);
-    await iq(client, "set", "<vCard xmlns='vcard-temp'><FN>Alice</FN></vCard>");
+    await iqResult(client, "set", "<vCard xmlns='vcard-temp'><FN>Alice</FN></vCard>");
     const file = `${a.dir}/live.xml`;
     const result = await lilt(["export", "xep227", file, "-c", a.configFile]);
     assert.equal(result.code, 0, result.stderr);
@@ -504,7 +494,7 @@ Deno.test("XEP-0227 export works while the server runs", async () => {
     assert.match(xml, /<user name='alice'>.*<vCard xmlns='vcard-temp'><FN>Alice<\/FN><\/vCard>/);
     assert.match(xml, /<user name='bob'>/);
     // The server goes on serving.
-    await iq(client, "get", "<vCard xmlns='vcard-temp'/>");
+    await iqResult(client, "get", "<vCard xmlns='vcard-temp'/>");
     client.close();
   } finally {
     await server.stop();
