@@ -15,6 +15,8 @@ import { StorageType } from "@nats-io/jetstream";
 import { Kvm, KvWatchInclude } from "@nats-io/kv";
 import { createClient } from "@redis/client";
 import { type Broker, startNats, startRedis } from "../../tests/helpers/brokers.ts";
+import { sleep } from "./harness.ts";
+import { cpuSeconds } from "./load_client.ts";
 
 const { values: opts } = parseArgs({
   args: Deno.args,
@@ -64,22 +66,6 @@ function wallMs(): number {
 function ownCpuUs(): number {
   const usage = cpuUsage();
   return usage.user + usage.system;
-}
-
-/** CPU seconds of process `pid`: the run time of each thread (/proc/PID/task/TID/schedstat). */
-function cpuSeconds(pid: number): number {
-  let nanoseconds = 0;
-  for (const task of Deno.readDirSync(`/proc/${pid}/task`)) {
-    try {
-      const schedstat = Deno.readTextFileSync(`/proc/${pid}/task/${task.name}/schedstat`);
-      nanoseconds += Number(schedstat.slice(0, schedstat.indexOf(" ")));
-    } catch { /* the thread exited meanwhile */ }
-  }
-  return nanoseconds / 1e9;
-}
-
-function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
 }
 
 /** Lets the event loop run (I/O, timers), as between two turns of a node. */

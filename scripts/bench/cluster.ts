@@ -21,6 +21,7 @@ import {
   prefix,
   root,
   run,
+  runLoadClient,
   startServer,
   stopServer,
   waitForPort,
@@ -148,50 +149,25 @@ function descendants(pid: number): number[] {
 }
 
 /** Runs load_client.ts pinned to CPU1 for one workload; returns its JSON line. */
-async function runLoad(args: LoadArgs): Promise<Figures> {
-  const child = new Deno.Command("taskset", {
-    args: [
-      "-c",
-      "1",
-      Deno.execPath(),
-      "run",
-      "-A",
-      join(benchDir, "load_client.ts"),
-      `--port=${args.ports[0]}`,
-      ...(args.ports[1] ? [`--peer-port=${args.ports[1]}`] : []),
-      `--pid=${args.pids.join(",")}`,
-      ...(args.measure.length
-        ? [`--measure=${args.measure.map((m) => `${m.name}:${m.pid}`).join(",")}`]
-        : []),
-      ...(args.openRate ? [`--open-rate=${args.openRate}`] : []),
-      `--domain=${domain}`,
-      `--prefix=${prefix}`,
-      `--password=${password}`,
-      `--pairs=${PAIRS}`,
-      `--seconds=${SECONDS}`,
-      `--accounts=${args.accounts}`,
-      `--warmup=${WARMUP}`,
-      `--workload=${args.workload}`,
-      `--keys=${args.keys}`,
-    ],
-    cwd: root,
-    stdout: "piped",
-    stderr: "inherit",
-  }).spawn();
-  const timer = setTimeout(() => {
-    log("load client ran over 240 s; killing it");
-    try {
-      child.kill("SIGKILL");
-    } catch { /* gone */ }
-  }, 240_000);
-  const out = await child.output();
-  clearTimeout(timer);
-  const lines = new TextDecoder().decode(out.stdout).trim().split("\n");
-  const last = lines[lines.length - 1];
-  if (!out.success || !last?.startsWith("{")) {
-    throw new Error(`Load client failed (${out.code}): ${lines.slice(-3).join(" / ")}`);
-  }
-  return JSON.parse(last);
+function runLoad(args: LoadArgs): Promise<Figures> {
+  return runLoadClient([
+    `--port=${args.ports[0]}`,
+    ...(args.ports[1] ? [`--peer-port=${args.ports[1]}`] : []),
+    `--pid=${args.pids.join(",")}`,
+    ...(args.measure.length
+      ? [`--measure=${args.measure.map((m) => `${m.name}:${m.pid}`).join(",")}`]
+      : []),
+    ...(args.openRate ? [`--open-rate=${args.openRate}`] : []),
+    `--domain=${domain}`,
+    `--prefix=${prefix}`,
+    `--password=${password}`,
+    `--pairs=${PAIRS}`,
+    `--seconds=${SECONDS}`,
+    `--accounts=${args.accounts}`,
+    `--warmup=${WARMUP}`,
+    `--workload=${args.workload}`,
+    `--keys=${args.keys}`,
+  ]);
 }
 
 /** Starts one Lilt node pinned to CPU0 and waits for its port. */

@@ -366,6 +366,45 @@ export interface LoadRun {
 /** Runs load_client.ts pinned to CPU1 against `port` for one workload; returns its JSON. */
 export async function runLoad(port: number, options: LoadRun): Promise<Figures> {
   const { pid, sizes } = options;
+  // the certificate is self-signed, as the TCP clients' rejectUnauthorized: false accepts
+  const denoFlags = options.wsUrl?.startsWith("wss:")
+    ? [`--unsafely-ignore-certificate-errors=${domain}`]
+    : [];
+  return await runLoadClient([
+    `--port=${port}`,
+    ...(options.wsUrl ? [`--ws-url=${options.wsUrl}`] : []),
+    ...(options.openRate ? [`--open-rate=${options.openRate}`] : []),
+    `--pid=${pid}`,
+    `--domain=${domain}`,
+    `--prefix=${prefix}`,
+    `--password=${password}`,
+    `--logins=${sizes.logins}`,
+    `--pairs=${sizes.pairs}`,
+    `--idle=${sizes.idle}`,
+    `--seconds=${sizes.seconds}`,
+    `--offline=${sizes.offline}`,
+    `--roster-items=${sizes.rosterItems}`,
+    `--roster-logins=${sizes.rosterLogins}`,
+    `--accounts=${options.accounts}`,
+    `--warmup=${warmupAccounts}`,
+    `--pep-contacts=${sizes.pepContacts}`,
+    `--pep-items=${sizes.pepItems}`,
+    `--pep-rate=${sizes.pepRate}`,
+    `--muc-occupants=${sizes.mucOccupants}`,
+    `--muc-senders=${sizes.mucSenders}`,
+    `--muc-messages=${sizes.mucMessages}`,
+    `--muc-rate=${sizes.mucRate}`,
+    `--muc-room=${mucRoom}`,
+    `--workload=${options.workload}`,
+    `--keys=${options.keys}`,
+  ], denoFlags);
+}
+
+/**
+ * Runs load_client.ts pinned to CPU1 with `args` (its flags; `denoFlags` go to `deno run`),
+ * killing it after 240 s; returns the JSON its last line of output holds.
+ */
+export async function runLoadClient(args: string[], denoFlags: string[] = []): Promise<Figures> {
   const child = new Deno.Command("taskset", {
     args: [
       "-c",
@@ -373,37 +412,9 @@ export async function runLoad(port: number, options: LoadRun): Promise<Figures> 
       Deno.execPath(),
       "run",
       "-A",
-      // the certificate is self-signed, as the TCP clients' rejectUnauthorized: false accepts
-      ...(options.wsUrl?.startsWith("wss:")
-        ? [`--unsafely-ignore-certificate-errors=${domain}`]
-        : []),
+      ...denoFlags,
       join(benchDir, "load_client.ts"),
-      `--port=${port}`,
-      ...(options.wsUrl ? [`--ws-url=${options.wsUrl}`] : []),
-      ...(options.openRate ? [`--open-rate=${options.openRate}`] : []),
-      `--pid=${pid}`,
-      `--domain=${domain}`,
-      `--prefix=${prefix}`,
-      `--password=${password}`,
-      `--logins=${sizes.logins}`,
-      `--pairs=${sizes.pairs}`,
-      `--idle=${sizes.idle}`,
-      `--seconds=${sizes.seconds}`,
-      `--offline=${sizes.offline}`,
-      `--roster-items=${sizes.rosterItems}`,
-      `--roster-logins=${sizes.rosterLogins}`,
-      `--accounts=${options.accounts}`,
-      `--warmup=${warmupAccounts}`,
-      `--pep-contacts=${sizes.pepContacts}`,
-      `--pep-items=${sizes.pepItems}`,
-      `--pep-rate=${sizes.pepRate}`,
-      `--muc-occupants=${sizes.mucOccupants}`,
-      `--muc-senders=${sizes.mucSenders}`,
-      `--muc-messages=${sizes.mucMessages}`,
-      `--muc-rate=${sizes.mucRate}`,
-      `--muc-room=${mucRoom}`,
-      `--workload=${options.workload}`,
-      `--keys=${options.keys}`,
+      ...args,
     ],
     cwd: root,
     stdout: "piped",

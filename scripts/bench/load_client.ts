@@ -96,7 +96,7 @@ function tickCpuSeconds(pid: number): number {
  * with it, so each workload also reports the tick count over its whole run (`cpu_check`) and
  * a note when the two disagree.
  */
-function cpuSeconds(pid: number): number {
+export function cpuSeconds(pid: number): number {
   let nanoseconds = 0;
   for (const task of Deno.readDirSync(`/proc/${pid}/task`)) {
     try {
