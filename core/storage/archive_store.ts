@@ -247,7 +247,32 @@ class ArchiveWriter {
     const created: Owner[] = [];
     const stale: Owner[] = [];
     try {
+      for (const item of items) touched.add(item.owner);
+      // Owner rows are locked (made, then updated) before any item is written, in one order
+      // (by key) on every node: two cluster nodes writing batches for the same two accounts
+      // at once (a message archived by both parties, from each side) would otherwise each
+      // hold one row and wait for the other's, until PostgreSQL's deadlock check aborts one.
+      const owners = [...touched].sort((a, b) => a.key < b.key ? -1 : a.key > b.key ? 1 : 0);
       database.transaction(() => {
+        // CASE rather than SQLite's two-argument max(), which PostgreSQL lacks.
+        const update = database.prepare(
+          "UPDATE archive_owners SET items = items + ?, " +
+            "next_seq = CASE WHEN next_seq > ? THEN next_seq ELSE ? END WHERE id = ?",
+        );
+        for (const owner of owners) {
+          if (owner.id === undefined) {
+            owner.id = this.#createOwner(owner);
+            created.push(owner);
+          }
+          const changes =
+            update.run(owner.pending, owner.nextSeq, owner.nextSeq, owner.id!).changes;
+          if (Number(changes) === 0) {
+            // Its row went away under us (an outer transaction rolled back after it was
+            // made): write the batch again under a new one.
+            stale.push(owner);
+            throw new Error(`the archive owner row of ${owner.user}@${owner.host} is gone`);
+          }
+        }
         const insert = database.prepare(
           "INSERT INTO archive_items " +
             "(owner, seq, tag, when_ms, with_jid, with_resource, type, payload) " +
@@ -255,13 +280,6 @@ class ArchiveWriter {
         );
         for (const item of items) {
           const owner = item.owner;
-          if (!touched.has(owner)) {
-            touched.add(owner);
-            if (owner.id === undefined) {
-              owner.id = this.#createOwner(owner);
-              created.push(owner);
-            }
-          }
           insert.run(
             owner.id!,
             item.seq,
@@ -272,21 +290,6 @@ class ArchiveWriter {
             item.type,
             item.payload,
           );
-        }
-        // CASE rather than SQLite's two-argument max(), which PostgreSQL lacks.
-        const update = database.prepare(
-          "UPDATE archive_owners SET items = items + ?, " +
-            "next_seq = CASE WHEN next_seq > ? THEN next_seq ELSE ? END WHERE id = ?",
-        );
-        for (const owner of touched) {
-          const changes =
-            update.run(owner.pending, owner.nextSeq, owner.nextSeq, owner.id!).changes;
-          if (Number(changes) === 0) {
-            // Its row went away under us (an outer transaction rolled back after it was
-            // made): write the batch again under a new one.
-            stale.push(owner);
-            throw new Error(`the archive owner row of ${owner.user}@${owner.host} is gone`);
-          }
         }
       });
       for (const owner of touched) owner.pending = 0;
