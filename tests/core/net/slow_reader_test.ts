@@ -6,49 +6,25 @@
 import assert from "node:assert/strict";
 import type { Socket } from "node:net";
 import { nativeReads } from "../../../core/net/native_reads.ts";
-import type { Element } from "../../../core/xml/element.ts";
 import { RawClient, roundTrip } from "../../helpers/raw_client.ts";
-import { startTestServer, type TestServer } from "../../helpers/test_server.ts";
+import {
+  BODY,
+  FAST_FLOOD,
+  floodUntilCut,
+  messageIds,
+  PLAIN_HOST,
+  plainLogin,
+  storeOffline,
+} from "../../helpers/slow_reader.ts";
+import { startTestServer } from "../../helpers/test_server.ts";
 
 const NS_STREAM_ERRORS = "urn:ietf:params:xml:ns:xmpp-streams";
-const BODY = "x".repeat(4000);
-/** Sent at most: the loopback socket buffers take a few MB before our own queue grows. */
-const MAX_MESSAGES = 4000;
-const BATCH = 100;
-/** The send limit under test, and rate limits that let the flood through at once. */
-const FAST_FLOOD = 'c2s_max_send_buffer = 65536\nlimits_c2s_rate = "1gb/s"\n' +
-  "limits_message_rate = 1000000";
-
-function messageIds(elements: Element[]): string[] {
-  return elements.filter((el) => el.name === "message" && el.attrs.id?.startsWith("flood-"))
-    .map((el) => el.attrs.id!);
-}
-
-/** Logs in over plain TCP (allowed by the test config), bound and available. */
-async function plainLogin(
-  t: TestServer,
-  user: string,
-  resource: string,
-  streamManagement = false,
-): Promise<RawClient> {
-  const client = await RawClient.connect(t.port);
-  await client.open();
-  await client.loginPlain(user, "pw", resource);
-  if (streamManagement) {
-    client.send("<enable xmlns='urn:xmpp:sm:3'/>");
-    await client.next((el) => el.name === "enabled");
-  }
-  client.send("<presence/>");
-  await roundTrip(client);
-  return client;
-}
 
 Deno.test("a client that stops reading is cut off at its send buffer limit and its messages wait offline", async () => {
   const t = await startTestServer({
     users: { slow: "pw", flooder: "pw" },
     globalToml: FAST_FLOOD,
-    hostToml: "c2s_require_encryption = false\nallow_unencrypted_plain_auth = true\n" +
-      "offline_max_messages = 100000",
+    hostToml: PLAIN_HOST,
   });
   const clients: RawClient[] = [];
   try {
@@ -58,17 +34,7 @@ Deno.test("a client that stops reading is cut off at its send buffer limit and i
     clients.push(flooder);
     slow.socket.pause(); // stops reading: the kernel buffers fill, then the server's queue
 
-    const cut = t.server.metrics.counter("c2s.slow_readers_cut");
-    let sent = 0;
-    while (sent < MAX_MESSAGES && cut.value === 0) {
-      for (let i = 0; i < BATCH; i++, sent++) {
-        flooder.send(
-          `<message to='slow@localhost' type='chat' id='flood-${sent}'><body>${BODY}</body></message>`,
-        );
-      }
-      await roundTrip(flooder);
-    }
-    assert.equal(cut.value, 1, `the slow reader was not cut off after ${sent} messages`);
+    let sent = await floodUntilCut(t, flooder);
     // Messages sent after the cut go to offline storage directly.
     for (let i = 0; i < 10; i++, sent++) {
       flooder.send(
@@ -117,8 +83,7 @@ Deno.test("a client reading a large offline backlog at its own pace is not cut o
   const t = await startTestServer({
     users: { slow: "pw", flooder: "pw" },
     globalToml: FAST_FLOOD,
-    hostToml: "c2s_require_encryption = false\nallow_unencrypted_plain_auth = true\n" +
-      "offline_max_messages = 100000",
+    hostToml: PLAIN_HOST,
   });
   const clients: RawClient[] = [];
   try {
@@ -127,12 +92,7 @@ Deno.test("a client reading a large offline backlog at its own pace is not cut o
     // 8 MB waits offline: more than the loopback socket buffers hold, and far more than twice
     // the 64 KiB send limit.
     const stored = 2000;
-    for (let i = 0; i < stored; i++) {
-      flooder.send(
-        `<message to='slow@localhost' type='chat' id='flood-${i}'><body>${BODY}</body></message>`,
-      );
-    }
-    await roundTrip(flooder);
+    await storeOffline(flooder, stored);
 
     const slow = await RawClient.connect(t.port);
     clients.push(slow);
@@ -170,8 +130,7 @@ Deno.test("with stream management the unacknowledged queue hands back what a cut
     users: { slow: "pw", flooder: "pw" },
     globalToml: FAST_FLOOD,
     // Stream management's own queue limit would cut the session first.
-    hostToml: "c2s_require_encryption = false\nallow_unencrypted_plain_auth = true\n" +
-      "offline_max_messages = 100000\nsmacks_max_queue_size = 100000",
+    hostToml: `${PLAIN_HOST}\nsmacks_max_queue_size = 100000`,
   });
   const clients: RawClient[] = [];
   try {
@@ -180,17 +139,7 @@ Deno.test("with stream management the unacknowledged queue hands back what a cut
     const flooder = await plainLogin(t, "flooder", "desk");
     clients.push(flooder);
     slow.socket.pause();
-    const cut = t.server.metrics.counter("c2s.slow_readers_cut");
-    let sent = 0;
-    while (sent < MAX_MESSAGES && cut.value === 0) {
-      for (let i = 0; i < BATCH; i++, sent++) {
-        flooder.send(
-          `<message to='slow@localhost' type='chat' id='flood-${sent}'><body>${BODY}</body></message>`,
-        );
-      }
-      await roundTrip(flooder);
-    }
-    assert.equal(cut.value, 1, `the slow reader was not cut off after ${sent} messages`);
+    const sent = await floodUntilCut(t, flooder);
     slow.socket.resume();
     await slow.waitClosed(20000);
     const onOldStream = new Set(messageIds(slow.received));
@@ -235,17 +184,7 @@ Deno.test("over TLS too a client that stops reading is cut off and its messages 
     slow.socket.pause();
     reads.readStop();
 
-    const cut = t.server.metrics.counter("c2s.slow_readers_cut");
-    let sent = 0;
-    while (sent < MAX_MESSAGES && cut.value === 0) {
-      for (let i = 0; i < BATCH; i++, sent++) {
-        flooder.send(
-          `<message to='slow@localhost' type='chat' id='flood-${sent}'><body>${BODY}</body></message>`,
-        );
-      }
-      await roundTrip(flooder);
-    }
-    assert.equal(cut.value, 1, `the slow reader was not cut off after ${sent} messages`);
+    const sent = await floodUntilCut(t, flooder);
     reads.readStart();
     slow.socket.resume();
     await slow.waitClosed(20000);

@@ -9,7 +9,17 @@ import { connect, type Socket } from "node:net";
 import type { Element } from "../../../core/xml/element.ts";
 import { DEFAULT_XML_LIMITS, parseElement } from "../../../core/xml/parser.ts";
 import { rawRequest } from "../../helpers/http_request.ts";
-import { RawClient, roundTrip } from "../../helpers/raw_client.ts";
+import { type RawClient, roundTrip } from "../../helpers/raw_client.ts";
+import {
+  BATCH,
+  FAST_FLOOD,
+  floodUntilCut,
+  messageIds,
+  PLAIN_HOST,
+  plainLogin,
+  sendFlood,
+  storeOffline,
+} from "../../helpers/slow_reader.ts";
 import { startTestServer, testConfigText, type TestServer } from "../../helpers/test_server.ts";
 import { parseConfigText } from "../../../core/config.ts";
 
@@ -18,15 +28,9 @@ const NS_SASL = "urn:ietf:params:xml:ns:xmpp-sasl";
 const NS_BOSH = "http://jabber.org/protocol/httpbind";
 const NS_XBOSH = "urn:xmpp:xbosh";
 const NS_STREAM_ERRORS = "urn:ietf:params:xml:ns:xmpp-streams";
-const BODY = "x".repeat(4000);
-/** Sent at most: the loopback socket buffers take a few MB before the server's queue grows. */
-const MAX_MESSAGES = 4000;
-const BATCH = 100;
-/** The send limit under test, rate limits that let the flood through at once, and HTTP. */
-const GLOBAL = 'c2s_max_send_buffer = 65536\nlimits_c2s_rate = "1gb/s"\n' +
-  'limits_message_rate = 1000000\nhttp_interfaces = ["127.0.0.1:0"]';
-const HOST = "c2s_require_encryption = false\nallow_unencrypted_plain_auth = true\n" +
-  "offline_max_messages = 100000\nsmacks_max_queue_size = 100000";
+/** The flood's configuration (helpers/slow_reader.ts), with HTTP. */
+const GLOBAL = `${FAST_FLOOD}\nhttp_interfaces = ["127.0.0.1:0"]`;
+const HOST = `${PLAIN_HOST}\nsmacks_max_queue_size = 100000`;
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
@@ -194,37 +198,6 @@ class RawWsClient {
   }
 }
 
-function messageIds(elements: Element[]): string[] {
-  return elements.filter((el) => el.name === "message" && el.attrs.id?.startsWith("flood-"))
-    .map((el) => el.attrs.id!);
-}
-
-/** Logs in over plain TCP (allowed by the test config), bound and available. */
-async function plainLogin(t: TestServer, user: string, resource: string): Promise<RawClient> {
-  const client = await RawClient.connect(t.port);
-  await client.open();
-  await client.loginPlain(user, "pw", resource);
-  client.send("<presence/>");
-  await roundTrip(client);
-  return client;
-}
-
-/** Floods slow@localhost until the server cuts a slow reader off; returns how many were sent. */
-async function flood(t: TestServer, flooder: RawClient): Promise<number> {
-  const cut = t.server.metrics.counter("c2s.slow_readers_cut");
-  let sent = 0;
-  while (sent < MAX_MESSAGES && cut.value === 0) {
-    for (let i = 0; i < BATCH; i++, sent++) {
-      flooder.send(
-        `<message to='slow@localhost' type='chat' id='flood-${sent}'><body>${BODY}</body></message>`,
-      );
-    }
-    await roundTrip(flooder);
-  }
-  assert.equal(cut.value, 1, `the slow reader was not cut off after ${sent} messages`);
-  return sent;
-}
-
 /**
  * Logs slow in again over TCP and waits for `expected` flood messages; returns their ids. The
  * send limit is raised first: megabytes come back at once, and this test's client, parsing
@@ -264,7 +237,7 @@ for (const streamManagement of [false, true]) {
       clients.push(flooder);
       slow.socket.pause(); // stops reading: the kernel buffers fill, then Deno's, then ours
 
-      const sent = await flood(t, flooder);
+      const sent = await floodUntilCut(t, flooder);
       slow.socket.resume();
       await slow.waitClosed();
       const error = slow.received.find((el) => el.name === "error");
@@ -311,11 +284,9 @@ Deno.test("a WebSocket client that reads gets a flood far over its send buffer l
     // Each batch of 400 KB is routed in one event-loop turn: Deno's bufferedAmount counts it
     // all at once, though the kernel takes it, which must not pass for a peer that stops.
     const sent = 800;
-    for (let i = 0; i < sent; i++) {
-      flooder.send(
-        `<message to='slow@localhost' type='chat' id='flood-${i}'><body>${BODY}</body></message>`,
-      );
-      if (i % BATCH === BATCH - 1) await roundTrip(flooder);
+    for (let from = 0; from < sent; from += BATCH) {
+      sendFlood(flooder, from, BATCH);
+      await roundTrip(flooder);
     }
     const client = reader;
     await client.waitFor(() => messageIds(client.received).length >= sent ? true : undefined);
@@ -341,12 +312,7 @@ Deno.test("a WebSocket client reading a large offline backlog at its own pace is
     clients.push(flooder);
     // 8 MB waits offline: more than the socket buffers hold, far more than twice the limit.
     const stored = 2000;
-    for (let i = 0; i < stored; i++) {
-      flooder.send(
-        `<message to='slow@localhost' type='chat' id='flood-${i}'><body>${BODY}</body></message>`,
-      );
-    }
-    await roundTrip(flooder);
+    await storeOffline(flooder, stored);
     slow = await RawWsClient.connect(t);
     await slow.bind("slow", "phone", false);
     // The backlog comes with the first presence while the client is busy elsewhere; another
@@ -411,7 +377,7 @@ Deno.test("a BOSH client that stops sending requests under a flood is ended and 
     const flooder = await plainLogin(t, "flooder", "desk");
     clients.push(flooder);
 
-    const sent = await flood(t, flooder);
+    const sent = await floodUntilCut(t, flooder);
     const onOldSession = messageIds(
       (await last).children.filter((c): c is Element => typeof c !== "string"),
     );
