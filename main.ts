@@ -738,6 +738,21 @@ async function cmdRestore(args: string[]): Promise<number> {
 }
 
 /**
+ * Opens the configured store for a command that reads or writes accounts in bulk (export,
+ * import), with the log kept off the console and out of the server's file; undefined, after
+ * saying why on stderr ("lilt: <what> failed: …"), when it cannot be opened.
+ */
+async function openStoreFor(config: Config, what: string): Promise<Database | undefined> {
+  await configureLogging({ ...config.log, console: false, file: "" });
+  try {
+    return Database.open(storageOptions(config.storage));
+  } catch (error) {
+    console.error(`lilt: ${what} failed: ${(error as Error).message}`);
+    return undefined;
+  }
+}
+
+/**
  * True, after saying so on stderr, when `config` stores its data in PostgreSQL: `command`
  * works on the embedded store's file, and PostgreSQL has its own `tool` for it.
  */
@@ -873,14 +888,8 @@ async function cmdExport(args: string[]): Promise<number> {
     console.error(`lilt: export failed: there is no store at ${path}`);
     return 1;
   }
-  await configureLogging({ ...config.log, console: false, file: "" });
-  let database: Database;
-  try {
-    database = Database.open(storageOptions(config.storage));
-  } catch (error) {
-    console.error(`lilt: export failed: ${(error as Error).message}`);
-    return 1;
-  }
+  const database = await openStoreFor(config, "export");
+  if (!database) return 1;
   try {
     const result = await exportXep227(database, positionals[1], {
       hosts: config.hosts.map((host) => host.domain),
@@ -925,14 +934,8 @@ async function cmdImport(args: string[]): Promise<number> {
   if (!config) return 1;
   const why = "it keeps rosters, blocklists and PEP services in memory";
   if (await refusedWhileRunning(config, "import", why)) return 1;
-  await configureLogging({ ...config.log, console: false, file: "" });
-  let database: Database;
-  try {
-    database = Database.open(storageOptions(config.storage));
-  } catch (error) {
-    console.error(`lilt: import failed: ${(error as Error).message}`);
-    return 1;
-  }
+  const database = await openStoreFor(config, "import");
+  if (!database) return 1;
   try {
     const importOptions = {
       hosts: config.hosts.map((host) => host.domain),
