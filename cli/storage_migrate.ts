@@ -3,7 +3,7 @@
 // same schema through the normal migrations, then proving the copy by counting both sides.
 
 import { resolve } from "node:path";
-import { type Config, readKeyFile } from "../core/config.ts";
+import { type Config, readKeyFile, serverUrlProblem, sqlSchemaProblem } from "../core/config.ts";
 import { configureSilentLogging } from "../core/log.ts";
 import type { ModuleTable } from "../core/modules.ts";
 import {
@@ -475,15 +475,16 @@ export function parseMigrateArgs(args: MigrateArgs): MigrateRequest | { error: s
     if (args.url === undefined) {
       return { error: "storage migrate --to postgresql needs --url postgresql://USER@HOST/DB" };
     }
-    const problem = urlProblem(args.url);
+    const problem = serverUrlProblem(
+      args.url,
+      "postgresql",
+      "--url",
+      "a file and give --password-file FILE",
+    );
     if (problem) return { error: problem };
     const schema = args.schema ?? "";
-    if (schema !== "" && !/^[a-z_][a-z0-9_]{0,62}$/.test(schema)) {
-      return {
-        error: "--schema must be a lower-case SQL name (letters, digits, _), found " +
-          JSON.stringify(schema),
-      };
-    }
+    const schemaProblem = sqlSchemaProblem(schema, "--schema");
+    if (schemaProblem) return { error: schemaProblem };
     const passwordFile = args["password-file"] === undefined ? "" : resolve(args["password-file"]);
     return { to: "postgresql", url: args.url, passwordFile, schema };
   }
@@ -503,27 +504,6 @@ export function parseMigrateArgs(args: MigrateArgs): MigrateRequest | { error: s
       ? "storage migrate needs --to postgresql or --to sqlite"
       : `--to takes postgresql or sqlite, found '${args.to}'`,
   };
-}
-
-/** Why `url` is no PostgreSQL URL Lilt accepts (the rules of storage.url), or undefined. */
-function urlProblem(url: string): string | undefined {
-  let parsed: URL;
-  try {
-    parsed = new URL(url);
-  } catch {
-    return `--url must look like postgresql://user@host:5432/database, found ${
-      JSON.stringify(url)
-    }`;
-  }
-  if (parsed.protocol !== "postgresql:" && parsed.protocol !== "postgres:") {
-    return `--url must look like postgresql://user@host:5432/database, found ${
-      JSON.stringify(url)
-    }`;
-  }
-  if (parsed.password !== "") {
-    return "--url must not hold the password: put it in a file and give --password-file FILE";
-  }
-  return undefined;
 }
 
 /**

@@ -358,6 +358,48 @@ export interface ClusterConfig {
   node_timeout: number;
 }
 
+/** The URL schemes of the servers Lilt connects to, and an example of each for messages. */
+const SERVER_URLS = {
+  postgresql: {
+    schemes: ["postgresql:", "postgres:"],
+    example: "postgresql://user@host:5432/database",
+  },
+  redis: { schemes: ["redis:", "rediss:"], example: "redis://host:6379/0" },
+};
+
+/**
+ * Why `url` is not a URL of a `kind` server Lilt accepts (`name` is the setting in messages,
+ * `passwordIn` where the password goes instead), or undefined: the server's scheme, and no
+ * password, which would show in logs and the shell.
+ */
+export function serverUrlProblem(
+  url: string,
+  kind: keyof typeof SERVER_URLS,
+  name: string,
+  passwordIn: string,
+): string | undefined {
+  const { schemes, example } = SERVER_URLS[kind];
+  let parsed: URL | undefined;
+  try {
+    parsed = new URL(url);
+  } catch {
+    parsed = undefined;
+  }
+  if (!parsed || !schemes.includes(parsed.protocol)) {
+    return `${name} must look like ${example}, found ${JSON.stringify(url)}`;
+  }
+  if (parsed.password !== "") return `${name} must not hold the password: put it in ${passwordIn}`;
+  return undefined;
+}
+
+/** Why `schema` is not a PostgreSQL schema name Lilt accepts ("" is: the default), or undefined. */
+export function sqlSchemaProblem(schema: string, name: string): string | undefined {
+  if (schema === "" || /^[a-z_][a-z0-9_]{0,62}$/.test(schema)) return undefined;
+  return `${name} must be a lower-case SQL name (letters, digits, _), found ${
+    JSON.stringify(schema)
+  }`;
+}
+
 /**
  * Reads a `storage.key_file`: it must be a regular file that only its owner can read or write
  * (mode 0600 or 0400), since it holds the key to every account's data.
@@ -730,27 +772,15 @@ class Validator {
     if (cluster.redis_url === "") {
       this.#problem(at("redis_url"), "error", "a [cluster] table needs cluster.redis_url");
     } else {
-      let url: URL | undefined;
-      try {
-        url = new URL(cluster.redis_url);
-      } catch {
-        url = undefined;
-      }
-      if (!url || (url.protocol !== "redis:" && url.protocol !== "rediss:")) {
-        this.#problem(
-          at("redis_url"),
-          "error",
-          "option 'cluster.redis_url' must look like redis://host:6379/0, found " +
-            JSON.stringify(cluster.redis_url),
-        );
-      } else if (url.password !== "") {
-        this.#problem(
-          at("redis_url"),
-          "error",
-          "option 'cluster.redis_url' must not hold the password: put it in " +
-            "cluster.redis_password_file",
-        );
-        cluster.redis_url = "";
+      const problem = serverUrlProblem(
+        cluster.redis_url,
+        "redis",
+        "option 'cluster.redis_url'",
+        "cluster.redis_password_file",
+      );
+      if (problem) {
+        this.#problem(at("redis_url"), "error", problem);
+        cluster.redis_url = ""; // a password in it must show nowhere
       }
     }
     if (cluster.node_timeout <= cluster.heartbeat_interval) {
@@ -800,36 +830,19 @@ class Validator {
     if (storage.url === "") {
       this.#problem(at("url"), "error", 'storage.driver = "postgresql" needs storage.url');
     } else {
-      let url: URL | undefined;
-      try {
-        url = new URL(storage.url);
-      } catch {
-        url = undefined;
-      }
-      if (!url || (url.protocol !== "postgresql:" && url.protocol !== "postgres:")) {
-        this.#problem(
-          at("url"),
-          "error",
-          "option 'storage.url' must look like postgresql://user@host:5432/database, found " +
-            JSON.stringify(storage.url),
-        );
-      } else if (url.password !== "") {
-        this.#problem(
-          at("url"),
-          "error",
-          "option 'storage.url' must not hold the password: put it in storage.password_file",
-        );
-        storage.url = "";
-      }
-    }
-    if (storage.schema !== "" && !/^[a-z_][a-z0-9_]{0,62}$/.test(storage.schema)) {
-      this.#problem(
-        at("schema"),
-        "error",
-        "option 'storage.schema' must be a lower-case SQL name (letters, digits, _), found " +
-          JSON.stringify(storage.schema),
+      const problem = serverUrlProblem(
+        storage.url,
+        "postgresql",
+        "option 'storage.url'",
+        "storage.password_file",
       );
+      if (problem) {
+        this.#problem(at("url"), "error", problem);
+        storage.url = ""; // a password in it must show nowhere
+      }
     }
+    const schemaProblem = sqlSchemaProblem(storage.schema, "option 'storage.schema'");
+    if (schemaProblem) this.#problem(at("schema"), "error", schemaProblem);
     if (storage.password_file !== "") {
       const read = readKeyFile(storage.password_file, "storage.password_file");
       if ("key" in read) storage.password = read.key;
