@@ -14,7 +14,7 @@ import {
 } from "./connection.ts";
 import { migrate, migrateModule, type Migration } from "./migrations.ts";
 import { loadSqlCipher, StorageKeyError } from "./sqlcipher.ts";
-import { openPostgres } from "./postgresql.ts";
+import { isPostgres, openPostgres } from "./postgresql.ts";
 
 const log = getLogger("storage");
 
@@ -88,10 +88,10 @@ export class Database {
   /** Writers that hold rows in memory (the archive's write-behind queue); see `flush`. */
   #flushers: (() => void)[] = [];
 
-  private constructor(db: SqlConnection, path: string, dialect: SqlDialect) {
+  private constructor(db: SqlConnection, path: string) {
     this.db = db;
     this.path = path;
-    this.dialect = dialect;
+    this.dialect = isPostgres(db) ? "postgresql" : "sqlite";
   }
 
   /**
@@ -140,7 +140,7 @@ export class Database {
       db.close();
       throw error;
     }
-    return new Database(db, path, "sqlite");
+    return new Database(db, path);
   }
 
   static #openPostgres(
@@ -164,7 +164,7 @@ export class Database {
       db.close();
       throw error;
     }
-    return new Database(db, options.path, "postgresql");
+    return new Database(db, options.path);
   }
 
   /** What starts a write transaction: SQLite takes its write lock up front. */

@@ -481,19 +481,6 @@ Deno.test("a schema option creates the schema and keeps the tables in it", async
   again.close();
 });
 
-/**
- * A Database over a PostgreSQL connection (its constructor is private: Database.open will open
- * PostgreSQL itself once the driver is wired in, and this test can then use that).
- */
-function databaseOver(db: SqlConnection): Database {
-  const construct = Database as unknown as new (
-    db: SqlConnection,
-    path: string,
-    dialect: string,
-  ) => Database;
-  return new construct(db, "postgresql", "postgresql");
-}
-
 Deno.test("the core migrations run on an empty schema, once", async () => {
   using c = await connect();
   const { db } = c;
@@ -560,9 +547,12 @@ Deno.test("every module's own migrations run on PostgreSQL", async () => {
 });
 
 Deno.test("the key-value and map stores work on PostgreSQL", async () => {
-  using c = await connect();
-  migrate(c.db);
-  const database = databaseOver(c.db);
+  const url = await postgresUrl();
+  using schema = freshSchema(url);
+  const database = Database.open({
+    path: "postgresql",
+    postgres: { url, password: "", schema: schema.name },
+  });
   const storage = new Storage(database);
   const vcards = storage.keyval<{ fn: string }>("example.com", "vcard");
   assert.equal(vcards.get("juliet"), undefined);
@@ -590,9 +580,9 @@ Deno.test("the key-value and map stores work on PostgreSQL", async () => {
 
   // Writes of one task are batched in one transaction, committed in a microtask.
   vcards.set("tybalt", { fn: "Tybalt" });
-  assert.equal(c.db.isTransaction, true);
+  assert.equal(database.db.isTransaction, true);
   await Promise.resolve();
-  assert.equal(c.db.isTransaction, false);
+  assert.equal(database.db.isTransaction, false);
 
   storage.deleteUser("example.com", "romeo");
   assert.equal(bookmarks.count("romeo"), 0);
