@@ -4,7 +4,6 @@
 
 import assert from "node:assert/strict";
 import { addLogWatcher } from "../../../core/log.ts";
-import type { SqlConnection } from "../../../core/storage/connection.ts";
 import { Database } from "../../../core/storage/database.ts";
 import {
   migrate,
