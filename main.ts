@@ -329,6 +329,17 @@ async function cmdStart(args: string[]): Promise<number> {
   if (values.help) return help("start");
   const config = await readConfig(values.config);
   if (!config) return 1;
+  // SIGHUP is taken from here on: one that comes while the server starts (after its listeners
+  // are logged, before the admin socket is up) is applied once it runs, instead of ending the
+  // process (the signal's default action). The same path as the shell's `config reload`:
+  // problems and failures are logged there; the log file is opened again first, even when the
+  // new file has errors (logrotate).
+  const hup: { server?: Server; pending: boolean } = { pending: false };
+  Deno.addSignalListener("SIGHUP", () => {
+    reopenLogFiles();
+    if (hup.server) void reloadConfiguration(hup.server);
+    else hup.pending = true;
+  });
   let server: Server;
   try {
     server = await Server.start(config, { modules: builtinModules });
@@ -355,12 +366,8 @@ async function cmdStart(args: string[]): Promise<number> {
     event.preventDefault();
     log.error("Uncaught exception: {error}", { error: event.error });
   });
-  // The same path as the shell's `config reload`: problems and failures are logged there.
-  // The log file is opened again first, even when the new file has errors (logrotate).
-  Deno.addSignalListener("SIGHUP", () => {
-    reopenLogFiles();
-    void reloadConfiguration(server);
-  });
+  hup.server = server;
+  if (hup.pending) void reloadConfiguration(server);
   const stop = async (reason?: string) => {
     notifySystemd("STOPPING=1");
     log.info("Shutting down");
